@@ -1,0 +1,190 @@
+"""The `gateway` command: serve, check, models, emulate.
+
+Exit codes: 0 success, 1 a check found problems, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import orjson
+
+from gateway import __version__
+from gateway.config import DEMO_UPSTREAMS_ENV, ConfigError, Settings, load_catalog, needs_demo
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None, help="catalog file (YAML); default: $GATEWAY_CONFIG or built-in defaults"
+    )
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    if args.config is not None:
+        return args.config
+    value = os.environ.get("GATEWAY_CONFIG")
+    return Path(value) if value else None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    path = _config_path(args)
+    overrides = {"GATEWAY_HOST": args.host, "GATEWAY_PORT": args.port, "GATEWAY_WORKERS": args.workers}
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[key] = str(value)
+    if path is not None:
+        os.environ["GATEWAY_CONFIG"] = str(path)
+    try:
+        settings = Settings()
+        kinds = needs_demo(path, os.environ)
+        emulators = _start_demo(kinds) if kinds else []
+        catalog = load_catalog(path)
+    except ConfigError as exc:
+        print(f"gateway: configuration error\n{exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # pydantic ValidationError of the environment settings
+        print(f"gateway: invalid GATEWAY_* setting\n{exc}", file=sys.stderr)
+        return 2
+    say = lambda text: print(f"gateway: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    say(f"model-gateway {__version__}; catalog: {catalog.source}; models: {', '.join(catalog.models)}")
+    if emulators:
+        say("DEMO MODE: no provider API keys are set (MISTRAL_API_KEY, MOONSHOT_API_KEY).")
+        for kind, server in emulators:
+            say(f"  {kind} requests go to the built-in {kind} emulator at {server.url}/v1, not the real API")
+        say("  set the provider keys to talk to the real APIs.")
+    if settings.master_key is None:
+        say(f"OPEN: GATEWAY_MASTER_KEY is not set; anyone who can reach {settings.host}:{settings.port} can use /v1.")
+    say(f"listening on http://{settings.host}:{settings.port}/v1 with {settings.workers} worker(s)")
+    try:
+        uvicorn.run(
+            "gateway.http.app:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        for _, server in emulators:
+            server.stop()
+    return 0
+
+
+def _start_demo(kinds: list[str]) -> list[tuple[str, object]]:
+    from gateway.emulators import EmulatorOptions, start_emulator
+
+    started = []
+    upstreams = {}
+    for kind in kinds:
+        options = EmulatorOptions()
+        server = start_emulator(kind, options)
+        started.append((kind, server))
+        upstreams[kind] = {"url": f"{server.url}/v1", "key": options.api_key or f"demo-key-{kind}"}
+    # Worker processes read this to point their providers at the emulators.
+    os.environ[DEMO_UPSTREAMS_ENV] = orjson.dumps(upstreams).decode()
+    return started
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    try:
+        catalog = load_catalog(path)
+        Settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"invalid GATEWAY_* setting\n{exc}", file=sys.stderr)
+        return 1
+    print(f"{catalog.source}: OK ({len(catalog.providers)} providers, {len(catalog.models)} models)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from gateway.litellm_catalog import compare, render_table
+
+    try:
+        catalog = load_catalog(_config_path(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    differences = compare(catalog)
+    if args.format == "json":
+        from gateway.litellm_catalog import as_json
+
+        print(as_json(catalog, differences))
+    else:
+        print(render_table(catalog, differences))
+    return 0
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.emulators import EmulatorOptions, create_app
+
+    options = EmulatorOptions(
+        api_key=args.api_key,
+        seed=args.seed,
+        latency_ms=args.latency_ms,
+        first_token_ms=args.first_token_ms,
+        chunk_delay_ms=args.chunk_delay_ms,
+        fault=args.fault,
+    )
+    print(f"gateway: {args.kind} emulator on http://{args.host}:{args.port}/v1 (not the real API)", file=sys.stderr)
+    uvicorn.run(create_app(args.kind, options), host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="model-gateway: an OpenAI-compatible LLM gateway")
+    parser.add_argument("--version", action="version", version=f"model-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway (demo mode on emulators when no provider keys are set)")
+    _add_config(serve)
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 4000)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    serve.set_defaults(func=cmd_serve)
+
+    check = commands.add_parser("check", help="validate the configuration without starting; exit 1 on any problem")
+    _add_config(check)
+    check.set_defaults(func=cmd_check)
+
+    models = commands.add_parser("models", help="print the model catalog, marking differences from litellm's")
+    _add_config(models)
+    models.add_argument("--format", choices=("table", "json"), default="table")
+    models.set_defaults(func=cmd_models)
+
+    emulate = commands.add_parser("emulate", help="run a provider emulator (mistral or moonshot)")
+    emulate.add_argument("kind", choices=("mistral", "moonshot"))
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=8001)
+    emulate.add_argument("--api-key", default=None, help="key the emulator accepts (default demo-key-KIND)")
+    emulate.add_argument("--seed", type=int, default=0)
+    emulate.add_argument("--latency-ms", type=float, default=0.0)
+    emulate.add_argument("--first-token-ms", type=float, default=0.0)
+    emulate.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    emulate.add_argument("--fault", default=None, help="server-wide fault, e.g. 'status=503' or 'cut=3'")
+    emulate.set_defaults(func=cmd_emulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

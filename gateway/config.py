@@ -1,0 +1,261 @@
+"""Settings (environment, prefix GATEWAY_) and the catalog file (providers and models).
+
+Everything here is built once at start-up and passed in; nothing is read from
+module globals later. Provider secrets are resolved from the environment mapping
+given to `load_catalog`, never from the file itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderKind = Literal["mistral", "moonshot", "openai-compatible", "litellm"]
+Capability = Literal["chat", "tools", "vision", "fim", "embeddings"]
+AUTO_MODEL = "auto"
+DEMO_UPSTREAMS_ENV = "GATEWAY_DEMO_UPSTREAMS"
+
+
+class Settings(BaseSettings):
+    """Process settings from `GATEWAY_*` environment variables (and CLI overrides)."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    config: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    master_key: SecretStr | None = None
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    data_dir: Path = Path.home() / ".local" / "share" / "model-gateway"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Timeouts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    connect: float = Field(10.0, gt=0)
+    first_byte: float = Field(120.0, gt=0)
+    total: float = Field(900.0, gt=0)
+
+
+class ProviderConfig(BaseModel):
+    """A provider as written in the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    kind: ProviderKind
+    region: str = Field(min_length=1, pattern=r"^[a-z0-9-]+$")
+    base_url: str | None = None
+    base_url_env: str | None = None
+    api_key_env: str | None = None
+    litellm_provider: str | None = None
+    max_connections: int = Field(512, ge=1)
+    timeouts: Timeouts = Timeouts()
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> "ProviderConfig":
+        if self.kind != "litellm" and not (self.base_url or self.base_url_env):
+            raise ValueError(f"provider kind {self.kind!r} needs base_url or base_url_env")
+        if self.kind == "litellm" and not self.litellm_provider:
+            raise ValueError("provider kind 'litellm' needs litellm_provider (for example 'anthropic')")
+        return self
+
+
+class Price(BaseModel):
+    """USD per million tokens; batch_discount is a fraction (0.5 = half price)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+    cached_input: Decimal | None = Field(None, ge=0)
+    batch_discount: Decimal | None = Field(None, ge=0, le=1)
+
+
+class ModelConfig(BaseModel):
+    """A model as clients see it, and where it really lives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
+    provider: str
+    upstream_model: str = Field(min_length=1)
+    context_window: int = Field(gt=0)
+    max_output_tokens: int = Field(ge=0)
+    price: Price
+    capabilities: frozenset[Capability] = frozenset({"chat"})
+    fixed_sampling: bool = False
+    max_n: int | None = Field(None, ge=1)
+    litellm_name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_auto(cls, value: str) -> str:
+        if value == AUTO_MODEL:
+            raise ValueError("'auto' is reserved for the virtual model")
+        return value
+
+
+class CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[ProviderConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> "CatalogFile":
+        names = [p.name for p in self.providers]
+        for index, name in enumerate(names):
+            if names.index(name) != index:
+                raise ValueError(f"providers[{index}].name: duplicate provider {name!r}")
+        seen: set[str] = set()
+        for index, model in enumerate(self.models):
+            if model.name in seen:
+                raise ValueError(f"models[{index}].name: duplicate model {model.name!r}")
+            seen.add(model.name)
+            if model.provider not in names:
+                raise ValueError(
+                    f"models[{index}].provider: unknown provider {model.provider!r} (known: {', '.join(names)})"
+                )
+        return self
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A provider resolved against the environment: URL and secret known."""
+
+    name: str
+    kind: ProviderKind
+    region: str
+    base_url: str
+    api_key: SecretStr | None
+    litellm_provider: str | None
+    max_connections: int
+    timeouts: Timeouts
+    demo: bool = False
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Resolved providers and models, looked up by public name."""
+
+    source: str
+    providers: Mapping[str, Provider]
+    models: Mapping[str, ModelConfig]
+    demo: bool
+
+    def model(self, name: str) -> ModelConfig | None:
+        return self.models.get(name)
+
+    def provider_of(self, model: ModelConfig) -> Provider:
+        return self.providers[model.provider]
+
+
+class ConfigError(Exception):
+    """A configuration problem, naming the file, the path inside it and what is wrong."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and not part.startswith(("function-", "literal_", "value_")):
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def parse_catalog_file(path: Path | None) -> tuple[str, CatalogFile]:
+    """Read and validate a catalog file (or the built-in one); raise ConfigError."""
+    if path is None:
+        source = "built-in defaults (gateway/defaults/catalog.yaml)"
+        text = resources.files("gateway").joinpath("defaults/catalog.yaml").read_text("utf-8")
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, [f"cannot read file: {exc}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["(top level): must be a mapping with 'providers' and 'models'"])
+    try:
+        return source, CatalogFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["loc"]:
+                problems.append(f"{_loc(err['loc'])}: {msg}")
+            else:
+                problems.append(msg if ": " in msg else f"(top level): {msg}")
+        raise ConfigError(source, problems) from exc
+
+
+def load_catalog(path: Path | None, env: Mapping[str, str] | None = None) -> Catalog:
+    """Validate the file and resolve each provider's URL and key from `env`.
+
+    Demo mode: when `GATEWAY_DEMO_UPSTREAMS` (set by `gateway serve` after it
+    started the emulators) maps a provider kind to an emulator URL, providers of
+    that kind are pointed there with the emulator's key.
+    """
+    env = os.environ if env is None else env
+    source, spec = parse_catalog_file(path)
+    demo_upstreams: dict[str, dict[str, str]] = {}
+    if env.get(DEMO_UPSTREAMS_ENV):
+        demo_upstreams = orjson.loads(env[DEMO_UPSTREAMS_ENV])
+    providers: dict[str, Provider] = {}
+    for p in spec.providers:
+        demo = demo_upstreams.get(p.kind)
+        if demo is not None:
+            base_url, key = demo["url"], demo["key"]
+        else:
+            base_url = (env.get(p.base_url_env) if p.base_url_env else None) or p.base_url or ""
+            key = env.get(p.api_key_env) if p.api_key_env else None
+        providers[p.name] = Provider(
+            name=p.name,
+            kind=p.kind,
+            region=p.region,
+            base_url=base_url.rstrip("/"),
+            api_key=SecretStr(key) if key else None,
+            litellm_provider=p.litellm_provider,
+            max_connections=p.max_connections,
+            timeouts=p.timeouts,
+            demo=demo is not None,
+        )
+    models = {m.name: m for m in spec.models}
+    return Catalog(source=source, providers=providers, models=models, demo=bool(demo_upstreams))
+
+
+def needs_demo(path: Path | None, env: Mapping[str, str]) -> list[str]:
+    """Provider kinds to emulate: those of mistral/moonshot kind, if no provider has a key."""
+    _, spec = parse_catalog_file(path)
+    if any(p.api_key_env and env.get(p.api_key_env) for p in spec.providers):
+        return []
+    return sorted({p.kind for p in spec.providers if p.kind in ("mistral", "moonshot")})

@@ -1,0 +1,55 @@
+"""The Starlette application over a `Gateway`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.config import Settings, load_catalog
+from gateway.core import Gateway
+from gateway.errors import GatewayError
+from gateway.http import health, openai
+from gateway.http.responses import error_response
+
+log = logging.getLogger("gateway")
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = {404: f"Unknown path {request.url.path}.", 405: f"Method {request.method} is not allowed here."}
+        text = message.get(exc.status_code, str(exc.detail))
+        return error_response(GatewayError(exc.status_code, text, "invalid_request_error", code))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(GatewayError(500, "Internal gateway error.", "server_error", "internal_error"))
+
+    app = Starlette(
+        routes=[*openai.routes(gateway), *health.routes(gateway)],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn factory for `gateway serve` (each worker process builds its own Gateway)."""
+    settings = Settings()
+    return create_app(Gateway(settings, load_catalog(settings.config)))

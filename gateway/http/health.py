@@ -1,0 +1,43 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.core import Gateway
+from gateway.http.responses import json_bytes
+
+
+def routes(gateway: Gateway) -> list[Route]:
+    async def healthz(request: Request) -> Response:
+        return json_bytes(b'{"status":"ok"}')
+
+    async def readyz(request: Request) -> Response:
+        catalog = gateway.catalog
+        providers = {
+            name: {
+                "kind": p.kind,
+                "region": p.region,
+                "configured": p.api_key is not None or p.kind == "litellm",
+                "demo": p.demo,
+            }
+            for name, p in catalog.providers.items()
+        }
+        ready = gateway.started
+        body = {
+            "status": "ready" if ready else "starting",
+            "mode": "demo" if catalog.demo else "live",
+            "demo": catalog.demo,
+            "config": catalog.source,
+            "models": list(catalog.models),
+            "providers": providers,
+            "auth": "open" if gateway.auth.open else "master_key",
+        }
+        if catalog.demo:
+            body["notice"] = "demo mode: answers come from the built-in provider emulators, not the real APIs"
+        return json_bytes(orjson.dumps(body), status=200 if ready else 503)
+
+    return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]

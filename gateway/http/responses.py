@@ -1,0 +1,61 @@
+"""Responses: JSON bytes, OpenAI-style errors, and a streaming response that notices disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.errors import GatewayError
+
+
+def json_bytes(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(error: GatewayError) -> Response:
+    return json_bytes(error.body(), error.status, error.headers)
+
+
+class EventStreamResponse(Response):
+    """Streams SSE bytes and cancels the producer as soon as the client goes away.
+
+    Starlette's StreamingResponse only notices a gone client when a write fails,
+    which never happens while the provider is silent; here a second task waits
+    for `http.disconnect`, so a hung upstream request is cancelled at once.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        producer = asyncio.ensure_future(self._produce(send))
+        watcher = asyncio.ensure_future(self._watch(receive))
+        try:
+            await asyncio.wait((producer, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (producer, watcher):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(producer, watcher, return_exceptions=True)
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _produce(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.events:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _watch(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass

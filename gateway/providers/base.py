@@ -1,0 +1,113 @@
+"""The one interface every provider adapter implements, and the values it returns.
+
+The rest of the gateway sees OpenAI-shaped requests and answers only; everything
+one provider needs (field translation, id mapping, sampling fixes, usage
+extraction, error mapping) lives in that provider's own module.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+from gateway.config import ModelConfig, Provider
+
+# What a request wants from a provider.
+CHAT = "chat"
+FIM = "fim"
+EMBEDDINGS = "embeddings"
+
+Json = dict[str, Any]
+ChunkReshaper = Callable[[Json], Json]
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage as the provider reported it, normalised."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_openai(self) -> Json:
+        usage: Json = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+        if self.reasoning_tokens:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return usage
+
+
+@dataclass(slots=True)
+class StreamOutcome:
+    """Filled in while a stream is relayed; read once it ends (or is cut)."""
+
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    chunks: int = 0
+    malformed_chunks: int = 0
+    error: str | None = None  # "stream_cut", "malformed", "timeout", "upstream_error", "client_gone"
+    completed: bool = False
+    first_chunk_at: float | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    """A complete (non-streaming) answer, already in OpenAI's shape."""
+
+    body: bytes
+    usage: Usage | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StreamReply:
+    """A streaming answer: SSE bytes for the client, and what was learnt on the way."""
+
+    events: AsyncIterator[bytes]
+    outcome: StreamOutcome
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Adapter(ABC):
+    """A provider behind the gateway. One instance per configured provider."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    async def start(self) -> None:
+        """Open connection pools; called once the event loop runs."""
+
+    async def close(self) -> None:
+        """Close connection pools."""
+
+    @abstractmethod
+    async def chat(
+        self, body: Json, model: ModelConfig, *, stream: bool, include_usage: bool, reshape: ChunkReshaper | None = None
+    ) -> Reply | StreamReply:
+        """Send an OpenAI chat request (already parsed, owned by the adapter) to the provider."""
+
+    async def fim(
+        self, body: Json, model: ModelConfig, *, stream: bool, include_usage: bool, reshape: ChunkReshaper | None = None
+    ) -> Reply | StreamReply:
+        from gateway.errors import invalid_request
+
+        raise invalid_request(f"provider {self.name!r} has no fill-in-the-middle endpoint", param="suffix")
+
+    async def embeddings(self, body: Json, model: ModelConfig) -> Reply:
+        from gateway.errors import invalid_request
+
+        raise invalid_request(f"provider {self.name!r} has no embeddings endpoint", param="model")

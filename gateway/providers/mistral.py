@@ -1,0 +1,173 @@
+"""Mistral (La Plateforme): strict validation, 9-character tool ids, usage on the last chunk.
+
+Mistral refuses any field it does not know (422 extra_forbidden), so requests
+are rebuilt from a whitelist: OpenAI names with a Mistral twin are translated,
+hints are dropped, and anything else is refused by the gateway with a 400 that
+names the parameter, before the provider is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from gateway.config import ModelConfig
+from gateway.errors import invalid_request
+from gateway.providers.base import Json, StreamOutcome
+from gateway.providers.openai_compatible import HINT_FIELDS, ChunkAction, OpenAICompatibleAdapter, usage_from
+
+CHAT_FIELDS = frozenset(
+    {
+        "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
+        "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "n",
+        "parallel_tool_calls", "prediction", "prompt_mode", "reasoning_effort", "safe_prompt",
+        "guardrails", "prompt_cache_key",
+    }
+)  # fmt: skip
+FIM_FIELDS = frozenset(
+    {"model", "prompt", "suffix", "temperature", "top_p", "max_tokens", "min_tokens", "stream", "stop", "random_seed"}
+)
+EMBEDDING_FIELDS = frozenset({"model", "input", "output_dimension", "output_dtype", "encoding_format"})
+MESSAGE_FIELDS = {
+    "system": ("role", "content"),
+    "user": ("role", "content"),
+    "assistant": ("role", "content", "tool_calls", "prefix"),
+    "tool": ("role", "content", "tool_call_id", "name"),
+}
+TOOL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def mistral_tool_id(original: str) -> str:
+    """A valid 9-character id for any client id; stateless, so a conversation maps the same way every turn."""
+    if TOOL_ID.match(original):
+        return original
+    number = int.from_bytes(hashlib.blake2b(original.encode(), digest_size=8).digest(), "big")
+    chars = []
+    for _ in range(9):
+        number, rest = divmod(number, 62)
+        chars.append(_ALPHABET[rest])
+    return "".join(chars)
+
+
+def _translate(body: Json, allowed: frozenset[str], model: ModelConfig) -> Json:
+    if "seed" in body and "random_seed" not in body:
+        body["random_seed"] = body["seed"]
+    if "max_completion_tokens" in body and "max_tokens" not in body:
+        body["max_tokens"] = body["max_completion_tokens"]
+    if "dimensions" in body and "output_dimension" not in body:
+        body["output_dimension"] = body["dimensions"]
+    translated_away = {"seed", "max_completion_tokens", "stream_options", "dimensions", "functions", "function_call"}
+    out: Json = {}
+    for key, value in body.items():
+        if key in allowed:
+            out[key] = value
+        elif key in translated_away or key in HINT_FIELDS:
+            continue
+        else:
+            raise invalid_request(f"parameter {key!r} is not supported by model {model.name!r}", param=key)
+    out["model"] = model.upstream_model
+    return out
+
+
+def _message(message: Any, index: int) -> Json:
+    if not isinstance(message, dict):
+        raise invalid_request(f"messages[{index}] must be an object", param=f"messages[{index}]")
+    role = message.get("role")
+    if role == "developer":
+        role = "system"
+    keep = MESSAGE_FIELDS.get(role)  # type: ignore[arg-type]
+    if keep is None:
+        raise invalid_request(f"messages[{index}].role {role!r} is not supported", param=f"messages[{index}].role")
+    out = {key: message[key] for key in keep if key in message and message[key] is not None}
+    out["role"] = role
+    if "tool_calls" in out:
+        out["tool_calls"] = [
+            {**call, "id": mistral_tool_id(str(call.get("id", "")))} if isinstance(call, dict) else call
+            for call in out["tool_calls"]
+        ]
+        out.setdefault("content", "")
+    if "tool_call_id" in out:
+        out["tool_call_id"] = mistral_tool_id(str(out["tool_call_id"]))
+    return out
+
+
+def _text_of(content: list[Any]) -> tuple[str, str]:
+    """Split Mistral's array content into (text, thinking)."""
+    text, thinking = [], []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            text.append(str(part.get("text", "")))
+        elif part.get("type") == "thinking":
+            inner = part.get("thinking")
+            if isinstance(inner, list):
+                thinking.extend(str(p.get("text", "")) for p in inner if isinstance(p, dict))
+            elif isinstance(inner, str):
+                thinking.append(inner)
+    return "".join(text), "".join(thinking)
+
+
+def _flatten_content(holder: Json) -> bool:
+    content = holder.get("content")
+    if not isinstance(content, list):
+        return False
+    text, thinking = _text_of(content)
+    holder["content"] = text
+    if thinking:
+        holder["reasoning_content"] = thinking
+    return True
+
+
+class MistralAdapter(OpenAICompatibleAdapter):
+    fim_path = "/fim/completions"
+
+    def prepare_chat(self, body: Json, model: ModelConfig, stream: bool) -> Json:
+        if "functions" in body and "tools" not in body:
+            body["tools"] = [{"type": "function", "function": f} for f in body["functions"]]
+        if "function_call" in body and "tool_choice" not in body:
+            call = body["function_call"]
+            body["tool_choice"] = {"type": "function", "function": call} if isinstance(call, dict) else call
+        out = _translate(body, CHAT_FIELDS, model)
+        out["messages"] = [_message(m, i) for i, m in enumerate(body["messages"])]
+        return out
+
+    def prepare_fim(self, body: Json, model: ModelConfig, stream: bool) -> Json:
+        return _translate(body, FIM_FIELDS, model)
+
+    def prepare_embeddings(self, body: Json, model: ModelConfig) -> Json:
+        return _translate(body, EMBEDDING_FIELDS, model)
+
+    def fix_reply(self, reply: Json) -> bool:
+        changed = False
+        for choice in reply.get("choices") or ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict):
+                changed |= _flatten_content(message)
+        return changed
+
+    def fix_chunk(self, chunk: Json, outcome: StreamOutcome) -> ChunkAction:
+        action = ChunkAction.KEEP
+        if "usage" in chunk:
+            # Mistral puts usage on the last content chunk; OpenAI clients expect it in a
+            # separate, final chunk (sent by the relay when asked for).
+            usage = usage_from(chunk.pop("usage"))
+            if usage is not None:
+                outcome.usage = usage
+            if not chunk.get("choices"):
+                return ChunkAction.DROP
+            action = ChunkAction.CHANGED
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("finish_reason"):
+                outcome.finish_reason = choice["finish_reason"]
+                if choice["finish_reason"] == "model_length":
+                    choice["finish_reason"] = "length"
+                    action = ChunkAction.CHANGED
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and _flatten_content(delta):
+                action = ChunkAction.CHANGED
+        return action

@@ -1,0 +1,198 @@
+"""The OpenAI-compatible HTTP adapter: the fast path every HTTP provider shares.
+
+One pooled aiohttp session per provider (keep-alive, created once the loop
+runs). The request body was parsed once by the HTTP layer; here it is adjusted
+in place and serialised once. Subclasses (mistral.py, moonshot.py) override the
+small hooks: `prepare_*`, `fix_reply`, `fix_chunk`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway import __version__
+from gateway.config import ModelConfig
+from gateway.errors import GatewayError
+from gateway.providers.base import Adapter, ChunkReshaper, Json, Reply, StreamOutcome, StreamReply, Usage
+from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
+from gateway.relay import relay_events
+
+
+class ChunkAction(enum.Enum):
+    KEEP = 0  # forward the provider's bytes unchanged
+    CHANGED = 1  # re-encode the (modified) chunk
+    DROP = 2  # do not forward
+
+
+# Fields an OpenAI client may send that are hints, not requirements; an adapter
+# whose provider refuses them drops them instead of failing the request.
+HINT_FIELDS = frozenset({"user", "service_tier", "store", "logprobs", "top_logprobs", "metadata"})
+
+
+def usage_from(raw: Any) -> Usage | None:
+    """Normalise every usage shape providers send (see providers.md)."""
+    if not isinstance(raw, dict):
+        return None
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None:
+        cached = raw.get("cached_tokens", raw.get("num_cached_tokens"))
+    completion_details = raw.get("completion_tokens_details")
+    reasoning = completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else None
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+        cached_tokens=int(cached or 0),
+        reasoning_tokens=int(reasoning or 0),
+    )
+
+
+class OpenAICompatibleAdapter(Adapter):
+    chat_path = "/chat/completions"
+    fim_path: str | None = None
+    embeddings_path = "/embeddings"
+
+    def __init__(self, provider: Any) -> None:
+        super().__init__(provider)
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        t = self.provider.timeouts
+        headers = {"User-Agent": f"model-gateway/{__version__}", "Content-Type": "application/json"}
+        if self.provider.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.provider.api_key.get_secret_value()}"
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self.provider.max_connections, keepalive_timeout=60, ttl_dns_cache=300
+            ),
+            timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.first_byte),
+            headers=headers,
+            skip_auto_headers=("User-Agent",),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- hooks (overridden per provider) ------------------------------------------------
+    def prepare_chat(self, body: Json, model: ModelConfig, stream: bool) -> Json:
+        body["model"] = model.upstream_model
+        if stream:
+            # Usage is always needed for billing; the client only sees it if it asked.
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def prepare_fim(self, body: Json, model: ModelConfig, stream: bool) -> Json:
+        body["model"] = model.upstream_model
+        return body
+
+    def prepare_embeddings(self, body: Json, model: ModelConfig) -> Json:
+        body["model"] = model.upstream_model
+        return body
+
+    def fix_reply(self, reply: Json) -> bool:
+        """Make a complete answer OpenAI-shaped in place; return True if anything changed."""
+        return False
+
+    def fix_chunk(self, chunk: Json, outcome: StreamOutcome) -> ChunkAction:
+        """Capture usage and adapt one stream chunk in place."""
+        if "usage" in chunk:
+            usage = usage_from(chunk["usage"])
+            if usage is not None:
+                outcome.usage = usage
+            if not chunk.get("choices"):
+                return ChunkAction.DROP  # the relay sends its own usage chunk if asked
+            chunk.pop("usage")
+            action = ChunkAction.CHANGED
+        else:
+            action = ChunkAction.KEEP
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                outcome.finish_reason = choice["finish_reason"]
+        return action
+
+    # -- the calls -----------------------------------------------------------------------
+    async def chat(
+        self, body: Json, model: ModelConfig, *, stream: bool, include_usage: bool, reshape: ChunkReshaper | None = None
+    ) -> Reply | StreamReply:
+        payload = self.prepare_chat(body, model, stream)
+        return await self._call(self.chat_path, payload, stream, include_usage, reshape)
+
+    async def fim(
+        self, body: Json, model: ModelConfig, *, stream: bool, include_usage: bool, reshape: ChunkReshaper | None = None
+    ) -> Reply | StreamReply:
+        if self.fim_path is None:
+            return await super().fim(body, model, stream=stream, include_usage=include_usage, reshape=reshape)
+        payload = self.prepare_fim(body, model, stream)
+        return await self._call(self.fim_path, payload, stream, include_usage, reshape)
+
+    async def embeddings(self, body: Json, model: ModelConfig) -> Reply:
+        payload = self.prepare_embeddings(body, model)
+        reply = await self._call(self.embeddings_path, payload, False, False, None)
+        assert isinstance(reply, Reply)
+        return reply
+
+    async def _call(
+        self, path: str, payload: Json, stream: bool, include_usage: bool, reshape: ChunkReshaper | None
+    ) -> Reply | StreamReply:
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        url = self.provider.base_url + path
+        data = orjson.dumps(payload)
+        headers = {"Accept": "text/event-stream"} if stream else None
+        try:
+            response = await self._session.post(url, data=data, headers=headers)
+        except asyncio.TimeoutError as exc:
+            raise timeout_error(self.name, "connect or first byte") from exc
+        except aiohttp.ClientError as exc:
+            raise connect_error(self.name, exc) from exc
+        try:
+            if response.status != 200:
+                body = await response.read()
+                raise map_status_error(self.name, response.status, body, response.headers)
+            if not stream:
+                body = await response.read()
+                return self._complete(body, reshape)
+        except asyncio.TimeoutError as exc:
+            raise timeout_error(self.name, "reading the answer") from exc
+        except aiohttp.ClientError as exc:
+            raise GatewayError(
+                502, f"{self.name} closed the connection before answering", "upstream_error", "upstream_stream_cut"
+            ) from exc
+        finally:
+            if not stream or response.status != 200:
+                response.release()
+        if not response.content_type.startswith("text/event-stream"):
+            response.close()
+            raise GatewayError(502, f"{self.name} did not answer with a stream", "upstream_error", "upstream_malformed")
+        outcome = StreamOutcome()
+        events = relay_events(response, self.name, self.fix_chunk, outcome, include_usage, reshape)
+        return StreamReply(events=events, outcome=outcome)
+
+    def _complete(self, body: bytes, reshape: ChunkReshaper | None) -> Reply:
+        try:
+            reply = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(502, f"{self.name} sent a malformed answer", "upstream_error", "upstream_malformed") from exc
+        if not isinstance(reply, dict):
+            raise GatewayError(502, f"{self.name} sent a malformed answer", "upstream_error", "upstream_malformed")
+        changed = self.fix_reply(reply)
+        usage = usage_from(reply.get("usage"))
+        if usage is not None and reply["usage"] != (normal := usage.as_openai()):
+            reply["usage"] = normal
+            changed = True
+        if reshape is not None:
+            reply = reshape(reply)
+            changed = True
+        return Reply(body=orjson.dumps(reply) if changed else body, usage=usage)

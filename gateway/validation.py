@@ -1,0 +1,173 @@
+"""Check the fields of an OpenAI request that the gateway relies on.
+
+Only the fields routing and billing need, plus the types of the common
+parameters, so that a mistyped request gets a 400 naming the parameter instead
+of a provider error or a 500. The rest of the body is the provider's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import invalid_request
+
+# Never taken from a client: upstream URLs and keys are configuration only.
+FORBIDDEN_FIELDS = ("api_base", "base_url", "api_key", "custom_llm_provider", "extra_headers")
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+@dataclass(slots=True)
+class Request:
+    model: str
+    stream: bool
+    include_usage: bool
+    needs: set[str] = field(default_factory=set)  # capabilities beyond the endpoint's own
+    n: int = 1
+    max_output: int | None = None
+
+
+def _type_error(param: str, expected: str) -> Exception:
+    return invalid_request(f"Invalid type for '{param}': expected {expected}.", param=param, code="invalid_type")
+
+
+def _common(body: dict[str, Any]) -> tuple[str, bool, bool]:
+    for key in FORBIDDEN_FIELDS:
+        if key in body:
+            raise invalid_request(f"Parameter '{key}' cannot be set by clients.", param=key, code="forbidden_parameter")
+    model = body.get("model")
+    if model is None:
+        raise invalid_request("You must provide a model parameter.", param="model", code="missing_required_parameter")
+    if not isinstance(model, str) or not model.strip():
+        raise _type_error("model", "a non-empty string")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise _type_error("stream", "a boolean")
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _type_error("stream_options", "an object")
+        include_usage = options.get("include_usage") is True
+        if not stream:
+            raise invalid_request(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+            )
+    return model, stream, include_usage
+
+
+def _int(body: dict[str, Any], key: str, minimum: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _type_error(key, "an integer")
+    if value < minimum:
+        raise invalid_request(f"'{key}' must be at least {minimum}.", param=key, code="invalid_value")
+    return value
+
+
+def _number(body: dict[str, Any], key: str, low: float, high: float) -> None:
+    value = body.get(key)
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _type_error(key, "a number")
+    if not low <= value <= high:
+        raise invalid_request(f"'{key}' must be between {low} and {high}.", param=key, code="invalid_value")
+
+
+def _sampling(body: dict[str, Any]) -> tuple[int, int | None]:
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    _number(body, "presence_penalty", -2, 2)
+    _number(body, "frequency_penalty", -2, 2)
+    _int(body, "seed", -(2**63))
+    n = _int(body, "n", 1) or 1
+    max_tokens = _int(body, "max_tokens", 1)
+    max_completion = _int(body, "max_completion_tokens", 1)
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str):
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _type_error("stop", "a string or a list of strings")
+    return n, max_completion if max_completion is not None else max_tokens
+
+
+def check_chat(body: dict[str, Any]) -> Request:
+    model, stream, include_usage = _common(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise invalid_request("You must provide 'messages'.", param="messages", code="missing_required_parameter")
+    if not isinstance(messages, list):
+        raise _type_error("messages", "an array")
+    if not messages:
+        raise invalid_request("'messages' must contain at least one message.", param="messages", code="empty_array")
+    needs: set[str] = set()
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _type_error(f"messages[{index}]", "an object")
+        role = message.get("role")
+        if role not in ROLES:
+            raise invalid_request(
+                f"Invalid value for 'messages[{index}].role': {role!r}.", param=f"messages[{index}].role"
+            )
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise _type_error(f"messages[{index}].content", "a string or an array of typed parts")
+                if part["type"] in ("image_url", "input_image", "image"):
+                    needs.add("vision")
+        elif content is not None and not isinstance(content, str):
+            raise _type_error(f"messages[{index}].content", "a string or an array of parts")
+    tools = body.get("tools", body.get("functions"))
+    if tools is not None:
+        if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+            raise _type_error("tools", "an array of objects")
+        if tools:
+            needs.add("tools")
+    response_format = body.get("response_format")
+    if response_format is not None and (
+        not isinstance(response_format, dict)
+        or response_format.get("type") not in ("text", "json_object", "json_schema")
+    ):
+        raise invalid_request(
+            "'response_format.type' must be one of 'text', 'json_object', 'json_schema'.", param="response_format"
+        )
+    n, max_output = _sampling(body)
+    return Request(model, stream, include_usage, needs, n, max_output)
+
+
+def check_completion(body: dict[str, Any]) -> Request:
+    """Legacy /v1/completions and /v1/fim/completions."""
+    model, stream, include_usage = _common(body)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        body["prompt"] = prompt = prompt[0]
+    if prompt is None:
+        raise invalid_request("You must provide 'prompt'.", param="prompt", code="missing_required_parameter")
+    if not isinstance(prompt, str):
+        raise _type_error("prompt", "a string (one prompt per request)")
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise _type_error("suffix", "a string")
+    n, max_output = _sampling(body)
+    return Request(model, stream, include_usage, {"fim"} if suffix is not None else set(), n, max_output)
+
+
+def check_embeddings(body: dict[str, Any]) -> Request:
+    model, _, _ = _common(body)
+    value = body.get("input")
+    if value is None:
+        raise invalid_request("You must provide 'input'.", param="input", code="missing_required_parameter")
+    ok = isinstance(value, str) or (
+        isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+    )
+    if not ok:
+        raise _type_error("input", "a string or a non-empty array of strings")
+    _int(body, "dimensions", 1)
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        raise invalid_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+    return Request(model, False, False)
