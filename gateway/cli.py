@@ -142,7 +142,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         fault=args.fault,
     )
     print(f"gateway: {args.kind} emulator on http://{args.host}:{args.port}/v1 (not the real API)", file=sys.stderr)
-    uvicorn.run(create_app(args.kind, options), host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(args.kind, options), host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
 
 

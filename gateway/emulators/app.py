@@ -1,0 +1,279 @@
+"""What both emulators share: per-app state, the /v1 request pipeline, control endpoints.
+
+Every /v1 request goes through the same steps, in the order a real deployment shows them:
+log it, pick its fault, wait the latency, hang / drop / fail on demand, check the key,
+refuse unparsable JSON, then hand it to the provider's handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Union
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from gateway.emulators.cache import PrefixCache
+from gateway.emulators.faults import NO_FAULT, DropConnection, Fault, FaultQueue, FaultSyntaxError, parse_fault
+from gateway.emulators.options import EmulatorOptions
+from gateway.emulators.sse import Event, sleep_ms, sse_body
+
+REQUEST_LOG_SIZE = 50
+# Returned (not raised) from the ASGI callable: uvicorn answers a non-None return by
+# closing the transport without writing anything, the only way to drop a connection
+# before a response has started (an exception there would become a tidy 500).
+CONNECTION_DROPPED = "emulator-fault:connection-dropped"
+
+
+@dataclass
+class Stream:
+    events: list[Event]
+
+
+Reply = Union[dict, list, Response, Stream]
+
+
+@dataclass
+class Call:
+    """One /v1 request as a handler sees it."""
+
+    request: Request
+    body: Any
+    fault: Fault
+    emu: "EmulatorState"
+
+
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+class Provider(ABC):
+    """The provider-specific half of an emulator: routes, error bodies, headers."""
+
+    kind: str
+
+    @abstractmethod
+    def routes(self) -> list[tuple[str, str, Handler]]: ...  # (method, path, handler)
+
+    @abstractmethod
+    def auth_error(self, key_sent: bool) -> Response: ...
+
+    @abstractmethod
+    def status_error(self, status: int) -> Response: ...
+
+    @abstractmethod
+    def malformed_json(self, error: str) -> Response: ...
+
+    @abstractmethod
+    def not_found(self, path: str) -> Response: ...
+
+    @abstractmethod
+    def stream_error_event(self) -> dict: ...
+
+    def response_headers(self) -> dict[str, str]:
+        return {}
+
+
+@dataclass
+class EmulatorState:
+    """Everything mutable about one emulator; lives on app.state.emulator."""
+
+    provider: Provider
+    options: EmulatorOptions
+    api_key: str
+    default_fault: Fault
+    requests: deque = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
+    faults: FaultQueue = field(default_factory=FaultQueue)
+    cache: PrefixCache = field(default_factory=PrefixCache)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    loop: asyncio.AbstractEventLoop | None = None
+    hanging: int = 0
+
+    def next_fault(self, header: str | None) -> Fault:
+        """Header first, then the control queue, then the server-wide option."""
+        if header:
+            return parse_fault(header)
+        queued = self.faults.pop()
+        return queued if queued is not None else self.default_fault
+
+    def request_stop(self) -> None:
+        """Thread-safe: end hanging requests so the server can shut down."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.stopping.set)
+        else:
+            self.stopping.set()
+
+
+def _parse_body(raw: bytes) -> tuple[Any, str | None]:
+    if not raw.strip():
+        return None, None
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError as exc:
+        return None, str(exc)
+
+
+async def _hang(request: Request, emu: EmulatorState) -> None:
+    """Never answer: wait until the client goes away or the server stops, then drop."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    waiters = [asyncio.ensure_future(disconnected()), asyncio.ensure_future(emu.stopping.wait())]
+    emu.hanging += 1
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        emu.hanging -= 1
+        for waiter in waiters:
+            waiter.cancel()
+    raise DropConnection()
+
+
+def _render(reply: Reply, call: Call, headers: dict[str, str]) -> Response:
+    if isinstance(reply, Response):
+        reply.headers.update(headers)
+        return reply
+    if isinstance(reply, Stream):
+        body = sse_body(reply.events, call.fault, call.emu.options, call.emu.provider.stream_error_event())
+        return StreamingResponse(body, media_type="text/event-stream", headers={"cache-control": "no-cache", **headers})
+    payload = orjson.dumps(reply)
+    if call.fault.malformed is not None:
+        payload = payload[: len(payload) // 2]  # a 200 whose JSON body is cut in half
+    return Response(payload, media_type="application/json", headers=headers)
+
+
+def _v1_route(method: str, path: str, handler: Handler) -> Route:
+    async def endpoint(request: Request) -> Response:
+        emu: EmulatorState = request.app.state.emulator
+        raw = await request.body()
+        body, json_error = _parse_body(raw)
+        emu.requests.append(
+            {"method": request.method, "path": request.url.path, "headers": dict(request.headers.items()), "body": body}
+        )
+        try:
+            fault = emu.next_fault(request.headers.get("x-emulator-fault"))
+        except FaultSyntaxError as exc:
+            return JSONResponse({"emulator_error": str(exc)}, status_code=400)
+        await sleep_ms(emu.options.latency_ms + fault.latency_ms)
+        if fault.hang:
+            await _hang(request, emu)
+        if fault.cut is not None and not (isinstance(body, dict) and body.get("stream") is True):
+            raise DropConnection()
+        provider = emu.provider
+        headers = provider.response_headers()
+        call = Call(request, body, fault, emu)
+        if fault.status is not None:
+            reply: Reply = provider.status_error(fault.status)
+            if fault.status in (429, 503):
+                headers["retry-after"] = f"{fault.retry_after:g}"
+        elif request.headers.get("authorization") != f"Bearer {emu.api_key}":
+            reply = provider.auth_error("authorization" in request.headers)
+        elif json_error is not None:
+            reply = provider.malformed_json(json_error)
+        else:
+            reply = await handler(call)
+        return _render(reply, call, headers)
+
+    return Route(path, endpoint, methods=[method])
+
+
+async def _queue_fault(request: Request) -> Response:
+    emu: EmulatorState = request.app.state.emulator
+    body, _ = _parse_body(await request.body())
+    if not isinstance(body, dict) or not isinstance(body.get("fault"), str):
+        return JSONResponse({"emulator_error": 'body must be {"fault": "...", "count": N}'}, status_code=400)
+    try:
+        emu.faults.push(body["fault"], int(body.get("count", 1)))
+    except (FaultSyntaxError, TypeError, ValueError) as exc:
+        return JSONResponse({"emulator_error": str(exc)}, status_code=400)
+    return JSONResponse({"queued": emu.faults.describe()})
+
+
+async def _clear_faults(request: Request) -> Response:
+    request.app.state.emulator.faults.clear()
+    return JSONResponse({"queued": []})
+
+
+async def _show_faults(request: Request) -> Response:
+    emu: EmulatorState = request.app.state.emulator
+    return JSONResponse({"queued": emu.faults.describe(), "hanging": emu.hanging})
+
+
+async def _list_requests(request: Request) -> Response:
+    return Response(orjson.dumps(list(request.app.state.emulator.requests)), media_type="application/json")
+
+
+async def _clear_requests(request: Request) -> Response:
+    request.app.state.emulator.requests.clear()
+    return JSONResponse([])
+
+
+CONTROL_ROUTES = [
+    Route("/_emulator/faults", _queue_fault, methods=["POST"]),
+    Route("/_emulator/faults", _clear_faults, methods=["DELETE"]),
+    Route("/_emulator/faults", _show_faults, methods=["GET"]),
+    Route("/_emulator/requests", _list_requests, methods=["GET"]),
+    Route("/_emulator/requests", _clear_requests, methods=["DELETE"]),
+]
+
+
+def _is_drop(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_drop(e) for e in exc.exceptions)
+    return isinstance(exc, DropConnection)
+
+
+class EmulatorApp(Starlette):
+    """A Starlette app that turns DropConnection into a real, silent disconnect."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException as exc:
+            if not _is_drop(exc):
+                raise
+            return CONNECTION_DROPPED  # type: ignore[return-value]  # see CONNECTION_DROPPED
+
+
+class _HideDrops(logging.Filter):
+    """uvicorn logs an error for every deliberate drop; those are not errors here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return CONNECTION_DROPPED not in (record.args or ())
+
+
+def _quiet_uvicorn() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _HideDrops) for f in logger.filters):
+        logger.addFilter(_HideDrops())
+
+
+def build_app(provider: Provider, options: EmulatorOptions) -> EmulatorApp:
+    emu = EmulatorState(provider, options, options.key_for(provider.kind), parse_fault(options.fault) if options.fault else NO_FAULT)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        emu.loop = asyncio.get_running_loop()
+        yield
+        emu.stopping.set()
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return provider.not_found(request.url.path)
+
+    routes = [_v1_route(method, path, handler) for method, path, handler in provider.routes()]
+    app = EmulatorApp(
+        routes=routes + CONTROL_ROUTES, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found}
+    )
+    app.state.emulator = emu
+    _quiet_uvicorn()
+    return app

@@ -1,0 +1,100 @@
+"""Fault injection: parse the fault syntax and keep the queue of pending faults.
+
+Syntax: a comma-separated list of `latency=MS`, `first_token=MS`, `status=CODE`,
+`retry_after=S`, `cut=N`, `malformed=N`, `stream_error=N`, `hang`, e.g.
+"status=429,retry_after=3" or "first_token=200,cut=5". Applying the faults is the
+job of the request pipeline (app.py) and the stream writer (sse.py).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+_INT_FIELDS = {"status": "status", "cut": "cut", "malformed": "malformed", "stream_error": "stream_error"}
+_FLOAT_FIELDS = {"latency": "latency_ms", "first_token": "first_token_ms", "retry_after": "retry_after"}
+MAX_QUEUED = 1000  # queue entries; a runaway test cannot grow the emulator without bound
+
+
+class FaultSyntaxError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Fault:
+    latency_ms: float = 0
+    first_token_ms: float = 0
+    status: int | None = None
+    retry_after: float = 1
+    cut: int | None = None  # stream: content chunks before the connection drops; non-stream: drop at once
+    malformed: int | None = None  # stream: chunks before one invalid-JSON chunk
+    stream_error: int | None = None  # stream: chunks before an in-band error event ends the stream
+    hang: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self != NO_FAULT
+
+
+NO_FAULT = Fault()
+
+
+def parse_fault(spec: str | None) -> Fault:
+    """Parse the fault syntax; raises FaultSyntaxError naming the bad item."""
+    values: dict[str, object] = {}
+    for item in (spec or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, raw = item.partition("=")
+        name = name.strip()
+        try:
+            if name == "hang" and not raw:
+                values["hang"] = True
+            elif name in _INT_FIELDS and raw:
+                values[_INT_FIELDS[name]] = int(raw)
+            elif name in _FLOAT_FIELDS and raw:
+                values[_FLOAT_FIELDS[name]] = float(raw)
+            else:
+                raise FaultSyntaxError(f"unknown fault {item!r}")
+        except ValueError as exc:
+            raise FaultSyntaxError(f"bad fault {item!r}: {exc}") from None
+    status = values.get("status")
+    if status is not None and not 400 <= int(status) <= 599:  # type: ignore[call-overload]
+        raise FaultSyntaxError(f"status must be an HTTP error code, got {status}")
+    return Fault(**values)  # type: ignore[arg-type]
+
+
+class FaultQueue:
+    """Faults queued by the control endpoint, each for the next `count` /v1 requests."""
+
+    def __init__(self) -> None:
+        self._items: deque[list] = deque(maxlen=MAX_QUEUED)  # [spec, fault, remaining]
+
+    def push(self, spec: str, count: int) -> None:
+        fault = parse_fault(spec)
+        if count > 0:
+            self._items.append([spec, fault, count])
+
+    def pop(self) -> Fault | None:
+        if not self._items:
+            return None
+        head = self._items[0]
+        head[2] -= 1
+        if head[2] <= 0:
+            self._items.popleft()
+        return head[1]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def describe(self) -> list[dict]:
+        return [{"fault": spec, "count": remaining} for spec, _, remaining in self._items]
+
+
+class DropConnection(BaseException):
+    """Raised to make the server close the socket without (finishing) a response.
+
+    A BaseException so that Starlette's error middleware (which catches Exception)
+    cannot turn it into a tidy 500: the point is a real, abrupt disconnect.
+    """

@@ -1,0 +1,158 @@
+"""Adapter translations in isolation: every quirk in providers.md that the adapters must fix."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from gateway.config import ModelConfig, Price, Provider, Timeouts
+from gateway.errors import GatewayError
+from gateway.providers.base import StreamOutcome
+from gateway.providers.mistral import MistralAdapter, mistral_tool_id
+from gateway.providers.moonshot import MoonshotAdapter
+from gateway.providers.openai_compatible import ChunkAction, OpenAICompatibleAdapter, usage_from
+from gateway.providers.upstream_errors import map_status_error, provider_message
+
+
+def provider(kind: str) -> Provider:
+    return Provider(kind, kind, "eu", "http://127.0.0.1:9/v1", None, None, 8, Timeouts())  # type: ignore[arg-type]
+
+
+def model(**extra: object) -> ModelConfig:
+    return ModelConfig(
+        name="m", provider="p", upstream_model="upstream-id", context_window=1000, max_output_tokens=100,
+        price=Price(input=Decimal(1), output=Decimal(2)), **extra,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_mistral_tool_ids_are_valid_and_stable() -> None:
+    for original in ["call_abc123", "functions.get_weather:0", "x", "call_" + "z" * 40]:
+        mapped = mistral_tool_id(original)
+        assert re.fullmatch(r"[A-Za-z0-9]{9}", mapped)
+        assert mistral_tool_id(original) == mapped
+    assert mistral_tool_id("abcDEF123") == "abcDEF123"
+    assert mistral_tool_id("call_a") != mistral_tool_id("call_b")
+
+
+def test_mistral_request_translation() -> None:
+    body = {
+        "model": "m", "stream": True, "stream_options": {"include_usage": True}, "seed": 3,
+        "max_completion_tokens": 50, "user": "u", "logprobs": False, "service_tier": "auto", "store": False,
+        "functions": [{"name": "f", "parameters": {}}], "function_call": {"name": "f"},
+        "messages": [
+            {"role": "developer", "content": "be brief"},
+            {"role": "assistant", "content": None, "reasoning_content": "hmm", "refusal": None,
+             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+        ],
+    }  # fmt: skip
+    out = MistralAdapter(provider("mistral")).prepare_chat(body, model(), True)
+    assert out["model"] == "upstream-id" and out["random_seed"] == 3 and out["max_tokens"] == 50
+    assert out["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert out["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    for dropped in ("stream_options", "seed", "max_completion_tokens", "user", "logprobs", "service_tier", "store", "functions", "function_call"):
+        assert dropped not in out
+    assert out["messages"][0] == {"role": "system", "content": "be brief"}
+    assistant = out["messages"][1]
+    assert set(assistant) == {"role", "content", "tool_calls"} and assistant["content"] == ""
+    assert assistant["tool_calls"][0]["id"] == out["messages"][2]["tool_call_id"] == mistral_tool_id("call_1")
+
+
+def test_mistral_refuses_unknown_parameters_by_name() -> None:
+    with pytest.raises(GatewayError) as refused:
+        MistralAdapter(provider("mistral")).prepare_chat({"model": "m", "messages": [], "logit_bias": {}}, model(), False)
+    assert refused.value.status == 400 and refused.value.param == "logit_bias"
+
+
+def test_mistral_stream_chunks() -> None:
+    adapter = MistralAdapter(provider("mistral"))
+    outcome = StreamOutcome()
+    plain = {"id": "a", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}], "p": "pad"}
+    assert adapter.fix_chunk(plain, outcome) is ChunkAction.KEEP
+    thinking = {"choices": [{"index": 0, "delta": {"content": [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "let me see"}], "closed": True},
+        {"type": "text", "text": "answer"}]}}]}  # fmt: skip
+    assert adapter.fix_chunk(thinking, outcome) is ChunkAction.CHANGED
+    assert thinking["choices"][0]["delta"] == {"content": "answer", "reasoning_content": "let me see"}
+    last = {"choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13, "prompt_tokens_details": {"cached_tokens": 4}}}  # fmt: skip
+    assert adapter.fix_chunk(last, outcome) is ChunkAction.CHANGED
+    assert "usage" not in last and outcome.finish_reason == "stop"
+    assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens, outcome.usage.cached_tokens) == (10, 3, 4)
+
+
+def test_moonshot_fixed_sampling_dropped_only_for_fixed_models() -> None:
+    adapter = MoonshotAdapter(provider("moonshot"))
+    body = {"model": "m", "messages": [], "temperature": 0, "top_p": 1, "n": 1, "presence_penalty": 0, "stream_options": {"include_usage": True}}
+    fixed = adapter.prepare_chat(dict(body), model(fixed_sampling=True), True)
+    assert not {"temperature", "top_p", "n", "presence_penalty", "stream_options"} & set(fixed)
+    free = adapter.prepare_chat(dict(body), model(), True)
+    assert free["temperature"] == 0 and free["top_p"] == 1
+
+
+def test_moonshot_usage_counted_once() -> None:
+    adapter = MoonshotAdapter(provider("moonshot"))
+    outcome = StreamOutcome()
+    usage = {"prompt_tokens": 90, "completion_tokens": 50, "total_tokens": 140, "cached_tokens": 90}
+    final = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "usage": dict(usage)}]}
+    assert adapter.fix_chunk(final, outcome) is ChunkAction.CHANGED and "usage" not in final["choices"][0]
+    trailing = {"choices": [], "usage": dict(usage)}
+    assert adapter.fix_chunk(trailing, outcome) is ChunkAction.DROP
+    assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens, outcome.usage.cached_tokens) == (90, 50, 90)
+
+
+def test_moonshot_reply_usage_in_choice_moves_to_top() -> None:
+    reply = {"choices": [{"index": 0, "message": {"content": "x"}, "usage": {"prompt_tokens": 1, "completion_tokens": 2}}]}
+    assert MoonshotAdapter(provider("moonshot")).fix_reply(reply)
+    assert reply["usage"] == {"prompt_tokens": 1, "completion_tokens": 2} and "usage" not in reply["choices"][0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"prompt_tokens": 9, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 5}}, (9, 1, 5)),
+        ({"prompt_tokens": 9, "completion_tokens": 1, "cached_tokens": 6}, (9, 1, 6)),
+        ({"prompt_tokens": 9, "completion_tokens": 1, "num_cached_tokens": 7}, (9, 1, 7)),
+        ({"prompt_tokens": 9, "completion_tokens": 0}, (9, 0, 0)),
+    ],
+)
+def test_usage_shapes(raw: dict, expected: tuple[int, int, int]) -> None:
+    usage = usage_from(raw)
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == expected
+    assert usage.as_openai()["prompt_tokens_details"]["cached_tokens"] == expected[2]
+
+
+def test_generic_adapter_asks_for_usage_and_hides_it_unless_asked() -> None:
+    adapter = OpenAICompatibleAdapter(provider("openai-compatible"))
+    assert adapter.prepare_chat({"model": "m", "messages": []}, model(), True)["stream_options"] == {"include_usage": True}
+    outcome = StreamOutcome()
+    assert adapter.fix_chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}, outcome) is ChunkAction.DROP
+    assert outcome.usage.total_tokens == 7
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"detail":"Invalid API Key"}', "Invalid API Key"),
+        (b'{"message":"Unauthorized","request_id":"r1"}', "Unauthorized"),
+        (b'{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","n"],"msg":"Extra inputs are not permitted","input":1}]},"type":"invalid_request_error","param":null,"code":null}', "body.n: Extra inputs are not permitted"),
+        (b'{"detail":[{"type":"missing","loc":["body","model"],"msg":"Field required"}]}', "body.model: Field required"),
+        (b'{"object":"error","message":"Rate limit exceeded","type":"rate_limited","param":null,"code":"1300"}', "Rate limit exceeded"),
+        (b'{"error":{"message":"invalid temperature: only 0.6 is allowed for this model","type":"invalid_request_error"}}', "invalid temperature: only 0.6 is allowed for this model"),
+        (b"<html>bad gateway</html>", "<html>bad gateway</html>"),
+    ],
+)
+def test_provider_error_shapes(body: bytes, message: str) -> None:
+    assert provider_message(body)[0] == message
+
+
+def test_status_mapping() -> None:
+    assert map_status_error("p", 429, b"{}", {"Retry-After": "3"}).headers == {"Retry-After": "3"}
+    assert map_status_error("p", 401, b"{}", {}).status == 502
+    assert map_status_error("p", 503, b"{}", {}).status == 503
+    assert map_status_error("p", 500, b"{}", {}).status == 502
+    error = map_status_error("p", 422, b'{"detail":[{"loc":["body","x"],"msg":"bad"}]}', {})
+    assert error.status == 400 and orjson.loads(error.body())["error"]["message"] == "p returned 422: body.x: bad"
