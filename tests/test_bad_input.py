@@ -114,12 +114,14 @@ def test_bad_embeddings_and_completions(gateway_url: str) -> None:
     assert fim_on_chat_model.status == 400 and fim_on_chat_model.error["param"] == "suffix"
 
 
-class TestMasterKey:
-    @pytest.fixture(scope="class")
-    def url(self, start_gateway: GatewayFactory) -> str:
-        return start_gateway(master_key="gw-master-secret-value").url
+@pytest.fixture(scope="module")
+def locked_url(start_gateway: GatewayFactory) -> str:
+    return start_gateway(master_key="gw-master-secret-value").url
 
-    def test_missing_wrong_and_right_key(self, url: str) -> None:
+
+class TestMasterKey:
+    def test_missing_wrong_and_right_key(self, locked_url: str) -> None:
+        url = locked_url
         body = {"model": "kimi-k2.6", "messages": OK_MESSAGES}
         missing = post_json(url, CHAT, body)
         assert missing.status == 401 and missing.error["code"] == "invalid_api_key"
@@ -131,7 +133,8 @@ class TestMasterKey:
         via_x_api_key = post_json(url, CHAT, body, {"x-api-key": "gw-master-secret-value"})
         assert via_x_api_key.status == 200
 
-    def test_models_need_the_key_but_health_does_not(self, url: str) -> None:
+    def test_models_need_the_key_but_health_does_not(self, locked_url: str) -> None:
+        url = locked_url
         assert request(url, "GET", "/v1/models").status == 401
         assert request(url, "GET", "/v1/models", headers={"authorization": "Bearer gw-master-secret-value"}).status == 200
         assert request(url, "GET", "/healthz").status == 200

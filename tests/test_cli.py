@@ -34,13 +34,17 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     return subprocess.run([*GATEWAY, *args], capture_output=True, text=True, timeout=60, env=env or clean_env())
 
 
-def wait_for_startup(process: subprocess.Popen[str]) -> list[str]:
-    """Read stderr until uvicorn says the application started (or the process dies)."""
+def wait_for_startup(process: subprocess.Popen[str], workers: int = 1) -> list[str]:
+    """Read stderr until uvicorn listens and every worker's application started (or the process dies)."""
     lines: list[str] = []
+    listening = False
     assert process.stderr is not None
     for line in process.stderr:
         lines.append(line.rstrip())
+        listening = listening or "Uvicorn running on" in line
         if "Application startup complete" in line:
+            workers -= 1
+        if listening and workers <= 0:
             return lines
     raise AssertionError("gateway exited before starting:\n" + "\n".join(lines))
 
@@ -142,6 +146,23 @@ def test_emulate_command_serves_the_provider_api() -> None:
         assert models.status == 200 and any(m["id"] == "kimi-k2.6" for m in models.json()["data"])
         refused = request(f"http://127.0.0.1:{port}", "GET", "/v1/models", headers={"authorization": "Bearer other"})
         assert refused.status == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_several_workers_serve_in_demo_mode() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*GATEWAY, "serve", "--port", str(port), "--workers", "2"], stderr=subprocess.PIPE, text=True, env=clean_env()
+    )
+    try:
+        text = "\n".join(wait_for_startup(process, workers=2))
+        assert "with 2 worker(s)" in text
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        answers = [client.chat.completions.create(model="kimi-k2.6", messages=[{"role": "user", "content": f"n{i}"}]) for i in range(6)]
+        assert all(a.choices[0].message.content for a in answers)
+        assert request(f"http://127.0.0.1:{port}", "GET", "/readyz").json()["mode"] == "demo"
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)

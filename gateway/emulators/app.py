@@ -259,7 +259,8 @@ def _quiet_uvicorn() -> None:
 
 
 def build_app(provider: Provider, options: EmulatorOptions) -> EmulatorApp:
-    emu = EmulatorState(provider, options, options.key_for(provider.kind), parse_fault(options.fault) if options.fault else NO_FAULT)
+    default_fault = parse_fault(options.fault) if options.fault else NO_FAULT  # bad syntax fails here, at start
+    emu = EmulatorState(provider, options, options.key_for(provider.kind), default_fault)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -119,8 +119,18 @@ def generate(seed: int, default_max_tokens: int, spec: ChatSpec) -> list[Choice]
     return choices
 
 
-def complete(spec: ChatSpec, prompt: PromptCount, options: EmulatorOptions, cache: PrefixCache, scope: Any) -> Generation:
+def chat_spec(body: dict, *, seed: Any, thinking: bool, max_tokens: int | None) -> ChatSpec:
+    """The ChatSpec of an already validated chat-completions body."""
+    messages = body["messages"]
+    return ChatSpec(material=messages, messages=messages, tools=body.get("tools"), tool_choice=body.get("tool_choice"),
+                    max_tokens=max_tokens, n=int(body.get("n") or 1), seed=seed, stop=body.get("stop"),
+                    thinking=thinking)
+
+
+def complete(
+    spec: ChatSpec, prompt: PromptCount, options: EmulatorOptions, cache: PrefixCache, model: str
+) -> Generation:
     """Generate the choices and account for the prompt, remembering its prefixes for caching."""
-    cached = cache.observe(scope, spec.messages, prompt.messages, prompt.tools)
+    cached = cache.observe([model, spec.tools], spec.messages, prompt.messages, prompt.tools)
     choices = generate(options.seed, options.default_max_tokens, spec)
     return Generation(choices, prompt.total, cached, key=[options.seed, spec.material, spec.seed])

@@ -31,7 +31,9 @@ async def sleep_ms(ms: float) -> None:
         await asyncio.sleep(ms / 1000)
 
 
-async def sse_body(events: list[Event], fault: Fault, options: EmulatorOptions, error_event: Any) -> AsyncIterator[bytes]:
+async def sse_body(
+    events: list[Event], fault: Fault, options: EmulatorOptions, error_event: Any
+) -> AsyncIterator[bytes]:
     """Yield the frames of `events`, applying first_token / chunk delays and stream faults.
 
     cut=N: DropConnection after N content chunks (or before any final chunk), so the

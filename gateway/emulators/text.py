@@ -36,7 +36,7 @@ _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 def count_tokens(text: str | None) -> int:
-    return len(TOKEN_RE.findall(text)) if text else 0
+    return len(TOKEN_RE.findall(text)) if isinstance(text, str) else 0
 
 
 def _json_tokens(value: Any) -> int:

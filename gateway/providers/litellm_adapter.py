@@ -35,6 +35,7 @@ class LitellmAdapter(Adapter):
             stream=stream,
             api_key=self.provider.api_key.get_secret_value() if self.provider.api_key else None,
             timeout=self.provider.timeouts.total,
+            max_retries=0,  # retries and fallbacks are the gateway's decision, not litellm's
         )
         if self.provider.base_url:
             args["api_base"] = self.provider.base_url

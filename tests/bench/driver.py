@@ -1,0 +1,364 @@
+"""Benchmark driver: upstream direct vs model-gateway vs LiteLLM Proxy.
+
+Started by tests/bench/run.sh (which installs wrk and LiteLLM first); run with
+the project's Python. For each target: spawn it, time it until ready, check
+that it answers correctly, drive it with wrk over the matrix (json/stream x
+2KB/200KB/4MB x c=1/c=32), sample the RSS of its process tree, stop it. Then
+print one Markdown table (also written to .bench/results.md, raw numbers to
+.bench/results.json) and the PASS/FAIL summary against the issue's targets.
+
+All traffic goes to 127.0.0.1; every wait and every load run is bounded in
+time; every process started here is stopped in a `finally` (its whole process
+group), also on Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from load import BODY_SIZES, check_answer, run_wrk, write_bodies  # noqa: E402
+from procs import RssSampler, Service, cpu_seconds, free_port, http_get, hwm_kb, rss_kb  # noqa: E402
+from report import GATEWAY, LITELLM, UPSTREAM, Cell, TargetInfo, summary, table, target_table  # noqa: E402
+
+ROOT = HERE.parent.parent
+MASTER_KEY = "sk-bench-master-key"
+UPSTREAM_KEY = "sk-bench-upstream"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="model-gateway benchmark driver (use tests/bench/run.sh)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 s per cell, no warm-up, LiteLLM 4MB c=32 skipped")
+    p.add_argument("--duration", type=int, default=None, help="seconds per cell (default 5; 1 with --quick)")
+    p.add_argument("--targets", default=f"{GATEWAY},{LITELLM}", help="comma list of model-gateway, litellm-proxy")
+    p.add_argument("--bodies", default="2KB,200KB,4MB", help="comma list of 2KB, 200KB, 4MB")
+    p.add_argument("--concurrency", default="1,32", help="comma list of connection counts")
+    p.add_argument("--modes", default="json,stream", help="comma list of json, stream")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    p.add_argument("--litellm-venv", type=Path, default=ROOT / ".bench" / "litellm-venv")
+    p.add_argument("--gateway-bin", type=Path, default=ROOT / ".venv" / "bin" / "gateway")
+    p.add_argument("--work", type=Path, default=ROOT / ".bench", help="folder for generated files and logs")
+    p.add_argument("--wrk-timeout", type=int, default=30, help="seconds before wrk counts a request as timed out")
+    return p.parse_args(argv)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def render_template(src: Path, dst: Path, **values: object) -> Path:
+    text = string.Template(src.read_text()).substitute({k: str(v) for k, v in values.items()})
+    dst.write_text(text)
+    return dst
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"
+
+
+def base_env(work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["HOME"] = str(work / "home")  # nothing under test writes into the real home
+    (work / "home").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def pinned(argv: list[str], core: str | None) -> list[str]:
+    return ["taskset", "-c", core, *argv] if core is not None else argv
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work: Path = args.work.resolve()
+        self.logs = self.work / "logs"
+        self.quick = args.quick
+        self.duration = args.duration or (1 if args.quick else 5)
+        self.warmup = 0 if args.quick else 1
+        self.pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+        self.proxy_core = "0" if self.pin else None
+        self.load_core = "1" if self.pin else None
+        self.bodies = [b for b in _csv(args.bodies) if b in BODY_SIZES]
+        self.concs = [int(c) for c in _csv(args.concurrency)]
+        self.streams = [m == "stream" for m in _csv(args.modes) if m in ("json", "stream")]
+        self.targets = [t for t in _csv(args.targets) if t in (GATEWAY, LITELLM)]
+        self.cells: list[Cell] = []
+        self.infos: dict[str, TargetInfo] = {}
+        self.services: list[Service] = []
+        self.env = base_env(self.work)
+
+    # -- one target --------------------------------------------------------------------
+    def cell_duration(self, body: str) -> int:
+        # Big bodies through a slow proxy take seconds each: give them longer so some finish.
+        return self.duration * 2 if body == "4MB" and not self.quick else self.duration
+
+    def run_target(self, name: str, svc: Service, port: int, probe, spawn: bool = True) -> None:
+        info = TargetInfo(name=name)
+        self.infos[name] = info
+        bodies = self.body_files
+        try:
+            if spawn:
+                svc.spawn()
+                self.services.append(svc)
+                info.ready_s = svc.wait_ready(probe)
+                time.sleep(0.5)  # let start-up work settle before the idle reading
+            else:
+                info.ready_s = svc.ready_s
+            info.idle_rss_mb = rss_kb(svc.pids()) / 1024
+            sampler = RssSampler(svc.pid).start()
+            svc.sampler = sampler
+            print(f"[{name}] ready in {info.ready_s:.2f} s, idle RSS {info.idle_rss_mb:.0f} MB; checking answers", flush=True)
+            for stream in self.streams:
+                for body in self.bodies:
+                    problem = check_answer(port, bodies[(stream, body)].read_bytes(), stream, MASTER_KEY)
+                    if problem:
+                        info.checks.append(f"{'stream' if stream else 'json'} {body}: {problem}")
+                        print(f"[{name}]   check {'stream' if stream else 'json'} {body}: {problem}", flush=True)
+            for stream in self.streams:
+                for body in self.bodies:
+                    for conc in self.concs:
+                        self.run_cell(name, svc, port, stream, body, conc)
+            for stream in self.streams:  # still right after the load?
+                problem = check_answer(port, bodies[(stream, self.bodies[0])].read_bytes(), stream, MASTER_KEY)
+                if problem:
+                    info.checks.append(f"after load, {'stream' if stream else 'json'}: {problem}")
+        except Interrupted:
+            raise
+        except Exception as exc:  # one broken target must not lose the others' numbers
+            info.error = f"{type(exc).__name__}: {exc}"
+            print(f"[{name}] ERROR {info.error}", flush=True)
+        finally:
+            if svc.popen is not None:
+                pids = svc.pids() if svc.alive() else []
+                info.processes = len(pids)
+                info.hwm_rss_mb = hwm_kb(pids) / 1024 if pids else None
+                if svc.sampler is not None:
+                    svc.sampler.stop()
+                    info.peak_rss_mb = svc.sampler.peak_kb / 1024
+                    svc.sampler = None
+            if spawn:
+                svc.stop()
+
+    def settle(self, svc: Service, window: float = 0.2, busy: float = 0.1, limit: float = 15.0) -> float:
+        """Wait until the target and the upstream are idle (under `busy` of a core over `window` s).
+
+        When wrk stops, requests it abandoned are still being read or relayed (a 4 MB
+        body at c=32 keeps the processes busy for ~100 ms); a cell started before that
+        work is done would carry a stall that wrk's latency correction multiplies.
+        """
+        pids = svc.pids() + (self.upstream.pids() if self.upstream is not svc and self.upstream.alive() else [])
+        start = time.perf_counter()
+        before = cpu_seconds(pids)
+        while time.perf_counter() - start < limit:
+            time.sleep(window)
+            now = cpu_seconds(pids)
+            if now - before <= busy * window:
+                break
+            before = now
+        return time.perf_counter() - start
+
+    def run_cell(self, name: str, svc: Service, port: int, stream: bool, body: str, conc: int) -> None:
+        cell = Cell(name, stream, body, conc)
+        self.cells.append(cell)
+        label = f"[{name}] {'stream' if stream else 'json':6} {body:>5} c={conc:<3}"
+        if self.quick and name == LITELLM and body == "4MB" and conc > 1:
+            cell.skipped = "--quick"
+            print(f"{label} skipped (--quick)", flush=True)
+            return
+        if not svc.alive():
+            cell.skipped = "target not running"
+            print(f"{label} skipped: target not running", flush=True)
+            return
+        body_file = self.body_files[(stream, body)]
+        threads = 1
+        self.settle(svc)
+        if self.warmup and body != "4MB":
+            run_wrk(port, body_file, conc, self.warmup, MASTER_KEY, self.load_core, self.args.wrk_timeout, threads)
+            self.settle(svc)
+        duration = self.cell_duration(body)
+        pids = svc.pids()
+        cpu0 = cpu_seconds(pids)
+        result = run_wrk(port, body_file, conc, duration, MASTER_KEY, self.load_core, self.args.wrk_timeout, threads)
+        cpu1 = cpu_seconds(pids)
+        cell.result = result
+        if result.requests:
+            cell.cpu_us_per_req = (cpu1 - cpu0) * 1e6 / result.requests
+        if result.error:
+            print(f"{label} {result.error}", flush=True)
+            return
+        warn = f"  non-2xx {result.non2xx}" if result.non2xx else ""
+        if result.socket_errors:
+            warn += f"  socket errors {result.socket_errors}"
+        p50 = "-" if result.p50_ms is None else f"{result.p50_ms:.2f}"
+        p99 = "-" if result.p99_ms is None else f"{result.p99_ms:.2f}"
+        print(f"{label} {result.rps:10.1f} req/s  p50 {p50:>8} ms  p99 {p99:>8} ms{warn}", flush=True)
+
+    # -- the whole run -----------------------------------------------------------------
+    def run(self) -> int:
+        self.work.mkdir(parents=True, exist_ok=True)
+        if self.pin:
+            os.sched_setaffinity(0, {1})  # the driver itself stays off the proxy's core
+        self.body_files = write_bodies(self.work / "bodies")
+        py = sys.executable
+        started = time.time()
+
+        up_port = free_port()
+        upstream = Service(
+            UPSTREAM,
+            pinned([py, str(HERE / "upstream.py"), "--port", str(up_port)], self.load_core),
+            self.env,
+            self.logs / "upstream.log",
+        )
+        up_probe = lambda: http_get(f"http://127.0.0.1:{up_port}/v1/models")[0] == 200  # noqa: E731
+
+        gw_port = free_port()
+        gw_config = render_template(HERE / "gateway.yaml", self.work / "gateway.yaml", UPSTREAM_PORT=up_port)
+        gw_env = dict(self.env)
+        gw_env.update(
+            BENCH_UPSTREAM_KEY=UPSTREAM_KEY,
+            GATEWAY_MASTER_KEY=MASTER_KEY,
+            GATEWAY_LOG_LEVEL="warning",
+            GATEWAY_DATA_DIR=str(self.work / "gateway-data"),
+        )
+        gw_env.pop("GATEWAY_CONFIG", None)
+        gateway = Service(
+            GATEWAY,
+            pinned([str(self.args.gateway_bin), "serve", "--config", str(gw_config), "--port", str(gw_port)],
+                   self.proxy_core),
+            gw_env,
+            self.logs / "gateway.log",
+        )  # fmt: skip
+
+        def gw_probe() -> bool:
+            status, raw = http_get(f"http://127.0.0.1:{gw_port}/readyz")
+            if status != 200:
+                return False
+            mode = json.loads(raw).get("mode")
+            if mode != "live":
+                raise RuntimeError(f"model-gateway is in {mode!r} mode, not live: the benchmark would not be valid")
+            return True
+
+        ll_port = free_port()
+        ll_config = render_template(
+            HERE / "litellm.yaml", self.work / "litellm.yaml", UPSTREAM_PORT=up_port, MASTER_KEY=MASTER_KEY
+        )
+        ll_env = dict(self.env)
+        ll_env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_MODE="PRODUCTION")
+        for key in ("DATABASE_URL", "REDIS_HOST", "REDIS_URL", "LITELLM_MASTER_KEY"):
+            ll_env.pop(key, None)
+        litellm_bin = self.args.litellm_venv / "bin" / "litellm"
+        litellm = Service(
+            LITELLM,
+            pinned([str(litellm_bin), "--config", str(ll_config), "--host", "127.0.0.1", "--port", str(ll_port),
+                    "--num_workers", "1"], self.proxy_core),
+            ll_env,
+            self.logs / "litellm.log",
+        )  # fmt: skip
+
+        def ll_probe() -> bool:
+            status, raw = http_get(
+                f"http://127.0.0.1:{ll_port}/v1/models", headers={"Authorization": f"Bearer {MASTER_KEY}"}
+            )
+            return status == 200 and b"bench-model" in raw
+
+        meta = {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Linux {platform.release()}",
+            "pinning": (
+                "model-gateway / litellm-proxy on core 0; wrk, upstream and this driver on core 1 (taskset)"
+                if self.pin else "none (fewer than 2 cores, taskset missing, or --no-pin)"
+            ),
+            "model-gateway": _version(["git", "describe", "--always", "--dirty"]),
+            "litellm": _version([str(self.args.litellm_venv / "bin" / "python"), "-c",
+                                 "import importlib.metadata as m; print(m.version('litellm'))"]),
+            "wrk": _version(["wrk", "-v"]).split(" [")[0],
+            "python": platform.python_version(),
+            "per cell": f"{self.duration} s (4MB: {self.cell_duration('4MB')} s), warm-up {self.warmup} s, "
+                        f"wrk -t1, timeout {self.args.wrk_timeout} s",
+        }  # fmt: skip
+        print("model-gateway benchmark\n" + "\n".join(f"  {k}: {v}" for k, v in meta.items()), flush=True)
+
+        self.upstream = upstream
+        try:
+            upstream.spawn()
+            self.services.append(upstream)
+            upstream.wait_ready(up_probe, timeout=30)
+            self.run_target(UPSTREAM, upstream, up_port, up_probe, spawn=False)
+            if GATEWAY in self.targets:
+                self.run_target(GATEWAY, gateway, gw_port, gw_probe)
+            if LITELLM in self.targets:
+                if litellm_bin.exists():
+                    self.run_target(LITELLM, litellm, ll_port, ll_probe)
+                else:
+                    self.infos[LITELLM] = TargetInfo(LITELLM, error=f"{litellm_bin} missing: run tests/bench/run.sh")
+        finally:
+            for svc in reversed(self.services):
+                svc.stop()
+
+        targets = [UPSTREAM] + [t for t in (GATEWAY, LITELLM) if t in self.infos]
+        cells_md = table(self.cells, targets, self.bodies, self.concs)
+        infos_md = target_table([self.infos[t] for t in targets])
+        summary_md, verdicts = summary(self.cells, self.infos)
+        elapsed = time.time() - started
+        header = "\n".join(f"- {k}: {v}" for k, v in meta.items())
+        doc = (
+            f"# model-gateway benchmark\n\n{header}\n- run time: {elapsed:.0f} s\n\n"
+            f"## Requests (req/s counts 2xx answers only; added p50 = target p50 - upstream direct p50, same cell)\n\n"
+            f"{cells_md}\n## Processes\n\n{infos_md}\n## Targets\n\n{summary_md}"
+        )
+        print("\n" + doc, flush=True)
+        (self.work / "results.md").write_text(doc)
+        raw = {
+            "meta": meta,
+            "cells": [dataclasses.asdict(c) for c in self.cells],
+            "targets": {k: dataclasses.asdict(v) for k, v in self.infos.items()},
+            "verdicts": verdicts,
+        }
+        (self.work / "results.json").write_text(json.dumps(raw, indent=1))
+        print(f"written: {self.work / 'results.md'}, {self.work / 'results.json'}; logs in {self.logs}", flush=True)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (tests/bench/run.sh installs it)", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    try:
+        return Bench(args).run()
+    except (KeyboardInterrupt, Interrupted) as exc:
+        print(f"\ninterrupted ({exc or 'Ctrl-C'}); all processes stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Request bodies, a correctness check per target, and wrk runs."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LUA = HERE / "post.lua"
+MODEL = "bench-model"
+EXPECTED = "Hello from the bench upstream."  # what upstream.py answers
+BODY_SIZES = {"2KB": 2 * 1024, "200KB": 200 * 1024, "4MB": 4 * 1024 * 1024}
+
+_WORDS = (
+    "the gateway forwards each request to its provider and relays the answer while it counts tokens "
+    "budgets routes regions latency streaming prompt completion context window model usage price "
+).split()
+
+
+def _text(size: int) -> str:
+    """Deterministic prose-like ASCII text of exactly `size` characters, with some newlines."""
+    parts, n, i = [], 0, 0
+    while n < size:
+        word = _WORDS[i % len(_WORDS)] + ("\n" if i % 23 == 22 else " ")
+        parts.append(word)
+        n += len(word)
+        i += 1
+    return "".join(parts)[:size]
+
+
+def make_body(size: int, stream: bool) -> bytes:
+    """A chat request whose JSON encoding is `size` bytes (give or take a few)."""
+
+    def build(text: str) -> bytes:
+        body = {
+            "model": MODEL,
+            "messages": [
+                {"role": "system", "content": "You are a terse assistant."},
+                {"role": "user", "content": text},
+            ],
+            "max_tokens": 64,
+            "temperature": 0,
+        }
+        if stream:
+            body["stream"] = True
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    overhead = len(build(""))
+    text = _text(max(0, size - overhead))
+    # Newlines are escaped as two bytes: trim until the encoding fits.
+    raw = build(text)
+    while len(raw) > size and text:
+        text = text[: len(text) - (len(raw) - size)]
+        raw = build(text)
+    return raw
+
+
+def write_bodies(folder: Path) -> dict[tuple[bool, str], Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, size in BODY_SIZES.items():
+        for stream in (False, True):
+            path = folder / f"chat-{name}-{'stream' if stream else 'json'}.json"
+            raw = make_body(size, stream)
+            if not path.exists() or path.read_bytes() != raw:
+                path.write_bytes(raw)
+            out[(stream, name)] = path
+    return out
+
+
+def check_answer(port: int, body: bytes, stream: bool, key: str, timeout: float = 120.0) -> str | None:
+    """POST once; return None if the answer is a 200 with the expected content, else what is wrong."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return f"request failed: {exc!r}"
+    finally:
+        conn.close()
+    if response.status != 200:
+        return f"status {response.status}: {raw[:300]!r}"
+    ctype = response.getheader("content-type", "")
+    try:
+        if not stream:
+            if not ctype.startswith("application/json"):
+                return f"content-type {ctype!r}"
+            reply = json.loads(raw)
+            content = reply["choices"][0]["message"]["content"]
+            if content != EXPECTED:
+                return f"content {content!r}"
+            return None
+        if not ctype.startswith("text/event-stream"):
+            return f"content-type {ctype!r}: {raw[:200]!r}"
+        events = [e for e in raw.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
+        datas = [e[5:].strip() for e in events if e.startswith(b"data:")]
+        if not datas or datas[-1] != b"[DONE]":
+            return f"stream does not end with [DONE]: {raw[-200:]!r}"
+        text = ""
+        for data in datas[:-1]:
+            chunk = json.loads(data)
+            if "error" in chunk:
+                return f"error event: {data[:200]!r}"
+            for choice in chunk.get("choices") or ():
+                text += (choice.get("delta") or {}).get("content") or ""
+        if text != EXPECTED:
+            return f"streamed content {text!r}"
+        return None
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"malformed answer ({exc!r}): {raw[:200]!r}"
+
+
+@dataclass
+class WrkResult:
+    requests: int = 0
+    duration_s: float = 0.0
+    rps: float = 0.0
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    non2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def socket_error_count(self) -> int:
+        return sum(self.socket_errors.values())
+
+
+_LINE = re.compile(r"^BENCH (.*)$", re.M)
+
+
+def run_wrk(
+    port: int, body_file: Path, connections: int, duration_s: int, key: str,
+    pin: str | None = None, timeout_s: int = 30, threads: int = 1,
+) -> WrkResult:  # fmt: skip
+    argv = [
+        "wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration_s}s", f"--timeout={timeout_s}s",
+        "-s", str(LUA), f"http://127.0.0.1:{port}/v1/chat/completions", "--", str(body_file), key,
+    ]  # fmt: skip
+    if pin is not None:
+        argv = ["taskset", "-c", pin, *argv]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=duration_s + timeout_s + 30)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+        raise
+    text = out.decode(errors="replace")
+    match = _LINE.search(text)
+    if proc.returncode != 0 or match is None:
+        return WrkResult(error=f"wrk exited {proc.returncode}: {text.strip()[-300:]}")
+    values = dict(item.split("=", 1) for item in match.group(1).split())
+    n = int(values["requests"])
+    duration = int(values["duration_us"]) / 1e6
+    ms = lambda key: int(values[key]) / 1000 if n else None  # noqa: E731
+    return WrkResult(
+        requests=n,
+        duration_s=duration,
+        rps=n / duration if duration else 0.0,
+        p50_ms=ms("p50_us"),
+        p90_ms=ms("p90_us"),
+        p99_ms=ms("p99_us"),
+        max_ms=ms("max_us"),
+        non2xx=int(values["status"]),
+        socket_errors={k: int(values[k]) for k in ("connect", "read", "write", "timeout") if int(values[k])},
+    )

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The benchmark, in one command (from the repository root):
+#
+#   bash tests/bench/run.sh              # full run, 5 s per cell (~6 minutes)
+#   bash tests/bench/run.sh --quick      # smoke run, 1 s per cell (~2 minutes)
+#   bash tests/bench/run.sh --duration 10
+#
+# Other options go to the driver (see `--help`), e.g. --targets model-gateway,
+# --bodies 2KB, --concurrency 32, --modes stream, --no-pin.
+#
+# It installs what it needs and skips what is already there: wrk (Debian
+# package), and LiteLLM Proxy 1.108.7 into its own virtual environment
+# .bench/litellm-venv (never into the project's .venv). Then it runs
+# tests/bench/driver.py with the project's Python (.venv). Results: stdout,
+# .bench/results.md and .bench/results.json; process logs in .bench/logs/.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT="$PWD"
+BENCH="$ROOT/.bench"
+LITELLM_VERSION="1.108.7" # newest whose [proxy] extra installs here; 1.82.7 and 1.82.8 were compromised: never those
+LITELLM_VENV="$BENCH/litellm-venv"
+PROJECT_PY="$ROOT/.venv/bin/python"
+
+for arg in "$@"; do
+    if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
+        exec "$PROJECT_PY" tests/bench/driver.py --help
+    fi
+done
+
+if [[ ! -x "$PROJECT_PY" ]] || ! "$PROJECT_PY" -c 'import gateway, uvloop' 2>/dev/null; then
+    echo "bench: the project's .venv is missing or incomplete; run 'bash scripts/setup' first" >&2
+    exit 2
+fi
+
+if ! command -v wrk >/dev/null 2>&1; then
+    echo "bench: installing wrk (Debian package)" >&2
+    if [[ $(id -u) -eq 0 ]]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+if ! command -v taskset >/dev/null 2>&1; then
+    echo "bench: taskset (util-linux) not found: processes will not be pinned to cores" >&2
+fi
+
+mkdir -p "$BENCH"
+have_litellm() {
+    [[ -x "$LITELLM_VENV/bin/litellm" ]] &&
+        [[ "$("$LITELLM_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" == "$LITELLM_VERSION" ]]
+}
+if ! have_litellm; then
+    echo "bench: installing litellm[proxy]==$LITELLM_VERSION into $LITELLM_VENV (log: $BENCH/litellm-install.log)" >&2
+    rm -rf "$LITELLM_VENV"
+    BASE_PY="$("$PROJECT_PY" -c 'import sys; print(sys._base_executable)')"
+    "$BASE_PY" -m venv "$LITELLM_VENV"
+    if ! { "$LITELLM_VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip &&
+        "$LITELLM_VENV/bin/pip" install -q --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"; } \
+        >"$BENCH/litellm-install.log" 2>&1; then
+        tail -20 "$BENCH/litellm-install.log" >&2
+        echo "bench: installing LiteLLM failed (see $BENCH/litellm-install.log)" >&2
+        rm -rf "$LITELLM_VENV"
+        exit 1
+    fi
+fi
+
+exec "$PROJECT_PY" tests/bench/driver.py "$@"
