@@ -38,6 +38,26 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     data_dir: Path = Path.home() / ".local" / "share" / "model-gateway"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Storage and budgets.
+    database_url: str | None = None  # default: sqlite:///{data_dir}/gateway.db
+    budget_timezone: str = "UTC"
+    default_expected_output_tokens: int = Field(1024, ge=1)
+    soft_limit_webhook_url: str | None = None
+    ledger_content: bool = False  # store prompt and response text in the ledger (off: never)
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'gateway.db'}"
 
 
 class Timeouts(BaseModel):

@@ -90,6 +90,15 @@ def base_env(work: Path) -> dict[str, str]:
     return env
 
 
+def count_log_errors(path: Path) -> int:
+    """Tracebacks and ERROR lines a target logged (a target that fails quietly must not look fine)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return 0
+    return sum(1 for line in text.splitlines() if line.startswith("Traceback") or "ERROR" in line)
+
+
 def pinned(argv: list[str], core: str | None) -> list[str]:
     return ["taskset", "-c", core, *argv] if core is not None else argv
 
@@ -165,6 +174,9 @@ class Bench:
                     svc.sampler = None
             if spawn:
                 svc.stop()
+            info.log_errors = count_log_errors(svc.log)
+            if info.log_errors:
+                print(f"[{name}] {info.log_errors} error(s)/traceback(s) in {svc.log}", flush=True)
 
     def settle(self, svc: Service, window: float = 0.2, busy: float = 0.1, limit: float = 15.0) -> float:
         """Wait until the target and the upstream are idle (under `busy` of a core over `window` s).

@@ -33,6 +33,7 @@ class TargetInfo:
     peak_rss_mb: float | None = None
     hwm_rss_mb: float | None = None
     processes: int = 0
+    log_errors: int = 0
     checks: list[str] = field(default_factory=list)  # problems found by the correctness checks
     error: str | None = None
 
@@ -106,8 +107,8 @@ def table(cells: list[Cell], targets: list[str], bodies: list[str], concs: list[
 
 def target_table(infos: list[TargetInfo]) -> str:
     out = (
-        "| target | time to ready s | idle RSS MB | peak RSS MB (sampled) | peak RSS MB (VmHWM) | processes | correctness checks |\n"
-        "|---|---:|---:|---:|---:|---:|---|\n"
+        "| target | time to ready s | idle RSS MB | peak RSS MB (sampled) | peak RSS MB (VmHWM) | processes | errors in log | correctness checks |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---|\n"
     )
     for t in infos:
         checks = "FAILED: " + "; ".join(t.checks)[:300] if t.checks else "all passed"
@@ -115,7 +116,7 @@ def target_table(infos: list[TargetInfo]) -> str:
             checks = f"ERROR: {t.error[:300]}"
         out += (
             f"| {t.name} | {_f(t.ready_s)} | {_f(t.idle_rss_mb, 0)} | {_f(t.peak_rss_mb, 0)} | "
-            f"{_f(t.hwm_rss_mb, 0)} | {t.processes} | {checks} |\n"
+            f"{_f(t.hwm_rss_mb, 0)} | {t.processes} | {t.log_errors} | {checks} |\n"
         )
     return out
 

@@ -1,0 +1,1 @@
+"""Money: pricing, budget periods, reservations and the ledger."""

@@ -1,0 +1,230 @@
+"""What is stored, and the one interface both databases implement.
+
+Writes that happen on the request path (reserving budget before a call,
+recording the ledger row and settling after it) go through `hold` and
+`record`, which the implementations batch: many concurrent requests share one
+transaction (group commit), and each caller resumes once its batch committed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+
+@dataclass(slots=True)
+class Team:
+    name: str
+    budget_nanos: int | None = None  # None: no limit
+    period: str = "monthly"
+    soft_limit_pct: int | None = None
+    regions: list[str] | None = None  # None: any region
+    models: list[str] | None = None  # None: any model
+    policy: str = "default"
+    created_at: int = 0
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    id: str
+    team: str
+    name: str
+    prefix: str
+    key_hash: str
+    budget_nanos: int | None = None
+    models: list[str] | None = None
+    expires_at: int | None = None
+    created_at: int = 0
+    revoked_at: int | None = None
+
+
+@dataclass(slots=True)
+class Scope:
+    """A budget holder: a team, or one key of a team, in one budget period."""
+
+    name: str  # "team:NAME" or "key:ID"
+    period_start: int
+    budget_nanos: int | None
+
+
+@dataclass(slots=True)
+class HoldRequest:
+    id: str
+    scopes: list[Scope]
+    amount_nanos: int
+    expires_at: int
+
+
+@dataclass(slots=True)
+class HoldResult:
+    ok: bool
+    refused_by: Scope | None = None
+    spent_nanos: int = 0
+    reserved_nanos: int = 0
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    id: str
+    ts: float
+    team: str
+    key_id: str | None
+    key_prefix: str | None
+    requested_model: str
+    model: str
+    provider: str
+    region: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_nanos: int
+    estimated: bool
+    status: int
+    latency_ms: float
+    ttft_ms: float | None
+    route_reason: str
+    stream: bool
+    content: str | None = None  # prompt and response text, only when explicitly enabled
+
+
+@dataclass(slots=True)
+class Settlement:
+    """A ledger row, the scopes it is charged to, and the hold it replaces (if any)."""
+
+    row: LedgerRow
+    scopes: list[Scope]
+    hold: HoldRequest | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    spent_nanos: int = 0
+    reserved_nanos: int = 0
+
+
+@dataclass(slots=True)
+class SpendFilter:
+    team: str | None = None
+    key: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+GROUPS = ("team", "key", "model", "provider", "day")
+
+
+@dataclass(slots=True)
+class SpendRow:
+    group: str | None
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_nanos: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Conflict(Exception):
+    """A unique name is already taken."""
+
+
+class Store(ABC):
+    """A database holding teams, keys, budget usage and the ledger."""
+
+    url_scheme: str
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and run migrations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish pending batches and disconnect."""
+
+    @abstractmethod
+    async def ping(self) -> bool: ...
+
+    # -- teams ---------------------------------------------------------------------------
+    @abstractmethod
+    async def create_team(self, team: Team) -> None: ...
+
+    @abstractmethod
+    async def get_team(self, name: str) -> Team | None: ...
+
+    @abstractmethod
+    async def list_teams(self) -> list[Team]: ...
+
+    @abstractmethod
+    async def update_team(self, team: Team) -> None: ...
+
+    @abstractmethod
+    async def delete_team(self, name: str) -> bool: ...
+
+    # -- keys ----------------------------------------------------------------------------
+    @abstractmethod
+    async def create_key(self, key: KeyRecord) -> None: ...
+
+    @abstractmethod
+    async def key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
+
+    @abstractmethod
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    @abstractmethod
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]: ...
+
+    @abstractmethod
+    async def revoke_key(self, key_id: str, at: int) -> bool: ...
+
+    # -- budgets and ledger (batched on the request path) ----------------------------------
+    @abstractmethod
+    async def hold(self, request: HoldRequest) -> HoldResult:
+        """Atomically check every scope's budget and reserve the amount in all of them, or refuse."""
+
+    @abstractmethod
+    async def record(self, settlement: Settlement) -> None:
+        """Insert the ledger row, charge its cost, release its hold; return once committed."""
+
+    @abstractmethod
+    async def release(self, hold: HoldRequest) -> None:
+        """Give back a hold whose request never produced a ledger row."""
+
+    @abstractmethod
+    async def release_expired(self, now: int) -> int:
+        """Release holds whose requests died without settling (crash, kill); returns how many."""
+
+    @abstractmethod
+    async def usage(self, scope: str, period_start: int) -> Usage: ...
+
+    # -- reports -------------------------------------------------------------------------
+    @abstractmethod
+    async def spend(self, filters: SpendFilter, group_by: str | None) -> list[SpendRow]: ...
+
+    @abstractmethod
+    async def recent_completion_tokens(self, model: str, limit: int) -> list[int]: ...
+
+    @abstractmethod
+    async def ledger_rows(self, filters: SpendFilter, limit: int = 1000) -> list[LedgerRow]: ...
+
+
+def team_scope(name: str) -> str:
+    return f"team:{name}"
+
+
+def key_scope(key_id: str) -> str:
+    return f"key:{key_id}"
+
+
+def as_json_list(value: Sequence[str] | None) -> str | None:
+    import orjson
+
+    return orjson.dumps(list(value)).decode() if value is not None else None
+
+
+def from_json_list(value: str | None) -> list[str] | None:
+    import orjson
+
+    return list(orjson.loads(value)) if value is not None else None

@@ -1,0 +1,79 @@
+"""The schema and its migrations, in SQL that SQLite and PostgreSQL both accept.
+
+Money is BIGINT nano-dollars; times are Unix seconds. Migrations are
+append-only: never edit a released one, add the next.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE teams (
+                name TEXT PRIMARY KEY,
+                budget_nanos BIGINT,
+                period TEXT NOT NULL,
+                soft_limit_pct INTEGER,
+                regions TEXT,
+                models TEXT,
+                policy TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )""",
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                team TEXT NOT NULL,
+                name TEXT NOT NULL,
+                prefix TEXT NOT NULL,
+                key_hash TEXT NOT NULL UNIQUE,
+                budget_nanos BIGINT,
+                models TEXT,
+                expires_at BIGINT,
+                created_at BIGINT NOT NULL,
+                revoked_at BIGINT
+            )""",
+            "CREATE INDEX api_keys_team ON api_keys (team)",
+            """CREATE TABLE budget_usage (
+                scope TEXT NOT NULL,
+                period_start BIGINT NOT NULL,
+                spent_nanos BIGINT NOT NULL DEFAULT 0,
+                reserved_nanos BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (scope, period_start)
+            )""",
+            """CREATE TABLE holds (
+                id TEXT PRIMARY KEY,
+                scopes TEXT NOT NULL,
+                amount_nanos BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX holds_expires ON holds (expires_at)",
+            """CREATE TABLE ledger (
+                id TEXT PRIMARY KEY,
+                ts DOUBLE PRECISION NOT NULL,
+                team TEXT NOT NULL,
+                key_id TEXT,
+                key_prefix TEXT,
+                requested_model TEXT NOT NULL,
+                model TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                region TEXT NOT NULL,
+                prompt_tokens BIGINT NOT NULL,
+                completion_tokens BIGINT NOT NULL,
+                cached_tokens BIGINT NOT NULL,
+                cost_nanos BIGINT NOT NULL,
+                estimated BOOLEAN NOT NULL,
+                status INTEGER NOT NULL,
+                latency_ms DOUBLE PRECISION NOT NULL,
+                ttft_ms DOUBLE PRECISION,
+                route_reason TEXT NOT NULL,
+                stream BOOLEAN NOT NULL,
+                content TEXT
+            )""",
+            "CREATE INDEX ledger_ts ON ledger (ts)",
+            "CREATE INDEX ledger_team_ts ON ledger (team, ts)",
+            "CREATE INDEX ledger_model_ts ON ledger (model, ts)",
+        ],
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,424 @@
+"""The store over SQLite or PostgreSQL, through one writer thread and one reader thread.
+
+Both databases are driven by blocking DB-API drivers (sqlite3, psycopg) on
+threads of their own: the writer thread owns the one connection that runs
+group-committed transactions, so budget checks and ledger rows of concurrent
+requests commit together, with the same code for both databases. Several
+processes or nodes may share the database: SQLite serialises writers with
+`BEGIN IMMEDIATE`, PostgreSQL with row locks (`FOR UPDATE`) on budget rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from gateway.store.base import (
+    GROUPS,
+    Conflict,
+    HoldRequest,
+    HoldResult,
+    KeyRecord,
+    LedgerRow,
+    Scope,
+    Settlement,
+    SpendFilter,
+    SpendRow,
+    Store,
+    Team,
+    Usage,
+    as_json_list,
+    from_json_list,
+)
+from gateway.store.group_commit import GroupCommit
+from gateway.store.schema import MIGRATIONS
+
+TEAM_COLUMNS = "name, budget_nanos, period, soft_limit_pct, regions, models, policy, created_at"
+KEY_COLUMNS = "id, team, name, prefix, key_hash, budget_nanos, models, expires_at, created_at, revoked_at"
+LEDGER_COLUMNS = (
+    "id, ts, team, key_id, key_prefix, requested_model, model, provider, region, prompt_tokens, completion_tokens,"
+    " cached_tokens, cost_nanos, estimated, status, latency_ms, ttft_ms, route_reason, stream, content"
+)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    connect: Callable[[], Any]
+    placeholder: str
+    begin_write: str
+    for_update: str
+    day_expr: str
+    migration_lock: str | None
+    integrity_errors: tuple[type[BaseException], ...]
+
+
+def _team(row: Sequence[Any]) -> Team:
+    return Team(row[0], row[1], row[2], row[3], from_json_list(row[4]), from_json_list(row[5]), row[6], row[7])
+
+
+def _key(row: Sequence[Any]) -> KeyRecord:
+    return KeyRecord(row[0], row[1], row[2], row[3], row[4], row[5], from_json_list(row[6]), row[7], row[8], row[9])
+
+
+def _ledger(row: Sequence[Any]) -> LedgerRow:
+    values = list(row)
+    values[13] = bool(values[13])
+    values[18] = bool(values[18])
+    return LedgerRow(*values)
+
+
+class _Thread:
+    """A single thread with its own connection, made on first use."""
+
+    def __init__(self, name: str, connect: Callable[[], Any]) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._connect = connect
+        self.connection: Any = None
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        def run() -> Any:
+            if self.connection is None:
+                self.connection = self._connect()
+            return fn(self.connection, *args)
+
+        return asyncio.get_running_loop().run_in_executor(self.executor, run)
+
+    def close(self) -> None:
+        def shut() -> None:
+            if self.connection is not None:
+                self.connection.close()
+                self.connection = None
+
+        self.executor.submit(shut).result()
+        self.executor.shutdown(wait=True)
+
+
+class SqlStore(Store):
+    def __init__(self, dialect: Dialect, description: str) -> None:
+        self.dialect = dialect
+        self.description = description
+        self.url_scheme = dialect.name
+        self._writer = _Thread("store-writer", dialect.connect)
+        self._reader = _Thread("store-reader", dialect.connect)
+        self._commits = GroupCommit(self._writer.executor, self._run_batch)
+
+    def _sql(self, text: str) -> str:
+        return text if self.dialect.placeholder == "?" else text.replace("?", self.dialect.placeholder)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        await self._writer.call(self._migrate)
+
+    def _migrate(self, db: Any) -> None:
+        cur = db.cursor()
+        cur.execute(self.dialect.begin_write)
+        try:
+            if self.dialect.migration_lock:
+                cur.execute(self.dialect.migration_lock)
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            cur.execute("SELECT MAX(version) FROM schema_version")
+            current = cur.fetchone()[0] or 0
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    cur.execute(statement)
+                cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (version,))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        await self._commits.drain()
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
+        await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
+
+    async def ping(self) -> bool:
+        try:
+            return await self._reader.call(lambda db: db.cursor().execute("SELECT 1").fetchone()[0] == 1)
+        except Exception:
+            return False
+
+    # -- small helpers ---------------------------------------------------------------------
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        text = self._sql(sql)
+        return await self._reader.call(lambda db: db.cursor().execute(text, params).fetchall())
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        text = self._sql(sql)
+
+        def run(db: Any) -> int:
+            cur = db.cursor()
+            cur.execute(self.dialect.begin_write)
+            try:
+                cur.execute(text, params)
+                count = cur.rowcount
+                cur.execute("COMMIT")
+                return count
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+        try:
+            return await self._writer.call(run)
+        except self.dialect.integrity_errors as exc:
+            raise Conflict(str(exc)) from exc
+
+    # -- teams ---------------------------------------------------------------------------
+    async def create_team(self, team: Team) -> None:
+        await self._write(
+            f"INSERT INTO teams ({TEAM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (team.name, team.budget_nanos, team.period, team.soft_limit_pct, as_json_list(team.regions),
+             as_json_list(team.models), team.policy, team.created_at),
+        )  # fmt: skip
+
+    async def get_team(self, name: str) -> Team | None:
+        rows = await self._read(f"SELECT {TEAM_COLUMNS} FROM teams WHERE name = ?", (name,))
+        return _team(rows[0]) if rows else None
+
+    async def list_teams(self) -> list[Team]:
+        return [_team(r) for r in await self._read(f"SELECT {TEAM_COLUMNS} FROM teams ORDER BY name")]
+
+    async def update_team(self, team: Team) -> None:
+        await self._write(
+            "UPDATE teams SET budget_nanos = ?, period = ?, soft_limit_pct = ?, regions = ?, models = ?, policy = ?"
+            " WHERE name = ?",
+            (team.budget_nanos, team.period, team.soft_limit_pct, as_json_list(team.regions),
+             as_json_list(team.models), team.policy, team.name),
+        )  # fmt: skip
+
+    async def delete_team(self, name: str) -> bool:
+        def run(db: Any) -> bool:
+            cur = db.cursor()
+            cur.execute(self.dialect.begin_write)
+            try:
+                cur.execute(self._sql("DELETE FROM teams WHERE name = ?"), (name,))
+                deleted = cur.rowcount > 0
+                # A deleted team's keys stop working at once; the ledger keeps its history.
+                cur.execute(self._sql("DELETE FROM api_keys WHERE team = ?"), (name,))
+                cur.execute("COMMIT")
+                return deleted
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+        return await self._writer.call(run)
+
+    # -- keys ----------------------------------------------------------------------------
+    async def create_key(self, key: KeyRecord) -> None:
+        await self._write(
+            f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key.id, key.team, key.name, key.prefix, key.key_hash, key.budget_nanos, as_json_list(key.models),
+             key.expires_at, key.created_at, key.revoked_at),
+        )  # fmt: skip
+
+    async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
+        rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
+        return _key(rows[0]) if rows else None
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return _key(rows[0]) if rows else None
+
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]:
+        if team is None:
+            rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
+        else:
+            rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE team = ? ORDER BY created_at, id", (team,))
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, key_id: str, at: int) -> bool:
+        return await self._write("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id)) > 0
+
+    # -- the batched request path --------------------------------------------------------
+    async def hold(self, request: HoldRequest) -> HoldResult:
+        return await self._commits.submit(("hold", request))
+
+    async def record(self, settlement: Settlement) -> Usage:
+        return await self._commits.submit(("record", settlement))
+
+    async def release(self, hold: HoldRequest) -> None:
+        await self._commits.submit(("release", hold))
+
+    def _run_batch(self, ops: list[tuple[str, Any]]) -> list[Any]:
+        db = self._writer.connection
+        if db is None:
+            db = self._writer.connection = self.dialect.connect()
+        cur = db.cursor()
+        results: list[Any] = []
+        cur.execute(self.dialect.begin_write)
+        try:
+            for kind, op in ops:
+                cur.execute("SAVEPOINT op")
+                try:
+                    if kind == "hold":
+                        results.append(self._hold(cur, op))
+                    elif kind == "record":
+                        results.append(self._record(cur, op))
+                    else:
+                        self._release(cur, op.id)
+                        results.append(None)
+                    cur.execute("RELEASE SAVEPOINT op")
+                except Exception as exc:  # one bad operation must not sink its batch
+                    cur.execute("ROLLBACK TO SAVEPOINT op")
+                    cur.execute("RELEASE SAVEPOINT op")
+                    results.append(exc)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return results
+
+    def _usage_rows(self, cur: Any, scopes: list[Scope]) -> dict[tuple[str, int], tuple[int, int]]:
+        out = {}
+        for scope in sorted(scopes, key=lambda s: (s.name, s.period_start)):  # one lock order: no deadlocks
+            cur.execute(
+                self._sql("INSERT INTO budget_usage (scope, period_start) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+                (scope.name, scope.period_start),
+            )
+            cur.execute(
+                self._sql(
+                    "SELECT spent_nanos, reserved_nanos FROM budget_usage WHERE scope = ? AND period_start = ?"
+                    + self.dialect.for_update
+                ),
+                (scope.name, scope.period_start),
+            )
+            out[(scope.name, scope.period_start)] = tuple(cur.fetchone())
+        return out
+
+    def _hold(self, cur: Any, request: HoldRequest) -> HoldResult:
+        usage = self._usage_rows(cur, request.scopes)
+        for scope in request.scopes:
+            spent, reserved = usage[(scope.name, scope.period_start)]
+            if scope.budget_nanos is not None and spent + reserved + request.amount_nanos > scope.budget_nanos:
+                return HoldResult(False, scope, spent, reserved)
+        for scope in request.scopes:
+            cur.execute(
+                self._sql("UPDATE budget_usage SET reserved_nanos = reserved_nanos + ? WHERE scope = ? AND period_start = ?"),
+                (request.amount_nanos, scope.name, scope.period_start),
+            )
+        cur.execute(
+            self._sql("INSERT INTO holds (id, scopes, amount_nanos, expires_at) VALUES (?, ?, ?, ?)"),
+            (request.id, orjson.dumps([[s.name, s.period_start] for s in request.scopes]).decode(),
+             request.amount_nanos, request.expires_at),
+        )  # fmt: skip
+        first = request.scopes[0] if request.scopes else None
+        spent, reserved = usage[(first.name, first.period_start)] if first else (0, 0)
+        return HoldResult(True, None, spent, reserved + request.amount_nanos)
+
+    def _release(self, cur: Any, hold_id: str) -> None:
+        cur.execute(self._sql("SELECT scopes, amount_nanos FROM holds WHERE id = ?"), (hold_id,))
+        row = cur.fetchone()
+        if row is None:
+            return  # already released (expired and swept, or released twice)
+        cur.execute(self._sql("DELETE FROM holds WHERE id = ?"), (hold_id,))
+        for name, period_start in orjson.loads(row[0]):
+            cur.execute(
+                self._sql("UPDATE budget_usage SET reserved_nanos = reserved_nanos - ? WHERE scope = ? AND period_start = ?"),
+                (row[1], name, period_start),
+            )
+
+    def _record(self, cur: Any, settlement: Settlement) -> Usage:
+        row = settlement.row
+        cur.execute(
+            self._sql(f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES ({', '.join('?' * 20)})"),
+            (row.id, row.ts, row.team, row.key_id, row.key_prefix, row.requested_model, row.model, row.provider,
+             row.region, row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.cost_nanos, row.estimated,
+             row.status, row.latency_ms, row.ttft_ms, row.route_reason, row.stream, row.content),
+        )  # fmt: skip
+        if settlement.hold is not None:
+            self._release(cur, settlement.hold.id)
+        first = Usage()
+        for index, scope in enumerate(settlement.scopes):
+            cur.execute(
+                self._sql(
+                    "INSERT INTO budget_usage (scope, period_start, spent_nanos) VALUES (?, ?, ?)"
+                    " ON CONFLICT (scope, period_start) DO UPDATE SET spent_nanos = budget_usage.spent_nanos + ?"
+                    " RETURNING spent_nanos, reserved_nanos"
+                ),
+                (scope.name, scope.period_start, row.cost_nanos, row.cost_nanos),
+            )
+            spent, reserved = cur.fetchone()
+            if index == 0:
+                first = Usage(spent, reserved)
+        return first
+
+    async def release_expired(self, now: int) -> int:
+        def run(db: Any) -> int:
+            cur = db.cursor()
+            cur.execute(self.dialect.begin_write)
+            try:
+                cur.execute(self._sql("SELECT id FROM holds WHERE expires_at < ?"), (now,))
+                ids = [r[0] for r in cur.fetchall()]
+                for hold_id in ids:
+                    self._release(cur, hold_id)
+                cur.execute("COMMIT")
+                return len(ids)
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+        return await self._writer.call(run)
+
+    async def usage(self, scope: str, period_start: int) -> Usage:
+        rows = await self._read(
+            "SELECT spent_nanos, reserved_nanos FROM budget_usage WHERE scope = ? AND period_start = ?",
+            (scope, period_start),
+        )
+        return Usage(rows[0][0], rows[0][1]) if rows else Usage()
+
+    # -- reports -------------------------------------------------------------------------
+    def _where(self, filters: SpendFilter) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for column, value in (("team", filters.team), ("model", filters.model), ("provider", filters.provider)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if filters.key is not None:
+            clauses.append("(key_id = ? OR key_prefix = ?)")
+            params += [filters.key, filters.key]
+        if filters.since is not None:
+            clauses.append("ts >= ?")
+            params.append(filters.since)
+        if filters.until is not None:
+            clauses.append("ts < ?")
+            params.append(filters.until)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    async def spend(self, filters: SpendFilter, group_by: str | None) -> list[SpendRow]:
+        if group_by is not None and group_by not in GROUPS:
+            raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
+        column = {"team": "team", "key": "key_prefix", "model": "model", "provider": "provider",
+                  "day": self.dialect.day_expr, None: "NULL"}[group_by]  # fmt: skip
+        where, params = self._where(filters)
+        sql = (
+            f"SELECT {column} AS g, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
+            f" COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(cost_nanos), 0) FROM ledger{where}"
+            + (f" GROUP BY {column} ORDER BY g" if group_by else "")
+        )
+        rows = await self._read(sql, params)
+        return [SpendRow(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
+
+    async def recent_completion_tokens(self, model: str, limit: int) -> list[int]:
+        rows = await self._read(
+            "SELECT completion_tokens FROM ledger WHERE model = ? AND status = 200 AND estimated = ?"
+            " ORDER BY ts DESC LIMIT ?",
+            (model, False, limit),
+        )
+        return [int(r[0]) for r in rows]
+
+    async def ledger_rows(self, filters: SpendFilter, limit: int = 1000) -> list[LedgerRow]:
+        where, params = self._where(filters)
+        rows = await self._read(f"SELECT {LEDGER_COLUMNS} FROM ledger{where} ORDER BY ts LIMIT ?", [*params, limit])
+        return [_ledger(r) for r in rows]
+
+    @property
+    def commit_stats(self) -> tuple[int, int]:
+        """(batches, operations) committed so far: operations / batches is the group size."""
+        return self._commits.batches, self._commits.operations
