@@ -57,9 +57,8 @@ async def relay_events(
                     continue
                 if payload == b"[DONE]":
                     outcome.completed = True
-                    if include_usage and outcome.usage is not None:
-                        yield sse(_usage_chunk(meta, outcome, reshape))
-                    yield DONE
+                    async for event in finish(meta, outcome, include_usage, reshape):
+                        yield event
                     return
                 try:
                     chunk = orjson.loads(payload)
@@ -82,6 +81,7 @@ async def relay_events(
                 if outcome.first_chunk_at is None:
                     outcome.first_chunk_at = time.monotonic()
                 outcome.chunks += 1
+                count_text(chunk, outcome)
                 if reshape is not None:
                     yield sse(reshape(chunk))
                 elif action is ChunkAction.CHANGED:
@@ -107,6 +107,32 @@ async def relay_events(
         "stream_cut": f"{provider} closed the stream before it finished",
     }[outcome.error]
     yield error_event(text, "upstream_" + outcome.error)
+
+
+async def finish(
+    meta: Json, outcome: StreamOutcome, include_usage: bool, reshape: ChunkReshaper | None
+) -> AsyncIterator[bytes]:
+    """The end of a good stream: settle (via `on_finish`), then the usage chunk if asked, then [DONE]."""
+    extra = await outcome.on_finish(outcome) if outcome.on_finish is not None else None
+    if include_usage and outcome.usage is not None:
+        chunk = _usage_chunk(meta, outcome, reshape)
+        if extra:
+            chunk["x_gateway"] = extra
+        yield sse(chunk)
+    yield DONE
+
+
+def count_text(chunk: Json, outcome: StreamOutcome) -> None:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict):
+            for field in ("content", "reasoning_content"):
+                text = delta.get(field)
+                if isinstance(text, str):
+                    outcome.completion_chars += len(text)
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                    outcome.completion_chars += len(str(call["function"].get("arguments") or ""))
 
 
 def _data_of(event: bytes) -> bytes | None:

@@ -31,16 +31,32 @@ def lookup(catalog: Catalog, name: str) -> ModelConfig | None:
     return None
 
 
-def choose(catalog: Catalog, requested: str, endpoint: str, needs: set[str]) -> Route:
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """What a team (and its key) may use; None means no restriction."""
+
+    models: frozenset[str] | None = None
+    regions: frozenset[str] | None = None
+
+    def refusal(self, model: ModelConfig, region: str) -> str | None:
+        if self.models is not None and model.name not in self.models:
+            return f"model '{model.name}' is not in the models allowed for this key or team"
+        if self.regions is not None and region not in self.regions:
+            return f"model '{model.name}' runs in region '{region}', outside the regions allowed ({', '.join(sorted(self.regions))})"
+        return None
+
+
+def choose(catalog: Catalog, requested: str, endpoint: str, needs: set[str], allowed: Allowed = Allowed()) -> Route:
     """`endpoint` is the capability of the endpoint itself: chat, fim or embeddings."""
     wanted = {endpoint, *needs}
     if requested == AUTO_MODEL:
         for model in catalog.models.values():
-            if wanted <= model.capabilities:
-                return Route(model, catalog.provider_of(model), "preferred")
+            provider = catalog.provider_of(model)
+            if wanted <= model.capabilities and allowed.refusal(model, provider.region) is None:
+                return Route(model, provider, "preferred")
         raise GatewayError(
             400,
-            f"No configured model has the capabilities this request needs: {', '.join(sorted(wanted))}.",
+            f"No model allowed for this key has the capabilities this request needs: {', '.join(sorted(wanted))}.",
             "invalid_request_error",
             "no_route",
         )
@@ -63,7 +79,11 @@ def choose(catalog: Catalog, requested: str, endpoint: str, needs: set[str]) -> 
             param=param,
             code="unsupported_capability",
         )
-    return Route(model, catalog.provider_of(model), "pinned")
+    provider = catalog.provider_of(model)
+    refusal = allowed.refusal(model, provider.region)
+    if refusal is not None:
+        raise GatewayError(403, refusal[0].upper() + refusal[1:] + ".", "invalid_request_error", "model_not_allowed", "model")
+    return Route(model, provider, "pinned")
 
 
 def check_limits(model: ModelConfig, n: int, max_output: int | None, param: str = "max_tokens") -> None:

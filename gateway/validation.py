@@ -25,6 +25,7 @@ class Request:
     needs: set[str] = field(default_factory=set)  # capabilities beyond the endpoint's own
     n: int = 1
     max_output: int | None = None
+    max_output_param: str = "max_tokens"
 
 
 def _type_error(param: str, expected: str) -> Exception:
@@ -137,7 +138,8 @@ def check_chat(body: dict[str, Any]) -> Request:
             "'response_format.type' must be one of 'text', 'json_object', 'json_schema'.", param="response_format"
         )
     n, max_output = _sampling(body)
-    return Request(model, stream, include_usage, needs, n, max_output)
+    param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    return Request(model, stream, include_usage, needs, n, max_output, param)
 
 
 def check_completion(body: dict[str, Any]) -> Request:

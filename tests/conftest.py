@@ -44,12 +44,19 @@ GatewayFactory = Callable[..., ThreadedServer]
 
 
 @pytest.fixture(scope="session")
-def start_gateway(mistral: ThreadedServer, moonshot: ThreadedServer) -> Iterator[GatewayFactory]:
-    """Start a gateway with settings overrides, an optional catalog file and extra environment."""
+def start_gateway(
+    mistral: ThreadedServer, moonshot: ThreadedServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayFactory]:
+    """Start a gateway with settings overrides, an optional catalog file and extra environment.
+
+    Each gateway gets its own SQLite database unless `database_url` is given.
+    """
     started: list[ThreadedServer] = []
 
     def factory(config: Path | None = None, env: dict[str, str] | None = None, **settings: Any) -> ThreadedServer:
         environment = {**provider_env(mistral, moonshot), **(env or {})}
+        if "database_url" not in settings:
+            settings["database_url"] = f"sqlite:///{tmp_path_factory.mktemp('db') / 'gateway.db'}"
         gateway = Gateway(Settings(**settings), load_catalog(config, environment))
         server = ThreadedServer(create_app(gateway)).start()
         started.append(server)

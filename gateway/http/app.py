@@ -14,7 +14,7 @@ from starlette.responses import Response
 from gateway.config import Settings, load_catalog
 from gateway.core import Gateway
 from gateway.errors import GatewayError
-from gateway.http import health, openai
+from gateway.http import admin, health, openai
 from gateway.http.responses import error_response
 
 log = logging.getLogger("gateway")
@@ -41,7 +41,7 @@ def create_app(gateway: Gateway) -> Starlette:
         return error_response(GatewayError(500, "Internal gateway error.", "server_error", "internal_error"))
 
     app = Starlette(
-        routes=[*openai.routes(gateway), *health.routes(gateway)],
+        routes=[*openai.routes(gateway), *admin.routes(gateway), *health.routes(gateway)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: unexpected},
     )

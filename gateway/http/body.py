@@ -10,7 +10,8 @@ from starlette.requests import Request
 from gateway.errors import GatewayError, invalid_request
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+async def read_json_object(request: Request, limit: int) -> tuple[dict[str, Any], int]:
+    """The parsed body and its size in bytes."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
@@ -43,7 +44,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         raise invalid_request(
             f"Request body must be a JSON object, not {type(body).__name__}.", code="invalid_json"
         )
-    return body
+    return body, size
 
 
 def _too_large(limit: int) -> GatewayError:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from functools import partial
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from starlette.requests import Request
@@ -10,13 +11,17 @@ from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
 from gateway.config import AUTO_MODEL, ModelConfig
+from gateway.auth import Principal
 from gateway.core import Gateway
 from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
 from gateway.http.responses import EventStreamResponse, error_response, json_bytes
 from gateway.legacy import as_text_completion, prompt_as_chat
-from gateway.providers import Reply, StreamReply
-from gateway.routing import Route, check_limits, choose
+from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply
+from gateway.routing import Allowed, Route, check_limits, choose
+from gateway.spend.accounting import estimate_prompt_tokens
+from gateway.spend.money import usd_text
+from gateway.validation import Request as RequestParams
 from gateway.validation import check_chat, check_completion, check_embeddings
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -31,70 +36,130 @@ def _route_headers(route: Route) -> dict[str, str]:
     }
 
 
-def _respond(reply: Reply | StreamReply, route: Route) -> Response:
+def _allowed(principal: Principal) -> Allowed:
+    team, key = principal.team, principal.key
+    models = set(team.models) if team.models is not None else None
+    if key is not None and key.models is not None:
+        models = set(key.models) if models is None else models & set(key.models)
+    regions = frozenset(team.regions) if team.regions is not None else None
+    return Allowed(frozenset(models) if models is not None else None, regions)
+
+
+Call = Callable[[Adapter, Route], Awaitable[Reply | StreamReply]]
+
+
+async def _serve(
+    gateway: Gateway, principal: Principal, params: RequestParams, size: int, endpoint: str, call: Call
+) -> Response:
+    """Route, reserve budget, call the provider, settle; the same for every endpoint."""
+    route = choose(gateway.catalog, params.model, endpoint, params.needs, _allowed(principal))
+    check_limits(route.model, params.n, params.max_output, params.max_output_param)
+    adapter = gateway.adapter_for(route.model)
+    accounting = gateway.accounting
+    ticket = await accounting.admit(
+        principal, route.model, params.model, estimate_prompt_tokens(size), params.max_output,
+        route.provider.timeouts.total,
+    )  # fmt: skip
+    settle = partial(
+        accounting.settle, ticket, provider=route.provider.name, region=route.provider.region,
+        route_reason=route.reason, stream=params.stream,
+    )  # fmt: skip
     headers = _route_headers(route)
-    if isinstance(reply, StreamReply):
-        return EventStreamResponse(reply.events, headers=headers)
-    return json_bytes(reply.body, headers=headers)
+    try:
+        reply = await call(adapter, route)
+    except GatewayError as error:
+        await settle(status=error.status, usage=None)
+        raise
+    except BaseException:
+        gateway.in_background(accounting.release(ticket))
+        raise
+    if isinstance(reply, Reply):
+        charged = await settle(status=200, usage=reply.usage)
+        headers["x-gateway-cost-usd"] = usd_text(charged.cost_nanos)
+        return json_bytes(reply.body, headers=headers)
+
+    outcome = reply.outcome
+
+    async def on_finish(done: StreamOutcome) -> dict[str, object]:
+        charged = await settle(status=200, usage=done.usage, ttft=done.first_chunk_at)
+        return charged.x_gateway(route.model.name, route.provider.name, route.reason)
+
+    outcome.on_finish = on_finish
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in reply.events:
+                yield chunk
+        finally:
+            if not ticket.settled:
+                # Cut or abandoned: bill what was relayed (estimated if the provider never sent usage).
+                gateway.in_background(
+                    settle(status=200, usage=outcome.usage, completion_chars=outcome.completion_chars,
+                           ttft=outcome.first_chunk_at)
+                )  # fmt: skip
+
+    return EventStreamResponse(events(), headers=headers)
 
 
-def _guarded(gateway: Gateway, handler: Callable[[Gateway, Request], Awaitable[Response]]) -> Handler:
+def _guarded(gateway: Gateway, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]]) -> Handler:
     """Authenticate, then turn every GatewayError into an OpenAI-style response."""
 
     async def endpoint(request: Request) -> Response:
         try:
-            gateway.auth.check(request)
-            return await handler(gateway, request)
+            principal = await gateway.auth.principal(request)
+            return await handler(gateway, request, principal)
         except GatewayError as error:
             return error_response(error)
 
     return endpoint
 
 
-async def chat_completions(gateway: Gateway, request: Request) -> Response:
-    body = await read_json_object(request, gateway.settings.max_body_bytes)
+async def chat_completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
+    body, size = await read_json_object(request, gateway.settings.max_body_bytes)
     params = check_chat(body)
-    route = choose(gateway.catalog, params.model, "chat", params.needs)
-    param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    check_limits(route.model, params.n, params.max_output, param)
-    adapter = gateway.adapter_for(route.model)
-    reply = await adapter.chat(body, route.model, stream=params.stream, include_usage=params.include_usage)
-    return _respond(reply, route)
+
+    async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
+        return await adapter.chat(body, route.model, stream=params.stream, include_usage=params.include_usage)
+
+    return await _serve(gateway, principal, params, size, "chat", call)
 
 
-async def completions(gateway: Gateway, request: Request) -> Response:
+async def completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
     """Legacy completions: with `suffix` it is fill-in-the-middle, else a chat turn."""
-    body = await read_json_object(request, gateway.settings.max_body_bytes)
+    body, size = await read_json_object(request, gateway.settings.max_body_bytes)
     params = check_completion(body)
-    endpoint = "fim" if "fim" in params.needs else "chat"
-    route = choose(gateway.catalog, params.model, endpoint, set())
-    check_limits(route.model, params.n, params.max_output)
-    adapter = gateway.adapter_for(route.model)
-    options = {"stream": params.stream, "include_usage": params.include_usage, "reshape": as_text_completion}
-    if endpoint == "fim":
-        reply = await adapter.fim(body, route.model, **options)
-    else:
-        reply = await adapter.chat(prompt_as_chat(body), route.model, **options)
-    return _respond(reply, route)
+    fim = "fim" in params.needs
+    params.needs.discard("fim")
+
+    async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
+        options = {"stream": params.stream, "include_usage": params.include_usage, "reshape": as_text_completion}
+        if fim:
+            return await adapter.fim(body, route.model, **options)
+        return await adapter.chat(prompt_as_chat(body), route.model, **options)
+
+    return await _serve(gateway, principal, params, size, "fim" if fim else "chat", call)
 
 
-async def fim_completions(gateway: Gateway, request: Request) -> Response:
+async def fim_completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
     """Mistral's FIM endpoint, passed through (Continue's Mistral provider posts here)."""
-    body = await read_json_object(request, gateway.settings.max_body_bytes)
+    body, size = await read_json_object(request, gateway.settings.max_body_bytes)
     params = check_completion(body)
-    route = choose(gateway.catalog, params.model, "fim", set())
-    check_limits(route.model, params.n, params.max_output)
-    adapter = gateway.adapter_for(route.model)
-    reply = await adapter.fim(body, route.model, stream=params.stream, include_usage=params.include_usage)
-    return _respond(reply, route)
+    params.needs.discard("fim")
+
+    async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
+        return await adapter.fim(body, route.model, stream=params.stream, include_usage=params.include_usage)
+
+    return await _serve(gateway, principal, params, size, "fim", call)
 
 
-async def embeddings(gateway: Gateway, request: Request) -> Response:
-    body = await read_json_object(request, gateway.settings.max_body_bytes)
+async def embeddings(gateway: Gateway, request: Request, principal: Principal) -> Response:
+    body, size = await read_json_object(request, gateway.settings.max_body_bytes)
     params = check_embeddings(body)
-    route = choose(gateway.catalog, params.model, "embeddings", set())
-    reply = await gateway.adapter_for(route.model).embeddings(body, route.model)
-    return _respond(reply, route)
+
+    async def call(adapter: Adapter, route: Route) -> Reply:
+        return await adapter.embeddings(body, route.model)
+
+    return await _serve(gateway, principal, params, size, "embeddings", call)
 
 
 def model_card(gateway: Gateway, model: ModelConfig | None) -> dict[str, Any]:
@@ -125,12 +190,12 @@ def model_card(gateway: Gateway, model: ModelConfig | None) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def list_models(gateway: Gateway, request: Request) -> Response:
+async def list_models(gateway: Gateway, request: Request, principal: Principal) -> Response:
     cards = [model_card(gateway, None)] + [model_card(gateway, m) for m in gateway.catalog.models.values()]
     return json_bytes(orjson.dumps({"object": "list", "data": cards}))
 
 
-async def get_model(gateway: Gateway, request: Request) -> Response:
+async def get_model(gateway: Gateway, request: Request, principal: Principal) -> Response:
     name = request.path_params["model_id"]
     if name == AUTO_MODEL:
         return json_bytes(orjson.dumps(model_card(gateway, None)))
@@ -143,7 +208,7 @@ async def get_model(gateway: Gateway, request: Request) -> Response:
 
 
 def routes(gateway: Gateway) -> list[HttpRoute]:
-    def route(path: str, handler: Callable[[Gateway, Request], Awaitable[Response]], method: str) -> HttpRoute:
+    def route(path: str, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]], method: str) -> HttpRoute:
         return HttpRoute(path, _guarded(gateway, handler), methods=[method])
 
     return [

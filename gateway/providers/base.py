@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from gateway.config import ModelConfig, Provider
 
@@ -58,6 +58,10 @@ class StreamOutcome:
     error: str | None = None  # "stream_cut", "malformed", "timeout", "upstream_error", "client_gone"
     completed: bool = False
     first_chunk_at: float | None = None
+    completion_chars: int = 0  # text relayed, for an estimate when the provider never reports usage
+    # Called when the provider finished, before the client gets the usage chunk and [DONE];
+    # returns what to add to the usage chunk as `x_gateway` (the settled cost).
+    on_finish: Callable[["StreamOutcome"], Awaitable[dict[str, Any] | None]] | None = None
 
 
 @dataclass(slots=True)

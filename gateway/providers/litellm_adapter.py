@@ -17,7 +17,7 @@ from gateway.config import ModelConfig
 from gateway.errors import GatewayError
 from gateway.providers.base import Adapter, ChunkReshaper, Json, Reply, StreamOutcome, StreamReply
 from gateway.providers.openai_compatible import usage_from
-from gateway.relay import DONE, error_event, sse
+from gateway.relay import count_text, error_event, finish, sse
 
 
 def import_litellm() -> Any:
@@ -81,16 +81,15 @@ class LitellmAdapter(Adapter):
                 if outcome.first_chunk_at is None:
                     outcome.first_chunk_at = time.monotonic()
                 outcome.chunks += 1
+                count_text(chunk, outcome)
                 yield sse(reshape(chunk) if reshape else chunk)
         except Exception as exc:
             outcome.error = "stream_cut"
             yield error_event(f"{self.name} failed mid-stream: {type(exc).__name__}", "upstream_stream_cut")
             return
         outcome.completed = True
-        if include_usage and outcome.usage is not None:
-            chunk = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": outcome.usage.as_openai()}
-            yield sse(reshape(chunk) if reshape else chunk)
-        yield DONE
+        async for event in finish(meta, outcome, include_usage, reshape):
+            yield event
 
 
 def _map_litellm_error(provider: str, exc: Exception) -> GatewayError:

@@ -1,0 +1,240 @@
+"""One request's money: reserve before the call, settle to the real cost after, one ledger row.
+
+The reservation is prompt cost plus expected output cost, checked and taken
+atomically in the database for the team and (when it has one) the key, so no
+number of concurrent requests, workers or nodes can admit more than fits.
+Settlement writes the ledger row, charges the real cost and releases the
+reservation in the same group-committed transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from gateway.auth import Principal
+from gateway.config import ModelConfig, Settings
+from gateway.errors import GatewayError
+from gateway.providers.base import Usage
+from gateway.spend.estimates import OutputEstimator
+from gateway.spend.money import usd_float, usd_text
+from gateway.spend.periods import period_window
+from gateway.spend.pricing import cost_nanos, estimate_nanos
+from gateway.spend.soft_limit import SoftLimitNotifier
+from gateway.store import Store
+from gateway.store.base import HoldRequest, LedgerRow, Scope, Settlement, key_scope, team_scope
+
+log = logging.getLogger("gateway.budget")
+
+HOLD_GRACE_SECONDS = 120  # a hold outlives its request's timeout by this much before it is swept
+SWEEP_INTERVAL_SECONDS = 30.0
+
+
+@dataclass(slots=True)
+class Ticket:
+    """What the gateway knows about a request between admission and settlement."""
+
+    id: str
+    principal: Principal
+    model: ModelConfig
+    requested_model: str
+    scopes: list[Scope]
+    hold: HoldRequest | None
+    prompt_tokens: int
+    started: float  # monotonic
+    ts: float  # wall clock
+    settled: bool = False
+
+
+@dataclass(slots=True)
+class Charged:
+    cost_nanos: int
+    usage: Usage
+    estimated: bool
+
+    def x_gateway(self, model: str, provider: str, route_reason: str) -> dict[str, object]:
+        return {"cost_usd": usd_float(self.cost_nanos), "model": model, "provider": provider, "route_reason": route_reason}
+
+
+def estimate_prompt_tokens(body_bytes: int) -> int:
+    """A cheap upper-leaning estimate from the body size (about 4 bytes per token of JSON)."""
+    return body_bytes // 4 + 8
+
+
+def estimate_completion_tokens(characters: int) -> int:
+    return (characters + 3) // 4
+
+
+class Accounting:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.estimator = OutputEstimator(settings.default_expected_output_tokens)
+        self.notifier = SoftLimitNotifier(settings.soft_limit_webhook_url)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._notices: set[asyncio.Task[None]] = set()
+
+    async def start(self, models: list[str]) -> None:
+        for model in models:
+            self.estimator.seed(model, await self.store.recent_completion_tokens(model, 256))
+        released = await self.store.release_expired(int(time.time()))
+        if released:
+            log.warning("released %d budget reservations left by requests that never finished", released)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await asyncio.gather(*self._notices, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)  # periodic maintenance, not synchronisation
+            try:
+                await self.store.release_expired(int(time.time()))
+            except Exception:  # a database hiccup must not end the sweeper
+                log.exception("sweeping expired budget reservations failed")
+
+    def scopes(self, principal: Principal, now: datetime) -> list[Scope]:
+        team = principal.team
+        start, _ = period_window(team.period, self.settings.budget_timezone, now)
+        scopes = [Scope(team_scope(team.name), start, team.budget_nanos)]
+        if principal.key is not None:
+            scopes.append(Scope(key_scope(principal.key.id), start, principal.key.budget_nanos))
+        return scopes
+
+    async def admit(
+        self,
+        principal: Principal,
+        model: ModelConfig,
+        requested_model: str,
+        prompt_tokens: int,
+        max_output: int | None,
+        timeout_seconds: float,
+    ) -> Ticket:
+        now = datetime.now(timezone.utc)
+        scopes = self.scopes(principal, now)
+        ticket = Ticket(
+            id="req_" + secrets.token_hex(12),
+            principal=principal,
+            model=model,
+            requested_model=requested_model,
+            scopes=scopes,
+            hold=None,
+            prompt_tokens=prompt_tokens,
+            started=time.monotonic(),
+            ts=now.timestamp(),
+        )
+        if all(scope.budget_nanos is None for scope in scopes):
+            return ticket  # nothing to enforce: no reservation, no write before the call
+        output = self.estimator.expected(model.name, max_output, model.max_output_tokens)
+        amount = estimate_nanos(model, prompt_tokens, output)
+        hold = HoldRequest(ticket.id, scopes, amount, int(now.timestamp() + timeout_seconds + HOLD_GRACE_SECONDS))
+        result = await self.store.hold(hold)
+        if not result.ok:
+            assert result.refused_by is not None
+            raise self._refusal(principal, result.refused_by, result.spent_nanos, result.reserved_nanos, amount, now)
+        ticket.hold = hold
+        return ticket
+
+    def _refusal(
+        self, principal: Principal, scope: Scope, spent: int, reserved: int, needed: int, now: datetime
+    ) -> GatewayError:
+        team = principal.team
+        _, end = period_window(team.period, self.settings.budget_timezone, now)
+        holder = f"team {team.name!r}" if scope.name.startswith("team:") else f"key {principal.key.prefix}..."  # type: ignore[union-attr]
+        resets = (
+            f"the {team.period} period resets at {datetime.fromtimestamp(end, timezone.utc).isoformat().replace('+00:00', 'Z')}"
+            if end is not None
+            else "the budget is a total and does not reset"
+        )
+        message = (
+            f"Budget exceeded for {holder}: limit ${usd_text(scope.budget_nanos or 0)}, spent ${usd_text(spent)}, "
+            f"reserved by requests in flight ${usd_text(reserved)}; this request needs about ${usd_text(needed)}; {resets}."
+        )
+        return GatewayError(429, message, "insufficient_quota", "budget_exceeded")
+
+    async def release(self, ticket: Ticket) -> None:
+        if ticket.hold is not None and not ticket.settled:
+            ticket.settled = True
+            await self.store.release(ticket.hold)
+
+    async def settle(
+        self,
+        ticket: Ticket,
+        *,
+        provider: str,
+        region: str,
+        route_reason: str,
+        status: int,
+        stream: bool,
+        usage: Usage | None,
+        completion_chars: int = 0,
+        ttft: float | None = None,
+        content: str | None = None,
+    ) -> Charged:
+        """Record the ledger row and charge the real cost (estimated from what was relayed when the provider sent no usage)."""
+        ticket.settled = True
+        estimated = usage is None and status == 200
+        if usage is None:
+            usage = (
+                Usage(prompt_tokens=ticket.prompt_tokens, completion_tokens=estimate_completion_tokens(completion_chars))
+                if status == 200
+                else Usage()
+            )
+        cost = cost_nanos(ticket.model, usage)
+        key = ticket.principal.key
+        row = LedgerRow(
+            id=ticket.id,
+            ts=ticket.ts,
+            team=ticket.principal.team.name,
+            key_id=key.id if key else None,
+            key_prefix=key.prefix if key else None,
+            requested_model=ticket.requested_model,
+            model=ticket.model.name,
+            provider=provider,
+            region=region,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            cost_nanos=cost,
+            estimated=estimated,
+            status=status,
+            latency_ms=(time.monotonic() - ticket.started) * 1000,
+            ttft_ms=(ttft - ticket.started) * 1000 if ttft is not None else None,
+            route_reason=route_reason,
+            stream=stream,
+            content=content if self.settings.ledger_content else None,
+        )
+        after = await self.store.record(Settlement(row, ticket.scopes, ticket.hold))
+        if status == 200 and not estimated:
+            self.estimator.observe(ticket.model.name, usage.completion_tokens)
+        await self._check_soft_limit(ticket, after.spent_nanos, cost)
+        return Charged(cost, usage, estimated)
+
+    async def _check_soft_limit(self, ticket: Ticket, spent_after: int, cost: int) -> None:
+        team = ticket.principal.team
+        if team.budget_nanos is None or not team.soft_limit_pct or cost <= 0:
+            return
+        threshold = team.budget_nanos * team.soft_limit_pct // 100
+        # Spend only grows within a period and settlements are serialised, so exactly one
+        # settlement sees the line being crossed: the warning goes out once per period.
+        if spent_after - cost < threshold <= spent_after:
+            scope = ticket.scopes[0]
+            payload = {
+                "event": "budget.soft_limit_crossed",
+                "team": team.name,
+                "budget_usd": usd_text(team.budget_nanos),
+                "spent_usd": usd_text(spent_after),
+                "soft_limit_pct": team.soft_limit_pct,
+                "period": team.period,
+                "period_start": datetime.fromtimestamp(scope.period_start, timezone.utc).isoformat(),
+            }
+            task = asyncio.get_running_loop().create_task(self.notifier.notify(payload))
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
