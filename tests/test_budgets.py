@@ -1,0 +1,330 @@
+"""Budgets and the ledger through the real gateway: keys, reservations, settlement, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.servers import ThreadedServer
+from gateway.spend.money import usd_text, usd_to_nanos
+from tests.budget_util import key_usage, ledger, make_key, make_team, team_usage
+from tests.conftest import EmulatorControl, GatewayFactory, provider_env
+from tests.http_util import post_json, sse_events
+
+CHAT = "/v1/chat/completions"
+SHORT = [{"role": "user", "content": "Count to three."}]
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'budget.db'}"
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def fire(url: str, key: str, count: int, body: dict[str, Any]) -> list[tuple[int, dict[str, Any] | None]]:
+    """`count` requests at once; (status, error or None) for each."""
+    connector = aiohttp.TCPConnector(limit=count)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def one() -> tuple[int, dict[str, Any] | None]:
+            async with session.post(url + CHAT, json=body, headers=auth(key)) as response:
+                data = await response.read()
+                return response.status, (json.loads(data).get("error") if response.status != 200 else None)
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def test_gateway_key_calls_v1_and_is_billed(start_gateway: GatewayFactory, db: str) -> None:
+    team = make_team(db, "web", "5.00")
+    key, record = make_key(db, "web")
+    url = start_gateway(database_url=db).url
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(model="kimi-k2.6", messages=SHORT, max_tokens=20)
+    answer = raw.parse()
+    rows = ledger(db)
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.team, row.key_id, row.key_prefix, row.model, row.provider, row.region) == ("web", record.id, record.prefix, "kimi-k2.6", "moonshot", "cn")
+    assert (row.prompt_tokens, row.completion_tokens) == (answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    assert row.status == 200 and not row.estimated and row.route_reason == "pinned" and row.content is None
+    assert raw.headers["x-gateway-cost-usd"] == usd_text(row.cost_nanos) and row.cost_nanos > 0
+    usage = team_usage(db, team)
+    assert usage.spent_nanos == row.cost_nanos and usage.reserved_nanos == 0
+    assert key_usage(db, record).spent_nanos == row.cost_nanos
+
+
+def test_stream_usage_chunk_carries_the_settled_cost(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "web", "5.00")
+    key, _ = make_key(db, "web")
+    url = start_gateway(database_url=db).url
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+    chunks = list(client.chat.completions.create(model="mistral-medium-3.5", messages=SHORT, stream=True, stream_options={"include_usage": True}))
+    extra = chunks[-1].model_extra["x_gateway"]
+    row = ledger(db)[0]
+    assert extra == {"cost_usd": row.cost_nanos / 1e9, "model": "mistral-medium-3.5", "provider": "mistral", "route_reason": "pinned"}
+    assert row.stream and row.ttft_ms is not None and row.ttft_ms <= row.latency_ms
+    plain = list(client.chat.completions.create(model="mistral-medium-3.5", messages=SHORT, stream=True))
+    assert all(c.usage is None and "x_gateway" not in (c.model_extra or {}) for c in plain)
+
+
+def test_over_budget_is_429_naming_team_limit_and_reset(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "tiny", "0.000001", period="daily")
+    key, _ = make_key(db, "tiny")
+    url = start_gateway(database_url=db).url
+    answer = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(key))
+    assert answer.status == 429
+    error = answer.error
+    assert error["type"] == "insufficient_quota" and error["code"] == "budget_exceeded"
+    for part in ("team 'tiny'", "limit $0.000001000", "spent $0.000000000", "reserved", "daily period resets at"):
+        assert part in error["message"], error["message"]
+    assert ledger(db) == []
+
+
+def test_key_budget_is_enforced_inside_a_roomy_team(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "big", "100")
+    key, record = make_key(db, "big", budget_usd="0.000002")
+    url = start_gateway(database_url=db).url
+    answer = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key))
+    assert answer.status == 429 and f"key {record.prefix}..." in answer.error["message"]
+
+
+def test_reservation_uses_learned_output_not_max_tokens(start_gateway: GatewayFactory, db: str) -> None:
+    """A coding agent asking for max_tokens=32768 is not blocked while its budget is far from spent."""
+    url = start_gateway(database_url=db).url
+    worst_case = 32768 * 7.5 / 1e6  # $0.246 of output if max_tokens were reserved
+    make_team(db, "agents", "0.01")  # a twentieth of the worst case, but plenty for real answers
+    key, _ = make_key(db, "agents")
+    body = {"model": "mistral-medium-3.5", "messages": SHORT, "max_tokens": 32768}
+    for index in range(10):  # history for the model (admin traffic, no budget)
+        assert post_json(url, CHAT, {**body, "messages": [{"role": "user", "content": f"warm up {index}"}]}).status == 200
+    assert worst_case > 0.01
+    answer = post_json(url, CHAT, body, auth(key))
+    assert answer.status == 200, answer.body
+
+
+def test_upstream_failure_releases_the_reservation(start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl) -> None:
+    team = make_team(db, "web", "1.00")
+    key, _ = make_key(db, "web")
+    url = start_gateway(database_url=db).url
+    moonshot_log.fault("status=503")
+    assert post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key)).status == 503
+    usage = team_usage(db, team)
+    assert usage.reserved_nanos == 0 and usage.spent_nanos == 0
+    assert [(r.status, r.cost_nanos) for r in ledger(db)] == [(503, 0)]
+
+
+def test_cut_stream_is_billed_from_what_was_relayed(start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl) -> None:
+    team = make_team(db, "web", "1.00")
+    key, _ = make_key(db, "web")
+    url = start_gateway(database_url=db).url
+    moonshot_log.fault("cut=4")
+    answer = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "stream": True, "max_tokens": 40}, auth(key))
+    events = sse_events(answer.body)
+    assert events[-1]["error"]["code"] == "upstream_stream_cut"
+    relayed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"])
+    assert relayed
+    rows = _wait_for_rows(db, 1)
+    row = rows[0]
+    assert row.estimated and row.completion_tokens >= 1 and row.cost_nanos > 0 and row.prompt_tokens > 0
+    usage = team_usage(db, team)
+    assert usage.spent_nanos == row.cost_nanos and usage.reserved_nanos == 0
+
+
+def _wait_for_rows(db: str, count: int) -> list[Any]:
+    # Settling an abandoned stream runs after the response ended: poll the database, bounded.
+    for _ in range(200):
+        rows = ledger(db)
+        if len(rows) >= count:
+            return rows
+        threading.Event().wait(0.05)
+    raise AssertionError(f"expected {count} ledger rows, found {len(ledger(db))}")
+
+
+def _concurrency_proof(url: str, db: str, team_name: str) -> None:
+    body = {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 24}
+    # One request's reservation: the most one request may cost, as the gateway estimates it.
+    from gateway.spend.accounting import estimate_prompt_tokens
+    from gateway.spend.pricing import estimate_nanos
+    from gateway.config import load_catalog
+
+    kimi = load_catalog(None, {}).models["kimi-k2.6"]
+    reservation = estimate_nanos(kimi, estimate_prompt_tokens(len(json.dumps(body))), 24)
+    budget = reservation * 10 + reservation // 2  # fits about 10 requests
+    team = make_team(db, team_name + "-capped", None)
+    # Budget set directly (nano-dollars) so it is exactly 10.5 reservations.
+    from tests.budget_util import _with_store, run
+
+    team.budget_nanos = budget
+    run(_with_store(db, lambda s: s.update_team(team)))
+    key, _ = make_key(db, team.name)
+    results = asyncio.run(fire(url, key, 200, body))
+    statuses = [status for status, _ in results]
+    admitted = statuses.count(200)
+    refused = [error for status, error in results if status == 429]
+    assert admitted + len(refused) == 200, statuses
+    # Every request that fitted was admitted (10 reservations fit), and the rest were refused, not queued.
+    assert admitted >= 10 and refused and all(e["code"] == "budget_exceeded" for e in refused)
+    rows = [r for r in ledger(db) if r.team == team.name]
+    assert len(rows) == admitted
+    usage = team_usage(db, team)
+    spent = sum(r.cost_nanos for r in rows)
+    assert usage.spent_nanos == spent and usage.reserved_nanos == 0
+    # Never below zero by more than one request's estimation error (here: not at all, as no answer exceeds its reservation).
+    worst_error = max(0, max(r.cost_nanos for r in rows) - reservation)
+    assert spent <= budget + worst_error
+
+
+def test_two_hundred_concurrent_requests_cannot_overshoot(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "swarm", None)
+    url = start_gateway(database_url=db).url
+    _concurrency_proof(url, db, "swarm")
+
+
+def _start_cli_gateway(db: str, env_extra: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen[str], str]:
+    from tests.test_cli import free_port, wait_for_startup
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
+    env.update(env_extra, GATEWAY_DATABASE_URL=db)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    wait_for_startup(process, workers=workers)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def test_several_workers_sharing_one_sqlite_file_cannot_overshoot(
+    db: str, mistral: ThreadedServer, moonshot: ThreadedServer
+) -> None:
+    make_team(db, "fleet", None)
+    process, url = _start_cli_gateway(db, provider_env(mistral, moonshot), workers=3)
+    try:
+        _concurrency_proof(url, db, "fleet")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_restart_keeps_spend_and_keys(start_gateway: GatewayFactory, db: str) -> None:
+    team = make_team(db, "web", "5.00")
+    key, _ = make_key(db, "web")
+    first = start_gateway(database_url=db)
+    for _ in range(3):
+        assert post_json(first.url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key)).status == 200
+    spent = team_usage(db, team).spent_nanos
+    first.stop()
+    second = start_gateway(database_url=db)
+    assert post_json(second.url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key)).status == 200
+    rows = ledger(db)
+    assert len(rows) == 4 and team_usage(db, team).spent_nanos == spent + rows[-1].cost_nanos
+
+
+def test_sigkill_after_delivered_responses_loses_nothing(db: str, mistral: ThreadedServer, moonshot: ThreadedServer) -> None:
+    make_team(db, "web", "5.00")
+    key, _ = make_key(db, "web")
+    process, url = _start_cli_gateway(db, provider_env(mistral, moonshot))
+    try:
+        async def traffic() -> int:
+            async with aiohttp.ClientSession() as session:
+
+                async def one(index: int) -> bool:
+                    body = {"model": ["kimi-k2.6", "mistral-medium-3.5"][index % 2], "messages": SHORT, "stream": index % 3 == 0}
+                    async with session.post(url + CHAT, json=body, headers=auth(key)) as response:
+                        data = await response.read()
+                        return response.status == 200 and (not body["stream"] or data.rstrip().endswith(b"data: [DONE]"))
+
+                return sum(await asyncio.gather(*(one(i) for i in range(40))))
+
+        delivered = asyncio.run(traffic())
+        process.send_signal(signal.SIGKILL)  # at once, right after the last response was read
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert delivered == 40
+    assert len(ledger(db)) == 40
+
+
+class WebhookReceiver:
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.received = threading.Event()
+
+        async def hook(request: Request) -> Response:
+            self.posts.append(await request.json())
+            self.received.set()
+            return Response(status_code=204)
+
+        self.server = ThreadedServer(Starlette(routes=[Route("/hook", hook, methods=["POST"])])).start()
+
+
+def test_soft_limit_crossing_posts_the_webhook_once(start_gateway: GatewayFactory, db: str) -> None:
+    receiver = WebhookReceiver()
+    try:
+        team = make_team(db, "web", "0.0004", soft_limit_pct=50)
+        key, _ = make_key(db, "web")
+        url = start_gateway(database_url=db, soft_limit_webhook_url=receiver.server.url + "/hook").url
+        statuses = []
+        for index in range(12):
+            answer = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 30}, auth(key))
+            statuses.append(answer.status)
+        assert 200 in statuses and team_usage(db, team).spent_nanos >= usd_to_nanos("0.0002")
+        assert receiver.received.wait(15)
+        assert len(receiver.posts) == 1
+        post = receiver.posts[0]
+        assert post["event"] == "budget.soft_limit_crossed" and post["team"] == "web" and post["soft_limit_pct"] == 50
+    finally:
+        receiver.server.stop()
+
+
+def test_revoked_and_expired_keys_are_refused(start_gateway: GatewayFactory, db: str) -> None:
+    import time
+
+    from tests.budget_util import _with_store, run
+
+    make_team(db, "web", None)
+    key, record = make_key(db, "web")
+    expired, _ = make_key(db, "web", expires_at=int(time.time()) - 1)
+    url = start_gateway(database_url=db).url
+    body = {"model": "kimi-k2.6", "messages": SHORT}
+    assert post_json(url, CHAT, body, auth(key)).status == 200
+    run(_with_store(db, lambda s: s.revoke_key(record.id, int(time.time()))))
+    revoked = post_json(url, CHAT, body, auth(key))
+    assert revoked.status == 401 and revoked.error["code"] == "invalid_api_key" and "revoked" in revoked.error["message"]
+    late = post_json(url, CHAT, body, auth(expired))
+    assert late.status == 401 and "expired" in late.error["message"]
+    unknown = post_json(url, CHAT, body, auth("gw-" + "x" * 43))
+    assert unknown.status == 401
+
+
+def test_team_models_and_regions_are_enforced(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "eu-team", None, regions=["eu"])
+    key, _ = make_key(db, "eu-team")
+    url = start_gateway(database_url=db).url
+    refused = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key))
+    assert refused.status == 403 and refused.error["code"] == "model_not_allowed" and "region 'cn'" in refused.error["message"]
+    auto = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
+    assert auto.status == 200 and auto.headers["x-gateway-region"] == "eu"
+    make_team(db, "kimi-only", None, models=["kimi-k2.6"])
+    limited, _ = make_key(db, "kimi-only")
+    assert post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(limited)).status == 403
+    assert post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(limited)).headers["x-gateway-model"] == "kimi-k2.6"
