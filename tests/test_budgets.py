@@ -39,17 +39,17 @@ def auth(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
-async def fire(url: str, key: str, count: int, body: dict[str, Any]) -> list[tuple[int, dict[str, Any] | None]]:
-    """`count` requests at once; (status, error or None) for each."""
+async def fire(urls: list[str], key: str, count: int, body: dict[str, Any]) -> list[tuple[int, dict[str, Any] | None]]:
+    """`count` requests at once, spread over `urls`; (status, error or None) for each."""
     connector = aiohttp.TCPConnector(limit=count)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
 
-        async def one() -> tuple[int, dict[str, Any] | None]:
+        async def one(url: str) -> tuple[int, dict[str, Any] | None]:
             async with session.post(url + CHAT, json=body, headers=auth(key)) as response:
                 data = await response.read()
                 return response.status, (json.loads(data).get("error") if response.status != 200 else None)
 
-        return await asyncio.gather(*(one() for _ in range(count)))
+        return await asyncio.gather(*(one(urls[i % len(urls)]) for i in range(count)))
 
 
 def test_gateway_key_calls_v1_and_is_billed(start_gateway: GatewayFactory, db: str) -> None:
@@ -158,7 +158,7 @@ def _wait_for_rows(db: str, count: int) -> list[Any]:
     raise AssertionError(f"expected {count} ledger rows, found {len(ledger(db))}")
 
 
-def _concurrency_proof(url: str, db: str, team_name: str) -> None:
+def _concurrency_proof(urls: list[str], db: str, team_name: str) -> None:
     body = {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 24}
     # One request's reservation: the most one request may cost, as the gateway estimates it.
     from gateway.spend.accounting import estimate_prompt_tokens
@@ -175,7 +175,7 @@ def _concurrency_proof(url: str, db: str, team_name: str) -> None:
     team.budget_nanos = budget
     run(_with_store(db, lambda s: s.update_team(team)))
     key, _ = make_key(db, team.name)
-    results = asyncio.run(fire(url, key, 200, body))
+    results = asyncio.run(fire(urls, key, 200, body))
     statuses = [status for status, _ in results]
     admitted = statuses.count(200)
     refused = [error for status, error in results if status == 429]
@@ -195,7 +195,7 @@ def _concurrency_proof(url: str, db: str, team_name: str) -> None:
 def test_two_hundred_concurrent_requests_cannot_overshoot(start_gateway: GatewayFactory, db: str) -> None:
     make_team(db, "swarm", None)
     url = start_gateway(database_url=db).url
-    _concurrency_proof(url, db, "swarm")
+    _concurrency_proof([url], db, "swarm")
 
 
 def _start_cli_gateway(db: str, env_extra: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen[str], str]:
@@ -218,7 +218,7 @@ def test_several_workers_sharing_one_sqlite_file_cannot_overshoot(
     make_team(db, "fleet", None)
     process, url = _start_cli_gateway(db, provider_env(mistral, moonshot), workers=3)
     try:
-        _concurrency_proof(url, db, "fleet")
+        _concurrency_proof([url], db, "fleet")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -328,3 +328,16 @@ def test_team_models_and_regions_are_enforced(start_gateway: GatewayFactory, db:
     limited, _ = make_key(db, "kimi-only")
     assert post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(limited)).status == 403
     assert post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(limited)).headers["x-gateway-model"] == "kimi-k2.6"
+
+
+def test_postgres_budgets_and_ledger(start_gateway: GatewayFactory, postgres_url: str) -> None:
+    make_team(postgres_url, "pg-swarm", None)
+    gateway_one = start_gateway(database_url=postgres_url)
+    gateway_two = start_gateway(database_url=postgres_url)  # two gateway nodes on one database
+    _concurrency_proof([gateway_one.url, gateway_two.url], postgres_url, "pg-swarm")
+    team = make_team(postgres_url, "pg-web", "5.00")
+    key, _ = make_key(postgres_url, "pg-web")
+    for url in (gateway_one.url, gateway_two.url):
+        assert post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key)).status == 200
+    rows = ledger(postgres_url, team="pg-web")
+    assert len(rows) == 2 and team_usage(postgres_url, team).spent_nanos == sum(r.cost_nanos for r in rows)

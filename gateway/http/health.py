@@ -26,7 +26,8 @@ def routes(gateway: Gateway) -> list[Route]:
             }
             for name, p in catalog.providers.items()
         }
-        ready = gateway.started
+        storage = await gateway.store.ping() if gateway.started else False
+        ready = gateway.started and storage
         body = {
             "status": "ready" if ready else "starting",
             "mode": "demo" if catalog.demo else "live",
@@ -35,6 +36,7 @@ def routes(gateway: Gateway) -> list[Route]:
             "models": list(catalog.models),
             "providers": providers,
             "auth": "open" if gateway.auth.open else "master_key",
+            "storage": {"kind": gateway.store.url_scheme, "reachable": storage},
         }
         if catalog.demo:
             body["notice"] = "demo mode: answers come from the built-in provider emulators, not the real APIs"
