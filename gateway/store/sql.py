@@ -39,6 +39,7 @@ from gateway.store.schema import MIGRATIONS
 
 TEAM_COLUMNS = "name, budget_nanos, period, soft_limit_pct, regions, models, policy, created_at"
 KEY_COLUMNS = "id, team, name, prefix, key_hash, budget_nanos, models, expires_at, created_at, revoked_at"
+MAINTENANCE_SECONDS = 1.0
 LEDGER_COLUMNS = (
     "id, ts, team, key_id, key_prefix, requested_model, model, provider, region, prompt_tokens, completion_tokens,"
     " cached_tokens, cost_nanos, estimated, status, latency_ms, ttft_ms, route_reason, stream, content"
@@ -55,6 +56,7 @@ class Dialect:
     day_expr: str
     migration_lock: str | None
     integrity_errors: tuple[type[BaseException], ...]
+    maintenance: str | None = None  # run every MAINTENANCE_SECONDS on a thread of its own
 
 
 def _team(row: Sequence[Any]) -> Team:
@@ -106,6 +108,8 @@ class SqlStore(Store):
         self._writer = _Thread("store-writer", dialect.connect)
         self._reader = _Thread("store-reader", dialect.connect)
         self._commits = GroupCommit(self._writer.executor, self._run_batch)
+        self._maintainer = _Thread("store-maintenance", dialect.connect) if dialect.maintenance else None
+        self._maintenance: asyncio.Task[None] | None = None
 
     def _sql(self, text: str) -> str:
         return text if self.dialect.placeholder == "?" else text.replace("?", self.dialect.placeholder)
@@ -113,6 +117,17 @@ class SqlStore(Store):
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
         await self._writer.call(self._migrate)
+        if self._maintainer is not None:
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain(self._maintainer))
+
+    async def _maintain(self, thread: _Thread) -> None:
+        statement = self.dialect.maintenance
+        while True:
+            await asyncio.sleep(MAINTENANCE_SECONDS)  # periodic upkeep, not synchronisation
+            try:
+                await thread.call(lambda db: db.execute(statement).fetchall())
+            except Exception:  # a busy database now is fine: the next round checkpoints
+                continue
 
     def _migrate(self, db: Any) -> None:
         cur = db.cursor()
@@ -136,6 +151,12 @@ class SqlStore(Store):
 
     async def close(self) -> None:
         await self._commits.drain()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.gather(self._maintenance, return_exceptions=True)
+        if self._maintainer is not None:
+            await self._maintainer.call(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            await asyncio.get_running_loop().run_in_executor(None, self._maintainer.close)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
         await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
 
