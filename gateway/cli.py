@@ -14,6 +14,7 @@ from typing import Sequence
 import orjson
 
 from gateway import __version__
+from gateway.admin_cli import add_admin_commands
 from gateway.config import DEMO_UPSTREAMS_ENV, ConfigError, Settings, load_catalog, needs_demo
 
 
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--chunk-delay-ms", type=float, default=0.0)
     emulate.add_argument("--fault", default=None, help="server-wide fault, e.g. 'status=503' or 'cut=3'")
     emulate.set_defaults(func=cmd_emulate)
+
+    add_admin_commands(commands)
     return parser
 
 

@@ -1,11 +1,129 @@
-"""Admin API (master key only): teams, keys, spend."""
+"""Admin API (master key only): teams, keys, spend.
+
+Thin handlers over `gateway.management`, which the CLI's direct-database mode
+uses too, so both give the same answers and the same errors.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Awaitable, Callable
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway import management
 from gateway.core import Gateway
+from gateway.errors import GatewayError
+from gateway.http.body import read_json_object
+from gateway.http.responses import error_response, json_bytes
+
+Handler = Callable[[Gateway, Request], Awaitable[Response]]
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return json_bytes(orjson.dumps(value), status)
+
+
+def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    """Query parameters, refusing unknown ones (a typo would otherwise silently widen a report)."""
+    for name in request.query_params:
+        if name not in allowed:
+            raise GatewayError(
+                400, f"Unknown query parameter '{name}' (known: {', '.join(allowed)}).", "invalid_request_error",
+                "unknown_parameter", name,
+            )  # fmt: skip
+    return dict(request.query_params)
+
+
+async def _body(gateway: Gateway, request: Request) -> dict[str, Any]:
+    body, _ = await read_json_object(request, gateway.settings.max_body_bytes)
+    return body
+
+
+async def create_team(gateway: Gateway, request: Request) -> Response:
+    body = await _body(gateway, request)
+    team = await management.create_team(gateway.store, body, gateway.settings.budget_timezone, gateway.catalog)
+    return _json(team, 201)
+
+
+async def list_teams(gateway: Gateway, request: Request) -> Response:
+    _query(request, ())
+    teams = await management.list_teams(gateway.store, gateway.settings.budget_timezone)
+    return _json({"object": "list", "data": teams})
+
+
+async def get_team(gateway: Gateway, request: Request) -> Response:
+    name = request.path_params["name"]
+    return _json(await management.get_team(gateway.store, name, gateway.settings.budget_timezone))
+
+
+async def update_team(gateway: Gateway, request: Request) -> Response:
+    name = request.path_params["name"]
+    body = await _body(gateway, request)
+    team = await management.update_team(gateway.store, name, body, gateway.settings.budget_timezone, gateway.catalog)
+    return _json(team)
+
+
+async def delete_team(gateway: Gateway, request: Request) -> Response:
+    return _json(await management.delete_team(gateway.store, request.path_params["name"]))
+
+
+async def create_key(gateway: Gateway, request: Request) -> Response:
+    body = await _body(gateway, request)
+    return _json(await management.create_key(gateway.store, body, gateway.catalog), 201)
+
+
+async def list_keys(gateway: Gateway, request: Request) -> Response:
+    team = _query(request, ("team",)).get("team") or None
+    keys = await management.list_keys(gateway.store, gateway.settings.budget_timezone, team)
+    return _json({"object": "list", "data": keys})
+
+
+async def get_key(gateway: Gateway, request: Request) -> Response:
+    key_id = request.path_params["key_id"]
+    return _json(await management.get_key(gateway.store, key_id, gateway.settings.budget_timezone))
+
+
+async def revoke_key(gateway: Gateway, request: Request) -> Response:
+    return _json(await management.revoke_key(gateway.store, request.path_params["key_id"]))
+
+
+async def spend(gateway: Gateway, request: Request) -> Response:
+    query = management.parse_spend_query(_query(request, tuple(management.SpendQuery.model_fields)))
+    report = await management.spend_report(gateway.store, query)
+    if query.format == "csv":
+        return Response(management.spend_csv(report), media_type="text/csv; charset=utf-8")
+    return _json(report)
+
+
+def _guarded(gateway: Gateway, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """The master key, and nothing else; every GatewayError becomes an OpenAI-style response."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            gateway.auth.check_master(request)
+            return await handler(gateway, request)
+        except GatewayError as error:
+            return error_response(error)
+
+    return endpoint
 
 
 def routes(gateway: Gateway) -> list[Route]:
-    return []
+    def route(path: str, handler: Handler, method: str) -> Route:
+        return Route(path, _guarded(gateway, handler), methods=[method])
+
+    return [
+        route("/admin/teams", create_team, "POST"),
+        route("/admin/teams", list_teams, "GET"),
+        route("/admin/teams/{name}", get_team, "GET"),
+        route("/admin/teams/{name}", update_team, "PATCH"),
+        route("/admin/teams/{name}", delete_team, "DELETE"),
+        route("/admin/keys", create_key, "POST"),
+        route("/admin/keys", list_keys, "GET"),
+        route("/admin/keys/{key_id}", get_key, "GET"),
+        route("/admin/keys/{key_id}", revoke_key, "DELETE"),
+        route("/admin/spend", spend, "GET"),
+    ]

@@ -1,0 +1,584 @@
+"""The admin API against real gateways: teams, keys, spend reports, errors, master-key auth, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlencode
+
+import pytest
+
+from gateway.keys import generate_key, hash_key, new_key_id, visible_prefix
+from gateway.spend.money import usd_to_nanos
+from gateway.spend.periods import period_window
+from gateway.store import open_store
+from gateway.store.base import GROUPS, HoldRequest, KeyRecord, LedgerRow, Scope, Settlement, team_scope
+from tests.conftest import GatewayFactory
+from tests.http_util import Answer, request
+
+MASTER_KEY = "test-master-key-admin-0123456789"
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DAY = 86400.0
+
+
+# -- helpers shared with tests/test_admin_cli.py -------------------------------------------------
+
+
+@dataclass
+class Admin:
+    """The admin API of one gateway, with a given key (the master key unless told)."""
+
+    url: str
+    key: str | None = MASTER_KEY
+
+    def call(self, method: str, path: str, body: Any = None, key: str | None = "default") -> Answer:
+        token = self.key if key == "default" else key
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["content-type"] = "application/json"
+        return request(self.url, method, path, data, headers)
+
+    def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        answer = self.call(method, path, body)
+        assert answer.status == status, (answer.status, answer.body)
+        return answer.json()
+
+    def spend(self, **params: Any) -> Answer:
+        return self.call("GET", "/admin/spend?" + urlencode({k: v for k, v in params.items() if v is not None}))
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def run_on_store(url: str, work: Any) -> Any:
+    """Run `work(store)` on a store of its own, opened on the same database as a gateway."""
+
+    async def go() -> Any:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def ledger_row(
+    team: str,
+    cost_nanos: int,
+    *,
+    ts: float | None = None,
+    key: KeyRecord | None = None,
+    model: str = "kimi-k2.6",
+    provider: str = "moonshot",
+    prompt: int = 10,
+    completion: int = 5,
+    cached: int = 0,
+) -> LedgerRow:
+    return LedgerRow(
+        id="req_" + secrets.token_hex(12), ts=ts if ts is not None else time.time(), team=team,
+        key_id=key.id if key else None, key_prefix=key.prefix if key else None, requested_model=model, model=model,
+        provider=provider, region="cn" if provider == "moonshot" else "eu", prompt_tokens=prompt,
+        completion_tokens=completion, cached_tokens=cached, cost_nanos=cost_nanos, estimated=False, status=200,
+        latency_ms=12.5, ttft_ms=None, route_reason="requested", stream=False,
+    )  # fmt: skip
+
+
+def record(url: str, rows: list[LedgerRow], scopes: list[Scope] | None = None) -> None:
+    async def work(store: Any) -> None:
+        for row in rows:
+            await store.record(Settlement(row, scopes or []))
+
+    run_on_store(url, work)
+
+
+def insert_key(url: str, team: str, **fields: Any) -> tuple[str, KeyRecord]:
+    """A key made straight in the database (for states the API refuses to create, such as already expired)."""
+    key = generate_key()
+    record_ = KeyRecord(new_key_id(), team, "direct", visible_prefix(key), hash_key(key), created_at=int(time.time()), **fields)
+    run_on_store(url, lambda store: store.create_key(record_))
+    return key, record_
+
+
+def sample_ledger(teams: tuple[str, str], keys: tuple[KeyRecord, KeyRecord]) -> list[LedgerRow]:
+    """Rows over two teams, two keys (and no key), two models and providers, and three days."""
+    base = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc).timestamp()
+    a, b = teams
+    return [
+        ledger_row(a, 1_234_567, ts=base, key=keys[0], prompt=100, completion=40, cached=20),
+        ledger_row(a, 2_000_000_001, ts=base + 60, key=keys[0], model="codestral", provider="mistral", prompt=7),
+        ledger_row(a, 3, ts=base + DAY, key=keys[1], completion=1),
+        ledger_row(a, 999_999_999, ts=base + DAY + 5, model="mistral-medium-3.5", provider="mistral"),
+        ledger_row(b, 42_000_000, ts=base + 2 * DAY, model="codestral", provider="mistral", cached=3),
+        ledger_row(b, 0, ts=base + 2 * DAY + 1),
+    ]
+
+
+def expected_groups(rows: list[LedgerRow], group_by: str) -> dict[Any, dict[str, int]]:
+    """The report computed in Python from the rows themselves."""
+    key_of = {
+        "team": lambda r: r.team,
+        "key": lambda r: r.key_prefix,
+        "model": lambda r: r.model,
+        "provider": lambda r: r.provider,
+        "day": lambda r: datetime.fromtimestamp(r.ts, timezone.utc).strftime("%Y-%m-%d"),
+    }[group_by]
+    out: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        group = out[key_of(r)]
+        group["requests"] += 1
+        group["prompt_tokens"] += r.prompt_tokens
+        group["completion_tokens"] += r.completion_tokens
+        group["cached_tokens"] += r.cached_tokens
+        group["cost_nanos"] += r.cost_nanos
+    return {k: dict(v) for k, v in out.items()}
+
+
+def totals(rows: list[LedgerRow]) -> dict[str, int]:
+    return {
+        "requests": len(rows),
+        "prompt_tokens": sum(r.prompt_tokens for r in rows),
+        "completion_tokens": sum(r.completion_tokens for r in rows),
+        "cached_tokens": sum(r.cached_tokens for r in rows),
+        "cost_nanos": sum(r.cost_nanos for r in rows),
+    }
+
+
+def chat(url: str, key: str, model: str = "kimi-k2.6") -> Answer:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+    return request(
+        url, "POST", "/v1/chat/completions", json.dumps(body).encode(),
+        {"authorization": f"Bearer {key}", "content-type": "application/json"},
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database, dropped afterwards; fails (never skips) without a server."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required at {POSTGRES_ADMIN_URL} (trust auth, user postgres) and is unreachable: {exc}")
+    name = f"gateway_admin_test_{secrets.token_hex(6)}"
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        # FORCE: a gateway that is still shutting down must not keep the database alive.
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# -- fixtures ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared(start_gateway: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> tuple[Admin, str]:
+    """One gateway for tests that only touch their own (uniquely named) teams."""
+    database_url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'x.db'}"
+    server = start_gateway(master_key=MASTER_KEY, database_url=database_url)
+    return Admin(server.url), database_url
+
+
+@pytest.fixture()
+def fresh(start_gateway: GatewayFactory, tmp_path: Path) -> tuple[Admin, str]:
+    """A gateway on an empty database, for reports over the whole ledger."""
+    database_url = f"sqlite:///{tmp_path}/x.db"
+    server = start_gateway(master_key=MASTER_KEY, database_url=database_url)
+    return Admin(server.url), database_url
+
+
+# -- teams -------------------------------------------------------------------------------------------
+
+
+def test_team_crud(shared: tuple[Admin, str]) -> None:
+    admin, _ = shared
+    name = unique("crud")
+    body = {"name": name, "budget_usd": 125.5, "period": "weekly", "soft_limit_pct": 80, "regions": ["eu"],
+            "models": ["codestral", "mistral-medium-3.5"], "policy": "eu-only"}  # fmt: skip
+    created = admin.ok("POST", "/admin/teams", body, status=201)
+    assert created["name"] == name
+    assert created["budget_usd"] == 125.5 and created["budget_nanos"] == 125_500_000_000
+    assert (created["period"], created["soft_limit_pct"], created["policy"]) == ("weekly", 80, "eu-only")
+    assert created["regions"] == ["eu"] and created["models"] == ["codestral", "mistral-medium-3.5"]
+    assert created["spent_usd"] == 0 and created["reserved_usd"] == 0 and created["remaining_usd"] == 125.5
+
+    shown = admin.ok("GET", f"/admin/teams/{name}")
+    _, end = period_window("weekly", "UTC", datetime.now(timezone.utc))
+    assert shown["period_resets_at"] == datetime.fromtimestamp(end, timezone.utc).isoformat().replace("+00:00", "Z")
+    listed = admin.ok("GET", "/admin/teams")
+    assert listed["object"] == "list"
+    assert [t for t in listed["data"] if t["name"] == name] == [shown]
+
+    updated = admin.ok("PATCH", f"/admin/teams/{name}", {"budget_usd": "0.000000001", "soft_limit_pct": None, "models": None})
+    assert updated["budget_nanos"] == 1 and updated["soft_limit_pct"] is None and updated["models"] is None
+    assert updated["regions"] == ["eu"] and updated["period"] == "weekly"  # untouched fields stay
+    updated = admin.ok("PATCH", f"/admin/teams/{name}", {"budget_usd": None, "period": "total"})
+    assert updated["budget_usd"] is None and updated["remaining_usd"] is None
+    assert updated["period_resets_at"] is None and updated["period_start"] == "1970-01-01T00:00:00Z"
+
+    key = admin.ok("POST", "/admin/keys", {"team": name, "name": "ci"}, status=201)
+    deleted = admin.ok("DELETE", f"/admin/teams/{name}")
+    assert deleted == {"name": name, "deleted": True, "keys_deleted": 1}
+    missing = admin.call("GET", f"/admin/teams/{name}")
+    assert missing.status == 404 and missing.error["code"] == "team_not_found"
+    assert all(k["id"] != key["id"] for k in admin.ok("GET", "/admin/keys")["data"])
+
+
+def test_team_status_shows_spent_reserved_and_remaining(shared: tuple[Admin, str]) -> None:
+    admin, database_url = shared
+    name = unique("status")
+    admin.ok("POST", "/admin/teams", {"name": name, "budget_usd": 10, "period": "daily"}, status=201)
+    start, _ = period_window("daily", "UTC", datetime.now(timezone.utc))
+    scope = Scope(team_scope(name), start, usd_to_nanos(10))
+    record(database_url, [ledger_row(name, 1_250_000_000), ledger_row(name, 250_000_001)], [scope])
+    hold = HoldRequest("req_" + secrets.token_hex(8), [scope], 500_000_000, int(time.time()) + 3600)
+    assert run_on_store(database_url, lambda store: store.hold(hold)).ok
+
+    shown = admin.ok("GET", f"/admin/teams/{name}")
+    assert shown["spent_nanos"] == 1_500_000_001 and shown["spent_usd"] == 1.500000001
+    assert shown["reserved_nanos"] == 500_000_000 and shown["reserved_usd"] == 0.5
+    assert shown["remaining_nanos"] == 10_000_000_000 - 1_500_000_001 - 500_000_000
+    assert shown["remaining_usd"] == 7.999999999
+
+
+BAD_TEAMS = [
+    ({"budget_usd": -1}, "budget_usd"),
+    ({"budget_usd": "ten"}, "budget_usd"),
+    ({"budget_usd": True}, "budget_usd"),
+    ({"budget_usd": "NaN"}, "budget_usd"),
+    ({"budget_usd": 1e12}, "budget_usd"),
+    ({"period": "yearly"}, "period"),
+    ({"soft_limit_pct": 0}, "soft_limit_pct"),
+    ({"soft_limit_pct": 101}, "soft_limit_pct"),
+    ({"soft_limit_pct": 50.5}, "soft_limit_pct"),
+    ({"regions": "eu"}, "regions"),
+    ({"regions": ["mars"]}, "regions"),
+    ({"models": ["gpt-9"]}, "models"),
+    ({"models": [""]}, "models"),
+    ({"policy": "Not A Policy!"}, "policy"),
+    ({"colour": "blue"}, "colour"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param"), BAD_TEAMS, ids=[f"{p}={v}" for (f, p) in BAD_TEAMS for v in f.values()])
+def test_bad_team_input_names_the_field(shared: tuple[Admin, str], fields: dict[str, Any], param: str) -> None:
+    admin, _ = shared
+    name = unique("bad")
+    answer = admin.call("POST", "/admin/teams", {"name": name, **fields})
+    assert answer.status == 400, answer.body
+    assert answer.error["param"] == param and answer.error["type"] == "invalid_request_error"
+    assert param in answer.error["message"]
+    assert admin.call("GET", f"/admin/teams/{name}").status == 404  # nothing half-created
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("Upper", "invalid_value"), ("-dash", "invalid_value"), ("a" * 64, "invalid_value"), ("admin", "invalid_value"),
+     (None, "missing_field")],
+)  # fmt: skip
+def test_bad_team_names(shared: tuple[Admin, str], name: str | None, code: str) -> None:
+    admin, _ = shared
+    answer = admin.call("POST", "/admin/teams", {"name": name} if name is not None else {"budget_usd": 1})
+    assert answer.status == 400 and answer.error["param"] == "name" and answer.error["code"] == code
+
+
+def test_duplicate_team_is_refused(shared: tuple[Admin, str]) -> None:
+    admin, _ = shared
+    name = unique("dup")
+    admin.ok("POST", "/admin/teams", {"name": name, "budget_usd": 1}, status=201)
+    answer = admin.call("POST", "/admin/teams", {"name": name, "budget_usd": 2})
+    assert answer.status == 400
+    assert answer.error["param"] == "name" and answer.error["code"] == "duplicate"
+    assert admin.ok("GET", f"/admin/teams/{name}")["budget_usd"] == 1  # the first one stands
+
+
+def test_bad_team_updates(shared: tuple[Admin, str]) -> None:
+    admin, _ = shared
+    name = unique("patch")
+    admin.ok("POST", "/admin/teams", {"name": name, "budget_usd": 5}, status=201)
+    for fields, param in [({"budget_usd": -0.01}, "budget_usd"), ({"period": None}, "period"), ({"period": "hourly"}, "period"),
+                          ({"name": "other"}, "name"), ({"models": ["nope"]}, "models"), ({"extra": 1}, "extra"),
+                          ({"policy": None}, "policy"), ({"soft_limit_pct": 0}, "soft_limit_pct")]:  # fmt: skip
+        answer = admin.call("PATCH", f"/admin/teams/{name}", fields)
+        assert answer.status == 400 and answer.error["param"] == param, (fields, answer.body)
+    assert admin.ok("GET", f"/admin/teams/{name}")["budget_usd"] == 5
+    for method, body in [("GET", None), ("PATCH", {"budget_usd": 1}), ("DELETE", None)]:
+        answer = admin.call(method, f"/admin/teams/{unique('ghost')}", body)
+        assert answer.status == 404 and answer.error["code"] == "team_not_found", method
+
+
+def test_bodies_must_be_json_objects(shared: tuple[Admin, str]) -> None:
+    admin, _ = shared
+    headers = {"authorization": f"Bearer {MASTER_KEY}"}
+    assert request(admin.url, "POST", "/admin/teams", b"name=x", headers).status == 415
+    answer = request(admin.url, "POST", "/admin/teams", b"[1]", {**headers, "content-type": "application/json"})
+    assert answer.status == 400 and answer.error["code"] == "invalid_json"
+
+
+# -- auth ----------------------------------------------------------------------------------------------
+
+ADMIN_ROUTES = [
+    ("GET", "/admin/teams", None), ("POST", "/admin/teams", {"name": "intruder"}), ("GET", "/admin/teams/x", None),
+    ("PATCH", "/admin/teams/x", {"budget_usd": 1}), ("DELETE", "/admin/teams/x", None),
+    ("POST", "/admin/keys", {"team": "x"}), ("GET", "/admin/keys", None), ("DELETE", "/admin/keys/key_x", None),
+    ("GET", "/admin/spend", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES, ids=[f"{m} {p}" for m, p, _ in ADMIN_ROUTES])
+def test_admin_routes_need_the_master_key(shared: tuple[Admin, str], method: str, path: str, body: Any) -> None:
+    admin, database_url = shared
+    team = unique("authz")
+    admin.ok("POST", "/admin/teams", {"name": team}, status=201)
+    team_key = admin.ok("POST", "/admin/keys", {"team": team}, status=201)["key"]
+    for key in (None, "wrong-master-key", MASTER_KEY + "x", team_key):
+        answer = admin.call(method, path, body, key=key)
+        assert answer.status == 401, (key, answer.body)
+        assert answer.error["code"] == "invalid_api_key"
+    assert admin.call("GET", "/admin/teams/intruder").status == 404
+
+
+def test_admin_routes_are_closed_without_a_master_key(start_gateway: GatewayFactory, tmp_path: Path) -> None:
+    server = start_gateway(master_key=None, database_url=f"sqlite:///{tmp_path}/open.db")
+    answer = Admin(server.url, key=None).call("GET", "/admin/teams")
+    assert answer.status == 401 and "GATEWAY_MASTER_KEY" in answer.error["message"]
+
+
+# -- keys ----------------------------------------------------------------------------------------------
+
+
+def test_key_is_shown_once_and_listed_by_prefix(shared: tuple[Admin, str]) -> None:
+    admin, _ = shared
+    team, other = unique("keys"), unique("other")
+    for name in (team, other):
+        admin.ok("POST", "/admin/teams", {"name": name, "models": ["kimi-k2.6", "codestral"]}, status=201)
+    expires = int(time.time()) + 3600
+    created = admin.ok("POST", "/admin/keys", {"team": team, "name": "ci", "budget_usd": "2.5", "models": ["codestral"],
+                                               "expires_at": expires}, status=201)  # fmt: skip
+    key = created["key"]
+    assert key.startswith("gw-") and len(key) >= 3 + 43  # 32 random bytes, url-safe base64
+    assert created["prefix"] == key[:10] and created["id"].startswith("key_")
+    assert created["budget_nanos"] == 2_500_000_000 and created["models"] == ["codestral"]
+    assert created["expires_at"] == datetime.fromtimestamp(expires, timezone.utc).isoformat().replace("+00:00", "Z")
+    assert "shown only once" in created["note"]
+    admin.ok("POST", "/admin/keys", {"team": other}, status=201)
+
+    listing = admin.call("GET", f"/admin/keys?team={team}")
+    assert listing.status == 200
+    assert key.encode() not in listing.body and b"hash" not in listing.body
+    (listed,) = listing.json()["data"]
+    assert "key" not in listed
+    assert {k: listed[k] for k in ("id", "prefix", "team", "name", "status", "revoked_at")} == {
+        "id": created["id"], "prefix": key[:10], "team": team, "name": "ci", "status": "active", "revoked_at": None,
+    }  # fmt: skip
+    everything = admin.ok("GET", "/admin/keys")["data"]
+    assert {team, other} <= {k["team"] for k in everything}
+    assert admin.ok("GET", f"/admin/keys/{created['id']}") == listed
+    assert admin.call("GET", f"/admin/keys?team={unique('none')}").status == 404
+    assert admin.call("GET", "/admin/keys?teem=x").error["param"] == "teem"
+
+
+def test_bad_key_input_names_the_field(shared: tuple[Admin, str]) -> None:
+    admin, _ = shared
+    team = unique("badkeys")
+    admin.ok("POST", "/admin/teams", {"name": team, "models": ["kimi-k2.6"]}, status=201)
+    cases = [
+        ({"team": unique("nobody")}, "team", "team_not_found"),
+        ({}, "team", "missing_field"),
+        ({"team": team, "budget_usd": -5}, "budget_usd", "invalid_value"),
+        ({"team": team, "expires_at": int(time.time()) - 10}, "expires_at", "invalid_value"),
+        ({"team": team, "expires_at": "2001-01-01T00:00:00Z"}, "expires_at", "invalid_value"),
+        ({"team": team, "expires_at": "next tuesday"}, "expires_at", "invalid_value"),
+        ({"team": team, "expires_at": int(time.time() * 1000)}, "expires_at", "invalid_value"),
+        ({"team": team, "models": ["nope"]}, "models", "unknown_model"),
+        ({"team": team, "models": ["codestral"]}, "models", "model_not_allowed"),
+        ({"team": team, "key": "gw-chosen"}, "key", "unknown_field"),
+    ]
+    for body, param, code in cases:
+        answer = admin.call("POST", "/admin/keys", body)
+        assert answer.status == 400, (body, answer.body)
+        assert (answer.error["param"], answer.error["code"]) == (param, code), body
+    assert admin.ok("GET", f"/admin/keys?team={team}")["data"] == []
+    expiring = admin.ok("POST", "/admin/keys", {"team": team, "expires_at": "2999-01-01"}, status=201)
+    assert expiring["expires_at"] == "2999-01-01T00:00:00Z"
+
+
+def test_revoked_key_is_refused(shared: tuple[Admin, str]) -> None:
+    admin, _ = shared
+    team = unique("revoke")
+    admin.ok("POST", "/admin/teams", {"name": team}, status=201)
+    created = admin.ok("POST", "/admin/keys", {"team": team, "name": "laptop"}, status=201)
+    before = chat(admin.url, created["key"])
+    assert before.status == 200, before.body  # the key works until it is revoked
+
+    revoked = admin.ok("DELETE", f"/admin/keys/{created['id']}")
+    assert revoked["status"] == "revoked" and revoked["revoked_at"] is not None
+    after = chat(admin.url, created["key"])
+    assert after.status == 401 and after.error["code"] == "invalid_api_key"
+    assert "revoked" in after.error["message"]
+    assert admin.ok("GET", f"/admin/keys?team={team}")["data"][0]["status"] == "revoked"
+    assert admin.ok("DELETE", f"/admin/keys/{created['id']}")["revoked_at"] == revoked["revoked_at"]  # idempotent
+    missing = admin.call("DELETE", "/admin/keys/key_doesnotexist")
+    assert missing.status == 404 and missing.error["code"] == "key_not_found"
+
+
+def test_expired_key_is_listed_as_expired(shared: tuple[Admin, str]) -> None:
+    admin, database_url = shared
+    team = unique("expired")
+    admin.ok("POST", "/admin/teams", {"name": team}, status=201)
+    key, record_ = insert_key(database_url, team, expires_at=int(time.time()) - 1)
+    (listed,) = admin.ok("GET", f"/admin/keys?team={team}")["data"]
+    assert listed["id"] == record_.id and listed["status"] == "expired"
+    assert chat(admin.url, key).status == 401
+
+
+# -- spend -----------------------------------------------------------------------------------------------
+
+
+def _spend_fixture(admin: Admin, database_url: str) -> tuple[list[LedgerRow], tuple[KeyRecord, KeyRecord]]:
+    teams = ("alpha", "beta")
+    for name in teams:
+        admin.ok("POST", "/admin/teams", {"name": name}, status=201)
+    keys = (insert_key(database_url, "alpha")[1], insert_key(database_url, "alpha")[1])
+    rows = sample_ledger(teams, keys)
+    record(database_url, rows)
+    return rows, keys
+
+
+def _comparable(row: dict[str, Any]) -> dict[str, int]:
+    return {k: row[k] for k in ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_nanos")}
+
+
+def test_spend_report_adds_up_to_the_ledger(fresh: tuple[Admin, str]) -> None:
+    admin, database_url = fresh
+    rows, _ = _spend_fixture(admin, database_url)
+    report = admin.spend().json()
+    assert report["rows"] == [] and _comparable(report["total"]) == totals(rows)
+    assert report["total"]["cost_usd"] == round(sum(r.cost_nanos for r in rows) / 1e9, 9)
+
+    for group_by in GROUPS:
+        report = admin.spend(group_by=group_by).json()
+        assert report["group_by"] == group_by
+        got = {row[group_by]: _comparable(row) for row in report["rows"]}
+        assert got == expected_groups(rows, group_by), group_by
+        assert _comparable(report["total"]) == totals(rows)
+        for column in ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_nanos"):
+            assert sum(row[column] for row in report["rows"]) == report["total"][column]
+
+
+def test_spend_csv_parses_and_adds_up(fresh: tuple[Admin, str]) -> None:
+    admin, database_url = fresh
+    rows, _ = _spend_fixture(admin, database_url)
+    for group_by in (None, *GROUPS):
+        answer = admin.spend(group_by=group_by, format="csv")
+        assert answer.status == 200
+        assert answer.headers["content-type"].startswith("text/csv")
+        table = list(csv.DictReader(io.StringIO(answer.body.decode())))
+        assert table, group_by
+        cost = sum(Decimal(line["cost_usd"]) for line in table)
+        assert usd_to_nanos(cost) == sum(r.cost_nanos for r in rows), group_by  # exact, to the nano-dollar
+        assert sum(int(line["requests"]) for line in table) == len(rows)
+        assert sum(int(line["prompt_tokens"]) for line in table) == sum(r.prompt_tokens for r in rows)
+        if group_by is not None:
+            expected = expected_groups(rows, group_by)
+            assert {line[group_by] or None: usd_to_nanos(Decimal(line["cost_usd"])) for line in table} == {
+                k: v["cost_nanos"] for k, v in expected.items()
+            }
+
+
+def test_spend_filters(fresh: tuple[Admin, str]) -> None:
+    admin, database_url = fresh
+    rows, keys = _spend_fixture(admin, database_url)
+    base = rows[0].ts
+
+    def total(**params: Any) -> dict[str, int]:
+        answer = admin.spend(**params)
+        assert answer.status == 200, answer.body
+        return _comparable(answer.json()["total"])
+
+    assert total(team="alpha") == totals([r for r in rows if r.team == "alpha"])
+    assert total(key=keys[0].id) == totals([r for r in rows if r.key_id == keys[0].id])
+    assert total(key=keys[0].prefix) == totals([r for r in rows if r.key_id == keys[0].id])
+    assert total(model="codestral") == totals([r for r in rows if r.model == "codestral"])
+    assert total(provider="mistral") == totals([r for r in rows if r.provider == "mistral"])
+    assert total(team="alpha", provider="mistral") == totals([r for r in rows if r.team == "alpha" and r.provider == "mistral"])
+    assert total(since=base + DAY) == totals([r for r in rows if r.ts >= base + DAY])
+    assert total(until=int(base + DAY)) == totals([r for r in rows if r.ts < base + DAY])
+    assert total(since="2026-03-11", until="2026-03-12T00:00:00Z") == totals(
+        [r for r in rows if datetime(2026, 3, 11, tzinfo=timezone.utc).timestamp() <= r.ts < datetime(2026, 3, 12, tzinfo=timezone.utc).timestamp()]
+    )  # fmt: skip
+    assert total(team="nobody")["requests"] == 0
+    report = admin.spend(team="alpha", group_by="key", since="2026-03-10").json()
+    assert report["filters"]["team"] == "alpha" and report["filters"]["since"] == "2026-03-10T00:00:00Z"
+    assert {r["key"] for r in report["rows"]} == {keys[0].prefix, keys[1].prefix, None}
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [({"group_by": "week"}, "group_by"), ({"since": "yesterday"}, "since"), ({"until": "2026-13-01"}, "until"),
+     ({"format": "xml"}, "format"), ({"teams": "alpha"}, "teams")],
+)  # fmt: skip
+def test_bad_spend_queries_name_the_parameter(shared: tuple[Admin, str], params: dict[str, str], param: str) -> None:
+    admin, _ = shared
+    answer = admin.spend(**params)
+    assert answer.status == 400 and answer.error["param"] == param
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------------
+
+
+def test_admin_flow_on_postgresql(start_gateway: GatewayFactory) -> None:
+    with postgres_database() as database_url:
+        server = start_gateway(master_key=MASTER_KEY, database_url=database_url)
+        try:
+            admin = Admin(server.url)
+            admin.ok("POST", "/admin/teams", {"name": "alpha", "budget_usd": 100, "soft_limit_pct": 90}, status=201)
+            admin.ok("POST", "/admin/teams", {"name": "beta", "period": "total"}, status=201)
+            duplicate = admin.call("POST", "/admin/teams", {"name": "alpha"})
+            assert duplicate.status == 400 and duplicate.error["param"] == "name"
+            assert admin.call("POST", "/admin/teams", {"name": "gamma", "budget_usd": -1}).error["param"] == "budget_usd"
+
+            created = admin.ok("POST", "/admin/keys", {"team": "alpha", "name": "pg"}, status=201)
+            assert chat(server.url, created["key"]).status == 200
+            admin.ok("DELETE", f"/admin/keys/{created['id']}")
+            assert chat(server.url, created["key"]).error["code"] == "invalid_api_key"
+
+            keys = (insert_key(database_url, "alpha")[1], insert_key(database_url, "alpha")[1])
+            rows = sample_ledger(("alpha", "beta"), keys)
+            record(database_url, rows)
+            everything = run_on_store(database_url, lambda store: store.ledger_rows(_no_filter(), 10_000))
+            for group_by in GROUPS:
+                report = admin.spend(group_by=group_by).json()
+                assert {r[group_by]: _comparable(r) for r in report["rows"]} == expected_groups(everything, group_by)
+                assert _comparable(report["total"]) == totals(everything)
+            table = list(csv.DictReader(io.StringIO(admin.spend(group_by="day", format="csv").body.decode())))
+            assert usd_to_nanos(sum(Decimal(line["cost_usd"]) for line in table)) == sum(r.cost_nanos for r in everything)
+
+            assert admin.ok("DELETE", "/admin/teams/alpha")["keys_deleted"] == 3
+            assert [t["name"] for t in admin.ok("GET", "/admin/teams")["data"]] == ["beta"]
+        finally:
+            server.stop()  # before the database is dropped
+
+
+def _no_filter() -> Any:
+    from gateway.store.base import SpendFilter
+
+    return SpendFilter()
