@@ -50,6 +50,8 @@ async def relay_events(
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n")
             buffer += data
+            # Everything that arrived in one read leaves in one write.
+            out: list[bytes] = []
             while (end := buffer.find(b"\n\n")) >= 0:
                 event, buffer = buffer[:end], buffer[end + 2 :]
                 payload = _data_of(event)
@@ -58,7 +60,8 @@ async def relay_events(
                 if payload == b"[DONE]":
                     outcome.completed = True
                     async for event in finish(meta, outcome, include_usage, reshape):
-                        yield event
+                        out.append(event)
+                    yield b"".join(out)
                     return
                 try:
                     chunk = orjson.loads(payload)
@@ -71,7 +74,8 @@ async def relay_events(
                 if "error" in chunk and not chunk.get("choices"):
                     outcome.error = "upstream_error"
                     message = _error_text(chunk["error"])
-                    yield error_event(f"{provider} failed mid-stream: {message}", "upstream_stream_error")
+                    out.append(error_event(f"{provider} failed mid-stream: {message}", "upstream_stream_error"))
+                    yield b"".join(out)
                     return
                 if not meta and "id" in chunk:
                     meta = {"id": chunk.get("id"), "created": chunk.get("created"), "model": chunk.get("model")}
@@ -83,11 +87,13 @@ async def relay_events(
                 outcome.chunks += 1
                 count_text(chunk, outcome)
                 if reshape is not None:
-                    yield sse(reshape(chunk))
+                    out.append(sse(reshape(chunk)))
                 elif action is ChunkAction.CHANGED:
-                    yield sse(chunk)
+                    out.append(sse(chunk))
                 else:
-                    yield b"data: " + payload + b"\n\n"
+                    out.append(b"data: " + payload + b"\n\n")
+            if out:
+                yield b"".join(out)
         outcome.error = "stream_cut"
     except asyncio.TimeoutError:
         outcome.error = "timeout"

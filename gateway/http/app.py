@@ -51,5 +51,9 @@ def create_app(gateway: Gateway) -> Starlette:
 
 def app_from_environment() -> Starlette:
     """uvicorn factory for `gateway serve` (each worker process builds its own Gateway)."""
+    from gateway.tuning import tune_process
+
     settings = Settings()
-    return create_app(Gateway(settings, load_catalog(settings.config)))
+    app = create_app(Gateway(settings, load_catalog(settings.config)))
+    tune_process()
+    return app

@@ -23,8 +23,10 @@ class EventStreamResponse(Response):
     """Streams SSE bytes and cancels the producer as soon as the client goes away.
 
     Starlette's StreamingResponse only notices a gone client when a write fails,
-    which never happens while the provider is silent; here a second task waits
-    for `http.disconnect`, so a hung upstream request is cancelled at once.
+    which never happens while the provider is silent; here a watcher task waits
+    for `http.disconnect` and cancels the streaming, so a hung upstream request
+    is abandoned at once. Each piece is sent as soon as it exists: holding one
+    back to save the final write would delay every token by one chunk.
     """
 
     media_type = "text/event-stream"
@@ -36,15 +38,26 @@ class EventStreamResponse(Response):
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        producer = asyncio.ensure_future(self._produce(send))
-        watcher = asyncio.ensure_future(self._watch(receive))
+        task = asyncio.current_task()
+        assert task is not None
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            task.cancel()
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            await asyncio.wait((producer, watcher), return_when=asyncio.FIRST_COMPLETED)
+            await self._produce(send)
+        except asyncio.CancelledError:
+            if not gone.is_set():
+                raise
         finally:
-            for task in (producer, watcher):
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(producer, watcher, return_exceptions=True)
+            watcher.cancel()
+            if gone.is_set() and task.cancelling():
+                task.uncancel()  # the cancellation was ours, for a client that left: not an error
             aclose = getattr(self.events, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -54,8 +67,3 @@ class EventStreamResponse(Response):
         async for chunk in self.events:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    @staticmethod
-    async def _watch(receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass

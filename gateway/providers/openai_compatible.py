@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from gateway import __version__
 from gateway.config import ModelConfig
@@ -60,6 +61,7 @@ class OpenAICompatibleAdapter(Adapter):
     def __init__(self, provider: Any) -> None:
         super().__init__(provider)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -77,7 +79,9 @@ class OpenAICompatibleAdapter(Adapter):
             headers=headers,
             skip_auto_headers=("User-Agent",),
             raise_for_status=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # providers' cookies are of no use and cost per request
         )
+        self._urls = {path: URL(self.provider.base_url + path) for path in (self.chat_path, self.fim_path, self.embeddings_path) if path}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -148,7 +152,7 @@ class OpenAICompatibleAdapter(Adapter):
         if self._session is None:
             await self.start()
         assert self._session is not None
-        url = self.provider.base_url + path
+        url = self._urls.get(path) or URL(self.provider.base_url + path)
         data = orjson.dumps(payload)
         headers = {"Accept": "text/event-stream"} if stream else None
         try:

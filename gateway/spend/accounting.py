@@ -10,6 +10,7 @@ reservation in the same group-committed transaction.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -77,6 +78,10 @@ class Accounting:
         self.notifier = SoftLimitNotifier(settings.soft_limit_webhook_url)
         self._sweeper: asyncio.Task[None] | None = None
         self._notices: set[asyncio.Task[None]] = set()
+        # Request ids: a random per-process prefix and a counter (no system call per request).
+        self._id_prefix = "req_" + secrets.token_hex(6)
+        self._ids = itertools.count(1)
+        self._windows: dict[str, tuple[int, int | None]] = {}  # period -> (start, end), until it ends
 
     async def start(self, models: list[str]) -> None:
         for model in models:
@@ -100,9 +105,17 @@ class Accounting:
             except Exception:  # a database hiccup must not end the sweeper
                 log.exception("sweeping expired budget reservations failed")
 
+    def window(self, period: str, now: datetime) -> tuple[int, int | None]:
+        """The period holding `now`, computed once per period rather than once per request."""
+        cached = self._windows.get(period)
+        stamp = now.timestamp()
+        if cached is None or stamp < cached[0] or (cached[1] is not None and stamp >= cached[1]):
+            cached = self._windows[period] = period_window(period, self.settings.budget_timezone, now)
+        return cached
+
     def scopes(self, principal: Principal, now: datetime) -> list[Scope]:
         team = principal.team
-        start, _ = period_window(team.period, self.settings.budget_timezone, now)
+        start, _ = self.window(team.period, now)
         scopes = [Scope(team_scope(team.name), start, team.budget_nanos)]
         if principal.key is not None:
             scopes.append(Scope(key_scope(principal.key.id), start, principal.key.budget_nanos))
@@ -120,7 +133,7 @@ class Accounting:
         now = datetime.now(timezone.utc)
         scopes = self.scopes(principal, now)
         ticket = Ticket(
-            id="req_" + secrets.token_hex(12),
+            id=f"{self._id_prefix}{next(self._ids):x}",
             principal=principal,
             model=model,
             requested_model=requested_model,
@@ -146,7 +159,7 @@ class Accounting:
         self, principal: Principal, scope: Scope, spent: int, reserved: int, needed: int, now: datetime
     ) -> GatewayError:
         team = principal.team
-        _, end = period_window(team.period, self.settings.budget_timezone, now)
+        _, end = self.window(team.period, now)
         holder = f"team {team.name!r}" if scope.name.startswith("team:") else f"key {principal.key.prefix}..."  # type: ignore[union-attr]
         resets = (
             f"the {team.period} period resets at {datetime.fromtimestamp(end, timezone.utc).isoformat().replace('+00:00', 'Z')}"

@@ -71,7 +71,6 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
             "CREATE INDEX ledger_ts ON ledger (ts)",
             "CREATE INDEX ledger_team_ts ON ledger (team, ts)",
-            "CREATE INDEX ledger_model_ts ON ledger (model, ts)",
         ],
     ),
 ]
