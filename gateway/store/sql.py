@@ -74,6 +74,19 @@ def _ledger(row: Sequence[Any]) -> LedgerRow:
     return LedgerRow(*values)
 
 
+def _in_transaction(db: Any, begin: str, work: Callable[[Any], Any]) -> Any:
+    """Run `work(cursor)` in one transaction: committed if it returns, rolled back if it raises."""
+    cur = db.cursor()
+    cur.execute(begin)
+    try:
+        result = work(cur)
+        cur.execute("COMMIT")
+        return result
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+
+
 class _Thread:
     """A single thread with its own connection, made on first use."""
 
@@ -130,24 +143,20 @@ class SqlStore(Store):
                 continue
 
     def _migrate(self, db: Any) -> None:
-        cur = db.cursor()
-        cur.execute(self.dialect.begin_write)
-        try:
-            if self.dialect.migration_lock:
-                cur.execute(self.dialect.migration_lock)
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            cur.execute("SELECT MAX(version) FROM schema_version")
-            current = cur.fetchone()[0] or 0
-            for version, statements in MIGRATIONS:
-                if version <= current:
-                    continue
-                for statement in statements:
-                    cur.execute(statement)
-                cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (version,))
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+        _in_transaction(db, self.dialect.begin_write, self._apply_migrations)
+
+    def _apply_migrations(self, cur: Any) -> None:
+        if self.dialect.migration_lock:
+            cur.execute(self.dialect.migration_lock)
+        cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        cur.execute("SELECT MAX(version) FROM schema_version")
+        current = cur.fetchone()[0] or 0
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements:
+                cur.execute(statement)
+            cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (version,))
 
     async def close(self) -> None:
         await self._commits.drain()
@@ -174,20 +183,12 @@ class SqlStore(Store):
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         text = self._sql(sql)
 
-        def run(db: Any) -> int:
-            cur = db.cursor()
-            cur.execute(self.dialect.begin_write)
-            try:
-                cur.execute(text, params)
-                count = cur.rowcount
-                cur.execute("COMMIT")
-                return count
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        def run(cur: Any) -> int:
+            cur.execute(text, params)
+            return int(cur.rowcount)
 
         try:
-            return await self._writer.call(run)
+            return await self._writer.call(lambda db: _in_transaction(db, self.dialect.begin_write, run))
         except self.dialect.integrity_errors as exc:
             raise Conflict(str(exc)) from exc
 
@@ -215,21 +216,14 @@ class SqlStore(Store):
         )  # fmt: skip
 
     async def delete_team(self, name: str) -> bool:
-        def run(db: Any) -> bool:
-            cur = db.cursor()
-            cur.execute(self.dialect.begin_write)
-            try:
-                cur.execute(self._sql("DELETE FROM teams WHERE name = ?"), (name,))
-                deleted = cur.rowcount > 0
-                # A deleted team's keys stop working at once; the ledger keeps its history.
-                cur.execute(self._sql("DELETE FROM api_keys WHERE team = ?"), (name,))
-                cur.execute("COMMIT")
-                return deleted
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        def run(cur: Any) -> bool:
+            cur.execute(self._sql("DELETE FROM teams WHERE name = ?"), (name,))
+            deleted = cur.rowcount > 0
+            # A deleted team's keys stop working at once; the ledger keeps its history.
+            cur.execute(self._sql("DELETE FROM api_keys WHERE team = ?"), (name,))
+            return deleted
 
-        return await self._writer.call(run)
+        return await self._writer.call(lambda db: _in_transaction(db, self.dialect.begin_write, run))
 
     # -- keys ----------------------------------------------------------------------------
     async def create_key(self, key: KeyRecord) -> None:
@@ -271,29 +265,25 @@ class SqlStore(Store):
         db = self._writer.connection
         if db is None:
             db = self._writer.connection = self.dialect.connect()
-        cur = db.cursor()
+        return _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_ops(cur, ops))
+
+    def _run_ops(self, cur: Any, ops: list[tuple[str, Any]]) -> list[Any]:
         results: list[Any] = []
-        cur.execute(self.dialect.begin_write)
-        try:
-            for kind, op in ops:
-                cur.execute("SAVEPOINT op")
-                try:
-                    if kind == "hold":
-                        results.append(self._hold(cur, op))
-                    elif kind == "record":
-                        results.append(self._record(cur, op))
-                    else:
-                        self._release(cur, op.id)
-                        results.append(None)
-                    cur.execute("RELEASE SAVEPOINT op")
-                except Exception as exc:  # one bad operation must not sink its batch
-                    cur.execute("ROLLBACK TO SAVEPOINT op")
-                    cur.execute("RELEASE SAVEPOINT op")
-                    results.append(exc)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+        for kind, op in ops:
+            cur.execute("SAVEPOINT op")
+            try:
+                if kind == "hold":
+                    results.append(self._hold(cur, op))
+                elif kind == "record":
+                    results.append(self._record(cur, op))
+                else:
+                    self._release(cur, op.id)
+                    results.append(None)
+                cur.execute("RELEASE SAVEPOINT op")
+            except Exception as exc:  # one bad operation must not sink its batch
+                cur.execute("ROLLBACK TO SAVEPOINT op")
+                cur.execute("RELEASE SAVEPOINT op")
+                results.append(exc)
         return results
 
     def _usage_rows(self, cur: Any, scopes: list[Scope]) -> dict[tuple[str, int], tuple[int, int]]:
@@ -371,21 +361,14 @@ class SqlStore(Store):
         return first
 
     async def release_expired(self, now: int) -> int:
-        def run(db: Any) -> int:
-            cur = db.cursor()
-            cur.execute(self.dialect.begin_write)
-            try:
-                cur.execute(self._sql("SELECT id FROM holds WHERE expires_at < ?"), (now,))
-                ids = [r[0] for r in cur.fetchall()]
-                for hold_id in ids:
-                    self._release(cur, hold_id)
-                cur.execute("COMMIT")
-                return len(ids)
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        def run(cur: Any) -> int:
+            cur.execute(self._sql("SELECT id FROM holds WHERE expires_at < ?"), (now,))
+            ids = [r[0] for r in cur.fetchall()]
+            for hold_id in ids:
+                self._release(cur, hold_id)
+            return len(ids)
 
-        return await self._writer.call(run)
+        return await self._writer.call(lambda db: _in_transaction(db, self.dialect.begin_write, run))
 
     async def usage(self, scope: str, period_start: int) -> Usage:
         rows = await self._read(
