@@ -86,14 +86,14 @@ class Authenticator:
         raise _unauthorized("Incorrect API key provided.")
 
     async def _gateway_key(self, key: str) -> Principal:
-        record = await self._store.key_by_hash(hash_key(key))
-        if record is None:
+        found = await self._store.key_and_team(hash_key(key))
+        if found is None:
             raise _unauthorized("Incorrect API key provided.")
+        record, team = found
         if record.revoked_at is not None:
             raise _unauthorized(f"API key {record.prefix}... has been revoked.")
         if record.expires_at is not None and record.expires_at <= time.time():
             raise _unauthorized(f"API key {record.prefix}... has expired.")
-        team = await self._store.get_team(record.team)
         if team is None:
             raise _unauthorized(f"API key {record.prefix}... belongs to a team that no longer exists.")
         return Principal(team, record, False)

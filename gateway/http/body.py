@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import GatewayError, invalid_request
 
@@ -26,11 +26,14 @@ async def read_json_object(request: Request, limit: int) -> tuple[dict[str, Any]
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # the client left mid-upload: nobody to answer, nothing to log
+        raise invalid_request("The client disconnected before sending the whole body.", code="client_disconnected") from exc
     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw:
         raise invalid_request("Request body is empty; expected a JSON object.", code="invalid_json")

@@ -237,6 +237,19 @@ class SqlStore(Store):
         rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
         return _key(rows[0]) if rows else None
 
+    async def key_and_team(self, key_hash: str) -> tuple[KeyRecord, Team | None] | None:
+        key_columns = ", ".join(f"k.{c.strip()}" for c in KEY_COLUMNS.split(","))
+        team_columns = ", ".join(f"t.{c.strip()}" for c in TEAM_COLUMNS.split(","))
+        rows = await self._read(
+            f"SELECT {key_columns}, {team_columns} FROM api_keys k LEFT JOIN teams t ON t.name = k.team"
+            " WHERE k.key_hash = ?",
+            (key_hash,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return _key(row[:10]), (_team(row[10:]) if row[10] is not None else None)
+
     async def get_key(self, key_id: str) -> KeyRecord | None:
         rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
         return _key(rows[0]) if rows else None

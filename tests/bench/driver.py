@@ -1,10 +1,11 @@
-"""Benchmark driver: upstream direct vs model-gateway vs LiteLLM Proxy.
+"""Benchmark driver: upstream direct vs model-gateway (+budget) vs LiteLLM Proxy.
 
 Started by tests/bench/run.sh (which installs wrk and LiteLLM first); run with
 the project's Python. For each target: spawn it, time it until ready, check
 that it answers correctly, drive it with wrk over the matrix (json/stream x
-2KB/200KB/4MB x c=1/c=32), sample the RSS of its process tree, stop it. Then
-print one Markdown table (also written to .bench/results.md, raw numbers to
+2KB/200KB/4MB x c=1/c=32, plus stream100 x 2KB; model-gateway+budget: json/stream
+x 2KB only), sample the RSS of its process tree, stop it. Then print one
+Markdown table (also written to .bench/results.md, raw numbers to
 .bench/results.json) and the PASS/FAIL summary against the issue's targets.
 
 All traffic goes to 127.0.0.1; every wait and every load run is bounded in
@@ -26,35 +27,62 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from load import BODY_SIZES, check_answer, run_wrk, write_bodies  # noqa: E402
+from load import BODY_SIZES, MODE_BODIES, MODES, check_answer, run_wrk, write_bodies  # noqa: E402
 from procs import RssSampler, Service, cpu_seconds, free_port, http_get, hwm_kb, rss_kb  # noqa: E402
-from report import GATEWAY, LITELLM, UPSTREAM, Cell, TargetInfo, summary, table, target_table  # noqa: E402
+from report import (  # noqa: E402
+    GATEWAY, GATEWAY_BUDGET, LITELLM, TARGETS, UPSTREAM, Cell, TargetInfo, summary, table, target_table,
+)  # fmt: skip
 
 ROOT = HERE.parent.parent
 MASTER_KEY = "sk-bench-master-key"
 UPSTREAM_KEY = "sk-bench-upstream"
+# model-gateway+budget: a team with a budget (never reached) and a key of that team, created
+# with the gateway's CLI on the database before the gateway starts.
+BUDGET_TEAM = "bench"
+BUDGET_USD = "1000000"
+# What model-gateway+budget runs (within --bodies/--modes): enough to show the ledger's cost.
+BUDGET_BODIES = ("2KB",)
+BUDGET_MODES = ("json", "stream")
 
 
 class Interrupted(Exception):
     pass
 
 
+_INTERRUPTED: list[int] = []
+
+
 def _on_signal(signum: int, frame: object) -> None:
+    if _INTERRUPTED:  # already stopping: let the clean-up finish
+        return
+    _INTERRUPTED.append(signum)
     raise Interrupted(f"signal {signum}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="model-gateway benchmark driver (use tests/bench/run.sh)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 s per cell, no warm-up, LiteLLM 4MB c=32 skipped")
+    p.add_argument(
+        "--quick", action="store_true",
+        help="smoke run: 1 s per cell, no warm-up, LiteLLM 4MB and stream100 c>1 skipped",
+    )  # fmt: skip
     p.add_argument("--duration", type=int, default=None, help="seconds per cell (default 5; 1 with --quick)")
-    p.add_argument("--targets", default=f"{GATEWAY},{LITELLM}", help="comma list of model-gateway, litellm-proxy")
-    p.add_argument("--bodies", default="2KB,200KB,4MB", help="comma list of 2KB, 200KB, 4MB")
+    p.add_argument(
+        "--targets", default=",".join(TARGETS[1:]),
+        help=f"comma list of {', '.join(TARGETS[1:])} (upstream direct, the baseline, always runs); "
+             f"{GATEWAY_BUDGET} runs only the 2KB json and stream cells",
+    )  # fmt: skip
+    p.add_argument("--bodies", default=",".join(BODY_SIZES), help=f"comma list of {', '.join(BODY_SIZES)}")
     p.add_argument("--concurrency", default="1,32", help="comma list of connection counts")
-    p.add_argument("--modes", default="json,stream", help="comma list of json, stream")
+    p.add_argument(
+        "--modes", default=",".join(MODES),
+        help="comma list of json, stream, stream100 (100 small SSE chunks, one upstream write each; 2KB only, "
+             f"not for {GATEWAY_BUDGET})",
+    )  # fmt: skip
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument("--litellm-venv", type=Path, default=ROOT / ".bench" / "litellm-venv")
     p.add_argument("--gateway-bin", type=Path, default=ROOT / ".venv" / "bin" / "gateway")
@@ -65,6 +93,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _choose(value: str, known: tuple[str, ...], what: str) -> list[str]:
+    """The comma list `value`, in the order of `known`; an unknown name is an error, not silently dropped."""
+    chosen = _csv(value)
+    unknown = [v for v in chosen if v not in known]
+    if unknown:
+        raise SystemExit(f"driver.py: unknown {what} {', '.join(unknown)} (choose from {', '.join(known)})")
+    return [k for k in known if k in chosen]
 
 
 def render_template(src: Path, dst: Path, **values: object) -> Path:
@@ -114,10 +151,10 @@ class Bench:
         self.pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
         self.proxy_core = "0" if self.pin else None
         self.load_core = "1" if self.pin else None
-        self.bodies = [b for b in _csv(args.bodies) if b in BODY_SIZES]
+        self.bodies = _choose(args.bodies, tuple(BODY_SIZES), "body")
         self.concs = [int(c) for c in _csv(args.concurrency)]
-        self.streams = [m == "stream" for m in _csv(args.modes) if m in ("json", "stream")]
-        self.targets = [t for t in _csv(args.targets) if t in (GATEWAY, LITELLM)]
+        self.modes = _choose(args.modes, MODES, "mode")
+        self.targets = _choose(args.targets, TARGETS[1:], "target")
         self.cells: list[Cell] = []
         self.infos: dict[str, TargetInfo] = {}
         self.services: list[Service] = []
@@ -128,11 +165,33 @@ class Bench:
         # Big bodies through a slow proxy take seconds each: give them longer so some finish.
         return self.duration * 2 if body == "4MB" and not self.quick else self.duration
 
-    def run_target(self, name: str, svc: Service, port: int, probe, spawn: bool = True) -> None:
+    def matrix(self, name: str) -> list[tuple[str, str]]:
+        """The (mode, body) pairs `name` runs, each at every --concurrency."""
+        pairs = [(mode, body) for mode in self.modes for body in self.bodies if body in MODE_BODIES[mode]]
+        if name == GATEWAY_BUDGET:
+            return [(mode, body) for mode, body in pairs if mode in BUDGET_MODES and body in BUDGET_BODIES]
+        if name == UPSTREAM and self.targets:  # the baseline: the cells of the targets that run
+            wanted = {pair for target in self.targets for pair in self.matrix(target)}
+            return [pair for pair in pairs if pair in wanted]
+        return pairs
+
+    def run_target(
+        self, name: str, svc: Service, port: int, probe, spawn: bool = True, key: str = MASTER_KEY,
+        prepare: Callable[[], str] | None = None, ledger: Callable[[TargetInfo], None] | None = None,
+    ) -> None:  # fmt: skip
+        """`prepare` runs before the spawn and returns the API key to use; `ledger` checks the
+        target's database after it stopped."""
         info = TargetInfo(name=name)
         self.infos[name] = info
         bodies = self.body_files
+        pairs = self.matrix(name)
+        if not pairs:
+            info.error = "no cells for this target within --modes/--bodies"
+            print(f"[{name}] skipped: {info.error}", flush=True)
+            return
         try:
+            if prepare is not None:
+                key = prepare()
             if spawn:
                 svc.spawn()
                 self.services.append(svc)
@@ -144,20 +203,23 @@ class Bench:
             sampler = RssSampler(svc.pid).start()
             svc.sampler = sampler
             print(f"[{name}] ready in {info.ready_s:.2f} s, idle RSS {info.idle_rss_mb:.0f} MB; checking answers", flush=True)
-            for stream in self.streams:
-                for body in self.bodies:
-                    problem = check_answer(port, bodies[(stream, body)].read_bytes(), stream, MASTER_KEY)
-                    if problem:
-                        info.checks.append(f"{'stream' if stream else 'json'} {body}: {problem}")
-                        print(f"[{name}]   check {'stream' if stream else 'json'} {body}: {problem}", flush=True)
-            for stream in self.streams:
-                for body in self.bodies:
-                    for conc in self.concs:
-                        self.run_cell(name, svc, port, stream, body, conc)
-            for stream in self.streams:  # still right after the load?
-                problem = check_answer(port, bodies[(stream, self.bodies[0])].read_bytes(), stream, MASTER_KEY)
+            for mode, body in pairs:
+                problem = check_answer(port, bodies[(mode, body)].read_bytes(), mode, key)
                 if problem:
-                    info.checks.append(f"after load, {'stream' if stream else 'json'}: {problem}")
+                    info.checks.append(f"{mode} {body}: {problem}")
+                    print(f"[{name}]   check {mode} {body}: {problem}", flush=True)
+                else:
+                    info.answered += 1
+            for mode, body in pairs:
+                for conc in self.concs:
+                    self.run_cell(name, svc, port, mode, body, conc, key)
+            for mode in dict.fromkeys(m for m, _ in pairs):  # still right after the load?
+                body = next(b for m, b in pairs if m == mode)
+                problem = check_answer(port, bodies[(mode, body)].read_bytes(), mode, key)
+                if problem:
+                    info.checks.append(f"after load, {mode} {body}: {problem}")
+                else:
+                    info.answered += 1
         except Interrupted:
             raise
         except Exception as exc:  # one broken target must not lose the others' numbers
@@ -177,6 +239,20 @@ class Bench:
             info.log_errors = count_log_errors(svc.log)
             if info.log_errors:
                 print(f"[{name}] {info.log_errors} error(s)/traceback(s) in {svc.log}", flush=True)
+        if ledger is not None and svc.popen is not None and not info.error:
+            try:
+                ledger(info)
+            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                info.checks.append(f"ledger check failed: {type(exc).__name__}: {exc}")
+
+    def gateway_cli(self, env: dict[str, str], *argv: str) -> str:
+        """Run the gateway's admin CLI in direct-database mode (GATEWAY_DATABASE_URL in `env`); its stdout."""
+        out = subprocess.run(
+            [str(self.args.gateway_bin), *argv], env=env, capture_output=True, text=True, timeout=60, cwd=self.work
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"gateway {' '.join(argv[:2])} exited {out.returncode}: {out.stderr.strip()[-300:]}")
+        return out.stdout
 
     def settle(self, svc: Service, window: float = 0.2, busy: float = 0.1, limit: float = 15.0) -> float:
         """Wait until the target and the upstream are idle (under `busy` of a core over `window` s).
@@ -196,11 +272,12 @@ class Bench:
             before = now
         return time.perf_counter() - start
 
-    def run_cell(self, name: str, svc: Service, port: int, stream: bool, body: str, conc: int) -> None:
-        cell = Cell(name, stream, body, conc)
+    def run_cell(self, name: str, svc: Service, port: int, mode: str, body: str, conc: int, key: str) -> None:
+        cell = Cell(name, mode, body, conc)
         self.cells.append(cell)
-        label = f"[{name}] {'stream' if stream else 'json':6} {body:>5} c={conc:<3}"
-        if self.quick and name == LITELLM and body == "4MB" and conc > 1:
+        label = f"[{name}] {mode:9} {body:>5} c={conc:<3}"
+        # LiteLLM finishes no such request within a 1 s cell (about 2 s each at c=32 for stream100).
+        if self.quick and name == LITELLM and (body == "4MB" or mode == "stream100") and conc > 1:
             cell.skipped = "--quick"
             print(f"{label} skipped (--quick)", flush=True)
             return
@@ -208,17 +285,24 @@ class Bench:
             cell.skipped = "target not running"
             print(f"{label} skipped: target not running", flush=True)
             return
-        body_file = self.body_files[(stream, body)]
+        body_file = self.body_files[(mode, body)]
         threads = 1
-        self.settle(svc)
-        if self.warmup and body != "4MB":
-            run_wrk(port, body_file, conc, self.warmup, MASTER_KEY, self.load_core, self.args.wrk_timeout, threads)
+        info = self.infos[name]
+        try:
             self.settle(svc)
-        duration = self.cell_duration(body)
-        pids = svc.pids()
-        cpu0 = cpu_seconds(pids)
-        result = run_wrk(port, body_file, conc, duration, MASTER_KEY, self.load_core, self.args.wrk_timeout, threads)
+            if self.warmup and body != "4MB":
+                warm = run_wrk(port, body_file, conc, self.warmup, key, self.load_core, self.args.wrk_timeout, threads)
+                info.answered += warm.requests - warm.non2xx
+                self.settle(svc)
+            duration = self.cell_duration(body)
+            pids = svc.pids()
+            cpu0 = cpu_seconds(pids)
+            result = run_wrk(port, body_file, conc, duration, key, self.load_core, self.args.wrk_timeout, threads)
+        except Interrupted:
+            cell.skipped = "interrupted"
+            raise
         cpu1 = cpu_seconds(pids)
+        info.answered += result.requests - result.non2xx
         cell.result = result
         if result.requests:
             cell.cpu_us_per_req = (cpu1 - cpu0) * 1e6 / result.requests
@@ -250,32 +334,78 @@ class Bench:
         )
         up_probe = lambda: http_get(f"http://127.0.0.1:{up_port}/v1/models")[0] == 200  # noqa: E731
 
-        gw_port = free_port()
         gw_config = render_template(HERE / "gateway.yaml", self.work / "gateway.yaml", UPSTREAM_PORT=up_port)
-        gw_env = dict(self.env)
-        gw_env.update(
-            BENCH_UPSTREAM_KEY=UPSTREAM_KEY,
-            GATEWAY_MASTER_KEY=MASTER_KEY,
-            GATEWAY_LOG_LEVEL="warning",
-            GATEWAY_DATA_DIR=str(self.work / "gateway-data"),
-        )
-        gw_env.pop("GATEWAY_CONFIG", None)
-        gateway = Service(
-            GATEWAY,
-            pinned([str(self.args.gateway_bin), "serve", "--config", str(gw_config), "--port", str(gw_port)],
-                   self.proxy_core),
-            gw_env,
-            self.logs / "gateway.log",
-        )  # fmt: skip
 
-        def gw_probe() -> bool:
-            status, raw = http_get(f"http://127.0.0.1:{gw_port}/readyz")
-            if status != 200:
-                return False
-            mode = json.loads(raw).get("mode")
-            if mode != "live":
-                raise RuntimeError(f"model-gateway is in {mode!r} mode, not live: the benchmark would not be valid")
-            return True
+        def gateway_service(name: str, data: str, log: str) -> tuple[Service, int, Callable[[], bool], dict[str, str]]:
+            """model-gateway with its own fresh ledger: SQLite in .bench/<data>/, emptied for every run."""
+            port = free_port()
+            data_dir = self.work / data
+            shutil.rmtree(data_dir, ignore_errors=True)
+            env = dict(self.env)
+            env.pop("GATEWAY_CONFIG", None)
+            env.update(
+                BENCH_UPSTREAM_KEY=UPSTREAM_KEY,
+                GATEWAY_MASTER_KEY=MASTER_KEY,
+                GATEWAY_LOG_LEVEL="warning",
+                GATEWAY_DATA_DIR=str(data_dir),
+                GATEWAY_DATABASE_URL=f"sqlite:///{data_dir / 'gateway.db'}",  # the CLI and the server: one file
+            )
+            svc = Service(
+                name,
+                pinned([str(self.args.gateway_bin), "serve", "--config", str(gw_config), "--port", str(port)],
+                       self.proxy_core),
+                env,
+                self.logs / log,
+            )  # fmt: skip
+
+            def probe() -> bool:
+                status, raw = http_get(f"http://127.0.0.1:{port}/readyz")
+                if status != 200:
+                    return False
+                mode = json.loads(raw).get("mode")
+                if mode != "live":
+                    raise RuntimeError(f"{name} is in {mode!r} mode, not live: the benchmark would not be valid")
+                return True
+
+            return svc, port, probe, env
+
+        gateway, gw_port, gw_probe, gw_env = gateway_service(GATEWAY, "gateway-data", "gateway.log")
+        budget_gw, bg_port, bg_probe, bg_env = gateway_service(
+            GATEWAY_BUDGET, "gateway-budget-data", "gateway-budget.log"
+        )
+
+        def budget_prepare() -> str:
+            """Before the gateway starts: a team with a budget and a key of that team, in its database."""
+            self.gateway_cli(bg_env, "teams", "create", BUDGET_TEAM, "--budget", BUDGET_USD, "--period", "monthly")
+            created = json.loads(
+                self.gateway_cli(bg_env, "keys", "create", "--team", BUDGET_TEAM, "--name", "bench", "--format", "json")
+            )
+            key = created["key"]
+            if not key.startswith("gw-"):
+                raise RuntimeError(f"unexpected key from 'gateway keys create': {key[:6]!r}...")
+            print(f"[{GATEWAY_BUDGET}] team {BUDGET_TEAM!r} (budget ${BUDGET_USD} monthly), key {created['prefix']}...",
+                  flush=True)  # fmt: skip
+            return key
+
+        def ledger_check(env: dict[str, str], team: str | None) -> Callable[[TargetInfo], None]:
+            def check(info: TargetInfo) -> None:
+                """After the gateway stopped: one ledger row per answered request; no budget hold left over."""
+                extra = ["--team", team] if team else []
+                spend = json.loads(self.gateway_cli(env, "spend", "--format", "json", *extra))["total"]
+                note = f"ledger: {spend['requests']} requests for {info.answered} 2xx answers, ${spend['cost_usd']:.4f}"
+                if spend["requests"] < info.answered:
+                    info.checks.append(f"{note}: fewer ledger rows than answers")
+                if team:
+                    shown = json.loads(self.gateway_cli(env, "teams", "show", team, "--format", "json"))
+                    note += f"; team spent ${shown['spent_usd']:.4f}, reserved ${shown['reserved_usd']:.4f}"
+                    if shown["reserved_nanos"]:
+                        info.checks.append(f"budget holds left over after the load: {shown['reserved_nanos']} nanos")
+                    if shown["spent_nanos"] <= 0 and info.answered:
+                        info.checks.append("the team's budget was not charged")
+                info.notes.append(note)
+                print(f"[{info.name}] {note}", flush=True)
+
+            return check
 
         ll_port = free_port()
         ll_config = render_template(
@@ -304,7 +434,7 @@ class Bench:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Linux {platform.release()}",
             "pinning": (
-                "model-gateway / litellm-proxy on core 0; wrk, upstream and this driver on core 1 (taskset)"
+                "model-gateway(+budget) / litellm-proxy on core 0; wrk, upstream and this driver on core 1 (taskset)"
                 if self.pin else "none (fewer than 2 cores, taskset missing, or --no-pin)"
             ),
             "model-gateway": _version(["git", "describe", "--always", "--dirty"]),
@@ -318,23 +448,34 @@ class Bench:
         print("model-gateway benchmark\n" + "\n".join(f"  {k}: {v}" for k, v in meta.items()), flush=True)
 
         self.upstream = upstream
+        interrupted = ""
         try:
             upstream.spawn()
             self.services.append(upstream)
             upstream.wait_ready(up_probe, timeout=30)
             self.run_target(UPSTREAM, upstream, up_port, up_probe, spawn=False)
             if GATEWAY in self.targets:
-                self.run_target(GATEWAY, gateway, gw_port, gw_probe)
+                self.run_target(GATEWAY, gateway, gw_port, gw_probe, ledger=ledger_check(gw_env, None))
+            if GATEWAY_BUDGET in self.targets:
+                self.run_target(
+                    GATEWAY_BUDGET, budget_gw, bg_port, bg_probe,
+                    prepare=budget_prepare, ledger=ledger_check(bg_env, BUDGET_TEAM),
+                )  # fmt: skip
             if LITELLM in self.targets:
                 if litellm_bin.exists():
                     self.run_target(LITELLM, litellm, ll_port, ll_probe)
                 else:
                     self.infos[LITELLM] = TargetInfo(LITELLM, error=f"{litellm_bin} missing: run tests/bench/run.sh")
+        except Interrupted as exc:
+            interrupted = str(exc)
         finally:
             for svc in reversed(self.services):
                 svc.stop()
+        if interrupted:
+            print(f"\ninterrupted ({interrupted}); all processes stopped; partial results follow", flush=True)
+            meta["INTERRUPTED"] = f"{interrupted}: partial results"
 
-        targets = [UPSTREAM] + [t for t in (GATEWAY, LITELLM) if t in self.infos]
+        targets = [t for t in TARGETS if t in self.infos]
         cells_md = table(self.cells, targets, self.bodies, self.concs)
         infos_md = target_table([self.infos[t] for t in targets])
         summary_md, verdicts = summary(self.cells, self.infos)
@@ -355,7 +496,7 @@ class Bench:
         }
         (self.work / "results.json").write_text(json.dumps(raw, indent=1))
         print(f"written: {self.work / 'results.md'}, {self.work / 'results.json'}; logs in {self.logs}", flush=True)
-        return 0
+        return 130 if interrupted else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed (tests/bench/run.sh installs it)", file=sys.stderr)
         return 2
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell that started us in the background may have set it to "ignore".
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     try:
         return Bench(args).run()

@@ -11,11 +11,17 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from upstream import CONTENT, STREAM100_CONTENT, STREAM100_MARKER, STREAM100_PARTS
+
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "post.lua"
 MODEL = "bench-model"
-EXPECTED = "Hello from the bench upstream."  # what upstream.py answers
+EXPECTED = CONTENT  # what upstream.py answers: "Hello from the bench upstream."
 BODY_SIZES = {"2KB": 2 * 1024, "200KB": 200 * 1024, "4MB": 4 * 1024 * 1024}
+# Request modes: JSON answer; SSE stream in one upstream write; SSE stream of 100 content
+# chunks, one upstream write each (upstream.py picks it by a marker in the system message).
+MODES = ("json", "stream", "stream100")
+MODE_BODIES = {"json": tuple(BODY_SIZES), "stream": tuple(BODY_SIZES), "stream100": ("2KB",)}
 
 _WORDS = (
     "the gateway forwards each request to its provider and relays the answer while it counts tokens "
@@ -34,14 +40,18 @@ def _text(size: int) -> str:
     return "".join(parts)[:size]
 
 
-def make_body(size: int, stream: bool) -> bytes:
+def make_body(size: int, mode: str) -> bytes:
     """A chat request whose JSON encoding is `size` bytes (give or take a few)."""
+    stream = mode != "json"
+    system = "You are a terse assistant."
+    if mode == "stream100":  # read by upstream.py; in a message so that every proxy forwards it
+        system += f" [{STREAM100_MARKER}]"
 
     def build(text: str) -> bytes:
         body = {
             "model": MODEL,
             "messages": [
-                {"role": "system", "content": "You are a terse assistant."},
+                {"role": "system", "content": system},
                 {"role": "user", "content": text},
             ],
             "max_tokens": 64,
@@ -61,21 +71,27 @@ def make_body(size: int, stream: bool) -> bytes:
     return raw
 
 
-def write_bodies(folder: Path) -> dict[tuple[bool, str], Path]:
+def write_bodies(folder: Path) -> dict[tuple[str, str], Path]:
+    """The request body files, keyed by (mode, body size name)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, size in BODY_SIZES.items():
-        for stream in (False, True):
-            path = folder / f"chat-{name}-{'stream' if stream else 'json'}.json"
-            raw = make_body(size, stream)
+    for mode in MODES:
+        for name in MODE_BODIES[mode]:
+            path = folder / f"chat-{name}-{mode}.json"
+            raw = make_body(BODY_SIZES[name], mode)
             if not path.exists() or path.read_bytes() != raw:
                 path.write_bytes(raw)
-            out[(stream, name)] = path
+            out[(mode, name)] = path
     return out
 
 
-def check_answer(port: int, body: bytes, stream: bool, key: str, timeout: float = 120.0) -> str | None:
-    """POST once; return None if the answer is a 200 with the expected content, else what is wrong."""
+def check_answer(port: int, body: bytes, mode: str, key: str, timeout: float = 120.0) -> str | None:
+    """POST once; return None if the answer is a 200 with the expected content, else what is wrong.
+
+    For `stream100` the content must also arrive as 100 content chunks, as the upstream sent it.
+    """
+    stream = mode != "json"
+    expected = STREAM100_CONTENT if mode == "stream100" else EXPECTED
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
@@ -95,7 +111,7 @@ def check_answer(port: int, body: bytes, stream: bool, key: str, timeout: float 
                 return f"content-type {ctype!r}"
             reply = json.loads(raw)
             content = reply["choices"][0]["message"]["content"]
-            if content != EXPECTED:
+            if content != expected:
                 return f"content {content!r}"
             return None
         if not ctype.startswith("text/event-stream"):
@@ -105,14 +121,19 @@ def check_answer(port: int, body: bytes, stream: bool, key: str, timeout: float 
         if not datas or datas[-1] != b"[DONE]":
             return f"stream does not end with [DONE]: {raw[-200:]!r}"
         text = ""
+        pieces = 0
         for data in datas[:-1]:
             chunk = json.loads(data)
             if "error" in chunk:
                 return f"error event: {data[:200]!r}"
             for choice in chunk.get("choices") or ():
-                text += (choice.get("delta") or {}).get("content") or ""
-        if text != EXPECTED:
-            return f"streamed content {text!r}"
+                piece = (choice.get("delta") or {}).get("content") or ""
+                text += piece
+                pieces += bool(piece)
+        if text != expected:
+            return f"streamed content {text[:200]!r}"
+        if mode == "stream100" and pieces != len(STREAM100_PARTS):
+            return f"{pieces} content chunks, expected {len(STREAM100_PARTS)}"
         return None
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         return f"malformed answer ({exc!r}): {raw[:200]!r}"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark, in one command (from the repository root):
 #
-#   bash tests/bench/run.sh              # full run, 5 s per cell (~6 minutes)
+#   bash tests/bench/run.sh              # full run, 5 s per cell (~6-7 minutes)
 #   bash tests/bench/run.sh --quick      # smoke run, 1 s per cell (~2 minutes)
 #   bash tests/bench/run.sh --duration 10
 #
-# Other options go to the driver (see `--help`), e.g. --targets model-gateway,
-# --bodies 2KB, --concurrency 32, --modes stream, --no-pin.
+# Other options go to the driver (see `--help`), e.g. --targets model-gateway
+# (of model-gateway, model-gateway+budget, litellm-proxy), --bodies 2KB,
+# --concurrency 32, --modes stream (of json, stream, stream100), --no-pin.
 #
 # It installs what it needs and skips what is already there: wrk (Debian
 # package), and LiteLLM Proxy 1.108.7 into its own virtual environment

@@ -9,6 +9,12 @@ Content-Length bodies) so that the upstream is not what a benchmark measures:
   top-level keys other than `messages` are; no JSON parsing) it answers a fixed
   SSE stream instead, in one write: a role chunk, four content chunks, a final
   chunk with `finish_reason` and `usage`, and `data: [DONE]`.
+- If a streaming body also holds the marker `bench-stream100` (put in the system
+  message by load.py, so that every proxy forwards it), it streams per chunk
+  instead: the response head, a role chunk, 100 content chunks of a few
+  characters each, the final chunk with `finish_reason` and `usage`, and
+  `data: [DONE]`, each SSE event its own HTTP chunk and its own socket write
+  (uvloop sets TCP_NODELAY, so each leaves as its own segment).
 - `GET /v1/models` lists `bench-model`; `GET /health` answers 200.
 
 Run: python tests/bench/upstream.py --port 18000 [--host 127.0.0.1]
@@ -28,6 +34,9 @@ CONTENT = "".join(CONTENT_PARTS)
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 STREAM_MARKERS = (b'"stream":true', b'"stream": true')
+STREAM100_MARKER = "bench-stream100"  # in the body: stream per chunk (see the module docstring)
+STREAM100_PARTS = [f"tok{i:02d} " for i in range(100)]  # 100 content chunks of 6 characters
+STREAM100_CONTENT = "".join(STREAM100_PARTS)
 EDGE = 16 * 1024
 READ_SIZE = 256 * 1024
 
@@ -77,9 +86,24 @@ def _response(status: str, ctype: bytes, body: bytes, close: bool = False) -> by
 
 
 R_COMPLETION = _response("200 OK", b"application/json", COMPLETION)
-R_STREAM = (
+STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-    b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(SSE):x}".encode() + b"\r\n" + SSE + b"\r\n0\r\n\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+R_STREAM = STREAM_HEAD + f"{len(SSE):x}".encode() + b"\r\n" + SSE + b"\r\n0\r\n\r\n"
+_MARK100 = STREAM100_MARKER.encode()
+
+
+def _http_chunk(data: bytes) -> bytes:
+    return f"{len(data):x}".encode() + b"\r\n" + data + b"\r\n"
+
+
+USAGE100 = {"prompt_tokens": 12, "completion_tokens": len(STREAM100_PARTS), "total_tokens": 12 + len(STREAM100_PARTS)}
+# One socket write each: the head, the role chunk, 100 content chunks, the final chunk, [DONE] (+ the end).
+R_STREAM100 = (
+    [STREAM_HEAD, _http_chunk(_chunk({"role": "assistant", "content": ""}))]
+    + [_http_chunk(_chunk({"content": part})) for part in STREAM100_PARTS]
+    + [_http_chunk(_chunk({}, "stop", USAGE100)), _http_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"]
 )
 R_MODELS = _response("200 OK", b"application/json", MODELS)
 R_HEALTH = _response("200 OK", b"application/json", b'{"status":"ok"}')
@@ -92,7 +116,9 @@ R_413 = _response("413 Payload Too Large", b"application/json", b'{"error":{"mes
 class Upstream(asyncio.BufferedProtocol):
     """Reads into one reusable buffer: a large body costs no allocation (and no page faults)."""
 
-    __slots__ = ("transport", "buffer", "view", "head", "need", "first", "tail", "seen", "stream", "route", "close")
+    __slots__ = (
+        "transport", "buffer", "view", "head", "need", "first", "tail", "seen", "stream", "stream100", "route", "close"
+    )  # fmt: skip
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -104,6 +130,7 @@ class Upstream(asyncio.BufferedProtocol):
         self.tail = b""  # the last EDGE bytes of the current body (so far)
         self.seen = 0
         self.stream = False
+        self.stream100 = False
         self.route = b""
         self.close = False
 
@@ -132,6 +159,7 @@ class Upstream(asyncio.BufferedProtocol):
                 if self.need:
                     return
                 self.stream = any(m in self.first or m in self.tail for m in STREAM_MARKERS)
+                self.stream100 = self.stream and (_MARK100 in self.first or _MARK100 in self.tail)
             if self.route:  # a whole request (head and body) has arrived
                 self._answer()
                 if self.close:
@@ -182,13 +210,20 @@ class Upstream(asyncio.BufferedProtocol):
         self.need = length
         self.first = self.tail = b""
         self.seen = 0
-        self.stream = False
+        self.stream = self.stream100 = False
         self.close = close
         return True
 
     def _answer(self) -> None:
         route, self.route = self.route, b""
         if route == b"POST /v1/chat/completions":
+            if self.stream100:
+                write = self.transport.write
+                for part in R_STREAM100:  # one write (one send) per SSE event
+                    write(part)
+                if self.close:
+                    self.transport.close()
+                return
             reply = R_STREAM if self.stream else R_COMPLETION
         elif route == b"GET /v1/models":
             reply = R_MODELS
