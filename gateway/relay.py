@@ -136,6 +136,8 @@ def count_text(chunk: Json, outcome: StreamOutcome) -> None:
                 text = delta.get(field)
                 if isinstance(text, str):
                     outcome.completion_chars += len(text)
+                    if outcome.transcript is not None:
+                        outcome.transcript.append(text)
             for call in delta.get("tool_calls") or ():
                 if isinstance(call, dict) and isinstance(call.get("function"), dict):
                     outcome.completion_chars += len(str(call["function"].get("arguments") or ""))

@@ -341,3 +341,21 @@ def test_postgres_budgets_and_ledger(start_gateway: GatewayFactory, postgres_url
         assert post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key)).status == 200
     rows = ledger(postgres_url, team="pg-web")
     assert len(rows) == 2 and team_usage(postgres_url, team).spent_nanos == sum(r.cost_nanos for r in rows)
+
+
+def test_ledger_keeps_text_only_when_enabled(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "web", None)
+    key, _ = make_key(db, "web")
+    url = start_gateway(database_url=db, ledger_content=True).url
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+    whole = client.chat.completions.create(model="kimi-k2.6", messages=[{"role": "user", "content": "secret plan alpha"}])
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model="mistral-medium-3.5", messages=[{"role": "user", "content": "plan beta"}], stream=True)
+        if c.choices
+    )
+    rows = ledger(db)
+    first, second = (json.loads(r.content) for r in rows)
+    assert first["request"]["messages"][0]["content"] == "secret plan alpha"
+    assert first["response"]["choices"][0]["message"]["content"] == whole.choices[0].message.content
+    assert second["request"]["messages"][0]["content"] == "plan beta" and second["response"] == streamed

@@ -48,8 +48,19 @@ def _allowed(principal: Principal) -> Allowed:
 Call = Callable[[Adapter, Route], Awaitable[Reply | StreamReply]]
 
 
+def _content(request_body: dict[str, Any], response: Any) -> str:
+    """What the ledger stores when GATEWAY_LEDGER_CONTENT is on: the request and the answer."""
+    return orjson.dumps({"request": request_body, "response": response}).decode()
+
+
 async def _serve(
-    gateway: Gateway, principal: Principal, params: RequestParams, size: int, endpoint: str, call: Call
+    gateway: Gateway,
+    principal: Principal,
+    params: RequestParams,
+    body: dict[str, Any],
+    size: int,
+    endpoint: str,
+    call: Call,
 ) -> Response:
     """Route, reserve budget, call the provider, settle; the same for every endpoint."""
     route = choose(gateway.catalog, params.model, endpoint, params.needs, _allowed(principal))
@@ -65,6 +76,8 @@ async def _serve(
         route_reason=route.reason, stream=params.stream,
     )  # fmt: skip
     headers = _route_headers(route)
+    keep_content = gateway.settings.ledger_content
+    request_body = dict(body) if keep_content else {}  # the adapter rewrites `body` in place
     try:
         reply = await call(adapter, route)
     except GatewayError as error:
@@ -74,14 +87,20 @@ async def _serve(
         gateway.in_background(accounting.release(ticket))
         raise
     if isinstance(reply, Reply):
-        charged = await settle(status=200, usage=reply.usage)
+        content = _content(request_body, orjson.loads(reply.body)) if keep_content else None
+        charged = await settle(status=200, usage=reply.usage, content=content)
         headers["x-gateway-cost-usd"] = usd_text(charged.cost_nanos)
         return json_bytes(reply.body, headers=headers)
 
     outcome = reply.outcome
+    if keep_content:
+        outcome.transcript = []
+
+    def streamed_content() -> str | None:
+        return _content(request_body, "".join(outcome.transcript)) if outcome.transcript is not None else None
 
     async def on_finish(done: StreamOutcome) -> dict[str, object]:
-        charged = await settle(status=200, usage=done.usage, ttft=done.first_chunk_at)
+        charged = await settle(status=200, usage=done.usage, ttft=done.first_chunk_at, content=streamed_content())
         return charged.x_gateway(route.model.name, route.provider.name, route.reason)
 
     outcome.on_finish = on_finish
@@ -95,7 +114,7 @@ async def _serve(
                 # Cut or abandoned: bill what was relayed (estimated if the provider never sent usage).
                 gateway.in_background(
                     settle(status=200, usage=outcome.usage, completion_chars=outcome.completion_chars,
-                           ttft=outcome.first_chunk_at)
+                           ttft=outcome.first_chunk_at, content=streamed_content())
                 )  # fmt: skip
 
     return EventStreamResponse(events(), headers=headers)
@@ -121,7 +140,7 @@ async def chat_completions(gateway: Gateway, request: Request, principal: Princi
     async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
         return await adapter.chat(body, route.model, stream=params.stream, include_usage=params.include_usage)
 
-    return await _serve(gateway, principal, params, size, "chat", call)
+    return await _serve(gateway, principal, params, body, size, "chat", call)
 
 
 async def completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -137,7 +156,7 @@ async def completions(gateway: Gateway, request: Request, principal: Principal) 
             return await adapter.fim(body, route.model, **options)
         return await adapter.chat(prompt_as_chat(body), route.model, **options)
 
-    return await _serve(gateway, principal, params, size, "fim" if fim else "chat", call)
+    return await _serve(gateway, principal, params, body, size, "fim" if fim else "chat", call)
 
 
 async def fim_completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -149,7 +168,7 @@ async def fim_completions(gateway: Gateway, request: Request, principal: Princip
     async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
         return await adapter.fim(body, route.model, stream=params.stream, include_usage=params.include_usage)
 
-    return await _serve(gateway, principal, params, size, "fim", call)
+    return await _serve(gateway, principal, params, body, size, "fim", call)
 
 
 async def embeddings(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -159,7 +178,7 @@ async def embeddings(gateway: Gateway, request: Request, principal: Principal) -
     async def call(adapter: Adapter, route: Route) -> Reply:
         return await adapter.embeddings(body, route.model)
 
-    return await _serve(gateway, principal, params, size, "embeddings", call)
+    return await _serve(gateway, principal, params, body, size, "embeddings", call)
 
 
 def model_card(gateway: Gateway, model: ModelConfig | None) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class StreamOutcome:
     completed: bool = False
     first_chunk_at: float | None = None
     completion_chars: int = 0  # text relayed, for an estimate when the provider never reports usage
+    transcript: list[str] | None = None  # the relayed text, kept only when the ledger stores content
     # Called when the provider finished, before the client gets the usage chunk and [DONE];
     # returns what to add to the usage chunk as `x_gateway` (the settled cost).
     on_finish: Callable[["StreamOutcome"], Awaitable[dict[str, Any] | None]] | None = None
