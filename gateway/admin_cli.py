@@ -19,15 +19,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, TypeVar
 
 import orjson
 
 from gateway import management
+from gateway.admin_render import render_keys, render_new_key, render_spend, render_team, render_teams
 from gateway.errors import GatewayError
-from gateway.spend.money import NANOS_PER_USD
 from gateway.store.base import GROUPS
 
 T = TypeVar("T")
@@ -285,114 +284,7 @@ def _team_body(args: argparse.Namespace) -> dict[str, Any]:
     return {field: convert(getattr(args, dest)) for dest, field, convert in TEAM_FIELDS if getattr(args, dest) is not None}
 
 
-# -- output --------------------------------------------------------------------------------------
 
-
-def usd(nanos: int | None) -> str:
-    """Readable USD: cents when exact, else every significant digit down to the nano-dollar."""
-    if nanos is None:
-        return "-"
-    amount = Decimal(nanos) / NANOS_PER_USD
-    cents = amount.quantize(Decimal("0.01"))
-    text = str(cents) if cents == amount else format(amount.normalize(), "f")
-    return f"${text}"
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ",".join(value) if value else "(none)"
-    return str(value)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
-    """Aligned columns; the `right` columns (numbers) are right-aligned."""
-    cells = [[str(h) for h in headers], *[[_text(v) for v in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        parts = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
-def _details(pairs: Sequence[tuple[str, Any]]) -> str:
-    width = max(len(label) for label, _ in pairs)
-    return "\n".join(f"{label.ljust(width)}  {_text(value)}" for label, value in pairs)
-
-
-def _soft(team: Mapping[str, Any]) -> str:
-    return f"{team['soft_limit_pct']}%" if team.get("soft_limit_pct") else "-"
-
-
-def render_team(team: Mapping[str, Any]) -> str:
-    return _details([
-        ("name", team["name"]),
-        ("budget", usd(team["budget_nanos"]) if team["budget_nanos"] is not None else "no limit"),
-        ("period", team["period"]),
-        ("period start", team.get("period_start")),
-        ("resets at", team.get("period_resets_at") or "never (total)"),
-        ("spent", usd(team.get("spent_nanos"))),
-        ("reserved", usd(team.get("reserved_nanos"))),
-        ("remaining", usd(team.get("remaining_nanos")) if team.get("remaining_nanos") is not None else "no limit"),
-        ("soft limit", _soft(team)),
-        ("regions", team["regions"] if team["regions"] is not None else "any"),
-        ("models", team["models"] if team["models"] is not None else "any"),
-        ("policy", team["policy"]),
-        ("created", team["created_at"]),
-    ])  # fmt: skip
-
-
-def render_teams(teams: Sequence[Mapping[str, Any]]) -> str:
-    if not teams:
-        return "no teams"
-    headers = ("NAME", "BUDGET", "PERIOD", "SPENT", "RESERVED", "REMAINING", "RESETS AT", "SOFT", "REGIONS", "MODELS", "POLICY")
-    rows = [
-        (t["name"], usd(t["budget_nanos"]), t["period"], usd(t["spent_nanos"]), usd(t["reserved_nanos"]),
-         usd(t["remaining_nanos"]), t["period_resets_at"] or "never", _soft(t), t["regions"] or "any",
-         t["models"] or "any", t["policy"])
-        for t in teams
-    ]  # fmt: skip
-    return table(headers, rows, right=(1, 3, 4, 5))
-
-
-def render_keys(keys: Sequence[Mapping[str, Any]]) -> str:
-    if not keys:
-        return "no keys"
-    headers = ("ID", "PREFIX", "TEAM", "NAME", "BUDGET", "SPENT", "MODELS", "EXPIRES", "STATUS")
-    rows = [
-        (k["id"], k["prefix"] + "...", k["team"], k["name"] or "-", usd(k["budget_nanos"]), usd(k.get("spent_nanos")),
-         k["models"] or "any", k["expires_at"] or "never", k["status"])
-        for k in keys
-    ]  # fmt: skip
-    return table(headers, rows, right=(4, 5))
-
-
-def render_new_key(key: Mapping[str, Any]) -> str:
-    details = _details([
-        ("id", key["id"]),
-        ("team", key["team"]),
-        ("name", key["name"] or "-"),
-        ("budget", usd(key["budget_nanos"]) if key["budget_nanos"] is not None else "team budget only"),
-        ("models", key["models"] if key["models"] is not None else "the team's"),
-        ("expires", key["expires_at"] or "never"),
-    ])  # fmt: skip
-    return f"{key['key']}\n\n{management.SHOWN_ONCE}\n\n{details}"
-
-
-def render_spend(report: Mapping[str, Any]) -> str:
-    group_by = report["group_by"]
-    headers = ([group_by.upper()] if group_by else []) + ["REQUESTS", "PROMPT", "COMPLETION", "CACHED", "COST"]
-    offset = 1 if group_by else 0
-
-    def line(row: Mapping[str, Any], label: list[Any]) -> list[Any]:
-        return label + [row["requests"], row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"],
-                        usd(row["cost_nanos"])]  # fmt: skip
-
-    rows = [line(r, [r[group_by] if r[group_by] is not None else "(none)"]) for r in report["rows"]] if group_by else []
-    rows.append(line(report["total"], ["TOTAL"] if group_by else []))
-    return table(headers, rows, right=tuple(range(offset, offset + 5)))
 
 
 def _print_json(value: Any) -> None:
