@@ -16,6 +16,7 @@ import orjson
 from gateway import __version__
 from gateway.admin_cli import add_admin_commands
 from gateway.config import DEMO_UPSTREAMS_ENV, ConfigError, Settings, load_catalog, needs_demo
+from gateway.policy import add_policy_commands
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.set_defaults(func=cmd_emulate)
 
     add_admin_commands(commands)
+    add_policy_commands(commands)
     return parser
 
 
