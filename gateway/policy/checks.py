@@ -1,0 +1,326 @@
+"""Loading and validating one policy file: YAML with line numbers, the schema, then checks against the catalog.
+
+Problems name the file and the field path, as `gateway.config` does for the
+catalog: `policies/x.yaml: prefer[1]: unknown model 'gpt-5' (known: ...) (line 7)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gateway.config import Catalog, ConfigError, ModelConfig, _loc
+from gateway.policy.schema import Policy
+
+log = logging.getLogger("gateway.policy")
+
+
+# -- problems ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about one file: an error (the file is not used) or a warning (it is, but look)."""
+
+    source: str
+    field: str
+    message: str
+    warning: bool = False
+    line: int | None = None
+
+    @property
+    def detail(self) -> str:
+        """Without the file name: `prefer[1]: unknown model 'x' (known: ...) (line 7)`."""
+        where = f" (line {self.line})" if self.line else ""
+        return f"{'warning: ' if self.warning else ''}{self.field}: {self.message}{where}"
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.detail}"
+
+
+class PolicyError(ConfigError):
+    """A policy file that cannot be used; `str()` has one line per problem, each naming the file and the field."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.findings = list(problems)
+        errors = [p for p in problems if not p.warning]
+        # Like ConfigError: `problems` are relative to `source`; those of other files (a directory's) keep their file.
+        self.source = source
+        self.problems = [p.detail if p.source == source else str(p) for p in errors]
+        Exception.__init__(self, "\n".join(str(p) for p in errors))
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # unhashable keys: the base class reports them
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"field {key!r} is given twice in this mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
+    """The line (1-based) of the YAML node at `loc`, or of its nearest existing parent."""
+    if node is None:
+        return None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            found = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if found is None:  # a missing field: the mapping that lacks it
+                break
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        elif isinstance(part, str) and part.startswith(("function-", "literal_", "value_")):
+            continue
+        else:
+            break
+    return node.start_mark.line + 1
+
+
+def _fields_at(loc: Sequence[Any]) -> list[str]:
+    """The field names allowed in the mapping an `extra_forbidden` error points into."""
+    cls: type[BaseModel] = Policy
+    for part in loc[:-1]:
+        info = cls.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(info, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            cls = annotation
+        else:
+            return []
+    return list(cls.model_fields)
+
+
+def _schema_problems(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field (allowed here: {', '.join(_fields_at(loc))})"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        out.append((loc, msg))
+    return out
+
+
+# -- validation against the catalog ------------------------------------------------------------
+
+
+def _could_be_cheaper(a: ModelConfig, b: ModelConfig) -> bool:
+    """Some request (a mix of prompt and output tokens) costs less on `a` than on `b`."""
+    return a.price.input < b.price.input or a.price.output < b.price.output
+
+
+def _semantic_problems(policy: Policy, stem: str, catalog: Catalog) -> list[tuple[tuple[Any, ...], str, bool]]:
+    """(loc, message, is_warning) for what the schema alone cannot see."""
+    found: list[tuple[tuple[Any, ...], str, bool]] = []
+
+    def error(loc: tuple[Any, ...], message: str) -> None:
+        found.append((loc, message, False))
+
+    def warn(loc: tuple[Any, ...], message: str) -> None:
+        found.append((loc, message, True))
+
+    known_models = list(catalog.models)
+    known_regions = sorted({p.region for p in catalog.providers.values()})
+    region_of = {m.name: catalog.provider_of(m).region for m in catalog.models.values()}
+    regions_text = ", ".join(policy.regions or ())
+
+    if policy.name != stem:
+        error(("name",), f"is {policy.name!r} but the file is {stem}.yaml: a policy's name must be its file name")
+
+    def duplicates(loc: tuple[Any, ...], values: Sequence[str] | None) -> None:
+        for index, value in enumerate(values or ()):
+            first = list(values or ()).index(value)
+            if first != index:
+                error((*loc, index), f"{value!r} is listed twice (first at {_loc((*loc, first))})")
+
+    for loc, values in (
+        (("models",), policy.models),
+        (("regions",), policy.regions),
+        (("prefer",), policy.prefer),
+        (("budget", "downgrade_to"), policy.budget.downgrade_to),
+        (("budget", "on_reservation_too_large"), policy.budget.on_reservation_too_large),
+        (("fallbacks", "on_failure"), policy.fallbacks.on_failure),
+    ):
+        duplicates(loc, values)
+
+    for index, region in enumerate(policy.regions or ()):
+        if region not in known_regions:
+            error(("regions", index), f"unknown region {region!r} (the catalog's providers run in: {', '.join(known_regions)})")
+
+    def outside(name: str) -> bool:
+        return policy.regions is not None and region_of[name] not in policy.regions
+
+    def unreachable(name: str) -> str:
+        return f"model {name!r} runs in region {region_of[name]!r}, outside this policy's regions ({regions_text}): unreachable"
+
+    for index, name in enumerate(policy.models or ()):
+        if name not in catalog.models:
+            error(("models", index), f"unknown model {name!r} (known: {', '.join(known_models)})")
+        elif outside(name):
+            error(("models", index), unreachable(name))
+
+    def must_be_allowed(loc: tuple[Any, ...], name: str) -> None:
+        if name not in catalog.models:
+            error(loc, f"unknown model {name!r} (known: {', '.join(known_models)})")
+        elif policy.models is not None and name not in policy.models:
+            error(loc, f"model {name!r} is not in this policy's models ({', '.join(policy.models)}): unreachable")
+        elif policy.models is None and outside(name):
+            error(loc, unreachable(name))
+
+    for index, name in enumerate(policy.prefer):
+        must_be_allowed(("prefer", index), name)
+    for index, name in enumerate(policy.budget.downgrade_to or ()):
+        must_be_allowed(("budget", "downgrade_to", index), name)
+
+    allowed = policy.allowed(catalog)
+    if not any("chat" in m.capabilities for m in allowed):
+        where = ("models",) if policy.models is not None else ("regions",)
+        error(where, "no chat model is reachable: the models allowed, within the regions allowed, must include one with 'chat'")
+
+    # Budget rules that move a request to another model need a cheaper model to move to.
+    budget = policy.budget
+    switching = budget.prefer_cheapest_above_pct is not None or "cheaper_model" in budget.on_reservation_too_large
+    if switching and allowed:
+        pool = [m for m in allowed if budget.downgrade_to is None or m.name in budget.downgrade_to]
+        reachable = any(
+            a.name != b.name and a.capabilities & b.capabilities and _could_be_cheaper(a, b) for a in pool for b in allowed
+        )
+        if not reachable:
+            if budget.prefer_cheapest_above_pct is not None:
+                loc: tuple[Any, ...] = ("budget", "prefer_cheapest_above_pct")
+            else:
+                loc = ("budget", "on_reservation_too_large", budget.on_reservation_too_large.index("cheaper_model"))
+            error(
+                loc,
+                "unreachable: no model the budget rules may move to (budget.downgrade_to, or every allowed model) "
+                "is cheaper than another allowed model with a capability in common",
+            )
+    if budget.downgrade_to is not None and not switching:
+        warn(
+            ("budget", "downgrade_to"),
+            "unused: no budget rule moves requests to another model "
+            "(set prefer_cheapest_above_pct, or cheaper_model in on_reservation_too_large)",
+        )
+    if "max_tokens_floor" in budget.model_fields_set and "lower_max_tokens" not in budget.on_reservation_too_large:
+        warn(("budget", "max_tokens_floor"), "unused: on_reservation_too_large does not include lower_max_tokens")
+
+    if "safety_margin_pct" in policy.context.model_fields_set and not policy.context.skip_if_over_window:
+        warn(("context", "safety_margin_pct"), "unused: skip_if_over_window is false")
+
+    fallbacks = policy.fallbacks
+    if fallbacks.max_backoff_ms < fallbacks.backoff_ms:
+        error(("fallbacks", "max_backoff_ms"), f"is {fallbacks.max_backoff_ms}, less than backoff_ms ({fallbacks.backoff_ms})")
+    if fallbacks.when_pinned and not fallbacks.to_next_candidate:
+        error(("fallbacks", "when_pinned"), "unreachable: to_next_candidate is false, so no request moves to another model")
+    if "5xx" in fallbacks.on_failure:
+        for index, kind in enumerate(fallbacks.on_failure):
+            if kind.isdigit() and kind.startswith("5"):
+                warn(("fallbacks", "on_failure", index), f"{kind!r} is already covered by '5xx'")
+    if not fallbacks.on_failure:
+        for name in ("retries", "to_next_candidate", "when_pinned", "backoff_ms", "max_backoff_ms", "retry_after_max_ms"):
+            if name in fallbacks.model_fields_set:
+                warn(("fallbacks", name), "unused: on_failure is empty, so no failure triggers a retry or a fallback")
+
+    if policy.named_model == "honour" and policy.models is None:
+        warn(
+            ("named_model",),
+            "'honour' only lets a request name a model outside this policy's models, and models is null (every model); "
+            "a named model that the team, key or regions forbid is refused",
+        )
+    return found
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def check_policy_text(text: str, source: str, stem: str, catalog: Catalog) -> tuple[Policy | None, list[Problem]]:
+    """Parse and validate one policy; the policy is None when there is any error."""
+    problems: list[Problem] = []
+
+    def add(loc: Sequence[Any], message: str, warning: bool = False, node: yaml.Node | None = None) -> None:
+        problems.append(Problem(source, _loc(tuple(loc)), message, warning, _line_of(node, loc)))
+
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        raw = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problems.append(Problem(source, "(top level)", f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                                line=mark.line + 1 if mark else None))  # fmt: skip
+        return None, problems
+    finally:
+        loader.dispose()
+    if not isinstance(raw, dict):
+        add((), "a policy is a mapping of fields (at least `name: " + stem + "`)", node=node)
+        return None, problems
+    raw.setdefault("name", stem)
+    try:
+        policy = Policy.model_validate(raw)
+    except ValidationError as exc:
+        schema = _schema_problems(exc)
+        for loc, message in schema:
+            add(loc, message, node=node)
+        # Still check the fields that are well-formed against the catalog, so one run shows every problem.
+        broken = {loc[0] for loc, _ in schema if loc}
+        rest = {k: v for k, v in raw.items() if k not in broken} | ({"name": stem} if "name" in broken else {})
+        try:
+            partial = Policy.model_validate(rest)
+        except ValidationError:
+            return None, problems
+        for loc, message, warning in _semantic_problems(partial, stem, catalog):
+            if loc and loc[0] not in broken:
+                add(loc, message, warning, node=node)
+        return None, _by_line(problems)
+    for loc, message, warning in _semantic_problems(policy, stem, catalog):
+        add(loc, message, warning, node=node)
+    return (None if any(not p.warning for p in problems) else policy), _by_line(problems)
+
+
+def _by_line(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: p.line or 0)
+
+
+def check_policy_file(path: Path, catalog: Catalog) -> tuple[Policy | None, list[Problem]]:
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(str(path), "(top level)", f"cannot read file: {exc}")]
+    return check_policy_text(text, str(path), _stem(path), catalog)
+
+
+def load_policy_file(path: Path, catalog: Catalog) -> Policy:
+    """One validated policy, or `PolicyError` naming the file and each field in error (warnings are logged)."""
+    policy, problems = check_policy_file(path, catalog)
+    for problem in problems:
+        if problem.warning:
+            log.warning("%s", problem)
+    if policy is None:
+        raise PolicyError(str(path), problems)
+    return policy
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".yaml")
+
+
+def policy_files(directory: Path) -> list[Path]:
+    """`*.yaml` files in the directory, without hidden ones (editors' swap and temporary files)."""
+    return sorted(p for p in Path(directory).glob("*.yaml") if not p.name.startswith(".") and p.is_file())
+
