@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway.admin_cli import add_admin_commands
 from gateway.config import DEMO_UPSTREAMS_ENV, ConfigError, Settings, load_catalog, needs_demo
 from gateway.policy import add_policy_commands
+from gateway.route_cli import add_route_commands
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_commands(commands)
     add_policy_commands(commands)
+    add_route_commands(commands)
     return parser
 
 

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     default_expected_output_tokens: int = Field(1024, ge=1)
     soft_limit_webhook_url: str | None = None
     ledger_content: bool = False  # store prompt and response text in the ledger (off: never)
+    # Routing policies (policies/README.md). None: ./policies if it exists, else the repository's policies/.
+    policies_dir: Path | None = None
 
     @field_validator("budget_timezone")
     @classmethod
@@ -55,6 +57,14 @@ class Settings(BaseSettings):
         except Exception as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    def resolved_policies_dir(self) -> Path:
+        if self.policies_dir is not None:
+            return self.policies_dir
+        here = Path("policies")
+        if here.is_dir():
+            return here
+        return Path(__file__).resolve().parent.parent / "policies"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'gateway.db'}"

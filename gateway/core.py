@@ -9,6 +9,7 @@ from typing import Any, Coroutine
 from gateway.auth import Authenticator
 from gateway.config import Catalog, ModelConfig, Settings
 from gateway.errors import GatewayError
+from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher
 from gateway.providers import Adapter, build_adapter
 from gateway.spend.accounting import Accounting
 from gateway.store import Store, open_store
@@ -24,6 +25,8 @@ class Gateway:
         self.auth = Authenticator(settings.master_key, self.store)
         self.accounting = Accounting(self.store, settings)
         self.adapters: dict[str, Adapter] = {name: build_adapter(p) for name, p in catalog.providers.items()}
+        self.policies = self._load_policies()
+        self._unknown_policies: set[str] = set()
         self.started = False
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -51,6 +54,38 @@ class Gateway:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _load_policies(self) -> PolicyWatcher | None:
+        """The policy directory, validated against this catalog. An explicitly configured directory
+        (GATEWAY_POLICIES_DIR) that does not validate stops start-up (PolicyError); the default one falls back
+        to the built-in permissive policy (`Policy(name="default")`) with a warning, so a custom catalog
+        without the shipped policies' models still starts."""
+        directory = self.settings.resolved_policies_dir()
+        try:
+            return PolicyWatcher(directory, self.catalog)
+        except PolicyError as exc:
+            if self.settings.policies_dir is not None:
+                raise
+            log.warning("policies in %s do not fit this catalog; using the built-in default policy:\n%s", directory, exc)
+            return None
+
+    def policy_set(self) -> PolicySet:
+        """The policies in use; a request takes this once and keeps it to the end."""
+        if self.policies is None:
+            return PolicySet("(built-in)", {DEFAULT_POLICY: Policy(name=DEFAULT_POLICY)})
+        return self.policies.current
+
+    def policy_for(self, policies: PolicySet, name: str | None) -> Policy:
+        """A team's policy. A team naming a policy that does not exist is routed with `default`, and this is
+        logged once per name (refusing every request of the team would turn a typo into an outage)."""
+        wanted = name or DEFAULT_POLICY
+        policy = policies.get(wanted)
+        if policy is not None:
+            return policy
+        if wanted not in self._unknown_policies:
+            self._unknown_policies.add(wanted)
+            log.warning("unknown policy %r (known: %s); using %r", wanted, ", ".join(sorted(policies)), DEFAULT_POLICY)
+        return policies.get(DEFAULT_POLICY) or Policy(name=DEFAULT_POLICY)
 
     def adapter_for(self, model: ModelConfig) -> Adapter:
         provider = self.catalog.provider_of(model)

@@ -316,16 +316,41 @@ def test_revoked_and_expired_keys_are_refused(start_gateway: GatewayFactory, db:
     assert unknown.status == 401
 
 
-def test_team_models_and_regions_are_enforced(start_gateway: GatewayFactory, db: str) -> None:
+def test_team_models_and_regions_are_enforced(start_gateway: GatewayFactory, db: str, tmp_path: Path) -> None:
+    """Default policy (`named_model: reroute`): a named model the team may not use is rerouted, never served."""
     make_team(db, "eu-team", None, regions=["eu"])
     key, _ = make_key(db, "eu-team")
     url = start_gateway(database_url=db).url
-    refused = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key))
-    assert refused.status == 403 and refused.error["code"] == "model_not_allowed" and "region 'cn'" in refused.error["message"]
+    rerouted = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key))
+    assert rerouted.status == 200 and rerouted.headers["x-gateway-region"] == "eu"
+    assert rerouted.headers["x-gateway-route-reason"] == "rerouted" and rerouted.headers["x-gateway-model"] == "mistral-medium-3.5"
     auto = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
     assert auto.status == 200 and auto.headers["x-gateway-region"] == "eu"
     make_team(db, "kimi-only", None, models=["kimi-k2.6"])
     limited, _ = make_key(db, "kimi-only")
+    other = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(limited))
+    assert other.status == 200 and other.headers["x-gateway-model"] == "kimi-k2.6" and other.headers["x-gateway-route-reason"] == "rerouted"
+    assert post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(limited)).headers["x-gateway-model"] == "kimi-k2.6"
+    assert [r.model for r in ledger(db)] == ["mistral-medium-3.5", "mistral-medium-3.5", "kimi-k2.6", "kimi-k2.6"]
+
+
+def test_named_model_is_refused_under_a_refusing_policy(start_gateway: GatewayFactory, db: str, tmp_path: Path) -> None:
+    """`named_model: refuse`: 403 model_not_allowed naming the region (the team's regions) or the team's models."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    root = Path(__file__).resolve().parent.parent / "policies"
+    (policies / "default.yaml").write_text((root / "default.yaml").read_text())
+    (policies / "strict.yaml").write_text("name: strict\nnamed_model: refuse\n")
+    make_team(db, "eu-strict", None, regions=["eu"], policy="strict")
+    key, _ = make_key(db, "eu-strict")
+    make_team(db, "kimi-strict", None, models=["kimi-k2.6"], policy="strict")
+    limited, _ = make_key(db, "kimi-strict")
+    url = start_gateway(database_url=db, policies_dir=policies).url
+    refused = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key))
+    assert refused.status == 403 and refused.error["code"] == "model_not_allowed" and "residency eu" in refused.error["message"]
+    assert "runs in cn" in refused.error["message"]
+    auto = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
+    assert auto.status == 200 and auto.headers["x-gateway-region"] == "eu"
     assert post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(limited)).status == 403
     assert post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(limited)).headers["x-gateway-model"] == "kimi-k2.6"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -18,8 +20,11 @@ from gateway.http.body import read_json_object
 from gateway.http.responses import EventStreamResponse, error_response, json_bytes
 from gateway.legacy import as_text_completion, prompt_as_chat
 from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply
-from gateway.routing import Allowed, Route, check_limits, choose
-from gateway.spend.accounting import estimate_prompt_tokens
+from gateway.policy import Policy
+from gateway.routing import Allowed, Route, RouteDecision, check_limits, decide
+from gateway.routing.counting import prompt_tokens as count_prompt_tokens
+from gateway.spend.accounting import Ticket
+from gateway.store.base import key_scope, team_scope
 from gateway.spend.money import usd_text
 from gateway.validation import Request as RequestParams
 from gateway.validation import check_chat, check_completion, check_embeddings
@@ -53,6 +58,127 @@ def _content(request_body: dict[str, Any], response: Any) -> str:
     return orjson.dumps({"request": request_body, "response": response}).decode()
 
 
+RESIDENCY_HEADER = "x-gateway-residency"
+
+
+def residency_header(gateway: Gateway, headers: Any) -> frozenset[str] | None:
+    """`x-gateway-residency: eu[,onprem]`: regions the request may use (it only narrows); unknown -> 400."""
+    raw = headers.get(RESIDENCY_HEADER) if headers is not None else None
+    if raw is None:
+        return None
+    wanted = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    known = sorted({p.region for p in gateway.catalog.providers.values()})
+    unknown = [r for r in wanted if r not in known]
+    if not wanted or unknown:
+        raise GatewayError(
+            400,
+            f"Header '{RESIDENCY_HEADER}': {'unknown region ' + repr(unknown[0]) if unknown else 'no region given'}"
+            f" (known: {', '.join(known)}).",
+            "invalid_request_error",
+            "invalid_residency",
+        )
+    return frozenset(wanted)
+
+
+async def spent_fraction(gateway: Gateway, principal: Principal, policy: Policy) -> float | None:
+    """The larger of the team's and the key's spent share of their budget, read only when the policy needs it."""
+    if policy.budget.prefer_cheapest_above_pct is None:
+        return None
+    team, key = principal.team, principal.key
+    scopes = []
+    if team.budget_nanos:
+        scopes.append((team_scope(team.name), team.budget_nanos))
+    if key is not None and key.budget_nanos:
+        scopes.append((key_scope(key.id), key.budget_nanos))
+    if not scopes:
+        return None
+    start, _ = gateway.accounting.window(team.period, datetime.now(timezone.utc))
+    fractions = []
+    for scope, budget in scopes:
+        usage = await gateway.store.usage(scope, start)
+        fractions.append(usage.spent_nanos / budget)
+    return max(fractions)
+
+
+@dataclass
+class Plan:
+    policy: Policy
+    decision: RouteDecision
+
+
+async def plan(
+    gateway: Gateway, principal: Principal, params: RequestParams, body: dict[str, Any], size: int, endpoint: str,
+    headers: Any,
+) -> Plan:
+    """The routing decision for a request (no provider called, nothing reserved)."""
+    policy = gateway.policy_for(gateway.policy_set(), principal.team.policy)
+    regions = residency_header(gateway, headers)
+    expected = 0 if endpoint == "embeddings" else (params.max_output or gateway.settings.default_expected_output_tokens)
+    decision = decide(
+        gateway.catalog, policy, _allowed(principal), params.model, {endpoint, *params.needs},
+        count_prompt_tokens(body, size), expected, regions, await spent_fraction(gateway, principal, policy),
+    )  # fmt: skip
+    return Plan(policy, decision)
+
+
+def _is_budget_refusal(error: GatewayError) -> bool:
+    return error.status == 429 and error.code == "budget_exceeded"
+
+
+async def _admit(
+    gateway: Gateway, principal: Principal, params: RequestParams, body: dict[str, Any], route: Route, found: Plan
+) -> tuple[Ticket, Route]:
+    """Reserve the budget on the first candidate; when it does not fit, apply `budget.on_reservation_too_large`
+    in order (`cheaper_model`, `lower_max_tokens`) before refusing with the first refusal."""
+    accounting = gateway.accounting
+    decision, policy = found.decision, found.policy
+    prompt = decision.prompt_tokens
+
+    async def attempt(model_route: Route, max_output: int | None) -> Ticket:
+        return await accounting.admit(
+            principal, model_route.model, params.model, prompt, max_output, model_route.provider.timeouts.total
+        )
+
+    try:
+        return await attempt(route, params.max_output), route
+    except GatewayError as error:
+        if not _is_budget_refusal(error):
+            raise
+        refusal = error
+    tried: list[Route] = [route]
+    for action in policy.budget.on_reservation_too_large:
+        if action == "cheaper_model" and not decision.pinned:
+            for model in policy.downgrades(gateway.catalog, decision.candidates, prompt, decision.expected_output, route.model):
+                try:
+                    check_limits(model, params.n, params.max_output, params.max_output_param)
+                except GatewayError:
+                    continue
+                cheaper = Route(model, gateway.catalog.provider_of(model), "budget-downgrade")
+                tried.append(cheaper)
+                try:
+                    return await attempt(cheaper, params.max_output), cheaper
+                except GatewayError as error:
+                    if not _is_budget_refusal(error):
+                        raise
+        elif action == "lower_max_tokens":
+            floor = policy.budget.max_tokens_floor
+            for candidate in tried:
+                current = accounting.estimator.expected(candidate.model.name, params.max_output, candidate.model.max_output_tokens)
+                lowered = current
+                while lowered > floor:
+                    lowered = max(floor, lowered // 2)
+                    try:
+                        ticket = await attempt(candidate, lowered)
+                    except GatewayError as error:
+                        if not _is_budget_refusal(error):
+                            raise
+                        continue
+                    params.max_output = lowered
+                    body[params.max_output_param] = lowered
+                    return ticket, candidate
+    raise refusal
+
+
 async def _serve(
     gateway: Gateway,
     principal: Principal,
@@ -61,16 +187,17 @@ async def _serve(
     size: int,
     endpoint: str,
     call: Call,
+    headers: Any = None,
 ) -> Response:
-    """Route, reserve budget, call the provider, settle; the same for every endpoint."""
-    route = choose(gateway.catalog, params.model, endpoint, params.needs, _allowed(principal))
+    """Route (policy pipeline), reserve budget, call the provider, settle; the same for every endpoint."""
+    found = await plan(gateway, principal, params, body, size, endpoint, headers)
+    if found.decision.pinned and found.decision.considered:
+        check_limits(found.decision.considered[0], params.n, params.max_output, params.max_output_param)
+    route = found.decision.route(gateway.catalog)
     check_limits(route.model, params.n, params.max_output, params.max_output_param)
+    ticket, route = await _admit(gateway, principal, params, body, route, found)
     adapter = gateway.adapter_for(route.model)
     accounting = gateway.accounting
-    ticket = await accounting.admit(
-        principal, route.model, params.model, estimate_prompt_tokens(size), params.max_output,
-        route.provider.timeouts.total,
-    )  # fmt: skip
     settle = partial(
         accounting.settle, ticket, provider=route.provider.name, region=route.provider.region,
         route_reason=route.reason, stream=params.stream,
@@ -140,7 +267,7 @@ async def chat_completions(gateway: Gateway, request: Request, principal: Princi
     async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
         return await adapter.chat(body, route.model, stream=params.stream, include_usage=params.include_usage)
 
-    return await _serve(gateway, principal, params, body, size, "chat", call)
+    return await _serve(gateway, principal, params, body, size, "chat", call, request.headers)
 
 
 async def completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -156,7 +283,7 @@ async def completions(gateway: Gateway, request: Request, principal: Principal) 
             return await adapter.fim(body, route.model, **options)
         return await adapter.chat(prompt_as_chat(body), route.model, **options)
 
-    return await _serve(gateway, principal, params, body, size, "fim" if fim else "chat", call)
+    return await _serve(gateway, principal, params, body, size, "fim" if fim else "chat", call, request.headers)
 
 
 async def fim_completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -168,7 +295,7 @@ async def fim_completions(gateway: Gateway, request: Request, principal: Princip
     async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
         return await adapter.fim(body, route.model, stream=params.stream, include_usage=params.include_usage)
 
-    return await _serve(gateway, principal, params, body, size, "fim", call)
+    return await _serve(gateway, principal, params, body, size, "fim", call, request.headers)
 
 
 async def embeddings(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -178,7 +305,26 @@ async def embeddings(gateway: Gateway, request: Request, principal: Principal) -
     async def call(adapter: Adapter, route: Route) -> Reply:
         return await adapter.embeddings(body, route.model)
 
-    return await _serve(gateway, principal, params, body, size, "embeddings", call)
+    return await _serve(gateway, principal, params, body, size, "embeddings", call, request.headers)
+
+
+async def route_explain(gateway: Gateway, request: Request, principal: Principal) -> Response:
+    """`POST /v1/route/explain`: the full routing decision for a chat request body, without calling a provider
+    or reserving anything. The master key may explain for a team with `?team=NAME`."""
+    body, size = await read_json_object(request, gateway.settings.max_body_bytes)
+    params = check_chat(body)
+    team_name = request.query_params.get("team")
+    if team_name:
+        if not principal.is_admin:
+            raise GatewayError(403, "Only the master key may explain for another team ('team').", "invalid_request_error", "forbidden", "team")
+        team = await gateway.store.get_team(team_name)
+        if team is None:
+            raise GatewayError(404, f"No team {team_name!r}.", "invalid_request_error", "team_not_found", "team")
+        principal = Principal(team, None, False)
+    found = await plan(gateway, principal, params, body, size, "chat", request.headers)
+    explained = found.decision.explain(gateway.catalog, found.policy)
+    explained["team"] = principal.team.name
+    return json_bytes(orjson.dumps(explained))
 
 
 def model_card(gateway: Gateway, model: ModelConfig | None) -> dict[str, Any]:
@@ -235,6 +381,7 @@ def routes(gateway: Gateway) -> list[HttpRoute]:
         route("/v1/completions", completions, "POST"),
         route("/v1/fim/completions", fim_completions, "POST"),
         route("/v1/embeddings", embeddings, "POST"),
+        route("/v1/route/explain", route_explain, "POST"),
         route("/v1/models", list_models, "GET"),
         route("/v1/models/{model_id:path}", get_model, "GET"),
     ]

@@ -342,7 +342,7 @@ class SqlStore(Store):
         if row is None:
             return  # already released (expired and swept, or released twice)
         cur.execute(self._sql("DELETE FROM holds WHERE id = ?"), (hold_id,))
-        for name, period_start in orjson.loads(row[0]):
+        for name, period_start in sorted(orjson.loads(row[0])):  # the lock order of `_usage_rows`
             cur.execute(
                 self._sql("UPDATE budget_usage SET reserved_nanos = reserved_nanos - ? WHERE scope = ? AND period_start = ?"),
                 (row[1], name, period_start),
@@ -359,7 +359,9 @@ class SqlStore(Store):
         if settlement.hold is not None:
             self._release(cur, settlement.hold.id)
         first = Usage()
-        for index, scope in enumerate(settlement.scopes):
+        lead = settlement.scopes[0] if settlement.scopes else None
+        # The same lock order as `_usage_rows` (sorted by scope), or two nodes' batches can deadlock.
+        for scope in sorted(settlement.scopes, key=lambda s: (s.name, s.period_start)):
             cur.execute(
                 self._sql(
                     "INSERT INTO budget_usage (scope, period_start, spent_nanos) VALUES (?, ?, ?)"
@@ -369,7 +371,7 @@ class SqlStore(Store):
                 (scope.name, scope.period_start, row.cost_nanos, row.cost_nanos),
             )
             spent, reserved = cur.fetchone()
-            if index == 0:
+            if scope is lead:
                 first = Usage(spent, reserved)
         return first
 

@@ -1,0 +1,151 @@
+"""`gateway route explain`: the routing decision for a request file, as a table (or JSON), without calling a provider.
+
+Direct mode (default) loads the team from the database (`--database-url`, default GATEWAY_DATABASE_URL) and the
+policies from GATEWAY_POLICIES_DIR (or ./policies); `--url` asks a running gateway's `POST /v1/route/explain`
+with the master key from GATEWAY_MASTER_KEY. Exit codes: 0 a model was chosen, 1 refused (no route, not
+allowed, unknown team), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def render_explain(data: dict[str, Any]) -> str:
+    lines = [
+        f"team {data.get('team')}  policy {data['policy']}  requested {data['requested_model']}  "
+        f"needs {','.join(data['capabilities'])}  prompt {data['prompt_tokens']:,} tokens  "
+        f"expected output {data['expected_output_tokens']:,}  regions {','.join(data['regions']) if data['regions'] is not None else 'any'}",
+        "",
+    ]
+    header = ("#", "model", "provider", "region", "window", "usable", "est. cost $", "result")
+    rows = []
+    for c in data["candidates"]:
+        result = "kept" if c["kept"] else f"removed by {c['removed_by']}: {c['reason']}"
+        rows.append((str(c["rank"] or "-"), c["model"], c["provider"], c["region"], f"{c['context_window']:,}",
+                     f"{c['usable_window']:,}", c["estimated_cost_usd"], result))  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    lines.append("")
+    for step in data["steps"]:
+        if step["note"]:
+            lines.append(f"{step['step']}: {step['note']}")
+    if data["error"] is None:
+        lines.append(f"-> {data['model']} ({data['provider']}, {data['region']}), reason {data['reason']}, "
+                     f"estimated ${data['estimated_cost_usd']}")  # fmt: skip
+    else:
+        e = data["error"]
+        lines.append(f"-> refused: {e['status']} {e['code']}: {e['message']}")
+    return "\n".join(lines)
+
+
+def _headers(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep:
+            name, sep, rest = value.partition(":")
+        if not sep or not name.strip():
+            raise SystemExit(f"gateway: --header wants NAME=VALUE, not {value!r}")
+        out[name.strip().lower()] = rest.strip()
+    return out
+
+
+def _via_http(url: str, team: str, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    key = os.environ.get("GATEWAY_MASTER_KEY")
+    if not key:
+        raise RuntimeError("--url needs the master key in the environment variable GATEWAY_MASTER_KEY")
+    request = urllib.request.Request(
+        url.rstrip("/") + "/v1/route/explain?" + urllib.parse.urlencode({"team": team}), data=raw, method="POST",
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json", **headers},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        error = orjson.loads(exc.read()).get("error", {})
+        raise RuntimeError(f"{exc.code} {error.get('code')}: {error.get('message')}") from exc
+
+
+def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    from gateway.auth import Principal
+    from gateway.cli import _config_path
+    from gateway.config import Settings, load_catalog
+    from gateway.core import Gateway
+    from gateway.http.body import read_json_object  # noqa: F401  (same parsing rules as the endpoint below)
+    from gateway.http.openai import plan
+    from gateway.validation import check_chat
+
+    settings = Settings()
+    if args.database_url:
+        settings = settings.model_copy(update={"database_url": args.database_url})
+    gateway = Gateway(settings, load_catalog(_config_path(args)))
+    body = orjson.loads(raw)
+    if not isinstance(body, dict):
+        raise RuntimeError("the request file must hold a JSON object (a chat request)")
+    params = check_chat(body)
+
+    async def run() -> dict[str, Any]:
+        await gateway.store.open()
+        try:
+            team = await gateway.store.get_team(args.team)
+            if team is None:
+                raise RuntimeError(f"no team {args.team!r}")
+            found = await plan(gateway, Principal(team, None, False), params, body, len(raw), "chat", headers)
+            data = found.decision.explain(gateway.catalog, found.policy)
+            data["team"] = team.name
+            return data
+        finally:
+            await gateway.store.close()
+
+    return asyncio.run(run())
+
+
+def cmd_route_explain(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError
+    from gateway.errors import GatewayError
+
+    try:
+        raw = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+        headers = _headers(args.header)
+        data = _via_http(args.url, args.team, raw, headers) if args.url else _direct(args, raw, headers)
+    except (OSError, ConfigError, orjson.JSONDecodeError, ValueError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"gateway: {exc.status} {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if args.format == "json" else render_explain(data))
+    return 0 if data["error"] is None else 1
+
+
+def add_route_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    route = commands.add_parser("route", help="explain routing decisions")
+    actions = route.add_subparsers(dest="route_command", required=True, metavar="ACTION")
+    explain = actions.add_parser(
+        "explain", help="the routing decision for a chat request file, as a table (no provider is called)"
+    )
+    explain.add_argument("--team", required=True, help="the team whose policy, models and regions apply")
+    explain.add_argument("--file", required=True, help="a chat request body (JSON); '-' reads stdin")
+    explain.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                         help="a request header, e.g. x-gateway-residency=eu (repeatable)")  # fmt: skip
+    where = explain.add_mutually_exclusive_group()
+    where.add_argument("--url", default=None, help="a running gateway (master key from GATEWAY_MASTER_KEY)")
+    where.add_argument("--database-url", default=None, help="the database (default: GATEWAY_DATABASE_URL)")
+    explain.add_argument("--config", type=Path, default=None, help="catalog file (direct mode)")
+    explain.add_argument("--format", choices=("table", "json"), default="table")
+    explain.set_defaults(func=cmd_route_explain)

@@ -1,0 +1,362 @@
+"""The policy routing pipeline: which models may serve a request, in which order, and why.
+
+`decide` is pure: it reads nothing but its arguments. Steps, in this order, each recording what it removed
+and why (with the numbers):
+
+1. `allowed`    - the policy's `models`, narrowed by the team's and the key's models;
+2. `residency`  - the policy's `regions`, narrowed by the team's regions and `x-gateway-residency`;
+3. `capability` - what the request needs (chat, tools, vision, fim, embeddings);
+4. `context`    - counted prompt tokens plus expected output against each model's usable window;
+5. `budget`     - above `prefer_cheapest_above_pct` spent, the cheapest allowed downgrade goes first
+                  (a reservation that does not fit is handled at admission, see `gateway.http.openai`);
+6. `preference` - `prefer`, then catalog order (the order is kept through every step).
+
+Route reason codes (`x-gateway-route-reason`, the ledger), short and stable:
+
+- `pinned`              a named model the policy allows, served as named;
+- `preferred`           `auto`, the first choice of the policy for this request's capabilities;
+- `context>WINDOW`      a model preferred over the chosen one was skipped because the prompt does not fit its
+                        WINDOW tokens (e.g. `context>262144`);
+- `residency:REGIONS`   residency removed a model preferred over the chosen one (e.g. `residency:eu`);
+- `budget-downgrade`    the budget rules moved the request to a cheaper model (`prefer_cheapest_above_pct`, or
+                        a reservation that did not fit the remaining budget: `cheaper_model`);
+- `rerouted`            a named model the policy forbids, routed as `auto` because of `named_model: reroute`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Collection
+
+from gateway.config import AUTO_MODEL, Catalog, ModelConfig
+from gateway.errors import GatewayError, invalid_request
+from gateway.policy import Policy
+from gateway.routing.core import Allowed, Route, lookup
+
+REASON_CODES = ("pinned", "preferred", "context>WINDOW", "residency:REGIONS", "budget-downgrade", "rerouted")
+STEPS = ("allowed", "residency", "capability", "context", "budget", "preference")
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+@dataclass(slots=True)
+class Removal:
+    model: str
+    reason: str  # human readable, with the numbers
+
+
+@dataclass(slots=True)
+class Step:
+    name: str
+    removed: list[Removal] = field(default_factory=list)
+    note: str = ""  # what the step did besides removing (budget: moved X first)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"step": self.name, "removed": [{"model": r.model, "reason": r.reason} for r in self.removed], "note": self.note}
+
+
+@dataclass
+class RouteDecision:
+    """The outcome of `decide`: the candidates in order (the first serves; the rest are fallbacks), the reason
+    code, the trace of every step, and the refusal when nothing is left."""
+
+    requested: str
+    policy: str
+    capabilities: frozenset[str]
+    prompt_tokens: int
+    expected_output: int
+    regions: frozenset[str] | None  # the effective residency (None: any)
+    candidates: list[ModelConfig]
+    reason: str
+    steps: list[Step]
+    pinned: bool = False
+    rerouted: bool = False
+    error: GatewayError | None = None
+    considered: list[ModelConfig] = field(default_factory=list)  # every model looked at, in preference order
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.candidates)
+
+    def check(self) -> None:
+        """Raise the refusal (404, 403 `model_not_allowed`, 400 `no_route` ...) if there is one."""
+        if self.error is not None:
+            raise self.error
+
+    def route(self, catalog: Catalog) -> Route:
+        self.check()
+        model = self.candidates[0]
+        return Route(model, catalog.provider_of(model), self.reason)
+
+    def removed_by(self) -> dict[str, tuple[str, str]]:
+        """model -> (step, reason) for every model a step removed."""
+        return {r.model: (s.name, r.reason) for s in self.steps for r in s.removed}
+
+    def explain(self, catalog: Catalog, policy: Policy) -> dict[str, Any]:
+        """The full decision as JSON-ready data (what `POST /v1/route/explain` returns)."""
+        from gateway.spend.money import usd_text
+
+        removed = self.removed_by()
+        rows = []
+        for model in self.considered:
+            provider = catalog.provider_of(model)
+            step, why = removed.get(model.name, (None, None))
+            cost = Policy.expected_cost_nanos(model, self.prompt_tokens, self.expected_output)
+            rows.append({
+                "model": model.name, "provider": provider.name, "region": provider.region,
+                "context_window": model.context_window, "usable_window": policy.usable_window(model),
+                "prompt_tokens": self.prompt_tokens, "expected_output_tokens": self.expected_output,
+                "estimated_cost_usd": usd_text(cost),
+                "kept": model in self.candidates,
+                "rank": self.candidates.index(model) + 1 if model in self.candidates else None,
+                "removed_by": step, "reason": why,
+            })  # fmt: skip
+        chosen = self.candidates[0] if self.ok else None
+        return {
+            "requested_model": self.requested,
+            "policy": self.policy,
+            "capabilities": sorted(self.capabilities),
+            "prompt_tokens": self.prompt_tokens,
+            "expected_output_tokens": self.expected_output,
+            "regions": sorted(self.regions) if self.regions is not None else None,
+            "steps": [s.as_json() for s in self.steps],
+            "candidates": rows,
+            "order": [m.name for m in self.candidates],
+            "model": chosen.name if chosen else None,
+            "provider": catalog.provider_of(chosen).name if chosen else None,
+            "region": catalog.provider_of(chosen).region if chosen else None,
+            "reason": self.reason if chosen else None,
+            "estimated_cost_usd": usd_text(Policy.expected_cost_nanos(chosen, self.prompt_tokens, self.expected_output)) if chosen else None,
+            "error": (
+                {"status": self.error.status, "code": self.error.code, "message": self.error.message}
+                if self.error is not None else None
+            ),
+        }  # fmt: skip
+
+
+def effective_regions(
+    policy: Policy, allowed: Allowed, header: Collection[str] | None
+) -> frozenset[str] | None:
+    """Intersection of the policy's, the team's and the header's regions; None when none of them restricts."""
+    result: frozenset[str] | None = None
+    for regions in (policy.regions, allowed.regions, header):
+        if regions is None:
+            continue
+        result = frozenset(regions) if result is None else result & frozenset(regions)
+    return result
+
+
+def _not_found(requested: str) -> GatewayError:
+    return GatewayError(
+        404, f"The model '{requested}' does not exist or you do not have access to it.",
+        "invalid_request_error", "model_not_found", "model",
+    )  # fmt: skip
+
+
+def _no_route(message: str) -> GatewayError:
+    return GatewayError(400, message, "invalid_request_error", "no_route", headers={"x-gateway-route-reason": "no_route"})
+
+
+def _summary(steps: list[Step], prompt_tokens: int, expected_output: int, considered: list[ModelConfig]) -> str:
+    """'prompt is 300,112 tokens (+1,024 expected output); mistral-medium-3.5 holds 262,144; kimi-k2.6 is excluded
+    by residency eu'."""
+    parts = []
+    context = next((s for s in steps if s.name == "context"), None)
+    if context is not None and context.removed:
+        parts.append(f"prompt is {_n(prompt_tokens)} tokens (+{_n(expected_output)} expected output)")
+    for step in steps:
+        for removal in step.removed:
+            parts.append(f"{removal.model} {removal.reason}")
+    if not considered:
+        parts.append("the policy and the team allow no model")
+    return "; ".join(parts)
+
+
+def decide(
+    catalog: Catalog,
+    policy: Policy,
+    principal_allowed: Allowed,
+    requested_model: str,
+    capabilities: Collection[str],
+    prompt_tokens: int,
+    expected_output: int,
+    residency_header_regions: Collection[str] | None = None,
+    spent_fraction: float | None = None,
+) -> RouteDecision:
+    """Apply `policy` to one request. Never raises: a refusal is in `.error` (`.check()` raises it)."""
+    wanted = frozenset(capabilities)
+    regions = effective_regions(policy, principal_allowed, residency_header_regions)
+    decision = RouteDecision(
+        requested_model, policy.name, wanted, prompt_tokens, expected_output, regions, [], "", [],
+    )  # fmt: skip
+
+    named: ModelConfig | None = None
+    if requested_model != AUTO_MODEL:
+        named = lookup(catalog, requested_model)
+        if named is None:
+            decision.error = _not_found(requested_model)
+            return decision
+
+    rank = {name: index for index, name in enumerate(policy.prefer)}
+    universe = sorted(catalog.models.values(), key=lambda m: rank.get(m.name, len(rank)))  # stable: catalog order
+
+    def region_of(model: ModelConfig) -> str:
+        return catalog.provider_of(model).region
+
+    # Steps 1 and 2, with the reasons, for any model.
+    def allowed_reason(model: ModelConfig) -> str | None:
+        if principal_allowed.models is not None and model.name not in principal_allowed.models:
+            return "is not in the models allowed for this team or key"
+        if policy.models is not None and model.name not in policy.models:
+            return f"is not in the models of policy '{policy.name}'"
+        return None
+
+    def residency_reason(model: ModelConfig) -> str | None:
+        if regions is not None and region_of(model) not in regions:
+            if not regions:
+                return f"is excluded by residency (the policy's, team's and header's regions have none in common; it runs in {region_of(model)})"
+            return f"is excluded by residency {','.join(sorted(regions))} (it runs in {region_of(model)})"
+        return None
+
+    if named is not None:
+        refusal = allowed_reason(named)
+        honoured = (
+            refusal is not None
+            and policy.named_model == "honour"
+            and (principal_allowed.models is None or named.name in principal_allowed.models)
+        )
+        if refusal is None or honoured:
+            refusal = residency_reason(named)
+        if refusal is None:
+            return _pinned(decision, catalog, policy, named, wanted)
+        if policy.named_model != "reroute":
+            decision.error = GatewayError(
+                403, f"Model '{named.name}' {refusal} (policy '{policy.name}' refuses named models it does not allow).",
+                "invalid_request_error", "model_not_allowed", "model",
+            )  # fmt: skip
+            decision.steps.append(Step("allowed", [Removal(named.name, refusal)]))
+            decision.considered = [named]
+            return decision
+        decision.rerouted = True
+
+    # auto (or rerouted): run every step over the whole catalog.
+    decision.considered = list(universe)
+    alive = list(universe)
+
+    def run(name: str, reason_of: Any) -> Step:
+        nonlocal alive
+        step = Step(name)
+        kept = []
+        for model in alive:
+            why = reason_of(model)
+            if why is None:
+                kept.append(model)
+            else:
+                step.removed.append(Removal(model.name, why))
+        alive = kept
+        decision.steps.append(step)
+        return step
+
+    run("allowed", allowed_reason)
+    first_allowed = [m for m in alive if wanted <= m.capabilities]  # what the policy prefers for this request
+    residency = run("residency", residency_reason)
+
+    def capability_reason(model: ModelConfig) -> str | None:
+        missing = wanted - model.capabilities
+        return f"lacks {', '.join(sorted(missing))}" if missing else None
+
+    run("capability", capability_reason)
+
+    def context_reason(model: ModelConfig) -> str | None:
+        if policy.fits(model, prompt_tokens, expected_output):
+            return None
+        return (
+            f"holds {_n(model.context_window)} (usable {_n(policy.usable_window(model))} with the "
+            f"{policy.context.safety_margin_pct:g}% margin; needs {_n(prompt_tokens + expected_output)})"
+        )
+
+    context = run("context", context_reason)
+
+    budget = Step("budget")
+    decision.steps.append(budget)
+    moved = False
+    if alive and spent_fraction is not None and policy.prefers_cheapest(spent_fraction * 100):
+        cheaper = policy.downgrades(catalog, alive, prompt_tokens, expected_output, current=alive[0])
+        if cheaper:
+            alive.remove(cheaper[0])
+            alive.insert(0, cheaper[0])
+            moved = True
+            budget.note = (
+                f"{spent_fraction * 100:.1f}% of the budget spent (over {policy.budget.prefer_cheapest_above_pct:g}%): "
+                f"{cheaper[0].name} first"
+            )
+        else:
+            budget.note = f"{spent_fraction * 100:.1f}% spent, but no cheaper allowed candidate"
+    decision.steps.append(Step("preference", note=" > ".join(m.name for m in alive)))
+    decision.candidates = alive
+
+    if not alive:
+        decision.error = _no_route(
+            "No model can serve this request: "
+            + _summary(decision.steps, prompt_tokens, expected_output, first_allowed or universe)
+            + "."
+        )
+        return decision
+
+    chosen = alive[0]
+    if decision.rerouted:
+        decision.reason = "rerouted"
+    elif moved:
+        decision.reason = "budget-downgrade"
+    else:
+        ahead = first_allowed[: first_allowed.index(chosen)] if chosen in first_allowed else first_allowed
+        ahead_names = {m.name for m in ahead}
+        by_residency = [r for r in residency.removed if r.model in ahead_names]
+        by_context = [r for r in context.removed if r.model in ahead_names]
+        if by_residency and regions is not None:
+            decision.reason = f"residency:{','.join(sorted(regions))}"
+        elif by_context:
+            decision.reason = f"context>{catalog.models[by_context[0].model].context_window}"
+        else:
+            decision.reason = "preferred"
+    return decision
+
+
+def _pinned(
+    decision: RouteDecision, catalog: Catalog, policy: Policy, model: ModelConfig, wanted: frozenset[str]
+) -> RouteDecision:
+    """A named model that steps 1-2 allow: a missing capability is a 400; over the window it is sent anyway
+    (noted in the trace), since the count before the call may be an estimate and the provider decides."""
+    decision.pinned = True
+    decision.considered = [model]
+    decision.steps.append(Step("allowed"))
+    decision.steps.append(Step("residency"))
+    missing = wanted - model.capabilities
+    if missing:
+        capability = sorted(missing)[0]
+        param = {"tools": "tools", "vision": "messages", "fim": "suffix"}.get(capability, "model")
+        decision.steps.append(Step("capability", [Removal(model.name, f"lacks {', '.join(sorted(missing))}")]))
+        decision.error = invalid_request(
+            f"Model '{model.name}' does not support {capability}"
+            f" (it supports: {', '.join(sorted(model.capabilities))}).",
+            param=param,
+            code="unsupported_capability",
+        )
+        return decision
+    decision.steps.append(Step("capability"))
+    context = Step("context")
+    if not policy.fits(model, decision.prompt_tokens, decision.expected_output):
+        # Pinned: the count before the call may be an estimate, so the provider has the last word.
+        context.note = (
+            f"{model.name} holds {_n(model.context_window)} (usable {_n(policy.usable_window(model))}); the prompt is "
+            f"{_n(decision.prompt_tokens)} tokens plus {_n(decision.expected_output)} by the gateway's count: "
+            "sent anyway, as named (the provider refuses if it does not fit)"
+        )
+    decision.steps.append(context)
+    decision.steps.append(Step("budget", note="pinned: the budget rules do not change the model"))
+    decision.steps.append(Step("preference", note=model.name))
+    decision.candidates = [model]
+    decision.reason = "pinned"
+    return decision

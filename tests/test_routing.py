@@ -1,0 +1,323 @@
+"""Policy routing: the pure pipeline (`decide`), and the whole path through the gateway and the emulators."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_catalog
+from gateway.emulators.text import count_tokens
+from gateway.errors import GatewayError
+from gateway.policy import Policy, load_policies
+from gateway.routing import Allowed, decide
+from gateway.routing.counting import prompt_tokens
+from gateway.spend.money import usd_to_nanos
+from tests.budget_util import _with_store, ledger, make_key, make_team, run, team_usage
+from tests.conftest import EmulatorControl, GatewayFactory
+from tests.http_util import post_json
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = load_catalog(None, {})
+POLICIES = load_policies(ROOT / "policies", CATALOG)
+DEFAULT, COST_SAVER, EU_ONLY = POLICIES["default"], POLICIES["cost-saver"], POLICIES["eu-only"]
+ANY = Allowed()
+EU = Allowed(regions=frozenset({"eu"}))
+CHAT = "/v1/chat/completions"
+EXPLAIN = "/v1/route/explain"
+SHORT = [{"role": "user", "content": "Count to three."}]
+# 600,000 emulator tokens ("a" words) in 1.2 MB: over Mistral's 262,144 window by the emulator's count and by the
+# gateway's (about 300,000 from the body size), within Kimi's 1,048,576 by both.
+HUGE = [{"role": "user", "content": "a " * 600_000}]
+
+
+def removed(decision, step: str) -> dict[str, str]:
+    return {r.model: r.reason for s in decision.steps if s.name == step for r in s.removed}
+
+
+# -- the pipeline (pure) ---------------------------------------------------------------------------
+
+
+def test_short_auto_prefers_mistral() -> None:
+    d = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 50, 1024)
+    assert d.ok and d.reason == "preferred"
+    assert [m.name for m in d.candidates] == ["mistral-medium-3.5", "kimi-k2.6", "codestral"]
+    assert removed(d, "capability") == {"mistral-embed": "lacks chat"}
+    assert [s.name for s in d.steps] == ["allowed", "residency", "capability", "context", "budget", "preference"]
+
+
+def test_large_prompt_skips_mistral_for_context() -> None:
+    d = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 300_112, 1024)
+    assert d.reason == "context>262144" and [m.name for m in d.candidates] == ["kimi-k2.6"]
+    why = removed(d, "context")
+    assert set(why) == {"mistral-medium-3.5", "codestral"} and "holds 262,144" in why["mistral-medium-3.5"]
+    # The window less the 2% margin is the limit, prompt plus expected output.
+    assert decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 256_901 - 1024, 1024).reason == "preferred"
+    assert decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 256_902 - 1024, 1024).reason == "context>262144"
+
+
+def test_eu_team_large_prompt_is_no_route_naming_each_elimination() -> None:
+    d = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 300_112, 1024)
+    assert not d.ok and d.error is not None and (d.error.status, d.error.code) == (400, "no_route")
+    message = d.error.message
+    for part in ("prompt is 300,112 tokens", "mistral-medium-3.5 holds 262,144", "kimi-k2.6 is excluded by residency eu",
+                 "codestral holds 262,144", "mistral-embed lacks chat"):  # fmt: skip
+        assert part in message, message
+    with pytest.raises(GatewayError):
+        d.check()
+
+
+def test_residency_header_narrows_and_never_widens() -> None:
+    pinned_eu = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 300_112, 1024, residency_header_regions={"eu"})
+    assert pinned_eu.error is not None and pinned_eu.error.code == "no_route"
+    short = decide(CATALOG, COST_SAVER, ANY, "auto", {"chat"}, 50, 1024, residency_header_regions={"eu"})
+    assert short.reason == "residency:eu" and short.candidates[0].name == "mistral-medium-3.5"
+    widened = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, residency_header_regions={"cn", "eu"})
+    assert widened.regions == frozenset({"eu"}) and {m.name for m in widened.candidates} == {"mistral-medium-3.5", "codestral"}
+    only_cn = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, residency_header_regions={"cn"})
+    assert only_cn.error is not None and only_cn.error.code == "no_route"
+
+
+def test_capability_step() -> None:
+    fim = decide(CATALOG, DEFAULT, ANY, "auto", {"fim"}, 50, 64)
+    assert [m.name for m in fim.candidates] == ["codestral"]
+    tools = decide(CATALOG, DEFAULT, ANY, "auto", {"chat", "tools"}, 50, 64)
+    assert "codestral" in removed(tools, "capability") and removed(tools, "capability")["codestral"] == "lacks tools"
+
+
+def test_budget_step_prefers_cheapest_above_threshold() -> None:
+    below = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 50, 1024, spent_fraction=0.79)
+    assert below.reason == "preferred"
+    above = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 50, 1024, spent_fraction=0.85)
+    assert above.reason == "budget-downgrade" and above.candidates[0].name == "kimi-k2.6"
+    assert "85.0%" in next(s for s in above.steps if s.name == "budget").note
+    # downgrade_to lists only kimi: an eu team stays on Mistral Medium (never codestral).
+    eu = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, spent_fraction=0.95)
+    assert eu.reason == "preferred" and eu.candidates[0].name == "mistral-medium-3.5"
+
+
+def test_named_models_pinned_rerouted_refused_honoured() -> None:
+    pinned = decide(CATALOG, DEFAULT, ANY, "kimi-k2.6", {"chat"}, 50, 1024, spent_fraction=0.99)
+    assert pinned.reason == "pinned" and [m.name for m in pinned.candidates] == ["kimi-k2.6"]
+    by_upstream_id = decide(CATALOG, DEFAULT, ANY, "codestral-latest", {"chat"}, 50, 1024)
+    assert by_upstream_id.candidates[0].name == "codestral"
+    rerouted = decide(CATALOG, DEFAULT, EU, "kimi-k2.6", {"chat"}, 50, 1024)
+    assert rerouted.reason == "rerouted" and rerouted.candidates[0].name == "mistral-medium-3.5"
+    refused = decide(CATALOG, EU_ONLY, ANY, "kimi-k2.6", {"chat"}, 50, 1024)
+    assert refused.error is not None and (refused.error.status, refused.error.code) == (403, "model_not_allowed")
+    assert "policy 'eu-only'" in refused.error.message
+    unknown = decide(CATALOG, DEFAULT, ANY, "gpt-9", {"chat"}, 50, 1024)
+    assert unknown.error is not None and (unknown.error.status, unknown.error.code) == (404, "model_not_found")
+    honour = Policy(name="h", models=("mistral-medium-3.5",), named_model="honour")
+    assert decide(CATALOG, honour, ANY, "kimi-k2.6", {"chat"}, 50, 1024).reason == "pinned"
+    team_says_no = decide(CATALOG, honour, Allowed(models=frozenset({"mistral-medium-3.5"})), "kimi-k2.6", {"chat"}, 50, 1024)
+    assert team_says_no.error is not None and team_says_no.error.status == 403  # honour never overrides the team
+    no_tools = decide(CATALOG, DEFAULT, ANY, "codestral", {"chat", "tools"}, 50, 1024)
+    assert no_tools.error is not None and no_tools.error.code == "unsupported_capability"
+    too_long = decide(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, 300_000, 1024)
+    assert too_long.reason == "pinned" and "sent anyway" in next(s for s in too_long.steps if s.name == "context").note
+
+
+def test_explain_data_has_every_candidate_and_cost() -> None:
+    d = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 1000, 100)
+    data = d.explain(CATALOG, DEFAULT)
+    rows = {r["model"]: r for r in data["candidates"]}
+    assert set(rows) == set(CATALOG.models)
+    assert rows["kimi-k2.6"]["kept"] is False and rows["kimi-k2.6"]["removed_by"] == "residency"
+    assert rows["mistral-medium-3.5"]["kept"] and rows["mistral-medium-3.5"]["estimated_cost_usd"] == "0.002250000"
+    assert data["model"] == "mistral-medium-3.5" and data["reason"] == "preferred" and data["error"] is None
+
+
+def test_random_requests_never_break_residency_or_windows() -> None:
+    rng = random.Random(20260)
+    policies = [DEFAULT, COST_SAVER, EU_ONLY, Policy(name="any")]
+    names = list(CATALOG.models)
+    for _ in range(2000):
+        regions = rng.choice([None, {"eu"}, {"cn"}, {"eu", "cn"}])
+        models = rng.choice([None, set(rng.sample(names, rng.randint(1, len(names))))])
+        header = rng.choice([None, {"eu"}, {"cn"}])
+        policy = rng.choice(policies)
+        allowed = Allowed(frozenset(models) if models else None, frozenset(regions) if regions else None)
+        prompt = rng.choice([10, 5_000, 200_000, 260_000, 300_000, 1_100_000, rng.randint(0, 1_200_000)])
+        output = rng.choice([0, 1024, 32_768])
+        requested = rng.choice(["auto", "auto", *names])
+        d = decide(CATALOG, policy, allowed, requested, {"chat"}, prompt, output, header, rng.random())
+        for model in d.candidates if not d.pinned else []:
+            region = CATALOG.provider_of(model).region
+            assert regions is None or region in regions
+            assert header is None or region in header
+            assert policy.regions is None or region in policy.regions
+            assert models is None or model.name in models
+            assert prompt + output <= policy.usable_window(model)
+        for model in d.candidates if d.pinned else []:  # named: only the window may be left to the provider
+            region = CATALOG.provider_of(model).region
+            assert (regions is None or region in regions) and (header is None or region in header)
+            assert models is None or model.name in models
+        assert d.ok or d.error is not None
+
+
+def test_prompt_counter_falls_back_to_body_size() -> None:
+    body = {"model": "auto", "messages": HUGE}
+    size = len(json.dumps(body))
+    counted = prompt_tokens(body, size)
+    assert counted > 262_144 and count_tokens(HUGE[0]["content"]) > 262_144
+    assert counted + 1024 < 1_048_576 and count_tokens(HUGE[0]["content"]) < 1_000_000
+
+
+# -- through the gateway -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'routing.db'}"
+
+
+def auth(key: str, **extra: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}", **extra}
+
+
+def headers_of(answer) -> tuple[str, str, str, str]:
+    h = answer.headers
+    return h["x-gateway-model"], h["x-gateway-provider"], h["x-gateway-region"], h["x-gateway-route-reason"]
+
+
+def test_default_policy_end_to_end(
+    start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
+) -> None:
+    make_team(db, "web", None)
+    key, _ = make_key(db, "web")
+    make_team(db, "eu", None, regions=["eu"])
+    eu_key, _ = make_key(db, "eu")
+    url = start_gateway(database_url=db).url
+
+    short = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
+    assert short.status == 200 and headers_of(short) == ("mistral-medium-3.5", "mistral", "eu", "preferred")
+    assert len(mistral_log.requests()) == 1
+
+    huge = post_json(url, CHAT, {"model": "auto", "messages": HUGE, "max_tokens": 16}, auth(key))
+    assert huge.status == 200, huge.body[:300]
+    assert headers_of(huge) == ("kimi-k2.6", "moonshot", "cn", "context>262144")
+    assert len(mistral_log.requests()) == 1 and len(moonshot_log.requests()) == 1  # Mistral never saw it
+
+    refused = post_json(url, CHAT, {"model": "auto", "messages": HUGE, "max_tokens": 16}, auth(eu_key))
+    assert refused.status == 400 and refused.error["code"] == "no_route"
+    message = refused.error["message"]
+    assert "prompt is 300,0" in message and "mistral-medium-3.5 holds 262,144" in message
+    assert "kimi-k2.6 is excluded by residency eu" in message
+    assert refused.headers["x-gateway-route-reason"] == "no_route"
+    assert len(mistral_log.requests()) == 1 and len(moonshot_log.requests()) == 1
+
+    pinned = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key))
+    assert headers_of(pinned)[3] == "pinned"
+    rows = ledger(db)
+    assert [(r.model, r.route_reason) for r in rows] == [
+        ("mistral-medium-3.5", "preferred"), ("kimi-k2.6", "context>262144"), ("kimi-k2.6", "pinned"),
+    ]  # fmt: skip
+
+
+def test_residency_header(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "cheap", None, policy="cost-saver")
+    key, _ = make_key(db, "cheap")
+    make_team(db, "eu", None, regions=["eu"], policy="cost-saver")
+    eu_key, _ = make_key(db, "eu")
+    url = start_gateway(database_url=db).url
+    plain = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
+    assert headers_of(plain)[0] == "kimi-k2.6" and headers_of(plain)[3] == "preferred"
+    narrowed = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key, **{"x-gateway-residency": "eu"}))
+    assert headers_of(narrowed) == ("mistral-medium-3.5", "mistral", "eu", "residency:eu")
+    widened = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(eu_key, **{"x-gateway-residency": "eu,cn"}))
+    assert widened.status == 200 and headers_of(widened)[2] == "eu"
+    cn_only = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(eu_key, **{"x-gateway-residency": "cn"}))
+    assert cn_only.status == 400 and cn_only.error["code"] == "no_route"
+    bad = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key, **{"x-gateway-residency": "mars"}))
+    assert bad.status == 400 and "x-gateway-residency" in bad.error["message"] and "mars" in bad.error["message"]
+
+
+def _spend(db: str, team_name: str, nanos: int) -> None:
+    """Record spend for a team directly (a settled ledger row)."""
+    import time as _time
+
+    from gateway.spend.periods import period_window
+    from gateway.store.base import LedgerRow, Scope, Settlement, team_scope
+    from datetime import datetime, timezone
+
+    start, _ = period_window("monthly", "UTC", datetime.now(timezone.utc))
+    row = LedgerRow(
+        id=f"seed-{team_name}", ts=_time.time(), team=team_name, key_id=None, key_prefix=None, requested_model="auto",
+        model="mistral-medium-3.5", provider="mistral", region="eu", prompt_tokens=1, completion_tokens=1,
+        cached_tokens=0, cost_nanos=nanos, estimated=False, status=200, latency_ms=1.0, ttft_ms=None,
+        route_reason="preferred", stream=False, content=None,
+    )  # fmt: skip
+    run(_with_store(db, lambda s: s.record(Settlement(row, [Scope(team_scope(team_name), start, None)], None))))
+
+
+def test_budget_downgrades(start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl) -> None:
+    spender = make_team(db, "spender", "1.00")
+    key, _ = make_key(db, "spender")
+    _spend(db, "spender", usd_to_nanos("0.85"))
+    assert team_usage(db, spender).spent_nanos == usd_to_nanos("0.85")
+    # Mistral's reservation (1,024 expected output at $7.50/M = $0.0077) does not fit $0.005; Kimi's ($0.0019) does.
+    make_team(db, "tight", "0.005")
+    tight_key, _ = make_key(db, "tight")
+    url = start_gateway(database_url=db).url
+    over = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
+    assert over.status == 200 and headers_of(over) == ("kimi-k2.6", "moonshot", "cn", "budget-downgrade")
+    moved = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(tight_key))
+    assert moved.status == 200, moved.body
+    assert headers_of(moved) == ("kimi-k2.6", "moonshot", "cn", "budget-downgrade")
+    # A pinned model is not moved: refused with the budget message.
+    pinned = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(tight_key))
+    assert pinned.status == 429 and pinned.error["code"] == "budget_exceeded"
+
+
+def test_lower_max_tokens_before_refusing(start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl) -> None:
+    # eu-only: lower_max_tokens down to 1024. 8,192 tokens of output on Mistral reserve $0.061; 1,024 reserve $0.0077.
+    make_team(db, "eu-tight", "0.01", policy="eu-only")
+    key, _ = make_key(db, "eu-tight")
+    url = start_gateway(database_url=db, default_expected_output_tokens=8192).url
+    answer = post_json(url, CHAT, {"model": "auto", "messages": SHORT, "max_tokens": 8192}, auth(key))
+    assert answer.status == 200, answer.body
+    assert mistral_log.last()["body"]["max_tokens"] == 1024
+
+
+def test_explain_matches_and_reserves_nothing(
+    start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
+) -> None:
+    team = make_team(db, "web", "5.00")
+    key, _ = make_key(db, "web")
+    make_team(db, "eu", None, regions=["eu"])
+    url = start_gateway(database_url=db, master_key="gw-master-routing").url
+    for messages in (SHORT, HUGE):
+        body = {"model": "auto", "messages": messages, "max_tokens": 16}
+        explained = post_json(url, EXPLAIN, body, auth(key))
+        assert explained.status == 200
+        data = explained.json()
+        assert team_usage(db, team).reserved_nanos == 0
+        assert mistral_log.requests() == [] and moonshot_log.requests() == []
+        assert len(data["candidates"]) == 4 and all("estimated_cost_usd" in c for c in data["candidates"])
+        served = post_json(url, CHAT, body, auth(key))
+        assert (data["model"], data["reason"]) == (served.headers["x-gateway-model"], served.headers["x-gateway-route-reason"])
+        mistral_log.reset()
+        moonshot_log.reset()
+    as_eu = post_json(url, EXPLAIN + "?team=eu", {"model": "auto", "messages": HUGE}, auth("gw-master-routing"))
+    data = as_eu.json()
+    assert data["team"] == "eu" and data["model"] is None and data["error"]["code"] == "no_route"
+    assert "residency eu" in data["error"]["message"]
+    assert post_json(url, EXPLAIN + "?team=eu", {"model": "auto", "messages": SHORT}, auth(key)).status == 403
+
+
+def test_cli_route_explain_direct(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.cli import main
+
+    make_team(db, "eu", None, regions=["eu"])
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"model": "auto", "messages": HUGE}))
+    monkeypatch.chdir(ROOT)
+    assert main(["route", "explain", "--team", "eu", "--file", str(request), "--database-url", db]) == 1
+    out = capsys.readouterr().out
+    assert "removed by residency" in out and "no_route" in out and "mistral-medium-3.5 holds 262,144" in out
+    request.write_text(json.dumps({"model": "auto", "messages": SHORT}))
+    assert main(["route", "explain", "--team", "eu", "--file", str(request), "--database-url", db, "--header", "x-gateway-residency=eu"]) == 0
+    assert "-> mistral-medium-3.5 (mistral, eu), reason preferred" in capsys.readouterr().out
