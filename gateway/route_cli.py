@@ -84,7 +84,7 @@ def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> di
     from gateway.config import Settings, load_catalog
     from gateway.core import Gateway
     from gateway.http.body import read_json_object  # noqa: F401  (same parsing rules as the endpoint below)
-    from gateway.http.openai import plan
+    from gateway.routing.planning import plan
     from gateway.validation import check_chat
 
     settings = Settings()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -20,11 +18,8 @@ from gateway.http.body import read_json_object
 from gateway.http.responses import EventStreamResponse, error_response, json_bytes
 from gateway.legacy import as_text_completion, prompt_as_chat
 from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply
-from gateway.policy import Policy
-from gateway.routing import Allowed, Route, RouteDecision, check_limits, decide
-from gateway.routing.counting import prompt_tokens as count_prompt_tokens
-from gateway.spend.accounting import Ticket
-from gateway.store.base import key_scope, team_scope
+from gateway.routing import Route, check_limits
+from gateway.routing.planning import admit, plan
 from gateway.spend.money import usd_text
 from gateway.validation import Request as RequestParams
 from gateway.validation import check_chat, check_completion, check_embeddings
@@ -41,142 +36,12 @@ def _route_headers(route: Route) -> dict[str, str]:
     }
 
 
-def _allowed(principal: Principal) -> Allowed:
-    team, key = principal.team, principal.key
-    models = set(team.models) if team.models is not None else None
-    if key is not None and key.models is not None:
-        models = set(key.models) if models is None else models & set(key.models)
-    regions = frozenset(team.regions) if team.regions is not None else None
-    return Allowed(frozenset(models) if models is not None else None, regions)
-
-
 Call = Callable[[Adapter, Route], Awaitable[Reply | StreamReply]]
 
 
 def _content(request_body: dict[str, Any], response: Any) -> str:
     """What the ledger stores when GATEWAY_LEDGER_CONTENT is on: the request and the answer."""
     return orjson.dumps({"request": request_body, "response": response}).decode()
-
-
-RESIDENCY_HEADER = "x-gateway-residency"
-
-
-def residency_header(gateway: Gateway, headers: Any) -> frozenset[str] | None:
-    """`x-gateway-residency: eu[,onprem]`: regions the request may use (it only narrows); unknown -> 400."""
-    raw = headers.get(RESIDENCY_HEADER) if headers is not None else None
-    if raw is None:
-        return None
-    wanted = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    known = sorted({p.region for p in gateway.catalog.providers.values()})
-    unknown = [r for r in wanted if r not in known]
-    if not wanted or unknown:
-        raise GatewayError(
-            400,
-            f"Header '{RESIDENCY_HEADER}': {'unknown region ' + repr(unknown[0]) if unknown else 'no region given'}"
-            f" (known: {', '.join(known)}).",
-            "invalid_request_error",
-            "invalid_residency",
-        )
-    return frozenset(wanted)
-
-
-async def spent_fraction(gateway: Gateway, principal: Principal, policy: Policy) -> float | None:
-    """The larger of the team's and the key's spent share of their budget, read only when the policy needs it."""
-    if policy.budget.prefer_cheapest_above_pct is None:
-        return None
-    team, key = principal.team, principal.key
-    scopes = []
-    if team.budget_nanos:
-        scopes.append((team_scope(team.name), team.budget_nanos))
-    if key is not None and key.budget_nanos:
-        scopes.append((key_scope(key.id), key.budget_nanos))
-    if not scopes:
-        return None
-    start, _ = gateway.accounting.window(team.period, datetime.now(timezone.utc))
-    fractions = []
-    for scope, budget in scopes:
-        usage = await gateway.store.usage(scope, start)
-        fractions.append(usage.spent_nanos / budget)
-    return max(fractions)
-
-
-@dataclass
-class Plan:
-    policy: Policy
-    decision: RouteDecision
-
-
-async def plan(
-    gateway: Gateway, principal: Principal, params: RequestParams, body: dict[str, Any], size: int, endpoint: str,
-    headers: Any,
-) -> Plan:
-    """The routing decision for a request (no provider called, nothing reserved)."""
-    policy = gateway.policy_for(gateway.policy_set(), principal.team.policy)
-    regions = residency_header(gateway, headers)
-    expected = 0 if endpoint == "embeddings" else (params.max_output or gateway.settings.default_expected_output_tokens)
-    decision = decide(
-        gateway.catalog, policy, _allowed(principal), params.model, {endpoint, *params.needs},
-        count_prompt_tokens(body, size), expected, regions, await spent_fraction(gateway, principal, policy),
-    )  # fmt: skip
-    return Plan(policy, decision)
-
-
-def _is_budget_refusal(error: GatewayError) -> bool:
-    return error.status == 429 and error.code == "budget_exceeded"
-
-
-async def _admit(
-    gateway: Gateway, principal: Principal, params: RequestParams, body: dict[str, Any], route: Route, found: Plan
-) -> tuple[Ticket, Route]:
-    """Reserve the budget on the first candidate; when it does not fit, apply `budget.on_reservation_too_large`
-    in order (`cheaper_model`, `lower_max_tokens`) before refusing with the first refusal."""
-    accounting = gateway.accounting
-    decision, policy = found.decision, found.policy
-    prompt = decision.prompt_tokens
-
-    async def attempt(model_route: Route, max_output: int | None) -> Ticket:
-        return await accounting.admit(
-            principal, model_route.model, params.model, prompt, max_output, model_route.provider.timeouts.total
-        )
-
-    try:
-        return await attempt(route, params.max_output), route
-    except GatewayError as error:
-        if not _is_budget_refusal(error):
-            raise
-        refusal = error
-    tried: list[Route] = [route]
-    for action in policy.budget.on_reservation_too_large:
-        if action == "cheaper_model" and not decision.pinned:
-            for model in policy.downgrades(gateway.catalog, decision.candidates, prompt, decision.expected_output, route.model):
-                try:
-                    check_limits(model, params.n, params.max_output, params.max_output_param)
-                except GatewayError:
-                    continue
-                cheaper = Route(model, gateway.catalog.provider_of(model), "budget-downgrade")
-                tried.append(cheaper)
-                try:
-                    return await attempt(cheaper, params.max_output), cheaper
-                except GatewayError as error:
-                    if not _is_budget_refusal(error):
-                        raise
-        elif action == "lower_max_tokens":
-            floor = policy.budget.max_tokens_floor
-            for candidate in tried:
-                current = accounting.estimator.expected(candidate.model.name, params.max_output, candidate.model.max_output_tokens)
-                lowered = current
-                while lowered > floor:
-                    lowered = max(floor, lowered // 2)
-                    try:
-                        ticket = await attempt(candidate, lowered)
-                    except GatewayError as error:
-                        if not _is_budget_refusal(error):
-                            raise
-                        continue
-                    params.max_output = lowered
-                    body[params.max_output_param] = lowered
-                    return ticket, candidate
-    raise refusal
 
 
 async def _serve(
@@ -195,7 +60,7 @@ async def _serve(
         check_limits(found.decision.considered[0], params.n, params.max_output, params.max_output_param)
     route = found.decision.route(gateway.catalog)
     check_limits(route.model, params.n, params.max_output, params.max_output_param)
-    ticket, route = await _admit(gateway, principal, params, body, route, found)
+    ticket, route = await admit(gateway, principal, params, body, route, found)
     adapter = gateway.adapter_for(route.model)
     accounting = gateway.accounting
     settle = partial(
