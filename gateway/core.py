@@ -12,6 +12,7 @@ from gateway.errors import GatewayError
 from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher
 from gateway.providers import Adapter, build_adapter
 from gateway.spend.accounting import Accounting
+from gateway.tokens import TokenCounter
 from gateway.store import Store, open_store
 
 log = logging.getLogger("gateway")
@@ -24,6 +25,7 @@ class Gateway:
         self.store = store if store is not None else open_store(settings.resolved_database_url())
         self.auth = Authenticator(settings.master_key, self.store)
         self.accounting = Accounting(self.store, settings)
+        self.tokens = TokenCounter()  # error statistics of our prompt counts against what providers report
         self.adapters: dict[str, Adapter] = {name: build_adapter(p) for name, p in catalog.providers.items()}
         self.policies = self._load_policies()
         self._unknown_policies: set[str] = set()

@@ -17,7 +17,7 @@ from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
 from gateway.http.responses import EventStreamResponse, error_response, json_bytes
 from gateway.legacy import as_text_completion, prompt_as_chat
-from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply
+from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
 from gateway.routing import Route, check_limits
 from gateway.routing.planning import admit, plan
 from gateway.spend.money import usd_text
@@ -42,6 +42,12 @@ Call = Callable[[Adapter, Route], Awaitable[Reply | StreamReply]]
 def _content(request_body: dict[str, Any], response: Any) -> str:
     """What the ledger stores when GATEWAY_LEDGER_CONTENT is on: the request and the answer."""
     return orjson.dumps({"request": request_body, "response": response}).decode()
+
+
+def _observe(gateway: Gateway, route: Route, counted: int, usage: Usage | None) -> None:
+    """Our prompt count against the provider's: calibration and per-model error statistics."""
+    if usage is not None and usage.prompt_tokens > 0:
+        gateway.tokens.observe(route.model.name, counted, usage.prompt_tokens)
 
 
 async def _serve(
@@ -81,6 +87,7 @@ async def _serve(
     if isinstance(reply, Reply):
         content = _content(request_body, orjson.loads(reply.body)) if keep_content else None
         charged = await settle(status=200, usage=reply.usage, content=content)
+        _observe(gateway, route, found.decision.prompt_tokens, reply.usage)
         headers["x-gateway-cost-usd"] = usd_text(charged.cost_nanos)
         return json_bytes(reply.body, headers=headers)
 
@@ -93,6 +100,7 @@ async def _serve(
 
     async def on_finish(done: StreamOutcome) -> dict[str, object]:
         charged = await settle(status=200, usage=done.usage, ttft=done.first_chunk_at, content=streamed_content())
+        _observe(gateway, route, found.decision.prompt_tokens, done.usage)
         return charged.x_gateway(route.model.name, route.provider.name, route.reason)
 
     outcome.on_finish = on_finish

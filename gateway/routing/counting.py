@@ -1,16 +1,22 @@
 """How the gateway counts a request's prompt tokens before the call (the context-fit step and reservations).
 
-One function, so that the exact counter of `gateway.tokens` can replace the estimate in one place: today the
-body-size estimate of `gateway.spend.accounting` (about 4 bytes per token of JSON, leaning high) applies.
+One number per request from `gateway.tokens.estimate`: it reads the messages, tools and images (microseconds
+even for a 4 MB body; typical error 6%, Mistral weights, leaning high on digits). Counting exactly with each
+model's tokenizer near a window boundary (`TokenCounter.count_async`) is the next step: it needs a count per
+candidate model in the context step.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.spend.accounting import estimate_prompt_tokens
+from gateway.tokens import estimate
 
 
 def prompt_tokens(body: dict[str, Any], size: int) -> int:
-    """Prompt tokens of a request body (system prompt, messages, tools and images included), as counted before the call."""
-    return estimate_prompt_tokens(size)
+    """Prompt tokens of a request body (system prompt, messages, tools and images included), as counted before the call.
+
+    `size` (the body's bytes) bounds the estimate from below at a sixteenth of it for bodies whose text the
+    estimate does not read (unknown fields), so a reservation never prices a large body as nearly empty.
+    """
+    return max(estimate(body), size // 16)
