@@ -28,6 +28,7 @@ class Gateway:
         self.tokens = TokenCounter()  # error statistics of our prompt counts against what providers report
         self.adapters: dict[str, Adapter] = {name: build_adapter(p) for name, p in catalog.providers.items()}
         self.policies = self._load_policies()
+        self._builtin_policies = PolicySet("(built-in)", {DEFAULT_POLICY: Policy(name=DEFAULT_POLICY)})
         self._unknown_policies: set[str] = set()
         self.started = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -74,7 +75,7 @@ class Gateway:
     def policy_set(self) -> PolicySet:
         """The policies in use; a request takes this once and keeps it to the end."""
         if self.policies is None:
-            return PolicySet("(built-in)", {DEFAULT_POLICY: Policy(name=DEFAULT_POLICY)})
+            return self._builtin_policies
         return self.policies.current
 
     def policy_for(self, policies: PolicySet, name: str | None) -> Policy:
