@@ -18,42 +18,13 @@ catalog: `policies/x.yaml: prefer[1]: unknown model 'gpt-5' (known: ...) (line 7
 
 Modules: `schema` (the pydantic models), `checks` (loading one file and validating it: `Problem`,
 `PolicyError`, `check_policy_text`, ...), `watcher` (`PolicySet`, `load_policies`, `PolicyWatcher`) and
-`cli` (`gateway policy check|show`). This package re-exports every name the former single module
-`gateway/policy.py` had, so `from gateway.policy import X` keeps working.
+`cli` (`gateway policy check|show`). The public API is re-exported here.
 """
 
 from __future__ import annotations
 
-# Names the former module imported; still importable from here.
-import argparse
-import hashlib
-import logging
-import os
-import sys
-import threading
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Callable, Collection, Iterable, Iterator, Literal, Sequence, get_args
-
-import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    StrictBool,
-    StrictInt,
-    ValidationError,
-)
-
-from gateway.config import Capability, Catalog, ConfigError, ModelConfig, _loc
-from gateway.management import POLICY_PATTERN
-
-# The policy API, from its modules.
+from gateway.policy.checks import PolicyError, Problem, check_policy_file, check_policy_text, load_policy_file, policy_files
+from gateway.policy.cli import add_policy_commands, default_policies_dir
 from gateway.policy.schema import (
     CAPABILITIES,
     DEFAULT_POLICY,
@@ -61,42 +32,13 @@ from gateway.policy.schema import (
     POLICIES_DIR_ENV,
     BudgetRules,
     ContextRules,
-    Downgrade,
-    FailureKind,
     Fallbacks,
-    Millis,
-    NamedModel,
-    Number,
-    Percent,
     Policy,
-    _failure_kind,
-    _known_failure,
-    _number,
-    _Strict,
-)
-from gateway.policy.checks import (
-    PolicyError,
-    Problem,
-    _by_line,
-    _could_be_cheaper,
-    _fields_at,
-    _line_of,
-    _Loader,
-    _schema_problems,
-    _semantic_problems,
-    _stem,
-    check_policy_file,
-    check_policy_text,
-    load_policy_file,
-    log,
-    policy_files,
 )
 from gateway.policy.watcher import PolicySet, PolicyWatcher, ReloadResult, load_policies
-from gateway.policy.cli import (
-    _catalog_for,
-    _summary,
-    add_policy_commands,
-    cmd_policy_check,
-    cmd_policy_show,
-    default_policies_dir,
-)
+
+__all__ = [
+    "BudgetRules", "CAPABILITIES", "ContextRules", "DEFAULT_POLICY", "FAILURE_KINDS", "Fallbacks", "POLICIES_DIR_ENV",
+    "Policy", "PolicyError", "PolicySet", "PolicyWatcher", "Problem", "ReloadResult", "add_policy_commands",
+    "check_policy_file", "check_policy_text", "default_policies_dir", "load_policies", "load_policy_file", "policy_files",
+]  # fmt: skip
