@@ -26,6 +26,7 @@ class GatewayError(Exception):
         self.code = code
         self.param = param
         self.headers = dict(headers or {})
+        self.upstream_status: int | None = None  # the provider's own status, when this maps a provider error
 
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.code, self.param)

@@ -124,7 +124,7 @@ def test_upstream_failure_releases_the_reservation(start_gateway: GatewayFactory
     team = make_team(db, "web", "1.00")
     key, _ = make_key(db, "web")
     url = start_gateway(database_url=db).url
-    moonshot_log.fault("status=503")
+    moonshot_log.fault("status=503", count=2)  # the first attempt and its one retry
     assert post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key)).status == 503
     usage = team_usage(db, team)
     assert usage.reserved_nanos == 0 and usage.spent_nanos == 0
@@ -161,12 +161,13 @@ def _wait_for_rows(db: str, count: int) -> list[Any]:
 def _concurrency_proof(urls: list[str], db: str, team_name: str) -> None:
     body = {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 24}
     # One request's reservation: the most one request may cost, as the gateway estimates it.
-    from gateway.spend.accounting import estimate_prompt_tokens
-    from gateway.spend.pricing import estimate_nanos
     from gateway.config import load_catalog
+    from gateway.routing.counting import prompt_tokens, reservation_prompt_tokens
+    from gateway.spend.pricing import estimate_nanos
 
     kimi = load_catalog(None, {}).models["kimi-k2.6"]
-    reservation = estimate_nanos(kimi, estimate_prompt_tokens(len(json.dumps(body))), 24)
+    size = len(json.dumps(body))  # the same bytes aiohttp sends
+    reservation = estimate_nanos(kimi, reservation_prompt_tokens(prompt_tokens(body, size), size), 24)
     budget = reservation * 10 + reservation // 2  # fits about 10 requests
     team = make_team(db, team_name + "-capped", None)
     # Budget set directly (nano-dollars) so it is exactly 10.5 reservations.

@@ -45,7 +45,7 @@ def test_litellm_kind_non_streaming_and_streaming(url: str, moonshot_log: Emulat
 
 
 def test_litellm_kind_maps_provider_errors(url: str, moonshot_log: EmulatorControl) -> None:
-    moonshot_log.fault("status=429")
+    moonshot_log.fault("status=429", count=2)  # the first attempt and its one retry
     client = openai.OpenAI(base_url=url + "/v1", api_key="client", max_retries=0)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="kimi-via-litellm", messages=HELLO)

@@ -44,7 +44,7 @@ def url(start_gateway: GatewayFactory, tmp_path_factory: pytest.TempPathFactory)
     [("status=503", 503, None), ("status=500", 502, None), ("status=502", 502, None)],
 )
 def test_provider_5xx(url: str, mistral_log: EmulatorControl, fault: str, status: int, code: str | None) -> None:
-    mistral_log.fault(fault)
+    mistral_log.fault(fault, count=2)  # the first attempt and the policy's one retry
     answer = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": HELLO})
     assert answer.status == status
     assert answer.error["type"] == "upstream_error" and "mistral returned" in answer.error["message"]
@@ -61,7 +61,7 @@ def test_provider_429_keeps_status_and_retry_after(url: str, control: str, reque
 
 
 def test_provider_429_through_the_sdk(url: str, moonshot_log: EmulatorControl) -> None:
-    moonshot_log.fault("status=429")
+    moonshot_log.fault("status=429", count=2)
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="kimi-k2.6", messages=HELLO)
@@ -75,7 +75,7 @@ def test_provider_422_message_is_kept(url: str, mistral_log: EmulatorControl) ->
 
 
 def test_hang_is_504_after_first_byte_timeout(url: str, moonshot_log: EmulatorControl) -> None:
-    moonshot_log.fault("hang")
+    moonshot_log.fault("hang", count=2)
     answer = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": HELLO})
     assert answer.status == 504 and answer.error["code"] == "upstream_timeout"
 

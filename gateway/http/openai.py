@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -19,6 +20,7 @@ from gateway.http.responses import EventStreamResponse, error_response, json_byt
 from gateway.legacy import as_text_completion, prompt_as_chat
 from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
 from gateway.routing import Route, check_limits
+from gateway.routing.failover import Failover
 from gateway.routing.planning import admit, plan
 from gateway.spend.money import usd_text
 from gateway.validation import Request as RequestParams
@@ -36,7 +38,8 @@ def _route_headers(route: Route) -> dict[str, str]:
     }
 
 
-Call = Callable[[Adapter, Route], Awaitable[Reply | StreamReply]]
+# Each attempt gets its own shallow copy of the body: adapters rewrite top-level fields in place.
+Call = Callable[[Adapter, Route, dict[str, Any]], Awaitable[Reply | StreamReply]]
 
 
 def _content(request_body: dict[str, Any], response: Any) -> str:
@@ -67,23 +70,35 @@ async def _serve(
     route = found.decision.route(gateway.catalog)
     check_limits(route.model, params.n, params.max_output, params.max_output_param)
     ticket, route = await admit(gateway, principal, params, body, route, found)
-    adapter = gateway.adapter_for(route.model)
     accounting = gateway.accounting
+    keep_content = gateway.settings.ledger_content
+    request_body = dict(body) if keep_content else {}
+    failover = Failover(found.decision, gateway.catalog, found.policy.fallbacks)
+    while True:
+        try:
+            reply = await call(gateway.adapter_for(route.model), route, dict(body))
+            break
+        except GatewayError as error:
+            step = failover.next(route, error)
+            if step is None:
+                await accounting.settle(
+                    ticket, provider=route.provider.name, region=route.provider.region, route_reason=route.reason,
+                    stream=params.stream, status=error.status, usage=None,
+                )  # fmt: skip
+                raise
+            await accounting.release(ticket)
+            route, wait = step
+            if wait:
+                await asyncio.sleep(wait)  # the policy's backoff (or the provider's Retry-After) before retrying
+            ticket, route = await admit(gateway, principal, params, body, route, found)
+        except BaseException:
+            gateway.in_background(accounting.release(ticket))
+            raise
     settle = partial(
         accounting.settle, ticket, provider=route.provider.name, region=route.provider.region,
         route_reason=route.reason, stream=params.stream,
     )  # fmt: skip
     headers = _route_headers(route)
-    keep_content = gateway.settings.ledger_content
-    request_body = dict(body) if keep_content else {}  # the adapter rewrites `body` in place
-    try:
-        reply = await call(adapter, route)
-    except GatewayError as error:
-        await settle(status=error.status, usage=None)
-        raise
-    except BaseException:
-        gateway.in_background(accounting.release(ticket))
-        raise
     if isinstance(reply, Reply):
         content = _content(request_body, orjson.loads(reply.body)) if keep_content else None
         charged = await settle(status=200, usage=reply.usage, content=content)
@@ -137,8 +152,8 @@ async def chat_completions(gateway: Gateway, request: Request, principal: Princi
     body, size = await read_json_object(request, gateway.settings.max_body_bytes)
     params = check_chat(body)
 
-    async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
-        return await adapter.chat(body, route.model, stream=params.stream, include_usage=params.include_usage)
+    async def call(adapter: Adapter, route: Route, attempt: dict[str, Any]) -> Reply | StreamReply:
+        return await adapter.chat(attempt, route.model, stream=params.stream, include_usage=params.include_usage)
 
     return await _serve(gateway, principal, params, body, size, "chat", call, request.headers)
 
@@ -150,11 +165,11 @@ async def completions(gateway: Gateway, request: Request, principal: Principal) 
     fim = "fim" in params.needs
     params.needs.discard("fim")
 
-    async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
+    async def call(adapter: Adapter, route: Route, attempt: dict[str, Any]) -> Reply | StreamReply:
         options = {"stream": params.stream, "include_usage": params.include_usage, "reshape": as_text_completion}
         if fim:
-            return await adapter.fim(body, route.model, **options)
-        return await adapter.chat(prompt_as_chat(body), route.model, **options)
+            return await adapter.fim(attempt, route.model, **options)
+        return await adapter.chat(prompt_as_chat(attempt), route.model, **options)
 
     return await _serve(gateway, principal, params, body, size, "fim" if fim else "chat", call, request.headers)
 
@@ -165,8 +180,8 @@ async def fim_completions(gateway: Gateway, request: Request, principal: Princip
     params = check_completion(body)
     params.needs.discard("fim")
 
-    async def call(adapter: Adapter, route: Route) -> Reply | StreamReply:
-        return await adapter.fim(body, route.model, stream=params.stream, include_usage=params.include_usage)
+    async def call(adapter: Adapter, route: Route, attempt: dict[str, Any]) -> Reply | StreamReply:
+        return await adapter.fim(attempt, route.model, stream=params.stream, include_usage=params.include_usage)
 
     return await _serve(gateway, principal, params, body, size, "fim", call, request.headers)
 
@@ -175,8 +190,8 @@ async def embeddings(gateway: Gateway, request: Request, principal: Principal) -
     body, size = await read_json_object(request, gateway.settings.max_body_bytes)
     params = check_embeddings(body)
 
-    async def call(adapter: Adapter, route: Route) -> Reply:
-        return await adapter.embeddings(body, route.model)
+    async def call(adapter: Adapter, route: Route, attempt: dict[str, Any]) -> Reply:
+        return await adapter.embeddings(attempt, route.model)
 
     return await _serve(gateway, principal, params, body, size, "embeddings", call, request.headers)
 

@@ -44,6 +44,12 @@ def _detail_text(item: Any) -> str:
 
 
 def map_status_error(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+    error = _map_status(provider, status, body, headers)
+    error.upstream_status = status
+    return error
+
+
+def _map_status(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
     message, etype, code = provider_message(body)
     text = f"{provider} returned {status}: {message}"
     if status == 429:

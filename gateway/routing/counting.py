@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.spend.accounting import estimate_prompt_tokens
 from gateway.tokens import estimate
+
+# The estimate's error is within about 20% (see gateway.tokens); a reservation must not be below the real
+# cost, or concurrent requests could together spend past the budget, so it prices the prompt at the top of it.
+RESERVATION_HEADROOM = 1.25
 
 
 def prompt_tokens(body: dict[str, Any], size: int) -> int:
@@ -20,3 +25,9 @@ def prompt_tokens(body: dict[str, Any], size: int) -> int:
     estimate does not read (unknown fields), so a reservation never prices a large body as nearly empty.
     """
     return max(estimate(body), size // 16)
+
+
+def reservation_prompt_tokens(counted: int, size: int) -> int:
+    """The prompt tokens a budget reservation prices: an upper bound (counted + headroom, and never less than
+    the body-size estimate), so that what a request really costs stays within what it reserved."""
+    return max(int(counted * RESERVATION_HEADROOM), estimate_prompt_tokens(size))

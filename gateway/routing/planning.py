@@ -16,6 +16,7 @@ from gateway.errors import GatewayError
 from gateway.policy import Policy
 from gateway.routing.core import Allowed, Route, check_limits
 from gateway.routing.counting import prompt_tokens as count_prompt_tokens
+from gateway.routing.counting import reservation_prompt_tokens
 from gateway.routing.pipeline import RouteDecision, decide
 from gateway.spend.accounting import Ticket
 from gateway.store.base import key_scope, team_scope
@@ -81,6 +82,7 @@ async def spent_fraction(gateway: "Gateway", principal: Principal, policy: Polic
 class Plan:
     policy: Policy
     decision: RouteDecision
+    reserve_prompt_tokens: int  # the prompt as the budget reservation prices it (an upper bound)
 
 
 async def plan(
@@ -95,7 +97,7 @@ async def plan(
         gateway.catalog, policy, allowed_for(principal), params.model, {endpoint, *params.needs},
         count_prompt_tokens(body, size), expected, regions, await spent_fraction(gateway, principal, policy),
     )  # fmt: skip
-    return Plan(policy, decision)
+    return Plan(policy, decision, reservation_prompt_tokens(decision.prompt_tokens, size))
 
 
 def _is_budget_refusal(error: GatewayError) -> bool:
@@ -109,7 +111,7 @@ async def admit(
     in order (`cheaper_model`, `lower_max_tokens`) before refusing with the first refusal."""
     accounting = gateway.accounting
     decision, policy = found.decision, found.policy
-    prompt = decision.prompt_tokens
+    prompt = found.reserve_prompt_tokens
 
     async def attempt(model_route: Route, max_output: int | None) -> Ticket:
         return await accounting.admit(
