@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Coroutine
+import signal
+from typing import Any, Callable, Coroutine
 
 from gateway.auth import Authenticator
 from gateway.config import Catalog, ModelConfig, Settings
 from gateway.errors import GatewayError
-from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher
+from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher, ReloadResult
 from gateway.providers import Adapter, build_adapter
 from gateway.spend.accounting import Accounting
 from gateway.tokens import TokenCounter
 from gateway.store import Store, open_store
 
 log = logging.getLogger("gateway")
+
+POLICY_POLL_SECONDS = 2.0  # how soon an edited policy file is picked up without a SIGHUP
 
 
 class Gateway:
@@ -28,6 +31,8 @@ class Gateway:
         self.tokens = TokenCounter()  # error statistics of our prompt counts against what providers report
         self.adapters: dict[str, Adapter] = {name: build_adapter(p) for name, p in catalog.providers.items()}
         self.policies = self._load_policies()
+        self._policy_watch: asyncio.Task[None] | None = None
+        self.policy_reloads = {"success": 0, "failure": 0}  # exported as gateway_config_reloads_total later
         self._builtin_policies = PolicySet("(built-in)", {DEFAULT_POLICY: Policy(name=DEFAULT_POLICY)})
         self._unknown_policies: set[str] = set()
         self.started = False
@@ -41,10 +46,53 @@ class Gateway:
             if provider.api_key is None and provider.kind != "litellm":
                 log.warning("provider %s has no API key (%s): its models will answer 503", name, provider.kind)
             await adapter.start()
+        if self.policies is not None:
+            self._policy_watch = asyncio.get_running_loop().create_task(self._watch_policies())
+            self._on_sighup(self.reload_policies)
         self.started = True
+
+    def policy_status(self) -> dict[str, object]:
+        if self.policies is None:
+            return {"source": "built-in default", "version": 0, "last_error": None, "reloads": self.policy_reloads}
+        return {
+            "source": str(self.policies.directory), "version": self.policies.version,
+            "names": sorted(self.policies.current), "last_error": self.policies.last_error or None,
+            "reloads": self.policy_reloads,
+        }  # fmt: skip
+
+    def reload_policies(self) -> ReloadResult | None:
+        """Re-read the policy directory now (SIGHUP, `POST /admin/reload`); a broken edit keeps the previous
+        version in use, and says why in the log and in /readyz. In-flight requests keep the policy they took."""
+        if self.policies is None:
+            return None
+        result = self.policies.reload()
+        self.policy_reloads["success" if result.ok else "failure"] += 1
+        return result
+
+    async def _watch_policies(self) -> None:
+        assert self.policies is not None
+        while True:
+            await asyncio.sleep(POLICY_POLL_SECONDS)  # periodic check for edited files, not synchronisation
+            try:
+                result = self.policies.poll()
+            except Exception:  # a vanished directory or a race with an editor: try again next round
+                log.exception("checking the policy files failed")
+                continue
+            if result is not None:
+                self.policy_reloads["success" if result.ok else "failure"] += 1
+
+    @staticmethod
+    def _on_sighup(callback: Callable[[], object]) -> None:
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, callback)
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass  # not the main thread (tests run gateways on threads) or no SIGHUP on this platform
 
     async def close(self) -> None:
         self.started = False
+        if self._policy_watch is not None:
+            self._policy_watch.cancel()
+            await asyncio.gather(self._policy_watch, return_exceptions=True)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.accounting.close()

@@ -19,7 +19,7 @@ from gateway.routing.counting import prompt_tokens
 from gateway.spend.money import usd_to_nanos
 from tests.budget_util import _with_store, ledger, make_key, make_team, run, team_usage
 from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json
+from tests.http_util import post_json, request
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(None, {})
@@ -324,3 +324,30 @@ def test_cli_route_explain_direct(db: str, tmp_path: Path, capsys: pytest.Captur
     request.write_text(json.dumps({"model": "auto", "messages": SHORT}))
     assert main(["route", "explain", "--team", "eu", "--file", str(request), "--database-url", db, "--header", "x-gateway-residency=eu"]) == 0
     assert "-> mistral-medium-3.5 (mistral, eu), reason preferred" in capsys.readouterr().out
+
+
+def test_policies_reload_without_restart_and_a_broken_edit_keeps_the_last_good_version(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    import shutil
+
+    directory = tmp_path / "policies"
+    shutil.copytree(Path(__file__).parent.parent / "policies", directory)
+    url = start_gateway(policies_dir=directory, master_key="mk-reload").url
+    admin = {"authorization": "Bearer mk-reload"}
+    short = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    assert post_json(url, "/v1/chat/completions", short, admin).headers["x-gateway-model"] == "mistral-medium-3.5"
+
+    default = directory / "default.yaml"
+    default.write_text(default.read_text().replace("prefer: [mistral-medium-3.5, kimi-k2.6]", "prefer: [kimi-k2.6, mistral-medium-3.5]"))
+    reloaded = post_json(url, "/admin/reload", {}, admin)
+    assert reloaded.status == 200 and reloaded.json()["ok"] is True  # (the file poller may have been first)
+    assert post_json(url, "/v1/chat/completions", short, admin).headers["x-gateway-model"] == "kimi-k2.6"
+
+    default.write_text("name: default\nprefer: [no-such-model]\n")
+    broken = post_json(url, "/admin/reload", {}, admin)
+    assert broken.status == 422 and any("no-such-model" in p for p in broken.json()["problems"])
+    answer = post_json(url, "/v1/chat/completions", short, admin)
+    assert answer.status == 200 and answer.headers["x-gateway-model"] == "kimi-k2.6"  # the previous version
+    status = request(url, "GET", "/readyz").json()["policies"]
+    assert "no-such-model" in status["last_error"] and status["reloads"]["failure"] >= 1

@@ -111,6 +111,17 @@ def _guarded(gateway: Gateway, handler: Handler) -> Callable[[Request], Awaitabl
     return endpoint
 
 
+async def reload(gateway: Gateway, request: Request) -> Response:
+    """`POST /admin/reload`: re-read the policy files now, as SIGHUP does."""
+    result = gateway.reload_policies()
+    if result is None:
+        return _json({"ok": False, "reloaded": False, "reason": "no policy directory in use (built-in default policy)"})
+    return _json(
+        {"ok": result.ok, "changed": result.changed, "version": result.version, "problems": [str(p) for p in result.problems]},
+        200 if result.ok else 422,
+    )
+
+
 def routes(gateway: Gateway) -> list[Route]:
     def route(path: str, handler: Handler, method: str) -> Route:
         return Route(path, _guarded(gateway, handler), methods=[method])
@@ -126,4 +137,5 @@ def routes(gateway: Gateway) -> list[Route]:
         route("/admin/keys/{key_id}", get_key, "GET"),
         route("/admin/keys/{key_id}", revoke_key, "DELETE"),
         route("/admin/spend", spend, "GET"),
+        route("/admin/reload", reload, "POST"),
     ]
