@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     default_expected_output_tokens: int = Field(1024, ge=1)
     soft_limit_webhook_url: str | None = None
     ledger_content: bool = False  # store prompt and response text in the ledger (off: never)
+    circuit_failures: int = Field(5, ge=1)  # consecutive upstream failures that open a deployment's circuit
+    circuit_cooldown_seconds: float = Field(30.0, gt=0)  # then one probe request is let through
     # Routing policies (policies/README.md). None: ./policies if it exists, else the repository's policies/.
     policies_dir: Path | None = None
 

@@ -13,6 +13,7 @@ from gateway.errors import GatewayError
 from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher, ReloadResult
 from gateway.providers import Adapter, build_adapter
 from gateway.spend.accounting import Accounting
+from gateway.routing.circuits import CircuitBreakers
 from gateway.tokens import TokenCounter
 from gateway.store import Store, open_store
 
@@ -28,6 +29,7 @@ class Gateway:
         self.store = store if store is not None else open_store(settings.resolved_database_url())
         self.auth = Authenticator(settings.master_key, self.store)
         self.accounting = Accounting(self.store, settings)
+        self.circuits = CircuitBreakers(settings.circuit_failures, settings.circuit_cooldown_seconds)
         self.tokens = TokenCounter()  # error statistics of our prompt counts against what providers report
         self.adapters: dict[str, Adapter] = {name: build_adapter(p) for name, p in catalog.providers.items()}
         self.policies = self._load_policies()

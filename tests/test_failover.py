@@ -96,3 +96,41 @@ def test_the_budget_is_reserved_again_for_the_fallback_model(
     rows = ledger(db)
     assert usage.reserved_nanos == 0 and len(rows) == 1 and usage.spent_nanos == rows[0].cost_nanos
     assert rows[0].route_reason == "fallback:upstream-503"
+
+
+def test_an_open_circuit_is_skipped_without_calling_the_provider(
+    start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
+) -> None:
+    url = start_gateway(database_url=db, circuit_failures=2, circuit_cooldown_seconds=3600).url
+    mistral_log.fault("status=503", count=2)
+    assert post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": HELLO}).status == 503  # two failures: open
+    mistral_log.reset()
+    answer = post_json(url, CHAT, {"model": "auto", "messages": HELLO})
+    assert answer.status == 200 and answer.headers["x-gateway-model"] == "kimi-k2.6"
+    assert answer.headers["x-gateway-route-reason"] == "fallback:circuit-open"
+    assert mistral_log.requests() == []  # skipped, not tried
+    pinned = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": HELLO})
+    assert pinned.status == 503 and pinned.error["code"] == "circuit_open" and mistral_log.requests() == []
+
+
+def test_circuit_states_half_open_probe_and_recovery() -> None:
+    from gateway.routing.circuits import CLOSED, HALF_OPEN, OPEN, CircuitBreakers
+
+    now = [0.0]
+    breakers = CircuitBreakers(failures=3, cooldown=10, clock=lambda: now[0])
+    for _ in range(2):
+        breakers.failed("p/m")
+    assert breakers.state("p/m") == CLOSED and breakers.allows("p/m")
+    breakers.failed("p/m")
+    assert breakers.state("p/m") == OPEN and not breakers.allows("p/m")
+    now[0] = 10.0
+    assert breakers.allows("p/m") and breakers.state("p/m") == HALF_OPEN
+    assert not breakers.allows("p/m")  # one probe at a time
+    breakers.failed("p/m")
+    assert breakers.state("p/m") == OPEN and not breakers.allows("p/m")
+    now[0] = 20.0
+    assert breakers.allows("p/m")
+    breakers.succeeded("p/m")
+    assert breakers.state("p/m") == CLOSED and breakers.allows("p/m")
+    breakers.failed("p/m")
+    assert breakers.state("p/m") == CLOSED  # the count restarted after the success

@@ -20,7 +20,8 @@ from gateway.http.responses import EventStreamResponse, error_response, json_byt
 from gateway.legacy import as_text_completion, prompt_as_chat
 from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
 from gateway.routing import Route, check_limits
-from gateway.routing.failover import Failover
+from gateway.routing.circuits import deployment
+from gateway.routing.failover import Failover, failure_kind
 from gateway.routing.planning import admit, plan
 from gateway.spend.money import usd_text
 from gateway.validation import Request as RequestParams
@@ -75,10 +76,29 @@ async def _serve(
     request_body = dict(body) if keep_content else {}
     failover = Failover(found.decision, gateway.catalog, found.policy.fallbacks)
     while True:
+        circuit = deployment(route.provider.name, route.model.name)
+        if not gateway.circuits.allows(circuit):
+            following = failover.skip(route)
+            if following is None:
+                error = GatewayError(
+                    503, f"{route.model.name} at {route.provider.name} is failing (circuit open); try again shortly.",
+                    "upstream_error", "circuit_open",
+                )  # fmt: skip
+                await accounting.settle(
+                    ticket, provider=route.provider.name, region=route.provider.region, route_reason=route.reason,
+                    stream=params.stream, status=503, usage=None,
+                )  # fmt: skip
+                raise error
+            await accounting.release(ticket)
+            ticket, route = await admit(gateway, principal, params, body, following, found)
+            continue
         try:
             reply = await call(gateway.adapter_for(route.model), route, dict(body))
+            gateway.circuits.succeeded(circuit)
             break
         except GatewayError as error:
+            if failure_kind(error) is not None:
+                gateway.circuits.failed(circuit)
             step = failover.next(route, error)
             if step is None:
                 await accounting.settle(

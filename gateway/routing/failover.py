@@ -58,6 +58,11 @@ class Failover:
         if wait is not None:
             self.attempt += 1
             return Route(route.model, route.provider, route.reason), wait
+        following = self.skip(route, reason)
+        return (following, 0.0) if following is not None else None
+
+    def skip(self, route: Route, reason: str = "fallback:circuit-open") -> Route | None:
+        """The next candidate after `route`, if the policy lets the request move on."""
         if not self.rules.to_next_candidate or (self.decision.pinned and not self.rules.when_pinned):
             return None
         names = [m.name for m in self.decision.candidates]
@@ -66,4 +71,4 @@ class Failover:
             return None
         self.attempt = 0
         model = later[0]
-        return Route(model, self.catalog.provider_of(model), reason), 0.0
+        return Route(model, self.catalog.provider_of(model), reason)

@@ -1,0 +1,64 @@
+"""Circuit breakers, one per deployment (a model at its provider).
+
+A deployment that failed `failures` times in a row (connect errors, timeouts,
+429 and 5xx before the first byte) is opened: routing skips it, so requests
+go straight to the next candidate instead of waiting for a provider that is
+down. After `cooldown` seconds one request is let through (half-open); its
+success closes the circuit, its failure opens it again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+CLOSED, HALF_OPEN, OPEN = 0, 1, 2  # the values of gateway_circuit_state
+
+
+@dataclass
+class Circuit:
+    failures: int = 0
+    state: int = CLOSED
+    opened_at: float = 0.0
+    probing: bool = False
+
+
+@dataclass
+class CircuitBreakers:
+    failures: int = 5
+    cooldown: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    circuits: dict[str, Circuit] = field(default_factory=dict)
+
+    def allows(self, deployment: str) -> bool:
+        """Whether a request may go to this deployment now (a half-open circuit lets one probe through)."""
+        circuit = self.circuits.get(deployment)
+        if circuit is None or circuit.state == CLOSED:
+            return True
+        if circuit.state == OPEN and self.clock() - circuit.opened_at >= self.cooldown:
+            circuit.state = HALF_OPEN
+        if circuit.state == HALF_OPEN and not circuit.probing:
+            circuit.probing = True
+            return True
+        return False
+
+    def succeeded(self, deployment: str) -> None:
+        circuit = self.circuits.get(deployment)
+        if circuit is not None:
+            circuit.failures, circuit.state, circuit.probing = 0, CLOSED, False
+
+    def failed(self, deployment: str) -> None:
+        circuit = self.circuits.setdefault(deployment, Circuit())
+        circuit.failures += 1
+        circuit.probing = False
+        if circuit.state == HALF_OPEN or circuit.failures >= self.failures:
+            circuit.state, circuit.opened_at = OPEN, self.clock()
+
+    def state(self, deployment: str) -> int:
+        circuit = self.circuits.get(deployment)
+        return CLOSED if circuit is None else circuit.state
+
+
+def deployment(provider: str, model: str) -> str:
+    return f"{provider}/{model}"
