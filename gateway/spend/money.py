@@ -16,10 +16,6 @@ def usd_to_nanos(usd: Decimal | int | str) -> int:
     return int((Decimal(usd) * NANOS_PER_USD).to_integral_value(ROUND_HALF_EVEN))
 
 
-def nanos_to_usd(nanos: int) -> Decimal:
-    return (Decimal(nanos) / NANOS_PER_USD).normalize() if nanos else Decimal(0)
-
-
 def usd_text(nanos: int) -> str:
     """A fixed-point string with 9 decimals, e.g. '0.001250000' (exact, for JSON and CSV)."""
     sign = "-" if nanos < 0 else ""

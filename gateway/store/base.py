@@ -168,9 +168,6 @@ class Store(ABC):
     async def create_key(self, key: KeyRecord) -> None: ...
 
     @abstractmethod
-    async def key_by_hash(self, key_hash: str) -> KeyRecord | None: ...
-
-    @abstractmethod
     async def key_and_team(self, key_hash: str) -> tuple[KeyRecord, Team | None] | None:
         """The key with this hash and its team, in one read (the request path's only query)."""
 

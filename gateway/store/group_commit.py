@@ -23,8 +23,6 @@ class GroupCommit(Generic[Op]):
         self._max_batch = max_batch
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.operations = 0
 
     async def submit(self, op: Op) -> Any:
         loop = asyncio.get_running_loop()
@@ -48,8 +46,6 @@ class GroupCommit(Generic[Op]):
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            self.batches += 1
-            self.operations += len(batch)
             for (_, future), result in zip(batch, results):
                 if future.done():
                     continue

@@ -233,10 +233,6 @@ class SqlStore(Store):
              key.expires_at, key.created_at, key.revoked_at),
         )  # fmt: skip
 
-    async def key_by_hash(self, key_hash: str) -> KeyRecord | None:
-        rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
-        return _key(rows[0]) if rows else None
-
     async def key_and_team(self, key_hash: str) -> tuple[KeyRecord, Team | None] | None:
         key_columns = ", ".join(f"k.{c.strip()}" for c in KEY_COLUMNS.split(","))
         team_columns = ", ".join(f"t.{c.strip()}" for c in TEAM_COLUMNS.split(","))
@@ -436,8 +432,3 @@ class SqlStore(Store):
         where, params = self._where(filters)
         rows = await self._read(f"SELECT {LEDGER_COLUMNS} FROM ledger{where} ORDER BY ts LIMIT ?", [*params, limit])
         return [_ledger(r) for r in rows]
-
-    @property
-    def commit_stats(self) -> tuple[int, int]:
-        """(batches, operations) committed so far: operations / batches is the group size."""
-        return self._commits.batches, self._commits.operations
