@@ -23,6 +23,7 @@ from gateway.routing import Route, check_limits
 from gateway.routing.circuits import deployment
 from gateway.routing.failover import Failover, failure_kind
 from gateway.routing.planning import admit, plan
+from gateway.spend.accounting import Charged, Ticket
 from gateway.spend.money import usd_text
 from gateway.validation import Request as RequestParams
 from gateway.validation import check_chat, check_completion, check_embeddings
@@ -75,6 +76,14 @@ async def _serve(
     keep_content = gateway.settings.ledger_content
     request_body = dict(body) if keep_content else {}
     failover = Failover(found.decision, gateway.catalog, found.policy.fallbacks)
+
+    def settler(ticket: Ticket, route: Route) -> Callable[..., Awaitable[Charged]]:
+        """Settlement of `ticket` as served by `route` (one ledger row for the request)."""
+        return partial(
+            accounting.settle, ticket, provider=route.provider.name, region=route.provider.region,
+            route_reason=route.reason, stream=params.stream,
+        )  # fmt: skip
+
     while True:
         circuit = deployment(route.provider.name, route.model.name)
         if not gateway.circuits.allows(circuit):
@@ -84,10 +93,7 @@ async def _serve(
                     503, f"{route.model.name} at {route.provider.name} is failing (circuit open); try again shortly.",
                     "upstream_error", "circuit_open",
                 )  # fmt: skip
-                await accounting.settle(
-                    ticket, provider=route.provider.name, region=route.provider.region, route_reason=route.reason,
-                    stream=params.stream, status=503, usage=None,
-                )  # fmt: skip
+                await settler(ticket, route)(status=503, usage=None)
                 raise error
             await accounting.release(ticket)
             ticket, route = await admit(gateway, principal, params, body, following, found)
@@ -101,10 +107,7 @@ async def _serve(
                 gateway.circuits.failed(circuit)
             step = failover.next(route, error)
             if step is None:
-                await accounting.settle(
-                    ticket, provider=route.provider.name, region=route.provider.region, route_reason=route.reason,
-                    stream=params.stream, status=error.status, usage=None,
-                )  # fmt: skip
+                await settler(ticket, route)(status=error.status, usage=None)
                 raise
             await accounting.release(ticket)
             route, wait = step
@@ -114,10 +117,7 @@ async def _serve(
         except BaseException:
             gateway.in_background(accounting.release(ticket))
             raise
-    settle = partial(
-        accounting.settle, ticket, provider=route.provider.name, region=route.provider.region,
-        route_reason=route.reason, stream=params.stream,
-    )  # fmt: skip
+    settle = settler(ticket, route)
     headers = _route_headers(route)
     if isinstance(reply, Reply):
         content = _content(request_body, orjson.loads(reply.body)) if keep_content else None
