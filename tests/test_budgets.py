@@ -162,12 +162,15 @@ def _concurrency_proof(urls: list[str], db: str, team_name: str) -> None:
     body = {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 24}
     # One request's reservation: the most one request may cost, as the gateway estimates it.
     from gateway.config import load_catalog
-    from gateway.routing.counting import prompt_tokens, reservation_prompt_tokens
+    from gateway.routing.counting import PromptCounts, reservation_prompt_tokens
     from gateway.spend.pricing import estimate_nanos
+    from gateway.tokens import TokenCounter
 
-    kimi = load_catalog(None, {}).models["kimi-k2.6"]
+    catalog = load_catalog(None, {})
+    kimi = catalog.models["kimi-k2.6"]
     size = len(json.dumps(body))  # the same bytes aiohttp sends
-    reservation = estimate_nanos(kimi, reservation_prompt_tokens(prompt_tokens(body, size), size), 24)
+    counts = PromptCounts(TokenCounter(), catalog, body, size)
+    reservation = estimate_nanos(kimi, reservation_prompt_tokens(counts.tokens, size, counts.upper([kimi.name])), 24)
     budget = reservation * 10 + reservation // 2  # fits about 10 requests
     team = make_team(db, team_name + "-capped", None)
     # Budget set directly (nano-dollars) so it is exactly 10.5 reservations.

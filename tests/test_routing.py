@@ -15,7 +15,8 @@ from gateway.emulators.text import count_tokens
 from gateway.errors import GatewayError
 from gateway.policy import Policy, load_policies
 from gateway.routing import Allowed, decide
-from gateway.routing.counting import prompt_tokens
+from gateway.routing.counting import PromptCounts
+from gateway.tokens import TokenCounter
 from gateway.spend.money import usd_to_nanos
 from tests.budget_util import _with_store, ledger, make_key, make_team, run, team_usage
 from tests.conftest import EmulatorControl, GatewayFactory
@@ -118,8 +119,11 @@ def test_named_models_pinned_rerouted_refused_honoured() -> None:
     assert team_says_no.error is not None and team_says_no.error.status == 403  # honour never overrides the team
     no_tools = decide(CATALOG, DEFAULT, ANY, "codestral", {"chat", "tools"}, 50, 1024)
     assert no_tools.error is not None and no_tools.error.code == "unsupported_capability"
-    too_long = decide(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, 300_000, 1024)
-    assert too_long.reason == "pinned" and "sent anyway" in next(s for s in too_long.steps if s.name == "context").note
+    tight = decide(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, 258_000, 1024)  # over the usable window
+    assert tight.reason == "pinned" and "sent anyway" in next(s for s in tight.steps if s.name == "context").note
+    too_long = decide(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, 300_000, 1024)  # over the window
+    assert too_long.error is not None and too_long.error.status == 400
+    assert too_long.error.code == "context_length_exceeded" and "262,144" in too_long.error.message
 
 
 def test_explain_data_has_every_candidate_and_cost() -> None:
@@ -163,9 +167,57 @@ def test_random_requests_never_break_residency_or_windows() -> None:
 def test_prompt_counter_falls_back_to_body_size() -> None:
     body = {"model": "auto", "messages": HUGE}
     size = len(json.dumps(body))
-    counted = prompt_tokens(body, size)
+    counted = PromptCounts(TokenCounter(), CATALOG, body, size).tokens
     assert counted > 262_144 and count_tokens(HUGE[0]["content"]) > 262_144
     assert counted + 1024 < 1_048_576 and count_tokens(HUGE[0]["content"]) < 1_000_000
+
+
+def _near_boundary_body() -> tuple[dict, int, int]:
+    """A ~20K-token prompt of varied text, its size and its Tekken count for Mistral Medium 3.5."""
+    import inspect
+
+    import gateway.routing.pipeline as pipeline_module
+
+    text = (inspect.getsource(pipeline_module) * 4)[:80_000]
+    body = {"model": "auto", "messages": [{"role": "user", "content": text}]}
+    size = len(json.dumps(body))
+    mistral = CATALOG.models["mistral-medium-3.5"]
+    rough = TokenCounter().count(body, mistral, "mistral", 10**9)
+    exact = TokenCounter().count(body, mistral, "mistral", rough.tokens)  # a limit inside the band: Tekken
+    assert rough.method == "estimate" and exact.method == "tekken" and exact.exact
+    return body, size, exact.tokens
+
+
+def test_context_step_counts_with_the_model_tokenizer_near_its_window() -> None:
+    """Near Mistral's window the estimate's band straddles the limit: the decision is made on the Tekken
+    count, whichever side of the limit it falls, and only that model is counted again."""
+    import asyncio
+
+    body, size, tekken = _near_boundary_body()
+    usable = DEFAULT.usable_window(CATALOG.models["mistral-medium-3.5"])
+    for slack, expect_model in ((+40, "mistral-medium-3.5"), (-40, "kimi-k2.6")):
+        expected_output = usable - tekken - slack  # the limit for the prompt is tekken + slack
+        counts = PromptCounts(TokenCounter(), CATALOG, body, size)
+        estimate = counts.by_model["mistral-medium-3.5"]
+        assert estimate.method == "estimate" and estimate.straddles(tekken + slack)
+        first = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, counts.tokens, expected_output, counts=counts.by_model)
+        assert "mistral-medium-3.5" in first.uncertain and "kimi-k2.6" not in first.uncertain  # 1M: clear
+        asyncio.run(counts.refine(first.uncertain))
+        refined = counts.by_model["mistral-medium-3.5"]
+        assert refined.method == "tekken" and refined.tokens == tekken and not refined.refinable
+        assert counts.by_model["kimi-k2.6"].method == "estimate"  # not counted again
+        second = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, counts.tokens, expected_output, counts=counts.by_model)
+        assert "mistral-medium-3.5" not in second.uncertain and second.candidates[0].name == expect_model
+        if expect_model == "kimi-k2.6":
+            assert second.reason == "context>262144"
+            assert f"{tekken:,} prompt tokens (counted with Tekken)" in removed(second, "context")["mistral-medium-3.5"]
+
+
+def test_pinned_model_over_its_window_is_refused_before_the_call() -> None:
+    counts = PromptCounts(TokenCounter(), CATALOG, {"model": "mistral-medium-3.5", "messages": HUGE}, 1_200_100)
+    d = decide(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, counts.tokens, 1024, counts=counts.by_model)
+    assert d.error is not None and d.error.status == 400 and d.error.code == "context_length_exceeded"
+    assert d.error.param == "messages" and "maximum context length is 262,144 tokens" in d.error.message
 
 
 # -- through the gateway -------------------------------------------------------------------------------
@@ -283,6 +335,22 @@ def test_lower_max_tokens_before_refusing(start_gateway: GatewayFactory, db: str
     answer = post_json(url, CHAT, {"model": "auto", "messages": SHORT, "max_tokens": 8192}, auth(key))
     assert answer.status == 200, answer.body
     assert mistral_log.last()["body"]["max_tokens"] == 1024
+
+
+def test_explain_shows_the_tokenizer_count_near_a_window(start_gateway: GatewayFactory, db: str) -> None:
+    body, _, tekken = _near_boundary_body()
+    make_team(db, "web", None)
+    key, _ = make_key(db, "web")
+    url = start_gateway(database_url=db).url
+    usable = DEFAULT.usable_window(CATALOG.models["mistral-medium-3.5"])
+    for slack, model in ((+40, "mistral-medium-3.5"), (-40, "kimi-k2.6")):
+        explained = post_json(url, EXPLAIN, {**body, "max_tokens": usable - tekken - slack}, auth(key))
+        assert explained.status == 200, explained.body
+        data = explained.json()
+        rows = {row["model"]: row for row in data["candidates"]}
+        assert rows["mistral-medium-3.5"]["count_method"] == "tekken"
+        assert rows["mistral-medium-3.5"]["prompt_tokens"] == tekken
+        assert rows["kimi-k2.6"]["count_method"] == "estimate" and data["model"] == model
 
 
 def test_explain_matches_and_reserves_nothing(

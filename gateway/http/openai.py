@@ -22,6 +22,7 @@ from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
 from gateway.routing import Route, check_limits
 from gateway.routing.circuits import deployment
 from gateway.routing.failover import Failover, failure_kind
+from gateway.routing.counting import PromptCounts
 from gateway.routing.planning import admit, plan
 from gateway.spend.accounting import Charged, Ticket
 from gateway.spend.money import usd_text
@@ -49,9 +50,10 @@ def _content(request_body: dict[str, Any], response: Any) -> str:
     return orjson.dumps({"request": request_body, "response": response}).decode()
 
 
-def _observe(gateway: Gateway, route: Route, counted: int, usage: Usage | None) -> None:
+def _observe(gateway: Gateway, route: Route, counts: PromptCounts, usage: Usage | None) -> None:
     """Our prompt count against the provider's: calibration and per-model error statistics."""
-    if usage is not None and usage.prompt_tokens > 0:
+    counted = counts.by_model.get(route.model.name)
+    if counted is not None and usage is not None and usage.prompt_tokens > 0:
         gateway.tokens.observe(route.model.name, counted, usage.prompt_tokens)
 
 
@@ -122,7 +124,7 @@ async def _serve(
     if isinstance(reply, Reply):
         content = _content(request_body, orjson.loads(reply.body)) if keep_content else None
         charged = await settle(status=200, usage=reply.usage, content=content)
-        _observe(gateway, route, found.decision.prompt_tokens, reply.usage)
+        _observe(gateway, route, found.counts, reply.usage)
         headers["x-gateway-cost-usd"] = usd_text(charged.cost_nanos)
         return json_bytes(reply.body, headers=headers)
 
@@ -135,7 +137,7 @@ async def _serve(
 
     async def on_finish(done: StreamOutcome) -> dict[str, object]:
         charged = await settle(status=200, usage=done.usage, ttft=done.first_chunk_at, content=streamed_content())
-        _observe(gateway, route, found.decision.prompt_tokens, done.usage)
+        _observe(gateway, route, found.counts, done.usage)
         return charged.x_gateway(route.model.name, route.provider.name, route.reason)
 
     outcome.on_finish = on_finish

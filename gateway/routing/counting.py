@@ -1,33 +1,69 @@
 """How the gateway counts a request's prompt tokens before the call (the context-fit step and reservations).
 
-One number per request from `gateway.tokens.estimate`: it reads the messages, tools and images (microseconds
-even for a 4 MB body; typical error 6%, Mistral weights, leaning high on digits). Counting exactly with each
-model's tokenizer near a window boundary (`TokenCounter.count_async`) is the next step: it needs a count per
-candidate model in the context step.
+`PromptCounts` collects a body's text once, then gives each catalog model its own `Count`: the calibrated
+estimate of the model's tokenizer family (microseconds even for a 4 MB body; typical error 6%), with the
+band the estimate's error allows. The context step decides on the band when it is clear of the model's
+limit; when the band straddles it, `refine` counts with the model's tokenizer (Tekken for Mistral, o200k
+times a learned ratio for Kimi; off the event loop for large texts) and the step decides on that count.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Iterable
 
 from gateway.spend.accounting import estimate_prompt_tokens
-from gateway.tokens import estimate
+from gateway.tokens import FAMILIES, Count, TokenCounter, collect
+from gateway.tokens.heuristic import estimate_parts
+
+if TYPE_CHECKING:
+    from gateway.config import Catalog
 
 # The estimate's error is within about 20% (see gateway.tokens); a reservation must not be below the real
 # cost, or concurrent requests could together spend past the budget, so it prices the prompt at the top of it.
 RESERVATION_HEADROOM = 1.25
+SIZE_FLOOR_DIVISOR = 16  # a body's prompt is never counted below a sixteenth of its bytes
 
 
-def prompt_tokens(body: dict[str, Any], size: int) -> int:
-    """Prompt tokens of a request body (system prompt, messages, tools and images included), as counted before the call.
+class PromptCounts:
+    """One request's prompt tokens, per catalog model (`by_model`), and one model-neutral figure (`tokens`,
+    the Mistral-family estimate) for reports and cost estimates.
 
-    `size` (the body's bytes) bounds the estimate from below at a sixteenth of it for bodies whose text the
-    estimate does not read (unknown fields), so a reservation never prices a large body as nearly empty.
+    Every count is at least a sixteenth of the body's size, for bodies whose text the counters do not read
+    (unknown fields), so a large body is never priced or routed as nearly empty.
     """
-    return max(estimate(body), size // 16)
+
+    def __init__(self, counter: TokenCounter, catalog: Catalog, body: dict[str, Any], size: int) -> None:
+        self._counter, self._catalog = counter, catalog
+        self.parts = collect(body)
+        self.floor = size // SIZE_FLOOR_DIVISOR
+        per_family: dict[str, tuple[int, int]] = {}
+        self.by_model: dict[str, Count] = {}
+        for model in catalog.models.values():
+            kind = catalog.provider_of(model).kind
+            self.by_model[model.name] = counter.estimate_parts(self.parts, model, kind, per_family).at_least(self.floor)
+        neutral = per_family.get("mistral") or estimate_parts(self.parts, FAMILIES["mistral"])
+        self.tokens = max(sum(neutral), self.floor)
+
+    async def refine(self, names: Iterable[str]) -> None:
+        """Count `names` with their tokenizers (in a thread when loading or encoding is heavy)."""
+        for name in names:
+            current = self.by_model.get(name)
+            if current is None or not current.refinable:
+                continue
+            model = self._catalog.models[name]
+            step = self._counter.refinement(self.parts, model, self._catalog.provider_of(model).kind, current)
+            counted = await asyncio.to_thread(step.run) if step.heavy else step.run()
+            self.by_model[name] = replace(counted.at_least(self.floor), refinable=False)
+
+    def upper(self, names: Iterable[str]) -> int:
+        """The largest upper bound among `names` (what a reservation covering any of them must price)."""
+        return max((self.by_model[n].upper for n in names if n in self.by_model), default=self.tokens)
 
 
-def reservation_prompt_tokens(counted: int, size: int) -> int:
-    """The prompt tokens a budget reservation prices: an upper bound (counted + headroom, and never less than
-    the body-size estimate), so that what a request really costs stays within what it reserved."""
-    return max(int(counted * RESERVATION_HEADROOM), estimate_prompt_tokens(size))
+def reservation_prompt_tokens(counted: int, size: int, upper: int = 0) -> int:
+    """The prompt tokens a budget reservation prices: an upper bound (counted + headroom, the counts' upper
+    bound for the candidates, and never less than the body-size estimate), so that what a request really
+    costs stays within what it reserved."""
+    return max(int(counted * RESERVATION_HEADROOM), upper, estimate_prompt_tokens(size))

@@ -26,12 +26,13 @@ Route reason codes (`x-gateway-route-reason`, the ledger), short and stable:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Collection
+from typing import Any, Collection, Mapping
 
 from gateway.config import AUTO_MODEL, Catalog, ModelConfig
 from gateway.errors import GatewayError, invalid_request
 from gateway.policy import Policy
 from gateway.routing.core import Allowed, Route, lookup
+from gateway.tokens import Count
 
 REASON_CODES = ("pinned", "preferred", "context>WINDOW", "residency:REGIONS", "budget-downgrade", "rerouted")
 STEPS = ("allowed", "residency", "capability", "context", "budget", "preference")
@@ -75,6 +76,8 @@ class RouteDecision:
     rerouted: bool = False
     error: GatewayError | None = None
     considered: list[ModelConfig] = field(default_factory=list)  # every model looked at, in preference order
+    counts: Mapping[str, Count] | None = None  # prompt tokens per model (None: `prompt_tokens` for all)
+    uncertain: list[str] = field(default_factory=list)  # models decided on an estimate a tokenizer can improve
 
     @property
     def ok(self) -> bool:
@@ -90,6 +93,11 @@ class RouteDecision:
         model = self.candidates[0]
         return Route(model, catalog.provider_of(model), self.reason)
 
+    def count_for(self, model: ModelConfig) -> Count:
+        """The prompt's count for `model` (the model-neutral figure, as exact, when there is none per model)."""
+        count = self.counts.get(model.name) if self.counts is not None else None
+        return count if count is not None else Count(self.prompt_tokens, True, "given", 0)
+
     def removed_by(self) -> dict[str, tuple[str, str]]:
         """model -> (step, reason) for every model a step removed."""
         return {r.model: (s.name, r.reason) for s in self.steps for r in s.removed}
@@ -103,11 +111,13 @@ class RouteDecision:
         for model in self.considered:
             provider = catalog.provider_of(model)
             step, why = removed.get(model.name, (None, None))
-            cost = Policy.expected_cost_nanos(model, self.prompt_tokens, self.expected_output)
+            count = self.count_for(model)
+            cost = Policy.expected_cost_nanos(model, count.tokens, self.expected_output)
             rows.append({
                 "model": model.name, "provider": provider.name, "region": provider.region,
                 "context_window": model.context_window, "usable_window": policy.usable_window(model),
-                "prompt_tokens": self.prompt_tokens, "expected_output_tokens": self.expected_output,
+                "prompt_tokens": count.tokens, "prompt_tokens_range": [count.lower, count.upper],
+                "count_method": count.method, "expected_output_tokens": self.expected_output,
                 "estimated_cost_usd": usd_text(cost),
                 "kept": model in self.candidates,
                 "rank": self.candidates.index(model) + 1 if model in self.candidates else None,
@@ -128,7 +138,10 @@ class RouteDecision:
             "provider": catalog.provider_of(chosen).name if chosen else None,
             "region": catalog.provider_of(chosen).region if chosen else None,
             "reason": self.reason if chosen else None,
-            "estimated_cost_usd": usd_text(Policy.expected_cost_nanos(chosen, self.prompt_tokens, self.expected_output)) if chosen else None,
+            "estimated_cost_usd": (
+                usd_text(Policy.expected_cost_nanos(chosen, self.count_for(chosen).tokens, self.expected_output))
+                if chosen else None
+            ),
             "error": (
                 {"status": self.error.status, "code": self.error.code, "message": self.error.message}
                 if self.error is not None else None
@@ -159,13 +172,30 @@ def _no_route(message: str) -> GatewayError:
     return GatewayError(400, message, "invalid_request_error", "no_route", headers={"x-gateway-route-reason": "no_route"})
 
 
-def _summary(steps: list[Step], prompt_tokens: int, expected_output: int, considered: list[ModelConfig]) -> str:
+_HOW = {"estimate": "(estimated)", "tekken": "(counted with Tekken)", "o200k": "(o200k count, calibrated)", "given": ""}
+
+
+def _exceeds(decision: RouteDecision, model: ModelConfig, count: Count, limit: int) -> bool:
+    """Whether `count` is over `limit`: on its band when the band is clear of the limit, else on its best
+    guess, noting the model as uncertain when a tokenizer could count it better."""
+    if count.upper <= limit:
+        return False
+    if count.lower > limit:
+        return True
+    if count.refinable and model.name not in decision.uncertain:
+        decision.uncertain.append(model.name)
+    return count.tokens > limit
+
+
+def _summary(decision: RouteDecision, considered: list[ModelConfig]) -> str:
     """'prompt is 300,112 tokens (+1,024 expected output); mistral-medium-3.5 holds 262,144; kimi-k2.6 is excluded
     by residency eu'."""
     parts = []
+    steps = decision.steps
     context = next((s for s in steps if s.name == "context"), None)
     if context is not None and context.removed:
-        parts.append(f"prompt is {_n(prompt_tokens)} tokens (+{_n(expected_output)} expected output)")
+        tokens = decision.counts[context.removed[0].model].tokens if decision.counts else decision.prompt_tokens
+        parts.append(f"prompt is {_n(tokens)} tokens (+{_n(decision.expected_output)} expected output)")
     for step in steps:
         for removal in step.removed:
             parts.append(f"{removal.model} {removal.reason}")
@@ -184,12 +214,19 @@ def decide(
     expected_output: int,
     residency_header_regions: Collection[str] | None = None,
     spent_fraction: float | None = None,
+    counts: Mapping[str, Count] | None = None,
 ) -> RouteDecision:
-    """Apply `policy` to one request. Never raises: a refusal is in `.error` (`.check()` raises it)."""
+    """Apply `policy` to one request. Never raises: a refusal is in `.error` (`.check()` raises it).
+
+    `prompt_tokens` is the model-neutral count (reports, cost estimates); `counts` gives each model its own
+    count with its error band (see `gateway.routing.counting`). Where a band straddles a limit, the step
+    decides on the count's best guess and lists the model in `.uncertain`: the caller may count those
+    models with their tokenizers and decide again.
+    """
     wanted = frozenset(capabilities)
     regions = effective_regions(policy, principal_allowed, residency_header_regions)
     decision = RouteDecision(
-        requested_model, policy.name, wanted, prompt_tokens, expected_output, regions, [], "", [],
+        requested_model, policy.name, wanted, prompt_tokens, expected_output, regions, [], "", [], counts=counts,
     )  # fmt: skip
 
     named: ModelConfig | None = None
@@ -270,11 +307,15 @@ def decide(
     run("capability", capability_reason)
 
     def context_reason(model: ModelConfig) -> str | None:
-        if policy.fits(model, prompt_tokens, expected_output):
+        if not policy.context.skip_if_over_window:
+            return None
+        count = decision.count_for(model)
+        if not _exceeds(decision, model, count, policy.usable_window(model) - expected_output):
             return None
         return (
             f"holds {_n(model.context_window)} (usable {_n(policy.usable_window(model))} with the "
-            f"{policy.context.safety_margin_pct:g}% margin; needs {_n(prompt_tokens + expected_output)})"
+            f"{policy.context.safety_margin_pct:g}% margin; needs {_n(count.tokens + expected_output)}: "
+            f"{_n(count.tokens)} prompt tokens {_HOW[count.method]} + {_n(expected_output)} output)"
         )
 
     context = run("context", context_reason)
@@ -299,9 +340,7 @@ def decide(
 
     if not alive:
         decision.error = _no_route(
-            "No model can serve this request: "
-            + _summary(decision.steps, prompt_tokens, expected_output, first_allowed or universe)
-            + "."
+            "No model can serve this request: " + _summary(decision, first_allowed or universe) + "."
         )
         return decision
 
@@ -347,11 +386,23 @@ def _pinned(
         return decision
     decision.steps.append(Step("capability"))
     context = Step("context")
-    if not policy.fits(model, decision.prompt_tokens, decision.expected_output):
+    count = decision.count_for(model)
+    if _exceeds(decision, model, count, model.context_window) and (count.lower > model.context_window or count.method != "estimate"):
+        # The prompt alone is over the window by a count we trust (its band, or a tokenizer): refuse here
+        # as the provider would, without the round trip.
+        context.removed.append(Removal(model.name, f"holds {_n(model.context_window)}; the prompt is {_n(count.tokens)} tokens {_HOW[count.method]}"))
+        decision.steps.append(context)
+        decision.error = GatewayError(
+            400, f"This model's maximum context length is {_n(model.context_window)} tokens ({model.name}); the "
+            f"prompt is {_n(count.tokens)} tokens {_HOW[count.method]}. Shorten the messages, or use model 'auto'.",
+            "invalid_request_error", "context_length_exceeded", "messages",
+        )  # fmt: skip
+        return decision
+    if not policy.fits(model, count.tokens, decision.expected_output):
         # Pinned: the count before the call may be an estimate, so the provider has the last word.
         context.note = (
             f"{model.name} holds {_n(model.context_window)} (usable {_n(policy.usable_window(model))}); the prompt is "
-            f"{_n(decision.prompt_tokens)} tokens plus {_n(decision.expected_output)} by the gateway's count: "
+            f"{_n(count.tokens)} tokens plus {_n(decision.expected_output)} by the gateway's count: "
             "sent anyway, as named (the provider refuses if it does not fit)"
         )
     decision.steps.append(context)

@@ -15,8 +15,7 @@ from gateway.auth import Principal
 from gateway.errors import GatewayError
 from gateway.policy import Policy
 from gateway.routing.core import Allowed, Route, check_limits
-from gateway.routing.counting import prompt_tokens as count_prompt_tokens
-from gateway.routing.counting import reservation_prompt_tokens
+from gateway.routing.counting import PromptCounts, reservation_prompt_tokens
 from gateway.routing.pipeline import RouteDecision, decide
 from gateway.spend.accounting import Ticket
 from gateway.store.base import key_scope, team_scope
@@ -83,6 +82,7 @@ class Plan:
     policy: Policy
     decision: RouteDecision
     reserve_prompt_tokens: int  # the prompt as the budget reservation prices it (an upper bound)
+    counts: PromptCounts
 
 
 async def plan(
@@ -93,11 +93,22 @@ async def plan(
     policy = gateway.policy_for(gateway.policy_set(), principal.team.policy)
     regions = residency_header(gateway, headers)
     expected = 0 if endpoint == "embeddings" else (params.max_output or gateway.settings.default_expected_output_tokens)
-    decision = decide(
-        gateway.catalog, policy, allowed_for(principal), params.model, {endpoint, *params.needs},
-        count_prompt_tokens(body, size), expected, regions, await spent_fraction(gateway, principal, policy),
-    )  # fmt: skip
-    return Plan(policy, decision, reservation_prompt_tokens(decision.prompt_tokens, size))
+    catalog = gateway.catalog
+    counts = PromptCounts(gateway.tokens, catalog, body, size)
+    allowed, spent = allowed_for(principal), await spent_fraction(gateway, principal, policy)
+
+    def decide_now() -> RouteDecision:
+        return decide(
+            catalog, policy, allowed, params.model, {endpoint, *params.needs}, counts.tokens, expected, regions,
+            spent, counts.by_model,
+        )  # fmt: skip
+
+    decision = decide_now()
+    if decision.uncertain:  # near a window: count those models with their tokenizers, then decide on that
+        await counts.refine(decision.uncertain)
+        decision = decide_now()
+    reserve = reservation_prompt_tokens(counts.tokens, size, counts.upper(m.name for m in decision.candidates))
+    return Plan(policy, decision, reserve, counts)
 
 
 def _is_budget_refusal(error: GatewayError) -> bool:

@@ -31,6 +31,7 @@ DEFAULTS: dict[tuple[str, str], tuple[float, float, float]] = {
     ("tekken", "mistral"): (1.0, 0.03, 0.03),
     ("o200k", "kimi"): (1.0, 0.15, 0.10),
 }
+TOKENIZER_OF = {"mistral": "tekken", "kimi": "o200k"}  # the better count each family has
 
 
 def family_of(model: ModelConfig, provider_kind: str) -> str:
@@ -50,7 +51,7 @@ def family_of(model: ModelConfig, provider_kind: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Count:
-    """A prompt's tokens. The truth is expected at most `tokens + margin` (`upper`)."""
+    """A prompt's tokens. The truth is expected between `lower` and `upper`."""
 
     tokens: int  # best guess, calibrated, fixed costs included
     exact: bool  # the text was counted with the model's own tokenizer (Tekken for Mistral)
@@ -58,13 +59,29 @@ class Count:
     margin: int  # how far the truth may exceed `tokens`
     basis: int = 0  # uncalibrated text + template tokens: what `observe` compares with
     fixed: int = 0  # images and other parts at their fixed (upper-bound) cost, not calibrated
+    below: int = 0  # how far the truth may fall short of `tokens`
+    refinable: bool = False  # an estimate for a model with a tokenizer: `refine` can count it better
 
     @property
     def upper(self) -> int:
         return self.tokens + self.margin
 
+    @property
+    def lower(self) -> int:
+        return self.tokens - self.below
+
     def fits(self, limit: int) -> bool:
         return self.upper <= limit
+
+    def straddles(self, limit: int) -> bool:
+        """The band holds `limit`: whether the prompt fits is unknown until a better count."""
+        return self.lower <= limit < self.upper
+
+    def at_least(self, floor: int) -> Count:
+        """This count, raised to `floor` tokens (a bound from the body's size for text the count cannot see)."""
+        if self.tokens >= floor:
+            return self
+        return Count(floor, self.exact, self.method, self.margin, self.basis, self.fixed, 0, self.refinable)
 
 
 class TokenCounter:
@@ -99,17 +116,36 @@ class TokenCounter:
         return await asyncio.to_thread(step.run) if step.heavy else step.run()
 
     def _plan(self, body: dict[str, Any], model: ModelConfig, provider_kind: str, limit: int) -> Count | _Exact:
+        parts = collect(body)
+        estimated = self.estimate_parts(parts, model, provider_kind)
+        if not estimated.refinable or not estimated.straddles(limit):
+            return estimated  # clearly fits, clearly does not, or nothing counts better
+        return self.refinement(parts, model, provider_kind, estimated)
+
+    def estimate_parts(
+        self, parts: Parts, model: ModelConfig, provider_kind: str, per_family: dict[str, tuple[int, int]] | None = None
+    ) -> Count:
+        """The calibrated estimate of collected `parts` for `model`, with its band (microseconds). Pass one
+        `per_family` dict for all the models of one request: the uncalibrated estimate is made once per family."""
         family = FAMILIES[family_of(model, provider_kind)]
         self._families.setdefault(model.name, family.name)
-        parts = collect(body)
-        basis, fixed = estimate_parts(parts, family)
+        if per_family is None:
+            basis, fixed = estimate_parts(parts, family)
+        else:
+            if family.name not in per_family:
+                per_family[family.name] = estimate_parts(parts, family)
+            basis, fixed = per_family[family.name]
         ratio, lo, hi = self._stats_for(model.name, "estimate", family.name).calibration()
-        estimated = _count(basis, fixed, ratio, hi, "estimate", exact=False)
-        if estimated.upper <= limit or math.floor(basis * ratio * (1 - lo)) + fixed > limit:
-            return estimated  # clearly fits, or clearly does not
-        method = {"mistral": "tekken", "kimi": "o200k"}.get(family.name)
-        if method is None:
-            return estimated
+        tokens = basis * ratio
+        return Count(
+            round(tokens) + fixed, False, "estimate", math.ceil(tokens * hi), basis, fixed,
+            below=math.floor(tokens * lo), refinable=family.name in TOKENIZER_OF,
+        )  # fmt: skip
+
+    def refinement(self, parts: Parts, model: ModelConfig, provider_kind: str, estimated: Count) -> _Exact:
+        """The tokenizer count of `parts` for `model`, to `run()` here or, when `heavy`, in a thread."""
+        family = FAMILIES[family_of(model, provider_kind)]
+        method = TOKENIZER_OF[family.name]
         lazy = self.tekken if method == "tekken" else self.o200k
         heavy = not lazy.loaded or parts.chars > self.thread_chars
         return _Exact(self, model.name, method, family, parts, lazy, estimated, heavy)
@@ -161,9 +197,9 @@ class TokenCounter:
         return sorted(self._stats)
 
 
-def _count(basis: int, fixed: int, ratio: float, hi: float, method: str, exact: bool) -> Count:
+def _count(basis: int, fixed: int, ratio: float, lo: float, hi: float, method: str, exact: bool) -> Count:
     tokens = basis * ratio
-    return Count(round(tokens) + fixed, exact, method, math.ceil(tokens * hi), basis, fixed)
+    return Count(round(tokens) + fixed, exact, method, math.ceil(tokens * hi), basis, fixed, math.floor(tokens * lo))
 
 
 @dataclass(slots=True)
@@ -186,8 +222,9 @@ class _Exact:
             return self.estimated
         basis = count_texts(encoding, _texts(self.parts, self.family))
         basis += self.parts.overhead(self.family)
-        ratio, _, hi = self.counter._stats_for(self.model, self.method, self.family.name).calibration()
-        return _count(basis, self.parts.fixed(self.family), ratio, hi, self.method, exact=self.method == "tekken")
+        ratio, lo, hi = self.counter._stats_for(self.model, self.method, self.family.name).calibration()
+        fixed = self.parts.fixed(self.family)
+        return _count(basis, fixed, ratio, lo, hi, self.method, exact=self.method == "tekken")
 
 
 def _family_from_name(model: str) -> str:
