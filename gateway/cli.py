@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -64,6 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.master_key is None:
         say(f"OPEN: GATEWAY_MASTER_KEY is not set; anyone who can reach {settings.host}:{settings.port} can use /v1.")
     say(f"listening on http://{settings.host}:{settings.port}/v1 with {settings.workers} worker(s)")
+    metrics_dir = _metrics_across_workers(settings.workers)
     try:
         uvicorn.run(
             "gateway.http.app:app_from_environment",
@@ -80,7 +82,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         for _, server in emulators:
             server.stop()
+        if metrics_dir is not None:
+            metrics_dir.cleanup()
     return 0
+
+
+def _metrics_across_workers(workers: int) -> tempfile.TemporaryDirectory[str] | None:
+    """With several workers, /metrics must sum over all of them: prometheus-client's multiprocess mode,
+    switched on by an empty directory in PROMETHEUS_MULTIPROC_DIR before any worker starts."""
+    from gateway.metrics.families import MULTIPROC_ENV  # (not prometheus_client: it reads the variable at import)
+
+    if workers <= 1:
+        return None
+    directory = tempfile.TemporaryDirectory(prefix="gateway-metrics-")
+    os.environ[MULTIPROC_ENV] = directory.name
+    return directory
 
 
 def _start_demo(kinds: list[str]) -> list[tuple[str, object]]:

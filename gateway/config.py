@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     data_dir: Path = Path.home() / ".local" / "share" / "model-gateway"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    request_log: bool = True  # one JSON line per request on stdout (logger "gateway.requests")
+    metrics_port: int | None = Field(None, ge=1, le=65535)  # serve /metrics on its own port too (else only on `port`)
+    metrics_token: SecretStr | None = None  # if set, /metrics needs `Authorization: Bearer TOKEN`
     # Storage and budgets.
     database_url: str | None = None  # default: sqlite:///{data_dir}/gateway.db
     budget_timezone: str = "UTC"

@@ -7,9 +7,11 @@ import logging
 import signal
 from typing import Any, Callable, Coroutine
 
+from gateway import __version__
 from gateway.auth import Authenticator
 from gateway.config import Catalog, ModelConfig, Settings
 from gateway.errors import GatewayError
+from gateway.metrics import Metrics
 from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher, ReloadResult
 from gateway.providers import Adapter, build_adapter
 from gateway.spend.accounting import Accounting
@@ -28,8 +30,11 @@ class Gateway:
         self.catalog = catalog
         self.store = store if store is not None else open_store(settings.resolved_database_url())
         self.auth = Authenticator(settings.master_key, self.store)
-        self.accounting = Accounting(self.store, settings)
-        self.circuits = CircuitBreakers(settings.circuit_failures, settings.circuit_cooldown_seconds)
+        self.metrics = Metrics(catalog, __version__)
+        self.accounting = Accounting(self.store, settings, on_soft_limit=self.metrics.soft_limit_crossed)
+        self.circuits = CircuitBreakers(
+            settings.circuit_failures, settings.circuit_cooldown_seconds, on_change=self.metrics.circuit_changed
+        )
         self.tokens = TokenCounter()  # error statistics of our prompt counts against what providers report
         self.adapters: dict[str, Adapter] = {name: build_adapter(p) for name, p in catalog.providers.items()}
         self.policies = self._load_policies()
@@ -68,8 +73,12 @@ class Gateway:
         if self.policies is None:
             return None
         result = self.policies.reload()
-        self.policy_reloads["success" if result.ok else "failure"] += 1
+        self._count_reload(result.ok)
         return result
+
+    def _count_reload(self, ok: bool) -> None:
+        self.policy_reloads["success" if ok else "failure"] += 1
+        self.metrics.config_reloaded(ok)
 
     async def _watch_policies(self) -> None:
         assert self.policies is not None
@@ -81,7 +90,7 @@ class Gateway:
                 log.exception("checking the policy files failed")
                 continue
             if result is not None:
-                self.policy_reloads["success" if result.ok else "failure"] += 1
+                self._count_reload(result.ok)
 
     @staticmethod
     def _on_sighup(callback: Callable[[], object]) -> None:

@@ -14,7 +14,8 @@ from starlette.responses import Response
 from gateway.config import Settings, load_catalog
 from gateway.core import Gateway
 from gateway.errors import GatewayError
-from gateway.http import admin, health, openai
+from gateway.http import admin, health, metrics, openai
+from gateway.http.record import configure_request_log
 from gateway.http.responses import error_response
 
 log = logging.getLogger("gateway")
@@ -24,10 +25,17 @@ def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        settings = gateway.settings
+        port = None
+        if settings.metrics_port is not None:
+            port = await metrics.serve_metrics_port(gateway, settings.host, settings.metrics_port)
         try:
             yield
         finally:
+            if port is not None:
+                port.close()
             await gateway.close()
+            gateway.metrics.close()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -41,7 +49,7 @@ def create_app(gateway: Gateway) -> Starlette:
         return error_response(GatewayError(500, "Internal gateway error.", "server_error", "internal_error"))
 
     app = Starlette(
-        routes=[*openai.routes(gateway), *admin.routes(gateway), *health.routes(gateway)],
+        routes=[*openai.routes(gateway), *admin.routes(gateway), *health.routes(gateway), *metrics.routes(gateway)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: unexpected},
     )
@@ -54,6 +62,7 @@ def app_from_environment() -> Starlette:
     from gateway.tuning import tune_process
 
     settings = Settings()
+    configure_request_log(settings.request_log)
     app = create_app(Gateway(settings, load_catalog(settings.config)))
     tune_process()
     return app

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -16,6 +18,8 @@ from gateway.auth import Principal
 from gateway.core import Gateway
 from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
+from gateway.http.disconnect import DisconnectWatch
+from gateway.http.record import REQUEST_ID_HEADER, RequestRecord, log_line, request_id
 from gateway.http.responses import EventStreamResponse, error_response, json_bytes
 from gateway.legacy import as_text_completion, prompt_as_chat
 from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
@@ -30,6 +34,7 @@ from gateway.validation import Request as RequestParams
 from gateway.validation import check_chat, check_completion, check_embeddings
 
 Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("gateway")
 
 
 def _route_headers(route: Route) -> dict[str, str]:
@@ -55,38 +60,91 @@ def _observe(gateway: Gateway, route: Route, counts: PromptCounts, usage: Usage 
     counted = counts.by_model.get(route.model.name)
     if counted is not None and usage is not None and usage.prompt_tokens > 0:
         gateway.tokens.observe(route.model.name, counted, usage.prompt_tokens)
+        gateway.metrics.estimate_ratio(route.model.name, counted.tokens, usage.prompt_tokens)
+
+
+def upstream_error_kind(error: GatewayError) -> str | None:
+    """gateway_upstream_errors_total's `kind` for a failed provider call (None: not the provider's failure)."""
+    if error.code == "upstream_unreachable":
+        return "connect"
+    if error.code == "upstream_timeout":
+        return "timeout"
+    status = error.upstream_status
+    if status is None:
+        return None
+    return "status_429" if status == 429 else "status_5xx" if status >= 500 else "status_4xx"
+
+
+_STREAM_ERROR_KINDS = {"stream_cut": "stream_cut", "timeout": "timeout", "upstream_error": "status_5xx", "malformed": "malformed"}
 
 
 async def _serve(
     gateway: Gateway,
+    request: Request,
     principal: Principal,
     params: RequestParams,
     body: dict[str, Any],
     size: int,
     endpoint: str,
     call: Call,
-    headers: Any = None,
 ) -> Response:
     """Route (policy pipeline), reserve budget, call the provider, settle; the same for every endpoint."""
-    found = await plan(gateway, principal, params, body, size, endpoint, headers)
+    record: RequestRecord = request.state.record
+    record.requested_model, record.stream = params.model, params.stream
+    request.state.disconnect = watch = DisconnectWatch(request.receive)  # the body is read: watch for the client leaving
+    try:
+        return await _serve_watched(gateway, request, record, principal, params, body, size, endpoint, call)
+    finally:
+        watch.stop()  # a streaming response watches on its own from here
+
+
+async def _serve_watched(
+    gateway: Gateway,
+    request: Request,
+    record: RequestRecord,
+    principal: Principal,
+    params: RequestParams,
+    body: dict[str, Any],
+    size: int,
+    endpoint: str,
+    call: Call,
+) -> Response:
+    found = await plan(gateway, principal, params, body, size, endpoint, request.headers)
     if found.decision.pinned and found.decision.considered:
         check_limits(found.decision.considered[0], params.n, params.max_output, params.max_output_param)
     route = found.decision.route(gateway.catalog)
     check_limits(route.model, params.n, params.max_output, params.max_output_param)
     ticket, route = await admit(gateway, principal, params, body, route, found)
-    accounting = gateway.accounting
+    accounting, metrics = gateway.accounting, gateway.metrics
     keep_content = gateway.settings.ledger_content
     request_body = dict(body) if keep_content else {}
     failover = Failover(found.decision, gateway.catalog, found.policy.fallbacks)
 
     def settler(ticket: Ticket, route: Route) -> Callable[..., Awaitable[Charged]]:
-        """Settlement of `ticket` as served by `route` (one ledger row for the request)."""
-        return partial(
-            accounting.settle, ticket, provider=route.provider.name, region=route.provider.region,
-            route_reason=route.reason, stream=params.stream,
-        )  # fmt: skip
+        """Settlement of `ticket` as served by `route` (one ledger row for the request, and its metrics)."""
+
+        async def settle(**outcome: Any) -> Charged:
+            charged = await accounting.settle(
+                ticket, provider=route.provider.name, region=route.provider.region, route_reason=route.reason,
+                stream=params.stream, **outcome,
+            )  # fmt: skip
+            metrics.settled(route.model.name, route.provider.name, principal.team.name, charged.usage, charged.cost_nanos)
+            record.settled(charged)
+            return charged
+
+        return settle
+
+    def upstream_done(route: Route, started: float) -> None:
+        seconds = time.monotonic() - started
+        metrics.upstream_ended(route.provider.name, seconds)
+        record.waited_for(seconds)
+
+    def moved(previous: Route, following: Route) -> None:
+        if following.model.name != previous.model.name:
+            metrics.fallback(previous.model.name, following.model.name, following.reason)
 
     while True:
+        record.routed(route)
         circuit = deployment(route.provider.name, route.model.name)
         if not gateway.circuits.allows(circuit):
             following = failover.skip(route)
@@ -98,13 +156,21 @@ async def _serve(
                 await settler(ticket, route)(status=503, usage=None)
                 raise error
             await accounting.release(ticket)
+            moved(route, following)
             ticket, route = await admit(gateway, principal, params, body, following, found)
             continue
+        record.attempts += 1
+        started = time.monotonic()
+        metrics.upstream_started(route.provider.name)
         try:
             reply = await call(gateway.adapter_for(route.model), route, dict(body))
             gateway.circuits.succeeded(circuit)
             break
         except GatewayError as error:
+            upstream_done(route, started)
+            kind = upstream_error_kind(error)
+            if kind is not None:
+                metrics.upstream_error(route.provider.name, kind)
             if failure_kind(error) is not None:
                 gateway.circuits.failed(circuit)
             step = failover.next(route, error)
@@ -112,16 +178,21 @@ async def _serve(
                 await settler(ticket, route)(status=error.status, usage=None)
                 raise
             await accounting.release(ticket)
-            route, wait = step
+            following, wait = step
+            moved(route, following)
             if wait:
                 await asyncio.sleep(wait)  # the policy's backoff (or the provider's Retry-After) before retrying
-            ticket, route = await admit(gateway, principal, params, body, route, found)
+                record.waited_for(wait)
+            ticket, route = await admit(gateway, principal, params, body, following, found)
         except BaseException:
+            upstream_done(route, started)
             gateway.in_background(accounting.release(ticket))
             raise
+    record.routed(route)
     settle = settler(ticket, route)
     headers = _route_headers(route)
     if isinstance(reply, Reply):
+        upstream_done(route, started)
         content = _content(request_body, orjson.loads(reply.body)) if keep_content else None
         charged = await settle(status=200, usage=reply.usage, content=content)
         _observe(gateway, route, found.counts, reply.usage)
@@ -142,30 +213,76 @@ async def _serve(
 
     outcome.on_finish = on_finish
 
+    async def settle_cut() -> None:
+        try:
+            await settle(status=200, usage=outcome.usage, completion_chars=outcome.completion_chars,
+                         ttft=outcome.first_chunk_at, content=streamed_content())  # fmt: skip
+        finally:
+            record.release()
+
     async def events() -> AsyncIterator[bytes]:
         try:
             async for chunk in reply.events:
                 yield chunk
         finally:
+            upstream_done(route, started)
+            record.first_token_at = outcome.first_chunk_at
+            if outcome.malformed_chunks:
+                metrics.upstream_error(route.provider.name, "malformed")
+            kind = _STREAM_ERROR_KINDS.get(outcome.error or "")
+            if kind is not None and kind != "malformed":
+                metrics.upstream_error(route.provider.name, kind)
             if not ticket.settled:
                 # Cut or abandoned: bill what was relayed (estimated if the provider never sent usage).
-                gateway.in_background(
-                    settle(status=200, usage=outcome.usage, completion_chars=outcome.completion_chars,
-                           ttft=outcome.first_chunk_at, content=streamed_content())
-                )  # fmt: skip
+                record.hold()
+                gateway.in_background(settle_cut())
 
     return EventStreamResponse(events(), headers=headers)
 
 
-def _guarded(gateway: Gateway, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]]) -> Handler:
-    """Authenticate, then turn every GatewayError into an OpenAI-style response."""
+def finish_request(gateway: Gateway, record: RequestRecord) -> None:
+    """The request is over (response sent, ledger written): its metrics and its log line."""
+    if record.inference:
+        gateway.metrics.request_finished(
+            model=record.model or record.requested_model, provider=record.provider, team=record.team,
+            status=record.status, stream=record.stream, seconds=record.seconds, ttft=record.ttft,
+            waited=record.waited, reason=record.reason,
+        )  # fmt: skip
+    log_line(record)
+
+
+def _guarded(
+    gateway: Gateway, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]], inference: bool
+) -> Handler:
+    """Authenticate, then turn every GatewayError into an OpenAI-style response; keep the request's record."""
 
     async def endpoint(request: Request) -> Response:
+        record = RequestRecord(request_id(request.headers), request.url.path, inference)
+        record.on_close = partial(finish_request, gateway)
+        request.state.record = record
         try:
             principal = await gateway.auth.principal(request)
-            return await handler(gateway, request, principal)
+            record.identify(principal)
+            response = await handler(gateway, request, principal)
         except GatewayError as error:
-            return error_response(error)
+            record.failed(error.status, error.code)
+            response = error_response(error)
+        except asyncio.CancelledError:
+            watch: DisconnectWatch | None = getattr(request.state, "disconnect", None)
+            if watch is None or not watch.absorb():
+                raise
+            record.failed(499, "client_closed_request")  # nginx's code; nobody receives this response
+            response = error_response(GatewayError(499, "The client closed the request.", "invalid_request_error", "client_closed_request"))
+        except Exception:
+            log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, record.id)
+            record.failed(500, "internal_error")
+            response = error_response(GatewayError(500, "Internal gateway error.", "server_error", "internal_error"))
+        response.headers[REQUEST_ID_HEADER] = record.id
+        if isinstance(response, EventStreamResponse):
+            response.on_close = record.response_sent
+        else:
+            record.response_sent()
+        return response
 
     return endpoint
 
@@ -177,7 +294,7 @@ async def chat_completions(gateway: Gateway, request: Request, principal: Princi
     async def call(adapter: Adapter, route: Route, attempt: dict[str, Any]) -> Reply | StreamReply:
         return await adapter.chat(attempt, route.model, stream=params.stream, include_usage=params.include_usage)
 
-    return await _serve(gateway, principal, params, body, size, "chat", call, request.headers)
+    return await _serve(gateway, request, principal, params, body, size, "chat", call)
 
 
 async def completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -193,7 +310,7 @@ async def completions(gateway: Gateway, request: Request, principal: Principal) 
             return await adapter.fim(attempt, route.model, **options)
         return await adapter.chat(prompt_as_chat(attempt), route.model, **options)
 
-    return await _serve(gateway, principal, params, body, size, "fim" if fim else "chat", call, request.headers)
+    return await _serve(gateway, request, principal, params, body, size, "fim" if fim else "chat", call)
 
 
 async def fim_completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -205,7 +322,7 @@ async def fim_completions(gateway: Gateway, request: Request, principal: Princip
     async def call(adapter: Adapter, route: Route, attempt: dict[str, Any]) -> Reply | StreamReply:
         return await adapter.fim(attempt, route.model, stream=params.stream, include_usage=params.include_usage)
 
-    return await _serve(gateway, principal, params, body, size, "fim", call, request.headers)
+    return await _serve(gateway, request, principal, params, body, size, "fim", call)
 
 
 async def embeddings(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -215,7 +332,7 @@ async def embeddings(gateway: Gateway, request: Request, principal: Principal) -
     async def call(adapter: Adapter, route: Route, attempt: dict[str, Any]) -> Reply:
         return await adapter.embeddings(attempt, route.model)
 
-    return await _serve(gateway, principal, params, body, size, "embeddings", call, request.headers)
+    return await _serve(gateway, request, principal, params, body, size, "embeddings", call)
 
 
 async def route_explain(gateway: Gateway, request: Request, principal: Principal) -> Response:
@@ -283,14 +400,17 @@ async def get_model(gateway: Gateway, request: Request, principal: Principal) ->
 
 
 def routes(gateway: Gateway) -> list[HttpRoute]:
-    def route(path: str, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]], method: str) -> HttpRoute:
-        return HttpRoute(path, _guarded(gateway, handler), methods=[method])
+    def route(
+        path: str, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]], method: str,
+        inference: bool = False,
+    ) -> HttpRoute:
+        return HttpRoute(path, _guarded(gateway, handler, inference), methods=[method])
 
     return [
-        route("/v1/chat/completions", chat_completions, "POST"),
-        route("/v1/completions", completions, "POST"),
-        route("/v1/fim/completions", fim_completions, "POST"),
-        route("/v1/embeddings", embeddings, "POST"),
+        route("/v1/chat/completions", chat_completions, "POST", inference=True),
+        route("/v1/completions", completions, "POST", inference=True),
+        route("/v1/fim/completions", fim_completions, "POST", inference=True),
+        route("/v1/embeddings", embeddings, "POST", inference=True),
         route("/v1/route/explain", route_explain, "POST"),
         route("/v1/models", list_models, "GET"),
         route("/v1/models/{model_id:path}", get_model, "GET"),

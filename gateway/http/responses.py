@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Callable, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -35,6 +35,7 @@ class EventStreamResponse(Response):
         self.events = events
         self.status_code = 200
         self.background = None
+        self.on_close: Callable[[], None] | None = None  # after the last byte, or the client left
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,8 +60,12 @@ class EventStreamResponse(Response):
             if gone.is_set() and task.cancelling():
                 task.uncancel()  # the cancellation was ours, for a client that left: not an error
             aclose = getattr(self.events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                if aclose is not None:
+                    await aclose()
+            finally:
+                if self.on_close is not None:
+                    self.on_close()
 
     async def _produce(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

@@ -30,6 +30,13 @@ class CircuitBreakers:
     cooldown: float = 30.0
     clock: Callable[[], float] = time.monotonic
     circuits: dict[str, Circuit] = field(default_factory=dict)
+    on_change: Callable[[str, int], None] | None = None  # (deployment, new state): gateway_circuit_state
+
+    def _set(self, deployment: str, circuit: Circuit, state: int) -> None:
+        if circuit.state != state:
+            circuit.state = state
+            if self.on_change is not None:
+                self.on_change(deployment, state)
 
     def allows(self, deployment: str) -> bool:
         """Whether a request may go to this deployment now (a half-open circuit lets one probe through)."""
@@ -37,7 +44,7 @@ class CircuitBreakers:
         if circuit is None or circuit.state == CLOSED:
             return True
         if circuit.state == OPEN and self.clock() - circuit.opened_at >= self.cooldown:
-            circuit.state = HALF_OPEN
+            self._set(deployment, circuit, HALF_OPEN)
         if circuit.state == HALF_OPEN and not circuit.probing:
             circuit.probing = True
             return True
@@ -46,14 +53,16 @@ class CircuitBreakers:
     def succeeded(self, deployment: str) -> None:
         circuit = self.circuits.get(deployment)
         if circuit is not None:
-            circuit.failures, circuit.state, circuit.probing = 0, CLOSED, False
+            circuit.failures, circuit.probing = 0, False
+            self._set(deployment, circuit, CLOSED)
 
     def failed(self, deployment: str) -> None:
         circuit = self.circuits.setdefault(deployment, Circuit())
         circuit.failures += 1
         circuit.probing = False
         if circuit.state == HALF_OPEN or circuit.failures >= self.failures:
-            circuit.state, circuit.opened_at = OPEN, self.clock()
+            circuit.opened_at = self.clock()
+            self._set(deployment, circuit, OPEN)
 
     def state(self, deployment: str) -> int:
         circuit = self.circuits.get(deployment)

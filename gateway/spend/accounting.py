@@ -16,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 from gateway.auth import Principal
 from gateway.config import ModelConfig, Settings
@@ -71,9 +72,10 @@ def estimate_completion_tokens(characters: int) -> int:
 
 
 class Accounting:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, on_soft_limit: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.on_soft_limit = on_soft_limit  # (team name): gateway_budget_soft_limit_crossed_total
         self.estimator = OutputEstimator(settings.default_expected_output_tokens)
         self.notifier = SoftLimitNotifier(settings.soft_limit_webhook_url)
         self._sweeper: asyncio.Task[None] | None = None
@@ -248,6 +250,8 @@ class Accounting:
                 "period": team.period,
                 "period_start": datetime.fromtimestamp(scope.period_start, timezone.utc).isoformat(),
             }
+            if self.on_soft_limit is not None:
+                self.on_soft_limit(team.name)
             task = asyncio.get_running_loop().create_task(self.notifier.notify(payload))
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)

@@ -1,0 +1,75 @@
+"""`GET /metrics` on the gateway's port, and optionally on a port of its own (`GATEWAY_METRICS_PORT`).
+
+With `GATEWAY_METRICS_TOKEN` set, a scrape needs `Authorization: Bearer TOKEN` (compared in constant time).
+The separate port is a minimal HTTP/1.1 responder on the same event loop, bound with SO_REUSEPORT so that
+each of N workers can serve it (any worker's scrape covers all of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.core import Gateway
+from gateway.errors import GatewayError
+from gateway.http.responses import error_response
+from gateway.metrics.exposition import CONTENT_TYPE_LATEST, render
+
+log = logging.getLogger("gateway")
+MAX_REQUEST_HEAD = 16 * 1024
+
+
+def _authorized(gateway: Gateway, authorization: str | None) -> bool:
+    token = gateway.settings.metrics_token
+    if token is None:
+        return True
+    expected = b"Bearer " + token.get_secret_value().encode()
+    return hmac.compare_digest((authorization or "").encode(), expected)
+
+
+def _unauthorized() -> GatewayError:
+    return GatewayError(401, "Scraping /metrics needs the metrics token (Authorization: Bearer ...).", "invalid_request_error", "invalid_api_key")
+
+
+def routes(gateway: Gateway) -> list[Route]:
+    async def metrics(request: Request) -> Response:
+        if not _authorized(gateway, request.headers.get("authorization")):
+            return error_response(_unauthorized())
+        return Response(await render(gateway), media_type=CONTENT_TYPE_LATEST)
+
+    return [Route("/metrics", metrics, methods=["GET"])]
+
+
+async def serve_metrics_port(gateway: Gateway, host: str, port: int) -> asyncio.base_events.Server:
+    """Serve `GET /metrics` alone on `host:port` (close the returned server to stop)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            lines = head[:MAX_REQUEST_HEAD].decode("latin-1").split("\r\n")
+            method, path, *_ = lines[0].split(" ") + ["", ""]
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            if method != "GET" or path.split("?")[0] != "/metrics":
+                status, body, kind = "404 Not Found", b'{"error":{"message":"Only GET /metrics here.","type":"invalid_request_error","param":null,"code":"not_found"}}', "application/json"
+            elif not _authorized(gateway, headers.get("authorization")):
+                status, body, kind = "401 Unauthorized", _unauthorized().body(), "application/json"
+            else:
+                status, body, kind = "200 OK", await render(gateway), CONTENT_TYPE_LATEST
+            writer.write(
+                f"HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("metrics port: scrape failed")
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port, reuse_port=True, limit=MAX_REQUEST_HEAD)

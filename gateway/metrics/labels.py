@@ -1,0 +1,67 @@
+"""Label values, bounded: configuration values pass, anything else becomes `other`.
+
+A client controls the model name it sends, its headers and (through errors) some status codes; none of
+that may create a series. Every label value goes through `Bounds`, built from the catalog.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from gateway.metrics.families import STATUS_VALUES
+
+if TYPE_CHECKING:
+    from gateway.config import Catalog
+
+OTHER = "other"
+NONE = "none"  # no model or provider involved (refused before routing)
+FIXED_REASONS = frozenset({
+    "pinned", "preferred", "rerouted", "budget-downgrade", "fallback:connect", "fallback:timeout",
+    "fallback:circuit-open", "fallback:upstream-429",
+    # refusals (model `none`)
+    "no_route", "model_not_allowed", "context_length_exceeded", "budget_exceeded", "unsupported_capability",
+    "invalid_residency", "model_not_found",
+})  # fmt: skip
+_UPSTREAM_5XX = re.compile(r"^fallback:upstream-5\d\d$")
+_STATUSES = frozenset(STATUS_VALUES)
+
+
+class Bounds:
+    """The label values one catalog allows."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.models = frozenset(catalog.models) | {"auto"}
+        self.providers = frozenset(catalog.providers)
+        self.regions = frozenset(p.region for p in catalog.providers.values())
+        windows = {m.context_window for m in catalog.models.values()}
+        self._context = frozenset(f"context>{w}" for w in windows)
+
+    def model(self, name: str | None) -> str:
+        if name is None:
+            return NONE
+        return name if name in self.models else OTHER
+
+    def provider(self, name: str | None) -> str:
+        if name is None:
+            return NONE
+        return name if name in self.providers else OTHER
+
+    def reason(self, reason: str | None) -> str:
+        if not reason:
+            return NONE
+        if reason in FIXED_REASONS or reason in self._context or _UPSTREAM_5XX.match(reason):
+            return reason
+        if reason.startswith("residency:") and set(reason[10:].split(",")) <= self.regions:
+            return reason
+        return OTHER
+
+    @staticmethod
+    def status(status: int) -> str:
+        text = str(status)
+        return text if text in _STATUSES else OTHER
+
+    @staticmethod
+    def team(name: str | None) -> str:
+        """Team names come from the database, where only the master key creates them: bounded by configuration."""
+        return name if name else NONE

@@ -1,0 +1,393 @@
+"""Prometheus metrics and request logs, scraped from real gateways after real requests through the emulators."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import signal
+import string
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.http.record import LOGGER
+from gateway.metrics.families import BY_NAME, FAMILIES, STATUS_VALUES, TOKEN_TYPES, UPSTREAM_ERROR_KINDS
+from tests.budget_util import ledger, make_key, make_team
+from tests.conftest import EmulatorControl, GatewayFactory
+from tests.http_util import post_json, request, sse_events
+from tests.test_cli import GATEWAY, clean_env, free_port, wait_for_startup
+
+CHAT = "/v1/chat/completions"
+SHORT = [{"role": "user", "content": "Count to three."}]
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str, headers: dict[str, str] | None = None, path: str = "/metrics") -> Samples:
+    answer = request(url, "GET", path, headers=headers)
+    assert answer.status == 200, answer.body
+    assert answer.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(answer.body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
+
+
+def series(samples: Samples) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    return set(samples)
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'metrics.db'}"
+
+
+def auth(key: str, **extra: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}", **extra}
+
+
+@pytest.fixture()
+def request_lines() -> Iterator[list[dict[str, Any]]]:
+    """The JSON request log lines written while the test runs."""
+    lines: list[dict[str, Any]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(record.getMessage()))
+
+    logger = logging.getLogger(LOGGER)
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        threading.Event().wait(0.02)  # polling a condition with a bounded deadline, not a fixed sleep
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def scrape_when(url: str, ready: Callable[[Samples], bool], what: str) -> Samples:
+    def attempt() -> Samples | None:
+        samples = scrape(url)
+        return samples if ready(samples) else None
+
+    return wait_until(attempt, what)
+
+
+# -- the values after real requests -------------------------------------------------------------------
+
+
+def test_counts_tokens_spend_and_histograms_match_the_ledger(
+    start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, request_lines: list[dict[str, Any]]
+) -> None:
+    make_team(db, "web", "50.00")
+    key, record = make_key(db, "web")
+    url = start_gateway(database_url=db).url
+    statuses = []
+    for i in range(3):
+        statuses.append(post_json(url, CHAT, {"model": "auto", "messages": [{"role": "user", "content": f"hi {i}"}]}, auth(key)).status)
+    streamed = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "stream": True}, auth(key))
+    statuses.append(streamed.status)
+    assert sse_events(streamed.body)[-1] == "[DONE]"
+    refused = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key, **{"x-gateway-residency": "us"}))
+    unknown = post_json(url, CHAT, {"model": "gpt-17-ultra", "messages": SHORT}, auth(key))
+    assert statuses == [200] * 4 and refused.status == 400 and unknown.status == 404
+    mistral_log.fault("status=500", count=2)  # retried once, then the fallback to Kimi answers
+    fell_back = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
+    assert fell_back.status == 200 and fell_back.headers["x-gateway-model"] == "kimi-k2.6"
+
+    m = scrape(url)
+    rows = ledger(db)
+    assert len(rows) == 5
+    assert total(m, "gateway_requests_total") == 7
+    assert total(m, "gateway_requests_total", model="mistral-medium-3.5", provider="mistral", team="web", status="200") == 3
+    assert total(m, "gateway_requests_total", model="kimi-k2.6", provider="moonshot", team="web", status="200") == 2
+    assert total(m, "gateway_requests_total", model="other", provider="none", status="404") == 1
+    assert total(m, "gateway_requests_total", model="auto", provider="none", status="400") == 1
+    for kind, field in (("prompt", "prompt_tokens"), ("completion", "completion_tokens"), ("cached", "cached_tokens")):
+        assert total(m, "gateway_tokens_total", type=kind) == sum(getattr(r, field) for r in rows)
+    for model in ("mistral-medium-3.5", "kimi-k2.6"):
+        spent = sum(r.cost_nanos for r in rows if r.model == model) / 1e9
+        assert total(m, "gateway_spend_usd_total", model=model, team="web") == pytest.approx(spent, abs=1e-9)
+    assert total(m, "gateway_request_duration_seconds_count") == 7
+    assert total(m, "gateway_request_duration_seconds_count", stream="true") == 1
+    assert total(m, "gateway_time_to_first_token_seconds_count", model="kimi-k2.6") == 1
+    assert total(m, "gateway_overhead_seconds_count") == 5  # the requests that reached a provider
+    assert total(m, "gateway_upstream_duration_seconds_count", provider="mistral") == 3 + 2
+    assert total(m, "gateway_upstream_errors_total", provider="mistral", kind="status_5xx") == 2
+    assert total(m, "gateway_fallbacks_total", from_model="mistral-medium-3.5", to_model="kimi-k2.6", reason="fallback:upstream-500") == 1
+    assert total(m, "gateway_route_decisions_total", model="mistral-medium-3.5", reason="preferred") == 3
+    assert total(m, "gateway_route_decisions_total", model="kimi-k2.6", reason="pinned") == 1
+    assert total(m, "gateway_route_decisions_total", model="kimi-k2.6", reason="fallback:upstream-500") == 1
+    assert total(m, "gateway_inflight_requests") == 0
+    assert total(m, "gateway_token_estimate_error_ratio_count") == 5
+    assert total(m, "gateway_build_info") == 1
+    assert total(m, "gateway_budget_limit_usd", team="web") == 50
+    assert total(m, "gateway_budget_spent_usd", team="web") == pytest.approx(sum(r.cost_nanos for r in rows) / 1e9, abs=1e-9)
+
+    # One JSON line per request, with the fields operators filter on, and never the prompt or a key.
+    assert len(request_lines) == 7
+    line = next(entry for entry in request_lines if entry["stream"])
+    assert line["team"] == "web" and line["key_prefix"] == record.prefix and line["model"] == "kimi-k2.6"
+    assert line["provider"] == "moonshot" and line["region"] == "cn" and line["route_reason"] == "pinned"
+    assert line["status"] == 200 and line["prompt_tokens"] > 0 and line["ttft_ms"] is not None
+    assert line["cost_usd"] == pytest.approx(next(r.cost_nanos for r in rows if r.stream) / 1e9)
+    assert {e["status"] for e in request_lines} == {200, 400, 404}
+    text = json.dumps(request_lines)
+    assert "Count to three" not in text and key not in text and "test-mistral-key" not in text
+
+
+def test_request_ids_are_echoed_when_sane_and_generated_otherwise(
+    start_gateway: GatewayFactory, request_lines: list[dict[str, Any]]
+) -> None:
+    url = start_gateway().url
+    given = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, {"x-request-id": "trace-42.abc"})
+    assert given.headers["x-request-id"] == "trace-42.abc"
+    for hostile in ("a" * 129, "has space", "quote\"d", "<script>"):
+        answer = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, {"x-request-id": hostile})
+        assert answer.status == 200
+        assert answer.headers["x-request-id"] != hostile and len(answer.headers["x-request-id"]) == 32
+    refused = post_json(url, CHAT, {"model": "auto"}, {"x-request-id": "bad-body-1"})
+    assert refused.status == 400 and refused.headers["x-request-id"] == "bad-body-1"
+    assert [e["request_id"] for e in request_lines][0] == "trace-42.abc" and request_lines[-1]["request_id"] == "bad-body-1"
+
+
+def test_budget_gauges_follow_reservation_and_settlement(
+    start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl
+) -> None:
+    make_team(db, "capped", "2.00")
+    key, _ = make_key(db, "capped")
+    url = start_gateway(database_url=db).url
+    assert post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key)).status == 200
+    before = scrape(url)
+    spent = total(before, "gateway_budget_spent_usd", team="capped")
+    assert spent > 0 and total(before, "gateway_budget_reserved_usd", team="capped") == 0
+    assert total(before, "gateway_budget_remaining_usd", team="capped") == pytest.approx(2 - spent)
+
+    # A request held in flight by the provider (it never answers) until the client gives up.
+    moonshot_log.fault("hang")
+
+    async def hanging(stop: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as session:
+            call = session.post(url + CHAT, json={"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 4000}, headers=auth(key))
+            task = asyncio.ensure_future(call)
+            await stop.wait()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    runner = threading.Thread(target=loop.run_until_complete, args=(hanging(stop),))
+    runner.start()
+    try:
+        during = scrape_when(url, lambda m: total(m, "gateway_budget_reserved_usd", team="capped") > 0, "a reservation")
+        reserved = total(during, "gateway_budget_reserved_usd", team="capped")
+        assert total(during, "gateway_inflight_requests", provider="moonshot") == 1
+        assert total(during, "gateway_budget_remaining_usd", team="capped") == pytest.approx(2 - spent - reserved)
+        assert total(during, "gateway_budget_spent_usd", team="capped") == pytest.approx(spent)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(timeout=30)
+        loop.close()
+    after = scrape_when(url, lambda m: total(m, "gateway_budget_reserved_usd", team="capped") == 0, "the release")
+    assert total(after, "gateway_budget_remaining_usd", team="capped") == pytest.approx(2 - total(after, "gateway_budget_spent_usd", team="capped"))
+    assert total(after, "gateway_inflight_requests", provider="moonshot") == 0
+    assert total(after, "gateway_budget_spent_usd", team="capped") == pytest.approx(sum(r.cost_nanos for r in ledger(db)) / 1e9, abs=1e-9)
+
+
+def test_circuit_state_soft_limit_and_reload_counters(
+    start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, tmp_path: Path
+) -> None:
+    import shutil
+
+    directory = tmp_path / "policies"
+    shutil.copytree(Path(__file__).parent.parent / "policies", directory)
+    make_team(db, "soft", "0.02", soft_limit_pct=1)  # crossed by one answer to a ~2,000-token prompt
+    key, _ = make_key(db, "soft")
+    url = start_gateway(database_url=db, circuit_failures=2, policies_dir=directory, master_key="mk-metrics").url
+    m = scrape(url)
+    assert total(m, "gateway_circuit_state", provider="mistral", model="mistral-medium-3.5") == 0
+    mistral_log.fault("status=503", count=2)
+    long = [{"role": "user", "content": "word " * 2000}]
+    answer = post_json(url, CHAT, {"model": "auto", "messages": long}, auth(key))
+    assert answer.status == 200 and answer.headers["x-gateway-model"] == "kimi-k2.6"
+    m = scrape(url)
+    assert total(m, "gateway_circuit_state", provider="mistral", model="mistral-medium-3.5") == 2
+    assert total(m, "gateway_budget_soft_limit_crossed_total", team="soft") == 1
+
+    assert post_json(url, "/admin/reload", {}, auth("mk-metrics")).status == 200
+    (directory / "default.yaml").write_text("name: default\nprefer: [no-such-model]\n")
+    assert post_json(url, "/admin/reload", {}, auth("mk-metrics")).status == 422
+    m = scrape(url)
+    assert total(m, "gateway_config_reloads_total", result="failure") >= 1
+    assert total(m, "gateway_config_reloads_total", result="success") >= 1
+
+
+# -- bounded series -----------------------------------------------------------------------------------
+
+
+def _hostile_requests(url: str, key: str, count: int, seed: int, random_strings: bool = True) -> list[int]:
+    """`count` requests whose shape (which model kind, stream or not, valid key or not, which headers) comes
+    from `seed`; their strings (model names, keys, request ids, header values) are random, or with
+    `random_strings=False` the same constant: both must land in exactly the same series."""
+    rng, noise = random.Random(seed), random.Random()
+
+    def junk(n: int) -> str:
+        if not random_strings:
+            return "z" * n
+        return "".join(noise.choice(string.ascii_letters + string.digits + "-_./:") for _ in range(n))
+
+    async def one(session: aiohttp.ClientSession, i: int) -> int:
+        model = rng.choice(["auto", "mistral-medium-3.5", "kimi-k2.6", junk(12), junk(40), f"openai/{junk(8)}"])
+        headers = {"authorization": f"Bearer {key if rng.random() < 0.9 else junk(20)}", "x-request-id": junk(rng.randint(1, 200))}
+        for _ in range(rng.randint(0, 3)):
+            name = "".join(noise.choice(string.ascii_lowercase) for _ in range(6)) if random_strings else "zzzzzz"
+            headers["x-" + name] = junk(10)
+        if rng.random() < 0.2:
+            headers["x-gateway-residency"] = rng.choice(["eu", "cn", junk(4)])
+        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": junk(20)}], "max_tokens": 8}
+        if rng.random() < 0.1:
+            body["stream"] = True
+        if rng.random() < 0.05:
+            body = {"model": model}  # invalid
+        async with session.post(url + CHAT, json=body, headers=headers) as response:
+            await response.read()
+            return response.status
+
+    async def run_all() -> list[int]:
+        limit = asyncio.Semaphore(16)
+        async with aiohttp.ClientSession() as session:
+
+            async def bounded(i: int) -> int:
+                async with limit:
+                    return await one(session, i)
+
+            return await asyncio.gather(*(bounded(i) for i in range(count)))
+
+    return asyncio.run(run_all())
+
+
+def test_hostile_model_names_and_headers_add_no_series(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "web", None)
+    key, _ = make_key(db, "web")
+    url = start_gateway(database_url=db, master_key="mk-hostile").url
+    constant = _hostile_requests(url, key, 1000, seed=2, random_strings=False)
+    assert {200, 400, 401, 404}.issubset(set(constant))
+    settled = series(scrape(url))
+    hostile = _hostile_requests(url, key, 1000, seed=2)
+    assert sorted(hostile) == sorted(constant)
+    after = scrape(url)
+    assert series(after) == settled, sorted(series(after) - settled)
+    # Every label value is configuration or a fixed set.
+    allowed = {
+        "model": {"auto", "mistral-medium-3.5", "kimi-k2.6", "codestral", "mistral-embed", "other", "none"},
+        "provider": {"mistral", "moonshot", "other", "none"},
+        "team": {"web", "none"},
+        "status": set(STATUS_VALUES),
+        "type": set(TOKEN_TYPES),
+        "kind": set(UPSTREAM_ERROR_KINDS),
+        "stream": {"true", "false"},
+    }
+    for name, labels in series(after):
+        for label, value in labels:
+            if label in allowed:
+                assert value in allowed[label], (name, label, value)
+    assert total(after, "gateway_requests_total") == 2000
+
+
+def test_metrics_token_and_separate_port(start_gateway: GatewayFactory) -> None:
+    port = free_port()
+    url = start_gateway(metrics_token="scrape-secret", metrics_port=port).url
+    assert request(url, "GET", "/metrics").status == 401
+    assert request(url, "GET", "/metrics", headers=auth("wrong")).status == 401
+    assert "gateway_build_info" in request(url, "GET", "/metrics", headers=auth("scrape-secret")).body.decode()
+    own = f"http://127.0.0.1:{port}"
+    assert request(own, "GET", "/metrics").status == 401
+    samples = scrape(own, auth("scrape-secret"))
+    assert total(samples, "gateway_build_info") == 1
+    assert request(own, "GET", "/v1/models", headers=auth("scrape-secret")).status == 404
+
+
+def test_every_family_is_exported_and_documented(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "web", "5.00")
+    url = start_gateway(database_url=db).url
+    text = request(url, "GET", "/metrics").body.decode()
+    exported = {f.name for f in text_string_to_metric_families(text)}
+    for family in FAMILIES:
+        name = family.name.removesuffix("_total") if family.kind == "counter" else family.name
+        assert name in exported, family.name
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for family in FAMILIES:
+        assert f"`{family.name}`" in readme, f"{family.name} is not documented in the README"
+    assert BY_NAME["gateway_budget_limit_usd"].combine == "scrape"
+
+
+# -- several workers ----------------------------------------------------------------------------------
+
+
+def test_several_workers_sum_counters_and_do_not_multiply_budgets(tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(GATEWAY_MASTER_KEY="mk-workers", GATEWAY_DATA_DIR=str(tmp_path))
+    process = subprocess.Popen(
+        [*GATEWAY, "serve", "--port", str(port), "--workers", "3"], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    count = 60
+    try:
+        wait_for_startup(process, workers=3)
+        admin = auth("mk-workers")
+        assert post_json(url, "/admin/teams", {"name": "web", "budget_usd": "10.00"}, admin).status == 201
+        key = post_json(url, "/admin/keys", {"team": "web"}, admin).json()["key"]
+
+        async def fire() -> list[int]:
+            # A new connection per request, so that the kernel spreads them over the workers.
+            async def one(i: int) -> int:
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+                    body = {"model": "kimi-k2.6", "messages": [{"role": "user", "content": f"n{i}"}]}
+                    async with session.post(url + CHAT, json=body, headers=auth(key)) as response:
+                        await response.read()
+                        return response.status
+
+            return await asyncio.gather(*(one(i) for i in range(count)))
+
+        assert asyncio.run(fire()) == [200] * count
+        for _ in range(6):  # any worker may answer the scrape: each must report the sum over all of them
+            m = scrape(url)
+            assert total(m, "gateway_requests_total", team="web", status="200") == count
+            assert total(m, "gateway_request_duration_seconds_count") == count
+            assert total(m, "gateway_tokens_total", type="completion") > 0
+            assert total(m, "gateway_budget_limit_usd", team="web") == 10  # from the database, not summed
+            assert total(m, "gateway_build_info") == 1
+            assert total(m, "gateway_inflight_requests") == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(lines) == count
+    assert len({line["pid"] for line in lines}) >= 2, "the requests did not reach several workers"
