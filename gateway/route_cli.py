@@ -47,6 +47,12 @@ def render_explain(data: dict[str, Any]) -> str:
     else:
         e = data["error"]
         lines.append(f"-> refused: {e['status']} {e['code']}: {e['message']}")
+    admission = data.get("admission")
+    if admission is not None and not admission["admitted"]:
+        lines.append(f"-> admission now: refused, {admission['status']} {admission['code']}: {admission['message']}")
+    elif admission is not None and (admission["model"] != data["model"] or admission["max_tokens_lowered"]):
+        lines.append(f"-> admission now: {admission['model']} ({admission['provider']}, {admission['region']}), reason "
+                     f"{admission['reason']}, max_tokens {admission['max_tokens']}, reserves ${admission['reservation_usd']}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -84,7 +90,7 @@ def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> di
     from gateway.config import Settings, load_catalog
     from gateway.core import Gateway
     from gateway.http.body import read_json_object  # noqa: F401  (same parsing rules as the endpoint below)
-    from gateway.routing.planning import plan
+    from gateway.routing.planning import plan, predict_admission
     from gateway.validation import check_chat
 
     settings = Settings()
@@ -102,9 +108,11 @@ def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> di
             team = await gateway.store.get_team(args.team)
             if team is None:
                 raise RuntimeError(f"no team {args.team!r}")
-            found = await plan(gateway, Principal(team, None, False), params, body, len(raw), "chat", headers)
+            principal = Principal(team, None, False)
+            found = await plan(gateway, principal, params, body, len(raw), "chat", headers)
             data = found.decision.explain(gateway.catalog, found.policy)
             data["team"] = team.name
+            data["admission"] = await predict_admission(gateway, principal, params, body, found)
             return data
         finally:
             await gateway.store.close()

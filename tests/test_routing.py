@@ -314,15 +314,22 @@ def test_budget_downgrades(start_gateway: GatewayFactory, db: str, moonshot_log:
     _spend(db, "spender", usd_to_nanos("0.85"))
     assert team_usage(db, spender).spent_nanos == usd_to_nanos("0.85")
     # Mistral's reservation (1,024 expected output at $7.50/M = $0.0077) does not fit $0.005; Kimi's ($0.0019) does.
-    make_team(db, "tight", "0.005")
+    tight = make_team(db, "tight", "0.005")
     tight_key, _ = make_key(db, "tight")
     url = start_gateway(database_url=db).url
     over = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
     assert over.status == 200 and headers_of(over) == ("kimi-k2.6", "moonshot", "cn", "budget-downgrade")
+    # Explain predicts the admission-time move (the pipeline prefers Mistral; the reservation does not fit).
+    predicted = post_json(url, EXPLAIN, {"model": "auto", "messages": SHORT}, auth(tight_key)).json()
+    assert predicted["model"] == "mistral-medium-3.5" and predicted["admission"]["admitted"] is True
+    assert (predicted["admission"]["model"], predicted["admission"]["reason"]) == ("kimi-k2.6", "budget-downgrade")
+    assert team_usage(db, tight).reserved_nanos == 0  # nothing reserved by explaining
     moved = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(tight_key))
     assert moved.status == 200, moved.body
     assert headers_of(moved) == ("kimi-k2.6", "moonshot", "cn", "budget-downgrade")
     # A pinned model is not moved: refused with the budget message.
+    refusal = post_json(url, EXPLAIN, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(tight_key)).json()["admission"]
+    assert refusal["admitted"] is False and (refusal["status"], refusal["code"]) == (429, "budget_exceeded")
     pinned = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(tight_key))
     assert pinned.status == 429 and pinned.error["code"] == "budget_exceeded"
 
@@ -332,6 +339,8 @@ def test_lower_max_tokens_before_refusing(start_gateway: GatewayFactory, db: str
     make_team(db, "eu-tight", "0.01", policy="eu-only")
     key, _ = make_key(db, "eu-tight")
     url = start_gateway(database_url=db, default_expected_output_tokens=8192).url
+    predicted = post_json(url, EXPLAIN, {"model": "auto", "messages": SHORT, "max_tokens": 8192}, auth(key)).json()["admission"]
+    assert predicted["model"] == "mistral-medium-3.5" and predicted["max_tokens"] == 1024 and predicted["max_tokens_lowered"]
     answer = post_json(url, CHAT, {"model": "auto", "messages": SHORT, "max_tokens": 8192}, auth(key))
     assert answer.status == 200, answer.body
     assert mistral_log.last()["body"]["max_tokens"] == 1024

@@ -27,7 +27,7 @@ from gateway.routing import Route, check_limits
 from gateway.routing.circuits import deployment
 from gateway.routing.failover import Failover, failure_kind
 from gateway.routing.counting import PromptCounts
-from gateway.routing.planning import admit, plan
+from gateway.routing.planning import admit, plan, predict_admission
 from gateway.spend.accounting import Charged, Ticket
 from gateway.spend.money import usd_text
 from gateway.validation import Request as RequestParams
@@ -351,6 +351,7 @@ async def route_explain(gateway: Gateway, request: Request, principal: Principal
     found = await plan(gateway, principal, params, body, size, "chat", request.headers)
     explained = found.decision.explain(gateway.catalog, found.policy)
     explained["team"] = principal.team.name
+    explained["admission"] = await predict_admission(gateway, principal, params, body, found)
     return json_bytes(orjson.dumps(explained))
 
 

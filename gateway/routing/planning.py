@@ -116,17 +116,20 @@ def _is_budget_refusal(error: GatewayError) -> bool:
 
 
 async def admit(
-    gateway: "Gateway", principal: Principal, params: RequestParams, body: dict[str, Any], route: Route, found: Plan
+    gateway: "Gateway", principal: Principal, params: RequestParams, body: dict[str, Any], route: Route, found: Plan,
+    dry_run: bool = False,
 ) -> tuple[Ticket, Route]:
     """Reserve the budget on the first candidate; when it does not fit, apply `budget.on_reservation_too_large`
-    in order (`cheaper_model`, `lower_max_tokens`) before refusing with the first refusal."""
+    in order (`cheaper_model`, `lower_max_tokens`) before refusing with the first refusal. `dry_run`: the same
+    steps against the budgets as they are now, reserving nothing (what explain predicts)."""
     accounting = gateway.accounting
     decision, policy = found.decision, found.policy
     prompt = found.reserve_prompt_tokens
 
     async def attempt(model_route: Route, max_output: int | None) -> Ticket:
         return await accounting.admit(
-            principal, model_route.model, params.model, prompt, max_output, model_route.provider.timeouts.total
+            principal, model_route.model, params.model, prompt, max_output, model_route.provider.timeouts.total,
+            dry_run=dry_run,
         )
 
     try:
@@ -167,3 +170,26 @@ async def admit(
                     body[params.max_output_param] = lowered
                     return ticket, candidate
     raise refusal
+
+
+async def predict_admission(
+    gateway: "Gateway", principal: Principal, params: RequestParams, body: dict[str, Any], found: Plan
+) -> dict[str, Any] | None:
+    """What admission would do now with the budgets as they are (explain): reserve on the chosen model, or
+    move to a cheaper one / lower max_tokens (the policy's `on_reservation_too_large`), or refuse with 429."""
+    from gateway.spend.money import usd_text
+
+    if not found.decision.ok:
+        return None
+    route = found.decision.route(gateway.catalog)
+    asked = params.max_output
+    try:
+        ticket, admitted = await admit(gateway, principal, params, dict(body), route, found, dry_run=True)
+    except GatewayError as error:
+        return {"admitted": False, "status": error.status, "code": error.code, "message": error.message}
+    return {
+        "admitted": True, "model": admitted.model.name, "provider": admitted.provider.name,
+        "region": admitted.provider.region, "reason": admitted.reason,
+        "max_tokens": params.max_output, "max_tokens_lowered": params.max_output != asked,
+        "reservation_usd": usd_text(ticket.reserved_nanos),
+    }  # fmt: skip

@@ -50,6 +50,7 @@ class Ticket:
     started: float  # monotonic
     ts: float  # wall clock
     settled: bool = False
+    reserved_nanos: int = 0  # the expected cost held (0: no budget to enforce)
 
 
 @dataclass(slots=True)
@@ -131,7 +132,10 @@ class Accounting:
         prompt_tokens: int,
         max_output: int | None,
         timeout_seconds: float,
+        dry_run: bool = False,
     ) -> Ticket:
+        """Reserve the request's expected cost on its team and key (429 `budget_exceeded` when it does not fit).
+        `dry_run`: only check that it would fit now, reserving nothing (the explain endpoint)."""
         now = datetime.now(timezone.utc)
         scopes = self.scopes(principal, now)
         ticket = Ticket(
@@ -149,6 +153,14 @@ class Accounting:
             return ticket  # nothing to enforce: no reservation, no write before the call
         output = self.estimator.expected(model.name, max_output, model.max_output_tokens)
         amount = estimate_nanos(model, prompt_tokens, output)
+        ticket.reserved_nanos = amount
+        if dry_run:
+            for scope in scopes:
+                if scope.budget_nanos is not None:
+                    usage = await self.store.usage(scope.name, scope.period_start)
+                    if usage.spent_nanos + usage.reserved_nanos + amount > scope.budget_nanos:
+                        raise self._refusal(principal, scope, usage.spent_nanos, usage.reserved_nanos, amount, now)
+            return ticket
         hold = HoldRequest(ticket.id, scopes, amount, int(now.timestamp() + timeout_seconds + HOLD_GRACE_SECONDS))
         result = await self.store.hold(hold)
         if not result.ok:
