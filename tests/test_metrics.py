@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import random
 import signal
 import string
@@ -19,7 +18,6 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.http.record import LOGGER
 from gateway.metrics.families import BY_NAME, FAMILIES, STATUS_VALUES, TOKEN_TYPES, UPSTREAM_ERROR_KINDS
 from tests.budget_util import ledger, make_key, make_team
 from tests.conftest import EmulatorControl, GatewayFactory
@@ -62,23 +60,14 @@ def auth(key: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture()
-def request_lines() -> Iterator[list[dict[str, Any]]]:
-    """The JSON request log lines written while the test runs."""
-    lines: list[dict[str, Any]] = []
+def request_lines() -> list[dict[str, Any]]:
+    """The JSON request log entries of the gateways a test starts with `logged(...)`."""
+    return []
 
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(json.loads(record.getMessage()))
 
-    logger = logging.getLogger(LOGGER)
-    handler, level = Keep(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+def logged(server: Any, lines: list[dict[str, Any]]) -> str:
+    server.app.state.request_log.listeners.append(lines.append)
+    return server.url
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
@@ -107,7 +96,7 @@ def test_counts_tokens_spend_and_histograms_match_the_ledger(
 ) -> None:
     make_team(db, "web", "50.00")
     key, record = make_key(db, "web")
-    url = start_gateway(database_url=db).url
+    url = logged(start_gateway(database_url=db), request_lines)
     statuses = []
     for i in range(3):
         statuses.append(post_json(url, CHAT, {"model": "auto", "messages": [{"role": "user", "content": f"hi {i}"}]}, auth(key)).status)
@@ -165,13 +154,13 @@ def test_counts_tokens_spend_and_histograms_match_the_ledger(
 def test_request_ids_are_echoed_when_sane_and_generated_otherwise(
     start_gateway: GatewayFactory, request_lines: list[dict[str, Any]]
 ) -> None:
-    url = start_gateway().url
+    url = logged(start_gateway(), request_lines)
     given = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, {"x-request-id": "trace-42.abc"})
     assert given.headers["x-request-id"] == "trace-42.abc"
     for hostile in ("a" * 129, "has space", "quote\"d", "<script>"):
         answer = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, {"x-request-id": hostile})
         assert answer.status == 200
-        assert answer.headers["x-request-id"] != hostile and len(answer.headers["x-request-id"]) == 32
+        assert answer.headers["x-request-id"] != hostile and len(answer.headers["x-request-id"]) == 32 and answer.headers["x-request-id"].isalnum()
     refused = post_json(url, CHAT, {"model": "auto"}, {"x-request-id": "bad-body-1"})
     assert refused.status == 400 and refused.headers["x-request-id"] == "bad-body-1"
     assert [e["request_id"] for e in request_lines][0] == "trace-42.abc" and request_lines[-1]["request_id"] == "bad-body-1"

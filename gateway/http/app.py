@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
@@ -15,7 +16,7 @@ from gateway.config import Settings, load_catalog
 from gateway.core import Gateway
 from gateway.errors import GatewayError
 from gateway.http import admin, health, metrics, openai
-from gateway.http.record import configure_request_log
+from gateway.http.record import RequestIds, RequestLog
 from gateway.http.responses import error_response
 
 log = logging.getLogger("gateway")
@@ -48,12 +49,17 @@ def create_app(gateway: Gateway) -> Starlette:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(GatewayError(500, "Internal gateway error.", "server_error", "internal_error"))
 
+    request_log = RequestLog(sys.stdout.buffer if gateway.settings.request_log else None)
     app = Starlette(
-        routes=[*openai.routes(gateway), *admin.routes(gateway), *health.routes(gateway), *metrics.routes(gateway)],
+        routes=[
+            *openai.routes(gateway, request_log, RequestIds()), *admin.routes(gateway), *health.routes(gateway),
+            *metrics.routes(gateway),
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: unexpected},
     )
     app.state.gateway = gateway
+    app.state.request_log = request_log
     return app
 
 
@@ -62,7 +68,6 @@ def app_from_environment() -> Starlette:
     from gateway.tuning import tune_process
 
     settings = Settings()
-    configure_request_log(settings.request_log)
     app = create_app(Gateway(settings, load_catalog(settings.config)))
     tune_process()
     return app

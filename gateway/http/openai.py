@@ -19,7 +19,7 @@ from gateway.core import Gateway
 from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
 from gateway.http.disconnect import DisconnectWatch
-from gateway.http.record import REQUEST_ID_HEADER, RequestRecord, log_line, request_id
+from gateway.http.record import REQUEST_ID_HEADER, RequestIds, RequestLog, RequestRecord
 from gateway.http.responses import EventStreamResponse, error_response, json_bytes
 from gateway.legacy import as_text_completion, prompt_as_chat
 from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
@@ -240,7 +240,7 @@ async def _serve_watched(
     return EventStreamResponse(events(), headers=headers)
 
 
-def finish_request(gateway: Gateway, record: RequestRecord) -> None:
+def finish_request(gateway: Gateway, request_log: RequestLog, record: RequestRecord) -> None:
     """The request is over (response sent, ledger written): its metrics and its log line."""
     if record.inference:
         gateway.metrics.request_finished(
@@ -248,17 +248,19 @@ def finish_request(gateway: Gateway, record: RequestRecord) -> None:
             status=record.status, stream=record.stream, seconds=record.seconds, ttft=record.ttft,
             waited=record.waited, reason=record.reason,
         )  # fmt: skip
-    log_line(record)
+    request_log.write(record)
 
 
 def _guarded(
-    gateway: Gateway, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]], inference: bool
+    gateway: Gateway, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]], inference: bool,
+    request_log: RequestLog, ids: RequestIds,
 ) -> Handler:
     """Authenticate, then turn every GatewayError into an OpenAI-style response; keep the request's record."""
+    finish = partial(finish_request, gateway, request_log)
 
     async def endpoint(request: Request) -> Response:
-        record = RequestRecord(request_id(request.headers), request.url.path, inference)
-        record.on_close = partial(finish_request, gateway)
+        record = RequestRecord(ids(request.headers), request.scope["path"], inference)
+        record.on_close = finish
         request.state.record = record
         try:
             principal = await gateway.auth.principal(request)
@@ -400,12 +402,12 @@ async def get_model(gateway: Gateway, request: Request, principal: Principal) ->
     return json_bytes(orjson.dumps(model_card(gateway, model)))
 
 
-def routes(gateway: Gateway) -> list[HttpRoute]:
+def routes(gateway: Gateway, request_log: RequestLog, ids: RequestIds) -> list[HttpRoute]:
     def route(
         path: str, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]], method: str,
         inference: bool = False,
     ) -> HttpRoute:
-        return HttpRoute(path, _guarded(gateway, handler, inference), methods=[method])
+        return HttpRoute(path, _guarded(gateway, handler, inference, request_log, ids), methods=[method])
 
     return [
         route("/v1/chat/completions", chat_completions, "POST", inference=True),

@@ -43,7 +43,11 @@ class PromptCounts:
         for model in catalog.models.values():
             kind = catalog.provider_of(model).kind
             self.by_model[model.name] = counter.estimate_parts(self.parts, model, kind, per_family).at_least(self.floor)
-        neutral = per_family.get("mistral") or estimate_parts(self.parts, FAMILIES["mistral"])
+        # The model-neutral figure: Mistral's estimate when a Mistral model was counted, else the first
+        # family's (not a second pass over the text just for it).
+        neutral = per_family.get("mistral") or next(iter(per_family.values()), None)
+        if neutral is None:
+            neutral = estimate_parts(self.parts, FAMILIES["mistral"])
         self.tokens = max(sum(neutral), self.floor)
 
     async def refine(self, names: Iterable[str]) -> None:
