@@ -41,6 +41,7 @@ async def budget_families(gateway: Gateway) -> list[Metric]:
     for team in await gateway.store.list_teams():
         if team.budget_nanos is None:
             continue
+        gateway.metrics.budgeted_team(team.name)
         start, _ = gateway.accounting.window(team.period, now)
         usage = await gateway.store.usage(team_scope(team.name), start)
         remaining = max(team.budget_nanos - usage.spent_nanos - usage.reserved_nanos, 0)
@@ -52,10 +53,11 @@ async def budget_families(gateway: Gateway) -> list[Metric]:
 async def render(gateway: Gateway) -> bytes:
     """The Prometheus text exposition of this gateway (all workers, in multiprocess mode)."""
     metrics = gateway.metrics
+    budgets = await budget_families(gateway)  # first: it may create series (soft-limit counters at 0)
     if metrics.multiprocess:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         values: Iterable[Metric] = MultiProcessCollector(None, metrics.multiprocess).collect()
     else:
         values = metrics.registry.collect()
-    return generate_latest(_Families(values, await budget_families(gateway)))  # type: ignore[arg-type]
+    return generate_latest(_Families(values, budgets))  # type: ignore[arg-type]

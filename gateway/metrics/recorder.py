@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from gateway.metrics.families import BY_NAME, MULTIPROC_ENV, Family
+from gateway.metrics.families import BY_NAME, MULTIPROC_ENV, UPSTREAM_ERROR_KINDS, Family
 from gateway.metrics.labels import NONE, Bounds
 
 if TYPE_CHECKING:
@@ -74,6 +74,14 @@ class Metrics:
         self.bounds = Bounds(catalog)
         for model in catalog.models.values():
             self.circuits.labels(catalog.provider_of(model).name, model.name)
+        for provider in catalog.providers:
+            self.inflight.labels(provider)
+            for kind in UPSTREAM_ERROR_KINDS:  # at 0: rate() and increase() see the first error
+                self.upstream_errors.labels(provider, kind)
+
+    def budgeted_team(self, team: str) -> None:
+        """A team with a budget exists (seen at scrape time): its soft-limit counter starts at 0."""
+        self.soft_limits.labels(self.bounds.team(team))
 
     def close(self) -> None:
         """This process is leaving: its live gauges (in-flight, circuits) stop counting in multiprocess mode."""
