@@ -194,7 +194,8 @@ def _summary(decision: RouteDecision, considered: list[ModelConfig]) -> str:
     steps = decision.steps
     context = next((s for s in steps if s.name == "context"), None)
     if context is not None and context.removed:
-        tokens = decision.counts[context.removed[0].model].tokens if decision.counts else decision.prompt_tokens
+        first = decision.counts.get(context.removed[0].model) if decision.counts else None
+        tokens = first.tokens if first is not None else decision.prompt_tokens
         parts.append(f"prompt is {_n(tokens)} tokens (+{_n(decision.expected_output)} expected output)")
     for step in steps:
         for removal in step.removed:
@@ -267,7 +268,16 @@ def decide(
         if refusal is None or honoured:
             refusal = residency_reason(named)
         if refusal is None:
-            return _pinned(decision, catalog, policy, named, wanted)
+            pinned = _pinned(decision, catalog, policy, named, wanted)
+            if pinned.ok and policy.fallbacks.when_pinned:
+                # Fallbacks for a named model: what `auto` would choose, every step applied (residency too).
+                auto = decide(
+                    catalog, policy, principal_allowed, AUTO_MODEL, capabilities, prompt_tokens, expected_output,
+                    residency_header_regions, spent_fraction, counts,
+                )  # fmt: skip
+                pinned.candidates += [m for m in auto.candidates if m.name != named.name]
+                pinned.uncertain += [m for m in auto.uncertain if m not in pinned.uncertain]
+            return pinned
         if policy.named_model != "reroute":
             decision.error = GatewayError(
                 403, f"Model '{named.name}' {refusal} (policy '{policy.name}' refuses named models it does not allow).",
