@@ -8,7 +8,7 @@ given to `load_catalog`, never from the file itself.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     circuit_cooldown_seconds: float = Field(30.0, gt=0)  # then one probe request is let through
     # Routing policies (policies/README.md). None: ./policies if it exists, else the repository's policies/.
     policies_dir: Path | None = None
+    # How often the policy files and the catalog file are checked for edits (reloaded without a SIGHUP).
+    reload_poll_seconds: float = Field(2.0, gt=0)
 
     @field_validator("budget_timezone")
     @classmethod
@@ -190,18 +192,33 @@ class Provider:
 
 @dataclass(frozen=True)
 class Catalog:
-    """Resolved providers and models, looked up by public name."""
+    """Resolved providers and models, looked up by public name.
+
+    `path` (None: the built-in catalog) and `env` (None: `os.environ` at the time of reading) are what it
+    was loaded from, so that `reload_catalog` can read it again the same way (demo upstreams included).
+    """
 
     source: str
     providers: Mapping[str, Provider]
     models: Mapping[str, ModelConfig]
     demo: bool
+    path: Path | None = None
+    env: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 
     def model(self, name: str) -> ModelConfig | None:
         return self.models.get(name)
 
     def provider_of(self, model: ModelConfig) -> Provider:
         return self.providers[model.provider]
+
+    def same_as(self, other: "Catalog") -> bool:
+        """The same providers (URLs and keys included), and the same models in the same order."""
+        return (
+            self.source == other.source
+            and self.demo == other.demo
+            and list(self.providers.items()) == list(other.providers.items())
+            and list(self.models.items()) == list(other.models.items())
+        )
 
 
 class ConfigError(Exception):
@@ -285,7 +302,18 @@ def load_catalog(path: Path | None, env: Mapping[str, str] | None = None) -> Cat
             demo=demo is not None,
         )
     models = {m.name: m for m in spec.models}
-    return Catalog(source=source, providers=providers, models=models, demo=bool(demo_upstreams))
+    return Catalog(
+        source=source, providers=providers, models=models, demo=bool(demo_upstreams),
+        path=Path(path) if path is not None else None, env=None if env is os.environ else env,
+    )  # fmt: skip
+
+
+def reload_catalog(current: Catalog) -> Catalog:
+    """Read `current`'s file again, resolved against the same environment (so demo mode's emulator URLs
+    apply to the new version too); raise ConfigError. A built-in catalog reads as itself."""
+    if current.path is None:
+        return current
+    return load_catalog(current.path, current.env)
 
 
 def needs_demo(path: Path | None, env: Mapping[str, str]) -> list[str]:

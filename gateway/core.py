@@ -5,29 +5,60 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 from gateway import __version__
 from gateway.auth import Authenticator
-from gateway.config import Catalog, ModelConfig, Settings
+from gateway.config import Catalog, ConfigError, ModelConfig, Provider, Settings, reload_catalog
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher, ReloadResult
 from gateway.providers import Adapter, build_adapter
 from gateway.spend.accounting import Accounting
-from gateway.routing.circuits import CircuitBreakers
+from gateway.routing.circuits import CLOSED, CircuitBreakers
 from gateway.tokens import TokenCounter
 from gateway.store import Store, open_store
 
 log = logging.getLogger("gateway")
 
-POLICY_POLL_SECONDS = 2.0  # how soon an edited policy file is picked up without a SIGHUP
+# A replaced adapter is closed this long after its provider's total timeout: enough for a request that took
+# it just before the swap to finish its call (the timeout bounds the call, streaming included).
+RETIRE_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigReload:
+    """The outcome of one reload (SIGHUP, `POST /admin/reload`, an edited file). A rejected catalog (it does
+    not load, or the policies do not validate against it) changes nothing: catalog and policies stay."""
+
+    ok: bool
+    catalog_changed: bool = False  # a new catalog is in use
+    policies: ReloadResult | None = None  # None: no policy directory, or not reached (catalog rejected first)
+    error: str | None = None  # why it was rejected (one line)
+    problems: tuple[str, ...] = ()  # each problem, naming file and field
+    attempted: bool = True  # False: nothing to reload (built-in catalog and policy), or shutting down
+
+    @property
+    def changed(self) -> bool:
+        return self.catalog_changed or (self.policies is not None and self.policies.changed)
+
+
+@dataclass(eq=False)
+class _Retiring:
+    """Adapters replaced or removed by a reload, still open for requests that planned with `catalog`."""
+
+    catalog: Catalog
+    adapters: dict[str, Adapter]
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog, store: Store | None = None) -> None:
         self.settings = settings
-        self.catalog = catalog
+        self.catalog = catalog  # replaced as a whole by a reload (with `adapters`), never changed in place
         self.store = store if store is not None else open_store(settings.resolved_database_url())
         self.auth = Authenticator(settings.master_key, self.store)
         self.metrics = Metrics(catalog, __version__)
@@ -38,8 +69,18 @@ class Gateway:
         self.tokens = TokenCounter()  # error statistics of our prompt counts against what providers report
         self.adapters: dict[str, Adapter] = {name: build_adapter(p) for name, p in catalog.providers.items()}
         self.policies = self._load_policies()
-        self._policy_watch: asyncio.Task[None] | None = None
-        self.policy_reloads = {"success": 0, "failure": 0}  # exported as gateway_config_reloads_total later
+        # Reloads of the catalog and the policies together (gateway_config_reloads_total{result}).
+        self.config_reloads = {"success": 0, "failure": 0}
+        self.catalog_version = 1
+        self.catalog_loaded_at = time.time()
+        self.catalog_error: str | None = None  # why the last catalog reload was rejected (None: it was not)
+        self._catalog_seen = self._catalog_fingerprint()
+        self._retiring: list[_Retiring] = []
+        self._closing_adapters: set[Adapter] = set()
+        self.retire_grace_seconds = RETIRE_GRACE_SECONDS
+        self._reload_lock = asyncio.Lock()
+        self._closing = False
+        self._watch: asyncio.Task[None] | None = None
         self._builtin_policies = PolicySet("(built-in)", {DEFAULT_POLICY: Policy(name=DEFAULT_POLICY)})
         self._unknown_policies: set[str] = set()
         self.started = False
@@ -49,48 +90,206 @@ class Gateway:
         await self.store.open()
         await self.accounting.start(list(self.catalog.models))
         for name, adapter in self.adapters.items():
-            provider = self.catalog.providers[name]
-            if provider.api_key is None and provider.kind != "litellm":
-                log.warning("provider %s has no API key (%s): its models will answer 503", name, provider.kind)
+            self._warn_unconfigured(self.catalog.providers[name])
             await adapter.start()
-        if self.policies is not None:
-            self._policy_watch = asyncio.get_running_loop().create_task(self._watch_policies())
-            self._on_sighup(self.reload_policies)
+        if self.reloadable:
+            self._watch = asyncio.get_running_loop().create_task(self._watch_files())
+            self._on_sighup(lambda: self.in_background(self.reload()))
         self.started = True
+
+    @staticmethod
+    def _warn_unconfigured(provider: Provider) -> None:
+        if provider.api_key is None and provider.kind != "litellm":
+            log.warning("provider %s has no API key (%s): its models will answer 503", provider.name, provider.kind)
+
+    # -- reloading the catalog and the policies ---------------------------------------------------
+
+    @property
+    def reloadable(self) -> bool:
+        """Whether anything can be reloaded: a catalog file, or a policy directory."""
+        return self.catalog.path is not None or self.policies is not None
 
     def policy_status(self) -> dict[str, object]:
         if self.policies is None:
-            return {"source": "built-in default", "version": 0, "last_error": None, "reloads": self.policy_reloads}
+            return {"source": "built-in default", "version": 0, "last_error": None, "reloads": self.config_reloads}
         return {
             "source": str(self.policies.directory), "version": self.policies.version,
             "names": sorted(self.policies.current), "last_error": self.policies.last_error or None,
-            "reloads": self.policy_reloads,
+            "reloads": self.config_reloads,
         }  # fmt: skip
 
-    def reload_policies(self) -> ReloadResult | None:
-        """Re-read the policy directory now (SIGHUP, `POST /admin/reload`); a broken edit keeps the previous
-        version in use, and says why in the log and in /readyz. In-flight requests keep the policy they took."""
-        if self.policies is None:
+    def catalog_status(self) -> dict[str, object]:
+        """The catalog in use, for /readyz and `POST /admin/reload`."""
+        return {
+            "source": self.catalog.source, "reloadable": self.catalog.path is not None,
+            "version": self.catalog_version, "loaded_at": self.catalog_loaded_at,
+            "last_error": self.catalog_error, "reloads": self.config_reloads,
+        }  # fmt: skip
+
+    async def reload(self) -> ConfigReload:
+        """Read the catalog file (if there is one) and the policy directory again, now (SIGHUP,
+        `POST /admin/reload`, an edited file). A catalog that does not load, or against which the policies do
+        not validate, is rejected as a whole: the previous catalog and policies stay in use, and the reason is
+        logged and shown in /readyz. In-flight requests finish with the catalog, adapters and policy they took."""
+        async with self._reload_lock:
+            if self._closing:
+                return ConfigReload(False, error="the gateway is shutting down", attempted=False)
+            if self.catalog.path is None:
+                if self.policies is None:
+                    return ConfigReload(
+                        False, error="nothing to reload: built-in catalog and built-in default policy", attempted=False
+                    )
+                result = self._reload_policies_only()
+            else:
+                result = await self._reload_catalog()
+            self._count_reload(result.ok)
+            return result
+
+    def _reload_policies_only(self) -> ConfigReload:
+        assert self.policies is not None
+        policies = self.policies.reload()
+        problems = tuple(str(p) for p in policies.problems)
+        error = None if policies.ok else f"policies in {self.policies.directory} not reloaded"
+        return ConfigReload(policies.ok, False, policies, error, problems)
+
+    async def _reload_catalog(self) -> ConfigReload:
+        current = self.catalog
+        self._catalog_seen = self._catalog_fingerprint()  # before reading: an edit made while reading shows later
+        try:
+            new = reload_catalog(current)
+        except ConfigError as exc:
+            problems = tuple(f"{exc.source}: {problem}" for problem in exc.problems)
+            return self._reject(f"catalog {exc.source} not reloaded (keeping version {self.catalog_version}): it does not load", problems)
+        if new.same_as(current):  # unchanged: only the policies may have been edited
+            self.catalog_error = None
+            if self.policies is None:
+                return ConfigReload(True)
+            return self._reload_policies_only()
+        # Adapters for providers that are new or whose configuration changed, started before the swap.
+        fresh = {name: build_adapter(p) for name, p in new.providers.items() if current.providers.get(name) != p}
+        try:
+            for name, adapter in fresh.items():
+                self._warn_unconfigured(new.providers[name])
+                await adapter.start()
+            await self._seed_estimates([name for name in new.models if name not in current.models])
+        except BaseException:
+            await self._close_all(fresh.values())
+            raise
+        policies = None
+        if self.policies is not None:
+            policies = self.policies.reload(catalog=new)  # swaps the policies in only if they validate against `new`
+            if not policies.ok:
+                await self._close_all(fresh.values())
+                return self._reject(
+                    f"catalog {new.source} not reloaded (keeping version {self.catalog_version}): the policies in "
+                    f"{self.policies.directory} do not validate against it",
+                    tuple(str(p) for p in policies.problems if not p.warning), policies,
+                )  # fmt: skip
+        self._swap(new, fresh)
+        return ConfigReload(True, True, policies, None, tuple(str(p) for p in policies.problems) if policies else ())
+
+    def _reject(self, error: str, problems: tuple[str, ...], policies: ReloadResult | None = None) -> ConfigReload:
+        self.catalog_error = error + (":\n" + "\n".join(problems) if problems else "")
+        log.error("%s", self.catalog_error)
+        return ConfigReload(False, False, policies, error, problems)
+
+    def _swap(self, new: Catalog, fresh: dict[str, Adapter]) -> None:
+        """Put `new` and its adapters in use at once (no await here), and retire the adapters it replaced."""
+        old, old_adapters = self.catalog, self.adapters
+        self._reset_circuits(old, new)
+        self.catalog = new
+        self.adapters = {name: fresh.get(name) or old_adapters[name] for name in new.providers}
+        self.metrics.set_catalog(new)
+        self.catalog_version += 1
+        self.catalog_loaded_at = time.time()
+        self.catalog_error = None
+        replaced = {name: a for name, a in old_adapters.items() if name in fresh or name not in new.providers}
+        added = [m for m in new.models if m not in old.models]
+        removed = [m for m in old.models if m not in new.models]
+        log.info(
+            "catalog version %d loaded from %s: %d providers, %d models%s%s%s",
+            self.catalog_version, new.source, len(new.providers), len(new.models),
+            f"; added {', '.join(added)}" if added else "", f"; removed {', '.join(removed)}" if removed else "",
+            f"; new adapters for {', '.join(sorted(fresh))}" if fresh else "",
+        )  # fmt: skip
+        if replaced:
+            retiring = _Retiring(old, replaced)
+            self._retiring.append(retiring)
+            retiring.task = self.in_background(self._close_later(retiring))
+
+    def _reset_circuits(self, old: Catalog, new: Catalog) -> None:
+        """Forget the circuits of deployments that are gone or whose provider changed (another URL, key...):
+        their failures were the old upstream's. Shown closed under the old catalog's labels, before the swap."""
+        for name in list(self.circuits.circuits):
+            provider, _, model = name.partition("/")
+            kept = new.models.get(model)
+            if kept is None or kept.provider != provider or new.providers.get(provider) != old.providers.get(provider):
+                circuit = self.circuits.circuits.pop(name)
+                if circuit.state != CLOSED:
+                    self.metrics.circuit_changed(name, CLOSED)
+
+    async def _seed_estimates(self, models: list[str]) -> None:
+        """Expected-output statistics for models new to this catalog, from their recent ledger rows."""
+        for model in models:
+            try:
+                tokens = await self.store.recent_completion_tokens(model, 256)
+            except Exception:  # the estimator works without history (the configured default)
+                log.exception("reading recent answers of %s failed", model)
+                continue
+            self.accounting.estimator.seed(model, tokens)
+
+    async def _close_later(self, retiring: _Retiring) -> None:
+        """Close each replaced adapter once the calls that may still use it are over: its provider's total
+        timeout plus a grace. Cancelled by `close()`, which closes them at once."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadlines = sorted(
+            (retiring.catalog.providers[name].timeouts.total + self.retire_grace_seconds, name) for name in retiring.adapters
+        )
+        for delay, name in deadlines:
+            await asyncio.sleep(max(0.0, start + delay - loop.time()))  # a deadline, not synchronisation
+            adapter = retiring.adapters.pop(name)  # no request is handed it from now on
+            self._closing_adapters.add(adapter)  # (close() finishes the job if it cancels this one)
+            await self._close_all([adapter])
+            self._closing_adapters.discard(adapter)
+        self._retiring.remove(retiring)
+
+    @staticmethod
+    async def _close_all(adapters: Any) -> None:
+        for adapter in adapters:
+            try:
+                await adapter.close()
+            except Exception:
+                log.exception("closing the adapter of %s failed", adapter.name)
+
+    def _catalog_fingerprint(self) -> tuple[Any, ...] | None:
+        path = self.catalog.path
+        if path is None:
             return None
-        result = self.policies.reload()
-        self._count_reload(result.ok)
-        return result
+        try:
+            stat = Path(path).stat()
+        except OSError as exc:
+            return ("missing", type(exc).__name__)
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
     def _count_reload(self, ok: bool) -> None:
-        self.policy_reloads["success" if ok else "failure"] += 1
+        self.config_reloads["success" if ok else "failure"] += 1
         self.metrics.config_reloaded(ok)
 
-    async def _watch_policies(self) -> None:
-        assert self.policies is not None
+    async def _watch_files(self) -> None:
+        """Reload when the catalog file or a policy file changed (checked every `reload_poll_seconds`)."""
         while True:
-            await asyncio.sleep(POLICY_POLL_SECONDS)  # periodic check for edited files, not synchronisation
+            await asyncio.sleep(self.settings.reload_poll_seconds)  # periodic check for edits, not synchronisation
             try:
-                result = self.policies.poll()
+                if self.catalog.path is not None and self._catalog_fingerprint() != self._catalog_seen:
+                    await self.reload()
+                elif self.policies is not None:
+                    async with self._reload_lock:
+                        result = None if self._closing else self.policies.poll()
+                        if result is not None:
+                            self._count_reload(result.ok)
             except Exception:  # a vanished directory or a race with an editor: try again next round
-                log.exception("checking the policy files failed")
-                continue
-            if result is not None:
-                self._count_reload(result.ok)
+                log.exception("checking the configuration files failed")
 
     @staticmethod
     def _on_sighup(callback: Callable[[], object]) -> None:
@@ -101,21 +300,29 @@ class Gateway:
 
     async def close(self) -> None:
         self.started = False
-        if self._policy_watch is not None:
-            self._policy_watch.cancel()
-            await asyncio.gather(self._policy_watch, return_exceptions=True)
+        async with self._reload_lock:  # a reload under way finishes first; none starts after this
+            self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        for retiring in self._retiring:  # replaced adapters are closed below, now, not after their timeout
+            if retiring.task is not None:
+                retiring.task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.accounting.close()
-        for adapter in self.adapters.values():
-            await adapter.close()
+        leftovers = [a for retiring in self._retiring for a in retiring.adapters.values()] + list(self._closing_adapters)
+        self._retiring.clear()
+        self._closing_adapters.clear()
+        await self._close_all([*self.adapters.values(), *leftovers])
         await self.store.close()
 
-    def in_background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+    def in_background(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run work that must finish even if the request that started it is cancelled."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def _load_policies(self) -> PolicyWatcher | None:
         """The policy directory, validated against this catalog. An explicitly configured directory
@@ -150,7 +357,20 @@ class Gateway:
         return policies.get(DEFAULT_POLICY) or Policy(name=DEFAULT_POLICY)
 
     def adapter_for(self, model: ModelConfig) -> Adapter:
-        provider = self.catalog.provider_of(model)
+        """The adapter serving `model` as the catalog it came from configured it: a request that planned just
+        before a reload still gets the adapter it planned with (kept open until its calls can have ended)."""
+        catalog, adapters = self.catalog, self.adapters
+        if catalog.models.get(model.name) is not model:  # planned with an earlier catalog
+            for retiring in reversed(self._retiring):
+                if model.provider in retiring.adapters and retiring.catalog.models.get(model.name) is model:
+                    catalog, adapters = retiring.catalog, retiring.adapters
+                    break
+        provider, adapter = catalog.providers.get(model.provider), adapters.get(model.provider)
+        if provider is None or adapter is None:
+            raise GatewayError(
+                503, f"provider {model.provider!r} of model {model.name!r} was removed by a configuration reload",
+                "upstream_error", "provider_removed",
+            )  # fmt: skip
         if provider.api_key is None and provider.kind in ("mistral", "moonshot"):
             raise GatewayError(
                 503,
@@ -158,4 +378,4 @@ class Gateway:
                 "upstream_error",
                 "provider_not_configured",
             )
-        return self.adapters[provider.name]
+        return adapter

@@ -112,14 +112,22 @@ def _guarded(gateway: Gateway, handler: Handler) -> Callable[[Request], Awaitabl
 
 
 async def reload(gateway: Gateway, request: Request) -> Response:
-    """`POST /admin/reload`: re-read the policy files now, as SIGHUP does."""
-    result = gateway.reload_policies()
-    if result is None:
-        return _json({"ok": False, "reloaded": False, "reason": "no policy directory in use (built-in default policy)"})
+    """`POST /admin/reload`: re-read the catalog file and the policy files now, as SIGHUP does. 200 when the
+    new version is in use (or nothing changed), 422 with the reason when it was rejected (the previous
+    catalog and policies stay in use)."""
+    result = await gateway.reload()
+    if not result.attempted:
+        return _json({"ok": False, "reloaded": False, "reason": result.error, "reloads": gateway.config_reloads})
+    policies = gateway.policy_status()
     return _json(
-        {"ok": result.ok, "changed": result.changed, "version": result.version, "problems": [str(p) for p in result.problems]},
+        {
+            "ok": result.ok, "changed": result.changed, "version": policies["version"],  # (the policies' version)
+            "error": result.error, "problems": list(result.problems),
+            "catalog": {**gateway.catalog_status(), "changed": result.catalog_changed},
+            "policies": policies, "reloads": gateway.config_reloads,
+        },
         200 if result.ok else 422,
-    )
+    )  # fmt: skip
 
 
 def routes(gateway: Gateway) -> list[Route]:

@@ -37,6 +37,7 @@ def routes(gateway: Gateway) -> list[Route]:
             "providers": providers,
             "auth": "open" if gateway.auth.open else "master_key",
             "storage": {"kind": gateway.store.url_scheme, "reachable": storage},
+            "catalog": gateway.catalog_status(),
             "policies": gateway.policy_status(),
         }
         if catalog.demo:

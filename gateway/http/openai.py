@@ -112,13 +112,13 @@ async def _serve_watched(
     found = await plan(gateway, principal, params, body, size, endpoint, request.headers)
     if found.decision.pinned and found.decision.considered:
         check_limits(found.decision.considered[0], params.n, params.max_output, params.max_output_param)
-    route = found.decision.route(gateway.catalog)
+    route = found.decision.route(found.catalog)
     check_limits(route.model, params.n, params.max_output, params.max_output_param)
     ticket, route = await admit(gateway, principal, params, body, route, found)
     accounting, metrics = gateway.accounting, gateway.metrics
     keep_content = gateway.settings.ledger_content
     request_body = dict(body) if keep_content else {}
-    failover = Failover(found.decision, gateway.catalog, found.policy.fallbacks)
+    failover = Failover(found.decision, found.catalog, found.policy.fallbacks)
 
     def settler(ticket: Ticket, route: Route) -> Callable[..., Awaitable[Charged]]:
         """Settlement of `ticket` as served by `route` (one ledger row for the request, and its metrics)."""
@@ -351,7 +351,7 @@ async def route_explain(gateway: Gateway, request: Request, principal: Principal
             raise GatewayError(404, f"No team {team_name!r}.", "invalid_request_error", "team_not_found", "team")
         principal = Principal(team, None, False)
     found = await plan(gateway, principal, params, body, size, "chat", request.headers)
-    explained = found.decision.explain(gateway.catalog, found.policy)
+    explained = found.decision.explain(found.catalog, found.policy)
     explained["team"] = principal.team.name
     explained["admission"] = await predict_admission(gateway, principal, params, body, found)
     return json_bytes(orjson.dumps(explained))

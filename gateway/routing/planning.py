@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth import Principal
+from gateway.config import Catalog
 from gateway.errors import GatewayError
 from gateway.policy import Policy
 from gateway.routing.core import Allowed, Route, check_limits
@@ -83,6 +84,7 @@ class Plan:
     decision: RouteDecision
     reserve_prompt_tokens: int  # the prompt as the budget reservation prices it (an upper bound)
     counts: PromptCounts
+    catalog: Catalog  # the catalog the decision was made with (a reload may swap gateway.catalog meanwhile)
 
 
 async def plan(
@@ -108,7 +110,7 @@ async def plan(
         await counts.refine(decision.uncertain)
         decision = decide_now()
     reserve = reservation_prompt_tokens(counts.tokens, size, counts.upper(m.name for m in decision.candidates))
-    return Plan(policy, decision, reserve, counts)
+    return Plan(policy, decision, reserve, counts, catalog)
 
 
 def _is_budget_refusal(error: GatewayError) -> bool:
@@ -141,12 +143,12 @@ async def admit(
     tried: list[Route] = [route]
     for action in policy.budget.on_reservation_too_large:
         if action == "cheaper_model" and not decision.pinned:
-            for model in policy.downgrades(gateway.catalog, decision.candidates, prompt, decision.expected_output, route.model):
+            for model in policy.downgrades(found.catalog, decision.candidates, prompt, decision.expected_output, route.model):
                 try:
                     check_limits(model, params.n, params.max_output, params.max_output_param)
                 except GatewayError:
                     continue
-                cheaper = Route(model, gateway.catalog.provider_of(model), "budget-downgrade")
+                cheaper = Route(model, found.catalog.provider_of(model), "budget-downgrade")
                 tried.append(cheaper)
                 try:
                     return await attempt(cheaper, params.max_output), cheaper
@@ -181,7 +183,7 @@ async def predict_admission(
 
     if not found.decision.ok:
         return None
-    route = found.decision.route(gateway.catalog)
+    route = found.decision.route(found.catalog)
     asked = params.max_output
     try:
         ticket, admitted = await admit(gateway, principal, params, dict(body), route, found, dry_run=True)
