@@ -388,3 +388,57 @@ def test_ledger_keeps_text_only_when_enabled(start_gateway: GatewayFactory, db: 
     assert first["request"]["messages"][0]["content"] == "secret plan alpha"
     assert first["response"]["choices"][0]["message"]["content"] == whole.choices[0].message.content
     assert second["request"]["messages"][0]["content"] == "plan beta" and second["response"] == streamed
+
+
+def test_a_request_cancelled_while_its_hold_is_written_leaves_no_hold(db: str) -> None:
+    """A client that leaves during admission cancels the request while its hold is being committed; the hold
+    still commits (group commit), so it must be released right after, not left until it expires."""
+    from datetime import datetime, timezone
+
+    from gateway.auth import Principal
+    from gateway.config import Settings, load_catalog
+    from gateway.spend.accounting import Accounting
+    from gateway.store import open_store
+    from gateway.store.base import team_scope
+
+    make_team(db, "leaving", "5.00")
+
+    async def scenario() -> int:
+        store = open_store(db)
+        await store.open()
+        requested, release, committed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        real_hold = store.hold
+
+        async def paused_hold(request: Any) -> Any:
+            # The real store's write is under way (queued for the group commit, which a cancelled caller does
+            # not stop); the answer reaches the caller only after `release`.
+            writing = asyncio.ensure_future(real_hold(request))
+            writing.add_done_callback(lambda _: committed.set())
+            requested.set()
+            await release.wait()
+            return await writing
+
+        store.hold = paused_hold  # type: ignore[method-assign]
+        accounting = Accounting(store, Settings(database_url=db))
+        team = await store.get_team("leaving")
+        assert team is not None
+        kimi = load_catalog(None, {}).models["kimi-k2.6"]
+        admission = asyncio.ensure_future(accounting.admit(Principal(team, None, False), kimi, "kimi-k2.6", 100, 64, 60))
+        await requested.wait()
+        admission.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admission
+        release.set()
+        await asyncio.wait_for(committed.wait(), 10)
+        start = accounting.scopes(Principal(team, None, False), datetime.now(timezone.utc))[0].period_start
+        deadline = asyncio.get_running_loop().time() + 10
+        reserved = (await store.usage(team_scope("leaving"), start)).reserved_nanos
+        while reserved and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # polling for the release with a deadline
+            reserved = (await store.usage(team_scope("leaving"), start)).reserved_nanos
+        await accounting.close()
+        await store.close()
+        return reserved
+
+    reserved = asyncio.run(scenario())
+    assert reserved == 0, f"a hold of {reserved} nanos was left by a cancelled admission"

@@ -16,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Callable
 
 from gateway.auth import Principal
@@ -28,7 +29,7 @@ from gateway.spend.periods import period_window
 from gateway.spend.pricing import cost_nanos, estimate_nanos
 from gateway.spend.soft_limit import SoftLimitNotifier
 from gateway.store import Store
-from gateway.store.base import HoldRequest, LedgerRow, Scope, Settlement, key_scope, team_scope
+from gateway.store.base import HoldRequest, HoldResult, LedgerRow, Scope, Settlement, key_scope, team_scope
 
 log = logging.getLogger("gateway.budget")
 
@@ -162,12 +163,26 @@ class Accounting:
                         raise self._refusal(principal, scope, usage.spent_nanos, usage.reserved_nanos, amount, now)
             return ticket
         hold = HoldRequest(ticket.id, scopes, amount, int(now.timestamp() + timeout_seconds + HOLD_GRACE_SECONDS))
-        result = await self.store.hold(hold)
+        # Shielded: a request cancelled here (its client left) must not leave a hold that commits after it
+        # stopped waiting; `_orphaned` releases such a hold as soon as it is written.
+        pending = asyncio.ensure_future(self.store.hold(hold))
+        try:
+            result = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(partial(self._orphaned, hold))
+            raise
         if not result.ok:
             assert result.refused_by is not None
             raise self._refusal(principal, result.refused_by, result.spent_nanos, result.reserved_nanos, amount, now)
         ticket.hold = hold
         return ticket
+
+    def _orphaned(self, hold: HoldRequest, written: asyncio.Future[HoldResult]) -> None:
+        if written.cancelled() or written.exception() is not None or not written.result().ok:
+            return
+        task = asyncio.get_running_loop().create_task(self.store.release(hold))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     def _refusal(
         self, principal: Principal, scope: Scope, spent: int, reserved: int, needed: int, now: datetime
