@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_commands(commands)
     add_policy_commands(commands)
     add_route_commands(commands)
+    from gateway.clients import add_clients_command  # `gateway clients TOOL`
+
+    add_clients_command(commands)
     return parser
 
 

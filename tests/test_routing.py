@@ -362,6 +362,21 @@ def test_explain_shows_the_tokenizer_count_near_a_window(start_gateway: GatewayF
         assert rows["kimi-k2.6"]["count_method"] == "estimate" and data["model"] == model
 
 
+def test_models_list_gives_auto_the_window_the_team_can_reach(start_gateway: GatewayFactory, db: str) -> None:
+    make_team(db, "web", None)
+    key, _ = make_key(db, "web")
+    make_team(db, "eu", None, regions=["eu"])
+    eu_key, _ = make_key(db, "eu")
+    url = start_gateway(database_url=db).url
+    for token, window, region in ((key, 1_048_576, "cn"), (eu_key, 262_144, None)):
+        cards = {c["id"]: c for c in request(url, "GET", "/v1/models", headers=auth(token)).json()["data"]}
+        auto = cards["auto"]
+        assert (auto["context_window"], auto["context_length"], auto["max_input_tokens"]) == (window,) * 3
+        assert (region in auto["regions"]) if region else auto["regions"] == ["eu"]
+        assert request(url, "GET", "/v1/models/auto", headers=auth(token)).json()["context_window"] == window
+        assert cards["kimi-k2.6"]["fixed_sampling"] is True and cards["mistral-medium-3.5"]["fixed_sampling"] is False
+
+
 def test_explain_matches_and_reserves_nothing(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:

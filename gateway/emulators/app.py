@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.emulators.cache import PrefixCache
 from gateway.emulators.faults import NO_FAULT, DropConnection, Fault, FaultQueue, FaultSyntaxError, parse_fault
 from gateway.emulators.options import EmulatorOptions
+from gateway.emulators.script import SCRIPT_ROUTES
 from gateway.emulators.sse import Event, sleep_ms, sse_body
 
 REQUEST_LOG_SIZE = 50
@@ -224,6 +225,7 @@ CONTROL_ROUTES = [
     Route("/_emulator/faults", _show_faults, methods=["GET"]),
     Route("/_emulator/requests", _list_requests, methods=["GET"]),
     Route("/_emulator/requests", _clear_requests, methods=["DELETE"]),
+    *SCRIPT_ROUTES,  # scripted replies (script.py)
 ]
 
 

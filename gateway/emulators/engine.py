@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.emulators.cache import PrefixCache
 from gateway.emulators.options import EmulatorOptions
 from gateway.emulators.text import WORDS, PromptCount, count_tokens, reply_words, rng_for, schema_value
+
+if TYPE_CHECKING:
+    from gateway.emulators.script import ScriptedReply, ScriptQueue
 
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 
@@ -127,10 +130,22 @@ def chat_spec(body: dict, *, seed: Any, thinking: bool, max_tokens: int | None) 
                     thinking=thinking)
 
 
+def scripted_choices(reply: "ScriptedReply", spec: ChatSpec) -> list[Choice]:
+    """A scripted reply (script.py) as the choices of a generation, for every requested choice."""
+    finish = reply.finish_reason or ("tool_calls" if reply.tool_name else "stop")
+    reasoning = "Reading the request before answering." if spec.thinking else None
+    return [Choice(reply.content, finish, reply.tokens, reply.tool_name, reply.tool_arguments, reasoning,
+                   count_tokens(reasoning)) for _ in range(spec.n)]
+
+
 def complete(
-    spec: ChatSpec, prompt: PromptCount, options: EmulatorOptions, cache: PrefixCache, model: str
+    spec: ChatSpec, prompt: PromptCount, options: EmulatorOptions, cache: PrefixCache, model: str,
+    script: "ScriptQueue | None" = None,
 ) -> Generation:
-    """Generate the choices and account for the prompt, remembering its prefixes for caching."""
+    """Generate the choices and account for the prompt, remembering its prefixes for caching.
+
+    A reply queued on `script` that fits the request is sent instead of generated words."""
     cached = cache.observe([model, spec.tools], spec.messages, prompt.messages, prompt.tools)
-    choices = generate(options.seed, options.default_max_tokens, spec)
+    scripted = script.take(spec.messages, model, spec.tools) if script is not None else None
+    choices = scripted_choices(scripted, spec) if scripted else generate(options.seed, options.default_max_tokens, spec)
     return Generation(choices, prompt.total, cached, key=[options.seed, spec.material, spec.seed])

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.emulators.app import Call, Handler, Provider, Reply, Stream
 from gateway.emulators.engine import ChatSpec, Choice, Generation, chat_spec, complete, generate
+from gateway.emulators.script import script_of
 from gateway.emulators.sse import Event
 from gateway.emulators.text import count_prompt, count_tokens, random_id, rng_for, split_chunks
 
@@ -314,7 +315,7 @@ class MistralProvider(Provider):
         effort = body.get("reasoning_effort")
         thinking = effort not in (None, "none") or body.get("prompt_mode") == "reasoning"
         spec = chat_spec(body, seed=body.get("random_seed"), thinking=thinking, max_tokens=max_tokens)
-        gen = complete(spec, prompt, call.emu.options, call.emu.cache, model)
+        gen = complete(spec, prompt, call.emu.options, call.emu.cache, model, script_of(call.emu))
         prefix = last.get("content") if prefix_turn and isinstance(last.get("content"), str) else ""
         return self._reply(call, gen, model, prefix)
 

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.emulators.app import Call, Handler, Provider, Reply, Stream
 from gateway.emulators.engine import Choice, Generation, chat_spec, complete
+from gateway.emulators.script import script_of
 from gateway.emulators.sse import Event
 from gateway.emulators.text import count_prompt, split_chunks
 
@@ -208,7 +209,7 @@ class MoonshotProvider(Provider):
         if prompt.total + (max_tokens or 0) > window:
             return _error(400, f"Your request exceeded model token limit : {window}")
         spec = chat_spec(body, seed=body.get("seed"), thinking=thinking, max_tokens=max_tokens)
-        gen = complete(spec, prompt, call.emu.options, call.emu.cache, model)
+        gen = complete(spec, prompt, call.emu.options, call.emu.cache, model, script_of(call.emu))
         # Kimi numbers tool calls across the conversation: functions.NAME:IDX
         calls_so_far = sum(len(m["tool_calls"]) for m in messages if isinstance(m.get("tool_calls"), list))
         if body.get("stream") is True:

@@ -27,7 +27,7 @@ from gateway.routing import Route, check_limits
 from gateway.routing.circuits import deployment
 from gateway.routing.failover import Failover, failure_kind
 from gateway.routing.counting import PromptCounts
-from gateway.routing.planning import admit, plan, predict_admission
+from gateway.routing.planning import admit, allowed_for, plan, predict_admission
 from gateway.spend.accounting import Charged, Ticket
 from gateway.spend.money import usd_text
 from gateway.validation import Request as RequestParams
@@ -357,11 +357,14 @@ async def route_explain(gateway: Gateway, request: Request, principal: Principal
     return json_bytes(orjson.dumps(explained))
 
 
-def model_card(gateway: Gateway, model: ModelConfig | None) -> dict[str, Any]:
-    """A model as OpenAI lists it, plus the window and limits clients such as Aider and Continue read."""
+def model_card(gateway: Gateway, model: ModelConfig | None, principal: Principal) -> dict[str, Any]:
+    """A model as OpenAI lists it, plus the window and limits clients such as Aider and Continue read. For
+    `auto`: what the caller's policy lets it reach (the largest window among its allowed chat models)."""
     created = 1_700_000_000
     if model is None:
-        chat = [m for m in gateway.catalog.models.values() if "chat" in m.capabilities]
+        policy = gateway.policy_for(gateway.policy_set(), principal.team.policy)
+        allowed = allowed_for(principal)
+        chat = policy.candidates(gateway.catalog, "chat", regions=allowed.regions, models=allowed.models)
         window = max((m.context_window for m in chat), default=0)
         output = max((m.max_output_tokens for m in chat), default=0)
         capabilities = sorted(set().union(*(m.capabilities for m in chat))) if chat else []
@@ -370,6 +373,7 @@ def model_card(gateway: Gateway, model: ModelConfig | None) -> dict[str, Any]:
             "context_window": window, "context_length": window, "max_context_length": window,
             "max_input_tokens": window, "max_output_tokens": output, "capabilities": capabilities,
             "regions": sorted({gateway.catalog.provider_of(m).region for m in chat}),
+            "models": [m.name for m in chat],
         }  # fmt: skip
     provider = gateway.catalog.provider_of(model)
     return {
@@ -377,7 +381,7 @@ def model_card(gateway: Gateway, model: ModelConfig | None) -> dict[str, Any]:
         "context_window": model.context_window, "context_length": model.context_window,
         "max_context_length": model.context_window, "max_input_tokens": model.context_window,
         "max_output_tokens": model.max_output_tokens, "capabilities": sorted(model.capabilities),
-        "region": provider.region,
+        "region": provider.region, "fixed_sampling": model.fixed_sampling,
         "pricing": {
             "input_per_million": str(model.price.input), "output_per_million": str(model.price.output),
             "cached_input_per_million": str(model.price.cached_input) if model.price.cached_input is not None else None,
@@ -386,20 +390,20 @@ def model_card(gateway: Gateway, model: ModelConfig | None) -> dict[str, Any]:
 
 
 async def list_models(gateway: Gateway, request: Request, principal: Principal) -> Response:
-    cards = [model_card(gateway, None)] + [model_card(gateway, m) for m in gateway.catalog.models.values()]
+    cards = [model_card(gateway, None, principal)] + [model_card(gateway, m, principal) for m in gateway.catalog.models.values()]
     return json_bytes(orjson.dumps({"object": "list", "data": cards}))
 
 
 async def get_model(gateway: Gateway, request: Request, principal: Principal) -> Response:
     name = request.path_params["model_id"]
     if name == AUTO_MODEL:
-        return json_bytes(orjson.dumps(model_card(gateway, None)))
+        return json_bytes(orjson.dumps(model_card(gateway, None, principal)))
     model = gateway.catalog.model(name)
     if model is None:
         raise GatewayError(
             404, f"The model '{name}' does not exist.", "invalid_request_error", "model_not_found", "model"
         )
-    return json_bytes(orjson.dumps(model_card(gateway, model)))
+    return json_bytes(orjson.dumps(model_card(gateway, model, principal)))
 
 
 def routes(gateway: Gateway, request_log: RequestLog, ids: RequestIds) -> list[HttpRoute]:

@@ -1,0 +1,129 @@
+"""`gateway clients TOOL`: the files each tool reads, from the catalog or from a running gateway's /v1/models."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.cli import main as gateway_cli
+from tests.clients.conftest import ClientGateway
+
+
+def test_every_tool_prints_its_configuration_without_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for tool in ("aider", "continue", "opencode", "vibe", "kimi"):
+        assert gateway_cli(["clients", tool, "--print", "--dir", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert "http://127.0.0.1:4000/v1" in out and "# run:" in out, out
+    assert list(tmp_path.iterdir()) == []
+    assert gateway_cli(["clients", "kimi", "--print"]) == 0
+    assert "LIMITATION" in capsys.readouterr().out  # kimi-cli is archived: said in the output
+
+
+def test_files_carry_the_catalog_windows_and_prices(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEWAY_API_KEY", raising=False)
+    assert gateway_cli(["clients", "aider", "--model", "kimi-k2.6", "--dir", str(tmp_path)]) == 0
+    metadata = json.loads((tmp_path / ".aider.model.metadata.json").read_text())
+    assert metadata["openai/kimi-k2.6"]["max_input_tokens"] == 1_048_576
+    assert metadata["openai/mistral-medium-3.5"]["input_cost_per_token"] == pytest.approx(1.5e-6)
+    assert metadata["openai/auto"]["max_input_tokens"] == 1_048_576 and "openai/codestral" not in metadata
+    settings = {s["name"]: s for s in yaml.safe_load((tmp_path / ".aider.model.settings.yml").read_text())}
+    assert settings["openai/kimi-k2.6"]["use_temperature"] is False and settings["openai/auto"]["edit_format"] == "diff"
+    assert yaml.safe_load((tmp_path / ".aider.conf.yml").read_text())["model"] == "openai/kimi-k2.6"
+
+    assert gateway_cli(["clients", "continue", "--dir", str(tmp_path / "c")]) == 0
+    models = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["models"]
+    roles: dict = {}
+    for m in models:  # the first model of each role is the one Continue uses by default
+        for role in m["roles"]:
+            roles.setdefault(role, m)
+    assert roles["chat"]["model"] == "auto" and roles["chat"]["defaultCompletionOptions"]["contextLength"] == 1_048_576
+    assert (roles["autocomplete"]["provider"], roles["autocomplete"]["model"]) == ("mistral", "codestral")
+    assert roles["embed"]["model"] == "mistral-embed" and {"edit", "apply"} <= set(roles["chat"]["roles"])
+
+    assert gateway_cli(["clients", "opencode", "--dir", str(tmp_path / "o")]) == 0
+    opencode = json.loads((tmp_path / "o" / "opencode.json").read_text())
+    provider = opencode["provider"]["gateway"]
+    assert provider["options"]["apiKey"] == "{env:GATEWAY_API_KEY}" and opencode["model"] == "gateway/auto"
+    assert provider["models"]["mistral-medium-3.5"]["limit"]["context"] == 262_144
+
+    assert gateway_cli(["clients", "vibe", "--dir", str(tmp_path / "v")]) == 0
+    vibe = tomllib.loads((tmp_path / "v" / "config.toml").read_text())
+    assert vibe["active_model"] == "gateway-auto" and vibe["enable_telemetry"] is False
+    assert {m["name"]: m["max_context_length"] for m in vibe["models"]}["kimi-k2.6"] == 1_048_576
+
+    assert gateway_cli(["clients", "kimi", "--dir", str(tmp_path / "k")]) == 0
+    kimi = tomllib.loads((tmp_path / "k" / "config.toml").read_text())
+    assert kimi["providers"]["gateway"]["type"] == "openai_legacy" and kimi["models"]["auto"]["max_context_size"] > 0
+    capsys.readouterr()
+
+
+def test_existing_files_are_kept_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "opencode.json").write_text("{}\n")
+    assert gateway_cli(["clients", "opencode", "--dir", str(tmp_path)]) == 1
+    assert "--force" in capsys.readouterr().err and (tmp_path / "opencode.json").read_text() == "{}\n"
+    assert gateway_cli(["clients", "opencode", "--dir", str(tmp_path), "--force"]) == 0
+    assert json.loads((tmp_path / "opencode.json").read_text())["model"] == "gateway/auto"
+    assert gateway_cli(["clients", "aider", "--model", "no-such-model", "--print"]) == 2
+    assert gateway_cli(["clients", "aider", "--model", "mistral-embed", "--print"]) == 2
+
+
+def test_url_reads_the_models_from_the_gateway_and_writes_the_key(
+    client_gateway: ClientGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert gateway_cli(["clients", "continue", "--url", client_gateway.url, "--key", client_gateway.key,
+                        "--dir", str(tmp_path)]) == 0
+    assert f"{client_gateway.url}/v1/models" in capsys.readouterr().out
+    config = tmp_path / "config.yaml"
+    assert oct(config.stat().st_mode & 0o777) == "0o600"  # it holds the key
+    chat = yaml.safe_load(config.read_text())["models"][0]
+    assert (chat["apiBase"], chat["apiKey"]) == (client_gateway.base_url, client_gateway.key)
+
+
+def _post(url: str, key: str, body: dict) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    request.add_header("content-type", "application/json")
+    request.add_header("authorization", f"Bearer {key}")
+    request.add_header("x-api-key", key)  # Continue's FIM requests send both
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_continue_autocomplete_and_embeddings_entries_reach_their_routes(
+    client_gateway: ClientGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cn` has no autocomplete: send what Continue's `mistral` provider sends for the written autocomplete
+    entry (FIM on {apiBase}fim/completions), the same through /v1/completions with `suffix`, and an embedding."""
+    from tests.http_util import sse_events
+
+    assert gateway_cli(["clients", "continue", "--url", client_gateway.url, "--key", client_gateway.key,
+                        "--dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    models = yaml.safe_load((tmp_path / "config.yaml").read_text())["models"]
+    fim = next(m for m in models if "autocomplete" in m["roles"])
+    embed = next(m for m in models if "embed" in m["roles"])
+    body = {"model": fim["model"], "prompt": "def add(a, b):\n    ", "suffix": "\n\nprint(add(1, 2))\n",
+            "max_tokens": 64, "temperature": 0.01, "top_p": 1, "stop": ["\n\n"], "stream": True}
+    status, raw = _post(fim["apiBase"] + "fim/completions", fim["apiKey"], body)
+    assert status == 200, raw
+    assert any(isinstance(e, dict) and e.get("choices") for e in sse_events(raw))
+    status, raw = _post(client_gateway.base_url + "/completions", fim["apiKey"], {**body, "stream": False})
+    assert status == 200 and json.loads(raw)["choices"][0]["text"], raw
+    status, raw = _post(embed["apiBase"] + "/embeddings", embed["apiKey"], {"model": embed["model"], "input": ["x = 1"]})
+    assert status == 200 and len(json.loads(raw)["data"][0]["embedding"]) == 1024, raw
+    rows = client_gateway.rows(wait_for=3)
+    assert [(r.model, r.team) for r in rows] == [("codestral", "coders"), ("codestral", "coders"),
+                                                  ("mistral-embed", "coders")]
+    assert all(r.cost_nanos > 0 and r.status == 200 for r in rows)
