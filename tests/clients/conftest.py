@@ -7,11 +7,9 @@ test reaches nothing but the gateway. A tool that cannot be installed fails its 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +19,7 @@ import pytest
 from gateway.servers import ThreadedServer
 from tests.budget_util import ledger, make_key, make_team
 from tests.clients.tools import Installer, Tool, ToolUnavailable
-from tests.conftest import GatewayFactory
+from tests.conftest import EmulatorControl, GatewayFactory
 
 HERE = Path(__file__).resolve().parent
 DEAD_PROXY = "http://127.0.0.1:9"  # nothing listens there: a request through it is refused at once
@@ -82,18 +80,8 @@ def client_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> ClientGatew
 # -- scripted emulators ----------------------------------------------------------------------------------------
 
 
-class Script:
-    """An emulator's control endpoints: scripted replies and the log of what reached it."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("content-type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"null")
+class Script(EmulatorControl):
+    """An emulator's control endpoints: scripted replies, and (inherited) the log of what reached it and faults."""
 
     def queue(self, *replies: dict[str, Any]) -> None:
         self._call("POST", "/_emulator/script", {"replies": list(replies)})
@@ -104,9 +92,6 @@ class Script:
     def clear(self) -> None:
         self._call("DELETE", "/_emulator/script")
         self._call("DELETE", "/_emulator/requests")
-
-    def requests(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/_emulator/requests")
 
     def chats(self) -> list[dict[str, Any]]:
         return [r["body"] for r in self.requests() if r["path"] == "/v1/chat/completions"]
