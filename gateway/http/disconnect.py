@@ -9,32 +9,40 @@ starts, so a watcher can wait there for `http.disconnect` and cancel the handler
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.types import Receive
 
 
 class DisconnectWatch:
-    """Cancels the current task when the client disconnects; `stop()` before the response is sent."""
+    """Cancels the current task when the client disconnects; `stop()` before the response is sent.
+
+    `stop()` drops the references to the task and the watcher: the request (and its megabytes of body) must not
+    sit in a reference cycle that only the cyclic garbage collector, which runs rarely here, would free.
+    """
 
     def __init__(self, receive: Receive) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.task = task
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self.gone = False
-        self._watcher = asyncio.ensure_future(self._watch(receive))
+        self._watcher: asyncio.Future[None] | None = asyncio.ensure_future(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
         self.gone = True
-        self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
     def stop(self) -> None:
-        self._watcher.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._watcher = self.task = None
 
     def absorb(self) -> bool:
         """After a CancelledError: True (and the cancellation undone) if it was this watch's, for a client that left."""
         if not self.gone:
             return False
-        self.task.uncancel()
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
         return True

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from gateway.spend.accounting import estimate_prompt_tokens
 from gateway.tokens import FAMILIES, Count, TokenCounter, collect
-from gateway.tokens.heuristic import estimate_parts
+from gateway.tokens.heuristic import Parts, estimate_parts
 
 if TYPE_CHECKING:
     from gateway.config import Catalog
@@ -60,6 +60,10 @@ class PromptCounts:
             step = self._counter.refinement(self.parts, model, self._catalog.provider_of(model).kind, current)
             counted = await asyncio.to_thread(step.run) if step.heavy else step.run()
             self.by_model[name] = replace(counted.at_least(self.floor), refinable=False)
+
+    def done(self) -> None:
+        """Counting is over: drop the collected text (a streamed answer can outlive the request body by minutes)."""
+        self.parts = Parts()
 
     def upper(self, names: Iterable[str]) -> int:
         """The largest upper bound among `names` (what a reservation covering any of them must price)."""

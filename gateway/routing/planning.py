@@ -110,6 +110,7 @@ async def plan(
         await counts.refine(decision.uncertain)
         decision = decide_now()
     reserve = reservation_prompt_tokens(counts.tokens, size, counts.upper(m.name for m in decision.candidates))
+    counts.done()  # the counts stay (calibration after the call); the request's text must not live as long
     return Plan(policy, decision, reserve, counts, catalog)
 
 
