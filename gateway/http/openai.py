@@ -25,7 +25,7 @@ from gateway.legacy import as_text_completion, prompt_as_chat
 from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
 from gateway.routing import Route, check_limits
 from gateway.routing.circuits import deployment
-from gateway.routing.failover import Failover, failure_kind
+from gateway.routing.failover import Failover, failure_kind, upstream_error_kind
 from gateway.routing.counting import PromptCounts
 from gateway.routing.planning import admit, allowed_for, plan, predict_admission
 from gateway.spend.accounting import Charged, Ticket
@@ -61,18 +61,6 @@ def _observe(gateway: Gateway, route: Route, counts: PromptCounts, usage: Usage 
     if counted is not None and usage is not None and usage.prompt_tokens > 0:
         gateway.tokens.observe(route.model.name, counted, usage.prompt_tokens)
         gateway.metrics.estimate_ratio(route.model.name, counted.tokens, usage.prompt_tokens)
-
-
-def upstream_error_kind(error: GatewayError) -> str | None:
-    """gateway_upstream_errors_total's `kind` for a failed provider call (None: not the provider's failure)."""
-    if error.code == "upstream_unreachable":
-        return "connect"
-    if error.code == "upstream_timeout":
-        return "timeout"
-    status = error.upstream_status
-    if status is None:
-        return None
-    return "status_429" if status == 429 else "status_5xx" if status >= 500 else "status_4xx"
 
 
 _STREAM_ERROR_KINDS = {"stream_cut": "stream_cut", "timeout": "timeout", "upstream_error": "status_5xx", "malformed": "malformed"}

@@ -31,6 +31,18 @@ def failure_kind(error: GatewayError) -> str | None:
     return None
 
 
+def upstream_error_kind(error: GatewayError) -> str | None:
+    """gateway_upstream_errors_total's `kind` for a failed provider call (None: not the provider's failure)."""
+    if error.code == "upstream_unreachable":
+        return "connect"
+    if error.code == "upstream_timeout":
+        return "timeout"
+    status = error.upstream_status
+    if status is None:
+        return None
+    return "status_429" if status == 429 else "status_5xx" if status >= 500 else "status_4xx"
+
+
 def retry_after_seconds(error: GatewayError) -> float | None:
     value = error.headers.get("Retry-After")
     try:
