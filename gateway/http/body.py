@@ -1,4 +1,4 @@
-"""Read a JSON request body once: content type, size limit, UTF-8, object shape."""
+"""Read a JSON request body once: content type, size limit, UTF-8, nesting depth, object shape."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import GatewayError, invalid_request
+
+# orjson.loads accepts 1,024 levels of nesting but orjson.dumps refuses more than 254, so a deeper
+# body parses and then fails when it is serialised upstream (or into the ledger): a 500 for bad
+# input. 128 is far beyond any real tool schema or metadata and leaves room for the levels the
+# gateway itself adds around a body (the ledger's {"request": ...}, functions -> tools wrapping).
+MAX_DEPTH = 128
 
 
 async def read_json_object(request: Request, limit: int) -> tuple[dict[str, Any], int]:
@@ -47,7 +53,52 @@ async def read_json_object(request: Request, limit: int) -> tuple[dict[str, Any]
         raise invalid_request(
             f"Request body must be a JSON object, not {type(body).__name__}.", code="invalid_json"
         )
+    if too_deep(body):
+        raise invalid_request(f"Request body is nested more than {MAX_DEPTH} levels deep.", code="invalid_json")
     return body, size
+
+
+def too_deep(body: Any) -> bool:
+    """Whether `body` nests containers more than MAX_DEPTH levels (the body itself is level 1).
+
+    Cost, measured on one core: counting b"[" and b"{" in the raw bytes would take 3.1 ms for a 4 MB
+    body (more than parsing it, 3.6 ms); a Python walk costs nothing for text-heavy bodies but about
+    0.1 us per element for 10,000 messages; orjson.dumps is C speed (0.3 ms for 10,000 messages).
+    So: walk while the elements seen stay under _WALK_BUDGET (a typical body), and past that let
+    orjson.dumps itself answer, the body wrapped so that it fails exactly when the body is deeper
+    than MAX_DEPTH. Measured added time: 0.001 ms for a 4 MB chat body, 0.34 ms for 10,000 messages.
+    """
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    pop, push = stack.pop, stack.append
+    budget = _WALK_BUDGET
+    while stack:
+        node, depth = pop()
+        if depth > MAX_DEPTH:
+            return True
+        budget -= len(node)  # the children this step looks at
+        if budget < 0:
+            return _too_deep_to_serialise(body)
+        deeper = depth + 1
+        for child in node.values() if type(node) is dict else node:
+            kind = type(child)
+            if kind is dict or kind is list:
+                push((child, deeper))
+    return False
+
+
+_WALK_BUDGET = 512
+_ORJSON_MAX_DEPTH = 254  # orjson.dumps: "Recursion limit reached" at 255 levels
+
+
+def _too_deep_to_serialise(body: Any) -> bool:
+    wrapped = body
+    for _ in range(_ORJSON_MAX_DEPTH - MAX_DEPTH):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except orjson.JSONEncodeError:
+        return True  # parsed values are always serialisable (big ints became floats), so only depth fails
+    return False
 
 
 def _too_large(limit: int) -> GatewayError:
