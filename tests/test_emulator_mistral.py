@@ -18,6 +18,19 @@ from tests.emulator_fixtures import RULE_PER_IMAGE, RULE_PER_MESSAGE, EmulatorCl
 from gateway.emulators import EmulatorOptions, start_emulator
 
 MODEL = "mistral-medium-3.5"
+
+
+@pytest.fixture(scope="module")
+def tekken_count():
+    """Tekken tokens of a text as mistral-common itself counts them (Mistral bills prompts in Tekken tokens)."""
+    from pathlib import Path
+
+    import mistral_common
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    data = Path(mistral_common.__file__).parent / "data"
+    tokenizer = MistralTokenizer.from_file(str(max(data.glob("tekken_*.json")))).instruct_tokenizer.tokenizer
+    return lambda text: len(tokenizer.encode(text, bos=False, eos=False))
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -100,17 +113,17 @@ def test_non_streaming_shape_and_headers(client):
     assert int(reply.headers["x-ratelimit-remaining-req-minute"]) < int(reply.headers["x-ratelimit-limit-req-minute"])
 
 
-def test_prompt_tokens_follow_the_documented_rule(client):
+def test_prompt_tokens_follow_the_documented_rule(client, tekken_count):
     messages = [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": [{"type": "text", "text": "Hello, world!"},
                                      {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
     ]
     reply = client.chat({"model": MODEL, "messages": messages})
-    expected = 2 * RULE_PER_MESSAGE + rule_count("You are terse.") + rule_count("Hello, world!") + RULE_PER_IMAGE
+    expected = 2 * RULE_PER_MESSAGE + tekken_count("You are terse.") + tekken_count("Hello, world!") + RULE_PER_IMAGE
     assert reply.json["usage"]["prompt_tokens"] == expected
     with_tools = client.chat({"model": MODEL, "messages": messages, "tools": [OTHER_TOOL]})
-    tools_cost = rule_count(json.dumps([OTHER_TOOL], separators=(",", ":")))
+    tools_cost = tekken_count(json.dumps([OTHER_TOOL], separators=(",", ":")))
     assert with_tools.json["usage"]["prompt_tokens"] == expected + tools_cost
 
 
@@ -388,7 +401,7 @@ def test_models_list(client):
     assert client.call("GET", "/v1/models", key=None).status == 401
 
 
-def test_embeddings(client):
+def test_embeddings(client, tekken_count):
     body = client.post("/v1/embeddings", {"model": "mistral-embed", "input": ["hello world", "other text"]}).json
     assert body["object"] == "list" and body["model"] == "mistral-embed"
     first, second = body["data"]
@@ -397,7 +410,7 @@ def test_embeddings(client):
     assert math.isclose(math.sqrt(sum(v * v for v in first["embedding"])), 1.0, rel_tol=1e-6)
     assert first["embedding"] != second["embedding"]
     usage = body["usage"]
-    assert usage == {"prompt_tokens": rule_count("hello world") + rule_count("other text"),
+    assert usage == {"prompt_tokens": tekken_count("hello world") + tekken_count("other text"),
                      "total_tokens": usage["prompt_tokens"], "completion_tokens": 0}
     single = client.post("/v1/embeddings", {"model": "mistral-embed", "input": "hello world"}).json
     assert single["data"][0]["embedding"] == first["embedding"]
@@ -420,13 +433,13 @@ def test_embeddings_validation(client):
         == 422
 
 
-def test_fim(client):
+def test_fim(client, tekken_count):
     request = {"model": "codestral-latest", "prompt": "def add(a, b):", "suffix": "return result", "max_tokens": 4}
     body = client.post("/v1/fim/completions", request).json
     assert body["object"] == "chat.completion" and body["model"] == "codestral-latest"
     message = body["choices"][0]["message"]
     assert message["role"] == "assistant" and len(message["content"].split()) == 4
-    assert body["usage"]["prompt_tokens"] == rule_count("def add(a, b):") + rule_count("return result")
+    assert body["usage"]["prompt_tokens"] == tekken_count("def add(a, b):") + tekken_count("return result")
     streamed = client.stream(request, path="/v1/fim/completions")
     assert streamed.done and streamed.content() == body["choices"][0]["message"]["content"]
     assert streamed.chunks[-1]["usage"] == body["usage"]

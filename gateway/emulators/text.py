@@ -19,7 +19,7 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -39,14 +39,17 @@ def count_tokens(text: str | None) -> int:
     return len(TOKEN_RE.findall(text)) if isinstance(text, str) else 0
 
 
-def _json_tokens(value: Any) -> int:
-    return count_tokens(orjson.dumps(value).decode()) if value else 0
+Counter = Callable[[str | None], int]
 
 
-def content_tokens(content: Any) -> int:
+def _json_tokens(value: Any, count: Counter = count_tokens) -> int:
+    return count(orjson.dumps(value).decode()) if value else 0
+
+
+def content_tokens(content: Any, count: Counter = count_tokens) -> int:
     """Tokens of a message content: a string, or an array of text/image parts."""
     if isinstance(content, str):
-        return count_tokens(content)
+        return count(content)
     if not isinstance(content, list):
         return 0
     total = 0
@@ -56,24 +59,24 @@ def content_tokens(content: Any) -> int:
         if part.get("type") in ("image_url", "image"):
             total += IMAGE_TOKENS
         else:
-            total += count_tokens(part.get("text") if isinstance(part.get("text"), str) else None)
+            total += count(part.get("text") if isinstance(part.get("text"), str) else None)
     return total
 
 
-def message_tokens(message: Any) -> int:
+def message_tokens(message: Any, count: Counter = count_tokens) -> int:
     if not isinstance(message, dict):
         return MESSAGE_TOKENS
     reasoning = message.get("reasoning_content")
     return (
         MESSAGE_TOKENS
-        + content_tokens(message.get("content"))
-        + _json_tokens(message.get("tool_calls"))
-        + count_tokens(reasoning if isinstance(reasoning, str) else None)
+        + content_tokens(message.get("content"), count)
+        + _json_tokens(message.get("tool_calls"), count)
+        + count(reasoning if isinstance(reasoning, str) else None)
     )
 
 
-def tools_tokens(tools: Any) -> int:
-    return _json_tokens(tools)
+def tools_tokens(tools: Any, count: Counter = count_tokens) -> int:
+    return _json_tokens(tools, count)
 
 
 @dataclass
@@ -88,8 +91,10 @@ class PromptCount:
         return self.tools + sum(self.messages)
 
 
-def count_prompt(messages: list, tools: Any = None) -> PromptCount:
-    return PromptCount(tools_tokens(tools), [message_tokens(m) for m in messages])
+def count_prompt(messages: list, tools: Any = None, count: Counter = count_tokens) -> PromptCount:
+    """`count` counts one text: the default splits words and punctuation; the Mistral emulator passes its
+    provider's real tokenizer (Tekken), so that the usage it reports is what Mistral would bill."""
+    return PromptCount(tools_tokens(tools, count), [message_tokens(m, count) for m in messages])
 
 
 def canonical(value: Any) -> bytes:
