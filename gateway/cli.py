@@ -66,6 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         say(f"OPEN: GATEWAY_MASTER_KEY is not set; anyone who can reach {settings.host}:{settings.port} can use /v1.")
     say(f"listening on http://{settings.host}:{settings.port}/v1 with {settings.workers} worker(s)")
     metrics_dir = _metrics_across_workers(settings.workers)
+    from gateway.servers import server_options  # keep-alive, header and body deadlines, connection cap
+
     try:
         uvicorn.run(
             "gateway.http.app:app_from_environment",
@@ -78,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=30,
+            **server_options(settings),
         )
     finally:
         for _, server in emulators:

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     policies_dir: Path | None = None
     # How often the policy files and the catalog file are checked for edits (reloaded without a SIGHUP).
     reload_poll_seconds: float = Field(2.0, gt=0)
+    # Connections (gateway.servers.GatewayHttpProtocol): how long an idle kept-alive connection stays open; how
+    # long a client may take to send a request's head (from connecting, or from its first byte on a kept-alive
+    # connection) and then its whole body. A client slower than that gets 408 and the connection is closed.
+    keepalive_seconds: float = Field(15.0, gt=0)
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    # Concurrent connections plus requests per worker beyond which requests are answered 503 (uvicorn's
+    # limit_concurrency); None: no cap.
+    max_connections: int | None = Field(None, ge=1)
 
     @field_validator("budget_timezone")
     @classmethod
