@@ -3,6 +3,15 @@
 litellm is imported on first use only (it takes seconds to import), and with
 LITELLM_LOCAL_MODEL_COST_MAP=True so that importing it makes no network call.
 The upstream URL and key come from configuration, never from the request.
+
+`litellm.acompletion(**kwargs)` reads far more than OpenAI's parameters from its
+keyword arguments: `api_base`, `base_url`, `api_key`, `headers`, `extra_headers`,
+`extra_body`, `fallbacks` (each with its own `api_base`, and the caller's key
+sent along), `mock_response`, `deployment_id`, `metadata`, `litellm_*`,
+`custom_llm_provider`, `model_list`, `timeout`, retries, clients, callbacks,
+caching... So it is given only the OpenAI chat parameters it translates for its
+providers (fields.py), and its failures are answered with a fixed message: its
+exception text carries tracebacks, file paths and, in some versions, the request.
 """
 
 from __future__ import annotations
@@ -16,8 +25,27 @@ import orjson
 from gateway.config import ModelConfig
 from gateway.errors import GatewayError
 from gateway.providers.base import Adapter, ChunkReshaper, Json, Reply, StreamOutcome, StreamReply
-from gateway.providers.openai_compatible import usage_from
+from gateway.providers.fields import Shape, rebuild
+from gateway.providers.openai_compatible import OPENAI_MESSAGES, usage_from
 from gateway.relay import count_text, error_event, finish, sse
+
+# The OpenAI parameters in litellm.completion's signature (litellm 1.x, `inspect.signature`) that it translates
+# for each provider, and nothing of its own: not timeout, deployment_id, extra_headers, base_url, api_version,
+# api_key, model_list, thinking, shared_session, ... (`stream` and `stream_options` are set by the adapter).
+CHAT_FIELDS = frozenset(
+    {
+        "model", "messages", "stream", "temperature", "top_p", "n", "stop", "max_completion_tokens", "max_tokens",
+        "modalities", "prediction", "audio", "presence_penalty", "frequency_penalty", "logit_bias", "user",
+        "reasoning_effort", "verbosity", "response_format", "seed", "tools", "tool_choice", "logprobs",
+        "top_logprobs", "parallel_tool_calls", "web_search_options", "safety_identifier", "prompt_cache_key",
+        "prompt_cache_retention",
+    }
+)  # fmt: skip
+# OpenAI fields litellm would misread or that change the bill: `metadata` is litellm's own metadata (read by its
+# callbacks and routers), `service_tier` buys a pricier tier, `store` asks OpenAI to keep the conversation.
+_DROPPED = frozenset({"stream_options", "metadata", "service_tier", "store"})
+# Legacy functions are translated for every provider litellm reaches, which mostly lack them.
+CHAT = Shape(CHAT_FIELDS, dropped=_DROPPED, messages=OPENAI_MESSAGES, translate_functions=True)
 
 
 def import_litellm() -> Any:
@@ -29,7 +57,7 @@ def import_litellm() -> Any:
 
 class LitellmAdapter(Adapter):
     def _call_args(self, body: Json, model: ModelConfig, stream: bool) -> Json:
-        args = {k: v for k, v in body.items() if k not in ("model", "stream", "stream_options", "api_base", "api_key")}
+        args = rebuild(body, CHAT, model)
         args.update(
             model=f"{self.provider.litellm_provider}/{model.upstream_model}",
             stream=stream,
@@ -93,10 +121,33 @@ class LitellmAdapter(Adapter):
 
 
 def _map_litellm_error(provider: str, exc: Exception) -> GatewayError:
+    """A clean OpenAI-style error for any litellm exception: its status and the provider's name only.
+
+    Never str(exc) or exc.message: litellm puts tracebacks, server file paths and request details in them.
+    """
     from gateway.providers.upstream_errors import map_status_error
 
+    from gateway.providers.upstream_errors import timeout_error
+
     status = getattr(exc, "status_code", None)
-    message = str(getattr(exc, "message", exc))
-    if isinstance(status, int) and status >= 400:
-        return map_status_error(provider, status, orjson.dumps({"message": message}), {})
-    return GatewayError(502, f"{provider} failed: {type(exc).__name__}", "upstream_error", "upstream_error")
+    if status == 408 or isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+        return timeout_error(provider, "litellm call")  # litellm.Timeout carries status 408
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+        headers: dict[str, str] = {}
+        retry_after = _retry_after(exc)
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        error = map_status_error(provider, status, orjson.dumps({"message": "the provider refused the request"}), headers)
+        error.message = f"{provider} returned {status}"
+        return error
+    return GatewayError(502, f"{provider} failed", "upstream_error", "upstream_error")
+
+
+def _retry_after(exc: Exception) -> str | None:
+    """The provider's Retry-After, if litellm kept its response; only digits are passed on."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+    except Exception:  # a response object of some other shape: no hint
+        return None
+    return value if isinstance(value, str) and value.strip().isdigit() else None

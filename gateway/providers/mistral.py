@@ -13,10 +13,11 @@ import re
 from typing import Any
 
 from gateway.config import ModelConfig
-from gateway.errors import invalid_request
 from gateway.providers.base import Json, StreamOutcome
-from gateway.providers.openai_compatible import HINT_FIELDS, ChunkAction, OpenAICompatibleAdapter, usage_from
+from gateway.providers.fields import HINT_FIELDS, Messages, Shape, rebuild, roles
+from gateway.providers.openai_compatible import ChunkAction, OpenAICompatibleAdapter, usage_from
 
+# Mistral's documented fields (../shared/reference/providers.md, Mistral section; mistral-common's request models).
 CHAT_FIELDS = frozenset(
     {
         "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
@@ -29,12 +30,16 @@ FIM_FIELDS = frozenset(
     {"model", "prompt", "suffix", "temperature", "top_p", "max_tokens", "min_tokens", "stream", "stop", "random_seed"}
 )
 EMBEDDING_FIELDS = frozenset({"model", "input", "output_dimension", "output_dtype", "encoding_format"})
-MESSAGE_FIELDS = {
-    "system": ("role", "content"),
-    "user": ("role", "content"),
-    "assistant": ("role", "content", "tool_calls", "prefix"),
-    "tool": ("role", "content", "tool_call_id", "name"),
-}
+MESSAGE_FIELDS = roles(
+    system=("content",), user=("content",), assistant=("content", "tool_calls", "prefix"),
+    tool=("content", "tool_call_id", "name"),
+)  # fmt: skip
+# OpenAI names with a Mistral twin; `stream_options` is refused by Mistral (usage comes on the last chunk anyway).
+_RENAMES = {"seed": "random_seed", "max_completion_tokens": "max_tokens"}
+_DROPPED = HINT_FIELDS | {"stream_options"}
+CHAT = Shape(CHAT_FIELDS, _RENAMES, _DROPPED, Messages(MESSAGE_FIELDS, {"developer": "system"}), translate_functions=True)
+FIM = Shape(FIM_FIELDS, _RENAMES, _DROPPED)
+EMBEDDINGS = Shape(EMBEDDING_FIELDS, {"dimensions": "output_dimension"}, HINT_FIELDS)
 TOOL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -51,46 +56,19 @@ def mistral_tool_id(original: str) -> str:
     return "".join(chars)
 
 
-def _translate(body: Json, allowed: frozenset[str], model: ModelConfig) -> Json:
-    if "seed" in body and "random_seed" not in body:
-        body["random_seed"] = body["seed"]
-    if "max_completion_tokens" in body and "max_tokens" not in body:
-        body["max_tokens"] = body["max_completion_tokens"]
-    if "dimensions" in body and "output_dimension" not in body:
-        body["output_dimension"] = body["dimensions"]
-    translated_away = {"seed", "max_completion_tokens", "stream_options", "dimensions", "functions", "function_call"}
-    out: Json = {}
-    for key, value in body.items():
-        if key in allowed:
-            out[key] = value
-        elif key in translated_away or key in HINT_FIELDS:
-            continue
-        else:
-            raise invalid_request(f"parameter {key!r} is not supported by model {model.name!r}", param=key)
-    out["model"] = model.upstream_model
-    return out
-
-
-def _message(message: Any, index: int) -> Json:
-    if not isinstance(message, dict):
-        raise invalid_request(f"messages[{index}] must be an object", param=f"messages[{index}]")
-    role = message.get("role")
-    if role == "developer":
-        role = "system"
-    keep = MESSAGE_FIELDS.get(role)  # type: ignore[arg-type]
-    if keep is None:
-        raise invalid_request(f"messages[{index}].role {role!r} is not supported", param=f"messages[{index}].role")
-    out = {key: message[key] for key in keep if key in message and message[key] is not None}
-    out["role"] = role
-    if "tool_calls" in out:
-        out["tool_calls"] = [
-            {**call, "id": mistral_tool_id(str(call.get("id", "")))} if isinstance(call, dict) else call
-            for call in out["tool_calls"]
-        ]
-        out.setdefault("content", "")
-    if "tool_call_id" in out:
-        out["tool_call_id"] = mistral_tool_id(str(out["tool_call_id"]))
-    return out
+def _tool_ids(messages: list[Json]) -> list[Json]:
+    """Mistral's 9-character tool-call ids, and the `content` key it requires beside tool calls."""
+    for message in messages:
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):
+            message["tool_calls"] = [
+                {**call, "id": mistral_tool_id(str(call.get("id", "")))} if isinstance(call, dict) else call
+                for call in calls
+            ]
+            message.setdefault("content", "")
+        if "tool_call_id" in message:
+            message["tool_call_id"] = mistral_tool_id(str(message["tool_call_id"]))
+    return messages
 
 
 def _text_of(content: list[Any]) -> tuple[str, str]:
@@ -125,20 +103,15 @@ class MistralAdapter(OpenAICompatibleAdapter):
     fim_path = "/fim/completions"
 
     def prepare_chat(self, body: Json, model: ModelConfig, stream: bool) -> Json:
-        if "functions" in body and "tools" not in body:
-            body["tools"] = [{"type": "function", "function": f} for f in body["functions"]]
-        if "function_call" in body and "tool_choice" not in body:
-            call = body["function_call"]
-            body["tool_choice"] = {"type": "function", "function": call} if isinstance(call, dict) else call
-        out = _translate(body, CHAT_FIELDS, model)
-        out["messages"] = [_message(m, i) for i, m in enumerate(body["messages"])]
+        out = rebuild(body, CHAT, model)
+        out["messages"] = _tool_ids(out["messages"])
         return out
 
     def prepare_fim(self, body: Json, model: ModelConfig, stream: bool) -> Json:
-        return _translate(body, FIM_FIELDS, model)
+        return rebuild(body, FIM, model)
 
     def prepare_embeddings(self, body: Json, model: ModelConfig) -> Json:
-        return _translate(body, EMBEDDING_FIELDS, model)
+        return rebuild(body, EMBEDDINGS, model)
 
     def fix_reply(self, reply: Json) -> bool:
         changed = False

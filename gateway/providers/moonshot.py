@@ -5,29 +5,58 @@ fixed values (Aider sends `temperature: 0`), so for models marked
 `fixed_sampling` those fields are dropped and the provider's fixed values apply.
 Usage arrives inside the final choice and, when `stream_options` is sent, again
 in a trailing chunk; it is recorded once (assigned, never added).
+
+Requests are rebuilt from Moonshot's documented chat parameters (fields.py says why).
 """
 
 from __future__ import annotations
 
 from gateway.config import ModelConfig
-from gateway.providers.base import Json, StreamOutcome
+from gateway.providers.base import Adapter, Json, Reply, StreamOutcome
+from gateway.providers.fields import HINT_FIELDS, Messages, Shape, rebuild, roles
 from gateway.providers.openai_compatible import ChunkAction, OpenAICompatibleAdapter, usage_from
 
 FIXED_SAMPLING_FIELDS = ("temperature", "top_p", "n", "presence_penalty", "frequency_penalty")
 
+# Moonshot's chat parameters: ../shared/reference/providers.md, Moonshot section (sampling table: temperature,
+# top_p, n, penalties; `thinking`; `tools`/`tool_choice`; `max_tokens`/`max_completion_tokens`;
+# `response_format`; streaming and `stream_options`), and the chat API reference it is gathered from
+# (platform.moonshot.cn/docs/api/chat: `stop`).
+CHAT_FIELDS = frozenset(
+    {
+        "model", "messages", "temperature", "top_p", "n", "presence_penalty", "frequency_penalty", "max_tokens",
+        "response_format", "stop", "stream", "tools", "tool_choice", "thinking",
+    }
+)  # fmt: skip
+# Usage comes inside the final choice without `stream_options`; the relay makes the client's usage chunk.
+# `seed`, `parallel_tool_calls`, `prompt_cache_key` (Kimi caches prefixes by itself) and `safety_identifier`
+# are OpenAI best-effort hints Moonshot does not document: dropped, not forwarded.
+_DROPPED = HINT_FIELDS | {"stream_options", "seed", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
+# Message keys (same sources): `name`; assistant `tool_calls`, `reasoning_content` (replayed in thinking mode),
+# `partial` (partial mode); tool `tool_call_id`. The developer role is refused by Moonshot: sent as system.
+MESSAGES = Messages(
+    roles(
+        system=("content", "name"), user=("content", "name"),
+        assistant=("content", "name", "tool_calls", "reasoning_content", "partial"),
+        tool=("content", "tool_call_id", "name"),
+    ),
+    {"developer": "system"},
+)  # fmt: skip
+# Legacy functions are not supported by Moonshot: translated into tools.
+CHAT = Shape(CHAT_FIELDS, {"max_completion_tokens": "max_tokens"}, _DROPPED, MESSAGES, translate_functions=True)
+
 
 class MoonshotAdapter(OpenAICompatibleAdapter):
     def prepare_chat(self, body: Json, model: ModelConfig, stream: bool) -> Json:
-        body["model"] = model.upstream_model
-        if "max_completion_tokens" in body:
-            body.setdefault("max_tokens", body["max_completion_tokens"])
-            del body["max_completion_tokens"]
-        # Usage comes inside the final choice without it; the relay makes the client's usage chunk.
-        body.pop("stream_options", None)
+        out = rebuild(body, CHAT, model)
         if model.fixed_sampling:
             for key in FIXED_SAMPLING_FIELDS:
-                body.pop(key, None)
-        return body
+                out.pop(key, None)
+        return out
+
+    async def embeddings(self, body: Json, model: ModelConfig) -> Reply:
+        # Moonshot documents no embeddings endpoint (providers.md, "Other endpoints").
+        return await Adapter.embeddings(self, body, model)
 
     def fix_reply(self, reply: Json) -> bool:
         changed = False

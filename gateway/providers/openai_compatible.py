@@ -1,9 +1,10 @@
 """The OpenAI-compatible HTTP adapter: the fast path every HTTP provider shares.
 
 One pooled aiohttp session per provider (keep-alive, created once the loop
-runs). The request body was parsed once by the HTTP layer; here it is adjusted
-in place and serialised once. Subclasses (mistral.py, moonshot.py) override the
-small hooks: `prepare_*`, `fix_reply`, `fix_chunk`.
+runs). The request body was parsed once by the HTTP layer; here it is rebuilt
+from the kind's whitelist (fields.py) and serialised once. Subclasses
+(mistral.py, moonshot.py) override the small hooks: `prepare_*`, `fix_reply`,
+`fix_chunk`. The URL, the key and the headers are configuration only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway import __version__
 from gateway.config import ModelConfig
 from gateway.errors import GatewayError
 from gateway.providers.base import Adapter, ChunkReshaper, Json, Reply, StreamOutcome, StreamReply, Usage
+from gateway.providers.fields import HINT_FIELDS, Messages, Shape, rebuild, roles
 from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
 from gateway.relay import relay_events
 
@@ -30,9 +32,38 @@ class ChunkAction(enum.Enum):
     DROP = 2  # do not forward
 
 
-# Fields an OpenAI client may send that are hints, not requirements; an adapter
-# whose provider refuses them drops them instead of failing the request.
-HINT_FIELDS = frozenset({"user", "service_tier", "store", "logprobs", "top_logprobs", "metadata"})
+__all__ = ["HINT_FIELDS", "ChunkAction", "OpenAICompatibleAdapter", "usage_from"]
+
+# OpenAI's documented request parameters (../shared/reference/openai-openapi-subset.yaml:
+# CreateChatCompletionRequest, CreateCompletionRequest, CreateEmbeddingRequest and the message schemas).
+# An OpenAI-compatible server (vLLM, OpenRouter, ...) is sent these and nothing else.
+OPENAI_CHAT_FIELDS = frozenset(
+    {
+        "model", "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+        "max_completion_tokens", "max_tokens", "metadata", "modalities", "moderation", "n", "parallel_tool_calls",
+        "prediction", "presence_penalty", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
+        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier", "stop", "store",
+        "stream", "stream_options", "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user",
+        "verbosity", "web_search_options",
+    }
+)  # fmt: skip
+OPENAI_COMPLETION_FIELDS = frozenset(
+    {
+        "model", "prompt", "suffix", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens",
+        "n", "presence_penalty", "seed", "stop", "stream", "stream_options", "temperature", "top_p", "user",
+    }
+)  # fmt: skip
+OPENAI_EMBEDDING_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+OPENAI_MESSAGES = Messages(
+    roles(
+        system=("content", "name"), developer=("content", "name"), user=("content", "name"),
+        assistant=("content", "name", "refusal", "audio", "tool_calls", "function_call"),
+        tool=("content", "tool_call_id"), function=("content", "name"),
+    )
+)  # fmt: skip
+OPENAI_CHAT = Shape(OPENAI_CHAT_FIELDS, messages=OPENAI_MESSAGES)
+OPENAI_COMPLETION = Shape(OPENAI_COMPLETION_FIELDS)
+OPENAI_EMBEDDINGS = Shape(OPENAI_EMBEDDING_FIELDS)
 
 
 def usage_from(raw: Any) -> Usage | None:
@@ -90,19 +121,17 @@ class OpenAICompatibleAdapter(Adapter):
 
     # -- hooks (overridden per provider) ------------------------------------------------
     def prepare_chat(self, body: Json, model: ModelConfig, stream: bool) -> Json:
-        body["model"] = model.upstream_model
+        out = rebuild(body, OPENAI_CHAT, model)
         if stream:
             # Usage is always needed for billing; the client only sees it if it asked.
-            body["stream_options"] = {"include_usage": True}
-        return body
+            out["stream_options"] = {"include_usage": True}
+        return out
 
     def prepare_fim(self, body: Json, model: ModelConfig, stream: bool) -> Json:
-        body["model"] = model.upstream_model
-        return body
+        return rebuild(body, OPENAI_COMPLETION, model)
 
     def prepare_embeddings(self, body: Json, model: ModelConfig) -> Json:
-        body["model"] = model.upstream_model
-        return body
+        return rebuild(body, OPENAI_EMBEDDINGS, model)
 
     def fix_reply(self, reply: Json) -> bool:
         """Make a complete answer OpenAI-shaped in place; return True if anything changed."""

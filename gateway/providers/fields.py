@@ -1,0 +1,177 @@
+"""What each provider kind is sent: request bodies rebuilt from a whitelist, never passed through.
+
+A client body is untrusted. Anything an adapter forwards that it does not know to be a request
+parameter of its provider may be read by the provider (or, for litellm, by the library) as something
+else: an upstream address (`api_base`, `fallbacks[].api_base`), credentials (`api_key`), headers
+(`headers`, `extra_headers`), an answer that skips the provider (`mock_response`). So every adapter
+rebuilds the body from its kind's `Shape`: the fields it forwards, the OpenAI names it translates to
+the provider's twin, the known OpenAI hints it drops, and the fields of each message role. Anything
+else is refused with a 400 naming it, before the provider is called. Messages are rebuilt the same
+way (a key unknown to OpenAI and to the provider inside a message is refused), and so are their
+content parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from gateway.config import ModelConfig
+from gateway.errors import GatewayError, invalid_request
+
+Json = dict[str, Any]
+
+# Fields an OpenAI client may send that are hints, not requirements; an adapter
+# whose provider lacks them drops them instead of failing the request.
+HINT_FIELDS = frozenset({"user", "service_tier", "store", "logprobs", "top_logprobs", "metadata"})
+
+# Every key a message may carry in OpenAI's request and response schemas
+# (../shared/reference/openai-openapi-subset.yaml: ChatCompletionRequest*Message, ChatCompletionResponseMessage,
+# which SDK clients replay as they received it) or in a provider's twin (Mistral `prefix`, Moonshot `partial`
+# and `reasoning_content`, OpenRouter `reasoning`/`reasoning_details`, Anthropic-style `cache_control`).
+# A kind that lacks one of them drops it; a key outside this set is refused.
+KNOWN_MESSAGE_KEYS = frozenset(
+    {
+        "role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio",
+        "annotations", "reasoning_content", "reasoning", "reasoning_details", "prefix", "partial", "cache_control",
+    }
+)  # fmt: skip
+
+# Content parts by type, with their keys (OpenAI's ChatCompletionRequestMessageContentPart*; Moonshot's
+# `video_url`; Mistral's `document_url` and replayed `thinking`). Hints inside a part are dropped.
+PART_KEYS: Mapping[str, frozenset[str]] = {
+    "text": frozenset({"type", "text"}),
+    "image_url": frozenset({"type", "image_url"}),
+    "input_audio": frozenset({"type", "input_audio"}),
+    "file": frozenset({"type", "file"}),
+    "refusal": frozenset({"type", "refusal"}),
+    "video_url": frozenset({"type", "video_url"}),
+    "document_url": frozenset({"type", "document_url", "document_name"}),
+    "thinking": frozenset({"type", "thinking", "closed"}),
+}
+PART_HINTS = frozenset({"cache_control", "prompt_cache_breakpoint"})
+TOOL_CALL_KEYS = ("id", "type", "function")
+TOOL_CALL_FUNCTION_KEYS = ("name", "arguments")
+
+
+@dataclass(frozen=True, slots=True)
+class Messages:
+    """The message roles a provider accepts and the keys it reads on each."""
+
+    fields: Mapping[str, frozenset[str]]
+    aliases: Mapping[str, str] = field(default_factory=dict)  # e.g. developer -> system
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """One endpoint of one provider kind."""
+
+    allowed: frozenset[str]  # forwarded as they are
+    renames: Mapping[str, str] = field(default_factory=dict)  # OpenAI name -> the provider's twin
+    dropped: frozenset[str] = frozenset()  # known OpenAI fields the provider lacks that are hints
+    messages: Messages | None = None
+    translate_functions: bool = False  # legacy functions/function_call -> tools/tool_choice
+
+
+def unsupported(param: str, model: ModelConfig) -> GatewayError:
+    return invalid_request(
+        f"Parameter '{param}' is not supported by model {model.name!r} (provider kind of {model.provider!r}).",
+        param=param,
+        code="unsupported_parameter",
+    )
+
+
+def rebuild(body: Json, shape: Shape, model: ModelConfig) -> Json:
+    """The body to send: `shape`'s fields only, OpenAI names translated, hints dropped, the rest refused."""
+    if shape.translate_functions:
+        _functions_as_tools(body)
+    out: Json = {}
+    for key, value in body.items():
+        if key in shape.allowed:
+            out.setdefault(key, value)  # a provider-named field the client sent wins over a translated one
+        elif key in shape.renames:
+            twin = shape.renames[key]
+            if twin not in body:
+                out[twin] = value
+        elif key in shape.dropped:
+            continue
+        else:
+            raise unsupported(key, model)
+    out["model"] = model.upstream_model
+    if shape.messages is not None and "messages" in out:
+        out["messages"] = rebuild_messages(out["messages"], shape.messages, model)
+    return out
+
+
+def _functions_as_tools(body: Json) -> None:
+    functions = body.pop("functions", None)
+    call = body.pop("function_call", None)
+    if functions is not None and "tools" not in body:
+        body["tools"] = [{"type": "function", "function": f} for f in functions] if isinstance(functions, list) else functions
+    if call is not None and "tool_choice" not in body:
+        body["tool_choice"] = {"type": "function", "function": call} if isinstance(call, dict) else call
+
+
+def rebuild_messages(messages: Any, shape: Messages, model: ModelConfig) -> list[Json]:
+    if not isinstance(messages, list):
+        raise invalid_request("'messages' must be an array.", param="messages", code="invalid_type")
+    return [_message(message, index, shape, model) for index, message in enumerate(messages)]
+
+
+def _message(message: Any, index: int, shape: Messages, model: ModelConfig) -> Json:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise invalid_request(f"{where} must be an object", param=where, code="invalid_type")
+    role = message.get("role")
+    role = shape.aliases.get(role, role) if isinstance(role, str) else role
+    keep = shape.fields.get(role) if isinstance(role, str) else None
+    if keep is None:
+        raise invalid_request(
+            f"{where}.role {message.get('role')!r} is not supported by model {model.name!r}.", param=f"{where}.role"
+        )
+    out: Json = {"role": role}
+    for key, value in message.items():
+        if key == "role" or value is None:
+            continue
+        if key in keep:
+            out[key] = value
+        elif key not in KNOWN_MESSAGE_KEYS:
+            raise unsupported(f"{where}.{key}", model)
+    content = out.get("content")
+    if isinstance(content, list):
+        out["content"] = [_part(part, f"{where}.content[{i}]", model) for i, part in enumerate(content)]
+    calls = out.get("tool_calls")
+    if isinstance(calls, list):
+        out["tool_calls"] = [_tool_call(call) for call in calls]
+    return out
+
+
+def _part(part: Any, where: str, model: ModelConfig) -> Any:
+    if not isinstance(part, dict):
+        return part  # validation refused non-object parts already; the provider judges the rest
+    keys = PART_KEYS.get(part.get("type"))  # type: ignore[arg-type]
+    if keys is None:
+        raise unsupported(f"{where}.type", model)
+    out: Json = {}
+    for key, value in part.items():
+        if key in keys:
+            out[key] = value
+        elif key not in PART_HINTS:
+            raise unsupported(f"{where}.{key}", model)
+    return out
+
+
+def _tool_call(call: Any) -> Any:
+    """A replayed tool call: id, type and function name and arguments (SDKs echo `index` and more: dropped)."""
+    if not isinstance(call, dict):
+        return call
+    out = {key: call[key] for key in TOOL_CALL_KEYS if key in call}
+    function = out.get("function")
+    if isinstance(function, dict):
+        out["function"] = {key: function[key] for key in TOOL_CALL_FUNCTION_KEYS if key in function}
+    return out
+
+
+def roles(**fields: tuple[str, ...]) -> dict[str, frozenset[str]]:
+    """Role -> keys, `role` itself implied."""
+    return {role: frozenset(keys) for role, keys in fields.items()}
