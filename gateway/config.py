@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ProviderKind = Literal["mistral", "moonshot", "openai-compatible", "litellm"]
 Capability = Literal["chat", "tools", "vision", "fim", "embeddings"]
 AUTO_MODEL = "auto"
+DEFAULT_MAX_N = 8
 DEMO_UPSTREAMS_ENV = "GATEWAY_DEMO_UPSTREAMS"
 
 
@@ -149,7 +150,9 @@ class ModelConfig(BaseModel):
     price: Price
     capabilities: frozenset[Capability] = frozenset({"chat"})
     fixed_sampling: bool = False
-    max_n: int | None = Field(None, ge=1)
+    # The most answers (`n`, `best_of`) one request may ask for. Each is generated and billed, so a
+    # default bound keeps one request from multiplying its cost without limit (OpenAI allows 128).
+    max_n: int = Field(DEFAULT_MAX_N, ge=1, le=128)
     litellm_name: str | None = None
 
     @field_validator("name")

@@ -23,9 +23,10 @@ class Request:
     stream: bool
     include_usage: bool
     needs: set[str] = field(default_factory=set)  # capabilities beyond the endpoint's own
-    n: int = 1
+    n: int = 1  # answers asked for: the output a reservation prices is n (or best_of) times one answer's
     max_output: int | None = None
     max_output_param: str = "max_tokens"
+    min_output: int = 0  # Mistral's `min_tokens` (FIM): the provider generates at least this many per answer
 
 
 def _type_error(param: str, expected: str) -> Exception:
@@ -59,7 +60,7 @@ def _common(body: dict[str, Any]) -> tuple[str, bool, bool]:
     return model, stream, include_usage
 
 
-def _int(body: dict[str, Any], key: str, minimum: int) -> int | None:
+def _int(body: dict[str, Any], key: str, minimum: int, maximum: int | None = None) -> int | None:
     value = body.get(key)
     if value is None:
         return None
@@ -67,6 +68,8 @@ def _int(body: dict[str, Any], key: str, minimum: int) -> int | None:
         raise _type_error(key, "an integer")
     if value < minimum:
         raise invalid_request(f"'{key}' must be at least {minimum}.", param=key, code="invalid_value")
+    if maximum is not None and value > maximum:
+        raise invalid_request(f"'{key}' must be at most {maximum}.", param=key, code="invalid_value")
     return value
 
 
@@ -80,15 +83,24 @@ def _number(body: dict[str, Any], key: str, low: float, high: float) -> None:
         raise invalid_request(f"'{key}' must be between {low} and {high}.", param=key, code="invalid_value")
 
 
+# OpenAI's documented bounds: chat `n` 1-128, legacy `best_of` 0-20. Each answer is billed, so these
+# multiply the output a reservation must price; anything larger is refused before routing.
+MAX_N = 128
+MAX_BEST_OF = 20
+MAX_OUTPUT_TOKENS = 2**31 - 1  # no model produces more; a larger value is a mistake, not a request
+
+
 def _sampling(body: dict[str, Any]) -> tuple[int, int | None]:
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
     _number(body, "presence_penalty", -2, 2)
     _number(body, "frequency_penalty", -2, 2)
-    _int(body, "seed", -(2**63))
-    n = _int(body, "n", 1) or 1
-    max_tokens = _int(body, "max_tokens", 1)
-    max_completion = _int(body, "max_completion_tokens", 1)
+    _int(body, "seed", -(2**63), 2**63 - 1)
+    n = _int(body, "n", 1, MAX_N) or 1
+    # best_of answers are generated (and billed) to return n of them.
+    n = max(n, _int(body, "best_of", 1, MAX_BEST_OF) or 1)
+    max_tokens = _int(body, "max_tokens", 1, MAX_OUTPUT_TOKENS)
+    max_completion = _int(body, "max_completion_tokens", 1, MAX_OUTPUT_TOKENS)
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str):
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
@@ -156,7 +168,13 @@ def check_completion(body: dict[str, Any]) -> Request:
     if suffix is not None and not isinstance(suffix, str):
         raise _type_error("suffix", "a string")
     n, max_output = _sampling(body)
-    return Request(model, stream, include_usage, {"fim"} if suffix is not None else set(), n, max_output)
+    minimum = _int(body, "min_tokens", 0, MAX_OUTPUT_TOKENS) or 0
+    if max_output is not None and minimum > max_output:
+        raise invalid_request(
+            f"'min_tokens' ({minimum}) is more than 'max_tokens' ({max_output}).", param="min_tokens", code="invalid_value"
+        )
+    needs = {"fim"} if suffix is not None else set()
+    return Request(model, stream, include_usage, needs, n, max_output, min_output=minimum)
 
 
 def check_embeddings(body: dict[str, Any]) -> Request:

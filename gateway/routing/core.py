@@ -37,8 +37,10 @@ class Allowed:
 
 
 def check_limits(model: ModelConfig, n: int, max_output: int | None, param: str = "max_tokens") -> None:
-    if model.max_n is not None and n > model.max_n:
-        raise invalid_request(f"Model '{model.name}' allows n up to {model.max_n}.", param="n", code="unsupported_parameter")
+    if n > model.max_n:
+        raise invalid_request(
+            f"Model '{model.name}' allows n (or best_of) up to {model.max_n}.", param="n", code="unsupported_parameter"
+        )
     if max_output is not None and model.max_output_tokens and max_output > model.max_output_tokens:
         raise invalid_request(
             f"'{param}' is {max_output}, more than model '{model.name}' can produce ({model.max_output_tokens}).",

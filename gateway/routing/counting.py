@@ -13,16 +13,12 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterable
 
-from gateway.spend.accounting import estimate_prompt_tokens
 from gateway.tokens import FAMILIES, Count, TokenCounter, collect
 from gateway.tokens.heuristic import Parts, estimate_parts
 
 if TYPE_CHECKING:
     from gateway.config import Catalog
 
-# The estimate's error is within about 20% (see gateway.tokens); a reservation must not be below the real
-# cost, or concurrent requests could together spend past the budget, so it prices the prompt at the top of it.
-RESERVATION_HEADROOM = 1.25
 SIZE_FLOOR_DIVISOR = 16  # a body's prompt is never counted below a sixteenth of its bytes
 
 
@@ -68,10 +64,3 @@ class PromptCounts:
     def upper(self, names: Iterable[str]) -> int:
         """The largest upper bound among `names` (what a reservation covering any of them must price)."""
         return max((self.by_model[n].upper for n in names if n in self.by_model), default=self.tokens)
-
-
-def reservation_prompt_tokens(counted: int, size: int, upper: int = 0) -> int:
-    """The prompt tokens a budget reservation prices: an upper bound (counted + headroom, the counts' upper
-    bound for the candidates, and never less than the body-size estimate), so that what a request really
-    costs stays within what it reserved."""
-    return max(int(counted * RESERVATION_HEADROOM), upper, estimate_prompt_tokens(size))

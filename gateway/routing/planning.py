@@ -16,9 +16,10 @@ from gateway.config import Catalog
 from gateway.errors import GatewayError
 from gateway.policy import Policy
 from gateway.routing.core import Allowed, Route, check_limits
-from gateway.routing.counting import PromptCounts, reservation_prompt_tokens
+from gateway.routing.counting import PromptCounts
 from gateway.routing.pipeline import RouteDecision, decide
 from gateway.spend.accounting import Ticket
+from gateway.spend.pricing import estimate_nanos
 from gateway.store.base import key_scope, team_scope
 from gateway.validation import Request as RequestParams
 
@@ -82,8 +83,7 @@ async def spent_fraction(gateway: "Gateway", principal: Principal, policy: Polic
 class Plan:
     policy: Policy
     decision: RouteDecision
-    reserve_prompt_tokens: int  # the prompt as the budget reservation prices it (an upper bound)
-    counts: PromptCounts
+    counts: PromptCounts  # per model; the text stays until `counts.done()` (admission may count it again)
     catalog: Catalog  # the catalog the decision was made with (a reload may swap gateway.catalog meanwhile)
 
 
@@ -109,34 +109,83 @@ async def plan(
     if decision.uncertain:  # near a window: count those models with their tokenizers, then decide on that
         await counts.refine(decision.uncertain)
         decision = decide_now()
-    reserve = reservation_prompt_tokens(counts.tokens, size, counts.upper(m.name for m in decision.candidates))
-    counts.done()  # the counts stay (calibration after the call); the request's text must not live as long
-    return Plan(policy, decision, reserve, counts, catalog)
+    return Plan(policy, decision, counts, catalog)
 
 
 def _is_budget_refusal(error: GatewayError) -> bool:
     return error.status == 429 and error.code == "budget_exceeded"
 
 
+# A reservation at least this share of the smallest budget it is charged to is "large": its prompt is counted
+# with the model's tokenizer before reserving, so the estimate's wider band does not refuse what fits.
+LARGE_RESERVATION_SHARE = 0.01
+
+
+def _smallest_budget(principal: Principal) -> int | None:
+    budgets = [b for b in (principal.team.budget_nanos, principal.key.budget_nanos if principal.key else None) if b]
+    return min(budgets) if budgets else None
+
+
 async def admit(
     gateway: "Gateway", principal: Principal, params: RequestParams, body: dict[str, Any], route: Route, found: Plan,
     dry_run: bool = False,
 ) -> tuple[Ticket, Route]:
-    """Reserve the budget on the first candidate; when it does not fit, apply `budget.on_reservation_too_large`
-    in order (`cheaper_model`, `lower_max_tokens`) before refusing with the first refusal. `dry_run`: the same
-    steps against the budgets as they are now, reserving nothing (what explain predicts)."""
+    """Reserve the request's worst case on the first candidate (its prompt at the upper bound of its count, plus
+    `max_tokens` or the model's output limit, times `n`). When it does not fit, apply the policy's
+    `budget.on_reservation_too_large` in order: `cheaper_model` (the worst case on a cheaper candidate), then
+    `lower_max_tokens` (reserve what is left, down to `max_tokens_floor`, and send `max_tokens` lowered to what
+    it covers), before refusing with the first refusal. A large reservation, or one refused on the estimate,
+    counts the prompt with the model's tokenizer first. `dry_run`: the same steps against the budgets as they
+    are now, reserving nothing (what explain predicts)."""
     accounting = gateway.accounting
-    decision, policy = found.decision, found.policy
-    prompt = found.reserve_prompt_tokens
+    decision, policy, counts = found.decision, found.policy, found.counts
+    smallest = _smallest_budget(principal)
 
-    async def attempt(model_route: Route, max_output: int | None) -> Ticket:
+    def worst_per_answer(model: Any) -> int:
+        return max(params.max_output or model.max_output_tokens, params.min_output)
+
+    async def attempt(model_route: Route, lower: bool) -> Ticket:
+        model = model_route.model
+        count = counts.by_model.get(model.name)
+        prompt_upper = count.upper if count is not None else counts.tokens
+        per_answer = worst_per_answer(model)
+        minimum = max(min(policy.budget.max_tokens_floor, per_answer), params.min_output) * params.n if lower else None
         return await accounting.admit(
-            principal, model_route.model, params.model, prompt, max_output, model_route.provider.timeouts.total,
-            dry_run=dry_run,
-        )
+            principal, model, params.model, prompt_upper, per_answer * params.n, model_route.provider.timeouts.total,
+            min_output=minimum, prompt_estimate=count.tokens if count is not None else counts.tokens, dry_run=dry_run,
+        )  # fmt: skip
+
+    async def counted_better(model_route: Route) -> bool:
+        """Count the prompt for this model with its tokenizer, if not done yet; whether its bound went down."""
+        before = counts.by_model.get(model_route.model.name)
+        if before is None or not before.refinable or not counts.parts.chars:
+            return False
+        await counts.refine([model_route.model.name])
+        return counts.by_model[model_route.model.name].upper < before.upper
+
+    async def reserve(model_route: Route, lower: bool) -> Ticket:
+        count = counts.by_model.get(model_route.model.name)
+        if smallest is not None and count is not None and count.refinable:
+            worst = estimate_nanos(model_route.model, count.upper, worst_per_answer(model_route.model) * params.n)
+            if worst >= smallest * LARGE_RESERVATION_SHARE:
+                await counted_better(model_route)
+        try:
+            return await attempt(model_route, lower)
+        except GatewayError as error:
+            if not _is_budget_refusal(error) or not await counted_better(model_route):
+                raise
+        return await attempt(model_route, lower)
+
+    def lowered(ticket: Ticket, model_route: Route) -> Ticket:
+        """Send the lowered max_tokens the reservation covers (when it covers less than the worst case)."""
+        per_answer = ticket.output_tokens // params.n
+        if per_answer < worst_per_answer(model_route.model):
+            params.max_output = per_answer
+            body[params.max_output_param] = per_answer
+        return ticket
 
     try:
-        return await attempt(route, params.max_output), route
+        return await reserve(route, lower=False), route
     except GatewayError as error:
         if not _is_budget_refusal(error):
             raise
@@ -144,7 +193,7 @@ async def admit(
     tried: list[Route] = [route]
     for action in policy.budget.on_reservation_too_large:
         if action == "cheaper_model" and not decision.pinned:
-            for model in policy.downgrades(found.catalog, decision.candidates, prompt, decision.expected_output, route.model):
+            for model in policy.downgrades(found.catalog, decision.candidates, counts.tokens, decision.expected_output, route.model):
                 try:
                     check_limits(model, params.n, params.max_output, params.max_output_param)
                 except GatewayError:
@@ -152,26 +201,17 @@ async def admit(
                 cheaper = Route(model, found.catalog.provider_of(model), "budget-downgrade")
                 tried.append(cheaper)
                 try:
-                    return await attempt(cheaper, params.max_output), cheaper
+                    return await reserve(cheaper, lower=False), cheaper
                 except GatewayError as error:
                     if not _is_budget_refusal(error):
                         raise
         elif action == "lower_max_tokens":
-            floor = policy.budget.max_tokens_floor
             for candidate in tried:
-                current = accounting.estimator.expected(candidate.model.name, params.max_output, candidate.model.max_output_tokens)
-                lowered = current
-                while lowered > floor:
-                    lowered = max(floor, lowered // 2)
-                    try:
-                        ticket = await attempt(candidate, lowered)
-                    except GatewayError as error:
-                        if not _is_budget_refusal(error):
-                            raise
-                        continue
-                    params.max_output = lowered
-                    body[params.max_output_param] = lowered
-                    return ticket, candidate
+                try:
+                    return lowered(await reserve(candidate, lower=True), candidate), candidate
+                except GatewayError as error:
+                    if not _is_budget_refusal(error):
+                        raise
     raise refusal
 
 

@@ -1,10 +1,13 @@
 """One request's money: reserve before the call, settle to the real cost after, one ledger row.
 
-The reservation is prompt cost plus expected output cost, checked and taken
-atomically in the database for the team and (when it has one) the key, so no
-number of concurrent requests, workers or nodes can admit more than fits.
-Settlement writes the ledger row, charges the real cost and releases the
-reservation in the same group-committed transaction.
+The reservation is the request's worst case: the prompt at the upper bound of its count plus the most
+output it may produce (`max_tokens`, or the model's output limit, times `n`). It is checked and taken
+atomically in the database for the team and (when it has one) the key, so no number of concurrent
+requests, workers or nodes can together spend past what is left. When the worst case does not fit, the
+reservation may shrink down to a floor: the request is then sent with `max_tokens` lowered to what the
+reservation covers, which keeps agents working to the last cent without letting any request run past it.
+Settlement writes the ledger row, charges the real cost and releases the reservation in the same
+group-committed transaction.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ class Ticket:
     started: float  # monotonic
     ts: float  # wall clock
     settled: bool = False
-    reserved_nanos: int = 0  # the expected cost held (0: no budget to enforce)
+    reserved_nanos: int = 0  # the worst-case cost held (0: no budget to enforce)
+    output_tokens: int = 0  # the output (all answers) the reservation covers: what the provider may produce
+    prompt_estimate: int = 0  # the best guess of the prompt's tokens (billed when the provider never reports usage)
 
 
 @dataclass(slots=True)
@@ -64,9 +69,16 @@ class Charged:
         return {"cost_usd": usd_float(self.cost_nanos), "model": model, "provider": provider, "route_reason": route_reason}
 
 
-def estimate_prompt_tokens(body_bytes: int) -> int:
-    """A cheap upper-leaning estimate from the body size (about 4 bytes per token of JSON)."""
-    return body_bytes // 4 + 8
+def output_covered(model: ModelConfig, prompt_tokens: int, nanos: int, at_most: int) -> int:
+    """The most output tokens (up to `at_most`) whose cost, with the prompt's, is within `nanos`."""
+    if estimate_nanos(model, prompt_tokens, at_most) <= nanos:
+        return at_most
+    per_token = model.price.output * 1000  # USD per million tokens -> nano-dollars per token
+    left = nanos - estimate_nanos(model, prompt_tokens, 0)
+    tokens = max(0, min(at_most, int(left / per_token))) if per_token > 0 else at_most
+    while tokens > 0 and estimate_nanos(model, prompt_tokens, tokens) > nanos:  # rounding: at most a step or two
+        tokens -= 1
+    return tokens
 
 
 def estimate_completion_tokens(characters: int) -> int:
@@ -131,12 +143,17 @@ class Accounting:
         model: ModelConfig,
         requested_model: str,
         prompt_tokens: int,
-        max_output: int | None,
+        worst_output: int,
         timeout_seconds: float,
+        *,
+        min_output: int | None = None,
+        prompt_estimate: int | None = None,
         dry_run: bool = False,
     ) -> Ticket:
-        """Reserve the request's expected cost on its team and key (429 `budget_exceeded` when it does not fit).
-        `dry_run`: only check that it would fit now, reserving nothing (the explain endpoint)."""
+        """Reserve the request's worst case (`prompt_tokens`, an upper bound, plus `worst_output` tokens of
+        output over all its answers) on its team and key; when that does not fit but `min_output` does,
+        reserve what is left and cover only the output it pays for (`Ticket.output_tokens`). 429
+        `budget_exceeded` otherwise. `dry_run`: only check, against the budgets as they are, reserving nothing."""
         now = datetime.now(timezone.utc)
         scopes = self.scopes(principal, now)
         ticket = Ticket(
@@ -149,20 +166,28 @@ class Accounting:
             prompt_tokens=prompt_tokens,
             started=time.monotonic(),
             ts=now.timestamp(),
+            output_tokens=worst_output,
+            prompt_estimate=prompt_tokens if prompt_estimate is None else prompt_estimate,
         )
         if all(scope.budget_nanos is None for scope in scopes):
             return ticket  # nothing to enforce: no reservation, no write before the call
-        output = self.estimator.expected(model.name, max_output, model.max_output_tokens)
-        amount = estimate_nanos(model, prompt_tokens, output)
-        ticket.reserved_nanos = amount
+        amount = estimate_nanos(model, prompt_tokens, worst_output)
+        minimum = estimate_nanos(model, prompt_tokens, min(min_output, worst_output)) if min_output is not None else amount
         if dry_run:
+            granted = amount
             for scope in scopes:
                 if scope.budget_nanos is not None:
                     usage = await self.store.usage(scope.name, scope.period_start)
-                    if usage.spent_nanos + usage.reserved_nanos + amount > scope.budget_nanos:
-                        raise self._refusal(principal, scope, usage.spent_nanos, usage.reserved_nanos, amount, now)
+                    room = scope.budget_nanos - usage.spent_nanos - usage.reserved_nanos
+                    if room < minimum:
+                        raise self._refusal(principal, scope, usage.spent_nanos, usage.reserved_nanos, minimum, now)
+                    granted = min(granted, room)
+            self._cover(ticket, granted, prompt_tokens, worst_output)
             return ticket
-        hold = HoldRequest(ticket.id, scopes, amount, int(now.timestamp() + timeout_seconds + HOLD_GRACE_SECONDS))
+        hold = HoldRequest(
+            ticket.id, scopes, amount, int(now.timestamp() + timeout_seconds + HOLD_GRACE_SECONDS),
+            minimum_nanos=minimum if minimum < amount else None,
+        )
         # Shielded: a request cancelled here (its client left) must not leave a hold that commits after it
         # stopped waiting; `_orphaned` releases such a hold as soon as it is written.
         pending = asyncio.ensure_future(self.store.hold(hold))
@@ -173,9 +198,17 @@ class Accounting:
             raise
         if not result.ok:
             assert result.refused_by is not None
-            raise self._refusal(principal, result.refused_by, result.spent_nanos, result.reserved_nanos, amount, now)
+            raise self._refusal(principal, result.refused_by, result.spent_nanos, result.reserved_nanos, minimum, now)
+        hold.amount_nanos = result.granted_nanos
         ticket.hold = hold
+        self._cover(ticket, result.granted_nanos, prompt_tokens, worst_output)
         return ticket
+
+    @staticmethod
+    def _cover(ticket: Ticket, granted: int, prompt_tokens: int, worst_output: int) -> None:
+        """Record what `granted` nano-dollars pay for: the most output tokens whose worst case fits in it."""
+        ticket.reserved_nanos = granted
+        ticket.output_tokens = output_covered(ticket.model, prompt_tokens, granted, worst_output)
 
     def _orphaned(self, hold: HoldRequest, written: asyncio.Future[HoldResult]) -> None:
         if written.cancelled() or written.exception() is not None or not written.result().ok:
@@ -219,14 +252,17 @@ class Accounting:
         completion_chars: int = 0,
         ttft: float | None = None,
         content: str | None = None,
+        prompt_sent: bool = False,
     ) -> Charged:
-        """Record the ledger row and charge the real cost (estimated from what was relayed when the provider sent no usage)."""
+        """Record the ledger row and charge the real cost: the usage the provider reported, else an estimate
+        (`estimated`) from the prompt count and what was relayed, for an answer (200) or for a prompt the
+        provider received before the client left (`prompt_sent`, status 499): providers bill those too."""
         ticket.settled = True
-        estimated = usage is None and status == 200
+        estimated = usage is None and (status == 200 or prompt_sent)
         if usage is None:
             usage = (
-                Usage(prompt_tokens=ticket.prompt_tokens, completion_tokens=estimate_completion_tokens(completion_chars))
-                if status == 200
+                Usage(prompt_tokens=ticket.prompt_estimate, completion_tokens=estimate_completion_tokens(completion_chars))
+                if estimated
                 else Usage()
             )
         cost = cost_nanos(ticket.model, usage)
@@ -255,7 +291,7 @@ class Accounting:
         )
         after = await self.store.record(Settlement(row, ticket.scopes, ticket.hold))
         if status == 200 and not estimated:
-            self.estimator.observe(ticket.model.name, usage.completion_tokens)
+            self.estimator.observe(ticket.model.name, usage.completion_tokens, ticket.principal.team.name)
         await self._check_soft_limit(ticket, after.spent_nanos, cost)
         return Charged(cost, usage, estimated)
 

@@ -50,10 +50,14 @@ class Scope:
 
 @dataclass(slots=True)
 class HoldRequest:
+    """Reserve `amount_nanos` in every scope; when it does not fit but `minimum_nanos` does, reserve what is
+    left instead (the most that fits in every scope), so the caller can shrink the request to it."""
+
     id: str
     scopes: list[Scope]
     amount_nanos: int
     expires_at: int
+    minimum_nanos: int | None = None  # None: all or nothing
 
 
 @dataclass(slots=True)
@@ -62,6 +66,7 @@ class HoldResult:
     refused_by: Scope | None = None
     spent_nanos: int = 0
     reserved_nanos: int = 0
+    granted_nanos: int = 0  # what was reserved (amount_nanos, or less down to minimum_nanos)
 
 
 @dataclass(slots=True)
@@ -183,7 +188,8 @@ class Store(ABC):
     # -- budgets and ledger (batched on the request path) ----------------------------------
     @abstractmethod
     async def hold(self, request: HoldRequest) -> HoldResult:
-        """Atomically check every scope's budget and reserve the amount in all of them, or refuse."""
+        """Atomically check every scope's budget and reserve the amount (or, down to the minimum, what is left)
+        in all of them, or refuse."""
 
     @abstractmethod
     async def record(self, settlement: Settlement) -> None:

@@ -314,23 +314,29 @@ class SqlStore(Store):
 
     def _hold(self, cur: Any, request: HoldRequest) -> HoldResult:
         usage = self._usage_rows(cur, request.scopes)
-        for scope in request.scopes:
+        granted = request.amount_nanos
+        minimum = request.amount_nanos if request.minimum_nanos is None else min(request.minimum_nanos, granted)
+        for scope in request.scopes:  # the tightest scope decides (team and key alike)
             spent, reserved = usage[(scope.name, scope.period_start)]
-            if scope.budget_nanos is not None and spent + reserved + request.amount_nanos > scope.budget_nanos:
+            if scope.budget_nanos is None:
+                continue
+            room = scope.budget_nanos - spent - reserved
+            if room < minimum:
                 return HoldResult(False, scope, spent, reserved)
+            granted = min(granted, room)
         for scope in request.scopes:
             cur.execute(
                 self._sql("UPDATE budget_usage SET reserved_nanos = reserved_nanos + ? WHERE scope = ? AND period_start = ?"),
-                (request.amount_nanos, scope.name, scope.period_start),
+                (granted, scope.name, scope.period_start),
             )
         cur.execute(
             self._sql("INSERT INTO holds (id, scopes, amount_nanos, expires_at) VALUES (?, ?, ?, ?)"),
             (request.id, orjson.dumps([[s.name, s.period_start] for s in request.scopes]).decode(),
-             request.amount_nanos, request.expires_at),
+             granted, request.expires_at),
         )  # fmt: skip
         first = request.scopes[0] if request.scopes else None
         spent, reserved = usage[(first.name, first.period_start)] if first else (0, 0)
-        return HoldResult(True, None, spent, reserved + request.amount_nanos)
+        return HoldResult(True, None, spent, reserved + granted, granted)
 
     def _release(self, cur: Any, hold_id: str) -> None:
         cur.execute(self._sql("SELECT scopes, amount_nanos FROM holds WHERE id = ?"), (hold_id,))
