@@ -74,9 +74,12 @@ class LitellmAdapter(Adapter):
     async def chat(
         self, body: Json, model: ModelConfig, *, stream: bool, include_usage: bool, reshape: ChunkReshaper | None = None
     ) -> Reply | StreamReply:
+        args = self._call_args(body, model, stream)  # a refused field is the client's 400, not a provider failure
         litellm = import_litellm()
         try:
-            result = await litellm.acompletion(**self._call_args(body, model, stream))
+            result = await litellm.acompletion(**args)
+        except GatewayError:
+            raise
         except Exception as exc:  # litellm raises its own hierarchy; map by status code
             raise _map_litellm_error(self.name, exc) from exc
         if not stream:
@@ -132,6 +135,10 @@ def _map_litellm_error(provider: str, exc: Exception) -> GatewayError:
     status = getattr(exc, "status_code", None)
     if status == 408 or isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
         return timeout_error(provider, "litellm call")  # litellm.Timeout carries status 408
+    if _never_connected(exc):  # litellm calls it an InternalServerError (500), but no provider answered
+        from gateway.providers.upstream_errors import connect_error
+
+        return connect_error(provider, exc)
     if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
         headers: dict[str, str] = {}
         retry_after = _retry_after(exc)
@@ -141,6 +148,21 @@ def _map_litellm_error(provider: str, exc: Exception) -> GatewayError:
         error.message = f"{provider} returned {status}"
         return error
     return GatewayError(502, f"{provider} failed", "upstream_error", "upstream_error")
+
+
+_CONNECT_ERRORS = frozenset({"APIConnectionError", "ConnectError", "ClientConnectorError", "ConnectTimeout"})
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether litellm's exception wraps a connection failure (its cause chain names one)."""
+    seen: BaseException | None = exc
+    for _ in range(12):
+        if seen is None:
+            return False
+        if type(seen).__name__ in _CONNECT_ERRORS or isinstance(seen, ConnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _retry_after(exc: Exception) -> str | None:
