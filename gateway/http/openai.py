@@ -159,8 +159,15 @@ async def _serve_watched(
             kind = upstream_error_kind(error)
             if kind is not None:
                 metrics.upstream_error(route.provider.name, kind)
+            # Every way an attempt ends moves its circuit (a half-open probe included): the provider failing
+            # opens it, the provider answering (a client error is an answer) closes it, and a request refused
+            # before it reached the provider gives the probe back to the next request.
             if failure_kind(error) is not None:
                 gateway.circuits.failed(circuit)
+            elif error.upstream_status is not None:
+                gateway.circuits.succeeded(circuit)
+            else:
+                gateway.circuits.unprobed(circuit)
             step = failover.next(route, error)
             if step is None:
                 await settler(ticket, route)(status=error.status, usage=None)
@@ -172,10 +179,16 @@ async def _serve_watched(
                 await asyncio.sleep(wait)  # the policy's backoff (or the provider's Retry-After) before retrying
                 record.waited_for(wait)
             ticket, route = await admit(gateway, principal, params, body, following, found)
-        except BaseException:
+        except BaseException as error:
+            # The client left (cancelled) or the gateway failed while the provider had the request: its outcome
+            # is unknown, so a probe reopens the circuit (another probe follows the cool-down). A client that
+            # left has sent its prompt to the provider, which bills it: one ledger row, estimated, status 499.
             upstream_done(route, started)
-            gateway.in_background(accounting.release(ticket))
+            gateway.circuits.abandoned(circuit)
+            left = isinstance(error, asyncio.CancelledError)
+            gateway.in_background(settler(ticket, route)(status=499 if left else 500, usage=None, prompt_sent=left))
             raise
+    found.counts.done()  # the answer has started: the prompt's collected text is no longer needed
     record.routed(route)
     settle = settler(ticket, route)
     headers = _route_headers(route)

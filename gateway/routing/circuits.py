@@ -3,8 +3,12 @@
 A deployment that failed `failures` times in a row (connect errors, timeouts,
 429 and 5xx before the first byte) is opened: routing skips it, so requests
 go straight to the next candidate instead of waiting for a provider that is
-down. After `cooldown` seconds one request is let through (half-open); its
-success closes the circuit, its failure opens it again.
+down. After `cooldown` seconds one request is let through (half-open). Every
+way that probe ends moves the circuit: the provider answering (even with a
+client error) closes it, a provider failure opens it again, and an attempt
+whose outcome is unknown (the client left, the gateway failed) opens it again
+for another cool-down. A probe refused before it reached the provider hands
+the probe to the next request. No ending leaves a circuit half-open for good.
 """
 
 from __future__ import annotations
@@ -55,6 +59,20 @@ class CircuitBreakers:
         if circuit is not None:
             circuit.failures, circuit.probing = 0, False
             self._set(deployment, circuit, CLOSED)
+
+    def abandoned(self, deployment: str) -> None:
+        """An attempt ended without an outcome (cancelled, or an unexpected error): a probe reopens the circuit."""
+        circuit = self.circuits.get(deployment)
+        if circuit is not None and circuit.state == HALF_OPEN:
+            circuit.probing = False
+            circuit.opened_at = self.clock()
+            self._set(deployment, circuit, OPEN)
+
+    def unprobed(self, deployment: str) -> None:
+        """An attempt was refused before reaching the provider: the probe goes to the next request."""
+        circuit = self.circuits.get(deployment)
+        if circuit is not None:
+            circuit.probing = False
 
     def failed(self, deployment: str) -> None:
         circuit = self.circuits.setdefault(deployment, Circuit())
