@@ -219,20 +219,20 @@ def test_circuit_state_soft_limit_and_reload_counters(
     make_team(db, "soft", "0.02", soft_limit_pct=1)  # crossed by one answer to a ~2,000-token prompt
     key, _ = make_key(db, "soft")
     url = start_gateway(database_url=db, circuit_failures=2, policies_dir=directory, master_key="mk-metrics").url
-    m = scrape(url)
+    m = scrape(url, auth("mk-metrics"))
     assert total(m, "gateway_circuit_state", provider="mistral", model="mistral-medium-3.5") == 0
     mistral_log.fault("status=503", count=2)
     long = [{"role": "user", "content": "word " * 2000}]
     answer = post_json(url, CHAT, {"model": "auto", "messages": long}, auth(key))
     assert answer.status == 200 and answer.headers["x-gateway-model"] == "kimi-k2.6"
-    m = scrape(url)
+    m = scrape(url, auth("mk-metrics"))
     assert total(m, "gateway_circuit_state", provider="mistral", model="mistral-medium-3.5") == 2
     assert total(m, "gateway_budget_soft_limit_crossed_total", team="soft") == 1
 
     assert post_json(url, "/admin/reload", {}, auth("mk-metrics")).status == 200
     (directory / "default.yaml").write_text("name: default\nprefer: [no-such-model]\n")
     assert post_json(url, "/admin/reload", {}, auth("mk-metrics")).status == 422
-    m = scrape(url)
+    m = scrape(url, auth("mk-metrics"))
     assert total(m, "gateway_config_reloads_total", result="failure") >= 1
     assert total(m, "gateway_config_reloads_total", result="success") >= 1
 
@@ -287,10 +287,10 @@ def test_hostile_model_names_and_headers_add_no_series(start_gateway: GatewayFac
     url = start_gateway(database_url=db, master_key="mk-hostile").url
     constant = _hostile_requests(url, key, 1000, seed=2, random_strings=False)
     assert {200, 400, 401, 404}.issubset(set(constant))
-    settled = series(scrape(url))
+    settled = series(scrape(url, auth("mk-hostile")))
     hostile = _hostile_requests(url, key, 1000, seed=2)
     assert sorted(hostile) == sorted(constant)
-    after = scrape(url)
+    after = scrape(url, auth("mk-hostile"))
     assert series(after) == settled, sorted(series(after) - settled)
     # Every label value is configuration or a fixed set.
     allowed = {
@@ -320,6 +320,35 @@ def test_metrics_token_and_separate_port(start_gateway: GatewayFactory) -> None:
     samples = scrape(own, auth("scrape-secret"))
     assert total(samples, "gateway_build_info") == 1
     assert request(own, "GET", "/v1/models", headers=auth("scrape-secret")).status == 404
+
+
+def test_main_port_metrics_need_the_master_key_when_one_is_set(start_gateway: GatewayFactory, db: str) -> None:
+    """The budget gauges name every team's limit, spend and remaining: with a master key, the main port's
+    /metrics answers only the master key or the metrics token; the metrics port only the token."""
+    make_team(db, "secret-team", "12.50")
+    port = free_port()
+    url = start_gateway(database_url=db, master_key="mk-scrape", metrics_token="tok-scrape", metrics_port=port).url
+    for headers in (None, auth("wrong"), {"authorization": "mk-scrape"}, {"x-api-key": "mk-scrape"}, auth("mk-scrape ")):
+        refused = request(url, "GET", "/metrics", headers=headers)
+        assert refused.status == 401 and b"secret-team" not in refused.body, (headers, refused.body)
+        assert "master key or the metrics token" in refused.error["message"]
+    for key in ("mk-scrape", "tok-scrape"):
+        assert total(scrape(url, auth(key)), "gateway_budget_limit_usd", team="secret-team") == 12.5
+    own = f"http://127.0.0.1:{port}"
+    assert request(own, "GET", "/metrics", headers=auth("mk-scrape")).status == 401  # the token only, as configured
+    assert total(scrape(own, auth("tok-scrape")), "gateway_budget_limit_usd", team="secret-team") == 12.5
+
+    # A master key and no token: the master key alone on the main port; the metrics port stays open (as
+    # configured: no token), which is for a network only Prometheus reaches.
+    port = free_port()
+    url = start_gateway(database_url=db, master_key="mk-only", metrics_port=port).url
+    assert request(url, "GET", "/metrics").status == 401
+    assert request(url, "GET", "/metrics", headers=auth("anything")).status == 401
+    assert total(scrape(url, auth("mk-only")), "gateway_budget_limit_usd", team="secret-team") == 12.5
+    assert total(scrape(f"http://127.0.0.1:{port}"), "gateway_budget_limit_usd", team="secret-team") == 12.5
+
+    # No master key and no token: open, as /v1 is.
+    assert total(scrape(start_gateway(database_url=db, master_key=None).url), "gateway_budget_limit_usd", team="secret-team") == 12.5
 
 
 def test_every_family_is_exported_and_documented(start_gateway: GatewayFactory, db: str) -> None:
@@ -367,7 +396,7 @@ def test_several_workers_sum_counters_and_do_not_multiply_budgets(tmp_path: Path
 
         assert asyncio.run(fire()) == [200] * count
         for _ in range(6):  # any worker may answer the scrape: each must report the sum over all of them
-            m = scrape(url)
+            m = scrape(url, admin)
             assert total(m, "gateway_requests_total", team="web", status="200") == count
             assert total(m, "gateway_request_duration_seconds_count") == count
             assert total(m, "gateway_tokens_total", type="completion") > 0
