@@ -13,7 +13,7 @@ import orjson
 
 from gateway.emulators.cache import PrefixCache
 from gateway.emulators.options import EmulatorOptions
-from gateway.emulators.text import WORDS, PromptCount, count_tokens, reply_words, rng_for, schema_value
+from gateway.emulators.text import TOKEN_RE, WORDS, PromptCount, count_tokens, reply_words, rng_for, schema_value
 
 if TYPE_CHECKING:
     from gateway.emulators.script import ScriptedReply, ScriptQueue
@@ -131,10 +131,17 @@ def chat_spec(body: dict, *, seed: Any, thinking: bool, max_tokens: int | None) 
 
 
 def scripted_choices(reply: "ScriptedReply", spec: ChatSpec) -> list[Choice]:
-    """A scripted reply (script.py) as the choices of a generation, for every requested choice."""
+    """A scripted reply (script.py) as the choices of a generation, for every requested choice.
+
+    A text reply longer than `max_tokens` is cut there with finish_reason "length", as every provider does
+    (OpenAI, Mistral and Moonshot document `max_tokens` as the most tokens the answer may have)."""
     finish = reply.finish_reason or ("tool_calls" if reply.tool_name else "stop")
     reasoning = "Reading the request before answering." if spec.thinking else None
-    return [Choice(reply.content, finish, reply.tokens, reply.tool_name, reply.tool_arguments, reasoning,
+    content, tokens = reply.content, reply.tokens
+    if spec.max_tokens is not None and not reply.tool_name and tokens > spec.max_tokens:
+        cut = list(TOKEN_RE.finditer(content))[spec.max_tokens - 1].end() if spec.max_tokens > 0 else 0
+        content, tokens, finish = content[:cut], count_tokens(content[:cut]), "length"
+    return [Choice(content, finish, tokens, reply.tool_name, reply.tool_arguments, reasoning,
                    count_tokens(reasoning)) for _ in range(spec.n)]
 
 
