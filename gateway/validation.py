@@ -12,8 +12,15 @@ from typing import Any
 
 from gateway.errors import invalid_request
 
-# Never taken from a client: upstream URLs and keys are configuration only.
-FORBIDDEN_FIELDS = ("api_base", "base_url", "api_key", "custom_llm_provider", "extra_headers")
+# Never taken from a client: upstream URLs, keys and headers are configuration only, and litellm's own
+# control arguments (fallbacks with their own api_base, mock answers, routing lists) are not requests.
+# Every adapter also rebuilds its body from a whitelist (providers/fields.py); this refuses the worst by
+# name on every endpoint, /v1/route/explain included, before any routing.
+FORBIDDEN_FIELDS = (
+    "api_base", "base_url", "api_key", "custom_llm_provider", "extra_headers", "headers", "extra_body",
+    "extra_query", "fallbacks", "deployment_id", "model_list", "mock_response", "api_version", "organization",
+)  # fmt: skip
+FORBIDDEN_PREFIXES = ("litellm_", "mock_", "user_api_key")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
@@ -36,6 +43,9 @@ def _type_error(param: str, expected: str) -> Exception:
 def _common(body: dict[str, Any]) -> tuple[str, bool, bool]:
     for key in FORBIDDEN_FIELDS:
         if key in body:
+            raise invalid_request(f"Parameter '{key}' cannot be set by clients.", param=key, code="forbidden_parameter")
+    for key in body:
+        if key.startswith(FORBIDDEN_PREFIXES):
             raise invalid_request(f"Parameter '{key}' cannot be set by clients.", param=key, code="forbidden_parameter")
     model = body.get("model")
     if model is None:
@@ -122,7 +132,7 @@ def check_chat(body: dict[str, Any]) -> Request:
         if not isinstance(message, dict):
             raise _type_error(f"messages[{index}]", "an object")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list or object role is unhashable: no TypeError
             raise invalid_request(
                 f"Invalid value for 'messages[{index}].role': {role!r}.", param=f"messages[{index}].role"
             )

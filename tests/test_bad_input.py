@@ -28,6 +28,11 @@ OK_MESSAGES = [{"role": "user", "content": "hi"}]
         (json.dumps({"model": "kimi-k2.6", "messages": []}).encode(), 400, "messages", "empty_array"),
         (json.dumps({"model": "kimi-k2.6", "messages": [{"role": "wizard", "content": "x"}]}).encode(), 400, "messages[0].role", None),
         (json.dumps({"model": "kimi-k2.6", "messages": [{"role": "user", "content": 5}]}).encode(), 400, "messages[0].content", "invalid_type"),
+        # An unhashable role was a 500 (found by tests/test_bad_input_fuzz.py).
+        (json.dumps({"model": "kimi-k2.6", "messages": [{"role": []}]}).encode(), 400, "messages[0].role", None),
+        (json.dumps({"model": "kimi-k2.6", "messages": [{"role": {"a": 1}, "content": "x"}]}).encode(), 400, "messages[0].role", None),
+        (json.dumps({"model": "kimi-k2.6", "messages": OK_MESSAGES, "fallbacks": [{"model": "openai/x", "api_base": "http://127.0.0.1:9"}]}).encode(), 400, "fallbacks", "forbidden_parameter"),
+        (json.dumps({"model": "kimi-k2.6", "messages": OK_MESSAGES, "litellm_params": {}}).encode(), 400, "litellm_params", "forbidden_parameter"),
         (json.dumps({"model": "kimi-k2.6", "messages": OK_MESSAGES, "stream": "yes"}).encode(), 400, "stream", "invalid_type"),
         (json.dumps({"model": "kimi-k2.6", "messages": OK_MESSAGES, "temperature": 5}).encode(), 400, "temperature", "invalid_value"),
         (json.dumps({"model": "kimi-k2.6", "messages": OK_MESSAGES, "max_tokens": 0}).encode(), 400, "max_tokens", "invalid_value"),
