@@ -7,6 +7,7 @@ built-in defaults), so the written configuration always carries the real context
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -212,19 +213,50 @@ def default_url() -> str:
 
 
 def write(config: ClientConfig, directory: Path, force: bool) -> list[Path]:
-    """Write the files; refuses (ClientsError) to replace a file that differs unless `force`."""
+    """Write the files; refuses (ClientsError) to replace a file that differs unless `force`, and to write
+    through a symbolic link at all (with or without `force`): a link planted where a key file goes would
+    otherwise send the key wherever it points, or overwrite the file it names."""
     targets = [(directory / f.path, f) for f in config.files]
+    links = [f"{path} (-> {os.readlink(path)})" for path, _ in targets if path.is_symlink()]
+    if links:
+        raise ClientsError(
+            "refusing to write through symbolic link(s): " + ", ".join(links)
+            + " (remove the link, or write elsewhere with --dir)"
+        )  # fmt: skip
     clashes = [str(path) for path, f in targets if path.exists() and path.read_text() != f.content]
     if clashes and not force:
         raise ClientsError("would replace existing file(s): " + ", ".join(clashes) + " (use --force to replace)")
     written = []
     for path, generated in targets:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(generated.content)
-        if generated.secret:
-            path.chmod(0o600)
+        _write_atomically(path, generated.content, secret=generated.secret)
         written.append(path)
     return written
+
+
+def _write_atomically(path: Path, content: str, secret: bool) -> None:
+    """Write `content` to a new file beside `path`, then rename it over `path` (never followed if it is a
+    link: the rename replaces the name itself). A file holding a key is created 0600 (O_EXCL, O_NOFOLLOW), so
+    it is never readable by others, not even for a moment; any other file gets the usual 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o600 if secret else 0o666 & ~umask
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        try:
+            data = memoryview(content.encode())
+            while data:
+                data = data[os.write(fd, data):]
+            os.fchmod(fd, mode)  # 0600 stays 0600; a file without secrets is widened to the umask's mode
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def render(config: ClientConfig, setup: Setup, written: list[Path] | None) -> str:
