@@ -78,6 +78,17 @@ class DirectBackend:
         except ConfigError as exc:
             raise CliError(f"configuration error\n{exc}") from exc
 
+    def _policies(self, catalog: Any) -> list[str]:
+        """The policy names a gateway with this environment's settings would have (GATEWAY_POLICIES_DIR or
+        ./policies, validated against `catalog`), to refuse a team policy that does not exist."""
+        from gateway.config import Settings
+        from gateway.policy import PolicyError, policies_for_settings
+
+        try:
+            return sorted(policies_for_settings(Settings(), catalog))
+        except PolicyError as exc:
+            raise CliError(f"the routing policies do not validate\n{exc}") from exc
+
     def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         async def run() -> T:
             await self.store.open()
@@ -97,7 +108,8 @@ class DirectBackend:
 
     def create_team(self, body: dict[str, Any]) -> dict[str, Any]:
         catalog = self._catalog()
-        return self._run(lambda s: management.create_team(s, body, self.tz, catalog))
+        policies = self._policies(catalog)
+        return self._run(lambda s: management.create_team(s, body, self.tz, catalog, policies=policies))
 
     def list_teams(self) -> list[dict[str, Any]]:
         return self._run(lambda s: management.list_teams(s, self.tz))
@@ -107,7 +119,8 @@ class DirectBackend:
 
     def update_team(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         catalog = self._catalog()
-        return self._run(lambda s: management.update_team(s, name, body, self.tz, catalog))
+        policies = self._policies(catalog) if body.get("policy") is not None else None
+        return self._run(lambda s: management.update_team(s, name, body, self.tz, catalog, policies=policies))
 
     def delete_team(self, name: str) -> dict[str, Any]:
         return self._run(lambda s: management.delete_team(s, name))

@@ -15,7 +15,7 @@ from gateway.auth import Authenticator
 from gateway.config import Catalog, ConfigError, ModelConfig, Provider, Settings, reload_catalog
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher, ReloadResult
+from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher, ReloadResult, builtin_policies
 from gateway.providers import Adapter, build_adapter
 from gateway.spend.accounting import Accounting
 from gateway.routing.circuits import CLOSED, CircuitBreakers
@@ -59,7 +59,9 @@ class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog, store: Store | None = None) -> None:
         self.settings = settings
         self.catalog = catalog  # replaced as a whole by a reload (with `adapters`), never changed in place
-        self.store = store if store is not None else open_store(settings.resolved_database_url())
+        self.store = store if store is not None else open_store(
+            settings.resolved_database_url(), wal_limit_bytes=settings.sqlite_wal_limit_bytes
+        )
         self.auth = Authenticator(settings.master_key, self.store)
         self.metrics = Metrics(catalog, __version__)
         self.accounting = Accounting(self.store, settings, on_soft_limit=self.metrics.soft_limit_crossed)
@@ -81,13 +83,14 @@ class Gateway:
         self._reload_lock = asyncio.Lock()
         self._closing = False
         self._watch: asyncio.Task[None] | None = None
-        self._builtin_policies = PolicySet("(built-in)", {DEFAULT_POLICY: Policy(name=DEFAULT_POLICY)})
+        self._builtin_policies = builtin_policies()
         self._unknown_policies: set[str] = set()
         self.started = False
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         await self.store.open()
+        await self._report_unknown_team_policies()
         await self.accounting.start(list(self.catalog.models))
         for name, adapter in self.adapters.items():
             self._warn_unconfigured(self.catalog.providers[name])
@@ -139,15 +142,52 @@ class Gateway:
                     return ConfigReload(
                         False, error="nothing to reload: built-in catalog and built-in default policy", attempted=False
                     )
-                result = self._reload_policies_only()
+                result = await self._reload_policies_only()
             else:
                 result = await self._reload_catalog()
             self._count_reload(result.ok)
             return result
 
-    def _reload_policies_only(self) -> ConfigReload:
+    async def _teams_by_policy(self) -> dict[str, list[str]]:
+        """Which teams use which policy (policy name -> team names), from the store: a reload must keep each."""
+        teams: dict[str, list[str]] = {}
+        for team in await self.store.list_teams():
+            teams.setdefault(team.policy or DEFAULT_POLICY, []).append(team.name)
+        return teams
+
+    async def _report_unknown_team_policies(self) -> None:
+        """At start-up, name the teams whose policy is not defined here (their requests are refused)."""
+        try:
+            teams = await self._teams_by_policy()
+        except Exception:  # the store answers later or not at all: requests will say so
+            log.exception("reading the teams' policies failed")
+            return
+        known = self.policy_set()
+        for name, members in sorted(teams.items()):
+            if name not in known:
+                log.error(
+                    "team(s) %s use the policy %r, which is not defined (known: %s): their requests are refused with "
+                    "503 policy_not_found", ", ".join(sorted(members)), name, ", ".join(sorted(known)),
+                )  # fmt: skip
+
+    async def _policies_in_use(self) -> dict[str, list[str]] | ConfigReload:
+        """`_teams_by_policy()`, or the rejected reload to return when the teams cannot be read (then nothing is
+        swapped in: a policy some team still uses could otherwise disappear)."""
+        try:
+            return await self._teams_by_policy()
+        except Exception as exc:  # the database is unreachable: keep what is in use, try again later
+            error = f"policies not reloaded: cannot read which policies the teams use ({type(exc).__name__}: {exc})"
+            log.error("%s", error)
+            if self.policies is not None:
+                self.policies.last_error = error
+            return ConfigReload(False, error=error, problems=(error,))
+
+    async def _reload_policies_only(self) -> ConfigReload:
         assert self.policies is not None
-        policies = self.policies.reload()
+        in_use = await self._policies_in_use()
+        if isinstance(in_use, ConfigReload):
+            return in_use
+        policies = self.policies.reload(in_use=in_use)
         problems = tuple(str(p) for p in policies.problems)
         error = None if policies.ok else f"policies in {self.policies.directory} not reloaded"
         return ConfigReload(policies.ok, False, policies, error, problems)
@@ -164,7 +204,7 @@ class Gateway:
             self.catalog_error = None
             if self.policies is None:
                 return ConfigReload(True)
-            return self._reload_policies_only()
+            return await self._reload_policies_only()
         # Adapters for providers that are new or whose configuration changed, started before the swap.
         fresh = {name: build_adapter(p) for name, p in new.providers.items() if current.providers.get(name) != p}
         try:
@@ -177,7 +217,13 @@ class Gateway:
             raise
         policies = None
         if self.policies is not None:
-            policies = self.policies.reload(catalog=new)  # swaps the policies in only if they validate against `new`
+            in_use = await self._policies_in_use()
+            if isinstance(in_use, ConfigReload):
+                await self._close_all(fresh.values())
+                self.catalog_error = in_use.error
+                return in_use
+            # Swaps the policies in only if they validate against `new` and still define every team's policy.
+            policies = self.policies.reload(catalog=new, in_use=in_use)
             if not policies.ok:
                 await self._close_all(fresh.values())
                 return self._reject(
@@ -283,11 +329,13 @@ class Gateway:
             try:
                 if self.catalog.path is not None and self._catalog_fingerprint() != self._catalog_seen:
                     await self.reload()
-                elif self.policies is not None:
+                elif self.policies is not None and self.policies.changed():
                     async with self._reload_lock:
-                        result = None if self._closing else self.policies.poll()
-                        if result is not None:
-                            self._count_reload(result.ok)
+                        if self._closing:
+                            continue
+                        in_use = await self._policies_in_use()
+                        ok = in_use.ok if isinstance(in_use, ConfigReload) else self.policies.reload(in_use=in_use).ok
+                        self._count_reload(ok)
             except Exception:  # a vanished directory or a race with an editor: try again next round
                 log.exception("checking the configuration files failed")
 
@@ -345,16 +393,27 @@ class Gateway:
         return self.policies.current
 
     def policy_for(self, policies: PolicySet, name: str | None) -> Policy:
-        """A team's policy. A team naming a policy that does not exist is routed with `default`, and this is
-        logged once per name (refusing every request of the team would turn a typo into an outage)."""
+        """A team's policy. A name that does not exist fails closed: 503 `policy_not_found`, never the default
+        policy, which may allow what the team's own policy forbids (a team meant to be `eu-only` must not reach
+        a model in another region because its policy name has a typo). The admin API and CLI refuse unknown
+        names and a reload may not remove a policy in use, so this is a team row written by an older version
+        or by a node with other policies; it is logged (error) once per name."""
         wanted = name or DEFAULT_POLICY
         policy = policies.get(wanted)
         if policy is not None:
             return policy
         if wanted not in self._unknown_policies:
             self._unknown_policies.add(wanted)
-            log.warning("unknown policy %r (known: %s); using %r", wanted, ", ".join(sorted(policies)), DEFAULT_POLICY)
-        return policies.get(DEFAULT_POLICY) or Policy(name=DEFAULT_POLICY)
+            log.error(
+                "a team uses the policy %r, which is not defined (known: %s): its requests are refused with 503 "
+                "policy_not_found until its policy is changed (`gateway teams update NAME --policy ...`)",
+                wanted, ", ".join(sorted(policies)),
+            )  # fmt: skip
+        raise GatewayError(
+            503, f"This team's routing policy {wanted!r} is not defined on this gateway, so its requests are refused "
+            "(never routed with another policy); an administrator must set the team's policy to a defined one.",
+            "server_error", "policy_not_found",
+        )  # fmt: skip
 
     def adapter_for(self, model: ModelConfig) -> Adapter:
         """The adapter serving `model` as the catalog it came from configured it: a request that planned just

@@ -15,7 +15,7 @@ import csv
 import io
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
@@ -327,6 +327,17 @@ def _check_regions(regions: list[str] | None, catalog: Catalog | None) -> None:
         )
 
 
+def _check_policy(name: str | None, policies: Collection[str] | None) -> None:
+    """A team's policy must be one the gateway has: an unknown name (`eu_only` for `eu-only`) would leave the
+    team without the routing rules it was meant to get."""
+    if name is None or policies is None or name in policies:
+        return
+    raise GatewayError(
+        400, f"Invalid 'policy': unknown policy {name!r} (known: {', '.join(sorted(policies)) or 'none'}).",
+        "invalid_request_error", "unknown_policy", "policy",
+    )  # fmt: skip
+
+
 def _team_not_found(name: str) -> GatewayError:
     return GatewayError(404, f"Team {name!r} does not exist.", "invalid_request_error", "team_not_found")
 
@@ -352,11 +363,15 @@ async def team_status(store: Store, team: Team, tz: str, now: datetime | None = 
 
 
 async def create_team(
-    store: Store, body: Mapping[str, Any], tz: str, catalog: Catalog | None = None, now: datetime | None = None
+    store: Store, body: Mapping[str, Any], tz: str, catalog: Catalog | None = None, now: datetime | None = None,
+    policies: Collection[str] | None = None,
 ) -> dict[str, Any]:
+    """Create a team. `catalog` and `policies` (the names of the policies in use) check its models, regions and
+    policy; None skips that check."""
     spec: TeamCreate = _validate(TeamCreate, body)
     _check_regions(spec.regions, catalog)
     _check_models(spec.models, catalog)
+    _check_policy(spec.policy, policies)
     moment = _now(now)
     team = Team(
         name=spec.name,
@@ -396,6 +411,7 @@ async def update_team(
     tz: str,
     catalog: Catalog | None = None,
     now: datetime | None = None,
+    policies: Collection[str] | None = None,
 ) -> dict[str, Any]:
     if "name" in body:
         raise GatewayError(
@@ -419,6 +435,7 @@ async def update_team(
     if "soft_limit_pct" in given:
         team.soft_limit_pct = spec.soft_limit_pct
     if spec.policy is not None:
+        _check_policy(spec.policy, policies)
         team.policy = spec.policy
     await store.update_team(team)
     return await team_status(store, team, tz, now)

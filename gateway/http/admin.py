@@ -44,7 +44,9 @@ async def _body(gateway: Gateway, request: Request) -> dict[str, Any]:
 
 async def create_team(gateway: Gateway, request: Request) -> Response:
     body = await _body(gateway, request)
-    team = await management.create_team(gateway.store, body, gateway.settings.budget_timezone, gateway.catalog)
+    team = await management.create_team(
+        gateway.store, body, gateway.settings.budget_timezone, gateway.catalog, policies=gateway.policy_set()
+    )
     return _json(team, 201)
 
 
@@ -62,7 +64,9 @@ async def get_team(gateway: Gateway, request: Request) -> Response:
 async def update_team(gateway: Gateway, request: Request) -> Response:
     name = request.path_params["name"]
     body = await _body(gateway, request)
-    team = await management.update_team(gateway.store, name, body, gateway.settings.budget_timezone, gateway.catalog)
+    team = await management.update_team(
+        gateway.store, name, body, gateway.settings.budget_timezone, gateway.catalog, policies=gateway.policy_set()
+    )
     return _json(team)
 
 

@@ -9,8 +9,10 @@ from typing import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import Settings, load_catalog
 from gateway.core import Gateway
@@ -20,6 +22,24 @@ from gateway.http.record import RequestIds, RequestLog
 from gateway.http.responses import error_response
 
 log = logging.getLogger("gateway")
+
+
+class TrailingSlash:
+    """Serve `/v1/chat/completions/` as `/v1/chat/completions` (and so on for every path), in place.
+
+    Starlette's own answer to such a path is a redirect whose `Location` it builds from the request's `Host`
+    header: anyone who can make a client send a forged Host (a cache, a proxy, a link) could send it elsewhere,
+    with its body and key. So the router never redirects (`redirect_slashes` off) and this strips the slashes
+    before routing: no Location is ever derived from a header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
 
 
 def create_app(gateway: Gateway) -> Starlette:
@@ -57,7 +77,9 @@ def create_app(gateway: Gateway) -> Starlette:
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: unexpected},
+        middleware=[Middleware(TrailingSlash)],
     )
+    app.router.redirect_slashes = False  # (its Location would come from the Host header; see TrailingSlash)
     app.state.gateway = gateway
     app.state.request_log = request_log
     return app

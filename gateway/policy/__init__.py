@@ -35,10 +35,13 @@ from gateway.policy.schema import (
     Fallbacks,
     Policy,
 )
-from gateway.policy.watcher import PolicySet, PolicyWatcher, ReloadResult, load_policies
+from gateway.policy.watcher import (
+    PolicySet, PolicyWatcher, ReloadResult, builtin_policies, load_policies, missing_policies, policies_for_settings,
+)  # fmt: skip
 
 __all__ = [
     "BudgetRules", "CAPABILITIES", "ContextRules", "DEFAULT_POLICY", "FAILURE_KINDS", "Fallbacks", "POLICIES_DIR_ENV",
     "Policy", "PolicyError", "PolicySet", "PolicyWatcher", "Problem", "ReloadResult", "add_policy_commands",
-    "check_policy_file", "check_policy_text", "default_policies_dir", "load_policies", "load_policy_file", "policy_files",
+    "builtin_policies", "check_policy_file", "check_policy_text", "default_policies_dir", "load_policies",
+    "load_policy_file", "missing_policies", "policies_for_settings", "policy_files",
 ]  # fmt: skip

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from gateway.config import Catalog
+from gateway.config import Catalog, Settings
 from gateway.policy.checks import PolicyError, Problem, _stem, check_policy_text, policy_files
 from gateway.policy.schema import DEFAULT_POLICY, Policy
 
@@ -90,6 +90,39 @@ def load_policies(directory: Path, catalog: Catalog) -> PolicySet:
     return PolicySet(source, policies, problems, digest.hexdigest()[:12])
 
 
+def builtin_policies() -> PolicySet:
+    """What a gateway without a usable default policy directory routes with: the permissive `default` only."""
+    return PolicySet("(built-in)", {DEFAULT_POLICY: Policy(name=DEFAULT_POLICY)})
+
+
+def policies_for_settings(settings: Settings, catalog: Catalog) -> PolicySet:
+    """The policies a gateway with `settings` would start with, as `Gateway` loads them: the directory if it
+    validates; the built-in `default` if the default directory does not; an explicitly configured directory
+    (GATEWAY_POLICIES_DIR) that does not validate raises PolicyError (it stops the gateway's start-up too).
+    The admin CLI checks team policy names against this."""
+    directory = settings.resolved_policies_dir()
+    loaded = load_policies(directory, catalog)
+    if loaded.ok:
+        return loaded
+    if settings.policies_dir is not None:
+        raise PolicyError(str(directory), loaded.errors)
+    return builtin_policies()
+
+
+def missing_policies(policies: Mapping[str, Policy], wanted: Mapping[str, Sequence[str]], source: str) -> list[Problem]:
+    """A problem for each policy name teams use (`wanted`: policy name -> teams) that `policies` lacks: a
+    reload that removes or renames a policy in use is refused, as any other broken edit."""
+    known = ", ".join(sorted(policies)) or "none"
+    return [
+        Problem(
+            source, "(teams)",
+            f"policy {name!r} is used by team(s) {', '.join(sorted(teams))} but is not defined (known: {known}); "
+            "move those teams to another policy first",
+        )
+        for name, teams in sorted(wanted.items()) if name not in policies
+    ]  # fmt: skip
+
+
 # -- reloading ---------------------------------------------------------------------------------
 
 
@@ -150,18 +183,27 @@ class PolicyWatcher:
             stats = [("?", time.monotonic_ns(), 0)]  # a file vanished while listing: look again next time
         return tuple(stats)
 
-    def poll(self) -> ReloadResult | None:
-        """Reload if the files changed since the last attempt (good or bad); None if nothing changed."""
-        if self.fingerprint() == self._seen:
-            return None
-        return self.reload()
+    def changed(self) -> bool:
+        """Whether the files changed since the last attempt (good or bad)."""
+        return self.fingerprint() != self._seen
 
-    def reload(self, catalog: Catalog | None = None) -> ReloadResult:
-        """Load the directory again (against `catalog`, if a new one is given); swap it in only if it has no errors."""
+    def poll(self, in_use: Mapping[str, Sequence[str]] | None = None) -> ReloadResult | None:
+        """Reload if the files changed since the last attempt (good or bad); None if nothing changed."""
+        if not self.changed():
+            return None
+        return self.reload(in_use=in_use)
+
+    def reload(self, catalog: Catalog | None = None, in_use: Mapping[str, Sequence[str]] | None = None) -> ReloadResult:
+        """Load the directory again (against `catalog`, if a new one is given); swap it in only if it has no errors.
+        `in_use` (policy name -> the teams that use it): each of those names must still be defined."""
         with self._lock:
             self._seen = self.fingerprint()
             use = catalog if catalog is not None else self.catalog
             loaded = load_policies(self.directory, use)
+            if in_use:
+                missing = missing_policies(loaded, in_use, str(self.directory))
+                if missing:
+                    loaded = PolicySet(loaded.directory, loaded, [*loaded.problems, *missing], loaded.digest)
             self.checked_at = self.clock()
             if not loaded.ok:
                 self.failures += 1
