@@ -59,9 +59,7 @@ class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog, store: Store | None = None) -> None:
         self.settings = settings
         self.catalog = catalog  # replaced as a whole by a reload (with `adapters`), never changed in place
-        self.store = store if store is not None else open_store(
-            settings.resolved_database_url(), wal_limit_bytes=settings.sqlite_wal_limit_bytes
-        )
+        self.store = store if store is not None else open_store(settings.resolved_database_url())
         self.auth = Authenticator(settings.master_key, self.store)
         self.metrics = Metrics(catalog, __version__)
         self.accounting = Accounting(self.store, settings, on_soft_limit=self.metrics.soft_limit_crossed)
