@@ -82,10 +82,34 @@ def _promtool(promtool: str, *args: str, cwd: Path = ROOT) -> subprocess.Complet
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_promtool_check_config(promtool: str, config: str) -> None:
-    result = _promtool(promtool, "check", "config", f"deploy/prometheus/{config}")
+def test_promtool_check_config(promtool: str, config: str, tmp_path: Path) -> None:
+    path = PROMETHEUS / config
+    text = path.read_text()
+    # promtool checks that a credentials file exists: a copy points the shipped path at a token file here.
+    files = re.findall(r"^ +credentials_file: (\S+)$", text, re.M)
+    if files:
+        token = tmp_path / "gateway-metrics-token"
+        token.write_text("token")
+        for name in files:
+            text = text.replace(f"credentials_file: {name}", f"credentials_file: {token}")
+        path = tmp_path / config
+        path.write_text(text)
+        shutil.copy(RULES, tmp_path / "alerts.yml")
+    result = _promtool(promtool, "check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_kubernetes_scrape_sends_the_metrics_token() -> None:
+    """The Deployment sets GATEWAY_MASTER_KEY, so its /metrics needs credentials: the Kubernetes scrape config
+    sends the metrics token from a mounted file, and the Deployment requires that token in its Secret."""
+    job = _load_yaml(PROMETHEUS / "prometheus-kubernetes.yml")["scrape_configs"][0]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/etc/prometheus/secrets/gateway-metrics-token"}
+    (container,) = _k8s()[("Deployment", "model-gateway")]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert "GATEWAY_MASTER_KEY" in env
+    assert not env["GATEWAY_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"].get("optional", False)
+    assert "master key" in (PROMETHEUS / "prometheus.yml").read_text()  # the local config says when it is needed
 
 
 def test_the_commented_bearer_token_example_is_valid(promtool: str, tmp_path: Path) -> None:

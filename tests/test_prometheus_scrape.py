@@ -51,25 +51,30 @@ def _eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> A
 
 
 @pytest.fixture()
-def prometheus(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """Start Prometheus on a free 127.0.0.1 port, scraping `target` (host:port) every second."""
+def prometheus(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start Prometheus on a free 127.0.0.1 port, scraping `target` (host:port) every second (with the scrape
+    job's `authorization` block, if given)."""
     if not PROMETHEUS.exists():
         pytest.fail(f"{PROMETHEUS} is missing: run `bash scripts/tools` (it extracts it from Debian's prometheus package)")
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(target: str) -> str:
+    def start(target: str, authorization: dict[str, str] | None = None) -> str:
         config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
         config["rule_files"] = [str(ROOT / "deploy" / "prometheus" / rule) for rule in config["rule_files"]]
         (job,) = config["scrape_configs"]
         job["static_configs"] = [{"targets": [target]}]
-        path = tmp_path / "prometheus.yml"
+        if authorization is not None:
+            job["authorization"] = authorization
+        home = tmp_path / f"prometheus-{len(started)}"  # each server its own configuration and storage
+        home.mkdir()
+        path = home / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         port = free_port()
         process = subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={path}", f"--storage.tsdb.path={tmp_path / 'data'}",
+            [str(PROMETHEUS), f"--config.file={path}", f"--storage.tsdb.path={home / 'data'}",
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"),
+            stdout=subprocess.DEVNULL, stderr=open(home / "prometheus.log", "wb"),
         )  # fmt: skip
         started.append(process)
         url = f"http://127.0.0.1:{port}"
@@ -142,3 +147,26 @@ def test_prometheus_scrapes_every_family_with_the_gateways_values(
     assert not broken, broken
     firing = [r["name"] for r in rules if r["type"] == "alerting" and r["state"] == "firing"]
     assert "GatewayBudgetExhausted" not in firing
+
+
+def test_prometheus_scrapes_a_gateway_with_a_master_key_using_the_metrics_token(
+    start_gateway: GatewayFactory, prometheus: Callable[..., str], tmp_path: Path
+) -> None:
+    """With a master key, the gateway's /metrics needs credentials: Prometheus configured with the
+    authorization block the Kubernetes scrape config ships (the token from a file) scrapes it; the same
+    Prometheus without it gets 401 (its target is down), and nothing about the team reaches it."""
+    db = f"sqlite:///{tmp_path / 'auth.db'}"
+    make_team(db, "hidden", "7.00")
+    server = start_gateway(database_url=db, master_key="mk-prom", metrics_token="tok-prom")
+    token = tmp_path / "gateway-metrics-token"
+    token.write_text("tok-prom\n")  # Prometheus trims the trailing newline of a credentials file
+    shipped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-kubernetes.yml").read_text())
+    block = {**shipped["scrape_configs"][0]["authorization"], "credentials_file": str(token)}
+    url = prometheus(f"127.0.0.1:{server.port}", block)
+    _eventually(lambda: query(url, 'up{job="model-gateway"} == 1'), "a successful scrape with the token")
+    limit = query(url, 'gateway_budget_limit_usd{team="hidden"}')
+    assert [float(r["value"][1]) for r in limit] == [7.0]
+
+    other = prometheus(f"127.0.0.1:{server.port}")  # no credentials
+    _eventually(lambda: query(other, 'up{job="model-gateway"} == 0'), "a refused scrape without the token")
+    assert query(other, 'gateway_budget_limit_usd{team="hidden"}') == []
