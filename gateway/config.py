@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     budget_timezone: str = "UTC"
     default_expected_output_tokens: int = Field(1024, ge=1)
     soft_limit_webhook_url: str | None = None
+    # SQLite: the write-ahead log is checkpointed and emptied by the writer between batches past this size.
+    sqlite_wal_limit_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
+    # Ledger rows the database could not take are kept in a local journal (data_dir/journal/) up to this size.
+    journal_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
     ledger_content: bool = False  # store prompt and response text in the ledger (off: never)
     circuit_failures: int = Field(5, ge=1)  # consecutive upstream failures that open a deployment's circuit
     circuit_cooldown_seconds: float = Field(30.0, gt=0)  # then one probe request is let through

@@ -59,10 +59,14 @@ class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog, store: Store | None = None) -> None:
         self.settings = settings
         self.catalog = catalog  # replaced as a whole by a reload (with `adapters`), never changed in place
-        self.store = store if store is not None else open_store(settings.resolved_database_url())
+        self.store = store if store is not None else open_store(
+            settings.resolved_database_url(), wal_limit_bytes=settings.sqlite_wal_limit_bytes
+        )
         self.auth = Authenticator(settings.master_key, self.store)
         self.metrics = Metrics(catalog, __version__)
-        self.accounting = Accounting(self.store, settings, on_soft_limit=self.metrics.soft_limit_crossed)
+        self.accounting = Accounting(
+            self.store, settings, on_soft_limit=self.metrics.soft_limit_crossed, on_storage=self.metrics.storage_event
+        )
         self.circuits = CircuitBreakers(
             settings.circuit_failures, settings.circuit_cooldown_seconds, on_change=self.metrics.circuit_changed
         )

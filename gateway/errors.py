@@ -38,3 +38,17 @@ def error_body(message: str, type: str, code: str | None = None, param: str | No
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
     return GatewayError(400, message, "invalid_request_error", code, param)
+
+
+class StorageUnavailable(GatewayError):
+    """The database cannot be reached (connection refused or lost, or locked past the busy timeout).
+
+    Raised by the store; on the request path it is a 503 before any provider is called (a reservation that
+    cannot be written sends nothing upstream). `detail` names the driver's error for the log, never a client."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            503, "The gateway's database cannot be reached; nothing was sent to a provider. Try again shortly.",
+            "server_error", "storage_unavailable", headers={"Retry-After": "2"},
+        )  # fmt: skip
+        self.detail = detail

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable
 import aiohttp
 import orjson
 
+from gateway.errors import GatewayError
 from gateway.providers.base import ChunkReshaper, Json, StreamOutcome
 
 if TYPE_CHECKING:
@@ -118,8 +119,14 @@ async def relay_events(
 async def finish(
     meta: Json, outcome: StreamOutcome, include_usage: bool, reshape: ChunkReshaper | None
 ) -> AsyncIterator[bytes]:
-    """The end of a good stream: settle (via `on_finish`), then the usage chunk if asked, then [DONE]."""
-    extra = await outcome.on_finish(outcome) if outcome.on_finish is not None else None
+    """The end of a good stream: settle (via `on_finish`), then the usage chunk if asked, then [DONE]. A
+    settlement that could not be made durable ends the stream with its error event instead."""
+    try:
+        extra = await outcome.on_finish(outcome) if outcome.on_finish is not None else None
+    except GatewayError as error:
+        outcome.error = "unrecorded"
+        yield sse({"error": {"message": error.message, "type": error.type, "param": None, "code": error.code}})
+        return
     if include_usage and outcome.usage is not None:
         chunk = _usage_chunk(meta, outcome, reshape)
         if extra:

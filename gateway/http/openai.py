@@ -269,6 +269,8 @@ def _guarded(
             response = await handler(gateway, request, principal)
         except GatewayError as error:
             record.failed(error.status, error.code)
+            if error.code == "storage_unavailable":
+                gateway.metrics.storage_event("request", gateway.accounting.journal.pending)
             response = error_response(error)
         except asyncio.CancelledError:
             watch: DisconnectWatch | None = getattr(request.state, "disconnect", None)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from gateway.errors import StorageUnavailable
 from gateway.metrics.families import BY_NAME
 from gateway.metrics.recorder import NANOS_PER_USD
 from gateway.store.base import team_scope
@@ -38,15 +39,20 @@ async def budget_families(gateway: Gateway) -> list[Metric]:
     names = ("gateway_budget_limit_usd", "gateway_budget_spent_usd", "gateway_budget_reserved_usd", "gateway_budget_remaining_usd")
     families = {n: GaugeMetricFamily(n, BY_NAME[n].help, labels=["team"]) for n in names}
     now = datetime.now(timezone.utc)
-    for team in await gateway.store.list_teams():
-        if team.budget_nanos is None:
-            continue
-        gateway.metrics.budgeted_team(team.name)
-        start, _ = gateway.accounting.window(team.period, now)
-        usage = await gateway.store.usage(team_scope(team.name), start)
-        remaining = max(team.budget_nanos - usage.spent_nanos - usage.reserved_nanos, 0)
-        for name, nanos in zip(names, (team.budget_nanos, usage.spent_nanos, usage.reserved_nanos, remaining)):
-            families[name].add_metric([team.name], nanos / NANOS_PER_USD)
+    try:
+        for team in await gateway.store.list_teams():
+            if team.budget_nanos is None:
+                continue
+            gateway.metrics.budgeted_team(team.name)
+            start, _ = gateway.accounting.window(team.period, now)
+            usage = await gateway.store.usage(team_scope(team.name), start)
+            remaining = max(team.budget_nanos - usage.spent_nanos - usage.reserved_nanos, 0)
+            for name, nanos in zip(names, (team.budget_nanos, usage.spent_nanos, usage.reserved_nanos, remaining)):
+                families[name].add_metric([team.name], nanos / NANOS_PER_USD)
+    except StorageUnavailable:
+        # The database is away: the scrape still answers (with the storage error counters that say so), the
+        # budget gauges are absent rather than wrong.
+        return []
     return list(families.values())
 
 

@@ -16,6 +16,7 @@ STREAM_VALUES = ("true", "false")
 TOKEN_TYPES = ("prompt", "completion", "cached")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "status_4xx", "status_429", "status_5xx", "stream_cut", "malformed")
 RELOAD_RESULTS = ("success", "failure")
+STORAGE_STAGES = ("request", "journaled", "lost")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 # Seconds. Whole requests run from milliseconds (short answers) to minutes (long streamed answers).
@@ -64,7 +65,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("gateway_budget_spent_usd", "gauge", ("team",), "Spent in the current period (settled).", "USD",
            combine="scrape"),
     Family("gateway_budget_reserved_usd", "gauge", ("team",),
-           "Held by requests in flight (their expected cost), released or settled when they end.", "USD",
+           "Held by requests in flight (their worst-case cost), released or settled when they end.", "USD",
            combine="scrape"),
     Family("gateway_budget_remaining_usd", "gauge", ("team",), "Limit less spent and reserved (never below 0).",
            "USD", combine="scrape"),
@@ -90,6 +91,12 @@ FAMILIES: tuple[Family, ...] = (
     Family("gateway_config_reloads_total", "counter", ("result",),
            "Reloads of the policies and the catalog (SIGHUP, POST /admin/reload, file change): `success` or "
            "`failure` (the previous version stays in use)."),
+    Family("gateway_storage_errors_total", "counter", ("stage",),
+           "The database could not be reached: `request` (answered 503 `storage_unavailable` before any provider "
+           "call), `journaled` (a ledger row kept in the local journal until the database is back), `lost` (a "
+           "ledger row neither could take: the answer was withheld or its stream ended with an error)."),
+    Family("gateway_ledger_journal_pending", "gauge", (),
+           "Ledger rows in the local journal, not yet written to the database.", combine="livesum"),
     Family("gateway_build_info", "gauge", ("version",), "Always 1; the running version in the label.", combine="max"),
 )  # fmt: skip
 

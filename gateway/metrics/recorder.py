@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from gateway.metrics.families import BY_NAME, MULTIPROC_ENV, UPSTREAM_ERROR_KINDS, Family
+from gateway.metrics.families import BY_NAME, MULTIPROC_ENV, STORAGE_STAGES, UPSTREAM_ERROR_KINDS, Family
 from gateway.metrics.labels import NONE, Bounds
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ class Metrics:
         self.estimate_error = make("gateway_token_estimate_error_ratio")
         self.soft_limits = make("gateway_budget_soft_limit_crossed_total")
         self.reloads = make("gateway_config_reloads_total")
+        self.storage_errors = make("gateway_storage_errors_total")
+        self.journal_pending = make("gateway_ledger_journal_pending")
+        for stage in STORAGE_STAGES:
+            self.storage_errors.labels(stage)  # at 0, so an alert on increase() has a series
+        self.journal_pending.set(0)
         self.build_info = make("gateway_build_info")
         self.build_info.labels(version).set(1)
         for result in ("success", "failure"):
@@ -146,6 +151,13 @@ class Metrics:
 
     def config_reloaded(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
+
+    def storage_event(self, event: str, pending: int) -> None:
+        """The database was unreachable (`request`, `journaled`, `lost`) or journaled rows were written
+        (`replayed`); `pending`: rows still in this process's journal."""
+        if event in STORAGE_STAGES:
+            self.storage_errors.labels(event).inc()
+        self.journal_pending.set(pending)
 
     def circuit_changed(self, deployment: str, state: int) -> None:
         provider, _, model = deployment.partition("/")

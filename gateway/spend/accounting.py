@@ -13,6 +13,7 @@ group-committed transaction.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import secrets
@@ -20,19 +21,21 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 from gateway.auth import Principal
 from gateway.config import ModelConfig, Settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StorageUnavailable
 from gateway.providers.base import Usage
 from gateway.spend.estimates import OutputEstimator
+from gateway.spend.journal import JournalFull, SettlementJournal
 from gateway.spend.money import usd_float, usd_text
 from gateway.spend.periods import period_window
 from gateway.spend.pricing import cost_nanos, estimate_nanos
 from gateway.spend.soft_limit import SoftLimitNotifier
 from gateway.store import Store
-from gateway.store.base import HoldRequest, HoldResult, LedgerRow, Scope, Settlement, key_scope, team_scope
+from gateway.store.base import HoldRequest, HoldResult, LedgerRow, Scope, Settlement, Usage as StoredUsage, key_scope, team_scope
 
 log = logging.getLogger("gateway.budget")
 
@@ -85,11 +88,40 @@ def estimate_completion_tokens(characters: int) -> int:
     return (characters + 3) // 4
 
 
+JOURNAL_RETRY_SECONDS = 1.0  # how often journaled settlements are offered to the database again
+ORPHAN_JOURNAL_ROUNDS = 30  # ... and, every this many rounds, journals left by processes that died
+
+
+def journal_directory(settings: Settings) -> Path:
+    """Where this database's journals live: one directory per database URL, so that a journal is only ever
+    replayed into the database it was meant for."""
+    url = settings.resolved_database_url()
+    return settings.data_dir / "journal" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+class LedgerUnavailable(GatewayError):
+    """A provider answered, and neither the database nor the local journal could take its ledger row."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503, "The answer's cost could not be recorded (the gateway's database is unreachable and its local "
+            "journal is full), so the answer is withheld. Try again shortly.", "server_error", "ledger_unavailable",
+            headers={"Retry-After": "5"},
+        )  # fmt: skip
+
+
 class Accounting:
-    def __init__(self, store: Store, settings: Settings, on_soft_limit: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, on_soft_limit: Callable[[str], None] | None = None,
+        on_storage: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.on_soft_limit = on_soft_limit  # (team name): gateway_budget_soft_limit_crossed_total
+        # (event, journaled settlements pending): "journaled", "lost" or "replayed"; the storage metrics.
+        self.on_storage = on_storage
+        self.journal = SettlementJournal(journal_directory(settings), settings.journal_max_bytes)
+        self._replayer: asyncio.Task[None] | None = None
         self.estimator = OutputEstimator(settings.default_expected_output_tokens)
         self.notifier = SoftLimitNotifier(settings.soft_limit_webhook_url)
         self._sweeper: asyncio.Task[None] | None = None
@@ -106,12 +138,55 @@ class Accounting:
         if released:
             log.warning("released %d budget reservations left by requests that never finished", released)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        await self._replay()  # settlements journaled by a process that died before the database came back
+        self._replayer = asyncio.get_running_loop().create_task(self._replay_journal())
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for task in (self._sweeper, self._replayer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._notices, return_exceptions=True)
+        if self.journal.pending:
+            await self._replay()  # a last chance; what remains stays on disk for the next start
+        self.journal.close()
+
+    async def _replay(self) -> None:
+        try:
+            written = await self.journal.replay(self.store)
+        except Exception:  # the journal stays on disk; the next round tries again
+            log.exception("writing journaled settlements failed")
+            return
+        if written:
+            log.warning("wrote %d journaled settlements to the database (%d still pending)", written, self.journal.pending)
+            self._storage_event("replayed")
+
+    async def _replay_journal(self) -> None:
+        for rounds in itertools.count(1):
+            await asyncio.sleep(JOURNAL_RETRY_SECONDS)  # periodic retry, not synchronisation
+            if self.journal.pending or rounds % ORPHAN_JOURNAL_ROUNDS == 0:
+                await self._replay()
+
+    def _storage_event(self, event: str) -> None:
+        if self.on_storage is not None:
+            self.on_storage(event, self.journal.pending)
+
+    async def _record(self, settlement: Settlement) -> StoredUsage | None:
+        """Write the settlement to the database, or, while it is unreachable, to the local journal (None).
+        Raises LedgerUnavailable when neither can take it."""
+        try:
+            return await self.store.record(settlement)
+        except StorageUnavailable:
+            pass
+        try:
+            await asyncio.to_thread(self.journal.append, settlement)
+        except (JournalFull, OSError) as exc:
+            log.error("ledger row %s could not be made durable: database unreachable, journal: %s", settlement.row.id, exc)
+            self._storage_event("lost")
+            raise LedgerUnavailable() from exc
+        log.warning("database unreachable: ledger row %s journaled on disk (%d pending)", settlement.row.id, self.journal.pending)
+        self._storage_event("journaled")
+        return None
 
     async def _sweep(self) -> None:
         while True:
@@ -289,10 +364,11 @@ class Accounting:
             stream=stream,
             content=content if self.settings.ledger_content else None,
         )
-        after = await self.store.record(Settlement(row, ticket.scopes, ticket.hold))
+        after = await self._record(Settlement(row, ticket.scopes, ticket.hold))
         if status == 200 and not estimated:
             self.estimator.observe(ticket.model.name, usage.completion_tokens, ticket.principal.team.name)
-        await self._check_soft_limit(ticket, after.spent_nanos, cost)
+        if after is not None:  # journaled: the soft limit is checked by whichever settlement follows it
+            await self._check_soft_limit(ticket, after.spent_nanos, cost)
         return Charged(cost, usage, estimated)
 
     async def _check_soft_limit(self, ticket: Ticket, spent_after: int, cost: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,10 @@ def default_database_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'gateway.db'}"
 
 
-def _sqlite(path: str) -> Dialect:
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+def _sqlite(path: str, wal_limit_bytes: int = WAL_LIMIT_BYTES) -> Dialect:
     def connect() -> Any:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -37,15 +42,41 @@ def _sqlite(path: str) -> Dialect:
         day_expr="strftime('%Y-%m-%d', ts, 'unixepoch')",
         migration_lock=None,
         integrity_errors=(sqlite3.IntegrityError,),
+        # A file that cannot be opened or written, or stays locked past the busy timeout.
+        lost=lambda exc: isinstance(exc, sqlite3.OperationalError),
         maintenance="PRAGMA wal_checkpoint(PASSIVE)",
+        after_batch=partial(_bound_wal, path + "-wal", wal_limit_bytes),
     )
+
+
+def _bound_wal(wal: str, limit: int, db: Any) -> None:
+    """Keep the write-ahead log under `limit` bytes, on the writer thread between two batches.
+
+    Passive checkpoints (the maintenance thread's) copy pages back but cannot restart the log while writers
+    keep appending, so under steady load the file only grows. Between batches this process's writer is idle;
+    a TRUNCATE checkpoint then waits for readers (busy timeout), copies the log back and empties it, which
+    bounds the file at about `limit` plus one batch, whatever the load. A stat per batch costs microseconds."""
+    try:
+        size = os.stat(wal).st_size
+    except OSError:
+        return
+    if size > limit:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def _postgres(url: str) -> Dialect:
     import psycopg
 
     def connect() -> Any:
-        return psycopg.connect(url, autocommit=True)
+        # A bounded connect, and TCP keepalives so that a database that vanished without closing the
+        # connection (a dead host, a cut network) is noticed in seconds rather than never.
+        return psycopg.connect(
+            url, autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=5, keepalives_interval=2,
+            keepalives_count=2,
+        )
+
+    def lost(exc: BaseException) -> bool:
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
     return Dialect(
         name="postgresql",
@@ -56,15 +87,16 @@ def _postgres(url: str) -> Dialect:
         day_expr="to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
         migration_lock="SELECT pg_advisory_xact_lock(7243001)",
         integrity_errors=(psycopg.errors.IntegrityError,),
+        lost=lost,
         maintenance=None,
     )
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, wal_limit_bytes: int = WAL_LIMIT_BYTES) -> Store:
     """A store for `sqlite:///PATH` or `postgresql://...` (not yet connected: call `open`)."""
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
-        return SqlStore(_sqlite(path), f"sqlite {path}")
+        return SqlStore(_sqlite(path, wal_limit_bytes), f"sqlite {path}")
     if url.startswith(("postgresql://", "postgres://")):
         return SqlStore(_postgres(url), "postgresql " + url.split("@")[-1])
     raise ValueError(f"unsupported database URL {url.split(':')[0]!r}: use sqlite:///PATH or postgresql://...")

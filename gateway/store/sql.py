@@ -11,12 +11,14 @@ processes or nodes may share the database: SQLite serialises writers with
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import orjson
 
+from gateway.errors import StorageUnavailable
 from gateway.store.base import (
     GROUPS,
     Conflict,
@@ -56,7 +58,9 @@ class Dialect:
     day_expr: str
     migration_lock: str | None
     integrity_errors: tuple[type[BaseException], ...]
+    lost: Callable[[BaseException], bool]  # the error means the connection is gone (or the database unusable)
     maintenance: str | None = None  # run every MAINTENANCE_SECONDS on a thread of its own
+    after_batch: Callable[[Any], None] | None = None  # on the writer's connection after each batch
 
 
 def _team(row: Sequence[Any]) -> Team:
@@ -83,31 +87,67 @@ def _in_transaction(db: Any, begin: str, work: Callable[[Any], Any]) -> Any:
         cur.execute("COMMIT")
         return result
     except BaseException:
-        cur.execute("ROLLBACK")
+        try:
+            cur.execute("ROLLBACK")
+        except Exception:  # the connection itself is gone: the original error says more
+            pass
         raise
 
 
-class _Thread:
-    """A single thread with its own connection, made on first use."""
+RECONNECT_BACKOFF = (0.05, 2.0)  # seconds: the first retry after a failed connect, and the most between two
 
-    def __init__(self, name: str, connect: Callable[[], Any]) -> None:
+
+class _Thread:
+    """A single thread with its own connection, made on first use and made again after it is lost.
+
+    A connection the driver reports broken (`lost`) is dropped, so the next call connects again; while
+    connecting fails, calls fail at once with StorageUnavailable until the backoff (doubling from 50 ms to
+    2 s) allows the next attempt. So an outage costs each request one quick 503, and the store is back
+    within two seconds of the database."""
+
+    def __init__(self, name: str, connect: Callable[[], Any], lost: Callable[[BaseException], bool]) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._connect = connect
+        self._lost = lost
         self.connection: Any = None
+        self._backoff = 0.0
+        self._retry_at = 0.0
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(connection, *args)` on the calling thread (which must be this one's)."""
+        if self.connection is None:
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise StorageUnavailable("reconnecting")
+            try:
+                self.connection = self._connect()
+            except Exception as exc:
+                self._backoff = min(RECONNECT_BACKOFF[1], max(RECONNECT_BACKOFF[0], self._backoff * 2))
+                self._retry_at = now + self._backoff
+                raise StorageUnavailable(f"connect failed: {type(exc).__name__}") from exc
+            self._backoff = 0.0
+        try:
+            return fn(self.connection, *args)
+        except Exception as exc:
+            if not self._lost(exc):
+                raise
+            self._drop()
+            raise StorageUnavailable(f"connection lost: {type(exc).__name__}") from exc
+
+    def _drop(self) -> None:
+        connection, self.connection = self.connection, None
+        try:
+            connection.close()
+        except Exception:  # already broken
+            pass
 
     def call(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
-        def run() -> Any:
-            if self.connection is None:
-                self.connection = self._connect()
-            return fn(self.connection, *args)
-
-        return asyncio.get_running_loop().run_in_executor(self.executor, run)
+        return asyncio.get_running_loop().run_in_executor(self.executor, self.run, fn, *args)
 
     def close(self) -> None:
         def shut() -> None:
             if self.connection is not None:
-                self.connection.close()
-                self.connection = None
+                self._drop()
 
         self.executor.submit(shut).result()
         self.executor.shutdown(wait=True)
@@ -118,10 +158,10 @@ class SqlStore(Store):
         self.dialect = dialect
         self.description = description
         self.url_scheme = dialect.name
-        self._writer = _Thread("store-writer", dialect.connect)
-        self._reader = _Thread("store-reader", dialect.connect)
+        self._writer = _Thread("store-writer", dialect.connect, dialect.lost)
+        self._reader = _Thread("store-reader", dialect.connect, dialect.lost)
         self._commits = GroupCommit(self._writer.executor, self._run_batch)
-        self._maintainer = _Thread("store-maintenance", dialect.connect) if dialect.maintenance else None
+        self._maintainer = _Thread("store-maintenance", dialect.connect, dialect.lost) if dialect.maintenance else None
         self._maintenance: asyncio.Task[None] | None = None
 
     def _sql(self, text: str) -> str:
@@ -271,10 +311,17 @@ class SqlStore(Store):
         await self._commits.submit(("release", hold))
 
     def _run_batch(self, ops: list[tuple[str, Any]]) -> list[Any]:
-        db = self._writer.connection
-        if db is None:
-            db = self._writer.connection = self.dialect.connect()
-        return _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_ops(cur, ops))
+        # On the writer thread (GroupCommit runs batches there). A lost connection fails the whole batch
+        # (rolled back, every caller told) and the next batch connects again.
+        results = self._writer.run(
+            lambda db: _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_ops(cur, ops))
+        )
+        if self.dialect.after_batch is not None:
+            try:
+                self._writer.run(self.dialect.after_batch)
+            except Exception:  # upkeep only: a busy checkpoint now is retried after the next batch
+                pass
+        return results
 
     def _run_ops(self, cur: Any, ops: list[tuple[str, Any]]) -> list[Any]:
         results: list[Any] = []
@@ -290,9 +337,11 @@ class SqlStore(Store):
                     results.append(None)
                 cur.execute("RELEASE SAVEPOINT op")
             except Exception as exc:  # one bad operation must not sink its batch
+                if self.dialect.lost(exc):
+                    raise  # ... but a lost connection sinks them all
                 cur.execute("ROLLBACK TO SAVEPOINT op")
                 cur.execute("RELEASE SAVEPOINT op")
-                results.append(exc)
+                results.append(Conflict(str(exc)) if isinstance(exc, self.dialect.integrity_errors) else exc)
         return results
 
     def _usage_rows(self, cur: Any, scopes: list[Scope]) -> dict[tuple[str, int], tuple[int, int]]:
