@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     sqlite_wal_limit_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
     # Ledger rows the database could not take are kept in a local journal (data_dir/journal/) up to this size.
     journal_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    # Reservations belong to the process that took it. This node's name (default: the host name): on start-up
+    # a process releases the holds of this node's processes that died; a process anywhere whose heartbeat
+    # (every `heartbeat_seconds`) is older than `orphan_hold_seconds` has its holds released by the others.
+    node_name: str | None = None
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    orphan_hold_seconds: float = Field(30.0, gt=0)
     ledger_content: bool = False  # store prompt and response text in the ledger (off: never)
     circuit_failures: int = Field(5, ge=1)  # consecutive upstream failures that open a deployment's circuit
     circuit_cooldown_seconds: float = Field(30.0, gt=0)  # then one probe request is let through

@@ -16,7 +16,9 @@ import asyncio
 import hashlib
 import itertools
 import logging
+import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,7 +37,7 @@ from gateway.spend.periods import period_window
 from gateway.spend.pricing import cost_nanos, estimate_nanos
 from gateway.spend.soft_limit import SoftLimitNotifier
 from gateway.store import Store
-from gateway.store.base import HoldRequest, HoldResult, LedgerRow, Scope, Settlement, Usage as StoredUsage, key_scope, team_scope
+from gateway.store.base import HoldRequest, HoldResult, Instance, LedgerRow, Scope, Settlement, Usage as StoredUsage, key_scope, team_scope
 
 log = logging.getLogger("gateway.budget")
 
@@ -70,6 +72,17 @@ class Charged:
 
     def x_gateway(self, model: str, provider: str, route_reason: str) -> dict[str, object]:
         return {"cost_usd": usd_float(self.cost_nanos), "model": model, "provider": provider, "route_reason": route_reason}
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def output_covered(model: ModelConfig, prompt_tokens: int, nanos: int, at_most: int) -> int:
@@ -121,6 +134,7 @@ class Accounting:
         # (event, journaled settlements pending): "journaled", "lost" or "replayed"; the storage metrics.
         self.on_storage = on_storage
         self.journal = SettlementJournal(journal_directory(settings), settings.journal_max_bytes)
+        self.instance: Instance | None = None  # this process, once registered (start)
         self._replayer: asyncio.Task[None] | None = None
         self.estimator = OutputEstimator(settings.default_expected_output_tokens)
         self.notifier = SoftLimitNotifier(settings.soft_limit_webhook_url)
@@ -134,7 +148,11 @@ class Accounting:
     async def start(self, models: list[str]) -> None:
         for model in models:
             self.estimator.seed(model, await self.store.recent_completion_tokens(model, 256))
-        released = await self.store.release_expired(int(time.time()))
+        now = int(time.time())
+        self.instance = Instance(self._id_prefix, self.settings.node_name or socket.gethostname(), os.getpid(), now, now)
+        await self.store.register(self.instance)
+        await self._release_orphaned()  # this node's processes that died (SIGKILL): their holds go at once
+        released = await self.store.release_expired(now)
         if released:
             log.warning("released %d budget reservations left by requests that never finished", released)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -150,6 +168,11 @@ class Accounting:
         if self.journal.pending:
             await self._replay()  # a last chance; what remains stays on disk for the next start
         self.journal.close()
+        if self.instance is not None:
+            try:
+                await self.store.unregister(self.instance.id)
+            except Exception:  # the database is away: the others drop this row once its heartbeat is stale
+                log.warning("could not unregister this process from the database", exc_info=True)
 
     async def _replay(self) -> None:
         try:
@@ -188,13 +211,28 @@ class Accounting:
         self._storage_event("journaled")
         return None
 
+    async def _release_orphaned(self) -> None:
+        assert self.instance is not None
+        released = await self.store.release_orphaned(
+            self.instance, int(time.time()), int(self.settings.orphan_hold_seconds), _process_alive
+        )
+        if released:
+            log.warning("released %d budget reservations held by gateway processes that are gone", released)
+
     async def _sweep(self) -> None:
+        """Heartbeat, release the holds of processes that are gone, and (rarely) holds past their expiry."""
+        assert self.instance is not None
+        last_expiry = time.monotonic()
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)  # periodic maintenance, not synchronisation
+            await asyncio.sleep(self.settings.heartbeat_seconds)  # periodic maintenance, not synchronisation
             try:
-                await self.store.release_expired(int(time.time()))
+                await self.store.heartbeat(self.instance.id, int(time.time()))
+                await self._release_orphaned()
+                if time.monotonic() - last_expiry >= SWEEP_INTERVAL_SECONDS:
+                    last_expiry = time.monotonic()
+                    await self.store.release_expired(int(time.time()))
             except Exception:  # a database hiccup must not end the sweeper
-                log.exception("sweeping expired budget reservations failed")
+                log.warning("budget sweep failed (retried in %.0f s)", self.settings.heartbeat_seconds, exc_info=True)
 
     def window(self, period: str, now: datetime) -> tuple[int, int | None]:
         """The period holding `now`, computed once per period rather than once per request."""
@@ -262,6 +300,7 @@ class Accounting:
         hold = HoldRequest(
             ticket.id, scopes, amount, int(now.timestamp() + timeout_seconds + HOLD_GRACE_SECONDS),
             minimum_nanos=minimum if minimum < amount else None,
+            instance=self.instance.id if self.instance is not None else None,
         )
         # Shielded: a request cancelled here (its client left) must not leave a hold that commits after it
         # stopped waiting; `_orphaned` releases such a hold as soon as it is written.

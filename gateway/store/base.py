@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 @dataclass(slots=True)
@@ -58,6 +58,18 @@ class HoldRequest:
     amount_nanos: int
     expires_at: int
     minimum_nanos: int | None = None  # None: all or nothing
+    instance: str | None = None  # the process that holds it (released when that process is gone)
+
+
+@dataclass(slots=True)
+class Instance:
+    """A gateway process that takes holds: where it runs and when it last said it is alive."""
+
+    id: str
+    node: str
+    pid: int
+    started_at: int
+    heartbeat_at: int
 
 
 @dataclass(slots=True)
@@ -202,6 +214,22 @@ class Store(ABC):
     @abstractmethod
     async def release_expired(self, now: int) -> int:
         """Release holds whose requests died without settling (crash, kill); returns how many."""
+
+    @abstractmethod
+    async def register(self, instance: Instance) -> None:
+        """Record this process as a holder of reservations."""
+
+    @abstractmethod
+    async def heartbeat(self, instance_id: str, now: int) -> None: ...
+
+    @abstractmethod
+    async def unregister(self, instance_id: str) -> None:
+        """This process stops cleanly (its holds are settled or released already)."""
+
+    @abstractmethod
+    async def release_orphaned(self, me: Instance, now: int, stale_seconds: int, alive: Callable[[int], bool]) -> int:
+        """Release the holds of instances that are gone: on `me.node`, those whose pid is not `alive`; anywhere,
+        those whose heartbeat is older than `stale_seconds`. Returns how many holds were released."""
 
     @abstractmethod
     async def usage(self, scope: str, period_start: int) -> Usage: ...

@@ -73,6 +73,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX ledger_team_ts ON ledger (team, ts)",
         ],
     ),
+    (
+        2,
+        [
+            # Holds belong to the process (instance) that took them; an instance whose process died (its pid is
+            # gone on the same node) or whose heartbeat stopped has its holds released, long before they expire.
+            "ALTER TABLE holds ADD COLUMN instance TEXT",
+            "CREATE INDEX holds_instance ON holds (instance)",
+            """CREATE TABLE instances (
+                id TEXT PRIMARY KEY,
+                node TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                started_at BIGINT NOT NULL,
+                heartbeat_at BIGINT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -24,6 +24,7 @@ from gateway.store.base import (
     Conflict,
     HoldRequest,
     HoldResult,
+    Instance,
     KeyRecord,
     LedgerRow,
     Scope,
@@ -379,9 +380,9 @@ class SqlStore(Store):
                 (granted, scope.name, scope.period_start),
             )
         cur.execute(
-            self._sql("INSERT INTO holds (id, scopes, amount_nanos, expires_at) VALUES (?, ?, ?, ?)"),
+            self._sql("INSERT INTO holds (id, scopes, amount_nanos, expires_at, instance) VALUES (?, ?, ?, ?, ?)"),
             (request.id, orjson.dumps([[s.name, s.period_start] for s in request.scopes]).decode(),
-             granted, request.expires_at),
+             granted, request.expires_at, request.instance),
         )  # fmt: skip
         first = request.scopes[0] if request.scopes else None
         spent, reserved = usage[(first.name, first.period_start)] if first else (0, 0)
@@ -433,6 +434,36 @@ class SqlStore(Store):
             for hold_id in ids:
                 self._release(cur, hold_id)
             return len(ids)
+
+        return await self._writer.call(lambda db: _in_transaction(db, self.dialect.begin_write, run))
+
+    async def register(self, instance: Instance) -> None:
+        await self._write(
+            "INSERT INTO instances (id, node, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+            (instance.id, instance.node, instance.pid, instance.started_at, instance.heartbeat_at),
+        )
+
+    async def heartbeat(self, instance_id: str, now: int) -> None:
+        await self._write("UPDATE instances SET heartbeat_at = ? WHERE id = ?", (now, instance_id))
+
+    async def unregister(self, instance_id: str) -> None:
+        await self._write("DELETE FROM instances WHERE id = ?", (instance_id,))
+
+    async def release_orphaned(self, me: Instance, now: int, stale_seconds: int, alive: Callable[[int], bool]) -> int:
+        def run(cur: Any) -> int:
+            cur.execute(self._sql("SELECT id, node, pid, heartbeat_at FROM instances WHERE id <> ?"), (me.id,))
+            gone = [
+                instance_id for instance_id, node, pid, beat in cur.fetchall()
+                if beat < now - stale_seconds or (node == me.node and not alive(int(pid)))
+            ]  # fmt: skip
+            released = 0
+            for instance_id in gone:
+                cur.execute(self._sql("SELECT id FROM holds WHERE instance = ?"), (instance_id,))
+                for (hold_id,) in cur.fetchall():
+                    self._release(cur, hold_id)
+                    released += 1
+                cur.execute(self._sql("DELETE FROM instances WHERE id = ?"), (instance_id,))
+            return released
 
         return await self._writer.call(lambda db: _in_transaction(db, self.dialect.begin_write, run))
 
