@@ -26,7 +26,7 @@ import orjson
 
 from gateway import management
 from gateway.admin_render import render_keys, render_new_key, render_spend, render_team, render_teams
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StorageUnavailable
 from gateway.store.base import GROUPS
 
 T = TypeVar("T")
@@ -99,6 +99,9 @@ class DirectBackend:
 
         try:
             return asyncio.run(run())
+        except StorageUnavailable as exc:  # a GatewayError too, but here it means "cannot use the database"
+            cause = exc.__cause__ or exc
+            raise CliError(f"cannot use the database {_redacted(self.database_url)}: {exc.detail}: {cause}", 1) from exc
         except GatewayError:
             raise
         except Exception as exc:

@@ -922,6 +922,10 @@ def install(world: World, case: Case) -> tuple[Policy, str]:
     serial = next(_serial)
     policy = case.policy.model_copy(update={"name": f"prop{serial}"})
     for stale in world.policies.glob("prop*.yaml"):
+        # A reload may not drop a policy a team still uses: the previous example's team goes first.
+        deleted = request(world.url, "DELETE", f"/admin/teams/team{stale.stem.removeprefix('prop')}", None,
+                          {"authorization": f"Bearer {MASTER}"})  # fmt: skip
+        assert deleted.status in (200, 404), deleted.body
         stale.unlink()
     text = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False)
     _, problems = check_policy_text(text, f"prop{serial}.yaml", policy.name, world.catalog)
