@@ -30,8 +30,12 @@ CHAT_FIELDS = frozenset(
 )  # fmt: skip
 # Usage comes inside the final choice without `stream_options`; the relay makes the client's usage chunk.
 # `seed`, `parallel_tool_calls`, `prompt_cache_key` (Kimi caches prefixes by itself) and `safety_identifier`
-# are OpenAI best-effort hints Moonshot does not document: dropped, not forwarded.
-_DROPPED = HINT_FIELDS | {"stream_options", "seed", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
+# are OpenAI best-effort hints Moonshot does not document: dropped, not forwarded. So is OpenAI's
+# `reasoning_effort`, which Moonshot's own Kimi CLI sends: Kimi's reasoning control is `thinking` (on by default
+# for K2.6), and the OpenAI name is not one of its documented parameters.
+_DROPPED = HINT_FIELDS | {
+    "stream_options", "seed", "parallel_tool_calls", "prompt_cache_key", "safety_identifier", "reasoning_effort",
+}  # fmt: skip
 # Message keys (same sources): `name`; assistant `tool_calls`, `reasoning_content` (replayed in thinking mode),
 # `partial` (partial mode); tool `tool_call_id`. The developer role is refused by Moonshot: sent as system.
 MESSAGES = Messages(
@@ -66,7 +70,7 @@ class MoonshotAdapter(OpenAICompatibleAdapter):
                     reply["usage"] = choice["usage"]
                 del choice["usage"]
                 changed = True
-        return changed
+        return super().fix_reply(reply) or changed  # no logprobs or refusal
 
     def fix_chunk(self, chunk: Json, outcome: StreamOutcome) -> ChunkAction:
         choices = chunk.get("choices")
