@@ -8,6 +8,7 @@ given to `load_catalog`, never from the file itself.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -23,6 +24,8 @@ ProviderKind = Literal["mistral", "moonshot", "openai-compatible", "litellm"]
 Capability = Literal["chat", "tools", "vision", "fim", "embeddings"]
 AUTO_MODEL = "auto"
 DEFAULT_MAX_N = 8
+# Set by the gateway on every request, or the request's own content: never taken from `extra_fields`.
+RESERVED_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "prompt", "suffix", "input"})
 DEMO_UPSTREAMS_ENV = "GATEWAY_DEMO_UPSTREAMS"
 
 
@@ -119,6 +122,21 @@ class ProviderConfig(BaseModel):
     litellm_provider: str | None = None
     max_connections: int = Field(512, ge=1)
     timeouts: Timeouts = Timeouts()
+    # openai-compatible only: request fields beyond OpenAI's that this server takes (vLLM's `top_k`, `min_p`,
+    # `repetition_penalty`, ...). Forwarded as they are; never one that could move or re-key a request.
+    extra_fields: list[str] = Field(default_factory=list)
+
+    @field_validator("extra_fields")
+    @classmethod
+    def _plain_fields(cls, value: list[str]) -> list[str]:
+        from gateway.validation import FORBIDDEN_FIELDS, FORBIDDEN_PREFIXES
+
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
+                raise ValueError(f"{name!r} is not a plain field name")
+            if name in FORBIDDEN_FIELDS or name.startswith(FORBIDDEN_PREFIXES) or name in RESERVED_FIELDS:
+                raise ValueError(f"{name!r} cannot be forwarded: it is set by the gateway or can redirect a request")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -133,6 +151,8 @@ class ProviderConfig(BaseModel):
             raise ValueError(f"provider kind {self.kind!r} needs base_url or base_url_env")
         if self.kind == "litellm" and not self.litellm_provider:
             raise ValueError("provider kind 'litellm' needs litellm_provider (for example 'anthropic')")
+        if self.extra_fields and self.kind != "openai-compatible":
+            raise ValueError("extra_fields is for providers of kind 'openai-compatible'")
         return self
 
 
@@ -210,6 +230,7 @@ class Provider:
     max_connections: int
     timeouts: Timeouts
     demo: bool = False
+    extra_fields: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -322,6 +343,7 @@ def load_catalog(path: Path | None, env: Mapping[str, str] | None = None) -> Cat
             max_connections=p.max_connections,
             timeouts=p.timeouts,
             demo=demo is not None,
+            extra_fields=frozenset(p.extra_fields),
         )
     models = {m.name: m for m in spec.models}
     return Catalog(

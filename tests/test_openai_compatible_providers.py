@@ -50,3 +50,26 @@ def test_onprem_residency_keeps_requests_on_the_own_server(url: str, moonshot_lo
     )
     assert raw.headers["x-gateway-model"] == "mistral-medium-3.5-onprem"
     assert moonshot_log.last()["body"]["model"] == "kimi-k2-0905-preview"
+
+
+def test_extra_fields_are_forwarded_only_where_the_catalog_names_them(url: str, moonshot_log: EmulatorControl) -> None:
+    client = openai.OpenAI(base_url=url + "/v1", api_key="client", max_retries=0)
+    hello = [{"role": "user", "content": "hi"}]
+    client.chat.completions.create(model="mistral-medium-3.5-onprem", messages=hello, extra_body={"top_k": 20})
+    assert moonshot_log.last()["body"]["top_k"] == 20  # vLLM's own parameter, named in the example catalog
+    moonshot_log.reset()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="kimi-k2.6-openrouter", messages=hello, extra_body={"top_k": 20})
+    assert refused.value.body["param"] == "top_k" and moonshot_log.requests() == []
+
+
+@pytest.mark.parametrize("field", ["api_base", "headers", "litellm_params", "model", "Top-K"])
+def test_extra_fields_cannot_name_a_control_field(tmp_path: Path, field: str) -> None:
+    from gateway.config import ConfigError, load_catalog
+
+    text = EXAMPLE.read_text().replace("extra_fields: [top_k, min_p, repetition_penalty]", f"extra_fields: [{field!r}]")
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_catalog(path, {})
+    assert "extra_fields" in str(error.value)

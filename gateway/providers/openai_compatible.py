@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,10 @@ from gateway import __version__
 from gateway.config import ModelConfig
 from gateway.errors import GatewayError
 from gateway.providers.base import Adapter, ChunkReshaper, Json, Reply, StreamOutcome, StreamReply, Usage
-from gateway.providers.fields import HINT_FIELDS, Messages, Shape, rebuild, roles
+from gateway.providers.fields import (
+    CHAT_REQUEST, COMPLETION_REQUEST, EMBEDDING_REQUEST, HINT_FIELDS, Messages, Shape, rebuild, roles,
+)
+from gateway.providers.replies import conform_reply
 from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
 from gateway.relay import relay_events
 
@@ -34,26 +38,11 @@ class ChunkAction(enum.Enum):
 
 __all__ = ["HINT_FIELDS", "ChunkAction", "OpenAICompatibleAdapter", "usage_from"]
 
-# OpenAI's documented request parameters (../shared/reference/openai-openapi-subset.yaml:
-# CreateChatCompletionRequest, CreateCompletionRequest, CreateEmbeddingRequest and the message schemas).
+# OpenAI's documented request parameters (fields.py, from ../shared/reference/openai-openapi-subset.yaml).
 # An OpenAI-compatible server (vLLM, OpenRouter, ...) is sent these and nothing else.
-OPENAI_CHAT_FIELDS = frozenset(
-    {
-        "model", "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-        "max_completion_tokens", "max_tokens", "metadata", "modalities", "moderation", "n", "parallel_tool_calls",
-        "prediction", "presence_penalty", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
-        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier", "stop", "store",
-        "stream", "stream_options", "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user",
-        "verbosity", "web_search_options",
-    }
-)  # fmt: skip
-OPENAI_COMPLETION_FIELDS = frozenset(
-    {
-        "model", "prompt", "suffix", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens",
-        "n", "presence_penalty", "seed", "stop", "stream", "stream_options", "temperature", "top_p", "user",
-    }
-)  # fmt: skip
-OPENAI_EMBEDDING_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+OPENAI_CHAT_FIELDS = CHAT_REQUEST.fields
+OPENAI_COMPLETION_FIELDS = COMPLETION_REQUEST.fields
+OPENAI_EMBEDDING_FIELDS = EMBEDDING_REQUEST.fields
 OPENAI_MESSAGES = Messages(
     roles(
         system=("content", "name"), developer=("content", "name"), user=("content", "name"),
@@ -62,8 +51,8 @@ OPENAI_MESSAGES = Messages(
     )
 )  # fmt: skip
 OPENAI_CHAT = Shape(OPENAI_CHAT_FIELDS, messages=OPENAI_MESSAGES)
-OPENAI_COMPLETION = Shape(OPENAI_COMPLETION_FIELDS)
-OPENAI_EMBEDDINGS = Shape(OPENAI_EMBEDDING_FIELDS)
+OPENAI_COMPLETION = Shape(OPENAI_COMPLETION_FIELDS, openai=COMPLETION_REQUEST)
+OPENAI_EMBEDDINGS = Shape(OPENAI_EMBEDDING_FIELDS, openai=EMBEDDING_REQUEST)
 
 
 def usage_from(raw: Any) -> Usage | None:
@@ -93,6 +82,12 @@ class OpenAICompatibleAdapter(Adapter):
         super().__init__(provider)
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, URL] = {}
+        # The catalog's `extra_fields` (openai-compatible servers' own parameters) join OpenAI's.
+        extra = frozenset(getattr(provider, "extra_fields", ()) or ())
+        self._chat, self._completion, self._embeddings = (
+            replace(shape, allowed=shape.allowed | extra) if extra else shape
+            for shape in (OPENAI_CHAT, OPENAI_COMPLETION, OPENAI_EMBEDDINGS)
+        )
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,21 +116,22 @@ class OpenAICompatibleAdapter(Adapter):
 
     # -- hooks (overridden per provider) ------------------------------------------------
     def prepare_chat(self, body: Json, model: ModelConfig, stream: bool) -> Json:
-        out = rebuild(body, OPENAI_CHAT, model)
+        out = rebuild(body, self._chat, model)
         if stream:
             # Usage is always needed for billing; the client only sees it if it asked.
             out["stream_options"] = {"include_usage": True}
         return out
 
     def prepare_fim(self, body: Json, model: ModelConfig, stream: bool) -> Json:
-        return rebuild(body, OPENAI_COMPLETION, model)
+        return rebuild(body, self._completion, model)
 
     def prepare_embeddings(self, body: Json, model: ModelConfig) -> Json:
-        return rebuild(body, OPENAI_EMBEDDINGS, model)
+        return rebuild(body, self._embeddings, model)
 
     def fix_reply(self, reply: Json) -> bool:
-        """Make a complete answer OpenAI-shaped in place; return True if anything changed."""
-        return False
+        """Make a complete answer OpenAI-shaped in place; return True if anything changed (then it is re-encoded).
+        Subclasses fix their provider's quirks first, then call this for what OpenAI's schema requires."""
+        return conform_reply(reply)
 
     def fix_chunk(self, chunk: Json, outcome: StreamOutcome) -> ChunkAction:
         """Capture usage and adapt one stream chunk in place."""
