@@ -27,6 +27,7 @@ import orjson
 from gateway import management
 from gateway.admin_render import render_keys, render_new_key, render_spend, render_team, render_teams
 from gateway.errors import GatewayError, StorageUnavailable
+from gateway.store import redacted
 from gateway.store.base import GROUPS
 
 T = TypeVar("T")
@@ -101,12 +102,12 @@ class DirectBackend:
             return asyncio.run(run())
         except StorageUnavailable as exc:  # a GatewayError too, but here it means "cannot use the database"
             cause = exc.__cause__ or exc
-            raise CliError(f"cannot use the database {_redacted(self.database_url)}: {exc.detail}: {cause}", 1) from exc
+            raise CliError(f"cannot use the database {redacted(self.database_url)}: {exc.detail}: {cause}", 1) from exc
         except GatewayError:
             raise
         except Exception as exc:
             if _is_database_error(exc):
-                raise CliError(f"cannot use the database {_redacted(self.database_url)}: {exc}", 1) from exc
+                raise CliError(f"cannot use the database {redacted(self.database_url)}: {exc}", 1) from exc
             raise
 
     def create_team(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -152,15 +153,6 @@ def _is_database_error(exc: BaseException) -> bool:
     except ImportError:  # psycopg is a dependency, but SQLite users need not care
         return False
     return isinstance(exc, psycopg.Error)
-
-
-def _redacted(url: str) -> str:
-    """A database URL without its password."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 class HttpBackend:

@@ -19,6 +19,7 @@ from gateway.admin_cli import add_admin_commands
 from gateway.config import DEMO_UPSTREAMS_ENV, ConfigError, Settings, load_catalog, needs_demo
 from gateway.policy import add_policy_commands
 from gateway.route_cli import add_route_commands
+from gateway.store import storage_problem
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,9 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return Path(value) if value else None
 
 
+SHUTDOWN_GRACE_SECONDS = 5
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -46,6 +50,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["GATEWAY_CONFIG"] = str(path)
     try:
         settings = Settings()
+        # The database is checked before anything is announced: a gateway that cannot use it says so in one line
+        # (the URL without its password) and exits 2, as any configuration error.
+        problem = storage_problem(settings.resolved_database_url())
+        if problem is not None:
+            print(f"gateway: {problem}", file=sys.stderr)
+            return 2
         kinds = needs_demo(path, os.environ)
         emulators = _start_demo(kinds) if kinds else []
         catalog = load_catalog(path)
@@ -79,7 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,
             proxy_headers=False,
             server_header=False,
-            timeout_graceful_shutdown=30,
+            # The drain time, and a few seconds for the streams it ends to send their last event and settle.
+            timeout_graceful_shutdown=int(settings.shutdown_drain_seconds) + SHUTDOWN_GRACE_SECONDS,
             **server_options(settings),
         )
     finally:

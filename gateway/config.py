@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     master_key: SecretStr | None = None
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    # The largest single server-sent event taken from a provider's stream (a token chunk is ~200 bytes); past
+    # it the stream ends with an `upstream_event_too_large` error event (gateway/relay.py).
+    max_sse_event_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
     data_dir: Path = Path.home() / ".local" / "share" / "model-gateway"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     request_log: bool = True  # one JSON line per request on stdout (logger "gateway.requests")
@@ -57,6 +60,9 @@ class Settings(BaseSettings):
     # Reservations belong to the process that took it. This node's name (default: the host name): on start-up
     # a process releases the holds of this node's processes that died; a process anywhere whose heartbeat
     # (every `heartbeat_seconds`) is older than `orphan_hold_seconds` has its holds released by the others.
+    # At SIGTERM the gateway stops accepting, says not ready, and lets requests in flight finish for this long;
+    # then each stream still open ends with an SSE error event (`gateway_shutting_down`) and its ledger row.
+    shutdown_drain_seconds: float = Field(300.0, ge=0)
     node_name: str | None = None
     heartbeat_seconds: float = Field(5.0, gt=0)
     orphan_hold_seconds: float = Field(30.0, gt=0)

@@ -88,6 +88,8 @@ class Gateway:
         self._builtin_policies = builtin_policies()
         self._unknown_policies: set[str] = set()
         self.started = False
+        self.draining = False  # SIGTERM: shutting down, not ready
+        self._drain_over: asyncio.Event | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -366,6 +368,23 @@ class Gateway:
         self._closing_adapters.clear()
         await self._close_all([*self.adapters.values(), *leftovers])
         await self.store.close()
+
+    def begin_drain(self) -> None:
+        """Shutdown began (SIGTERM): /readyz says not ready from now on, and when the drain time is over the
+        requests still running are ended (`drain_over`). Called again, it does nothing."""
+        if self.draining:
+            return
+        self.draining = True
+        seconds = self.settings.shutdown_drain_seconds
+        log.warning("shutting down: not ready; requests in flight have %.0f s to finish", seconds)
+        asyncio.get_running_loop().call_later(seconds, self.drain_over.set)
+
+    @property
+    def drain_over(self) -> asyncio.Event:
+        """Set when the drain time after SIGTERM is over: open streams and waiting requests end then."""
+        if self._drain_over is None:
+            self._drain_over = asyncio.Event()
+        return self._drain_over
 
     def in_background(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run work that must finish even if the request that started it is cancelled."""

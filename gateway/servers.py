@@ -40,19 +40,27 @@ class ConnectionLimits:
     max_connections: int | None = None
 
 
-def _limits_of(app: Any) -> ConnectionLimits:
-    """The limits in the settings of the gateway `app` serves (through uvicorn's wrappers, which keep the
-    wrapped app in `.app`), or the defaults for another app. Read from the app itself, not from globals, so
-    that every worker process and every test gateway uses its own settings."""
+def _gateway_of(app: Any) -> Any:
+    """The Gateway an ASGI `app` serves (through uvicorn's wrappers, which keep the wrapped app in `.app`), or
+    None for another app. Read from the app itself, not from globals, so that every worker process and every
+    test gateway uses its own."""
     for _ in range(8):
         gateway = getattr(getattr(app, "state", None), "gateway", None)
         if gateway is not None:
-            s = gateway.settings
-            return ConnectionLimits(s.keepalive_seconds, s.header_timeout_seconds, s.body_timeout_seconds, s.max_connections)
+            return gateway
         app = getattr(app, "app", None)
         if app is None:
             break
-    return ConnectionLimits()
+    return None
+
+
+def _limits_of(app: Any) -> ConnectionLimits:
+    """The limits in the settings of the gateway `app` serves, or the defaults for another app."""
+    gateway = _gateway_of(app)
+    if gateway is None:
+        return ConnectionLimits()
+    s = gateway.settings
+    return ConnectionLimits(s.keepalive_seconds, s.header_timeout_seconds, s.body_timeout_seconds, s.max_connections)
 
 
 def is_gateway_app(app: Any) -> bool:
@@ -122,6 +130,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown began (SIGTERM) and reaches each open connection: the gateway drains."""
+        gateway = _gateway_of(self.app)
+        if gateway is not None:
+            gateway.begin_drain()
+        super().shutdown()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_started = True
@@ -186,7 +201,7 @@ class ThreadedServer:
         return f"http://{self.host}:{self.port}"
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._serve())

@@ -168,3 +168,17 @@ def test_several_workers_serve_in_demo_mode() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://gw:secret-pw@127.0.0.1:1/gateway", "sqlite:////proc/no-such-dir/gateway.db"]
+)
+def test_serve_with_an_unusable_database_says_so_in_one_line_and_exits_2(url: str) -> None:
+    result = subprocess.run(
+        [*GATEWAY, "serve", "--port", str(free_port())], capture_output=True, text=True, timeout=60,
+        env=clean_env(GATEWAY_DATABASE_URL=url),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gateway: cannot use the database "), result.stderr
+    assert "listening" not in result.stderr and "secret-pw" not in result.stderr and "Traceback" not in result.stderr

@@ -21,10 +21,14 @@ class DisconnectWatch:
     sit in a reference cycle that only the cyclic garbage collector, which runs rarely here, would free.
     """
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, shutdown: asyncio.Event | None = None) -> None:
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self.gone = False
+        self.shut_down = False  # the gateway's drain time after SIGTERM ended while this request waited
         self._watcher: asyncio.Future[None] | None = asyncio.ensure_future(self._watch(receive))
+        self._shutdown: asyncio.Future[None] | None = (
+            asyncio.ensure_future(self._watch_shutdown(shutdown)) if shutdown is not None else None
+        )
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -33,14 +37,22 @@ class DisconnectWatch:
         if self.task is not None:
             self.task.cancel()
 
+    async def _watch_shutdown(self, shutdown: asyncio.Event) -> None:
+        await shutdown.wait()
+        self.shut_down = True
+        if self.task is not None:
+            self.task.cancel()
+
     def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-        self._watcher = self.task = None
+        for watcher in (self._watcher, self._shutdown):
+            if watcher is not None:
+                watcher.cancel()
+        self._watcher = self._shutdown = self.task = None
 
     def absorb(self) -> bool:
-        """After a CancelledError: True (and the cancellation undone) if it was this watch's, for a client that left."""
-        if not self.gone:
+        """After a CancelledError: True (and the cancellation undone) if it was this watch's, for a client that
+        left or for the end of the shutdown drain (`shut_down`)."""
+        if not (self.gone or self.shut_down):
             return False
         task = asyncio.current_task()
         if task is not None:

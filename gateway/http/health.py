@@ -27,9 +27,9 @@ def routes(gateway: Gateway) -> list[Route]:
             for name, p in catalog.providers.items()
         }
         storage = await gateway.store.ping() if gateway.started else False
-        ready = gateway.started and storage
+        ready = gateway.started and storage and not gateway.draining
         body = {
-            "status": "ready" if ready else "starting",
+            "status": "ready" if ready else "draining" if gateway.draining else "starting",
             "mode": "demo" if catalog.demo else "live",
             "demo": catalog.demo,
             "config": catalog.source,

@@ -63,6 +63,15 @@ def _observe(gateway: Gateway, route: Route, counts: PromptCounts, usage: Usage 
         gateway.metrics.estimate_ratio(route.model.name, counted.tokens, usage.prompt_tokens)
 
 
+def shutting_down() -> GatewayError:
+    return GatewayError(
+        503, "The gateway is shutting down and its drain time is over; retry the request (another node will take it).",
+        "server_error", "gateway_shutting_down", headers={"Retry-After": "1"},
+    )  # fmt: skip
+
+
+SHUTTING_DOWN_EVENT = b"data: " + shutting_down().body() + b"\n\n"
+
 _STREAM_ERROR_KINDS = {"stream_cut": "stream_cut", "timeout": "timeout", "upstream_error": "status_5xx", "malformed": "malformed"}
 
 
@@ -79,7 +88,8 @@ async def _serve(
     """Route (policy pipeline), reserve budget, call the provider, settle; the same for every endpoint."""
     record: RequestRecord = request.state.record
     record.requested_model, record.stream = params.model, params.stream
-    request.state.disconnect = watch = DisconnectWatch(request.receive)  # the body is read: watch for the client leaving
+    # The body is read: watch for the client leaving, and for the end of the drain time at shutdown.
+    request.state.disconnect = watch = DisconnectWatch(request.receive, gateway.drain_over)
     try:
         return await _serve_watched(gateway, request, record, principal, params, body, size, endpoint, call)
     finally:
@@ -186,7 +196,8 @@ async def _serve_watched(
             upstream_done(route, started)
             gateway.circuits.abandoned(circuit)
             left = isinstance(error, asyncio.CancelledError)
-            gateway.in_background(settler(ticket, route)(status=499 if left else 500, usage=None, prompt_sent=left))
+            status = (503 if request.state.disconnect.shut_down else 499) if left else 500
+            gateway.in_background(settler(ticket, route)(status=status, usage=None, prompt_sent=left))
             raise
     found.counts.done()  # the answer has started: the prompt's collected text is no longer needed
     record.routed(route)
@@ -238,7 +249,7 @@ async def _serve_watched(
                 record.hold()
                 gateway.in_background(settle_cut())
 
-    return EventStreamResponse(events(), headers=headers)
+    return EventStreamResponse(events(), headers=headers, stop=gateway.drain_over, farewell=SHUTTING_DOWN_EVENT)
 
 
 def finish_request(gateway: Gateway, request_log: RequestLog, record: RequestRecord) -> None:
@@ -276,8 +287,12 @@ def _guarded(
             watch: DisconnectWatch | None = getattr(request.state, "disconnect", None)
             if watch is None or not watch.absorb():
                 raise
-            record.failed(499, "client_closed_request")  # nginx's code; nobody receives this response
-            response = error_response(GatewayError(499, "The client closed the request.", "invalid_request_error", "client_closed_request"))
+            if watch.shut_down and not watch.gone:
+                record.failed(503, "gateway_shutting_down")
+                response = error_response(shutting_down())
+            else:
+                record.failed(499, "client_closed_request")  # nginx's code; nobody receives this response
+                response = error_response(GatewayError(499, "The client closed the request.", "invalid_request_error", "client_closed_request"))
         except Exception:
             log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, record.id)
             record.failed(500, "internal_error")

@@ -31,17 +31,22 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, events: AsyncIterator[bytes], headers: Mapping[str, str] | None = None,
+        stop: asyncio.Event | None = None, farewell: bytes = b"",
+    ) -> None:
         self.events = events
         self.status_code = 200
         self.background = None
         self.on_close: Callable[[], None] | None = None  # after the last byte, or the client left
+        # Set when the gateway shuts down and its drain time is over: the stream ends with `farewell`.
+        self.stop, self.farewell = stop, farewell
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        gone = asyncio.Event()
+        gone, stopped = asyncio.Event(), asyncio.Event()
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -49,20 +54,34 @@ class EventStreamResponse(Response):
             gone.set()
             task.cancel()
 
-        watcher = asyncio.ensure_future(watch())
+        async def shutdown(stop: asyncio.Event) -> None:
+            await stop.wait()
+            stopped.set()
+            task.cancel()
+
+        watchers = [asyncio.ensure_future(watch())]
+        if self.stop is not None:
+            watchers.append(asyncio.ensure_future(shutdown(self.stop)))
         try:
             await self._produce(send)
         except asyncio.CancelledError:
-            if not gone.is_set():
+            if not (gone.is_set() or stopped.is_set()):
                 raise
         finally:
-            watcher.cancel()
-            if gone.is_set() and task.cancelling():
-                task.uncancel()  # the cancellation was ours, for a client that left: not an error
+            for watcher in watchers:
+                watcher.cancel()
+            if (gone.is_set() or stopped.is_set()) and task.cancelling():
+                task.uncancel()  # the cancellation was ours (a client that left, a shutdown): not an error
             aclose = getattr(self.events, "aclose", None)
             try:
                 if aclose is not None:
                     await aclose()
+                if stopped.is_set() and not gone.is_set():
+                    # The producer has ended (its ledger row is being written): say why, then end the body.
+                    await send({"type": "http.response.body", "body": self.farewell, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:
+                pass  # the client went away meanwhile
             finally:
                 if self.on_close is not None:
                     self.on_close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
+import urllib.parse
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -102,4 +104,36 @@ def open_store(url: str, wal_limit_bytes: int = WAL_LIMIT_BYTES) -> Store:
     raise ValueError(f"unsupported database URL {url.split(':')[0]!r}: use sqlite:///PATH or postgresql://...")
 
 
-__all__ = ["Store", "default_database_url", "open_store"]
+def redacted(url: str) -> str:
+    """A database URL without its password (for logs and messages)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def storage_problem(url: str) -> str | None:
+    """None if the database at `url` can be opened and migrated now, else what is wrong, in one line (the URL
+    without its password). For start-up: a gateway must not announce itself on a database it cannot use."""
+
+    async def probe() -> None:
+        store = open_store(url)
+        try:
+            await store.open()
+        finally:
+            try:
+                await store.close()
+            except Exception:  # closing what never opened: the open's error is the one to report
+                pass
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        return f"cannot use the database {redacted(url)}: {reason}"
+    return None
+
+
+__all__ = ["Store", "default_database_url", "open_store", "redacted", "storage_problem"]

@@ -1,0 +1,102 @@
+"""SIGTERM with requests in flight: what finishes within the drain time finishes; what does not is ended with
+a clear error (an SSE error event, or a 503) and a ledger row, and the process exits without a traceback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from gateway.servers import ThreadedServer
+from tests.budget_util import ledger, make_key, make_team
+from tests.conftest import EmulatorControl, GatewayFactory, provider_env
+from tests.http_util import sse_events
+from tests.test_budgets import _start_cli_gateway
+
+CHAT = "/v1/chat/completions"
+BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "take your time"}], "max_tokens": 20}
+
+
+def _until(condition: Callable[[], Any], attempts: int = 600) -> Any:
+    for _ in range(attempts):
+        value = condition()
+        if value:
+            return value
+        threading.Event().wait(0.025)
+    raise AssertionError("condition not reached in 15 s")
+
+
+def _open(port: int, key: str, body: dict[str, Any]) -> http.client.HTTPConnection:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", CHAT, json.dumps(body), {"content-type": "application/json", "authorization": f"Bearer {key}"})
+    return connection
+
+
+@pytest.mark.slow
+def test_sigterm_drains_then_ends_what_is_left_with_a_clear_error(
+    tmp_path: Path, mistral: ThreadedServer, moonshot: ThreadedServer, mistral_log: EmulatorControl
+) -> None:
+    db = f"sqlite:///{tmp_path / 'drain.db'}"
+    make_team(db, "web", "5.00")
+    key, _ = make_key(db, "web")
+    env = {**provider_env(mistral, moonshot), "GATEWAY_SHUTDOWN_DRAIN_SECONDS": "3"}
+    process, url = _start_cli_gateway(db, env)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        mistral_log.fault("first_token=1000")  # finishes within the drain time
+        quick = _open(port, key, {**BODY, "stream": True})
+        _until(lambda: len(mistral_log.requests()) == 1)
+        mistral_log.fault("first_token=60000", count=2)  # streams that would outlive the drain
+        slow = [_open(port, key, {**BODY, "stream": True}) for _ in range(2)]
+        _until(lambda: len(mistral_log.requests()) == 3)
+        mistral_log.fault("hang")  # a non-streaming request whose provider never answers
+        waiting = _open(port, key, BODY)
+        _until(lambda: len(mistral_log.requests()) == 4)
+        process.send_signal(signal.SIGTERM)
+
+        finished = quick.getresponse()
+        assert finished.status == 200 and finished.read().rstrip().endswith(b"data: [DONE]")
+        for connection in slow:
+            response = connection.getresponse()
+            assert response.status == 200
+            events = sse_events(response.read())
+            assert events[-1]["error"]["code"] == "gateway_shutting_down", events[-1]
+        refused = waiting.getresponse()
+        assert refused.status == 503 and json.loads(refused.read())["error"]["code"] == "gateway_shutting_down"
+        # Ended by the signal it was sent (uvicorn re-raises SIGTERM once it has shut down cleanly).
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert process.stderr is not None
+        log = process.stderr.read()
+        assert "Traceback" not in log, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+    rows = ledger(db, team="web")
+    assert len(rows) == 4, [(r.status, r.stream) for r in rows]
+    assert sorted(r.status for r in rows if not r.stream) == [503]
+    assert all(r.prompt_tokens > 0 for r in rows)  # each prompt reached the provider and is billed
+
+
+def test_readyz_says_draining_once_shutdown_begins(start_gateway: GatewayFactory, tmp_path: Path) -> None:
+    server = start_gateway(database_url=f"sqlite:///{tmp_path / 'ready.db'}", shutdown_drain_seconds=3600)
+    with urllib.request.urlopen(server.url + "/readyz", timeout=5) as response:
+        assert response.status == 200
+    # What uvicorn's graceful shutdown does on each open connection (GatewayHttpProtocol.shutdown), on the
+    # server's own loop.
+    server.loop.call_soon_threadsafe(server.app.state.gateway.begin_drain)
+
+    def draining() -> bool:
+        try:
+            urllib.request.urlopen(server.url + "/readyz", timeout=5)
+        except urllib.error.HTTPError as error:
+            return error.code == 503 and json.loads(error.read())["status"] == "draining"
+        return False
+
+    assert _until(draining)
