@@ -517,6 +517,45 @@ def test_fault_stream_error(client):
     assert streamed.chunks[-1]["object"] == "error"
 
 
+def test_fault_malformed_all(client):
+    streamed = client.stream(ask("mal", max_tokens=3), headers={"x-emulator-fault": "malformed_all"})
+    assert streamed.done and streamed.complete
+    assert len(streamed.frames) == 5 and not any(_is_json(f) for f in streamed.frames[:-1])
+
+
+def test_fault_big_event_and_pad(client):
+    streamed = client.stream(ask("big", max_tokens=3), headers={"x-emulator-fault": "big_event=200000"})
+    assert streamed.done and max(len(f) for f in streamed.frames) > 200_000
+    assert len(streamed.frames) == 5  # one of the same chunks, larger
+    padded = client.stream(ask("pad", max_tokens=3), headers={"x-emulator-fault": f"pad={3 * 65536 + 5}"})
+    assert padded.done and len(padded.content()) >= 3 * 65536 + 5 and len(padded.frames) == 5 + 4
+    assert not any(c["choices"][0]["finish_reason"] for c in padded.chunks[1:5])  # padding precedes the end
+    whole = client.chat(ask("pad"), headers={"x-emulator-fault": "pad=100000"})
+    assert whole.status == 200 and len(whole.json["choices"][0]["message"]["content"]) >= 100_000
+
+
+def test_fault_html_200(client):
+    for reply in (client.chat(ask("hi"), headers={"x-emulator-fault": "html"}),
+                  client.chat(ask("hi", stream=True), headers={"x-emulator-fault": "html"})):
+        assert reply.status == 200 and reply.headers["content-type"].startswith("text/html")
+        assert reply.text.startswith("<!DOCTYPE html>")
+
+
+def test_fault_stall_keeps_the_connection_open(client):
+    sock = client.raw_request("/v1/chat/completions", ask("stall", stream=True), {"x-emulator-fault": "stall=2"})
+    try:
+        sock.settimeout(5)
+        received = b""
+        while received.count(b"data:") < 2:
+            received += sock.recv(65536)
+        sock.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            sock.recv(65536)  # nothing more, and not closed
+        assert client.chat(ask("meanwhile")).status == 200
+    finally:
+        sock.close()
+
+
 def test_fault_hang_does_not_block_and_ends_on_disconnect(client):
     sock = client.raw_request("/v1/chat/completions", ask("hang"), {"x-emulator-fault": "hang"})
     try:

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Union
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -145,8 +145,14 @@ def _render(reply: Reply, call: Call, headers: dict[str, str]) -> Response:
         reply.headers.update(headers)
         return reply
     if isinstance(reply, Stream):
-        body = sse_body(reply.events, call.fault, call.emu.options, call.emu.provider.stream_error_event())
+        body = sse_body(
+            reply.events, call.fault, call.emu.options, call.emu.provider.stream_error_event(), call.emu.stopping
+        )
         return StreamingResponse(body, media_type="text/event-stream", headers={"cache-control": "no-cache", **headers})
+    if call.fault.pad is not None and isinstance(reply, dict) and reply.get("choices"):
+        message = reply["choices"][0].get("message")
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            message["content"] += "y" * call.fault.pad
     payload = orjson.dumps(reply)
     if call.fault.malformed is not None:
         payload = payload[: len(payload) // 2]  # a 200 whose JSON body is cut in half
@@ -173,8 +179,11 @@ def _v1_route(method: str, path: str, handler: Handler) -> Route:
         provider = emu.provider
         headers = provider.response_headers()
         call = Call(request, body, fault, emu)
-        if fault.status is not None:
-            reply: Reply = provider.status_error(fault.status)
+        if fault.html:
+            # What a misconfigured proxy or a captive portal answers, with status 200, stream or not.
+            reply: Reply = HTMLResponse("<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>")
+        elif fault.status is not None:
+            reply = provider.status_error(fault.status)
             if fault.status in (429, 503):
                 headers["retry-after"] = f"{fault.retry_after:g}"
         elif request.headers.get("authorization") != f"Bearer {emu.api_key}":

@@ -1,9 +1,10 @@
 """Fault injection: parse the fault syntax and keep the queue of pending faults.
 
 Syntax: a comma-separated list of `latency=MS`, `first_token=MS`, `status=CODE`,
-`retry_after=S`, `cut=N`, `malformed=N`, `stream_error=N`, `hang`, e.g.
-"status=429,retry_after=3" or "first_token=200,cut=5". Applying the faults is the
-job of the request pipeline (app.py) and the stream writer (sse.py).
+`retry_after=S`, `cut=N`, `malformed=N`, `malformed_all`, `stream_error=N`, `stall=N`,
+`big_event=BYTES`, `pad=BYTES`, `html`, `hang`, e.g. "status=429,retry_after=3" or
+"first_token=200,cut=5". Applying the faults is the job of the request pipeline
+(app.py) and the stream writer (sse.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-_INT_FIELDS = {"status": "status", "cut": "cut", "malformed": "malformed", "stream_error": "stream_error"}
+_INT_FIELDS = {
+    "status": "status", "cut": "cut", "malformed": "malformed", "stream_error": "stream_error", "stall": "stall",
+    "big_event": "big_event", "pad": "pad",
+}  # fmt: skip
+_FLAGS = ("hang", "html", "malformed_all")
 _FLOAT_FIELDS = {"latency": "latency_ms", "first_token": "first_token_ms", "retry_after": "retry_after"}
 MAX_QUEUED = 1000  # queue entries; a runaway test cannot grow the emulator without bound
 
@@ -29,6 +34,11 @@ class Fault:
     cut: int | None = None  # stream: content chunks before the connection drops; non-stream: drop at once
     malformed: int | None = None  # stream: chunks before one invalid-JSON chunk
     stream_error: int | None = None  # stream: chunks before an in-band error event ends the stream
+    malformed_all: bool = False  # stream: every chunk is sent as invalid JSON (the [DONE] stays)
+    stall: int | None = None  # stream: frames sent before the emulator stops sending, connection left open
+    big_event: int | None = None  # stream: the first content chunk carries this many more bytes of text
+    pad: int | None = None  # this many more bytes of text: in the message, or in 64 KiB chunks of the stream
+    html: bool = False  # a 200 with an HTML page (a proxy's or a captive portal's) instead of the answer
     hang: bool = False
 
     @property
@@ -49,8 +59,8 @@ def parse_fault(spec: str | None) -> Fault:
         name, _, raw = item.partition("=")
         name = name.strip()
         try:
-            if name == "hang" and not raw:
-                values["hang"] = True
+            if name in _FLAGS and not raw:
+                values[name] = True
             elif name in _INT_FIELDS and raw:
                 values[_INT_FIELDS[name]] = int(raw)
             elif name in _FLOAT_FIELDS and raw:
