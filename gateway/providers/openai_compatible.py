@@ -27,7 +27,7 @@ from gateway.providers.fields import (
 )
 from gateway.providers.replies import conform_reply
 from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
-from gateway.relay import relay_events
+from gateway.relay import DEFAULT_MAX_EVENT_BYTES, relay_events
 
 
 class ChunkAction(enum.Enum):
@@ -77,6 +77,7 @@ class OpenAICompatibleAdapter(Adapter):
     chat_path = "/chat/completions"
     fim_path: str | None = None
     embeddings_path = "/embeddings"
+    max_event_bytes = DEFAULT_MAX_EVENT_BYTES  # one SSE event at most (Settings.max_sse_event_bytes)
 
     def __init__(self, provider: Any) -> None:
         super().__init__(provider)
@@ -206,7 +207,9 @@ class OpenAICompatibleAdapter(Adapter):
             response.close()
             raise GatewayError(502, f"{self.name} did not answer with a stream", "upstream_error", "upstream_malformed")
         outcome = StreamOutcome()
-        events = relay_events(response, self.name, self.fix_chunk, outcome, include_usage, reshape)
+        events = relay_events(
+            response, self.name, self.fix_chunk, outcome, include_usage, reshape, self.max_event_bytes
+        )
         return StreamReply(events=events, outcome=outcome)
 
     def _complete(self, body: bytes, reshape: ChunkReshaper | None) -> Reply:
