@@ -71,7 +71,7 @@ class Gateway:
             settings.circuit_failures, settings.circuit_cooldown_seconds, on_change=self.metrics.circuit_changed
         )
         self.tokens = TokenCounter()  # error statistics of our prompt counts against what providers report
-        self.adapters: dict[str, Adapter] = {name: build_adapter(p) for name, p in catalog.providers.items()}
+        self.adapters: dict[str, Adapter] = {name: self._adapter(p) for name, p in catalog.providers.items()}
         self.policies = self._load_policies()
         # Reloads of the catalog and the policies together (gateway_config_reloads_total{result}).
         self.config_reloads = {"success": 0, "failure": 0}
@@ -210,7 +210,7 @@ class Gateway:
                 return ConfigReload(True)
             return await self._reload_policies_only()
         # Adapters for providers that are new or whose configuration changed, started before the swap.
-        fresh = {name: build_adapter(p) for name, p in new.providers.items() if current.providers.get(name) != p}
+        fresh = {name: self._adapter(p) for name, p in new.providers.items() if current.providers.get(name) != p}
         try:
             for name, adapter in fresh.items():
                 self._warn_unconfigured(new.providers[name])
@@ -368,6 +368,9 @@ class Gateway:
         self._closing_adapters.clear()
         await self._close_all([*self.adapters.values(), *leftovers])
         await self.store.close()
+
+    def _adapter(self, provider: Provider) -> Adapter:
+        return build_adapter(provider, max_sse_event_bytes=self.settings.max_sse_event_bytes)
 
     def begin_drain(self) -> None:
         """Shutdown began (SIGTERM): /readyz says not ready from now on, and when the drain time is over the

@@ -350,7 +350,6 @@ def test_events_split_across_reads(start_gateway: GatewayFactory, byte_upstream:
     assert (row.status, row.estimated, row.completion_tokens) == (200, False, 5)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/core.py does not pass Settings.max_sse_event_bytes to build_adapter yet")
 def test_max_sse_event_bytes_is_configurable(start_gateway: GatewayFactory, mistral_log: EmulatorControl) -> None:
     url = start_gateway(max_sse_event_bytes=1_000_000).url
     mistral_log.fault("big_event=2000000")
