@@ -19,6 +19,7 @@ from gateway.servers import ThreadedServer
 from tests.budget_util import ledger
 from tests.conftest import EmulatorControl, GatewayFactory
 from tests.http_util import post_json
+from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "probe me"}]}
@@ -94,10 +95,10 @@ def test_a_probe_whose_client_left_reopens_the_circuit_and_is_billed_as_estimate
     mistral_log.fault("hang")  # the provider takes the prompt and never answers
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     connection.request("POST", CHAT, json.dumps(BODY), {"content-type": "application/json"})
-    _wait_until(lambda: len(mistral_log.requests()) == 1)  # the prompt reached the provider
+    wait_until(lambda: len(mistral_log.requests()) == 1)  # the prompt reached the provider
     connection.sock.shutdown(socket.SHUT_RDWR)  # the client leaves before the first byte
     connection.close()
-    rows = _wait_until(lambda: [r for r in ledger(db) if r.status == 499])
+    rows = wait_until(lambda: [r for r in ledger(db) if r.status == 499])
     row = rows[0]
     assert row.estimated and row.prompt_tokens > 0 and row.cost_nanos > 0 and row.model == "mistral-medium-3.5"
     assert gateway.circuits.state(CIRCUIT) == OPEN
@@ -116,15 +117,3 @@ def test_a_probe_refused_before_the_provider_passes_the_probe_on(
     assert gateway.circuits.state(CIRCUIT) in (OPEN, HALF_OPEN)
     assert post_json(server.url, CHAT, BODY).status == 200  # the probe was handed on, not kept
     assert gateway.circuits.state(CIRCUIT) == CLOSED
-
-
-def _wait_until(condition: Any, attempts: int = 400) -> Any:
-    """Poll a condition another process makes true (the gateway's background settlement), bounded."""
-    import threading
-
-    for _ in range(attempts):
-        value = condition()
-        if value:
-            return value
-        threading.Event().wait(0.025)
-    raise AssertionError("condition not reached")

@@ -11,7 +11,6 @@ import subprocess
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 
@@ -19,21 +18,12 @@ from gateway.servers import ThreadedServer
 from tests.budget_util import make_key, make_team, team_usage
 from tests.conftest import EmulatorControl, provider_env
 from tests.test_budgets import _start_cli_gateway
+from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "hold on"}], "max_tokens": 500, "stream": True}
 
 pytestmark = pytest.mark.slow
-
-
-def _until(condition: Callable[[], Any], attempts: int = 600) -> Any:
-    """Poll what the gateway processes do on their own (a sweep, a start-up), bounded (15 s)."""
-    for _ in range(attempts):
-        value = condition()
-        if value:
-            return value
-        threading.Event().wait(0.025)
-    raise AssertionError("condition not reached in 15 s")
 
 
 def _send(url: str, key: str) -> http.client.HTTPConnection:
@@ -69,7 +59,7 @@ def test_a_restarted_node_releases_the_holds_of_its_killed_process(
     try:
         mistral_log.fault("hang", count=3)
         open_streams = [_send(url, key) for _ in range(3)]
-        _until(lambda: len(mistral_log.requests()) == 3)
+        wait_until(lambda: len(mistral_log.requests()) == 3)
         assert team_usage(db, team).reserved_nanos > 0
         _kill(first)  # 3 streams in flight, their holds in the database
     finally:
@@ -98,14 +88,14 @@ def test_another_node_releases_a_dead_nodes_holds_after_its_heartbeat_stops(
     try:
         mistral_log.fault("hang", count=3)
         streams = [_send(url_a, key), _send(url_a, key)]
-        _until(lambda: len(mistral_log.requests()) == 2)
+        wait_until(lambda: len(mistral_log.requests()) == 2)
         streams.append(_send(url_b, key))
-        _until(lambda: len(mistral_log.requests()) == 3)
+        wait_until(lambda: len(mistral_log.requests()) == 3)
         held = team_usage(postgres_url, team).reserved_nanos
         assert held > 0
         _kill(node_a)
         # Node B sees node A's heartbeat stop and releases its two holds; its own stays.
-        remaining = _until(lambda: (lambda r: r if 0 < r < held else None)(team_usage(postgres_url, team).reserved_nanos))
+        remaining = wait_until(lambda: (lambda r: r if 0 < r < held else None)(team_usage(postgres_url, team).reserved_nanos))
         assert remaining * 3 == held  # the three holds are alike: B's one is left
         threading.Event().wait(3 * 0.2)  # a few more sweeps of B (time passing, not synchronisation) ...
         assert team_usage(postgres_url, team).reserved_nanos == remaining  # ... never release a live hold

@@ -6,11 +6,10 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -19,18 +18,10 @@ from tests.budget_util import ledger, make_key, make_team
 from tests.conftest import EmulatorControl, GatewayFactory, provider_env
 from tests.http_util import sse_events
 from tests.test_budgets import _start_cli_gateway
+from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "take your time"}], "max_tokens": 20}
-
-
-def _until(condition: Callable[[], Any], attempts: int = 600) -> Any:
-    for _ in range(attempts):
-        value = condition()
-        if value:
-            return value
-        threading.Event().wait(0.025)
-    raise AssertionError("condition not reached in 15 s")
 
 
 def _open(port: int, key: str, body: dict[str, Any]) -> http.client.HTTPConnection:
@@ -52,13 +43,13 @@ def test_sigterm_drains_then_ends_what_is_left_with_a_clear_error(
     try:
         mistral_log.fault("first_token=1000")  # finishes within the drain time
         quick = _open(port, key, {**BODY, "stream": True})
-        _until(lambda: len(mistral_log.requests()) == 1)
+        wait_until(lambda: len(mistral_log.requests()) == 1)
         mistral_log.fault("first_token=60000", count=2)  # streams that would outlive the drain
         slow = [_open(port, key, {**BODY, "stream": True}) for _ in range(2)]
-        _until(lambda: len(mistral_log.requests()) == 3)
+        wait_until(lambda: len(mistral_log.requests()) == 3)
         mistral_log.fault("hang")  # a non-streaming request whose provider never answers
         waiting = _open(port, key, BODY)
-        _until(lambda: len(mistral_log.requests()) == 4)
+        wait_until(lambda: len(mistral_log.requests()) == 4)
         process.send_signal(signal.SIGTERM)
 
         finished = quick.getresponse()
@@ -99,4 +90,4 @@ def test_readyz_says_draining_once_shutdown_begins(start_gateway: GatewayFactory
             return error.code == 503 and json.loads(error.read())["status"] == "draining"
         return False
 
-    assert _until(draining)
+    assert wait_until(draining)

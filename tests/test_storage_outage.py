@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from tests.budget_util import ledger, make_key, make_team, team_usage
 from tests.conftest import EmulatorControl, GatewayFactory
 from tests.forwarder import Forwarder
 from tests.http_util import post_json, sse_events
+from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 SHORT = [{"role": "user", "content": "Count to three."}]
@@ -35,16 +35,6 @@ pytestmark = pytest.mark.slow
 def _via(forwarder: Forwarder, postgres_url: str) -> str:
     base, _, database = postgres_url.rpartition("/")
     return f"{base.rsplit(':', 1)[0]}:{forwarder.port}/{database}"
-
-
-def _until(condition: Callable[[], Any], attempts: int = 400) -> Any:
-    """Poll something the gateway makes true on its own (reconnect, journal replay), bounded (10 s)."""
-    for _ in range(attempts):
-        value = condition()
-        if value:
-            return value
-        threading.Event().wait(0.025)
-    raise AssertionError("condition not reached in 10 s")
 
 
 def _ready(url: str) -> bool:
@@ -84,7 +74,7 @@ def test_an_outage_is_a_503_before_any_provider_call_and_the_gateway_comes_back(
     assert mistral_log.requests() == []  # nothing was sent upstream
     assert not _ready(server.url)
     forwarder.start()  # the database is back: no restart
-    _until(lambda: post_json(server.url, CHAT, BODY, auth).status == 200)
+    wait_until(lambda: post_json(server.url, CHAT, BODY, auth).status == 200)
     assert _ready(server.url)
     metrics = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
     assert 'gateway_storage_errors_total{stage="request"}' in metrics
@@ -102,7 +92,7 @@ def test_a_row_the_database_cannot_take_is_journaled_and_written_when_it_is_back
     mistral_log.fault("latency=400")  # the provider takes a moment: the database goes away meanwhile
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     connection.request("POST", CHAT, json.dumps({**BODY, "stream": stream}), {"content-type": "application/json", **auth})
-    _until(lambda: len(mistral_log.requests()) == 1)  # admitted and reserved: the prompt is upstream
+    wait_until(lambda: len(mistral_log.requests()) == 1)  # admitted and reserved: the prompt is upstream
     forwarder.stop()
     response = connection.getresponse()
     data = response.read()
@@ -111,12 +101,12 @@ def test_a_row_the_database_cannot_take_is_journaled_and_written_when_it_is_back
         events = sse_events(data)
         assert data.rstrip().endswith(b"data: [DONE]") and not any("error" in e for e in events if isinstance(e, dict))
     forwarder.start()
-    rows = _until(lambda: (lambda found: found if len(found) == 2 else None)(ledger(database, team=team.name)))
+    rows = wait_until(lambda: (lambda found: found if len(found) == 2 else None)(ledger(database, team=team.name)))
     usage = team_usage(database, team)
     assert usage.spent_nanos == sum(r.cost_nanos for r in rows) and usage.reserved_nanos == 0
     assert len({r.id for r in rows}) == 2  # once each
     gateway = server.app.state.gateway
-    assert _until(lambda: gateway.accounting.journal.pending == 0 or None)
+    assert wait_until(lambda: gateway.accounting.journal.pending == 0 or None)
 
 
 def test_a_row_neither_the_database_nor_the_journal_can_take_ends_the_stream_with_an_error(
@@ -136,7 +126,7 @@ def test_a_row_neither_the_database_nor_the_journal_can_take_ends_the_stream_wit
         mistral_log.fault("latency=400")
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         connection.request("POST", CHAT, json.dumps({**BODY, "stream": True}), {"content-type": "application/json", **auth})
-        _until(lambda: len(mistral_log.requests()) == 1)
+        wait_until(lambda: len(mistral_log.requests()) == 1)
         forwarder.stop()
         response = connection.getresponse()
         events = sse_events(response.read())
