@@ -25,6 +25,54 @@ Json = dict[str, Any]
 # whose provider lacks them drops them instead of failing the request.
 HINT_FIELDS = frozenset({"user", "service_tier", "store", "logprobs", "top_logprobs", "metadata"})
 
+# OpenAI's request fields per endpoint, with the defaults its spec documents
+# (../shared/reference/openai-openapi-subset.yaml: CreateChatCompletionRequest, CreateCompletionRequest,
+# CreateEmbeddingRequest). A client that sends a field as null, or at its documented default, asks for what
+# omitting it gives: a kind that lacks the field drops it instead of refusing the request (Mistral has no
+# `logit_bias`, its FIM no `n`). Only these names are dropped so; any other unknown key is still refused, null
+# or not, and nothing dropped is forwarded, so this cannot reach an upstream URL, a key or a header.
+@dataclass(frozen=True, slots=True)
+class OpenAIEndpoint:
+    fields: frozenset[str]
+    defaults: Mapping[str, Any]  # only the documented ones
+
+
+def _endpoint(defaults: Mapping[str, Any], *others: str) -> OpenAIEndpoint:
+    return OpenAIEndpoint(frozenset(defaults) | frozenset(others), dict(defaults))
+
+
+CHAT_REQUEST = _endpoint(
+    {
+        "frequency_penalty": 0, "logit_bias": None, "logprobs": False, "n": 1, "parallel_tool_calls": True,
+        "presence_penalty": 0, "reasoning_effort": "medium", "service_tier": "auto", "stop": None, "store": False,
+        "stream": False, "stream_options": None, "temperature": 1, "top_p": 1, "verbosity": "medium",
+    },
+    "model", "messages", "audio", "function_call", "functions", "max_completion_tokens", "max_tokens", "metadata",
+    "modalities", "moderation", "prediction", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
+    "response_format", "safety_identifier", "seed", "tool_choice", "tools", "top_logprobs", "user",
+    "web_search_options",
+)  # fmt: skip
+COMPLETION_REQUEST = _endpoint(
+    {
+        "best_of": 1, "echo": False, "frequency_penalty": 0, "logit_bias": None, "logprobs": None, "max_tokens": 16,
+        "n": 1, "presence_penalty": 0, "stop": None, "stream": False, "stream_options": None, "suffix": None,
+        "temperature": 1, "top_p": 1,
+    },
+    "model", "prompt", "seed", "user",
+)  # fmt: skip
+EMBEDDING_REQUEST = _endpoint({"encoding_format": "float"}, "model", "input", "dimensions", "user")
+REQUIRED_FIELDS = frozenset({"model", "messages", "prompt", "input"})  # never dropped: validation refuses a null
+
+
+def is_default(value: Any, default: Any) -> bool:
+    """`value` is `default` itself: `1.0` is `1`, but `true` is not `1` and `0` is not `false`."""
+    if isinstance(value, bool) or isinstance(default, bool):
+        return value is default
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and value == default
+    return value == default
+
+
 # Every key a message may carry in OpenAI's request and response schemas
 # (../shared/reference/openai-openapi-subset.yaml: ChatCompletionRequest*Message, ChatCompletionResponseMessage,
 # which SDK clients replay as they received it) or in a provider's twin (Mistral `prefix`, Moonshot `partial`
@@ -71,6 +119,10 @@ class Shape:
     dropped: frozenset[str] = frozenset()  # known OpenAI fields the provider lacks that are hints
     messages: Messages | None = None
     translate_functions: bool = False  # legacy functions/function_call -> tools/tool_choice
+    openai: OpenAIEndpoint = CHAT_REQUEST  # the OpenAI endpoint clients call (its fields' nulls and defaults)
+    # Forwarded fields dropped all the same when at their documented default: for a forwarder that refuses what
+    # one of its providers lacks (litellm), where omitting the field asks every provider for the same thing.
+    defaults_dropped: frozenset[str] = frozenset()
 
 
 def unsupported(param: str, model: ModelConfig) -> GatewayError:
@@ -82,19 +134,29 @@ def unsupported(param: str, model: ModelConfig) -> GatewayError:
 
 
 def rebuild(body: Json, shape: Shape, model: ModelConfig) -> Json:
-    """The body to send: `shape`'s fields only, OpenAI names translated, hints dropped, the rest refused."""
+    """The body to send: `shape`'s fields only, OpenAI names translated, hints, nulls and OpenAI fields at their
+    default that the provider lacks dropped, the rest refused."""
     if shape.translate_functions:
         _functions_as_tools(body)
     out: Json = {}
+    openai = shape.openai
     for key, value in body.items():
+        if value is None and key not in REQUIRED_FIELDS and (
+            key in openai.fields or key in shape.allowed or key in shape.renames or key in shape.dropped
+        ):
+            continue  # null is "not given" for every optional OpenAI field; strict providers refuse a null
+        if key in shape.defaults_dropped and key in openai.defaults and is_default(value, openai.defaults[key]):
+            continue
         if key in shape.allowed:
             out.setdefault(key, value)  # a provider-named field the client sent wins over a translated one
         elif key in shape.renames:
             twin = shape.renames[key]
-            if twin not in body:
+            if body.get(twin) is None:
                 out[twin] = value
         elif key in shape.dropped:
             continue
+        elif key in openai.defaults and is_default(value, openai.defaults[key]):
+            continue  # the default the provider applies anyway (`n: 1` on FIM)
         else:
             raise unsupported(key, model)
     out["model"] = model.upstream_model
@@ -106,9 +168,9 @@ def rebuild(body: Json, shape: Shape, model: ModelConfig) -> Json:
 def _functions_as_tools(body: Json) -> None:
     functions = body.pop("functions", None)
     call = body.pop("function_call", None)
-    if functions is not None and "tools" not in body:
+    if functions is not None and body.get("tools") is None:
         body["tools"] = [{"type": "function", "function": f} for f in functions] if isinstance(functions, list) else functions
-    if call is not None and "tool_choice" not in body:
+    if call is not None and body.get("tool_choice") is None:
         body["tool_choice"] = {"type": "function", "function": call} if isinstance(call, dict) else call
 
 

@@ -27,6 +27,7 @@ from gateway.errors import GatewayError
 from gateway.providers.base import Adapter, ChunkReshaper, Json, Reply, StreamOutcome, StreamReply
 from gateway.providers.fields import Shape, rebuild
 from gateway.providers.openai_compatible import OPENAI_MESSAGES, usage_from
+from gateway.providers.replies import conform_chat_chunk, conform_reply
 from gateway.relay import count_text, error_event, finish, sse
 
 # The OpenAI parameters in litellm.completion's signature (litellm 1.x, `inspect.signature`) that it translates
@@ -45,7 +46,16 @@ CHAT_FIELDS = frozenset(
 # callbacks and routers), `service_tier` buys a pricier tier, `store` asks OpenAI to keep the conversation.
 _DROPPED = frozenset({"stream_options", "metadata", "service_tier", "store"})
 # Legacy functions are translated for every provider litellm reaches, which mostly lack them.
-CHAT = Shape(CHAT_FIELDS, dropped=_DROPPED, messages=OPENAI_MESSAGES, translate_functions=True)
+# litellm refuses a parameter its provider lacks (`verbosity` outside OpenAI), even at OpenAI's default. These mean
+# "nothing asked" at their default for every provider, so there they are dropped; temperature, top_p and
+# reasoning_effort are not: other providers' defaults differ, and omitting them would change the request.
+_NEUTRAL_AT_DEFAULT = frozenset(
+    {"n", "logprobs", "presence_penalty", "frequency_penalty", "parallel_tool_calls", "verbosity"}
+)
+CHAT = Shape(
+    CHAT_FIELDS, dropped=_DROPPED, messages=OPENAI_MESSAGES, translate_functions=True,
+    defaults_dropped=_NEUTRAL_AT_DEFAULT,
+)  # fmt: skip
 
 
 def import_litellm() -> Any:
@@ -84,6 +94,7 @@ class LitellmAdapter(Adapter):
             raise _map_litellm_error(self.name, exc) from exc
         if not stream:
             reply = result.model_dump(exclude_none=True)
+            conform_reply(reply)  # exclude_none also took out the nulls OpenAI's schema requires
             usage = usage_from(reply.get("usage"))
             if usage is not None:
                 reply["usage"] = usage.as_openai()
@@ -106,6 +117,7 @@ class LitellmAdapter(Adapter):
                 choices = chunk.get("choices") or []
                 if not choices:
                     continue
+                conform_chat_chunk(chunk)  # `finish_reason: null` until the last chunk, as OpenAI streams it
                 for choice in choices:
                     if choice.get("finish_reason"):
                         outcome.finish_reason = choice["finish_reason"]

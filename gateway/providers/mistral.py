@@ -14,7 +14,9 @@ from typing import Any
 
 from gateway.config import ModelConfig
 from gateway.providers.base import Json, StreamOutcome
-from gateway.providers.fields import HINT_FIELDS, Messages, Shape, rebuild, roles
+from gateway.providers.fields import (
+    COMPLETION_REQUEST, EMBEDDING_REQUEST, HINT_FIELDS, Messages, Shape, rebuild, roles,
+)
 from gateway.providers.openai_compatible import ChunkAction, OpenAICompatibleAdapter, usage_from
 
 # Mistral's documented fields (../shared/reference/providers.md, Mistral section; mistral-common's request models).
@@ -38,8 +40,8 @@ MESSAGE_FIELDS = roles(
 _RENAMES = {"seed": "random_seed", "max_completion_tokens": "max_tokens"}
 _DROPPED = HINT_FIELDS | {"stream_options"}
 CHAT = Shape(CHAT_FIELDS, _RENAMES, _DROPPED, Messages(MESSAGE_FIELDS, {"developer": "system"}), translate_functions=True)
-FIM = Shape(FIM_FIELDS, _RENAMES, _DROPPED)
-EMBEDDINGS = Shape(EMBEDDING_FIELDS, {"dimensions": "output_dimension"}, HINT_FIELDS)
+FIM = Shape(FIM_FIELDS, _RENAMES, _DROPPED, openai=COMPLETION_REQUEST)
+EMBEDDINGS = Shape(EMBEDDING_FIELDS, {"dimensions": "output_dimension"}, HINT_FIELDS, openai=EMBEDDING_REQUEST)
 TOOL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -119,7 +121,7 @@ class MistralAdapter(OpenAICompatibleAdapter):
             message = choice.get("message") if isinstance(choice, dict) else None
             if isinstance(message, dict):
                 changed |= _flatten_content(message)
-        return changed
+        return super().fix_reply(reply) or changed  # `tool_calls: null`, no logprobs/refusal, model_length
 
     def fix_chunk(self, chunk: Json, outcome: StreamOutcome) -> ChunkAction:
         action = ChunkAction.KEEP
