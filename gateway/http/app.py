@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import Settings, load_catalog
@@ -42,6 +43,16 @@ class TrailingSlash:
         await self.app(scope, receive, send)
 
 
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> str:
+    """The `Allow` header for a path: the methods of every route whose path matches it."""
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches({**scope, "method": ""})  # no method matches: a path match is PARTIAL
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -63,7 +74,12 @@ def create_app(gateway: Gateway) -> Starlette:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = {404: f"Unknown path {request.url.path}.", 405: f"Method {request.method} is not allowed here."}
         text = message.get(exc.status_code, str(exc.detail))
-        return error_response(GatewayError(exc.status_code, text, "invalid_request_error", code))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # RFC 9110 requires Allow on a 405. Starlette's own lists only the first route matching the path, and
+            # several routes share a path (GET, PATCH and DELETE /admin/teams/{name}): list them all.
+            headers["Allow"] = allowed_methods(request.app.router.routes, request.scope)
+        return error_response(GatewayError(exc.status_code, text, "invalid_request_error", code, headers=headers))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
