@@ -8,12 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.errors import invalid_request
+
 Json = dict[str, Any]
+
+# Completion-only fields that a chat endpoint has no twin for. `best_of` and `logprobs` ask for more or for
+# extra detail (an answer without them is still the answer asked for): dropped. `echo: true` asks for the
+# prompt in the text: dropping it would change the answer, so only its default (false or null) is dropped.
+_DROPPED_FOR_CHAT = ("prompt", "suffix", "best_of", "logprobs")
+# CreateCompletionResponse's finish reasons; a chat's tool or function call ended the text normally.
+_FINISH_REASONS = {"stop": "stop", "length": "length", "model_length": "length", "content_filter": "content_filter",
+                   "tool_calls": "stop", "function_call": "stop"}  # fmt: skip
 
 
 def prompt_as_chat(body: Json) -> Json:
     """A legacy completion body as a chat body (prompt becomes one user message)."""
-    chat = {k: v for k, v in body.items() if k not in ("prompt", "suffix", "echo", "best_of", "logprobs")}
+    echo = body.get("echo")
+    if echo is not None and echo is not False:
+        raise invalid_request(
+            "Parameter 'echo' is not supported: this completion is served by a chat model.", param="echo",
+            code="unsupported_parameter",
+        )  # fmt: skip
+    chat = {k: v for k, v in body.items() if k not in _DROPPED_FOR_CHAT and k != "echo"}
     chat["messages"] = [{"role": "user", "content": body["prompt"]}]
     return chat
 
@@ -21,15 +37,16 @@ def prompt_as_chat(body: Json) -> Json:
 def as_text_completion(answer: Json) -> Json:
     """Reshape a chat completion or chunk (complete or streamed) into a text completion."""
     choices = []
-    for choice in answer.get("choices") or ():
+    for position, choice in enumerate(answer.get("choices") or ()):
         part = choice.get("message") or choice.get("delta") or {}
         text = part.get("content")
+        reason = choice.get("finish_reason")
         choices.append(
             {
                 "text": text if isinstance(text, str) else "",
-                "index": choice.get("index", 0),
+                "index": choice.get("index", position),
                 "logprobs": None,
-                "finish_reason": choice.get("finish_reason"),
+                "finish_reason": _FINISH_REASONS.get(reason, reason) if isinstance(reason, str) else reason,
             }
         )
     out: Json = {

@@ -198,6 +198,6 @@ def check_embeddings(body: dict[str, Any]) -> Request:
     if not ok:
         raise _type_error("input", "a string or a non-empty array of strings")
     _int(body, "dimensions", 1)
-    if body.get("encoding_format", "float") not in ("float", "base64"):
+    if body.get("encoding_format") not in (None, "float", "base64"):  # null is the default, float
         raise invalid_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
     return Request(model, False, False)
