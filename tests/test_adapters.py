@@ -156,3 +156,48 @@ def test_status_mapping() -> None:
     assert map_status_error("p", 500, b"{}", {}).status == 502
     error = map_status_error("p", 422, b'{"detail":[{"loc":["body","x"],"msg":"bad"}]}', {})
     assert error.status == 400 and orjson.loads(error.body())["error"]["message"] == "p returned 422: body.x: bad"
+
+
+def test_mistral_reply_is_made_openai_shaped() -> None:
+    # Mistral's documented reply: `tool_calls: null`, no logprobs or refusal; OpenAI's schema requires
+    # choices[].logprobs and message.refusal (null) and types tool_calls as an array when present.
+    reply = {"id": "a", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+        {"index": 0, "finish_reason": "model_length", "message": {"role": "assistant", "tool_calls": None, "content": "hi"}}]}  # fmt: skip
+    assert MistralAdapter(provider("mistral")).fix_reply(reply)
+    choice = reply["choices"][0]
+    assert choice["logprobs"] is None and choice["finish_reason"] == "length"
+    assert choice["message"] == {"role": "assistant", "content": "hi", "refusal": None}
+
+
+def test_a_conforming_reply_is_sent_as_the_providers_bytes() -> None:
+    # Re-encoding only when something changed: an OpenAI-shaped answer keeps its exact bytes (and cost).
+    body = (b'{"id":"a","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"finish_reason":"stop",'
+            b'"logprobs":null,"message":{"role":"assistant","content":"hi","refusal":null}}],'
+            b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"prompt_tokens_details":{"cached_tokens":0}}}')  # fmt: skip
+    assert OpenAICompatibleAdapter(provider("openai-compatible"))._complete(body, None).body is body
+    missing = body.replace(b'"logprobs":null,', b"")
+    fixed = OpenAICompatibleAdapter(provider("openai-compatible"))._complete(missing, None).body
+    assert orjson.loads(fixed)["choices"][0]["logprobs"] is None
+
+
+def test_explicit_defaults_and_nulls_are_dropped_where_the_provider_lacks_the_field() -> None:
+    mistral = MistralAdapter(provider("mistral"))
+    chat = mistral.prepare_chat({"model": "m", "messages": [], "logit_bias": None, "n": 1, "temperature": None,
+                                 "seed": None, "random_seed": 4, "parallel_tool_calls": True}, model(), False)  # fmt: skip
+    assert chat == {"model": "upstream-id", "messages": [], "n": 1, "random_seed": 4, "parallel_tool_calls": True}
+    fim = mistral.prepare_fim({"model": "m", "prompt": "a", "suffix": "b", "n": 1, "best_of": 1, "echo": False,
+                               "logprobs": None, "presence_penalty": 0, "max_tokens": None}, model(), False)  # fmt: skip
+    assert fim == {"model": "upstream-id", "prompt": "a", "suffix": "b"}
+    for refused, value in (("n", 2), ("n", True), ("echo", True), ("presence_penalty", 0.5), ("api_base", None)):
+        with pytest.raises(GatewayError) as error:
+            mistral.prepare_fim({"model": "m", "prompt": "a", refused: value}, model(), False)
+        assert error.value.status == 400 and error.value.param == refused
+
+
+def test_legacy_echo_is_refused_unless_at_its_default() -> None:
+    from gateway.legacy import prompt_as_chat
+
+    assert prompt_as_chat({"model": "m", "prompt": "p", "echo": False, "best_of": 1})["messages"][0]["content"] == "p"
+    with pytest.raises(GatewayError) as error:
+        prompt_as_chat({"model": "m", "prompt": "p", "echo": True})
+    assert error.value.param == "echo"
