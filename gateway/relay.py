@@ -275,10 +275,11 @@ def _data_of(event: bytes) -> bytes | None:
 def _usage_chunk(meta: Json, outcome: StreamOutcome, reshape: ChunkReshaper | None) -> Json:
     assert outcome.usage is not None
     chunk = {
-        "id": meta.get("id"),
+        # OpenAI's schema requires strings: a stream whose chunks carried no id or model still gets them.
+        "id": meta.get("id") or "chatcmpl-usage",
         "object": "chat.completion.chunk",
         "created": meta.get("created") or int(time.time()),
-        "model": meta.get("model"),
+        "model": meta.get("model") or "",
         "choices": [],
         "usage": outcome.usage.as_openai(),
     }
