@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     ledger_content: bool = False  # store prompt and response text in the ledger (off: never)
     circuit_failures: int = Field(5, ge=1)  # consecutive upstream failures that open a deployment's circuit
     circuit_cooldown_seconds: float = Field(30.0, gt=0)  # then one probe request is let through
+    # A provider that says its account is out of balance (Moonshot's exceeded_current_quota_error) has every
+    # deployment's circuit held open this long, unless POST /admin/reload or a restart releases it first.
+    quota_cooldown_seconds: float = Field(3600.0, gt=0)
     # Routing policies (policies/README.md). None: ./policies if it exists, else the repository's policies/.
     policies_dir: Path | None = None
     # How often the policy files and the catalog file are checked for edits (reloaded without a SIGHUP).
