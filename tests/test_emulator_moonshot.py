@@ -19,6 +19,8 @@ WEATHER_TOOL = {
         "city": {"type": "string"}, "days": {"type": "integer"}, "unit": {"type": "string", "enum": ["c", "f"]}}}},
 }
 THINK = {"thinking": {"type": "enabled"}}
+NO_THINK = {"thinking": {"type": "disabled"}}
+CALL = {"id": "functions.get_weather:0", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def test_401(client, key):
 # --- chat completions ------------------------------------------------------------------------
 
 def test_non_streaming_shape(client):
-    body = client.chat(ask("hello kimi")).json
+    body = client.chat(ask("hello kimi", **NO_THINK)).json
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion" and body["model"] == K26
     choice = body["choices"][0]
     assert choice["finish_reason"] == "stop" and choice["message"]["role"] == "assistant"
@@ -96,7 +98,7 @@ def test_determinism(client):
 
 
 @pytest.mark.parametrize("model, body", [
-    (K26, {"temperature": 0}), (K25, {"temperature": 1.0}),
+    (K26, {"temperature": 0, **NO_THINK}), (K25, {"temperature": 1.0}),
 ])
 def test_fixed_temperature(client, model, body):
     reply = client.chat(ask("hi", model, **body))
@@ -114,8 +116,42 @@ def test_other_fixed_sampling_values(client, field, value, allowed):
 
 
 def test_fixed_values_themselves_are_accepted(client):
-    reply = client.chat(ask("hi", temperature=0.6, top_p=0.95, n=1, presence_penalty=0, frequency_penalty=0))
+    reply = client.chat(ask("hi", temperature=0.6, top_p=0.95, n=1, presence_penalty=0, frequency_penalty=0, **NO_THINK))
     assert reply.status == 200
+    assert client.chat(ask("hi", temperature=1.0, top_p=0.95)).status == 200  # thinking (the default): 1.0
+
+
+def test_k26_thinks_by_default(client):
+    """providers.md: on kimi-k2.6 thinking is enabled by default; `thinking: disabled` turns it off. K2.5 and the
+    non-thinking K2 models do not think unless asked."""
+    body = client.chat(ask("default mode")).json
+    message = body["choices"][0]["message"]
+    assert message["reasoning_content"] and message["content"]
+    assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == rule_count(message["reasoning_content"])
+    refused = client.chat(ask("default mode", temperature=0.6))  # the thinking mode's fixed value is 1
+    assert refused.json == error("invalid temperature: only 1 is allowed for this model")
+    assert "reasoning_content" not in client.chat(ask("off", **NO_THINK)).json["choices"][0]["message"]
+    assert "reasoning_content" not in client.chat(ask("k2.5", K25)).json["choices"][0]["message"]
+    streamed = client.stream(ask("streamed default"))
+    assert any(c["choices"][0]["delta"].get("reasoning_content") for c in streamed.chunks)
+
+
+@pytest.mark.parametrize("role", ["developer", "critic"])
+def test_roles_other_than_moonshots_are_refused(client, role):
+    reply = client.chat({"model": K26, "messages": [{"role": role, "content": "Be brief."},
+                                                   {"role": "user", "content": "hi"}]})
+    assert reply.status == 400 and reply.json == error("unsupported role ROLE_UNSPECIFIED")
+    assert client.chat({"model": K26, "messages": [{"role": "system", "content": "Be brief."},
+                                                  {"role": "user", "content": "hi"}]}).status == 200
+
+
+def test_max_completion_tokens_and_deprecated_max_tokens(client):
+    """The API reference documents max_completion_tokens (max_tokens deprecated, still accepted); the first wins."""
+    for body in ({"max_completion_tokens": 3}, {"max_tokens": 3}, {"max_completion_tokens": 3, "max_tokens": 50}):
+        reply = client.chat(ask("a long answer please", **NO_THINK, **body)).json
+        assert reply["choices"][0]["finish_reason"] == "length" and reply["usage"]["completion_tokens"] == 3
+    bad = client.chat(ask("hi", max_completion_tokens="many"))
+    assert bad.status == 400 and "max_completion_tokens must be an integer" in bad.json["error"]["message"]
 
 
 def test_thinking_mode_temperature_and_reasoning(client):
@@ -147,7 +183,11 @@ def test_thinking_refuses_forced_tool_choice(client, tool_choice, name):
     reply = client.chat(ask("hi", **THINK, tools=[WEATHER_TOOL], tool_choice=tool_choice))
     assert reply.status == 400
     assert reply.json == error(f"tool_choice '{name}' is incompatible with thinking enabled")
-    assert client.chat(ask("hi", tools=[WEATHER_TOOL], tool_choice=tool_choice)).status == 200  # fine without thinking
+    by_default = client.chat(ask("hi", tools=[WEATHER_TOOL], tool_choice=tool_choice))  # K2.6 thinks by default
+    assert by_default.status == 400 and by_default.json == reply.json
+    assert client.chat(ask("hi", tools=[WEATHER_TOOL], tool_choice="auto")).status == 200
+    answered = client.chat(ask("hi", **NO_THINK, tools=[WEATHER_TOOL], tool_choice=tool_choice))  # without thinking
+    assert answered.status == 200 and answered.json["choices"][0]["message"]["tool_calls"]
 
 
 def test_thinking_requires_replayed_reasoning_content(client):
@@ -161,8 +201,11 @@ def test_thinking_requires_replayed_reasoning_content(client):
     messages[1]["reasoning_content"] = "I should call the tool."
     answered = client.chat({"model": THINKING, "messages": messages, "tools": [WEATHER_TOOL]})
     assert answered.status == 200 and answered.json["choices"][0]["finish_reason"] == "stop"
-    without_thinking = [messages[0], {**messages[1], "reasoning_content": None}, messages[2]]
-    assert client.chat({"model": K26, "messages": without_thinking}).status == 200
+    without_reasoning = [messages[0], {**messages[1], "reasoning_content": None}, messages[2]]
+    by_default = client.chat({"model": K26, "messages": without_reasoning})  # K2.6 thinks by default
+    assert by_default.status == 400 and by_default.json == reply.json
+    assert client.chat({"model": K26, "messages": without_reasoning, **NO_THINK}).status == 200
+    assert client.chat({"model": K26, "messages": messages}).status == 200  # replayed reasoning: accepted
 
 
 def test_partial_mode(client):
@@ -210,14 +253,14 @@ def test_tool_call_ids_count_the_conversation(client):
     messages = [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": "", "tool_calls": [earlier]},
                 {"role": "tool", "tool_call_id": earlier["id"], "content": "sunny"},
                 {"role": "user", "content": "and the weather tomorrow?"}]
-    body = client.chat({"model": K26, "messages": messages, "tools": [WEATHER_TOOL]}).json
+    body = client.chat({"model": K26, "messages": messages, "tools": [WEATHER_TOOL], **NO_THINK}).json
     assert body["choices"][0]["message"]["tool_calls"][0]["id"] == "functions.get_weather:1"
 
 
 # --- streaming ---------------------------------------------------------------------------------
 
 def test_stream_usage_inside_final_choice_only(client):
-    request = ask("stream please", max_tokens=5)
+    request = ask("stream please", max_tokens=5, **NO_THINK)
     streamed = client.stream(request)
     assert streamed.done and streamed.complete
     chunks = streamed.chunks
@@ -337,6 +380,26 @@ def test_fault_429(client):
     assert reply.json == error("The engine is currently overloaded, please try again later", "engine_overloaded_error")
 
 
+@pytest.mark.parametrize("fault, status, type_, transient", [
+    ("status=429,error=engine_overloaded_error", 429, "engine_overloaded_error", True),
+    ("status=429,error=rate_limit_reached_error,retry_after=2", 429, "rate_limit_reached_error", True),
+    ("status=429,error=exceeded_current_quota_error", 429, "exceeded_current_quota_error", False),
+    ("status=403", 403, "exceeded_current_quota_error", False),
+])
+def test_fault_the_three_429s(client, fault, status, type_, transient):
+    """providers.md, Moonshot errors: two transient 429s and the account without balance (also given as a 403)."""
+    reply = client.chat(ask("hi"), headers={"x-emulator-fault": fault})
+    assert reply.status == status and set(reply.json) == {"error"} and set(reply.json["error"]) == {"message", "type"}
+    assert reply.json["error"]["type"] == type_ and reply.json["error"]["message"]
+    assert ("retry-after" in reply.headers) is transient
+    if type_ == "exceeded_current_quota_error":
+        assert "balance" in reply.json["error"]["message"]
+
+
+def test_fault_error_type_needs_a_status(client):
+    assert client.chat(ask("hi"), headers={"x-emulator-fault": "error=rate_limit_reached_error"}).status == 400
+
+
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_fault_server_errors(client, status):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": f"status={status}"})
@@ -352,7 +415,7 @@ def test_fault_stream_error(client):
 
 
 def test_fault_cut(client):
-    streamed = client.stream(ask("cut", stream_options={"include_usage": True}),
+    streamed = client.stream(ask("cut", stream_options={"include_usage": True}, **NO_THINK),
                              headers={"x-emulator-fault": "first_token=5,cut=3"})
     assert not streamed.complete and not streamed.done
     contents = [c["choices"][0]["delta"].get("content") for c in streamed.chunks]
@@ -363,7 +426,7 @@ def test_fault_cut(client):
 
 
 def test_fault_malformed_stream(client):
-    streamed = client.stream(ask("mal", max_tokens=2), headers={"x-emulator-fault": "malformed=1"})
+    streamed = client.stream(ask("mal", max_tokens=2, **NO_THINK), headers={"x-emulator-fault": "malformed=1"})
     assert streamed.done
     with pytest.raises(ValueError):
         json.loads(streamed.frames[1])

@@ -82,6 +82,11 @@ class Provider(ABC):
     def response_headers(self) -> dict[str, str]:
         return {}
 
+    def fault_error(self, status: int, error_type: str | None) -> tuple[Response, bool]:
+        """The answer to a `status=CODE[,error=TYPE]` fault, and whether it is transient (then a 429 or 503
+        carries Retry-After). A provider with several bodies for one status picks by `error_type`."""
+        return self.status_error(status), True
+
 
 @dataclass
 class EmulatorState:
@@ -183,8 +188,8 @@ def _v1_route(method: str, path: str, handler: Handler) -> Route:
             # What a misconfigured proxy or a captive portal answers, with status 200, stream or not.
             reply: Reply = HTMLResponse("<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>")
         elif fault.status is not None:
-            reply = provider.status_error(fault.status)
-            if fault.status in (429, 503):
+            reply, transient = provider.fault_error(fault.status, fault.error_type)
+            if transient and fault.status in (429, 503):
                 headers["retry-after"] = f"{fault.retry_after:g}"
         elif request.headers.get("authorization") != f"Bearer {emu.api_key}":
             reply = provider.auth_error("authorization" in request.headers)

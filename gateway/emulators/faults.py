@@ -2,8 +2,8 @@
 
 Syntax: a comma-separated list of `latency=MS`, `first_token=MS`, `status=CODE`,
 `retry_after=S`, `cut=N`, `malformed=N`, `malformed_all`, `stream_error=N`, `stall=N`,
-`big_event=BYTES`, `pad=BYTES`, `html`, `hang`, e.g. "status=429,retry_after=3" or
-"first_token=200,cut=5". Applying the faults is the job of the request pipeline
+`big_event=BYTES`, `pad=BYTES`, `html`, `hang`, `error=TYPE` (with `status`: the provider's error type, e.g.
+Moonshot's `exceeded_current_quota_error`), e.g. "status=429,retry_after=3" or "first_token=200,cut=5". Applying the faults is the job of the request pipeline
 (app.py) and the stream writer (sse.py).
 """
 
@@ -18,6 +18,7 @@ _INT_FIELDS = {
 }  # fmt: skip
 _FLAGS = ("hang", "html", "malformed_all")
 _FLOAT_FIELDS = {"latency": "latency_ms", "first_token": "first_token_ms", "retry_after": "retry_after"}
+_STR_FIELDS = {"error": "error_type"}
 MAX_QUEUED = 1000  # queue entries; a runaway test cannot grow the emulator without bound
 
 
@@ -40,6 +41,7 @@ class Fault:
     pad: int | None = None  # this many more bytes of text: in the message, or in 64 KiB chunks of the stream
     html: bool = False  # a 200 with an HTML page (a proxy's or a captive portal's) instead of the answer
     hang: bool = False
+    error_type: str | None = None  # with `status`: which of the provider's error bodies (its `type`) to answer
 
     @property
     def active(self) -> bool:
@@ -65,6 +67,8 @@ def parse_fault(spec: str | None) -> Fault:
                 values[_INT_FIELDS[name]] = int(raw)
             elif name in _FLOAT_FIELDS and raw:
                 values[_FLOAT_FIELDS[name]] = float(raw)
+            elif name in _STR_FIELDS and raw.strip():
+                values[_STR_FIELDS[name]] = raw.strip()
             else:
                 raise FaultSyntaxError(f"unknown fault {item!r}")
         except ValueError as exc:
@@ -72,6 +76,8 @@ def parse_fault(spec: str | None) -> Fault:
     status = values.get("status")
     if status is not None and not 400 <= int(status) <= 599:  # type: ignore[call-overload]
         raise FaultSyntaxError(f"status must be an HTTP error code, got {status}")
+    if "error_type" in values and status is None:
+        raise FaultSyntaxError("error=TYPE needs a status=CODE")
     return Fault(**values)  # type: ignore[arg-type]
 
 

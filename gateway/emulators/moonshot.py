@@ -4,6 +4,16 @@ Quirks reproduced: fixed sampling on K2.5/K2.6 (400 "only 0.6 is allowed"), thin
 mode rules, partial mode, `functions.NAME:IDX` tool-call ids, usage inside the final
 stream choice (plus a trailing usage chunk only with stream_options.include_usage),
 both cached-token shapes, and errors always shaped `{"error": {"message", "type"}}`.
+
+Kimi K2.6 as Moonshot documents it (../shared/reference/providers.md, Moonshot section, from Moonshot's guide to
+the K2 thinking models and its chat API reference; see README.md here for where newer sources differ):
+thinking is on by default (`thinking: {"type": "disabled"}` turns it off) and answers then carry
+`reasoning_content`; in thinking mode an assistant tool-call turn replayed without `reasoning_content` and a forced
+`tool_choice` ("required" or a named function) are refused; the `developer` role is refused ("unsupported role
+ROLE_UNSPECIFIED"); `max_completion_tokens` is the output limit (`max_tokens`, deprecated, still accepted). Its
+three 429s are faults: `status=429` (engine_overloaded_error), `status=429,error=rate_limit_reached_error`
+(both transient, with Retry-After) and `status=429,error=exceeded_current_quota_error` (the account has no
+balance: not transient, no Retry-After; also `status=403`, which Moonshot's help pages give for it).
 """
 
 from __future__ import annotations
@@ -31,10 +41,24 @@ MODELS: dict[str, tuple[int, str, bool, bool]] = {
     "kimi-k2-turbo-preview": (262_144, "k2", False, False),
     "kimi-k2-thinking": (262_144, "thinking", False, True),
 }
+# Thinking is on unless the request turns it off (providers.md: "On kimi-k2.6 thinking is enabled by default").
+THINKING_BY_DEFAULT = frozenset({"kimi-k2.6"})
+# The roles Moonshot's chat API takes; any other (OpenAI's `developer`) is refused with the message users of
+# several clients reported (providers.md: "unsupported role ROLE_UNSPECIFIED").
+ROLES = frozenset({"system", "user", "assistant", "tool"})
 _FIXED_VALUES = {"top_p": 0.95, "n": 1, "presence_penalty": 0, "frequency_penalty": 0}
+QUOTA_MESSAGE = "You exceeded your current quota, please check your account balance"
+# Fault bodies by error type (providers.md, Moonshot errors: the 429 types and the 403). Moonshot does not publish
+# the exact message of every type; these follow the ones seen. The bool: transient (a retry may succeed).
+_TYPED_BODIES = {  # type: (statuses it comes with, message, transient)
+    "engine_overloaded_error": ((429, 503), "The engine is currently overloaded, please try again later", True),
+    "rate_limit_reached_error": ((429,), "Your account reached its rate limit (requests or tokens per minute), "
+                                         "please try again later", True),
+    "exceeded_current_quota_error": ((403, 429), QUOTA_MESSAGE, False),
+}
 _STATUS_BODIES = {  # status: (type, message)
     400: ("invalid_request_error", "Invalid request"),
-    403: ("exceeded_current_quota_error", "You exceeded your current quota, please check your account balance"),
+    403: ("exceeded_current_quota_error", QUOTA_MESSAGE),
     404: ("resource_not_found_error", "Not found the model or Permission denied"),
     429: ("engine_overloaded_error", "The engine is currently overloaded, please try again later"),
     500: ("server_error", "Internal server error"),
@@ -167,6 +191,14 @@ class MoonshotProvider(Provider):
         type_, message = _STATUS_BODIES.get(status, ("server_error", HTTPStatus(status).phrase))
         return _error(status, message, type_)
 
+    def fault_error(self, status: int, error_type: str | None) -> tuple[Response, bool]:
+        typed = _TYPED_BODIES.get(error_type) if error_type is not None else None
+        if typed is not None and status in typed[0]:
+            return _error(status, typed[1], error_type), typed[2]  # type: ignore[arg-type]
+        if error_type is not None:
+            return _error(status, HTTPStatus(status).phrase, error_type), status in (429, 503)
+        return self.status_error(status), status != 403  # a bare 403 is the quota body: not transient
+
     def malformed_json(self, error: str) -> Response:
         return _error(400, f"Invalid request: failed to parse JSON body: {error}")
 
@@ -194,7 +226,13 @@ class MoonshotProvider(Provider):
             return checked
         (model, messages), body = checked, call.body
         window, family, _, _ = MODELS[model]
-        thinking = family == "thinking" or (family == FIXED and _field(body, "thinking", "type") == "enabled")
+        for message in messages:
+            if message.get("role") not in ROLES:
+                return _error(400, "unsupported role ROLE_UNSPECIFIED")
+        asked = _field(body, "thinking", "type")
+        thinking = family == "thinking" or (
+            family == FIXED and (asked == "enabled" or (asked is None and model in THINKING_BY_DEFAULT))
+        )
         refused = _check_sampling(body, family, thinking) or (_check_thinking(body, messages) if thinking else None)
         if refused is not None:
             return refused
@@ -203,9 +241,11 @@ class MoonshotProvider(Provider):
         if partial and _field(body, "response_format", "type") == "json_object":
             return _error(400, "Invalid request: partial mode is not compatible with response_format json_object")
         prompt = count_prompt(messages, body.get("tools"))
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        # max_completion_tokens is the documented limit; max_tokens is deprecated but still taken.
+        name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        max_tokens = body.get(name)
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
-            return _error(400, f"Invalid request: max_tokens must be an integer, got {max_tokens!r}")
+            return _error(400, f"Invalid request: {name} must be an integer, got {max_tokens!r}")
         if prompt.total + (max_tokens or 0) > window:
             return _error(400, f"Your request exceeded model token limit : {window}")
         spec = chat_spec(body, seed=body.get("seed"), thinking=thinking, max_tokens=max_tokens)
