@@ -4,19 +4,40 @@ Quirks reproduced: pydantic-strict bodies (422 `extra_forbidden` with `message` 
 object), 9-character tool-call ids (400, code 3280), usage on the last content chunk,
 a random padding field "p" on every chunk, thinking chunks as content arrays, the
 rate-limit headers, and a prefix message whose text is repeated in the reply.
+
+Every request is validated the way the API does it, in this order:
+1. the request's field list (which top-level and message keys exist) is the one of the `mistralai` SDK's request
+   models (SDK 3.7.0: ChatCompletionRequest, FIMCompletionRequest, EmbeddingRequest, SystemMessage, UserMessage,
+   AssistantMessage, ToolMessage), written out below because the emulator also runs where the SDK is not
+   installed (demo mode); tests/test_mistral_reference.py checks the lists against the installed SDK;
+2. what mistral-common (Mistral's own library) models is validated with its own pydantic models
+   (`mistral_common.protocol.instruct.request.ChatCompletionRequest`, `mistral_common.protocol.fim.request.FIMRequest`:
+   messages, content chunks, tools, tool calls, tool_choice, response_format, max_tokens, random_seed), so their
+   errors come back as the same 422 detail list;
+3. the conversation is checked by mistral-common's `MistralRequestValidator` for the model's tokenizer version in
+   serving mode (`get_validator(version, ValidationMode.serving)`): message order, the last role, tool-call/result
+   pairing, function names, tool schemas; its refusals are 400s in Mistral's error envelope.
+Where the sources disagree with ../shared/reference/providers.md, gateway/emulators/README.md says which one is
+followed and why.
 """
 
 from __future__ import annotations
 
-import base64
 import math
 import re
-import struct
 import time
 import uuid
 from http import HTTPStatus
 from typing import Any
 
+from mistral_common.exceptions import (
+    InvalidFunctionCallException, InvalidMessageStructureException, InvalidToolMessageException, MistralCommonException,
+)
+from mistral_common.protocol.fim.request import FIMRequest
+from mistral_common.protocol.instruct.request import ChatCompletionRequest
+from mistral_common.protocol.instruct.validator import ValidationMode, get_validator
+from mistral_common.tokens.tokenizers.base import TokenizerVersion
+from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from gateway.emulators.app import Call, Handler, Provider, Reply, Stream
@@ -29,29 +50,46 @@ from gateway.tokens.vocab import Lazy, TokenizerUnavailable, load_tekken
 CREATED = 1_760_000_000
 _CHAT = {"completion_chat": True, "function_calling": True, "completion_fim": False, "fine_tuning": False,
          "vision": False, "classification": False, "ocr": False, "moderation": False, "audio": False}
+# `tokenizer`: the mistral-common tokenizer version whose validator the model's requests pass. Neither the SDK nor
+# the API's model cards say which version a served model uses; v15 is mistral-common's newest and the only one that
+# takes `reasoning_effort` (mistral_common.protocol.instruct.request.ReasoningEffort: "Supported for tokenizer >= v15
+# only"), which the API documents for its chat models.
 MODELS: dict[str, dict] = {
     "mistral-medium-3.5": {"ctx": 262144, "caps": {**_CHAT, "vision": True}, "aliases": ["mistral-medium-latest"],
-                           "description": "Mistral Medium 3.5: 128B dense, chat, tools and vision."},
+                           "tokenizer": "v15", "description": "Mistral Medium 3.5: 128B dense, chat, tools and vision."},
     "mistral-medium-latest": {"ctx": 262144, "caps": {**_CHAT, "vision": True}, "aliases": ["mistral-medium-3.5"],
-                              "description": "Alias of mistral-medium-3.5."},
+                              "tokenizer": "v15", "description": "Alias of mistral-medium-3.5."},
     "mistral-small-latest": {"ctx": 131072, "caps": {**_CHAT, "vision": True}, "aliases": [],
-                             "description": "Mistral Small: fast and cheap chat."},
+                             "tokenizer": "v15", "description": "Mistral Small: fast and cheap chat."},
     "codestral-latest": {"ctx": 262144, "caps": {**_CHAT, "completion_fim": True}, "aliases": [],
-                         "description": "Codestral: code generation and fill-in-the-middle."},
+                         "tokenizer": "v15", "description": "Codestral: code generation and fill-in-the-middle."},
     "mistral-embed": {"ctx": 8192, "caps": {**{k: False for k in _CHAT}}, "aliases": [], "embed": True,
                       "description": "Mistral Embed: 1024-dimension text embeddings."},
 }
-CHAT_FIELDS = {"model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
-               "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "n",
-               "parallel_tool_calls", "prediction", "prompt_mode", "reasoning_effort", "safe_prompt", "metadata",
-               "guardrails", "prompt_cache_key"}
-FIM_FIELDS = {"model", "prompt", "suffix", "temperature", "top_p", "max_tokens", "min_tokens", "stream", "stop",
-              "random_seed", "metadata"}
-EMBED_FIELDS = {"model", "input", "output_dimension", "output_dtype", "encoding_format"}
+# The request fields of the mistralai SDK 3.7.0 (mistralai.client.models: ChatCompletionRequest and
+# ChatCompletionStreamRequest, FIMCompletionRequest and FIMCompletionStreamRequest, EmbeddingRequest, by wire name).
+CHAT_FIELDS = frozenset({
+    "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed", "metadata",
+    "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "min_tokens",
+    "repetition_penalty", "top_k", "logprobs", "top_logprobs", "prompt_logprobs", "top_prompt_logprobs", "n",
+    "prediction", "parallel_tool_calls", "reasoning_effort", "prompt_mode", "guardrails", "prompt_cache_key",
+    "service_tier", "safe_prompt",
+})
+FIM_FIELDS = frozenset({"model", "prompt", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
+                        "metadata", "suffix", "min_tokens", "prompt_cache_key"})
+EMBED_FIELDS = frozenset({"model", "input", "metadata", "output_dimension", "output_dtype", "encoding_format"})
+# SDK 3.7.0 SystemMessage, UserMessage, AssistantMessage, ToolMessage (the same keys as mistral-common's messages).
 MESSAGE_FIELDS = {"system": {"role", "content"}, "user": {"role", "content"},
                   "assistant": {"role", "content", "tool_calls", "prefix"},
                   "tool": {"role", "content", "tool_call_id", "name"}}
-REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+# SDK 3.7.0 ChatCompletionRequest.reasoning_effort and mistral-common's ReasoningEffort (both list "max").
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+# What mistral-common's ChatCompletionRequest / FIMRequest model of a body: passed to them as sent. `temperature` and
+# `top_p` are not: mistral-common bounds temperature to [0, 1] (BaseCompletionRequest), the API takes up to 1.5
+# (see _check_range below and gateway/emulators/README.md).
+_MC_CHAT_FIELDS = ("model", "messages", "response_format", "tools", "tool_choice", "parallel_tool_calls",
+                   "reasoning_effort", "max_tokens", "random_seed")
+_MC_FIM_FIELDS = ("prompt", "suffix", "max_tokens", "random_seed")
 EMBED_DIMENSION = 1024
 TOOL_ID = re.compile(r"[a-zA-Z0-9]{9}")
 RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS = 300, 2_000_000
@@ -156,6 +194,75 @@ def _bad_tool_ids(messages: list) -> Response | None:
     return None
 
 
+def _pydantic_details(error: ValidationError) -> list[dict]:
+    """pydantic's errors as FastAPI lists them (what the API's 422 carries): loc under "body", no docs url."""
+    details = []
+    for item in error.errors(include_url=False):
+        ctx = {key: value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+               for key, value in (item.get("ctx") or {}).items()}
+        details.append(_detail(item["type"], list(item["loc"]), item["msg"], item.get("input"), ctx or None))
+    return details
+
+
+def _mc_part(part: Any) -> Any:
+    """A content part in the form mistral-common's chunk models take. The wire (SDK 3.7.0 ThinkChunk) sends
+    `thinking` as a list of text chunks and may add `signature`; mistral-common's ThinkChunk has `thinking` as one
+    string: the SDK's form is read into it. `document_url` parts (SDK DocumentURLChunk) have no mistral-common
+    model; they stand as an empty text for the checks."""
+    if not isinstance(part, dict):
+        return part
+    if part.get("type") == "thinking" and isinstance(part.get("thinking"), list):
+        texts = [p.get("text", "") for p in part["thinking"] if isinstance(p, dict)]
+        out = {key: value for key, value in part.items() if key != "signature"}
+        return {**out, "thinking": "".join(t for t in texts if isinstance(t, str))}
+    if part.get("type") == "document_url":
+        return {"type": "text", "text": ""}
+    return part
+
+
+def _mc_message(message: Any) -> Any:
+    if isinstance(message, dict) and isinstance(message.get("content"), list):
+        return {**message, "content": [_mc_part(part) for part in message["content"]]}
+    return message
+
+
+# mistral-common's refusals as the API answers them: the message is the exception's text. Tool-call id errors have
+# their documented type and code (providers.md: invalid_function_call, 3280), conversation-structure errors
+# Mistral's message-order error (invalid_request_message_order, 3230); anything else is a plain invalid request.
+def _refusal(exc: MistralCommonException) -> Response:
+    text = str(exc)
+    if "Tool call id" in text and isinstance(exc, (InvalidFunctionCallException, InvalidToolMessageException)):
+        return _error(400, text, "invalid_function_call", "3280", raw_status_code=400)
+    if isinstance(exc, InvalidMessageStructureException):
+        return _error(400, text, "invalid_request_message_order", "3230")
+    return _error(400, text, "invalid_request_error", "3000")
+
+
+def _mistral_common_chat(body: dict, tokenizer: str) -> Response | None:
+    """Steps 2 and 3 of the module docstring for a chat body whose field list already passed."""
+    data = {name: body[name] for name in _MC_CHAT_FIELDS if body.get(name) is not None}
+    data["messages"] = [_mc_message(message) for message in body["messages"]]
+    try:
+        request = ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        return _unprocessable(_pydantic_details(exc))
+    try:
+        get_validator(TokenizerVersion(tokenizer), ValidationMode.serving).validate_request(request)
+    except MistralCommonException as exc:
+        return _refusal(exc)
+    except ValueError as exc:  # mistral-common raises a bare ValueError for some combinations (system + audio)
+        return _error(400, str(exc), "invalid_request_error", "3000")
+    return None
+
+
+def _mistral_common_fim(body: dict) -> list[dict]:
+    try:
+        FIMRequest.model_validate({name: body[name] for name in _MC_FIM_FIELDS if body.get(name) is not None})
+    except ValidationError as exc:
+        return _pydantic_details(exc)
+    return []
+
+
 def _usage(gen: Generation) -> dict:
     usage = {
         "prompt_tokens": gen.prompt_tokens,
@@ -220,7 +327,11 @@ def _stream(gen: Generation, model: str, prefix: str, tokens_per_chunk: int) -> 
     return Stream(events)
 
 
-def _embedding(vector: list[float], dtype: str, encoding: str) -> Any:
+def _embedding(vector: list[float], dtype: str) -> list:
+    """One embedding as the API returns it: always a JSON array, whatever `encoding_format` asked. The SDK types it
+    so (mistralai 3.7.0 EmbeddingResponseData.embedding: List[float]), and the API was seen ignoring
+    `encoding_format: base64` (Mintplex-Labs/anything-llm#5794 and arabold/docs-mcp-server#471, 2026: the OpenAI
+    JS client, which asks base64 by default, decoded Mistral's float arrays into zeros)."""
     if dtype in ("int8", "uint8"):
         scale = 127 / (max(abs(v) for v in vector) or 1.0)
         values: list = [round(v * scale) + (128 if dtype == "uint8" else 0) for v in vector]
@@ -230,10 +341,7 @@ def _embedding(vector: list[float], dtype: str, encoding: str) -> Any:
         values = [sum(bits[i + b] << (7 - b) for b in range(8)) + offset for i in range(0, len(bits), 8)]
     else:
         values = vector
-    if encoding != "base64":
-        return values
-    fmt = {"float": "f", "int8": "b", "uint8": "B", "binary": "b", "ubinary": "B"}[dtype]
-    return base64.b64encode(struct.pack(f"<{len(values)}{fmt}", *values)).decode()
+    return values
 
 
 class MistralProvider(Provider):
@@ -305,7 +413,8 @@ class MistralProvider(Provider):
         if not isinstance(body, dict):
             return _unprocessable([_detail("model_attributes_type", [], "Input should be a valid dictionary", body)])
         details = _check_fields(body, CHAT_FIELDS, ("model", "messages")) + _check_range(body, "temperature", 0, 1.5)
-        details += _check_int(body, "max_tokens", 0) + _check_int(body, "n", 1)
+        details += _check_int(body, "max_tokens", 0) + _check_int(body, "n", 1) + _check_int(body, "min_tokens", 0)
+        details += _check_int(body, "random_seed", 0)  # mistral-common: random_seed ge=0
         details += _check_enum(body, "reasoning_effort", REASONING_EFFORTS) + _check_messages(body.get("messages", []))
         if details:
             return _unprocessable(details)
@@ -313,15 +422,16 @@ class MistralProvider(Provider):
         card = MODELS.get(model)
         if card is None or card.get("embed"):
             return _invalid_model(model)
+        # The documented tool-id refusal first (providers.md: 400, code 3280, "Tool call id was turn1_0 ..."), even
+        # where mistral-common's structure checks would find an unpaired id before it.
         bad_ids = _bad_tool_ids(messages)
         if bad_ids is not None:
             return bad_ids
+        refused = _mistral_common_chat(body, card["tokenizer"])
+        if refused is not None:
+            return refused
         last = messages[-1] if messages else {}
         prefix_turn = last.get("role") == "assistant" and last.get("prefix") is True
-        if last.get("role") not in ("user", "tool") and not prefix_turn:
-            role = last.get("role", "nothing")
-            text = f"Expected last role User or Tool (or Assistant with prefix True) for serving but got {role}"
-            return _error(400, text, "invalid_request_message_order", "3230")
         prompt = count_prompt(messages, body.get("tools"), self.count)
         max_tokens = body.get("max_tokens")
         if prompt.total + (max_tokens or 0) > card["ctx"]:
@@ -329,6 +439,7 @@ class MistralProvider(Provider):
         effort = body.get("reasoning_effort")
         thinking = effort not in (None, "none") or body.get("prompt_mode") == "reasoning"
         spec = chat_spec(body, seed=body.get("random_seed"), thinking=thinking, max_tokens=max_tokens)
+        spec.min_tokens = int(body.get("min_tokens") or 0)  # SDK 3.7.0 ChatCompletionRequest.min_tokens
         gen = complete(spec, prompt, call.emu.options, call.emu.cache, model, script_of(call.emu))
         prefix = last.get("content") if prefix_turn and isinstance(last.get("content"), str) else ""
         return self._reply(call, gen, model, prefix)
@@ -339,8 +450,12 @@ class MistralProvider(Provider):
             return _unprocessable([_detail("model_attributes_type", [], "Input should be a valid dictionary", body)])
         details = _check_fields(body, FIM_FIELDS, ("model", "prompt")) + _check_range(body, "temperature", 0, 1.5)
         details += _check_int(body, "max_tokens", 0) + _check_int(body, "min_tokens", 0)
+        details += _check_int(body, "random_seed", 0)
         if "prompt" in body and not isinstance(body["prompt"], str):
             details.append(_detail("string_type", ["prompt"], "Input should be a valid string", body["prompt"]))
+        if details:
+            return _unprocessable(details)
+        details = _mistral_common_fim(body)
         if details:
             return _unprocessable(details)
         model = body["model"]
@@ -385,8 +500,7 @@ class MistralProvider(Provider):
             rng = rng_for(call.emu.options.seed, "embed", text)
             raw = [rng.gauss(0, 1) for _ in range(dimension)]
             norm = math.sqrt(sum(v * v for v in raw)) or 1.0
-            dtype, encoding = body.get("output_dtype") or "float", body.get("encoding_format") or "float"
-            vector = _embedding([v / norm for v in raw], dtype, encoding)
+            vector = _embedding([v / norm for v in raw], body.get("output_dtype") or "float")
             data.append({"object": "embedding", "embedding": vector, "index": index})
         total = sum(counts)
         return {"id": uuid.uuid4().hex, "object": "list", "data": data, "model": body["model"],
