@@ -8,7 +8,7 @@ import pytest
 
 from tests.budget_util import ledger, make_key, make_team
 from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json
+from tests.http_util import post_json, request
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -134,3 +134,141 @@ def test_circuit_states_half_open_probe_and_recovery() -> None:
     assert breakers.state("p/m") == CLOSED and breakers.allows("p/m")
     breakers.failed("p/m")
     assert breakers.state("p/m") == CLOSED  # the count restarted after the success
+
+
+# ---------------------------------------------------------------------------------------------- account out of balance
+# Moonshot's three 429s (../shared/reference/providers.md, Moonshot errors): engine_overloaded_error and
+# rate_limit_reached_error are transient; exceeded_current_quota_error (also sent as a 403) means the account has
+# no balance: not retried, the provider held open for every model until an operator acts.
+
+MASTER = "mk-failover-quota"
+QUOTA = "status=429,error=exceeded_current_quota_error"
+KIMI = {"model": "kimi-k2.6", "messages": HELLO}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _kimi_first(tmp_path: Path) -> Path:
+    """The default policy, but preferring Kimi K2.6 (so `auto` tries Moonshot first and may fall back to Mistral)."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "default.yaml").write_text("name: default\nprefer: [kimi-k2.6, mistral-medium-3.5]\n")
+    return policies
+
+
+def _quota_gateway(start_gateway: GatewayFactory, db: str, tmp_path: Path) -> tuple[str, object, Clock]:
+    server = start_gateway(database_url=db, master_key=MASTER, policies_dir=_kimi_first(tmp_path),
+                           circuit_cooldown_seconds=30, quota_cooldown_seconds=3600)  # fmt: skip
+    gateway = server.app.state.gateway
+    clock = Clock()
+    gateway.circuits.clock = clock
+    return server.url, gateway, clock
+
+
+def _auth() -> dict[str, str]:
+    return {"authorization": f"Bearer {MASTER}"}
+
+
+def test_quota_exhausted_is_not_retried_holds_the_provider_and_falls_back(
+    start_gateway: GatewayFactory, db: str, tmp_path: Path, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
+) -> None:
+    from gateway.routing.circuits import CLOSED, OPEN
+    from tests.test_metrics import scrape, total
+
+    url, gateway, clock = _quota_gateway(start_gateway, db, tmp_path)
+    moonshot_log.fault(QUOTA, count=10)
+    answer = post_json(url, CHAT, {"model": "auto", "messages": HELLO}, _auth())
+    assert answer.status == 200, answer.body
+    assert answer.headers["x-gateway-model"] == "mistral-medium-3.5"
+    assert answer.headers["x-gateway-route-reason"] == "fallback:quota-exhausted"
+    assert len(moonshot_log.requests()) == 1  # not retried: no wait tops the account up
+    assert gateway.circuits.state("moonshot/kimi-k2.6") == OPEN and gateway.circuits.held("moonshot/kimi-k2.6")
+    assert gateway.circuits.state("mistral/mistral-medium-3.5") == CLOSED
+    samples = scrape(url, _auth())
+    assert total(samples, "gateway_upstream_errors_total", provider="moonshot", kind="quota_exhausted") == 1
+    assert total(samples, "gateway_upstream_errors_total", provider="moonshot", kind="status_429") == 0
+    assert total(samples, "gateway_circuit_state", provider="moonshot", model="kimi-k2.6") == 2
+
+    again = post_json(url, CHAT, {"model": "auto", "messages": HELLO}, _auth())
+    assert again.status == 200 and again.headers["x-gateway-route-reason"] == "fallback:circuit-open"
+    pinned = post_json(url, CHAT, KIMI, _auth())
+    assert pinned.status == 503 and pinned.error["code"] == "upstream_quota_exhausted"
+    assert "out of balance" in pinned.error["message"] and "moonshot" in pinned.error["message"]
+    assert len(moonshot_log.requests()) == 1  # held: nothing more reached Moonshot
+
+    clock.now += 31  # past the ordinary cool-down: an account hold lasts longer
+    assert post_json(url, CHAT, KIMI, _auth()).error["code"] == "upstream_quota_exhausted"
+    assert len(moonshot_log.requests()) == 1
+    moonshot_log.reset()  # the account was topped up
+    reload = request(url, "POST", "/admin/reload", headers=_auth())
+    assert reload.status == 200, reload.body
+    served = post_json(url, CHAT, KIMI, _auth())
+    assert served.status == 200 and served.headers["x-gateway-provider"] == "moonshot", served.body
+    assert gateway.circuits.state("moonshot/kimi-k2.6") == CLOSED
+    statuses = [(r.status, r.model) for r in ledger(db)]
+    assert statuses.count((503, "kimi-k2.6")) == 2 and statuses[-1] == (200, "kimi-k2.6")
+
+
+def test_quota_hold_ends_after_the_quota_cooldown_with_one_probe(
+    start_gateway: GatewayFactory, db: str, tmp_path: Path, moonshot_log: EmulatorControl
+) -> None:
+    from gateway.routing.circuits import CLOSED, OPEN
+
+    url, gateway, clock = _quota_gateway(start_gateway, db, tmp_path)
+    moonshot_log.fault("status=403")  # Moonshot's quota body as a 403: the account, not the gateway's key
+    first = post_json(url, CHAT, KIMI, _auth())
+    assert first.status == 503 and first.error["code"] == "upstream_quota_exhausted", first.body
+    assert "exceeded_current_quota_error" in first.error["message"]
+    clock.now += 3599
+    assert post_json(url, CHAT, KIMI, _auth()).error["code"] == "upstream_quota_exhausted"
+    assert len(moonshot_log.requests()) == 1
+    clock.now += 1
+    moonshot_log.fault(QUOTA)  # the probe finds the account still empty: held again for another hour
+    assert post_json(url, CHAT, KIMI, _auth()).error["code"] == "upstream_quota_exhausted"
+    assert len(moonshot_log.requests()) == 2 and gateway.circuits.state("moonshot/kimi-k2.6") == OPEN
+    clock.now += 3600
+    assert post_json(url, CHAT, KIMI, _auth()).status == 200  # topped up: the next probe closes it
+    assert gateway.circuits.state("moonshot/kimi-k2.6") == CLOSED and len(moonshot_log.requests()) == 3
+
+
+def test_quota_hold_covers_every_deployment_of_the_provider() -> None:
+    from gateway.routing.circuits import CLOSED, HALF_OPEN, OPEN, CircuitBreakers
+
+    now = [0.0]
+    changes: list[tuple[str, int]] = []
+    breakers = CircuitBreakers(failures=5, cooldown=10, clock=lambda: now[0], on_change=lambda d, s: changes.append((d, s)))
+    breakers.hold(["moonshot/a", "moonshot/b"], 100)
+    assert changes == [("moonshot/a", OPEN), ("moonshot/b", OPEN)]
+    now[0] = 50
+    assert not breakers.allows("moonshot/a") and not breakers.allows("moonshot/b") and breakers.allows("mistral/c")
+    now[0] = 100
+    assert breakers.allows("moonshot/a") and breakers.state("moonshot/a") == HALF_OPEN and not breakers.allows("moonshot/a")
+    breakers.failed("moonshot/a")  # the probe met an ordinary failure: an ordinary cool-down from here
+    assert breakers.state("moonshot/a") == OPEN and not breakers.held("moonshot/a")
+    now[0] = 110
+    assert breakers.allows("moonshot/a")
+    breakers.note_reloads(0)
+    assert breakers.held("moonshot/b")  # no reload yet
+    breakers.note_reloads(1)
+    assert breakers.state("moonshot/b") == CLOSED and not breakers.held("moonshot/b")
+
+
+@pytest.mark.parametrize("kind", ["engine_overloaded_error", "rate_limit_reached_error"])
+def test_transient_429s_keep_retries_and_retry_after(
+    start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl, kind: str
+) -> None:
+    url = start_gateway(database_url=db).url
+    moonshot_log.fault(f"status=429,error={kind},retry_after=0")
+    answer = post_json(url, CHAT, KIMI)
+    assert answer.status == 200 and len(moonshot_log.requests()) == 2, answer.body  # retried on the same model
+    moonshot_log.reset()
+    moonshot_log.fault(f"status=429,error={kind},retry_after=60", count=2)  # longer than retry_after_max_ms
+    refused = post_json(url, CHAT, KIMI)
+    assert refused.status == 429 and refused.headers["retry-after"] == "60" and refused.error["type"] == kind
+    assert len(moonshot_log.requests()) == 1  # the provider's Retry-After is over the policy's limit: not waited for

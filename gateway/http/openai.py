@@ -23,9 +23,10 @@ from gateway.http.record import REQUEST_ID_HEADER, RequestIds, RequestLog, Reque
 from gateway.http.responses import EventStreamResponse, error_response, json_bytes
 from gateway.legacy import as_text_completion, prompt_as_chat
 from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
+from gateway.providers.upstream_errors import quota_exhausted
 from gateway.routing import Route, check_limits
 from gateway.routing.circuits import deployment
-from gateway.routing.failover import Failover, failure_kind, upstream_error_kind
+from gateway.routing.failover import Failover, account_exhausted, failure_kind, upstream_error_kind
 from gateway.routing.counting import PromptCounts
 from gateway.routing.planning import admit, allowed_for, plan, predict_admission
 from gateway.spend.accounting import Charged, Ticket
@@ -144,10 +145,11 @@ async def _serve_watched(
     while True:
         record.routed(route)
         circuit = deployment(route.provider.name, route.model.name)
+        gateway.circuits.note_reloads(gateway.config_reloads["success"])  # an operator's reload releases holds
         if not gateway.circuits.allows(circuit):
             following = failover.skip(route)
             if following is None:
-                error = GatewayError(
+                error = quota_exhausted(route.provider.name) if gateway.circuits.held(circuit) else GatewayError(
                     503, f"{route.model.name} at {route.provider.name} is failing (circuit open); try again shortly.",
                     "upstream_error", "circuit_open",
                 )  # fmt: skip
@@ -172,7 +174,11 @@ async def _serve_watched(
             # Every way an attempt ends moves its circuit (a half-open probe included): the provider failing
             # opens it, the provider answering (a client error is an answer) closes it, and a request refused
             # before it reached the provider gives the probe back to the next request.
-            if failure_kind(error) is not None:
+            if account_exhausted(error):  # every model of this provider fails alike until the account is topped up
+                provider = route.provider.name
+                held = [deployment(provider, m.name) for m in found.catalog.models.values() if m.provider == provider]
+                gateway.circuits.hold(held or [circuit], gateway.settings.quota_cooldown_seconds)
+            elif failure_kind(error) is not None:
                 gateway.circuits.failed(circuit)
             elif error.upstream_status is not None:
                 gateway.circuits.succeeded(circuit)

@@ -14,7 +14,9 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess m
 STATUS_VALUES = ("200", "400", "401", "403", "404", "408", "409", "413", "415", "422", "429", "499", "500", "502", "503", "504", "other")
 STREAM_VALUES = ("true", "false")
 TOKEN_TYPES = ("prompt", "completion", "cached")
-UPSTREAM_ERROR_KINDS = ("connect", "timeout", "status_4xx", "status_429", "status_5xx", "stream_cut", "malformed")
+UPSTREAM_ERROR_KINDS = (
+    "connect", "timeout", "status_4xx", "status_429", "status_5xx", "stream_cut", "malformed", "quota_exhausted",
+)  # fmt: skip
 RELOAD_RESULTS = ("success", "failure")
 STORAGE_STAGES = ("request", "journaled", "lost")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -77,7 +79,7 @@ FAMILIES: tuple[Family, ...] = (
            "Moves to another candidate after a provider failure before the first byte (or an open circuit)."),
     Family("gateway_upstream_errors_total", "counter", ("provider", "kind"),
            "Provider failures: `connect`, `timeout`, `status_4xx`, `status_429`, `status_5xx`, `stream_cut`, "
-           "`malformed` (chunks that are not JSON)."),
+           "`malformed` (chunks that are not JSON), `quota_exhausted` (the provider account is out of balance)."),
     Family("gateway_inflight_requests", "gauge", ("provider",), "Provider calls in progress (streams until their end).",
            combine="livesum"),
     Family("gateway_circuit_state", "gauge", ("provider", "model"),

@@ -4,6 +4,10 @@ Statuses: 429 stays 429 (with Retry-After); 401/403 from a provider mean the
 gateway's own key is wrong, so the client gets 502, not an auth error about its
 own key; 5xx becomes 502, except 503 which stays 503; a timeout becomes 504.
 The provider's own message is kept.
+
+An account out of balance is neither a rate limit nor a wrong key: 503 `upstream_quota_exhausted`, saying so
+(see `quota_exhausted`). Nothing the client does cures it, so it is not retried, and the provider is held open
+for every model until an operator acts (gateway/routing/circuits.py).
 """
 
 from __future__ import annotations
@@ -43,6 +47,34 @@ def _detail_text(item: Any) -> str:
     return f"{loc}: {item.get('msg', item.get('type', 'invalid'))}" if loc else str(item.get("msg", item))
 
 
+QUOTA_EXHAUSTED = "upstream_quota_exhausted"
+# Error types and codes meaning "the account has no balance": Moonshot's `exceeded_current_quota_error`, sent with
+# 429 or 403 (providers.md, Moonshot errors: "insufficient balance: not transient, do not retry"; Moonshot's help
+# centre, kimi.com/help/kimi-api: "A 403 error typically indicates insufficient account balance"), and OpenAI's
+# `insufficient_quota` (429, "You exceeded your current quota, please check your plan and billing details"),
+# which OpenAI-compatible servers repeat. Mistral documents no such body (its billing page says API access "can
+# be suspended" at the spending limit, without a wire format), so none is matched for it.
+QUOTA_TYPES = frozenset({"exceeded_current_quota_error", "insufficient_quota"})
+
+
+def is_quota_exhausted(status: int, etype: str | None, code: str | None) -> bool:
+    """The provider refused because its account is out of balance. 402 Payment Required is that too (OpenRouter
+    answers it for "insufficient credits")."""
+    return status == 402 or (status in (403, 429) and (etype in QUOTA_TYPES or code in QUOTA_TYPES))
+
+
+def quota_exhausted(provider: str, detail: str | None = None) -> GatewayError:
+    """What the client gets: the provider's account (the gateway's, not the caller's budget) has no balance."""
+    said = f" ({detail})" if detail else ""
+    return GatewayError(
+        503,
+        f"The {provider} provider account is out of balance{said}: it refuses every request until an operator tops "
+        f"it up. The gateway sends nothing more to {provider} until POST /admin/reload, a restart or "
+        "GATEWAY_QUOTA_COOLDOWN_SECONDS; requests that may use another model are routed there.",
+        "upstream_error", QUOTA_EXHAUSTED,
+    )  # fmt: skip
+
+
 def map_status_error(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
     error = _map_status(provider, status, body, headers)
     error.upstream_status = status
@@ -52,6 +84,8 @@ def map_status_error(provider: str, status: int, body: bytes, headers: Mapping[s
 def _map_status(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
     message, etype, code = provider_message(body)
     text = f"{provider} returned {status}: {message}"
+    if is_quota_exhausted(status, etype, code):
+        return quota_exhausted(provider, f"{provider} returned {status} {etype or code or ''}: {message}".replace("  ", " "))
     if status == 429:
         extra = {"Retry-After": headers["Retry-After"]} if "Retry-After" in headers else {}
         return GatewayError(429, text, etype or "rate_limit_error", code or "rate_limited", headers=extra)

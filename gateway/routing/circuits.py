@@ -9,13 +9,19 @@ client error) closes it, a provider failure opens it again, and an attempt
 whose outcome is unknown (the client left, the gateway failed) opens it again
 for another cool-down. A probe refused before it reached the provider hands
 the probe to the next request. No ending leaves a circuit half-open for good.
+
+A provider whose account is out of balance (`hold`) is opened at once for every one of its deployments, for
+`quota_cooldown` seconds instead of `cooldown` (GATEWAY_QUOTA_COOLDOWN_SECONDS): each request would fail the
+same way until someone tops the account up. An operator's reload (POST /admin/reload, SIGHUP, an edited file:
+`note_reloads` sees the count of successful reloads change) or a restart releases the holds; after the hold, one
+probe per deployment is let through as after any cool-down.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2  # the values of gateway_circuit_state
 
@@ -26,6 +32,7 @@ class Circuit:
     state: int = CLOSED
     opened_at: float = 0.0
     probing: bool = False
+    held_for: float | None = None  # an account hold: open this long instead of the usual cool-down
 
 
 @dataclass
@@ -35,6 +42,7 @@ class CircuitBreakers:
     clock: Callable[[], float] = time.monotonic
     circuits: dict[str, Circuit] = field(default_factory=dict)
     on_change: Callable[[str, int], None] | None = None  # (deployment, new state): gateway_circuit_state
+    reloads: int = 0  # successful configuration reloads seen (note_reloads): an operator acting releases holds
 
     def _set(self, deployment: str, circuit: Circuit, state: int) -> None:
         if circuit.state != state:
@@ -47,7 +55,8 @@ class CircuitBreakers:
         circuit = self.circuits.get(deployment)
         if circuit is None or circuit.state == CLOSED:
             return True
-        if circuit.state == OPEN and self.clock() - circuit.opened_at >= self.cooldown:
+        cooldown = self.cooldown if circuit.held_for is None else circuit.held_for
+        if circuit.state == OPEN and self.clock() - circuit.opened_at >= cooldown:
             self._set(deployment, circuit, HALF_OPEN)
         if circuit.state == HALF_OPEN and not circuit.probing:
             circuit.probing = True
@@ -57,7 +66,7 @@ class CircuitBreakers:
     def succeeded(self, deployment: str) -> None:
         circuit = self.circuits.get(deployment)
         if circuit is not None:
-            circuit.failures, circuit.probing = 0, False
+            circuit.failures, circuit.probing, circuit.held_for = 0, False, None
             self._set(deployment, circuit, CLOSED)
 
     def abandoned(self, deployment: str) -> None:
@@ -78,9 +87,37 @@ class CircuitBreakers:
         circuit = self.circuits.setdefault(deployment, Circuit())
         circuit.failures += 1
         circuit.probing = False
+        if circuit.held_for is not None and circuit.state == HALF_OPEN:
+            circuit.held_for = None  # the account answers again, with another failure: an ordinary outage
         if circuit.state == HALF_OPEN or circuit.failures >= self.failures:
             circuit.opened_at = self.clock()
             self._set(deployment, circuit, OPEN)
+
+    def hold(self, deployments: Iterable[str], seconds: float) -> None:
+        """Open every deployment of a provider whose account is out of balance, for `seconds`."""
+        now = self.clock()
+        for name in deployments:
+            circuit = self.circuits.setdefault(name, Circuit())
+            circuit.failures, circuit.probing, circuit.held_for, circuit.opened_at = 0, False, seconds, now
+            self._set(name, circuit, OPEN)
+
+    def held(self, deployment: str) -> bool:
+        """Whether this deployment is refused because its provider's account is out of balance."""
+        circuit = self.circuits.get(deployment)
+        return circuit is not None and circuit.held_for is not None and circuit.state != CLOSED
+
+    def release_holds(self) -> list[str]:
+        """Close every circuit held for an account (an operator acted); returns their deployments."""
+        released = [name for name, circuit in self.circuits.items() if circuit.held_for is not None]
+        for name in released:
+            self.succeeded(name)
+        return released
+
+    def note_reloads(self, count: int) -> None:
+        """The gateway's count of successful configuration reloads: a new one releases the account holds."""
+        if count != self.reloads:
+            self.reloads = count
+            self.release_holds()
 
     def state(self, deployment: str) -> int:
         circuit = self.circuits.get(deployment)

@@ -6,6 +6,10 @@ moved to the next candidate of the routing decision. The candidates are the
 ones that passed every step of the pipeline, residency included, so a
 fallback can never leave the regions the request was allowed; the budget is
 reserved again for the new model.
+
+A provider account out of balance (`upstream_quota_exhausted`) is not retried: no wait cures it. The request
+moves on to the next candidate as it would past an open circuit (the policy's `to_next_candidate` and
+`when_pinned`), with reason `fallback:quota-exhausted`.
 """
 
 from __future__ import annotations
@@ -15,12 +19,20 @@ from dataclasses import dataclass
 from gateway.config import Catalog
 from gateway.errors import GatewayError
 from gateway.policy import Fallbacks
+from gateway.providers.upstream_errors import QUOTA_EXHAUSTED
 from gateway.routing.core import Route
 from gateway.routing.pipeline import RouteDecision
 
 
+def account_exhausted(error: GatewayError) -> bool:
+    """The provider's account is out of balance: every model of that provider fails the same way."""
+    return error.code == QUOTA_EXHAUSTED
+
+
 def failure_kind(error: GatewayError) -> str | None:
     """The policy's name for an upstream failure, or None for errors that a retry would not cure."""
+    if account_exhausted(error):
+        return None
     if error.code == "upstream_unreachable":
         return "connect"
     if error.code == "upstream_timeout":
@@ -33,6 +45,8 @@ def failure_kind(error: GatewayError) -> str | None:
 
 def upstream_error_kind(error: GatewayError) -> str | None:
     """gateway_upstream_errors_total's `kind` for a failed provider call (None: not the provider's failure)."""
+    if account_exhausted(error):
+        return "quota_exhausted"
     if error.code == "upstream_unreachable":
         return "connect"
     if error.code == "upstream_timeout":
@@ -62,6 +76,9 @@ class Failover:
 
     def next(self, route: Route, error: GatewayError) -> tuple[Route, float] | None:
         """(route, seconds to wait first), or None when the error should go to the client."""
+        if account_exhausted(error):
+            moved = self.skip(route, "fallback:quota-exhausted")
+            return (moved, 0.0) if moved is not None else None
         kind = failure_kind(error)
         if kind is None or not self.rules.handles(kind):
             return None
