@@ -201,3 +201,126 @@ def test_legacy_echo_is_refused_unless_at_its_default() -> None:
     with pytest.raises(GatewayError) as error:
         prompt_as_chat({"model": "m", "prompt": "p", "echo": True})
     assert error.value.param == "echo"
+
+
+# --- Mistral: every history Mistral takes (mistral-common's models and serving validator; see
+# gateway/emulators/README.md). Each rule here also runs end to end in tests/test_mistral_reference.py.
+
+def _chat(body: dict, **extra: object) -> dict:
+    return MistralAdapter(provider("mistral")).prepare_chat({"model": "m", **body}, model(**extra), False)
+
+
+def _call(call_id: str, name: str = "f", **extra: object) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}, **extra}
+
+
+def test_mistral_tool_message_content_null_becomes_empty_text() -> None:
+    out = _chat({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "tool_calls": [_call("call_1")]},
+                              {"role": "tool", "tool_call_id": "call_1", "content": None}]})  # fmt: skip
+    assert out["messages"][2] == {"role": "tool", "tool_call_id": mistral_tool_id("call_1"), "content": ""}
+
+
+def test_mistral_tool_without_parameters_gets_an_empty_object_schema() -> None:
+    tools = [{"type": "function", "function": {"name": "now", "description": None}, "cache_control": {"type": "ephemeral"}}]
+    out = _chat({"messages": [{"role": "user", "content": "a"}], "tools": tools})
+    assert out["tools"] == [{"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}]
+    with pytest.raises(GatewayError) as refused:
+        _chat({"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function", "function": {"name": "f", "x": 1}}]})
+    assert refused.value.param == "tools[0].function.x"
+
+
+@pytest.mark.parametrize("field", ["seed", "random_seed"])
+def test_mistral_negative_seed_is_dropped(field: str) -> None:
+    assert "random_seed" not in _chat({"messages": [{"role": "user", "content": "a"}], field: -1})
+    assert _chat({"messages": [{"role": "user", "content": "a"}], field: 0})["random_seed"] == 0
+    fim = MistralAdapter(provider("mistral")).prepare_fim({"model": "m", "prompt": "p", field: -5}, model(), False)
+    assert "random_seed" not in fim
+
+
+def test_mistral_cache_control_and_replayed_index_are_removed() -> None:
+    part = {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}
+    out = _chat({"messages": [{"role": "user", "content": [part], "cache_control": {"type": "ephemeral"}},
+                              {"role": "assistant", "content": None, "tool_calls": [_call("call_1", index=0)]},
+                              {"role": "tool", "tool_call_id": "call_1", "content": "ok"}]})  # fmt: skip
+    assert out["messages"][0] == {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    assert out["messages"][1]["tool_calls"] == [_call(mistral_tool_id("call_1"))]
+
+
+def test_mistral_reasoning_becomes_a_thinking_chunk_only_when_reasoning_is_asked() -> None:
+    history = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "reasoning_content": "hmm"},
+               {"role": "user", "content": "c"}]
+    asked = _chat({"messages": history, "reasoning_effort": "high"})["messages"][1]
+    assert asked == {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}], "closed": True}, {"type": "text", "text": "b"}]}  # fmt: skip
+    assert _chat({"messages": history})["messages"][1] == {"role": "assistant", "content": "b"}
+    openrouter = [history[0], {"role": "assistant", "content": "b", "reasoning": "r"}, history[2]]
+    assert _chat({"messages": openrouter, "prompt_mode": "reasoning"})["messages"][1]["content"][0]["thinking"][0]["text"] == "r"
+
+
+def test_mistral_kimi_partial_on_the_last_message_is_prefix() -> None:
+    out = _chat({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "Sure", "partial": True}]})
+    assert out["messages"][1] == {"role": "assistant", "content": "Sure", "prefix": True}
+    earlier = _chat({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "partial": True},
+                                  {"role": "user", "content": "c"}]})  # fmt: skip
+    assert earlier["messages"][1] == {"role": "assistant", "content": "b"}
+
+
+def test_mistral_tool_ids_map_consistently_and_parallel_calls_stay_distinct() -> None:
+    kimi = [_call("functions.get_weather:0", "get_weather"), _call("functions.get_weather:1", "get_weather")]
+    same = [_call("x"), _call("x")]  # a client that repeats (or leaves out) ids in one turn
+    out = _chat({"messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "", "tool_calls": kimi},
+        {"role": "tool", "tool_call_id": "functions.get_weather:1", "content": "r1"},
+        {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "r0"},
+        {"role": "user", "content": "b"}, {"role": "assistant", "content": "", "tool_calls": same},
+        {"role": "tool", "tool_call_id": "x", "content": "1"}, {"role": "tool", "tool_call_id": "x", "content": "2"},
+    ]})["messages"]  # fmt: skip
+    first = [call["id"] for call in out[1]["tool_calls"]]
+    assert first == [mistral_tool_id("functions.get_weather:0"), mistral_tool_id("functions.get_weather:1")]
+    assert [out[2]["tool_call_id"], out[3]["tool_call_id"]] == [first[1], first[0]]
+    second = [call["id"] for call in out[5]["tool_calls"]]
+    assert len(set(second)) == 2 and [out[6]["tool_call_id"], out[7]["tool_call_id"]] == second
+    assert all(re.fullmatch(r"[A-Za-z0-9]{9}", i) for i in first + second)
+
+
+def test_mistral_history_order_and_pairing_are_repaired() -> None:
+    out = _chat({"messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "", "tool_calls": [_call("c1"), _call("c2")]},
+        {"role": "tool", "tool_call_id": "c1", "content": "r1"},  # c2 never answered (the client was interrupted)
+        {"role": "system", "content": "reminder"}, {"role": "tool", "tool_call_id": "gone", "content": "orphan"},
+        {"role": "user", "content": "b"},
+    ]})["messages"]  # fmt: skip
+    assert [call["id"] for call in out[1]["tool_calls"]] == [mistral_tool_id("c1")]
+    assert out[3] == {"role": "user", "content": "reminder"} and out[4] == {"role": "user", "content": "orphan"}
+
+
+def test_mistral_legacy_function_messages_become_tool_calls_and_results() -> None:
+    out = _chat({"messages": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": None, "function_call": {"name": "lookup", "arguments": "{}"}},
+        {"role": "function", "name": "lookup", "content": "found"},
+    ]})["messages"]  # fmt: skip
+    call_id = out[1]["tool_calls"][0]["id"]
+    assert out[1] == {"role": "assistant", "content": "", "tool_calls": [_call(call_id, "lookup")]}
+    assert out[2] == {"role": "tool", "tool_call_id": call_id, "content": "found", "name": "lookup"}
+
+
+def test_mistral_valid_parameters_are_forwarded() -> None:
+    out = _chat({"messages": [{"role": "user", "content": "a"}], "top_k": 5, "min_tokens": 3, "repetition_penalty": 1.1,
+                 "metadata": {"k": "v"}, "prompt_cache_key": "c"})  # fmt: skip
+    assert {k: out[k] for k in ("top_k", "min_tokens", "repetition_penalty", "metadata", "prompt_cache_key")} == {
+        "top_k": 5, "min_tokens": 3, "repetition_penalty": 1.1, "metadata": {"k": "v"}, "prompt_cache_key": "c"}  # fmt: skip
+    fim = MistralAdapter(provider("mistral")).prepare_fim(
+        {"model": "m", "prompt": "p", "prompt_cache_key": "k", "metadata": {"a": 1}}, model(), False)
+    assert fim["prompt_cache_key"] == "k" and fim["metadata"] == {"a": 1}
+    embed = MistralAdapter(provider("mistral")).prepare_embeddings(
+        {"model": "m", "input": "x", "encoding_format": "base64", "metadata": {"a": 1}}, model())
+    assert embed == {"model": "upstream-id", "input": "x", "metadata": {"a": 1}}  # base64 is encoded by the gateway
+
+
+def test_mistral_model_length_is_length_in_fim_replies_too() -> None:
+    body = (b'{"id":"a","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+            b'"finish_reason":"model_length","message":{"role":"assistant","tool_calls":null,"content":"x"}}],'
+            b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}')  # fmt: skip
+    reply = MistralAdapter(provider("mistral"))._complete(body, None)
+    assert orjson.loads(reply.body)["choices"][0]["finish_reason"] == "length"
