@@ -325,6 +325,10 @@ class Gateway:
     def _count_reload(self, ok: bool) -> None:
         self.config_reloads["success" if ok else "failure"] += 1
         self.metrics.config_reloaded(ok)
+        if ok:  # an operator acted (topped up a provider account, say): circuits held for an account are released
+            released = self.circuits.release_holds()
+            if released:
+                log.warning("reload: released the circuits held for an exhausted account: %s", ", ".join(released))
 
     async def _watch_files(self) -> None:
         """Reload when the catalog file or a policy file changed (checked every `reload_poll_seconds`)."""

@@ -145,7 +145,6 @@ async def _serve_watched(
     while True:
         record.routed(route)
         circuit = deployment(route.provider.name, route.model.name)
-        gateway.circuits.note_reloads(gateway.config_reloads["success"])  # an operator's reload releases holds
         if not gateway.circuits.allows(circuit):
             following = failover.skip(route)
             if following is None:

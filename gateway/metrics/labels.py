@@ -18,7 +18,7 @@ OTHER = "other"
 NONE = "none"  # no model or provider involved (refused before routing)
 FIXED_REASONS = frozenset({
     "pinned", "preferred", "rerouted", "budget-downgrade", "fallback:connect", "fallback:timeout",
-    "fallback:circuit-open", "fallback:upstream-429",
+    "fallback:circuit-open", "fallback:upstream-429", "fallback:quota-exhausted",
     # refusals (model `none`)
     "no_route", "model_not_allowed", "context_length_exceeded", "budget_exceeded", "unsupported_capability",
     "invalid_residency", "model_not_found",

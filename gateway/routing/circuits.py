@@ -13,7 +13,7 @@ the probe to the next request. No ending leaves a circuit half-open for good.
 A provider whose account is out of balance (`hold`) is opened at once for every one of its deployments, for
 `quota_cooldown` seconds instead of `cooldown` (GATEWAY_QUOTA_COOLDOWN_SECONDS): each request would fail the
 same way until someone tops the account up. An operator's reload (POST /admin/reload, SIGHUP, an edited file:
-`note_reloads` sees the count of successful reloads change) or a restart releases the holds; after the hold, one
+`Gateway` calls `release_holds` after a successful reload) or a restart releases the holds; after the hold, one
 probe per deployment is let through as after any cool-down.
 """
 
@@ -42,7 +42,6 @@ class CircuitBreakers:
     clock: Callable[[], float] = time.monotonic
     circuits: dict[str, Circuit] = field(default_factory=dict)
     on_change: Callable[[str, int], None] | None = None  # (deployment, new state): gateway_circuit_state
-    reloads: int = 0  # successful configuration reloads seen (note_reloads): an operator acting releases holds
 
     def _set(self, deployment: str, circuit: Circuit, state: int) -> None:
         if circuit.state != state:
@@ -112,12 +111,6 @@ class CircuitBreakers:
         for name in released:
             self.succeeded(name)
         return released
-
-    def note_reloads(self, count: int) -> None:
-        """The gateway's count of successful configuration reloads: a new one releases the account holds."""
-        if count != self.reloads:
-            self.reloads = count
-            self.release_holds()
 
     def state(self, deployment: str) -> int:
         circuit = self.circuits.get(deployment)
