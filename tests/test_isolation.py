@@ -245,7 +245,9 @@ def test_hints_are_dropped_and_known_twins_translated(
     body = {
         "model": model, "max_completion_tokens": 8, "user": "u-1", "metadata": {"k": "v"}, "store": False,
         "functions": [{"name": "f", "parameters": {"type": "object", "properties": {}}}],
-        "messages": [{"role": "developer", "content": "be brief"},
+        # The developer role (an OpenAI one), except on kimi-oc: that openai-compatible provider forwards roles as
+        # they are, and its server here (the Moonshot emulator) refuses `developer` as Moonshot does.
+        "messages": [{"role": "system" if model == "kimi-oc" else "developer", "content": "be brief"},
                      {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
     }  # fmt: skip
     answer = post_json(url, CHAT, body)
@@ -253,7 +255,8 @@ def test_hints_are_dropped_and_known_twins_translated(
     sent = log.last()["body"]
     assert "cache_control" not in sent["messages"][1]["content"][0]
     if model == "kimi-oc":  # OpenAI's own parameters and roles, forwarded as they are
-        assert sent["metadata"] == {"k": "v"} and sent["store"] is False and sent["messages"][0]["role"] == "developer"
+        assert sent["metadata"] == {"k": "v"} and sent["store"] is False and sent["messages"][0]["role"] == "system"
+        assert sent["max_completion_tokens"] == 8
         assert sent["functions"][0]["name"] == "f"
         return
     # litellm reads `metadata` as its own and Moonshot lacks it; Mistral takes it (mistralai 3.7.0
@@ -266,8 +269,10 @@ def test_hints_are_dropped_and_known_twins_translated(
     # Mistral and Moonshot refuse the developer role (the adapter sends system; litellm translates it itself).
     assert sent["messages"][0]["role"] == "system"
     assert "functions" not in sent and sent["tools"][0]["function"]["name"] == "f"
-    if model != "kimi-litellm":  # litellm sends OpenAI's max_completion_tokens to an OpenAI-shaped server
+    if model.startswith("mistral"):  # Mistral's name for it
         assert "max_completion_tokens" not in sent and sent["max_tokens"] == 8
+    else:  # Moonshot documents max_tokens as deprecated for max_completion_tokens; litellm sends OpenAI's name
+        assert "max_tokens" not in sent and sent["max_completion_tokens"] == 8
 
 
 def test_litellm_failures_never_leak_tracebacks_paths_or_keys(url: str, moonshot_log: EmulatorControl) -> None:
