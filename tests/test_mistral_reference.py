@@ -138,7 +138,11 @@ def test_sdk_chat_stream_through_the_gateway(gateway_url: str) -> None:
     client = Mistral(api_key="unused-in-tests", server_url=gateway_url)
     events = list(client.chat.stream(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5))
     text = "".join(e.data.choices[0].delta.content or "" for e in events if e.data.choices)
-    assert len(text.split()) == 5 and events[-1].data.choices[0].finish_reason == "length"
+    finished = [e.data.choices[0].finish_reason for e in events if e.data.choices and e.data.choices[0].finish_reason]
+    assert len(text.split()) == 5 and finished == ["length"]
+    # Mistral's SDK never asks for usage (Mistral always sends it): the gateway sends it to Mistral's own client.
+    usage = [e.data.usage for e in events if e.data.usage is not None]
+    assert usage and usage[-1].prompt_tokens > 0 and usage[-1].completion_tokens == 5
 
 
 def test_sdk_embeddings_against_the_emulator_and_the_gateway(gateway_url: str, mistral: ThreadedServer) -> None:
@@ -148,6 +152,9 @@ def test_sdk_embeddings_against_the_emulator_and_the_gateway(gateway_url: str, m
     assert as_base64.data[0].embedding == floats and len(floats) == 1024  # the API answers floats (README)
     via = Mistral(api_key="unused-in-tests", server_url=gateway_url)
     assert via.embeddings.create(model="mistral-embed", inputs=["hello"]).data[0].embedding == pytest.approx(floats)
+    # Mistral's SDK asking for base64 gets floats, as from Mistral's API; OpenAI's clients get OpenAI's base64.
+    native = via.embeddings.create(model="mistral-embed", inputs=["hello"], encoding_format="base64")
+    assert native.data[0].embedding == pytest.approx(floats)
     # OpenAI's base64 (what OpenAI's SDKs decode) is the gateway's answer on its OpenAI endpoint.
     encoded = post_json(gateway_url, "/v1/embeddings", {"model": "mistral-embed", "input": "hello",
                                                          "encoding_format": "base64"}).json()

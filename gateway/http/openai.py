@@ -312,9 +312,17 @@ def _guarded(
     return endpoint
 
 
+def _mistral_client(request: Request) -> bool:
+    """Mistral's own SDK (`mistralai`), pointed at the gateway: it reads Mistral's API, not OpenAI's, so it never asks
+    for a stream's usage and cannot parse base64 embeddings (Mistral answers floats whatever is asked)."""
+    return request.headers.get("user-agent", "").startswith("mistral-client-")
+
+
 async def chat_completions(gateway: Gateway, request: Request, principal: Principal) -> Response:
     body, size = await read_json_object(request, gateway.settings.max_body_bytes)
     params = check_chat(body)
+    if params.stream and _mistral_client(request):
+        params.include_usage = True  # Mistral streams always carry usage; its SDK reads it from the last chunks
 
     async def call(adapter: Adapter, route: Route, attempt: dict[str, Any]) -> Reply | StreamReply:
         return await adapter.chat(attempt, route.model, stream=params.stream, include_usage=params.include_usage)
@@ -353,6 +361,8 @@ async def fim_completions(gateway: Gateway, request: Request, principal: Princip
 async def embeddings(gateway: Gateway, request: Request, principal: Principal) -> Response:
     body, size = await read_json_object(request, gateway.settings.max_body_bytes)
     params = check_embeddings(body)
+    if _mistral_client(request):
+        body.pop("encoding_format", None)  # floats, as Mistral's API answers its SDK (gateway/emulators/README.md)
 
     async def call(adapter: Adapter, route: Route, attempt: dict[str, Any]) -> Reply:
         return await adapter.embeddings(attempt, route.model)
