@@ -92,6 +92,7 @@ class Script(EmulatorControl):
     def clear(self) -> None:
         self._call("DELETE", "/_emulator/script")
         self._call("DELETE", "/_emulator/requests")
+        self._call("DELETE", "/_emulator/faults")  # a test's faults must not reach the next test
 
     def chats(self) -> list[dict[str, Any]]:
         return [r["body"] for r in self.requests() if r["path"] == "/v1/chat/completions"]

@@ -58,4 +58,7 @@ def test_aider_edits_a_file_through_the_gateway(
     forwarded = script.chats()[-1]
     assert forwarded.get("stream", False) is stream
     assert "temperature" not in forwarded or served.startswith("mistral")  # Kimi K2.6's sampling is fixed
+    if served == "kimi-k2.6":  # K2.6's default reached Kimi: thinking on, and Aider shows the answer's reasoning
+        assert "thinking" not in forwarded, forwarded.get("thinking")
+        assert "Reading the request before answering." in result.stdout, describe(result)
     assert script.state()["queued"] == []

@@ -68,7 +68,10 @@ def test_scripted_text_is_sent_once_with_its_usage(emulator) -> None:
     reply = chat(server, kind, "Anything")
     assert reply["choices"][0]["message"]["content"] == "Exactly this, with\nnew lines."
     assert reply["choices"][0]["finish_reason"] == "stop"
-    assert reply["usage"]["completion_tokens"] == 7  # "Exactly this , with new lines ." in the emulators' count
+    # "Exactly this , with new lines ." in the emulators' count, plus Kimi K2.6's reasoning (it thinks by default)
+    reasoning = (reply["usage"].get("completion_tokens_details") or {}).get("reasoning_tokens", 0)
+    assert reply["usage"]["completion_tokens"] == 7 + reasoning
+    assert bool(reasoning) is bool(reply["choices"][0]["message"].get("reasoning_content")) is (kind == "moonshot")
     assert script.state()["queued"] == [] and len(script.state()["used"]) == 1
     assert chat(server, kind, "Anything")["choices"][0]["message"]["content"] != "Exactly this, with\nnew lines."
 
@@ -117,7 +120,10 @@ def test_match_model_and_after_tool_pick_the_reply(emulator) -> None:
     assert chat(server, kind, "Tell me about the banana")["choices"][0]["message"]["content"] == "about bananas"
     call = {"id": "abcDEF123" if kind == "mistral" else "functions.read_file:0", "type": "function",
             "function": {"name": "read_file", "arguments": "{}"}}
-    messages = [{"role": "user", "content": "apple please"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+    turn = {"role": "assistant", "content": "", "tool_calls": [call]}
+    if kind == "moonshot":  # K2.6 thinks by default and then refuses a tool-call turn replayed without its reasoning
+        turn["reasoning_content"] = "Reading the request before answering."
+    messages = [{"role": "user", "content": "apple please"}, turn,
                 {"role": "tool", "tool_call_id": call["id"], "content": "ok"}]
     assert chat(server, kind, "", messages=messages)["choices"][0]["message"]["content"] == "after the tool"
     state = script.state()
