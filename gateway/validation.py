@@ -115,6 +115,8 @@ def _sampling(body: dict[str, Any]) -> tuple[int, int | None]:
     if stop is not None and not isinstance(stop, str):
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
             raise _type_error("stop", "a string or a list of strings")
+    if max_completion is not None and max_tokens is not None:
+        return n, min(max_completion, max_tokens)
     return n, max_completion if max_completion is not None else max_tokens
 
 
@@ -160,6 +162,10 @@ def check_chat(body: dict[str, Any]) -> Request:
             "'response_format.type' must be one of 'text', 'json_object', 'json_schema'.", param="response_format"
         )
     n, max_output = _sampling(body)
+    if body.get("max_completion_tokens") is not None and body.get("max_tokens") is not None:
+        # Both sent (they mean the same): every provider is sent the smaller, and the budget prices that one, so no
+        # adapter's choice of name can send a larger limit than was reserved.
+        body["max_tokens"] = body["max_completion_tokens"] = max_output
     param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return Request(model, stream, include_usage, needs, n, max_output, param)
 

@@ -537,9 +537,10 @@ def check_translation(conversation: Conversation, provider: str, sent: dict[str,
                 f"the client's last assistant message asked to be continued ({asked}: true, from "
                 f"{conversation.origin}), but {provider} received it without `{marker}: true`: {last}"
             )
-    # One output limit whatever the provider: OpenAI's max_completion_tokens when the client sent it, else
-    # max_tokens (the limit the gateway itself reads, validation._sampling, and reserves the budget for).
-    wanted = conversation.body.get("max_completion_tokens") or conversation.body.get("max_tokens")
+    # One output limit whatever the provider: the one the client sent, or the smaller when it sent both names (the
+    # limit the gateway itself reads, validation._sampling, and reserves the budget for).
+    limits = [conversation.body.get(k) for k in ("max_completion_tokens", "max_tokens") if conversation.body.get(k)]
+    wanted = min(limits) if limits else None
     name = "max_tokens" if provider == "mistral" else "max_completion_tokens"
     if sent.get(name) != wanted:
         pytest.fail(
@@ -681,14 +682,16 @@ def test_found_legacy_function_messages_reach_kimi(world: World) -> None:
 
 
 def test_found_one_output_limit_on_both_providers(world: World) -> None:
-    """A client sending both limits (max_tokens and max_completion_tokens) gets the same one on either provider:
-    max_completion_tokens, the one the gateway reads (validation._sampling) and reserves the budget for (and lowers,
-    routing/planning.py `lowered`); the Mistral adapter sends the client's max_tokens instead."""
-    body = {"messages": [USER], "max_tokens": 40, "max_completion_tokens": 3}
-    got = {}
-    for provider, model in MODEL_OF.items():
-        answer, sent = _post(world, {"model": model, **body})
-        assert answer.status == 200, answer.body
-        got[provider] = sent[provider][0].get("max_tokens" if provider == "mistral" else "max_completion_tokens")
-    if got != {"mistral": 3, "moonshot": 3}:
-        pytest.fail(f"max_tokens=40, max_completion_tokens=3: the providers were sent {got}")
+    """A client sending both limits (max_tokens and max_completion_tokens) gets the same one on either provider: the
+    smaller, the one the gateway reads (validation._sampling) and reserves the budget for (and lowers, routing/
+    planning.py `lowered`). Before, the Mistral adapter sent the client's max_tokens whatever max_completion_tokens
+    said, so a request could run past what was reserved."""
+    for first, second in ((40, 3), (3, 40)):
+        body = {"messages": [USER], "max_tokens": first, "max_completion_tokens": second}
+        got = {}
+        for provider, model in MODEL_OF.items():
+            answer, sent = _post(world, {"model": model, **body})
+            assert answer.status == 200, answer.body
+            got[provider] = sent[provider][0].get("max_tokens" if provider == "mistral" else "max_completion_tokens")
+        if got != {"mistral": 3, "moonshot": 3}:
+            pytest.fail(f"max_tokens={first}, max_completion_tokens={second}: the providers were sent {got}")

@@ -177,6 +177,46 @@ def _functions_as_tools(body: Json) -> None:
         body["tools"] = [{"type": "function", "function": f} for f in functions] if isinstance(functions, list) else functions
     if call is not None and body.get("tool_choice") is None:
         body["tool_choice"] = {"type": "function", "function": call} if isinstance(call, dict) else call
+    messages = body.get("messages")
+    if isinstance(messages, list) and any(_legacy_turn(m) for m in messages):
+        body["messages"] = _function_turns_as_tools(messages)
+
+
+def _legacy_turn(message: Any) -> bool:
+    return isinstance(message, dict) and (message.get("role") == "function" or message.get("function_call") is not None)
+
+
+def _function_turns_as_tools(messages: list[Any]) -> list[Any]:
+    """OpenAI's legacy function turns as tool turns, for providers that have only tools (Moonshot, litellm's, and
+    Mistral before its own repairs): an assistant `function_call` becomes one tool call, and the `function` message
+    that answers it a tool result with the same id. Ids come from the call's position in the history, so every turn
+    of a conversation maps them alike. A new list of new dicts: the client's history is left as it was (a
+    fallback replays it to another provider)."""
+    out: list[Any] = []
+    pending: dict[str, list[str]] = {}  # function name -> ids of its calls not answered yet
+    for index, message in enumerate(messages):
+        if not _legacy_turn(message):
+            out.append(message)
+            continue
+        if message.get("role") == "function":
+            name = str(message.get("name") or "")
+            queue = pending.get(name)
+            content = message.get("content")
+            out.append({
+                "role": "tool", "tool_call_id": queue.pop(0) if queue else f"call_{index}",
+                "content": content if content is not None else "", "name": name,  # dropped where a kind lacks it
+            })  # fmt: skip
+            continue
+        turn = {key: value for key, value in message.items() if key != "function_call"}
+        call = message.get("function_call")
+        if isinstance(call, dict) and not message.get("tool_calls"):
+            name = str(call.get("name") or "")
+            call_id = f"call_{index}"
+            turn["tool_calls"] = [{"id": call_id, "type": "function",
+                                   "function": {"name": name, "arguments": call.get("arguments") or "{}"}}]  # fmt: skip
+            pending.setdefault(name, []).append(call_id)
+        out.append(turn)
+    return out
 
 
 def rebuild_messages(messages: Any, shape: Messages, model: ModelConfig) -> list[Json]:

@@ -173,11 +173,22 @@ def settle_thinking(out: Json, model: ModelConfig, effort: Any) -> None:
         message["reasoning_content"] = MISSING_REASONING
 
 
+def _prefix_as_partial(original: Any, rebuilt: list[Json]) -> None:
+    """Mistral's `prefix: true` on the last assistant message is Kimi's partial mode (`partial: true`, Moonshot's
+    "Partial Mode" docs): the answer continues that text instead of starting a new turn."""
+    if not isinstance(original, list) or not original or not rebuilt:
+        return
+    last, out = original[-1], rebuilt[-1]
+    if isinstance(last, dict) and last.get("prefix") is True and out.get("role") == "assistant":
+        out["partial"] = True
+
+
 class MoonshotAdapter(OpenAICompatibleAdapter):
     def prepare_chat(self, body: Json, model: ModelConfig, stream: bool) -> Json:
         out = rebuild(body, CHAT, model)
         if isinstance(out.get("messages"), list):
             replay_reasoning(body.get("messages"), out["messages"])
+            _prefix_as_partial(body.get("messages"), out["messages"])
         if model.fixed_sampling:
             for key in FIXED_SAMPLING_FIELDS:
                 out.pop(key, None)

@@ -182,6 +182,9 @@ async def admit(
         if per_answer < worst_per_answer(model_route.model):
             params.max_output = per_answer
             body[params.max_output_param] = per_answer
+            for name in ("max_tokens", "max_completion_tokens"):  # both, when a client sent both names
+                if body.get(name) is not None:
+                    body[name] = per_answer
         return ticket
 
     try:
