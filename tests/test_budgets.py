@@ -139,7 +139,9 @@ def test_cut_stream_is_billed_from_what_was_relayed(start_gateway: GatewayFactor
     answer = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "stream": True, "max_tokens": 40}, auth(key))
     events = sse_events(answer.body)
     assert events[-1]["error"]["code"] == "upstream_stream_cut"
-    relayed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"])
+    # Kimi K2.6 thinks by default: the first chunks relayed may be its reasoning, billed as output too.
+    deltas = [e["choices"][0]["delta"] for e in events[:-1] if e["choices"]]
+    relayed = "".join((d.get("content") or "") + (d.get("reasoning_content") or "") for d in deltas)
     assert relayed
     rows = _wait_for_rows(db, 1)
     row = rows[0]
