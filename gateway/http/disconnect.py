@@ -15,7 +15,8 @@ from starlette.types import Receive
 
 
 class DisconnectWatch:
-    """Cancels the current task when the client disconnects; `stop()` before the response is sent.
+    """Cancels the current task when the client disconnects (or `shutdown` is set); `stop()` when done watching.
+    Used while a request waits on its provider, and by EventStreamResponse while it streams.
 
     `stop()` drops the references to the task and the watcher: the request (and its megabytes of body) must not
     sit in a reference cycle that only the cyclic garbage collector, which runs rarely here, would free.

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
+from gateway.http.disconnect import DisconnectWatch
 
 
 def json_bytes(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -23,7 +24,7 @@ class EventStreamResponse(Response):
     """Streams SSE bytes and cancels the producer as soon as the client goes away.
 
     Starlette's StreamingResponse only notices a gone client when a write fails,
-    which never happens while the provider is silent; here a watcher task waits
+    which never happens while the provider is silent; here a DisconnectWatch waits
     for `http.disconnect` and cancels the streaming, so a hung upstream request
     is abandoned at once. Each piece is sent as soon as it exists: holding one
     back to save the final write would delay every token by one chunk.
@@ -44,39 +45,24 @@ class EventStreamResponse(Response):
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        gone, stopped = asyncio.Event(), asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-            task.cancel()
-
-        async def shutdown(stop: asyncio.Event) -> None:
-            await stop.wait()
-            stopped.set()
-            task.cancel()
-
-        watchers = [asyncio.ensure_future(watch())]
-        if self.stop is not None:
-            watchers.append(asyncio.ensure_future(shutdown(self.stop)))
+        # The same watch as a request waiting on its provider: a client that leaves, or the end of the drain time
+        # at shutdown (`stop`), cancels the streaming at once.
+        watch = DisconnectWatch(receive, self.stop)
         try:
             await self._produce(send)
         except asyncio.CancelledError:
-            if not (gone.is_set() or stopped.is_set()):
+            if not watch.absorb():
                 raise
         finally:
-            for watcher in watchers:
-                watcher.cancel()
-            if (gone.is_set() or stopped.is_set()) and task.cancelling():
-                task.uncancel()  # the cancellation was ours (a client that left, a shutdown): not an error
+            watch.stop()
+            task = asyncio.current_task()
+            if (watch.gone or watch.shut_down) and task is not None and task.cancelling():
+                task.uncancel()  # ours, arriving after the last byte: not an error
             aclose = getattr(self.events, "aclose", None)
             try:
                 if aclose is not None:
                     await aclose()
-                if stopped.is_set() and not gone.is_set():
+                if watch.shut_down and not watch.gone:
                     # The producer has ended (its ledger row is being written): say why, then end the body.
                     await send({"type": "http.response.body", "body": self.farewell, "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
