@@ -49,6 +49,11 @@ def error_event(message: str, code: str) -> bytes:
     return sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": code}})
 
 
+def gateway_error_event(error: GatewayError) -> bytes:
+    """A GatewayError as a stream's last event (the same body a non-streaming request would get)."""
+    return b"data: " + error.body() + b"\n\n"
+
+
 def in_band_error(chunk: Json) -> bool:
     """Whether a stream event is the provider's error instead of a chunk. The shapes seen:
 
@@ -236,7 +241,7 @@ async def finish(
         extra = await outcome.on_finish(outcome) if outcome.on_finish is not None else None
     except GatewayError as error:
         outcome.error = "unrecorded"
-        yield sse({"error": {"message": error.message, "type": error.type, "param": None, "code": error.code}})
+        yield gateway_error_event(error)
         return
     if include_usage and outcome.usage is not None:
         chunk = _usage_chunk(meta, outcome, reshape)

@@ -24,6 +24,7 @@ from gateway.http.responses import EventStreamResponse, error_response, json_byt
 from gateway.legacy import as_text_completion, prompt_as_chat
 from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
 from gateway.providers.upstream_errors import quota_exhausted
+from gateway.relay import gateway_error_event
 from gateway.routing import Route, check_limits
 from gateway.routing.circuits import deployment
 from gateway.routing.failover import Failover, account_exhausted, failure_kind, upstream_error_kind
@@ -71,7 +72,7 @@ def shutting_down() -> GatewayError:
     )  # fmt: skip
 
 
-SHUTTING_DOWN_EVENT = b"data: " + shutting_down().body() + b"\n\n"
+SHUTTING_DOWN_EVENT = gateway_error_event(shutting_down())
 
 _STREAM_ERROR_KINDS = {"stream_cut": "stream_cut", "timeout": "timeout", "upstream_error": "status_5xx", "malformed": "malformed"}
 
