@@ -7,10 +7,10 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from gateway.keys import generate_key, hash_key, new_key_id, visible_prefix
-from gateway.spend.money import usd_to_nanos
+from gateway.auth.keys import generate_key, hash_key, new_key_id, visible_prefix
+from gateway.money import usd_to_nanos
 from gateway.store import open_store
-from gateway.store.base import KeyRecord, LedgerRow, SpendFilter, Team, Usage, key_scope, team_scope
+from gateway.store.base import KeyRecord, LedgerRow, SpendFilter, Team, ScopeUsage, key_scope, team_scope
 
 
 def run(coroutine: Any) -> Any:
@@ -46,19 +46,19 @@ def ledger(url: str, **filters: Any) -> list[LedgerRow]:
     return run(_with_store(url, lambda s: s.ledger_rows(SpendFilter(**filters), limit=100_000)))
 
 
-def team_usage(url: str, team: Team) -> Usage:
+def team_usage(url: str, team: Team) -> ScopeUsage:
     from datetime import datetime, timezone
 
-    from gateway.spend.periods import period_window
+    from gateway.budget.periods import period_window
 
     start, _ = period_window(team.period, "UTC", datetime.now(timezone.utc))
     return run(_with_store(url, lambda s: s.usage(team_scope(team.name), start)))
 
 
-def key_usage(url: str, key: KeyRecord, period: str = "monthly") -> Usage:
+def key_usage(url: str, key: KeyRecord, period: str = "monthly") -> ScopeUsage:
     from datetime import datetime, timezone
 
-    from gateway.spend.periods import period_window
+    from gateway.budget.periods import period_window
 
     start, _ = period_window(period, "UTC", datetime.now(timezone.utc))
     return run(_with_store(url, lambda s: s.usage(key_scope(key.id), start)))

@@ -10,11 +10,12 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from gateway.config import Settings, load_catalog
-from gateway.core import Gateway
+from gateway.catalog import load_catalog
+from gateway.settings import Settings
+from gateway.state import Gateway
 from gateway.emulators import EmulatorOptions, start_emulator
 from gateway.http.app import create_app
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 
 MISTRAL_KEY = "test-mistral-key-0123456789"
 MOONSHOT_KEY = "test-moonshot-key-0123456789"

@@ -8,12 +8,13 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from gateway.config import ModelConfig, Price, Provider, Timeouts
+from gateway.catalog import ModelConfig, Price, Provider, Timeouts
 from gateway.errors import GatewayError
 from gateway.providers.base import StreamOutcome
 from gateway.providers.mistral import MistralAdapter, mistral_tool_id
 from gateway.providers.moonshot import MoonshotAdapter
-from gateway.providers.openai_compatible import ChunkAction, OpenAICompatibleAdapter, usage_from
+from gateway.providers.base import ChunkAction
+from gateway.providers.openai_compatible import OpenAICompatibleAdapter, usage_from
 from gateway.providers.upstream_errors import map_status_error, provider_message
 
 
@@ -195,7 +196,7 @@ def test_explicit_defaults_and_nulls_are_dropped_where_the_provider_lacks_the_fi
 
 
 def test_legacy_echo_is_refused_unless_at_its_default() -> None:
-    from gateway.legacy import prompt_as_chat
+    from gateway.http.legacy import prompt_as_chat
 
     assert prompt_as_chat({"model": "m", "prompt": "p", "echo": False, "best_of": 1})["messages"][0]["content"] == "p"
     with pytest.raises(GatewayError) as error:

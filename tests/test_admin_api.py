@@ -19,9 +19,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from gateway.keys import generate_key, hash_key, new_key_id, visible_prefix
-from gateway.spend.money import usd_to_nanos
-from gateway.spend.periods import period_window
+from gateway.auth.keys import generate_key, hash_key, new_key_id, visible_prefix
+from gateway.money import usd_to_nanos
+from gateway.budget.periods import period_window
 from gateway.store import open_store
 from gateway.store.base import GROUPS, HoldRequest, KeyRecord, LedgerRow, Scope, Settlement, team_scope
 from tests.conftest import GatewayFactory

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.spend.money import usd_to_nanos
+from gateway.money import usd_to_nanos
 from gateway.store.base import GROUPS
 from tests.conftest import GatewayFactory
 from tests.test_admin_api import (

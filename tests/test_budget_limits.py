@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.spend.estimates import OutputEstimator
+from gateway.budget.estimates import OutputEstimator
 from tests.budget_util import ledger, make_key, make_team, team_usage
 from tests.conftest import EmulatorControl, GatewayFactory
 from tests.http_util import post_json

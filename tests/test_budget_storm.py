@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.budget_util import _with_store, ledger, make_key, make_team, run, team_usage
 from tests.conftest import GatewayFactory, provider_env
 from tests.test_budgets import _start_cli_gateway, auth, fire

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.servers import ThreadedServer
-from gateway.spend.money import usd_text, usd_to_nanos
+from gateway.http.servers import ThreadedServer
+from gateway.money import usd_text, usd_to_nanos
 from tests.budget_util import key_usage, ledger, make_key, make_team, team_usage
 from tests.conftest import EmulatorControl, GatewayFactory, provider_env
 from tests.http_util import post_json, sse_events
@@ -163,9 +163,9 @@ def _wait_for_rows(db: str, count: int) -> list[Any]:
 def _concurrency_proof(urls: list[str], db: str, team_name: str) -> None:
     body = {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 24}
     # One request's reservation: the most one request may cost, as the gateway estimates it.
-    from gateway.config import load_catalog
+    from gateway.catalog import load_catalog
     from gateway.routing.counting import PromptCounts
-    from gateway.spend.pricing import estimate_nanos
+    from gateway.pricing import estimate_nanos
     from gateway.tokens import TokenCounter
 
     catalog = load_catalog(None, {})
@@ -399,9 +399,10 @@ def test_a_request_cancelled_while_its_hold_is_written_leaves_no_hold(db: str) -
     still commits (group commit), so it must be released right after, not left until it expires."""
     from datetime import datetime, timezone
 
-    from gateway.auth import Principal
-    from gateway.config import Settings, load_catalog
-    from gateway.spend.accounting import Accounting
+    from gateway.auth.principal import Principal
+    from gateway.catalog import load_catalog
+    from gateway.settings import Settings
+    from gateway.budget.accounting import Accounting
     from gateway.store import open_store
     from gateway.store.base import team_scope
 

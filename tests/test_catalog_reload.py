@@ -21,13 +21,14 @@ import orjson
 import pytest
 import yaml
 
-from gateway.config import DEMO_UPSTREAMS_ENV, Settings, load_catalog
-from gateway.core import Gateway
+from gateway.catalog import DEMO_UPSTREAMS_ENV, load_catalog
+from gateway.settings import Settings
+from gateway.state import Gateway
 from gateway.emulators import EmulatorOptions, start_emulator
-from gateway.providers.base import Usage
-from gateway.servers import ThreadedServer
-from gateway.spend.money import usd_text
-from gateway.spend.pricing import cost_nanos
+from gateway.types import Usage
+from gateway.http.servers import ThreadedServer
+from gateway.money import usd_text
+from gateway.pricing import cost_nanos
 from tests.conftest import MISTRAL_KEY, EmulatorControl, GatewayFactory
 from tests.http_util import Answer, post_json, request, sse_events
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.config import ConfigError, Settings, load_catalog, needs_demo
+from gateway.catalog import ConfigError, load_catalog, needs_demo
+from gateway.settings import Settings
 
 
 def test_built_in_defaults() -> None:

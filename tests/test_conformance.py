@@ -27,7 +27,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.conftest import GatewayFactory
 
 SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "openai-openapi-subset.yaml"

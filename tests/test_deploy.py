@@ -635,7 +635,7 @@ def test_k8s_catalog_and_policies_pass_the_gateways_own_checks(tmp_path: Path) -
         (policies / name).write_text(text)
     assert "default.yaml" in {p.name for p in policies.iterdir()}, "teams without a policy use `default`"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    gateway = [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())"]
+    gateway = [sys.executable, "-c", "import sys; from gateway.cli.main import main; sys.exit(main())"]
     for args in (["check", "--config", str(catalog)], ["policy", "check", str(policies), "--config", str(catalog)]):
         result = subprocess.run([*gateway, *args], capture_output=True, text=True, env=env, timeout=120)
         assert result.returncode == 0, f"gateway {' '.join(args)}:\n{result.stdout}{result.stderr}"

@@ -387,7 +387,7 @@ def test_a_key_file_is_never_created_readable_by_others(
 ) -> None:
     """Every file the key is written into is created 0600 (exclusive, not through a link): there is no moment
     at which the key sits in a file others may read, as there was with write-then-chmod."""
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     url = _slash_gateway(start_gateway)
     created: list[tuple[str, int, int]] = []

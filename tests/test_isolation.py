@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.conftest import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl, GatewayFactory
 from tests.http_util import Answer, post_json, request
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ModelConfig, Price, Provider, Timeouts
+from gateway.catalog import ModelConfig, Price, Provider, Timeouts
 from gateway.providers.moonshot import MISSING_REASONING, MoonshotAdapter
 from tests.conftest import EmulatorControl, GatewayFactory
 from tests.http_util import Answer, post_json, sse_events

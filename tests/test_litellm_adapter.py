@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.conftest import MOONSHOT_KEY, EmulatorControl, GatewayFactory
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 

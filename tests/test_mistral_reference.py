@@ -21,7 +21,7 @@ from mistralai.client import Mistral
 from mistralai.client import models as sdk
 
 from gateway.emulators import mistral as emulator
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.conftest import MISTRAL_KEY, EmulatorControl
 from tests.http_util import post_json
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.conftest import MOONSHOT_KEY, EmulatorControl, GatewayFactory
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "catalog.self-hosted-and-openrouter.example.yaml"
@@ -65,7 +65,7 @@ def test_extra_fields_are_forwarded_only_where_the_catalog_names_them(url: str, 
 
 @pytest.mark.parametrize("field", ["api_base", "headers", "litellm_params", "model", "Top-K"])
 def test_extra_fields_cannot_name_a_control_field(tmp_path: Path, field: str) -> None:
-    from gateway.config import ConfigError, load_catalog
+    from gateway.catalog import ConfigError, load_catalog
 
     text = EXAMPLE.read_text().replace("extra_fields: [top_k, min_p, repetition_penalty]", f"extra_fields: [{field!r}]")
     path = tmp_path / "catalog.yaml"

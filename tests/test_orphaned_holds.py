@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.budget_util import make_key, make_team, team_usage
 from tests.conftest import EmulatorControl, provider_env
 from tests.test_budgets import _start_cli_gateway

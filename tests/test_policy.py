@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import ConfigError, load_catalog
+from gateway.catalog import ConfigError, load_catalog
 from gateway.policy import (
     Policy,
     PolicyError,

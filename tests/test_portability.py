@@ -45,7 +45,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.budget_util import make_key, make_team
 from tests.conftest import EmulatorControl, GatewayFactory
 from tests.http_util import Answer, post_json

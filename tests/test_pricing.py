@@ -8,12 +8,12 @@ from itertools import product
 
 import pytest
 
-from gateway.config import load_catalog
-from gateway.providers.base import Usage
+from gateway.catalog import load_catalog
+from gateway.types import Usage
 from gateway.providers.openai_compatible import usage_from
-from gateway.spend.money import NANOS_PER_USD, usd_text, usd_to_nanos
-from gateway.spend.periods import period_window
-from gateway.spend.pricing import cost_nanos
+from gateway.money import NANOS_PER_USD, usd_text, usd_to_nanos
+from gateway.budget.periods import period_window
+from gateway.pricing import cost_nanos
 
 CATALOG = load_catalog(None, {})
 MEDIUM = CATALOG.models["mistral-medium-3.5"]

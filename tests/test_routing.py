@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_catalog
+from gateway.catalog import load_catalog
 from gateway.emulators.text import count_tokens
 from gateway.errors import GatewayError
 from gateway.policy import Policy, load_policies
 from gateway.routing import Allowed, decide
 from gateway.routing.counting import PromptCounts
 from gateway.tokens import TokenCounter
-from gateway.spend.money import usd_to_nanos
+from gateway.money import usd_to_nanos
 from tests.budget_util import _with_store, ledger, make_key, make_team, run, team_usage
 from tests.conftest import EmulatorControl, GatewayFactory
 from tests.http_util import post_json, request
@@ -176,7 +176,7 @@ def _near_boundary_body() -> tuple[dict, int, int]:
     """A ~20K-token prompt of varied text, its size and its Tekken count for Mistral Medium 3.5."""
     import inspect
 
-    import gateway.routing.pipeline as pipeline_module
+    import gateway.routing.decision as pipeline_module
 
     text = (inspect.getsource(pipeline_module) * 4)[:80_000]
     body = {"model": "auto", "messages": [{"role": "user", "content": text}]}
@@ -294,7 +294,7 @@ def _spend(db: str, team_name: str, nanos: int) -> None:
     """Record spend for a team directly (a settled ledger row)."""
     import time as _time
 
-    from gateway.spend.periods import period_window
+    from gateway.budget.periods import period_window
     from gateway.store.base import LedgerRow, Scope, Settlement, team_scope
     from datetime import datetime, timezone
 
@@ -407,7 +407,7 @@ def test_explain_matches_and_reserves_nothing(
 
 
 def test_cli_route_explain_direct(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     make_team(db, "eu", None, regions=["eu"])
     request = tmp_path / "request.json"

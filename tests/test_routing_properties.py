@@ -36,8 +36,9 @@ import yaml
 from hypothesis import HealthCheck, assume, event, example, given, note, settings
 from hypothesis import strategies as st
 
-from gateway.config import AUTO_MODEL, Catalog, CatalogFile, ModelConfig, Provider, Settings, load_catalog
-from gateway.core import Gateway
+from gateway.catalog import AUTO_MODEL, Catalog, CatalogFile, ModelConfig, Provider, load_catalog
+from gateway.settings import Settings
+from gateway.state import Gateway
 from gateway.emulators import EmulatorOptions, start_emulator
 from gateway.errors import GatewayError
 from gateway.http.app import create_app
@@ -47,12 +48,12 @@ from gateway.policy.schema import FAILURE_KINDS
 from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
 from gateway.routing import Allowed, RouteDecision, decide
 from gateway.routing.circuits import CircuitBreakers, deployment
-from gateway.routing.core import Route
+from gateway.routing.route import Route
 from gateway.routing.counting import PromptCounts
 from gateway.routing.failover import Failover, failure_kind
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from gateway.tokens import Count
-from gateway.validation import check_chat
+from gateway.pipeline.validation import check_chat
 from tests.conftest import EmulatorControl, provider_env
 from tests.http_util import Answer, request
 

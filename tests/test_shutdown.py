@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.budget_util import ledger, make_key, make_team
 from tests.conftest import EmulatorControl, GatewayFactory, provider_env
 from tests.http_util import sse_events

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.budget_util import make_key, make_team
 from tests.conftest import provider_env
 from tests.test_budgets import _start_cli_gateway

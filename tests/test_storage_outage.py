@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.budget_util import ledger, make_key, make_team, team_usage
 from tests.conftest import EmulatorControl, GatewayFactory
 from tests.forwarder import Forwarder

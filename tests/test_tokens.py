@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 import gateway.tokens.counter as counter_module
-from gateway.config import ModelConfig, Price
+from gateway.catalog import ModelConfig, Price
 from gateway.tokens import FAMILIES, Count, TokenCounter, estimate, family_of
 from gateway.tokens.heuristic import collect
 from gateway.tokens.vocab import O200K_PATTERN, Lazy, TokenizerUnavailable, count_texts, load_o200k, load_tekken, split_text

@@ -126,7 +126,7 @@ def models_from_listing(cards: list[dict[str, Any]]) -> dict[str, ClientModel]:
 
 
 def models_from_catalog(config: Path | None) -> tuple[dict[str, ClientModel], str]:
-    from gateway.config import load_catalog
+    from gateway.catalog import load_catalog
 
     catalog = load_catalog(config, {})
     models: dict[str, ClientModel] = {}

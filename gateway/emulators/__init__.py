@@ -15,7 +15,7 @@ from gateway.emulators.app import EmulatorApp, EmulatorState, build_app
 from gateway.emulators.mistral import MistralProvider
 from gateway.emulators.moonshot import MoonshotProvider
 from gateway.emulators.options import KINDS, EmulatorOptions
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 
 __all__ = ["KINDS", "EmulatorOptions", "EmulatorServer", "create_app", "serve", "start_emulator"]
 

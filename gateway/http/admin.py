@@ -1,6 +1,6 @@
 """Admin API (master key only): teams, keys, spend.
 
-Thin handlers over `gateway.management`, which the CLI's direct-database mode
+Thin handlers over `gateway.admin.service`, which the CLI's direct-database mode
 uses too, so both give the same answers and the same errors.
 """
 
@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import management
-from gateway.core import Gateway
+from gateway.admin import service as management
+from gateway.state import Gateway
 from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
 from gateway.http.responses import error_response, json_bytes

@@ -15,8 +15,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.config import Settings, load_catalog
-from gateway.core import Gateway
+from gateway.catalog import load_catalog
+from gateway.settings import Settings
+from gateway.state import Gateway
 from gateway.errors import GatewayError
 from gateway.http import admin, health, metrics, openai
 from gateway.http.record import RequestIds, RequestLog
@@ -103,7 +104,7 @@ def create_app(gateway: Gateway) -> Starlette:
 
 def app_from_environment() -> Starlette:
     """uvicorn factory for `gateway serve` (each worker process builds its own Gateway)."""
-    from gateway.tuning import tune_process
+    from gateway.http.tuning import tune_process
 
     settings = Settings()
     app = create_app(Gateway(settings, load_catalog(settings.config)))

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.core import Gateway
+from gateway.state import Gateway
 from gateway.http.responses import json_bytes
 
 

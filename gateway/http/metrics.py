@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.core import Gateway
+from gateway.state import Gateway
 from gateway.errors import GatewayError
 from gateway.http.responses import error_response
-from gateway.metrics.exposition import CONTENT_TYPE_LATEST, render
+from gateway.http.exposition import CONTENT_TYPE_LATEST, render
 
 log = logging.getLogger("gateway")
 MAX_REQUEST_HEAD = 16 * 1024

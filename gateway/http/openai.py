@@ -13,27 +13,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
-from gateway.config import AUTO_MODEL, ModelConfig
-from gateway.auth import Principal
-from gateway.core import Gateway
+from gateway.catalog import AUTO_MODEL, ModelConfig
+from gateway.auth.principal import Principal
+from gateway.state import Gateway
 from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
 from gateway.http.disconnect import DisconnectWatch
 from gateway.http.record import REQUEST_ID_HEADER, RequestIds, RequestLog, RequestRecord
 from gateway.http.responses import EventStreamResponse, error_response, json_bytes
-from gateway.legacy import as_text_completion, prompt_as_chat
-from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply, Usage
+from gateway.http.legacy import as_text_completion, prompt_as_chat
+from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply
+from gateway.types import Usage
 from gateway.providers.upstream_errors import quota_exhausted
-from gateway.relay import gateway_error_event
+from gateway.providers.sse import gateway_error_event
 from gateway.routing import Route, check_limits
 from gateway.routing.circuits import deployment
 from gateway.routing.failover import Failover, account_exhausted, failure_kind, upstream_error_kind
 from gateway.routing.counting import PromptCounts
-from gateway.routing.planning import admit, allowed_for, plan, predict_admission
-from gateway.spend.accounting import Charged, Ticket
-from gateway.spend.money import usd_text
-from gateway.validation import Request as RequestParams
-from gateway.validation import check_chat, check_completion, check_embeddings
+from gateway.pipeline.plan import admit, allowed_for, plan, predict_admission
+from gateway.budget.accounting import Charged, Ticket
+from gateway.money import usd_text
+from gateway.pipeline.validation import Request as RequestParams
+from gateway.pipeline.validation import check_chat, check_completion, check_embeddings
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("gateway")

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 import orjson
 
-from gateway.spend.money import usd_float
+from gateway.money import usd_float
 
 log = logging.getLogger("gateway")
 
 if TYPE_CHECKING:
-    from gateway.auth import Principal
+    from gateway.auth.principal import Principal
     from gateway.routing import Route
-    from gateway.spend.accounting import Charged
+    from gateway.budget.accounting import Charged
 
 REQUEST_ID_HEADER = "x-request-id"
 # Client ids are echoed in headers and logs: printable, no spaces or quotes, bounded.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from gateway.metrics.families import STATUS_VALUES
 
 if TYPE_CHECKING:
-    from gateway.config import Catalog
+    from gateway.catalog import Catalog
 
 OTHER = "other"
 NONE = "none"  # no model or provider involved (refused before routing)

@@ -17,8 +17,8 @@ from gateway.metrics.families import BY_NAME, MULTIPROC_ENV, STORAGE_STAGES, UPS
 from gateway.metrics.labels import NONE, Bounds
 
 if TYPE_CHECKING:
-    from gateway.config import Catalog
-    from gateway.providers import Usage
+    from gateway.catalog import Catalog
+    from gateway.types import Usage
 
 NANOS_PER_USD = 1_000_000_000
 

@@ -13,18 +13,16 @@ them. What it gives the pipeline is pure: `Policy.candidates`, `Policy.fits`,
 when the whole directory validates, so a broken edit never replaces a working
 version (in-flight requests keep the `Policy` object they started with).
 
-Problems name the file and the field path, as `gateway.config` does for the
+Problems name the file and the field path, as `gateway.catalog` does for the
 catalog: `policies/x.yaml: prefer[1]: unknown model 'gpt-5' (known: ...) (line 7)`.
 
 Modules: `schema` (the pydantic models), `checks` (loading one file and validating it: `Problem`,
-`PolicyError`, `check_policy_text`, ...), `watcher` (`PolicySet`, `load_policies`, `PolicyWatcher`) and
-`cli` (`gateway policy check|show`). The public API is re-exported here.
+`PolicyError`, `check_policy_text`, ...), `watcher` (`PolicySet`, `load_policies`, `PolicyWatcher`) (the `gateway policy` commands are in `gateway.cli.policy`). The public API is re-exported here.
 """
 
 from __future__ import annotations
 
 from gateway.policy.checks import PolicyError, Problem, check_policy_file, check_policy_text, load_policy_file, policy_files
-from gateway.policy.cli import add_policy_commands, default_policies_dir
 from gateway.policy.schema import (
     CAPABILITIES,
     DEFAULT_POLICY,
@@ -41,7 +39,7 @@ from gateway.policy.watcher import (
 
 __all__ = [
     "BudgetRules", "CAPABILITIES", "ContextRules", "DEFAULT_POLICY", "FAILURE_KINDS", "Fallbacks", "POLICIES_DIR_ENV",
-    "Policy", "PolicyError", "PolicySet", "PolicyWatcher", "Problem", "ReloadResult", "add_policy_commands",
-    "builtin_policies", "check_policy_file", "check_policy_text", "default_policies_dir", "load_policies",
+    "Policy", "PolicyError", "PolicySet", "PolicyWatcher", "Problem", "ReloadResult", 
+    "builtin_policies", "check_policy_file", "check_policy_text",  "load_policies",
     "load_policy_file", "missing_policies", "policies_for_settings", "policy_files",
 ]  # fmt: skip

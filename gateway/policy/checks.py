@@ -1,6 +1,6 @@
 """Loading and validating one policy file: YAML with line numbers, the schema, then checks against the catalog.
 
-Problems name the file and the field path, as `gateway.config` does for the
+Problems name the file and the field path, as `gateway.catalog` does for the
 catalog: `policies/x.yaml: prefer[1]: unknown model 'gpt-5' (known: ...) (line 7)`.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway.config import Catalog, ConfigError, ModelConfig, _loc
+from gateway.catalog import Catalog, ConfigError, ModelConfig, _loc
 from gateway.policy.schema import Policy
 
 log = logging.getLogger("gateway.policy")

@@ -19,10 +19,11 @@ from pydantic import (
     StrictInt,
 )
 
-from gateway.config import Capability, Catalog, ModelConfig
-from gateway.management import POLICY_PATTERN
+from gateway.catalog import Capability, Catalog, ModelConfig
 
 DEFAULT_POLICY = "default"
+# A policy name (a file name, and a team field checked by the admin API).
+POLICY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 POLICIES_DIR_ENV = "GATEWAY_POLICIES_DIR"
 CAPABILITIES: tuple[str, ...] = get_args(Capability)
 FAILURE_KINDS = ("connect", "timeout", "429", "5xx")  # or one status from 500 to 599
@@ -164,7 +165,7 @@ class Policy(_Strict):
     @staticmethod
     def expected_cost_nanos(model: ModelConfig, prompt_tokens: int, output_tokens: int) -> int:
         """What the request would cost on `model`, nothing cached (the reservation's estimate)."""
-        from gateway.spend.pricing import estimate_nanos
+        from gateway.pricing import estimate_nanos
 
         return estimate_nanos(model, max(prompt_tokens, 0), max(output_tokens, 0))
 

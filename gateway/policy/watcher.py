@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from gateway.config import Catalog, Settings
+from gateway.catalog import Catalog
+from gateway.settings import Settings
 from gateway.policy.checks import PolicyError, Problem, _stem, check_policy_text, policy_files
 from gateway.policy.schema import DEFAULT_POLICY, Policy
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.config import Provider
-from gateway.providers.base import Adapter, Reply, StreamOutcome, StreamReply, Usage
+from gateway.catalog import Provider
+from gateway.providers.base import Adapter, Reply, StreamOutcome, StreamReply
+from gateway.types import Usage
 
 
 def build_adapter(provider: Provider, max_sse_event_bytes: int | None = None) -> Adapter:

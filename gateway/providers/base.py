@@ -7,44 +7,28 @@ extraction, error mapping) lives in that provider's own module.
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from gateway.config import ModelConfig, Provider
+from gateway.catalog import ModelConfig, Provider
+from gateway.types import Json, Usage
 
 # What a request wants from a provider.
 CHAT = "chat"
 FIM = "fim"
 EMBEDDINGS = "embeddings"
 
-Json = dict[str, Any]
 ChunkReshaper = Callable[[Json], Json]
 
 
-@dataclass(slots=True)
-class Usage:
-    """Token usage as the provider reported it, normalised."""
+class ChunkAction(enum.Enum):
+    """What an adapter's `fix_chunk` did to a stream chunk."""
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def as_openai(self) -> Json:
-        usage: Json = {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        }
-        if self.reasoning_tokens:
-            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
-        return usage
+    KEEP = 0  # forward the provider's bytes unchanged
+    CHANGED = 1  # re-encode the (modified) chunk
+    DROP = 2  # do not forward
 
 
 @dataclass(slots=True)

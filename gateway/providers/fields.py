@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from gateway.config import ModelConfig
+from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError, invalid_request
 
 Json = dict[str, Any]

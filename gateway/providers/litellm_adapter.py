@@ -22,13 +22,14 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from gateway.config import ModelConfig
+from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError
-from gateway.providers.base import Adapter, ChunkReshaper, Json, Reply, StreamOutcome, StreamReply
+from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome, StreamReply
+from gateway.types import Json
 from gateway.providers.fields import Shape, rebuild
 from gateway.providers.openai_compatible import OPENAI_MESSAGES, usage_from
 from gateway.providers.replies import conform_chat_chunk, conform_reply
-from gateway.relay import count_text, error_event, finish, sse
+from gateway.providers.sse import count_text, error_event, finish, sse
 
 # The OpenAI parameters in litellm.completion's signature (litellm 1.x, `inspect.signature`) that it translates
 # for each provider, and nothing of its own: not timeout, deployment_id, extra_headers, base_url, api_version,

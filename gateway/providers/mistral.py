@@ -16,12 +16,14 @@ from typing import Any
 
 import orjson
 
-from gateway.config import ModelConfig
-from gateway.providers.base import ChunkReshaper, Json, Reply, StreamOutcome, StreamReply
+from gateway.catalog import ModelConfig
+from gateway.providers.base import ChunkReshaper, Reply, StreamOutcome, StreamReply
+from gateway.types import Json
 from gateway.providers.fields import (
     COMPLETION_REQUEST, EMBEDDING_REQUEST, HINT_FIELDS, Messages, Shape, rebuild, roles, unsupported,
 )
-from gateway.providers.openai_compatible import ChunkAction, OpenAICompatibleAdapter, usage_from
+from gateway.providers.base import ChunkAction
+from gateway.providers.openai_compatible import OpenAICompatibleAdapter, usage_from
 
 # Mistral's request fields (mistralai SDK 3.7.0 request models, ../shared/reference/providers.md, Mistral section;
 # gateway/emulators/README.md for where they differ). `logprobs`/`top_logprobs` and `service_tier` are Mistral fields

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import ModelConfig
-from gateway.providers.base import Adapter, Json, Reply, StreamOutcome
+from gateway.catalog import ModelConfig
+from gateway.providers.base import Adapter, Reply, StreamOutcome
+from gateway.types import Json
 from gateway.providers.fields import HINT_FIELDS, Messages, Shape, rebuild, roles
-from gateway.providers.openai_compatible import ChunkAction, OpenAICompatibleAdapter, usage_from
+from gateway.providers.base import ChunkAction
+from gateway.providers.openai_compatible import OpenAICompatibleAdapter, usage_from
 
 FIXED_SAMPLING_FIELDS = ("temperature", "top_p", "n", "presence_penalty", "frequency_penalty")
 

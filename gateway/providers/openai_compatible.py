@@ -10,7 +10,6 @@ from the kind's whitelist (fields.py) and serialised once. Subclasses
 from __future__ import annotations
 
 import asyncio
-import enum
 from dataclasses import replace
 from typing import Any
 
@@ -19,24 +18,19 @@ import orjson
 from yarl import URL
 
 from gateway import __version__
-from gateway.config import ModelConfig
+from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError
-from gateway.providers.base import Adapter, ChunkReshaper, Json, Reply, StreamOutcome, StreamReply, Usage
+from gateway.providers.base import Adapter, ChunkAction, ChunkReshaper, Reply, StreamOutcome, StreamReply
+from gateway.types import Json, Usage
 from gateway.providers.fields import (
     CHAT_REQUEST, COMPLETION_REQUEST, EMBEDDING_REQUEST, HINT_FIELDS, Messages, Shape, rebuild, roles,
 )
 from gateway.providers.replies import conform_reply
 from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
-from gateway.relay import DEFAULT_MAX_EVENT_BYTES, relay_events
+from gateway.providers.sse import DEFAULT_MAX_EVENT_BYTES, relay_events
 
 
-class ChunkAction(enum.Enum):
-    KEEP = 0  # forward the provider's bytes unchanged
-    CHANGED = 1  # re-encode the (modified) chunk
-    DROP = 2  # do not forward
-
-
-__all__ = ["HINT_FIELDS", "ChunkAction", "OpenAICompatibleAdapter", "usage_from"]
+__all__ = ["HINT_FIELDS", "OpenAICompatibleAdapter", "usage_from"]
 
 # OpenAI's documented request parameters (fields.py, from ../shared/reference/openai-openapi-subset.yaml).
 # An OpenAI-compatible server (vLLM, OpenRouter, ...) is sent these and nothing else.

@@ -17,7 +17,7 @@ from gateway.tokens import FAMILIES, Count, TokenCounter, collect
 from gateway.tokens.heuristic import Parts, estimate_parts
 
 if TYPE_CHECKING:
-    from gateway.config import Catalog
+    from gateway.catalog import Catalog
 
 SIZE_FLOOR_DIVISOR = 16  # a body's prompt is never counted below a sixteenth of its bytes
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import Catalog
+from gateway.catalog import Catalog
 from gateway.errors import GatewayError
 from gateway.policy import Fallbacks
 from gateway.providers.upstream_errors import QUOTA_EXHAUSTED
-from gateway.routing.core import Route
-from gateway.routing.pipeline import RouteDecision
+from gateway.routing.route import Route
+from gateway.routing.decision import RouteDecision
 
 
 def account_exhausted(error: GatewayError) -> bool:

@@ -115,7 +115,7 @@ class Settlement:
 
 
 @dataclass(slots=True)
-class Usage:
+class ScopeUsage:
     spent_nanos: int = 0
     reserved_nanos: int = 0
 
@@ -232,7 +232,7 @@ class Store(ABC):
         those whose heartbeat is older than `stale_seconds`. Returns how many holds were released."""
 
     @abstractmethod
-    async def usage(self, scope: str, period_start: int) -> Usage: ...
+    async def usage(self, scope: str, period_start: int) -> ScopeUsage: ...
 
     # -- reports -------------------------------------------------------------------------
     @abstractmethod

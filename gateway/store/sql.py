@@ -33,7 +33,7 @@ from gateway.store.base import (
     SpendRow,
     Store,
     Team,
-    Usage,
+    ScopeUsage,
     as_json_list,
     from_json_list,
 )
@@ -305,7 +305,7 @@ class SqlStore(Store):
     async def hold(self, request: HoldRequest) -> HoldResult:
         return await self._commits.submit(("hold", request))
 
-    async def record(self, settlement: Settlement) -> Usage:
+    async def record(self, settlement: Settlement) -> ScopeUsage:
         return await self._commits.submit(("record", settlement))
 
     async def release(self, hold: HoldRequest) -> None:
@@ -400,7 +400,7 @@ class SqlStore(Store):
                 (row[1], name, period_start),
             )
 
-    def _record(self, cur: Any, settlement: Settlement) -> Usage:
+    def _record(self, cur: Any, settlement: Settlement) -> ScopeUsage:
         row = settlement.row
         cur.execute(
             self._sql(f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES ({', '.join('?' * 20)})"),
@@ -410,7 +410,7 @@ class SqlStore(Store):
         )  # fmt: skip
         if settlement.hold is not None:
             self._release(cur, settlement.hold.id)
-        first = Usage()
+        first = ScopeUsage()
         lead = settlement.scopes[0] if settlement.scopes else None
         # The same lock order as `_usage_rows` (sorted by scope), or two nodes' batches can deadlock.
         for scope in sorted(settlement.scopes, key=lambda s: (s.name, s.period_start)):
@@ -424,7 +424,7 @@ class SqlStore(Store):
             )
             spent, reserved = cur.fetchone()
             if scope is lead:
-                first = Usage(spent, reserved)
+                first = ScopeUsage(spent, reserved)
         return first
 
     async def release_expired(self, now: int) -> int:
@@ -467,12 +467,12 @@ class SqlStore(Store):
 
         return await self._writer.call(lambda db: _in_transaction(db, self.dialect.begin_write, run))
 
-    async def usage(self, scope: str, period_start: int) -> Usage:
+    async def usage(self, scope: str, period_start: int) -> ScopeUsage:
         rows = await self._read(
             "SELECT spent_nanos, reserved_nanos FROM budget_usage WHERE scope = ? AND period_start = ?",
             (scope, period_start),
         )
-        return Usage(rows[0][0], rows[0][1]) if rows else Usage()
+        return ScopeUsage(rows[0][0], rows[0][1]) if rows else ScopeUsage()
 
     # -- reports -------------------------------------------------------------------------
     def _where(self, filters: SpendFilter) -> tuple[str, list[Any]]:

@@ -14,7 +14,7 @@ from gateway.tokens.heuristic import FAMILIES, Family, Parts, collect, compact_j
 from gateway.tokens.vocab import Lazy, TokenizerUnavailable, count_texts, load_o200k, load_tekken
 
 if TYPE_CHECKING:
-    from gateway.config import ModelConfig
+    from gateway.catalog import ModelConfig
 
 
 MISTRAL_PREFIXES = ("mistral", "codestral", "magistral", "devstral", "ministral", "pixtral", "voxtral", "open-mistral")

@@ -23,7 +23,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.config import ModelConfig, Price  # noqa: E402
+from gateway.catalog import ModelConfig, Price
 from gateway.tokens import TokenCounter, estimate  # noqa: E402
 from gateway.tokens.heuristic import MISTRAL as MISTRAL_FAMILY  # noqa: E402
 from gateway.tokens.heuristic import collect  # noqa: E402

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.budget_util import ledger, make_key, make_team
 from tests.clients.tools import Installer, Tool, ToolUnavailable
 from tests.conftest import EmulatorControl, GatewayFactory

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-from gateway.cli import main as gateway_cli
+from gateway.cli.main import main as gateway_cli
 from tests.clients.conftest import (
     DEAD_PROXY, TEAM, ClientGateway, Script, describe, need, offline_env, run_tool,
 )

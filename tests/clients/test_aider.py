@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main as gateway_cli
+from gateway.cli.main import main as gateway_cli
 from tests.clients.conftest import TEAM, ClientGateway, Script, describe, need, offline_env, run_tool
 from tests.clients.tools import Installer
 

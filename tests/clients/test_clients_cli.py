@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.cli import main as gateway_cli
+from gateway.cli.main import main as gateway_cli
 from tests.clients.conftest import ClientGateway
 
 

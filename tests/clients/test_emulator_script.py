@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.servers import ThreadedServer
+from gateway.http.servers import ThreadedServer
 from tests.clients.conftest import Script
 from tests.conftest import MISTRAL_KEY, MOONSHOT_KEY
 from tests.http_util import sse_events

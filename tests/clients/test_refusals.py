@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main as gateway_cli
+from gateway.cli.main import main as gateway_cli
 from tests.budget_util import make_key, make_team
 from tests.clients.conftest import HERE, describe, need, offline_env, run_tool
 from tests.clients.tools import Installer

@@ -85,18 +85,19 @@ def _via_http(url: str, team: str, raw: bytes, headers: dict[str, str]) -> dict[
 
 
 def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
-    from gateway.auth import Principal
-    from gateway.cli import _config_path
-    from gateway.config import Settings, load_catalog
-    from gateway.core import Gateway
+    from gateway.auth.principal import Principal
+    from gateway.cli.common import config_path
+    from gateway.catalog import load_catalog
+    from gateway.settings import Settings
+    from gateway.state import Gateway
     from gateway.http.body import read_json_object  # noqa: F401  (same parsing rules as the endpoint below)
-    from gateway.routing.planning import plan, predict_admission
-    from gateway.validation import check_chat
+    from gateway.pipeline.plan import plan, predict_admission
+    from gateway.pipeline.validation import check_chat
 
     settings = Settings()
     if args.database_url:
         settings = settings.model_copy(update={"database_url": args.database_url})
-    gateway = Gateway(settings, load_catalog(_config_path(args)))
+    gateway = Gateway(settings, load_catalog(config_path(args)))
     body = orjson.loads(raw)
     if not isinstance(body, dict):
         raise RuntimeError("the request file must hold a JSON object (a chat request)")
@@ -121,7 +122,7 @@ def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> di
 
 
 def cmd_route_explain(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError
+    from gateway.catalog import ConfigError
     from gateway.errors import GatewayError
 
     try:

@@ -15,10 +15,12 @@ from typing import Sequence
 import orjson
 
 from gateway import __version__
-from gateway.admin_cli import add_admin_commands
-from gateway.config import DEMO_UPSTREAMS_ENV, ConfigError, Settings, load_catalog, needs_demo
-from gateway.policy import add_policy_commands
-from gateway.route_cli import add_route_commands
+from gateway.cli.common import config_path
+from gateway.cli.admin import add_admin_commands
+from gateway.catalog import DEMO_UPSTREAMS_ENV, ConfigError, load_catalog, needs_demo
+from gateway.settings import Settings
+from gateway.cli.policy import add_policy_commands
+from gateway.cli.route import add_route_commands
 from gateway.store import storage_problem
 
 
@@ -28,20 +30,13 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config_path(args: argparse.Namespace) -> Path | None:
-    if args.config is not None:
-        return args.config
-    value = os.environ.get("GATEWAY_CONFIG")
-    return Path(value) if value else None
-
-
 SHUTDOWN_GRACE_SECONDS = 5
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    path = _config_path(args)
+    path = config_path(args)
     overrides = {"GATEWAY_HOST": args.host, "GATEWAY_PORT": args.port, "GATEWAY_WORKERS": args.workers}
     for key, value in overrides.items():
         if value is not None:
@@ -76,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         say(f"OPEN: GATEWAY_MASTER_KEY is not set; anyone who can reach {settings.host}:{settings.port} can use /v1.")
     say(f"listening on http://{settings.host}:{settings.port}/v1 with {settings.workers} worker(s)")
     metrics_dir = _metrics_across_workers(settings.workers)
-    from gateway.servers import server_options  # keep-alive, header and body deadlines, connection cap
+    from gateway.http.servers import server_options  # keep-alive, header and body deadlines, connection cap
 
     try:
         uvicorn.run(
@@ -129,7 +124,7 @@ def _start_demo(kinds: list[str]) -> list[tuple[str, object]]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    path = _config_path(args)
+    path = config_path(args)
     try:
         catalog = load_catalog(path)
         Settings()
@@ -144,16 +139,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from gateway.litellm_catalog import compare, render_table
+    from gateway.providers.litellm_catalog import compare, render_table
 
     try:
-        catalog = load_catalog(_config_path(args))
+        catalog = load_catalog(config_path(args))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
     differences = compare(catalog)
     if args.format == "json":
-        from gateway.litellm_catalog import as_json
+        from gateway.providers.litellm_catalog import as_json
 
         print(as_json(catalog, differences))
     else:

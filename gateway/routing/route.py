@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import Catalog, ModelConfig, Provider
+from gateway.catalog import Catalog, ModelConfig, Provider
 from gateway.errors import invalid_request
 
 

@@ -28,10 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping
 
-from gateway.config import AUTO_MODEL, Catalog, ModelConfig
+from gateway.catalog import AUTO_MODEL, Catalog, ModelConfig
 from gateway.errors import GatewayError, invalid_request
 from gateway.policy import Policy
-from gateway.routing.core import Allowed, Route, lookup
+from gateway.routing.route import Allowed, Route, lookup
 from gateway.tokens import Count
 
 REASON_CODES = ("pinned", "preferred", "context>WINDOW", "residency:REGIONS", "budget-downgrade", "rerouted")
@@ -104,7 +104,7 @@ class RouteDecision:
 
     def explain(self, catalog: Catalog, policy: Policy) -> dict[str, Any]:
         """The full decision as JSON-ready data (what `POST /v1/route/explain` returns)."""
-        from gateway.spend.money import usd_text
+        from gateway.money import usd_text
 
         removed = self.removed_by()
         rows = []

@@ -11,20 +11,20 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from gateway.auth import Principal
-from gateway.config import Catalog
+from gateway.auth.principal import Principal
+from gateway.catalog import Catalog
 from gateway.errors import GatewayError
 from gateway.policy import Policy
-from gateway.routing.core import Allowed, Route, check_limits
+from gateway.routing.route import Allowed, Route, check_limits
 from gateway.routing.counting import PromptCounts
-from gateway.routing.pipeline import RouteDecision, decide
-from gateway.spend.accounting import Ticket
-from gateway.spend.pricing import estimate_nanos
+from gateway.routing.decision import RouteDecision, decide
+from gateway.budget.accounting import Ticket
+from gateway.pricing import estimate_nanos
 from gateway.store.base import key_scope, team_scope
-from gateway.validation import Request as RequestParams
+from gateway.pipeline.validation import Request as RequestParams
 
 if TYPE_CHECKING:
-    from gateway.core import Gateway
+    from gateway.state import Gateway
 
 
 def allowed_for(principal: Principal) -> Allowed:
@@ -223,7 +223,7 @@ async def predict_admission(
 ) -> dict[str, Any] | None:
     """What admission would do now with the budgets as they are (explain): reserve on the chosen model, or
     move to a cheaper one / lower max_tokens (the policy's `on_reservation_too_large`), or refuse with 429."""
-    from gateway.spend.money import usd_text
+    from gateway.money import usd_text
 
     if not found.decision.ok:
         return None

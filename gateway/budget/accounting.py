@@ -26,18 +26,19 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from gateway.auth import Principal
-from gateway.config import ModelConfig, Settings
+from gateway.auth.principal import Principal
+from gateway.catalog import ModelConfig
+from gateway.settings import Settings
 from gateway.errors import GatewayError, StorageUnavailable
-from gateway.providers.base import Usage
-from gateway.spend.estimates import OutputEstimator
-from gateway.spend.journal import JournalFull, SettlementJournal
-from gateway.spend.money import usd_float, usd_text
-from gateway.spend.periods import period_window
-from gateway.spend.pricing import cost_nanos, estimate_nanos
-from gateway.spend.soft_limit import SoftLimitNotifier
+from gateway.types import Usage
+from gateway.budget.estimates import OutputEstimator
+from gateway.budget.journal import JournalFull, SettlementJournal
+from gateway.money import usd_float, usd_text
+from gateway.budget.periods import period_window
+from gateway.pricing import cost_nanos, estimate_nanos
+from gateway.budget.soft_limit import SoftLimitNotifier
 from gateway.store import Store
-from gateway.store.base import HoldRequest, HoldResult, Instance, LedgerRow, Scope, Settlement, Usage as StoredUsage, key_scope, team_scope
+from gateway.store.base import HoldRequest, HoldResult, Instance, LedgerRow, Scope, Settlement, ScopeUsage, key_scope, team_scope
 
 log = logging.getLogger("gateway.budget")
 
@@ -194,7 +195,7 @@ class Accounting:
         if self.on_storage is not None:
             self.on_storage(event, self.journal.pending)
 
-    async def _record(self, settlement: Settlement) -> StoredUsage | None:
+    async def _record(self, settlement: Settlement) -> ScopeUsage | None:
         """Write the settlement to the database, or, while it is unreachable, to the local journal (None).
         Raises LedgerUnavailable when neither can take it."""
         try:

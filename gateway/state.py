@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 from gateway import __version__
-from gateway.auth import Authenticator
-from gateway.config import Catalog, ConfigError, ModelConfig, Provider, Settings, reload_catalog
+from gateway.auth.principal import Authenticator
+from gateway.catalog import Catalog, ConfigError, ModelConfig, Provider, reload_catalog
+from gateway.settings import Settings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher, ReloadResult, builtin_policies
 from gateway.providers import Adapter, build_adapter
-from gateway.spend.accounting import Accounting
+from gateway.budget.accounting import Accounting
 from gateway.routing.circuits import CLOSED, CircuitBreakers
 from gateway.tokens import TokenCounter
 from gateway.store import Store, open_store

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.config import Catalog, ConfigError
+from gateway.catalog import Catalog, ConfigError
 from gateway.policy.checks import Problem, _stem, check_policy_file, policy_files
 from gateway.policy.schema import CAPABILITIES, POLICIES_DIR_ENV, Policy
 from gateway.policy.watcher import load_policies
@@ -23,11 +23,11 @@ def default_policies_dir() -> Path:
 
 
 def _catalog_for(args: argparse.Namespace) -> Catalog | None:
-    from gateway.cli import _config_path
-    from gateway.config import load_catalog
+    from gateway.cli.common import config_path
+    from gateway.catalog import load_catalog
 
     try:
-        return load_catalog(_config_path(args))
+        return load_catalog(config_path(args))
     except ConfigError as exc:
         print(f"gateway: configuration error\n{exc}", file=sys.stderr)
         return None

@@ -19,17 +19,17 @@ from typing import Any, Collection, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
-from gateway.auth import ADMIN_TEAM
-from gateway.config import Catalog
+from gateway.auth.principal import ADMIN_TEAM
+from gateway.policy.schema import POLICY_PATTERN
+from gateway.catalog import Catalog
 from gateway.errors import GatewayError
-from gateway.keys import generate_key, hash_key, new_key_id, visible_prefix
-from gateway.spend.money import usd_float, usd_text, usd_to_nanos
-from gateway.spend.periods import PERIODS, period_window
+from gateway.auth.keys import generate_key, hash_key, new_key_id, visible_prefix
+from gateway.money import usd_float, usd_text, usd_to_nanos
+from gateway.budget.periods import PERIODS, period_window
 from gateway.store import Store
 from gateway.store.base import GROUPS, Conflict, KeyRecord, SpendFilter, SpendRow, Team, key_scope, team_scope
 
 TEAM_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-POLICY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 MAX_BUDGET_USD = Decimal(9_000_000_000)  # a signed 64-bit nano-dollar column holds about 9.2e9 USD
 MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z: larger numbers are almost surely milliseconds
 SHOWN_ONCE = "Store this key now: it is shown only once and cannot be recovered."

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Catalog, ModelConfig
+from gateway.catalog import Catalog, ModelConfig
 
 MILLION = Decimal(1_000_000)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
-from gateway import management
-from gateway.spend.money import NANOS_PER_USD
+from gateway.admin import service as management
+from gateway.money import NANOS_PER_USD
 
 
 def usd(nanos: int | None) -> str:

@@ -28,11 +28,9 @@ import aiohttp
 import orjson
 
 from gateway.errors import GatewayError
-from gateway.providers.base import ChunkReshaper, Json, StreamOutcome
+from gateway.providers.base import ChunkAction, ChunkReshaper, StreamOutcome
+from gateway.types import Json
 from gateway.providers.upstream_errors import provider_message
-
-if TYPE_CHECKING:
-    from gateway.providers.openai_compatible import ChunkAction
 
 DONE = b"data: [DONE]\n\n"
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024  # Settings.max_sse_event_bytes; a token chunk is ~200 bytes
@@ -71,15 +69,13 @@ def in_band_error(chunk: Json) -> bool:
 async def relay_events(
     response: aiohttp.ClientResponse,
     provider: str,
-    fix_chunk: Callable[[Json, StreamOutcome], "ChunkAction"],
+    fix_chunk: Callable[[Json, StreamOutcome], ChunkAction],
     outcome: StreamOutcome,
     include_usage: bool,
     reshape: ChunkReshaper | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> AsyncIterator[bytes]:
     """Yield SSE bytes for the client; fill `outcome` as the stream goes."""
-    from gateway.providers.openai_compatible import ChunkAction
-
     pending: list[bytes] = []  # the start of an event whose end has not arrived yet, as received
     pending_size = 0
     carried_cr = False  # a read that ended in "\r": its "\n" may be the next read's first byte

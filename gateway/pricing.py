@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from gateway.config import ModelConfig
-from gateway.providers.base import Usage
-from gateway.spend.money import NANOS_PER_USD
+from gateway.catalog import ModelConfig
+from gateway.types import Usage
+from gateway.money import NANOS_PER_USD
 
 MILLION = Decimal(1_000_000)
 

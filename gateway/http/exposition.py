@@ -18,7 +18,7 @@ from gateway.metrics.recorder import NANOS_PER_USD
 from gateway.store.base import team_scope
 
 if TYPE_CHECKING:
-    from gateway.core import Gateway
+    from gateway.state import Gateway
 
 __all__ = ["CONTENT_TYPE_LATEST", "render"]
 

@@ -24,8 +24,8 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, TypeVa
 
 import orjson
 
-from gateway import management
-from gateway.admin_render import render_keys, render_new_key, render_spend, render_team, render_teams
+from gateway.admin import service as management
+from gateway.cli.tables import render_keys, render_new_key, render_spend, render_team, render_teams
 from gateway.errors import GatewayError, StorageUnavailable
 from gateway.store import redacted
 from gateway.store.base import GROUPS
@@ -60,7 +60,7 @@ class Backend(Protocol):
 
 
 class DirectBackend:
-    """The database itself, through `gateway.management` (one short-lived store per command)."""
+    """The database itself, through `gateway.admin.service` (one short-lived store per command)."""
 
     def __init__(self, database_url: str, timezone: str, catalog_path: Path | None) -> None:
         from gateway.store import open_store
@@ -72,7 +72,7 @@ class DirectBackend:
 
     def _catalog(self) -> Any:
         """The catalog the gateway would load, to check model and region names (only when needed)."""
-        from gateway.config import ConfigError, load_catalog
+        from gateway.catalog import ConfigError, load_catalog
 
         try:
             return load_catalog(self.catalog_path)
@@ -82,7 +82,7 @@ class DirectBackend:
     def _policies(self, catalog: Any) -> list[str]:
         """The policy names a gateway with this environment's settings would have (GATEWAY_POLICIES_DIR or
         ./policies, validated against `catalog`), to refuse a team policy that does not exist."""
-        from gateway.config import Settings
+        from gateway.settings import Settings
         from gateway.policy import PolicyError, policies_for_settings
 
         try:
@@ -226,7 +226,7 @@ def backend_for(args: argparse.Namespace) -> Backend:
         if not master_key:
             raise CliError("--url needs the master key in the environment variable GATEWAY_MASTER_KEY")
         return HttpBackend(args.url, master_key)
-    from gateway.config import Settings
+    from gateway.settings import Settings
 
     try:
         settings = Settings()

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from starlette.requests import Request
 
 from gateway.errors import GatewayError
-from gateway.keys import KEY_PREFIX, hash_key
+from gateway.auth.keys import KEY_PREFIX, hash_key
 from gateway.store import Store
 from gateway.store.base import KeyRecord, Team
 

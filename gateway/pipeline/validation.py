@@ -10,17 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.catalog import FORBIDDEN_FIELDS, FORBIDDEN_PREFIXES
 from gateway.errors import invalid_request
 
 # Never taken from a client: upstream URLs, keys and headers are configuration only, and litellm's own
 # control arguments (fallbacks with their own api_base, mock answers, routing lists) are not requests.
 # Every adapter also rebuilds its body from a whitelist (providers/fields.py); this refuses the worst by
 # name on every endpoint, /v1/route/explain included, before any routing.
-FORBIDDEN_FIELDS = (
-    "api_base", "base_url", "api_key", "custom_llm_provider", "extra_headers", "headers", "extra_body",
-    "extra_query", "fallbacks", "deployment_id", "model_list", "mock_response", "api_version", "organization",
-)  # fmt: skip
-FORBIDDEN_PREFIXES = ("litellm_", "mock_", "user_api_key")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 

@@ -1,0 +1,1 @@
+"""Who is calling: gateway keys and the principal (team and key) a request acts for."""
