@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderKind = Literal["mistral", "moonshot", "openai-compatible", "litellm"]
 Capability = Literal["chat", "tools", "vision", "fim", "embeddings"]
@@ -30,9 +30,21 @@ DEMO_UPSTREAMS_ENV = "GATEWAY_DEMO_UPSTREAMS"
 # Fields that would let a request choose an upstream, credentials or headers (litellm and others read them):
 # refused on every endpoint (400 forbidden_parameter), and never allowed as a provider's `extra_fields`.
 FORBIDDEN_FIELDS = (
-    "api_base", "base_url", "api_key", "custom_llm_provider", "extra_headers", "headers", "extra_body",
-    "extra_query", "fallbacks", "deployment_id", "model_list", "mock_response", "api_version", "organization",
-)  # fmt: skip
+    "api_base",
+    "base_url",
+    "api_key",
+    "custom_llm_provider",
+    "extra_headers",
+    "headers",
+    "extra_body",
+    "extra_query",
+    "fallbacks",
+    "deployment_id",
+    "model_list",
+    "mock_response",
+    "api_version",
+    "organization",
+)
 FORBIDDEN_PREFIXES = ("litellm_", "mock_", "user_api_key")
 
 
@@ -80,7 +92,7 @@ class ProviderConfig(BaseModel):
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
-    def _needs_url(self) -> "ProviderConfig":
+    def _needs_url(self) -> ProviderConfig:
         if self.kind != "litellm" and not (self.base_url or self.base_url_env):
             raise ValueError(f"provider kind {self.kind!r} needs base_url or base_url_env")
         if self.kind == "litellm" and not self.litellm_provider:
@@ -134,7 +146,7 @@ class CatalogFile(BaseModel):
     models: list[ModelConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _cross_check(self) -> "CatalogFile":
+    def _cross_check(self) -> CatalogFile:
         names = [p.name for p in self.providers]
         for index, name in enumerate(names):
             if names.index(name) != index:
@@ -188,7 +200,7 @@ class Catalog:
     def provider_of(self, model: ModelConfig) -> Provider:
         return self.providers[model.provider]
 
-    def same_as(self, other: "Catalog") -> bool:
+    def same_as(self, other: Catalog) -> bool:
         """The same providers (URLs and keys included), and the same models in the same order."""
         return (
             self.source == other.source
@@ -281,9 +293,13 @@ def load_catalog(path: Path | None, env: Mapping[str, str] | None = None) -> Cat
         )
     models = {m.name: m for m in spec.models}
     return Catalog(
-        source=source, providers=providers, models=models, demo=bool(demo_upstreams),
-        path=Path(path) if path is not None else None, env=None if env is os.environ else env,
-    )  # fmt: skip
+        source=source,
+        providers=providers,
+        models=models,
+        demo=bool(demo_upstreams),
+        path=Path(path) if path is not None else None,
+        env=None if env is os.environ else env,
+    )
 
 
 def reload_catalog(current: Catalog) -> Catalog:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import orjson
 
@@ -48,7 +48,10 @@ class StorageUnavailable(GatewayError):
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(
-            503, "The gateway's database cannot be reached; nothing was sent to a provider. Try again shortly.",
-            "server_error", "storage_unavailable", headers={"Retry-After": "2"},
-        )  # fmt: skip
+            503,
+            "The gateway's database cannot be reached; nothing was sent to a provider. Try again shortly.",
+            "server_error",
+            "storage_unavailable",
+            headers={"Retry-After": "2"},
+        )
         self.detail = detail

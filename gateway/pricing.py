@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from gateway.catalog import ModelConfig
-from gateway.types import Usage
 from gateway.money import NANOS_PER_USD
+from gateway.types import Usage
 
 MILLION = Decimal(1_000_000)
 

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import re
-from dataclasses import dataclass, field
-from decimal import Decimal
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Literal
 
-import orjson
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 

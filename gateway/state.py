@@ -6,22 +6,23 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 from gateway import __version__
 from gateway.auth.principal import Authenticator
+from gateway.budget.accounting import Accounting
 from gateway.catalog import Catalog, ConfigError, ModelConfig, Provider, reload_catalog
-from gateway.settings import Settings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher, ReloadResult, builtin_policies
 from gateway.providers import Adapter, build_adapter
-from gateway.budget.accounting import Accounting
 from gateway.routing.circuits import CLOSED, CircuitBreakers
-from gateway.tokens import TokenCounter
+from gateway.settings import Settings
 from gateway.store import Store, open_store
+from gateway.tokens import TokenCounter
 
 log = logging.getLogger("gateway")
 
@@ -60,8 +61,10 @@ class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog, store: Store | None = None) -> None:
         self.settings = settings
         self.catalog = catalog  # replaced as a whole by a reload (with `adapters`), never changed in place
-        self.store = store if store is not None else open_store(
-            settings.resolved_database_url(), wal_limit_bytes=settings.sqlite_wal_limit_bytes
+        self.store = (
+            store
+            if store is not None
+            else open_store(settings.resolved_database_url(), wal_limit_bytes=settings.sqlite_wal_limit_bytes)
         )
         self.auth = Authenticator(settings.master_key, self.store)
         self.metrics = Metrics(catalog, __version__)
@@ -121,18 +124,23 @@ class Gateway:
         if self.policies is None:
             return {"source": "built-in default", "version": 0, "last_error": None, "reloads": self.config_reloads}
         return {
-            "source": str(self.policies.directory), "version": self.policies.version,
-            "names": sorted(self.policies.current), "last_error": self.policies.last_error or None,
+            "source": str(self.policies.directory),
+            "version": self.policies.version,
+            "names": sorted(self.policies.current),
+            "last_error": self.policies.last_error or None,
             "reloads": self.config_reloads,
-        }  # fmt: skip
+        }
 
     def catalog_status(self) -> dict[str, object]:
         """The catalog in use, for /readyz and `POST /admin/reload`."""
         return {
-            "source": self.catalog.source, "reloadable": self.catalog.path is not None,
-            "version": self.catalog_version, "loaded_at": self.catalog_loaded_at,
-            "last_error": self.catalog_error, "reloads": self.config_reloads,
-        }  # fmt: skip
+            "source": self.catalog.source,
+            "reloadable": self.catalog.path is not None,
+            "version": self.catalog_version,
+            "loaded_at": self.catalog_loaded_at,
+            "last_error": self.catalog_error,
+            "reloads": self.config_reloads,
+        }
 
     async def reload(self) -> ConfigReload:
         """Read the catalog file (if there is one) and the policy directory again, now (SIGHUP,
@@ -172,8 +180,11 @@ class Gateway:
             if name not in known:
                 log.error(
                     "team(s) %s use the policy %r, which is not defined (known: %s): their requests are refused with "
-                    "503 policy_not_found", ", ".join(sorted(members)), name, ", ".join(sorted(known)),
-                )  # fmt: skip
+                    "503 policy_not_found",
+                    ", ".join(sorted(members)),
+                    name,
+                    ", ".join(sorted(known)),
+                )
 
     async def _policies_in_use(self) -> dict[str, list[str]] | ConfigReload:
         """`_teams_by_policy()`, or the rejected reload to return when the teams cannot be read (then nothing is
@@ -204,7 +215,10 @@ class Gateway:
             new = reload_catalog(current)
         except ConfigError as exc:
             problems = tuple(f"{exc.source}: {problem}" for problem in exc.problems)
-            return self._reject(f"catalog {exc.source} not reloaded (keeping version {self.catalog_version}): it does not load", problems)
+            return self._reject(
+                f"catalog {exc.source} not reloaded (keeping version {self.catalog_version}): it does not load",
+                problems,
+            )
         if new.same_as(current):  # unchanged: only the policies may have been edited
             self.catalog_error = None
             if self.policies is None:
@@ -234,8 +248,9 @@ class Gateway:
                 return self._reject(
                     f"catalog {new.source} not reloaded (keeping version {self.catalog_version}): the policies in "
                     f"{self.policies.directory} do not validate against it",
-                    tuple(str(p) for p in policies.problems if not p.warning), policies,
-                )  # fmt: skip
+                    tuple(str(p) for p in policies.problems if not p.warning),
+                    policies,
+                )
         self._swap(new, fresh)
         return ConfigReload(True, True, policies, None, tuple(str(p) for p in policies.problems) if policies else ())
 
@@ -259,10 +274,14 @@ class Gateway:
         removed = [m for m in old.models if m not in new.models]
         log.info(
             "catalog version %d loaded from %s: %d providers, %d models%s%s%s",
-            self.catalog_version, new.source, len(new.providers), len(new.models),
-            f"; added {', '.join(added)}" if added else "", f"; removed {', '.join(removed)}" if removed else "",
+            self.catalog_version,
+            new.source,
+            len(new.providers),
+            len(new.models),
+            f"; added {', '.join(added)}" if added else "",
+            f"; removed {', '.join(removed)}" if removed else "",
             f"; new adapters for {', '.join(sorted(fresh))}" if fresh else "",
-        )  # fmt: skip
+        )
         if replaced:
             retiring = _Retiring(old, replaced)
             self._retiring.append(retiring)
@@ -295,7 +314,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         start = loop.time()
         deadlines = sorted(
-            (retiring.catalog.providers[name].timeouts.total + self.retire_grace_seconds, name) for name in retiring.adapters
+            (retiring.catalog.providers[name].timeouts.total + self.retire_grace_seconds, name)
+            for name in retiring.adapters
         )
         for delay, name in deadlines:
             await asyncio.sleep(max(0.0, start + delay - loop.time()))  # a deadline, not synchronisation
@@ -368,7 +388,9 @@ class Gateway:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.accounting.close()
-        leftovers = [a for retiring in self._retiring for a in retiring.adapters.values()] + list(self._closing_adapters)
+        leftovers = [a for retiring in self._retiring for a in retiring.adapters.values()] + list(
+            self._closing_adapters
+        )
         self._retiring.clear()
         self._closing_adapters.clear()
         await self._close_all([*self.adapters.values(), *leftovers])
@@ -412,7 +434,9 @@ class Gateway:
         except PolicyError as exc:
             if self.settings.policies_dir is not None:
                 raise
-            log.warning("policies in %s do not fit this catalog; using the built-in default policy:\n%s", directory, exc)
+            log.warning(
+                "policies in %s do not fit this catalog; using the built-in default policy:\n%s", directory, exc
+            )
             return None
 
     def policy_set(self) -> PolicySet:
@@ -436,13 +460,16 @@ class Gateway:
             log.error(
                 "a team uses the policy %r, which is not defined (known: %s): its requests are refused with 503 "
                 "policy_not_found until its policy is changed (`gateway teams update NAME --policy ...`)",
-                wanted, ", ".join(sorted(policies)),
-            )  # fmt: skip
+                wanted,
+                ", ".join(sorted(policies)),
+            )
         raise GatewayError(
-            503, f"This team's routing policy {wanted!r} is not defined on this gateway, so its requests are refused "
+            503,
+            f"This team's routing policy {wanted!r} is not defined on this gateway, so its requests are refused "
             "(never routed with another policy); an administrator must set the team's policy to a defined one.",
-            "server_error", "policy_not_found",
-        )  # fmt: skip
+            "server_error",
+            "policy_not_found",
+        )
 
     def adapter_for(self, model: ModelConfig) -> Adapter:
         """The adapter serving `model` as the catalog it came from configured it: a request that planned just
@@ -456,9 +483,11 @@ class Gateway:
         provider, adapter = catalog.providers.get(model.provider), adapters.get(model.provider)
         if provider is None or adapter is None:
             raise GatewayError(
-                503, f"provider {model.provider!r} of model {model.name!r} was removed by a configuration reload",
-                "upstream_error", "provider_removed",
-            )  # fmt: skip
+                503,
+                f"provider {model.provider!r} of model {model.name!r} was removed by a configuration reload",
+                "upstream_error",
+                "provider_removed",
+            )
         if provider.api_key is None and provider.kind in ("mistral", "moonshot"):
             raise GatewayError(
                 503,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
 from gateway.auth.keys import generate_key, hash_key, new_key_id, visible_prefix
 from gateway.money import usd_to_nanos
 from gateway.store import open_store
-from gateway.store.base import KeyRecord, LedgerRow, SpendFilter, Team, ScopeUsage, key_scope, team_scope
+from gateway.store.base import KeyRecord, LedgerRow, ScopeUsage, SpendFilter, Team, key_scope, team_scope
 
 
 def run(coroutine: Any) -> Any:
@@ -27,7 +28,12 @@ async def _with_store(url: str, fn: Any) -> Any:
 
 
 def make_team(url: str, name: str, budget_usd: str | None = None, **fields: Any) -> Team:
-    team = Team(name, usd_to_nanos(Decimal(budget_usd)) if budget_usd is not None else None, created_at=int(time.time()), **fields)
+    team = Team(
+        name,
+        usd_to_nanos(Decimal(budget_usd)) if budget_usd is not None else None,
+        created_at=int(time.time()),
+        **fields,
+    )
     run(_with_store(url, lambda s: s.create_team(team)))
     return team
 
@@ -35,9 +41,15 @@ def make_team(url: str, name: str, budget_usd: str | None = None, **fields: Any)
 def make_key(url: str, team: str, budget_usd: str | None = None, **fields: Any) -> tuple[str, KeyRecord]:
     key = generate_key()
     record = KeyRecord(
-        new_key_id(), team, "test", visible_prefix(key), hash_key(key),
-        usd_to_nanos(Decimal(budget_usd)) if budget_usd is not None else None, created_at=int(time.time()), **fields,
-    )  # fmt: skip
+        new_key_id(),
+        team,
+        "test",
+        visible_prefix(key),
+        hash_key(key),
+        usd_to_nanos(Decimal(budget_usd)) if budget_usd is not None else None,
+        created_at=int(time.time()),
+        **fields,
+    )
     run(_with_store(url, lambda s: s.create_key(record)))
     return key, record
 
@@ -47,18 +59,18 @@ def ledger(url: str, **filters: Any) -> list[LedgerRow]:
 
 
 def team_usage(url: str, team: Team) -> ScopeUsage:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from gateway.budget.periods import period_window
 
-    start, _ = period_window(team.period, "UTC", datetime.now(timezone.utc))
+    start, _ = period_window(team.period, "UTC", datetime.now(UTC))
     return run(_with_store(url, lambda s: s.usage(team_scope(team.name), start)))
 
 
 def key_usage(url: str, key: KeyRecord, period: str = "monthly") -> ScopeUsage:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from gateway.budget.periods import period_window
 
-    start, _ = period_window(period, "UTC", datetime.now(timezone.utc))
+    start, _ = period_window(period, "UTC", datetime.now(UTC))
     return run(_with_store(url, lambda s: s.usage(key_scope(key.id), start)))

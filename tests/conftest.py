@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from gateway.catalog import load_catalog
-from gateway.settings import Settings
-from gateway.state import Gateway
 from gateway.emulators import EmulatorOptions, start_emulator
 from gateway.http.app import create_app
 from gateway.http.servers import ThreadedServer
+from gateway.settings import Settings
+from gateway.state import Gateway
 
 MISTRAL_KEY = "test-mistral-key-0123456789"
 MOONSHOT_KEY = "test-moonshot-key-0123456789"
@@ -75,14 +76,14 @@ def gateway_url(start_gateway: GatewayFactory) -> str:
 
 
 @pytest.fixture()
-def mistral_log(mistral: ThreadedServer) -> "EmulatorControl":
+def mistral_log(mistral: ThreadedServer) -> EmulatorControl:
     control = EmulatorControl(mistral.url)
     control.reset()
     return control
 
 
 @pytest.fixture()
-def moonshot_log(moonshot: ThreadedServer) -> "EmulatorControl":
+def moonshot_log(moonshot: ThreadedServer) -> EmulatorControl:
     control = EmulatorControl(moonshot.url)
     control.reset()
     return control
@@ -135,7 +136,9 @@ def postgres_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} (start it, or set GATEWAY_TEST_POSTGRES): {exc}")
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} (start it, or set GATEWAY_TEST_POSTGRES): {exc}"
+        )
     name = f"gateway_test_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -6,9 +6,10 @@ import http.client
 import json
 import re
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from gateway.emulators import EmulatorOptions, start_emulator
 
@@ -77,8 +78,16 @@ class EmulatorClient:
         conn.request(method, path, body=payload, headers=sent)
         return conn.getresponse()
 
-    def call(self, method: str, path: str, body: Any = None, *, key: Any = _DEFAULT, headers: dict | None = None,
-             timeout: float = 10) -> Reply:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        key: Any = _DEFAULT,
+        headers: dict | None = None,
+        timeout: float = 10,
+    ) -> Reply:
         response = self._send(method, path, body, key, headers, timeout)
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode())
 
@@ -108,8 +117,13 @@ class EmulatorClient:
     def raw_request(self, path: str, body: dict, headers: dict) -> socket.socket:
         """Send a request on a bare socket and return the socket, unread."""
         data = json.dumps(body).encode()
-        lines = [f"POST {path} HTTP/1.1", f"Host: {self.server.host}", f"Authorization: Bearer {self.key}",
-                 "Content-Type: application/json", f"Content-Length: {len(data)}"]
+        lines = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {self.server.host}",
+            f"Authorization: Bearer {self.key}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(data)}",
+        ]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         sock = socket.create_connection((self.server.host, self.server.port), timeout=10)
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)

@@ -19,7 +19,7 @@ class Forwarder:
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
 
-    def start(self) -> "Forwarder":
+    def start(self) -> Forwarder:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -37,7 +38,9 @@ def request(
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        connection.request(method, path, body=body, headers=headers or {}, encode_chunked=not isinstance(body, (bytes, type(None))))
+        connection.request(
+            method, path, body=body, headers=headers or {}, encode_chunked=not isinstance(body, (bytes, type(None)))
+        )
         response = connection.getresponse()
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     finally:
@@ -45,7 +48,9 @@ def request(
 
 
 def post_json(url: str, path: str, payload: Any, headers: dict[str, str] | None = None) -> Answer:
-    return request(url, "POST", path, json.dumps(payload).encode(), {"content-type": "application/json", **(headers or {})})
+    return request(
+        url, "POST", path, json.dumps(payload).encode(), {"content-type": "application/json", **(headers or {})}
+    )
 
 
 def sse_events(body: bytes) -> list[Any]:

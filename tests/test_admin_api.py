@@ -10,18 +10,19 @@ import json
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
 from gateway.auth.keys import generate_key, hash_key, new_key_id, visible_prefix
-from gateway.money import usd_to_nanos
 from gateway.budget.periods import period_window
+from gateway.money import usd_to_nanos
 from gateway.store import open_store
 from gateway.store.base import GROUPS, HoldRequest, KeyRecord, LedgerRow, Scope, Settlement, team_scope
 from tests.conftest import GatewayFactory
@@ -91,12 +92,26 @@ def ledger_row(
     cached: int = 0,
 ) -> LedgerRow:
     return LedgerRow(
-        id="req_" + secrets.token_hex(12), ts=ts if ts is not None else time.time(), team=team,
-        key_id=key.id if key else None, key_prefix=key.prefix if key else None, requested_model=model, model=model,
-        provider=provider, region="cn" if provider == "moonshot" else "eu", prompt_tokens=prompt,
-        completion_tokens=completion, cached_tokens=cached, cost_nanos=cost_nanos, estimated=False, status=200,
-        latency_ms=12.5, ttft_ms=None, route_reason="requested", stream=False,
-    )  # fmt: skip
+        id="req_" + secrets.token_hex(12),
+        ts=ts if ts is not None else time.time(),
+        team=team,
+        key_id=key.id if key else None,
+        key_prefix=key.prefix if key else None,
+        requested_model=model,
+        model=model,
+        provider=provider,
+        region="cn" if provider == "moonshot" else "eu",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        cost_nanos=cost_nanos,
+        estimated=False,
+        status=200,
+        latency_ms=12.5,
+        ttft_ms=None,
+        route_reason="requested",
+        stream=False,
+    )
 
 
 def record(url: str, rows: list[LedgerRow], scopes: list[Scope] | None = None) -> None:
@@ -110,14 +125,16 @@ def record(url: str, rows: list[LedgerRow], scopes: list[Scope] | None = None) -
 def insert_key(url: str, team: str, **fields: Any) -> tuple[str, KeyRecord]:
     """A key made straight in the database (for states the API refuses to create, such as already expired)."""
     key = generate_key()
-    record_ = KeyRecord(new_key_id(), team, "direct", visible_prefix(key), hash_key(key), created_at=int(time.time()), **fields)
+    record_ = KeyRecord(
+        new_key_id(), team, "direct", visible_prefix(key), hash_key(key), created_at=int(time.time()), **fields
+    )
     run_on_store(url, lambda store: store.create_key(record_))
     return key, record_
 
 
 def sample_ledger(teams: tuple[str, str], keys: tuple[KeyRecord, KeyRecord]) -> list[LedgerRow]:
     """Rows over two teams, two keys (and no key), two models and providers, and three days."""
-    base = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc).timestamp()
+    base = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
     a, b = teams
     return [
         ledger_row(a, 1_234_567, ts=base, key=keys[0], prompt=100, completion=40, cached=20),
@@ -136,7 +153,7 @@ def expected_groups(rows: list[LedgerRow], group_by: str) -> dict[Any, dict[str,
         "key": lambda r: r.key_prefix,
         "model": lambda r: r.model,
         "provider": lambda r: r.provider,
-        "day": lambda r: datetime.fromtimestamp(r.ts, timezone.utc).strftime("%Y-%m-%d"),
+        "day": lambda r: datetime.fromtimestamp(r.ts, UTC).strftime("%Y-%m-%d"),
     }[group_by]
     out: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in rows:
@@ -162,9 +179,12 @@ def totals(rows: list[LedgerRow]) -> dict[str, int]:
 def chat(url: str, key: str, model: str = "kimi-k2.6") -> Answer:
     body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
     return request(
-        url, "POST", "/v1/chat/completions", json.dumps(body).encode(),
+        url,
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(body).encode(),
         {"authorization": f"Bearer {key}", "content-type": "application/json"},
-    )  # fmt: skip
+    )
 
 
 @contextlib.contextmanager
@@ -175,7 +195,9 @@ def postgres_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required at {POSTGRES_ADMIN_URL} (trust auth, user postgres) and is unreachable: {exc}")
+        pytest.fail(
+            f"PostgreSQL is required at {POSTGRES_ADMIN_URL} (trust auth, user postgres) and is unreachable: {exc}"
+        )
     name = f"gateway_admin_test_{secrets.token_hex(6)}"
     try:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -211,8 +233,15 @@ def fresh(start_gateway: GatewayFactory, tmp_path: Path) -> tuple[Admin, str]:
 def test_team_crud(shared: tuple[Admin, str]) -> None:
     admin, _ = shared
     name = unique("crud")
-    body = {"name": name, "budget_usd": 125.5, "period": "weekly", "soft_limit_pct": 80, "regions": ["eu"],
-            "models": ["codestral", "mistral-medium-3.5"], "policy": "eu-only"}  # fmt: skip
+    body = {
+        "name": name,
+        "budget_usd": 125.5,
+        "period": "weekly",
+        "soft_limit_pct": 80,
+        "regions": ["eu"],
+        "models": ["codestral", "mistral-medium-3.5"],
+        "policy": "eu-only",
+    }
     created = admin.ok("POST", "/admin/teams", body, status=201)
     assert created["name"] == name
     assert created["budget_usd"] == 125.5 and created["budget_nanos"] == 125_500_000_000
@@ -221,13 +250,15 @@ def test_team_crud(shared: tuple[Admin, str]) -> None:
     assert created["spent_usd"] == 0 and created["reserved_usd"] == 0 and created["remaining_usd"] == 125.5
 
     shown = admin.ok("GET", f"/admin/teams/{name}")
-    _, end = period_window("weekly", "UTC", datetime.now(timezone.utc))
-    assert shown["period_resets_at"] == datetime.fromtimestamp(end, timezone.utc).isoformat().replace("+00:00", "Z")
+    _, end = period_window("weekly", "UTC", datetime.now(UTC))
+    assert shown["period_resets_at"] == datetime.fromtimestamp(end, UTC).isoformat().replace("+00:00", "Z")
     listed = admin.ok("GET", "/admin/teams")
     assert listed["object"] == "list"
     assert [t for t in listed["data"] if t["name"] == name] == [shown]
 
-    updated = admin.ok("PATCH", f"/admin/teams/{name}", {"budget_usd": "0.000000001", "soft_limit_pct": None, "models": None})
+    updated = admin.ok(
+        "PATCH", f"/admin/teams/{name}", {"budget_usd": "0.000000001", "soft_limit_pct": None, "models": None}
+    )
     assert updated["budget_nanos"] == 1 and updated["soft_limit_pct"] is None and updated["models"] is None
     assert updated["regions"] == ["eu"] and updated["period"] == "weekly"  # untouched fields stay
     updated = admin.ok("PATCH", f"/admin/teams/{name}", {"budget_usd": None, "period": "total"})
@@ -246,7 +277,7 @@ def test_team_status_shows_spent_reserved_and_remaining(shared: tuple[Admin, str
     admin, database_url = shared
     name = unique("status")
     admin.ok("POST", "/admin/teams", {"name": name, "budget_usd": 10, "period": "daily"}, status=201)
-    start, _ = period_window("daily", "UTC", datetime.now(timezone.utc))
+    start, _ = period_window("daily", "UTC", datetime.now(UTC))
     scope = Scope(team_scope(name), start, usd_to_nanos(10))
     record(database_url, [ledger_row(name, 1_250_000_000), ledger_row(name, 250_000_001)], [scope])
     hold = HoldRequest("req_" + secrets.token_hex(8), [scope], 500_000_000, int(time.time()) + 3600)
@@ -291,9 +322,14 @@ def test_bad_team_input_names_the_field(shared: tuple[Admin, str], fields: dict[
 
 @pytest.mark.parametrize(
     ("name", "code"),
-    [("Upper", "invalid_value"), ("-dash", "invalid_value"), ("a" * 64, "invalid_value"), ("admin", "invalid_value"),
-     (None, "missing_field")],
-)  # fmt: skip
+    [
+        ("Upper", "invalid_value"),
+        ("-dash", "invalid_value"),
+        ("a" * 64, "invalid_value"),
+        ("admin", "invalid_value"),
+        (None, "missing_field"),
+    ],
+)
 def test_bad_team_names(shared: tuple[Admin, str], name: str | None, code: str) -> None:
     admin, _ = shared
     answer = admin.call("POST", "/admin/teams", {"name": name} if name is not None else {"budget_usd": 1})
@@ -314,9 +350,16 @@ def test_bad_team_updates(shared: tuple[Admin, str]) -> None:
     admin, _ = shared
     name = unique("patch")
     admin.ok("POST", "/admin/teams", {"name": name, "budget_usd": 5}, status=201)
-    for fields, param in [({"budget_usd": -0.01}, "budget_usd"), ({"period": None}, "period"), ({"period": "hourly"}, "period"),
-                          ({"name": "other"}, "name"), ({"models": ["nope"]}, "models"), ({"extra": 1}, "extra"),
-                          ({"policy": None}, "policy"), ({"soft_limit_pct": 0}, "soft_limit_pct")]:  # fmt: skip
+    for fields, param in [
+        ({"budget_usd": -0.01}, "budget_usd"),
+        ({"period": None}, "period"),
+        ({"period": "hourly"}, "period"),
+        ({"name": "other"}, "name"),
+        ({"models": ["nope"]}, "models"),
+        ({"extra": 1}, "extra"),
+        ({"policy": None}, "policy"),
+        ({"soft_limit_pct": 0}, "soft_limit_pct"),
+    ]:
         answer = admin.call("PATCH", f"/admin/teams/{name}", fields)
         assert answer.status == 400 and answer.error["param"] == param, (fields, answer.body)
     assert admin.ok("GET", f"/admin/teams/{name}")["budget_usd"] == 5
@@ -336,11 +379,16 @@ def test_bodies_must_be_json_objects(shared: tuple[Admin, str]) -> None:
 # -- auth ----------------------------------------------------------------------------------------------
 
 ADMIN_ROUTES = [
-    ("GET", "/admin/teams", None), ("POST", "/admin/teams", {"name": "intruder"}), ("GET", "/admin/teams/x", None),
-    ("PATCH", "/admin/teams/x", {"budget_usd": 1}), ("DELETE", "/admin/teams/x", None),
-    ("POST", "/admin/keys", {"team": "x"}), ("GET", "/admin/keys", None), ("DELETE", "/admin/keys/key_x", None),
+    ("GET", "/admin/teams", None),
+    ("POST", "/admin/teams", {"name": "intruder"}),
+    ("GET", "/admin/teams/x", None),
+    ("PATCH", "/admin/teams/x", {"budget_usd": 1}),
+    ("DELETE", "/admin/teams/x", None),
+    ("POST", "/admin/keys", {"team": "x"}),
+    ("GET", "/admin/keys", None),
+    ("DELETE", "/admin/keys/key_x", None),
     ("GET", "/admin/spend", None),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES, ids=[f"{m} {p}" for m, p, _ in ADMIN_ROUTES])
@@ -371,13 +419,17 @@ def test_key_is_shown_once_and_listed_by_prefix(shared: tuple[Admin, str]) -> No
     for name in (team, other):
         admin.ok("POST", "/admin/teams", {"name": name, "models": ["kimi-k2.6", "codestral"]}, status=201)
     expires = int(time.time()) + 3600
-    created = admin.ok("POST", "/admin/keys", {"team": team, "name": "ci", "budget_usd": "2.5", "models": ["codestral"],
-                                               "expires_at": expires}, status=201)  # fmt: skip
+    created = admin.ok(
+        "POST",
+        "/admin/keys",
+        {"team": team, "name": "ci", "budget_usd": "2.5", "models": ["codestral"], "expires_at": expires},
+        status=201,
+    )
     key = created["key"]
     assert key.startswith("gw-") and len(key) >= 3 + 43  # 32 random bytes, url-safe base64
     assert created["prefix"] == key[:10] and created["id"].startswith("key_")
     assert created["budget_nanos"] == 2_500_000_000 and created["models"] == ["codestral"]
-    assert created["expires_at"] == datetime.fromtimestamp(expires, timezone.utc).isoformat().replace("+00:00", "Z")
+    assert created["expires_at"] == datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
     assert "shown only once" in created["note"]
     admin.ok("POST", "/admin/keys", {"team": other}, status=201)
 
@@ -387,8 +439,13 @@ def test_key_is_shown_once_and_listed_by_prefix(shared: tuple[Admin, str]) -> No
     (listed,) = listing.json()["data"]
     assert "key" not in listed
     assert {k: listed[k] for k in ("id", "prefix", "team", "name", "status", "revoked_at")} == {
-        "id": created["id"], "prefix": key[:10], "team": team, "name": "ci", "status": "active", "revoked_at": None,
-    }  # fmt: skip
+        "id": created["id"],
+        "prefix": key[:10],
+        "team": team,
+        "name": "ci",
+        "status": "active",
+        "revoked_at": None,
+    }
     everything = admin.ok("GET", "/admin/keys")["data"]
     assert {team, other} <= {k["team"] for k in everything}
     assert admin.ok("GET", f"/admin/keys/{created['id']}") == listed
@@ -519,12 +576,18 @@ def test_spend_filters(fresh: tuple[Admin, str]) -> None:
     assert total(key=keys[0].prefix) == totals([r for r in rows if r.key_id == keys[0].id])
     assert total(model="codestral") == totals([r for r in rows if r.model == "codestral"])
     assert total(provider="mistral") == totals([r for r in rows if r.provider == "mistral"])
-    assert total(team="alpha", provider="mistral") == totals([r for r in rows if r.team == "alpha" and r.provider == "mistral"])
+    assert total(team="alpha", provider="mistral") == totals(
+        [r for r in rows if r.team == "alpha" and r.provider == "mistral"]
+    )
     assert total(since=base + DAY) == totals([r for r in rows if r.ts >= base + DAY])
     assert total(until=int(base + DAY)) == totals([r for r in rows if r.ts < base + DAY])
     assert total(since="2026-03-11", until="2026-03-12T00:00:00Z") == totals(
-        [r for r in rows if datetime(2026, 3, 11, tzinfo=timezone.utc).timestamp() <= r.ts < datetime(2026, 3, 12, tzinfo=timezone.utc).timestamp()]
-    )  # fmt: skip
+        [
+            r
+            for r in rows
+            if datetime(2026, 3, 11, tzinfo=UTC).timestamp() <= r.ts < datetime(2026, 3, 12, tzinfo=UTC).timestamp()
+        ]
+    )
     assert total(team="nobody")["requests"] == 0
     report = admin.spend(team="alpha", group_by="key", since="2026-03-10").json()
     assert report["filters"]["team"] == "alpha" and report["filters"]["since"] == "2026-03-10T00:00:00Z"
@@ -533,9 +596,14 @@ def test_spend_filters(fresh: tuple[Admin, str]) -> None:
 
 @pytest.mark.parametrize(
     ("params", "param"),
-    [({"group_by": "week"}, "group_by"), ({"since": "yesterday"}, "since"), ({"until": "2026-13-01"}, "until"),
-     ({"format": "xml"}, "format"), ({"teams": "alpha"}, "teams")],
-)  # fmt: skip
+    [
+        ({"group_by": "week"}, "group_by"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-13-01"}, "until"),
+        ({"format": "xml"}, "format"),
+        ({"teams": "alpha"}, "teams"),
+    ],
+)
 def test_bad_spend_queries_name_the_parameter(shared: tuple[Admin, str], params: dict[str, str], param: str) -> None:
     admin, _ = shared
     answer = admin.spend(**params)
@@ -554,7 +622,9 @@ def test_admin_flow_on_postgresql(start_gateway: GatewayFactory) -> None:
             admin.ok("POST", "/admin/teams", {"name": "beta", "period": "total"}, status=201)
             duplicate = admin.call("POST", "/admin/teams", {"name": "alpha"})
             assert duplicate.status == 400 and duplicate.error["param"] == "name"
-            assert admin.call("POST", "/admin/teams", {"name": "gamma", "budget_usd": -1}).error["param"] == "budget_usd"
+            assert (
+                admin.call("POST", "/admin/teams", {"name": "gamma", "budget_usd": -1}).error["param"] == "budget_usd"
+            )
 
             created = admin.ok("POST", "/admin/keys", {"team": "alpha", "name": "pg"}, status=201)
             assert chat(server.url, created["key"]).status == 200
@@ -570,7 +640,9 @@ def test_admin_flow_on_postgresql(start_gateway: GatewayFactory) -> None:
                 assert {r[group_by]: _comparable(r) for r in report["rows"]} == expected_groups(everything, group_by)
                 assert _comparable(report["total"]) == totals(everything)
             table = list(csv.DictReader(io.StringIO(admin.spend(group_by="day", format="csv").body.decode())))
-            assert usd_to_nanos(sum(Decimal(line["cost_usd"]) for line in table)) == sum(r.cost_nanos for r in everything)
+            assert usd_to_nanos(sum(Decimal(line["cost_usd"]) for line in table)) == sum(
+                r.cost_nanos for r in everything
+            )
 
             assert admin.ok("DELETE", "/admin/teams/alpha")["keys_deleted"] == 3
             assert [t["name"] for t in admin.ok("GET", "/admin/teams")["data"]] == ["beta"]

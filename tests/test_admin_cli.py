@@ -47,7 +47,9 @@ class Cli:
         self.options = list(options)  # --url or --database-url, appended to every command
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*GATEWAY, *args, *self.options], capture_output=True, text=True, timeout=60, env=self.env)
+        return subprocess.run(
+            [*GATEWAY, *args, *self.options], capture_output=True, text=True, timeout=60, env=self.env
+        )
 
     def ok(self, *args: str) -> str:
         done = self.run(*args)
@@ -74,8 +76,21 @@ def direct(tmp_path: Path) -> tuple[Cli, str]:
 
 def test_teams_on_the_database(direct: tuple[Cli, str]) -> None:
     cli, _ = direct
-    out = cli.ok("teams", "create", "alpha", "--budget", "12.50", "--period", "weekly", "--soft-limit", "80",
-                 "--regions", "eu", "--models", "codestral,mistral-medium-3.5")  # fmt: skip
+    out = cli.ok(
+        "teams",
+        "create",
+        "alpha",
+        "--budget",
+        "12.50",
+        "--period",
+        "weekly",
+        "--soft-limit",
+        "80",
+        "--regions",
+        "eu",
+        "--models",
+        "codestral,mistral-medium-3.5",
+    )
     assert "$12.50" in out and "weekly" in out and "80%" in out and "codestral,mistral-medium-3.5" in out
     cli.ok("teams", "create", "beta", "--period", "total")
 
@@ -119,24 +134,45 @@ def test_configuration_errors(tmp_path: Path) -> None:
     assert "unsupported database URL" in cli.fails(2, "teams", "list")
     cli = Cli(clean_env(GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/x.db", GATEWAY_BUDGET_TIMEZONE="Mars/Olympus"))
     assert "GATEWAY_" in cli.fails(2, "teams", "list")
-    cli = Cli(clean_env(GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/x.db", GATEWAY_CONFIG=str(tmp_path / "missing.yaml")))
+    cli = Cli(
+        clean_env(GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/x.db", GATEWAY_CONFIG=str(tmp_path / "missing.yaml"))
+    )
     assert "missing.yaml" in cli.fails(2, "teams", "create", "alpha")  # the catalog checks model names
-    assert "cannot use the database" in cli.fails(1, "teams", "list", "--database-url", "postgresql://postgres@127.0.0.1:1/none")
+    assert "cannot use the database" in cli.fails(
+        1, "teams", "list", "--database-url", "postgresql://postgres@127.0.0.1:1/none"
+    )
     assert "GATEWAY_MASTER_KEY" in Cli(clean_env()).fails(2, "teams", "list", "--url", "http://127.0.0.1:1")
-    assert "cannot reach" in Cli(clean_env(GATEWAY_MASTER_KEY="k")).fails(1, "teams", "list", "--url", "http://127.0.0.1:1")
+    assert "cannot reach" in Cli(clean_env(GATEWAY_MASTER_KEY="k")).fails(
+        1, "teams", "list", "--url", "http://127.0.0.1:1"
+    )
 
 
 def test_database_url_option_wins_over_the_environment(tmp_path: Path) -> None:
     cli = Cli(clean_env(GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/env.db"))
     cli.ok("teams", "create", "from-option", "--database-url", f"sqlite:///{tmp_path}/option.db")
     assert cli.json("teams", "list") == []
-    assert [t["name"] for t in cli.json("teams", "list", "--database-url", f"sqlite:///{tmp_path}/option.db")] == ["from-option"]
+    assert [t["name"] for t in cli.json("teams", "list", "--database-url", f"sqlite:///{tmp_path}/option.db")] == [
+        "from-option"
+    ]
 
 
 def test_keys_on_the_database(direct: tuple[Cli, str]) -> None:
     cli, _ = direct
     cli.ok("teams", "create", "alpha", "--models", "kimi-k2.6,codestral")
-    out = cli.ok("keys", "create", "--team", "alpha", "--name", "ci", "--budget", "3", "--models", "codestral", "--expires", "30d")
+    out = cli.ok(
+        "keys",
+        "create",
+        "--team",
+        "alpha",
+        "--name",
+        "ci",
+        "--budget",
+        "3",
+        "--models",
+        "codestral",
+        "--expires",
+        "30d",
+    )
     key = out.splitlines()[0]
     assert key.startswith("gw-") and len(key) >= 46
     assert "shown only once" in out and "$3.00" in out
@@ -177,7 +213,9 @@ def test_spend_on_the_database(direct: tuple[Cli, str]) -> None:
         assert sum(int(line["requests"]) for line in lines) == len(rows)
 
     filtered = cli.json("spend", "--team", "alpha", "--provider", "mistral")
-    assert filtered["total"]["cost_nanos"] == sum(r.cost_nanos for r in rows if r.team == "alpha" and r.provider == "mistral")
+    assert filtered["total"]["cost_nanos"] == sum(
+        r.cost_nanos for r in rows if r.team == "alpha" and r.provider == "mistral"
+    )
     by_key = cli.json("spend", "--key", keys[0].prefix, "--since", "2026-03-10", "--until", "2026-03-11")
     assert by_key["total"]["requests"] == 2
 
@@ -205,7 +243,9 @@ def test_url_mode_matches_direct_mode(start_gateway: GatewayFactory, tmp_path: P
     for args in (("teams", "list"), ("teams", "show", "alpha"), ("keys", "list"), ("spend", "--group-by", "model")):
         assert remote.ok(*args) == local.ok(*args), args
         assert remote.json(*args) == local.json(*args), args
-    assert remote.ok("spend", "--group-by", "day", "--format", "csv") == local.ok("spend", "--group-by", "day", "--format", "csv")
+    assert remote.ok("spend", "--group-by", "day", "--format", "csv") == local.ok(
+        "spend", "--group-by", "day", "--format", "csv"
+    )
 
     (listed,) = remote.json("keys", "list", "--team", "alpha")
     remote.ok("keys", "revoke", listed["id"])

@@ -25,22 +25,91 @@ AUTH = {"authorization": f"Bearer {MASTER}"}
 
 # Every field the endpoints, the adapters or litellm know of, so wrong types reach every check.
 CHAT_FIELDS = [
-    "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "max_tokens",
-    "max_completion_tokens", "stop", "seed", "tools", "tool_choice", "functions", "function_call",
-    "response_format", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
-    "user", "metadata", "store", "service_tier", "parallel_tool_calls", "reasoning_effort", "prediction",
-    "thinking", "random_seed", "safe_prompt", "prompt_mode", "modalities", "audio", "fallbacks", "api_base",
-    "mock_response", "extra_body", "headers",
-]  # fmt: skip
-COMPLETION_FIELDS = ["model", "prompt", "suffix", "stream", "stream_options", "max_tokens", "min_tokens", "n",
-                     "best_of", "echo", "logprobs", "temperature", "top_p", "stop", "seed", "user"]  # fmt: skip
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "prediction",
+    "thinking",
+    "random_seed",
+    "safe_prompt",
+    "prompt_mode",
+    "modalities",
+    "audio",
+    "fallbacks",
+    "api_base",
+    "mock_response",
+    "extra_body",
+    "headers",
+]
+COMPLETION_FIELDS = [
+    "model",
+    "prompt",
+    "suffix",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "min_tokens",
+    "n",
+    "best_of",
+    "echo",
+    "logprobs",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "user",
+]
 EMBEDDING_FIELDS = ["model", "input", "dimensions", "encoding_format", "user", "output_dtype"]
 TEAM_FIELDS = ["name", "budget_usd", "period", "soft_limit_pct", "regions", "models", "policy"]
 KEY_FIELDS = ["team", "name", "budget_usd", "models", "expires_at"]
 
 MODELS = ["kimi-k2.6", "mistral-medium-3.5", "codestral", "mistral-embed", "auto", "", "nope"]
-ODD_STRINGS = ["NaN", "Infinity", "-Infinity", "1e999", "-0", "null", "", " ", "\u0000", "\u202e", "🤖" * 3,
-               "a" * 300, "monthly", "daily", "eu", "default", "text", "json_object", "function", "auto"]  # fmt: skip
+ODD_STRINGS = [
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "-0",
+    "null",
+    "",
+    " ",
+    "\u0000",
+    "\u202e",
+    "🤖" * 3,
+    "a" * 300,
+    "monthly",
+    "daily",
+    "eu",
+    "default",
+    "text",
+    "json_object",
+    "function",
+    "auto",
+]
 
 scalars = st.one_of(
     st.none(),
@@ -59,14 +128,25 @@ json_values = st.recursive(
 message = st.fixed_dictionaries(
     {"role": st.one_of(st.sampled_from(["user", "system", "developer", "assistant", "tool", "function"]), json_values)},
     optional={
-        "content": st.one_of(st.text(max_size=20), json_values,
-                             st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "x"])},
-                                                            optional={"text": json_values, "image_url": json_values}),
-                                      max_size=3)),
-        "tool_calls": json_values, "tool_call_id": json_values, "name": json_values, "prefix": json_values,
-        "reasoning_content": json_values, "api_base": st.just("http://127.0.0.1:9/v1"),
+        "content": st.one_of(
+            st.text(max_size=20),
+            json_values,
+            st.lists(
+                st.fixed_dictionaries(
+                    {"type": st.sampled_from(["text", "image_url", "x"])},
+                    optional={"text": json_values, "image_url": json_values},
+                ),
+                max_size=3,
+            ),
+        ),
+        "tool_calls": json_values,
+        "tool_call_id": json_values,
+        "name": json_values,
+        "prefix": json_values,
+        "reasoning_content": json_values,
+        "api_base": st.just("http://127.0.0.1:9/v1"),
     },
-)  # fmt: skip
+)
 
 
 def fields_over(base: dict[str, Any], names: list[str], extra: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -100,10 +180,25 @@ RAW_ODDITIES = [
     b'{"model": "kimi-k2.6", "messages": [{"role": "user", "content": "\\ud800"}]}',
     b'{"model": "kimi-k2.6", "messages": [{"role": "user", "content": "hi"}]} trailing',
     b'{"model": "kimi-k2.6", "model": 5, "messages": []}',
-    b"{}", b"[]", b"null", b"0", b'""', b"\xef\xbb\xbf{}", b"\x00", b"{" * 2000,
-]  # fmt: skip
-CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "application/vnd.api+json",
-                 "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "application/JSON"]  # fmt: skip
+    b"{}",
+    b"[]",
+    b"null",
+    b"0",
+    b'""',
+    b"\xef\xbb\xbf{}",
+    b"\x00",
+    b"{" * 2000,
+]
+CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/vnd.api+json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "",
+    "application/JSON",
+]
 
 
 def body_bytes(base: dict[str, Any], names: list[str], extra: dict[str, Any] | None = None) -> st.SearchStrategy[bytes]:
@@ -117,24 +212,46 @@ CHAT_EXTRA = {"model": st.sampled_from(MODELS), "messages": st.one_of(st.lists(m
 ENDPOINTS: list[tuple[str, str, st.SearchStrategy[bytes]]] = [
     ("POST", "/v1/chat/completions", body_bytes(CHAT_BASE, CHAT_FIELDS, CHAT_EXTRA)),
     ("POST", "/v1/route/explain", body_bytes(CHAT_BASE, CHAT_FIELDS, CHAT_EXTRA)),
-    ("POST", "/v1/completions", body_bytes({"model": "codestral", "prompt": "def f(", "suffix": "1", "max_tokens": 4},
-                                           COMPLETION_FIELDS, {"model": st.sampled_from(MODELS)})),
-    ("POST", "/v1/fim/completions", body_bytes({"model": "codestral", "prompt": "def f(", "suffix": "1", "max_tokens": 4},
-                                               COMPLETION_FIELDS, {"model": st.sampled_from(MODELS)})),
-    ("POST", "/v1/embeddings", body_bytes({"model": "mistral-embed", "input": "hello"}, EMBEDDING_FIELDS,
-                                          {"model": st.sampled_from(MODELS)})),
+    (
+        "POST",
+        "/v1/completions",
+        body_bytes(
+            {"model": "codestral", "prompt": "def f(", "suffix": "1", "max_tokens": 4},
+            COMPLETION_FIELDS,
+            {"model": st.sampled_from(MODELS)},
+        ),
+    ),
+    (
+        "POST",
+        "/v1/fim/completions",
+        body_bytes(
+            {"model": "codestral", "prompt": "def f(", "suffix": "1", "max_tokens": 4},
+            COMPLETION_FIELDS,
+            {"model": st.sampled_from(MODELS)},
+        ),
+    ),
+    (
+        "POST",
+        "/v1/embeddings",
+        body_bytes({"model": "mistral-embed", "input": "hello"}, EMBEDDING_FIELDS, {"model": st.sampled_from(MODELS)}),
+    ),
     ("POST", "/admin/teams", body_bytes({"name": "fuzz-team", "budget_usd": "10"}, TEAM_FIELDS)),
     ("PATCH", "/admin/teams/fuzz-base", body_bytes({"budget_usd": "10"}, TEAM_FIELDS)),
     ("POST", "/admin/keys", body_bytes({"team": "fuzz-base", "name": "k"}, KEY_FIELDS)),
     ("POST", "/admin/reload", body_bytes({}, ["x"])),
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")
 def url(start_gateway: GatewayFactory) -> str:
     base = start_gateway(master_key=MASTER).url
-    created = request(base, "POST", "/admin/teams", json.dumps({"name": "fuzz-base"}).encode(),
-                      {"content-type": "application/json", **AUTH})  # fmt: skip
+    created = request(
+        base,
+        "POST",
+        "/admin/teams",
+        json.dumps({"name": "fuzz-base"}).encode(),
+        {"content-type": "application/json", **AUTH},
+    )
     assert created.status == 201, created.body
     return base
 
@@ -152,8 +269,12 @@ def check(answer: Answer, method: str, path: str, body: bytes, content_type: str
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "path", "bodies"), ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in ENDPOINTS])
 def test_no_body_gets_a_5xx(url: str, method: str, path: str, bodies: st.SearchStrategy[bytes]) -> None:
-    @settings(max_examples=int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "40")), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
-              HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])  # fmt: skip
+    @settings(
+        max_examples=int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "40")),
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+    )
     @given(body=bodies, content_type=st.sampled_from(CONTENT_TYPES[:3] * 4 + CONTENT_TYPES[3:]))
     def post(body: bytes, content_type: str) -> None:
         headers = {**AUTH, **({"content-type": content_type} if content_type else {})}
@@ -169,8 +290,16 @@ def test_depth_limit_on_every_endpoint(url: str) -> None:
         for depth, field in [(MAX_DEPTH, "metadata"), (300, "tools"), (1024 - 1, "metadata")]:
             body = f'{{"model": "kimi-k2.6", "messages": [{{"role": "user", "content": "hi"}}], "{field}": {deep(depth, "list")}}}'
             answer = request(url, method, path, body.encode(), {"content-type": "application/json", **AUTH})
-            assert answer.status == 400 and answer.error["code"] == "invalid_json", (method, path, depth, answer.body[:200])
+            assert answer.status == 400 and answer.error["code"] == "invalid_json", (
+                method,
+                path,
+                depth,
+                answer.body[:200],
+            )
         # The body itself is level 1, so a field nested MAX_DEPTH - 1 levels is exactly at the limit.
         at_limit = f'{{"model": "kimi-k2.6", "messages": [{{"role": "user", "content": "hi"}}], "metadata": {deep(MAX_DEPTH - 1, "list")}}}'
         answer = request(url, method, path, at_limit.encode(), {"content-type": "application/json", **AUTH})
-        assert answer.status < 500 and not (answer.status == 400 and "nested" in answer.error["message"]), (path, answer.body[:200])
+        assert answer.status < 500 and not (answer.status == 400 and "nested" in answer.error["message"]), (
+            path,
+            answer.body[:200],
+        )

@@ -18,8 +18,8 @@ import pytest
 from gateway.http.servers import ThreadedServer
 from tests.budget_util import _with_store, ledger, make_key, make_team, run, team_usage
 from tests.conftest import GatewayFactory, provider_env
-from tests.test_budgets import _start_cli_gateway, auth, fire
 from tests.http_util import post_json
+from tests.test_budgets import _start_cli_gateway, auth, fire
 
 CHAT = "/v1/chat/completions"
 PROSE = (
@@ -83,7 +83,9 @@ def test_storm_on_three_workers_sharing_sqlite(db: str, mistral: ThreadedServer,
 
 
 @pytest.mark.slow
-def test_storm_on_two_nodes_sharing_postgres(postgres_url: str, mistral: ThreadedServer, moonshot: ThreadedServer) -> None:
+def test_storm_on_two_nodes_sharing_postgres(
+    postgres_url: str, mistral: ThreadedServer, moonshot: ThreadedServer
+) -> None:
     make_team(postgres_url, "bootstrap", None)
     nodes = [_start_cli_gateway(postgres_url, provider_env(mistral, moonshot)) for _ in range(2)]
     try:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,14 @@ def test_gateway_key_calls_v1_and_is_billed(start_gateway: GatewayFactory, db: s
     rows = ledger(db)
     assert len(rows) == 1
     row = rows[0]
-    assert (row.team, row.key_id, row.key_prefix, row.model, row.provider, row.region) == ("web", record.id, record.prefix, "kimi-k2.6", "moonshot", "cn")
+    assert (row.team, row.key_id, row.key_prefix, row.model, row.provider, row.region) == (
+        "web",
+        record.id,
+        record.prefix,
+        "kimi-k2.6",
+        "moonshot",
+        "cn",
+    )
     assert (row.prompt_tokens, row.completion_tokens) == (answer.usage.prompt_tokens, answer.usage.completion_tokens)
     assert row.status == 200 and not row.estimated and row.route_reason == "pinned" and row.content is None
     assert raw.headers["x-gateway-cost-usd"] == usd_text(row.cost_nanos) and row.cost_nanos > 0
@@ -76,10 +84,19 @@ def test_stream_usage_chunk_carries_the_settled_cost(start_gateway: GatewayFacto
     key, _ = make_key(db, "web")
     url = start_gateway(database_url=db).url
     client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
-    chunks = list(client.chat.completions.create(model="mistral-medium-3.5", messages=SHORT, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="mistral-medium-3.5", messages=SHORT, stream=True, stream_options={"include_usage": True}
+        )
+    )
     extra = chunks[-1].model_extra["x_gateway"]
     row = ledger(db)[0]
-    assert extra == {"cost_usd": row.cost_nanos / 1e9, "model": "mistral-medium-3.5", "provider": "mistral", "route_reason": "pinned"}
+    assert extra == {
+        "cost_usd": row.cost_nanos / 1e9,
+        "model": "mistral-medium-3.5",
+        "provider": "mistral",
+        "route_reason": "pinned",
+    }
     assert row.stream and row.ttft_ms is not None and row.ttft_ms <= row.latency_ms
     plain = list(client.chat.completions.create(model="mistral-medium-3.5", messages=SHORT, stream=True))
     assert all(c.usage is None and "x_gateway" not in (c.model_extra or {}) for c in plain)
@@ -114,13 +131,17 @@ def test_reservation_uses_learned_output_not_max_tokens(start_gateway: GatewayFa
     key, _ = make_key(db, "agents")
     body = {"model": "mistral-medium-3.5", "messages": SHORT, "max_tokens": 32768}
     for index in range(10):  # history for the model (admin traffic, no budget)
-        assert post_json(url, CHAT, {**body, "messages": [{"role": "user", "content": f"warm up {index}"}]}).status == 200
+        assert (
+            post_json(url, CHAT, {**body, "messages": [{"role": "user", "content": f"warm up {index}"}]}).status == 200
+        )
     assert worst_case > 0.01
     answer = post_json(url, CHAT, body, auth(key))
     assert answer.status == 200, answer.body
 
 
-def test_upstream_failure_releases_the_reservation(start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl) -> None:
+def test_upstream_failure_releases_the_reservation(
+    start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl
+) -> None:
     team = make_team(db, "web", "1.00")
     key, _ = make_key(db, "web")
     url = start_gateway(database_url=db).url
@@ -131,12 +152,16 @@ def test_upstream_failure_releases_the_reservation(start_gateway: GatewayFactory
     assert [(r.status, r.cost_nanos) for r in ledger(db)] == [(503, 0)]
 
 
-def test_cut_stream_is_billed_from_what_was_relayed(start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl) -> None:
+def test_cut_stream_is_billed_from_what_was_relayed(
+    start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl
+) -> None:
     team = make_team(db, "web", "1.00")
     key, _ = make_key(db, "web")
     url = start_gateway(database_url=db).url
     moonshot_log.fault("cut=4")
-    answer = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "stream": True, "max_tokens": 40}, auth(key))
+    answer = post_json(
+        url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "stream": True, "max_tokens": 40}, auth(key)
+    )
     events = sse_events(answer.body)
     assert events[-1]["error"]["code"] == "upstream_stream_cut"
     # Kimi K2.6 thinks by default: the first chunks relayed may be its reasoning, billed as output too.
@@ -164,8 +189,8 @@ def _concurrency_proof(urls: list[str], db: str, team_name: str) -> None:
     body = {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 24}
     # One request's reservation: the most one request may cost, as the gateway estimates it.
     from gateway.catalog import load_catalog
-    from gateway.routing.counting import PromptCounts
     from gateway.pricing import estimate_nanos
+    from gateway.routing.counting import PromptCounts
     from gateway.tokens import TokenCounter
 
     catalog = load_catalog(None, {})
@@ -213,8 +238,11 @@ def _start_cli_gateway(db: str, env_extra: dict[str, str], workers: int = 1) -> 
     env.update(env_extra, GATEWAY_DATABASE_URL=db)
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     wait_for_startup(process, workers=workers)
     return process, f"http://127.0.0.1:{port}"
 
@@ -245,20 +273,29 @@ def test_restart_keeps_spend_and_keys(start_gateway: GatewayFactory, db: str) ->
     assert len(rows) == 4 and team_usage(db, team).spent_nanos == spent + rows[-1].cost_nanos
 
 
-def test_sigkill_after_delivered_responses_loses_nothing(db: str, mistral: ThreadedServer, moonshot: ThreadedServer) -> None:
+def test_sigkill_after_delivered_responses_loses_nothing(
+    db: str, mistral: ThreadedServer, moonshot: ThreadedServer
+) -> None:
     # Room for all 40 worst cases at once (no max_tokens: up to 32,768 tokens each): nothing is refused or shortened.
     make_team(db, "web", "50.00")
     key, _ = make_key(db, "web")
     process, url = _start_cli_gateway(db, provider_env(mistral, moonshot))
     try:
+
         async def traffic() -> int:
             async with aiohttp.ClientSession() as session:
 
                 async def one(index: int) -> bool:
-                    body = {"model": ["kimi-k2.6", "mistral-medium-3.5"][index % 2], "messages": SHORT, "stream": index % 3 == 0}
+                    body = {
+                        "model": ["kimi-k2.6", "mistral-medium-3.5"][index % 2],
+                        "messages": SHORT,
+                        "stream": index % 3 == 0,
+                    }
                     async with session.post(url + CHAT, json=body, headers=auth(key)) as response:
                         data = await response.read()
-                        return response.status == 200 and (not body["stream"] or data.rstrip().endswith(b"data: [DONE]"))
+                        return response.status == 200 and (
+                            not body["stream"] or data.rstrip().endswith(b"data: [DONE]")
+                        )
 
                 return sum(await asyncio.gather(*(one(i) for i in range(40))))
 
@@ -317,7 +354,9 @@ def test_revoked_and_expired_keys_are_refused(start_gateway: GatewayFactory, db:
     assert post_json(url, CHAT, body, auth(key)).status == 200
     run(_with_store(db, lambda s: s.revoke_key(record.id, int(time.time()))))
     revoked = post_json(url, CHAT, body, auth(key))
-    assert revoked.status == 401 and revoked.error["code"] == "invalid_api_key" and "revoked" in revoked.error["message"]
+    assert (
+        revoked.status == 401 and revoked.error["code"] == "invalid_api_key" and "revoked" in revoked.error["message"]
+    )
     late = post_json(url, CHAT, body, auth(expired))
     assert late.status == 401 and "expired" in late.error["message"]
     unknown = post_json(url, CHAT, body, auth("gw-" + "x" * 43))
@@ -331,14 +370,24 @@ def test_team_models_and_regions_are_enforced(start_gateway: GatewayFactory, db:
     url = start_gateway(database_url=db).url
     rerouted = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key))
     assert rerouted.status == 200 and rerouted.headers["x-gateway-region"] == "eu"
-    assert rerouted.headers["x-gateway-route-reason"] == "rerouted" and rerouted.headers["x-gateway-model"] == "mistral-medium-3.5"
+    assert (
+        rerouted.headers["x-gateway-route-reason"] == "rerouted"
+        and rerouted.headers["x-gateway-model"] == "mistral-medium-3.5"
+    )
     auto = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
     assert auto.status == 200 and auto.headers["x-gateway-region"] == "eu"
     make_team(db, "kimi-only", None, models=["kimi-k2.6"])
     limited, _ = make_key(db, "kimi-only")
     other = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(limited))
-    assert other.status == 200 and other.headers["x-gateway-model"] == "kimi-k2.6" and other.headers["x-gateway-route-reason"] == "rerouted"
-    assert post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(limited)).headers["x-gateway-model"] == "kimi-k2.6"
+    assert (
+        other.status == 200
+        and other.headers["x-gateway-model"] == "kimi-k2.6"
+        and other.headers["x-gateway-route-reason"] == "rerouted"
+    )
+    assert (
+        post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(limited)).headers["x-gateway-model"]
+        == "kimi-k2.6"
+    )
     assert [r.model for r in ledger(db)] == ["mistral-medium-3.5", "mistral-medium-3.5", "kimi-k2.6", "kimi-k2.6"]
 
 
@@ -355,12 +404,19 @@ def test_named_model_is_refused_under_a_refusing_policy(start_gateway: GatewayFa
     limited, _ = make_key(db, "kimi-strict")
     url = start_gateway(database_url=db, policies_dir=policies).url
     refused = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT}, auth(key))
-    assert refused.status == 403 and refused.error["code"] == "model_not_allowed" and "residency eu" in refused.error["message"]
+    assert (
+        refused.status == 403
+        and refused.error["code"] == "model_not_allowed"
+        and "residency eu" in refused.error["message"]
+    )
     assert "runs in cn" in refused.error["message"]
     auto = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key))
     assert auto.status == 200 and auto.headers["x-gateway-region"] == "eu"
     assert post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(limited)).status == 403
-    assert post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(limited)).headers["x-gateway-model"] == "kimi-k2.6"
+    assert (
+        post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(limited)).headers["x-gateway-model"]
+        == "kimi-k2.6"
+    )
 
 
 def test_postgres_budgets_and_ledger(start_gateway: GatewayFactory, postgres_url: str) -> None:
@@ -381,10 +437,14 @@ def test_ledger_keeps_text_only_when_enabled(start_gateway: GatewayFactory, db: 
     key, _ = make_key(db, "web")
     url = start_gateway(database_url=db, ledger_content=True).url
     client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
-    whole = client.chat.completions.create(model="kimi-k2.6", messages=[{"role": "user", "content": "secret plan alpha"}])
+    whole = client.chat.completions.create(
+        model="kimi-k2.6", messages=[{"role": "user", "content": "secret plan alpha"}]
+    )
     streamed = "".join(
         c.choices[0].delta.content or ""
-        for c in client.chat.completions.create(model="mistral-medium-3.5", messages=[{"role": "user", "content": "plan beta"}], stream=True)
+        for c in client.chat.completions.create(
+            model="mistral-medium-3.5", messages=[{"role": "user", "content": "plan beta"}], stream=True
+        )
         if c.choices
     )
     rows = ledger(db)
@@ -397,12 +457,12 @@ def test_ledger_keeps_text_only_when_enabled(start_gateway: GatewayFactory, db: 
 def test_a_request_cancelled_while_its_hold_is_written_leaves_no_hold(db: str) -> None:
     """A client that leaves during admission cancels the request while its hold is being committed; the hold
     still commits (group commit), so it must be released right after, not left until it expires."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from gateway.auth.principal import Principal
+    from gateway.budget.accounting import Accounting
     from gateway.catalog import load_catalog
     from gateway.settings import Settings
-    from gateway.budget.accounting import Accounting
     from gateway.store import open_store
     from gateway.store.base import team_scope
 
@@ -428,14 +488,16 @@ def test_a_request_cancelled_while_its_hold_is_written_leaves_no_hold(db: str) -
         team = await store.get_team("leaving")
         assert team is not None
         kimi = load_catalog(None, {}).models["kimi-k2.6"]
-        admission = asyncio.ensure_future(accounting.admit(Principal(team, None, False), kimi, "kimi-k2.6", 100, 64, 60))
+        admission = asyncio.ensure_future(
+            accounting.admit(Principal(team, None, False), kimi, "kimi-k2.6", 100, 64, 60)
+        )
         await requested.wait()
         admission.cancel()
         with pytest.raises(asyncio.CancelledError):
             await admission
         release.set()
         await asyncio.wait_for(committed.wait(), 10)
-        start = accounting.scopes(Principal(team, None, False), datetime.now(timezone.utc))[0].period_start
+        start = accounting.scopes(Principal(team, None, False), datetime.now(UTC))[0].period_start
         deadline = asyncio.get_running_loop().time() + 10
         reserved = (await store.usage(team_scope("leaving"), start)).reserved_nanos
         while reserved and asyncio.get_running_loop().time() < deadline:

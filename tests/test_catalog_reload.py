@@ -13,22 +13,23 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
 import yaml
 
 from gateway.catalog import DEMO_UPSTREAMS_ENV, load_catalog
-from gateway.settings import Settings
-from gateway.state import Gateway
 from gateway.emulators import EmulatorOptions, start_emulator
-from gateway.types import Usage
 from gateway.http.servers import ThreadedServer
 from gateway.money import usd_text
 from gateway.pricing import cost_nanos
+from gateway.settings import Settings
+from gateway.state import Gateway
+from gateway.types import Usage
 from tests.conftest import MISTRAL_KEY, EmulatorControl, GatewayFactory
 from tests.http_util import Answer, post_json, request, sse_events
 
@@ -39,10 +40,14 @@ ADMIN = {"authorization": f"Bearer {MASTER}"}
 CHAT = "/v1/chat/completions"
 HI = [{"role": "user", "content": "Say something short."}]
 SMALL = {
-    "name": "mistral-small", "provider": "mistral", "upstream_model": "mistral-small-latest",
-    "context_window": 131072, "max_output_tokens": 8192, "price": {"input": "0.10", "output": "0.30"},
+    "name": "mistral-small",
+    "provider": "mistral",
+    "upstream_model": "mistral-small-latest",
+    "context_window": 131072,
+    "max_output_tokens": 8192,
+    "price": {"input": "0.10", "output": "0.30"},
     "capabilities": ["chat", "tools"],
-}  # fmt: skip
+}
 STILL = 3600.0  # a poll interval no test waits for: only the reloads a test asks for happen
 
 
@@ -154,7 +159,9 @@ def test_added_model_is_listed_and_served_after_admin_reload(
     assert reloaded.status == 200, reloaded.body
     body = reloaded.json()
     assert body["ok"] is True and body["changed"] is True and body["error"] is None
-    assert body["catalog"]["changed"] is True and body["catalog"]["version"] == 2 and body["catalog"]["last_error"] is None
+    assert (
+        body["catalog"]["changed"] is True and body["catalog"]["version"] == 2 and body["catalog"]["last_error"] is None
+    )
     assert body["reloads"] == {"success": 1, "failure": 0} == gateway.config_reloads
 
     assert "mistral-small" in model_ids(url)
@@ -195,7 +202,9 @@ def test_a_price_change_applies_to_the_next_request(
 ) -> None:
     url = start(start_gateway, catalog_file).url
     before = chat(url, "mistral-medium-3.5")
-    assert before.status == 200 and before.headers["x-gateway-cost-usd"] == expected_cost(catalog_file, "mistral-medium-3.5", before)
+    assert before.status == 200 and before.headers["x-gateway-cost-usd"] == expected_cost(
+        catalog_file, "mistral-medium-3.5", before
+    )
 
     spec = builtin_spec()
     model_of(spec, "mistral-medium-3.5")["price"] = {"input": "15.00", "output": "75.00"}
@@ -231,7 +240,9 @@ def test_a_broken_catalog_is_rejected_and_the_previous_one_keeps_serving(
     assert any(p.startswith(f"{catalog_file}: models[0].price.input:") for p in body["problems"]), body["problems"]
     assert body["reloads"] == {"success": 0, "failure": 1} == gateway.config_reloads
     logged = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "gateway"]
-    assert logged and str(catalog_file) in logged[-1].getMessage() and "models[0].price.input" in logged[-1].getMessage()
+    assert (
+        logged and str(catalog_file) in logged[-1].getMessage() and "models[0].price.input" in logged[-1].getMessage()
+    )
 
     # The previous catalog is still in use, whole.
     assert "mistral-small" in model_ids(url)
@@ -240,7 +251,9 @@ def test_a_broken_catalog_is_rejected_and_the_previous_one_keeps_serving(
     ready = request(url, "GET", "/readyz")
     assert ready.status == 200 and ready.json()["status"] == "ready"
     status = ready.json()["catalog"]
-    assert status["version"] == 1 and str(catalog_file) in status["last_error"] and "price.input" in status["last_error"]
+    assert (
+        status["version"] == 1 and str(catalog_file) in status["last_error"] and "price.input" in status["last_error"]
+    )
     assert status["reloads"]["failure"] == 1
 
     write_catalog(catalog_file, "providers: [\n")  # not YAML at all
@@ -293,11 +306,19 @@ def test_builtin_catalog_reload_rereads_the_policies_only(start_gateway: Gateway
     url, gateway = server.url, gateway_of(server)
     catalog = gateway.catalog
     default = directory / "default.yaml"
-    default.write_text(default.read_text().replace("prefer: [mistral-medium-3.5, kimi-k2.6]", "prefer: [kimi-k2.6, mistral-medium-3.5]"))
+    default.write_text(
+        default.read_text().replace(
+            "prefer: [mistral-medium-3.5, kimi-k2.6]", "prefer: [kimi-k2.6, mistral-medium-3.5]"
+        )
+    )
     reloaded = reload(url)
     assert reloaded.status == 200
     body = reloaded.json()
-    assert body["catalog"]["reloadable"] is False and body["catalog"]["changed"] is False and body["catalog"]["version"] == 1
+    assert (
+        body["catalog"]["reloadable"] is False
+        and body["catalog"]["changed"] is False
+        and body["catalog"]["version"] == 1
+    )
     assert body["changed"] is True and body["policies"]["version"] == 2 and body["version"] == 2
     assert gateway.catalog is catalog
     assert chat(url, "auto").headers["x-gateway-model"] == "kimi-k2.6"
@@ -318,8 +339,13 @@ def test_inflight_stream_finishes_when_a_reload_moves_its_provider(
     server = start(start_gateway, catalog_file)
     url, gateway = server.url, gateway_of(server)
     old_adapter = gateway.adapters["mistral"]
-    stream = {"model": "mistral-medium-3.5", "messages": HI, "max_tokens": 40, "stream": True,
-              "stream_options": {"include_usage": True}}  # fmt: skip
+    stream = {
+        "model": "mistral-medium-3.5",
+        "messages": HI,
+        "max_tokens": 40,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
 
     with start_emulator("mistral", EmulatorOptions(api_key=MISTRAL_KEY)) as moved:
         moved_log = EmulatorControl(moved.url)
@@ -356,7 +382,9 @@ def test_inflight_stream_finishes_when_a_reload_moves_its_provider(
         again = post_json(url, CHAT, stream, ADMIN)
         assert again.status == 200 and len(moved_log.requests()) == 1 and len(mistral_log.requests()) == 1
         again_text = "".join(
-            c["choices"][0]["delta"].get("content") or "" for c in sse_events(again.body) if isinstance(c, dict) and c.get("choices")
+            c["choices"][0]["delta"].get("content") or ""
+            for c in sse_events(again.body)
+            if isinstance(c, dict) and c.get("choices")
         )
         assert again_text == text
 
@@ -371,7 +399,9 @@ def test_replaced_adapters_close_after_their_timeout_and_at_once_on_close(
         provider["timeouts"] = {"total": 0.3}
     write_catalog(catalog_file, spec)
     env = {"MISTRAL_API_KEY": MISTRAL_KEY, "MISTRAL_API_BASE": mistral.url + "/v1", "MOONSHOT_API_KEY": "k"}
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}", policies_dir=POLICIES, reload_poll_seconds=STILL)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'gateway.db'}", policies_dir=POLICIES, reload_poll_seconds=STILL
+    )
 
     async def scenario() -> None:
         gateway = Gateway(settings, load_catalog(catalog_file, env))
@@ -444,7 +474,10 @@ def test_an_edited_catalog_file_is_picked_up_by_polling(
 
 
 def test_demo_mode_substitution_survives_a_reload(
-    start_gateway: GatewayFactory, catalog_file: Path, mistral: ThreadedServer, moonshot: ThreadedServer,
+    start_gateway: GatewayFactory,
+    catalog_file: Path,
+    mistral: ThreadedServer,
+    moonshot: ThreadedServer,
     mistral_log: EmulatorControl,
 ) -> None:
     from tests.conftest import MOONSHOT_KEY
@@ -454,7 +487,10 @@ def test_demo_mode_substitution_survives_a_reload(
         provider.pop("base_url_env")
         provider["base_url"] = "http://127.0.0.1:9/v1"
     write_catalog(catalog_file, spec)
-    demo = {"mistral": {"url": mistral.url + "/v1", "key": MISTRAL_KEY}, "moonshot": {"url": moonshot.url + "/v1", "key": MOONSHOT_KEY}}
+    demo = {
+        "mistral": {"url": mistral.url + "/v1", "key": MISTRAL_KEY},
+        "moonshot": {"url": moonshot.url + "/v1", "key": MOONSHOT_KEY},
+    }
     server = start(start_gateway, catalog_file, env={DEMO_UPSTREAMS_ENV: orjson.dumps(demo).decode()})
     url = server.url
     spec["models"].append(SMALL)
@@ -476,8 +512,11 @@ def test_sighup_reloads_the_catalog_of_gateway_serve_in_demo_mode(tmp_path: Path
     env = clean_env(GATEWAY_RELOAD_POLL_SECONDS=str(STILL))
     process = subprocess.Popen(
         [*GATEWAY, "serve", "--port", str(port), "--config", str(path)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_startup(process)

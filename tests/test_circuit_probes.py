@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from gateway.routing.circuits import CLOSED, HALF_OPEN, OPEN, deployment
 from gateway.http.servers import ThreadedServer
+from gateway.routing.circuits import CLOSED, HALF_OPEN, OPEN, deployment
 from tests.budget_util import ledger
 from tests.conftest import EmulatorControl, GatewayFactory
 from tests.http_util import post_json

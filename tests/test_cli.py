@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
@@ -55,7 +55,11 @@ def wait_for_startup(process: subprocess.Popen[str], workers: int = 1) -> list[s
 def demo_gateway() -> Iterator[tuple[str, list[str]]]:
     port = free_port()
     process = subprocess.Popen(
-        [*GATEWAY, "serve", "--port", str(port)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env()
+        [*GATEWAY, "serve", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=clean_env(),
     )
     try:
         yield f"http://127.0.0.1:{port}", wait_for_startup(process)
@@ -140,7 +144,10 @@ def test_help_and_usage_errors() -> None:
 def test_emulate_command_serves_the_provider_api() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [*GATEWAY, "emulate", "moonshot", "--port", str(port), "--api-key", "k1"], stderr=subprocess.PIPE, text=True, env=clean_env()
+        [*GATEWAY, "emulate", "moonshot", "--port", str(port), "--api-key", "k1"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
     )
     try:
         wait_for_startup(process)
@@ -162,7 +169,10 @@ def test_several_workers_serve_in_demo_mode() -> None:
         text = "\n".join(wait_for_startup(process, workers=2))
         assert "with 2 worker(s)" in text
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        answers = [client.chat.completions.create(model="kimi-k2.6", messages=[{"role": "user", "content": f"n{i}"}]) for i in range(6)]
+        answers = [
+            client.chat.completions.create(model="kimi-k2.6", messages=[{"role": "user", "content": f"n{i}"}])
+            for i in range(6)
+        ]
         assert all(a.choices[0].message.content for a in answers)
         assert request(f"http://127.0.0.1:{port}", "GET", "/readyz").json()["mode"] == "demo"
     finally:
@@ -175,9 +185,12 @@ def test_several_workers_serve_in_demo_mode() -> None:
 )
 def test_serve_with_an_unusable_database_says_so_in_one_line_and_exits_2(url: str) -> None:
     result = subprocess.run(
-        [*GATEWAY, "serve", "--port", str(free_port())], capture_output=True, text=True, timeout=60,
+        [*GATEWAY, "serve", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env=clean_env(GATEWAY_DATABASE_URL=url),
-    )  # fmt: skip
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gateway: cannot use the database "), result.stderr

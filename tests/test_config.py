@@ -15,8 +15,18 @@ from gateway.settings import Settings
 def test_built_in_defaults() -> None:
     catalog = load_catalog(None, {})
     medium, kimi = catalog.models["mistral-medium-3.5"], catalog.models["kimi-k2.6"]
-    assert (medium.context_window, medium.price.input, medium.price.output, medium.price.cached_input) == (262_144, Decimal("1.50"), Decimal("7.50"), Decimal("0.15"))
-    assert (kimi.context_window, kimi.price.input, kimi.price.output, kimi.price.cached_input) == (1_048_576, Decimal("0.60"), Decimal("1.80"), Decimal("0.15"))
+    assert (medium.context_window, medium.price.input, medium.price.output, medium.price.cached_input) == (
+        262_144,
+        Decimal("1.50"),
+        Decimal("7.50"),
+        Decimal("0.15"),
+    )
+    assert (kimi.context_window, kimi.price.input, kimi.price.output, kimi.price.cached_input) == (
+        1_048_576,
+        Decimal("0.60"),
+        Decimal("1.80"),
+        Decimal("0.15"),
+    )
     assert "embeddings" in catalog.models["mistral-embed"].capabilities
     assert catalog.providers["mistral"].region == "eu" and catalog.providers["moonshot"].region == "cn"
     assert catalog.providers["mistral"].base_url == "https://api.mistral.ai/v1"
@@ -36,7 +46,11 @@ def test_demo_needed_only_without_any_key() -> None:
     assert needs_demo(None, {"MOONSHOT_API_KEY": "k"}) == []
     env = {"GATEWAY_DEMO_UPSTREAMS": orjson.dumps({"mistral": {"url": "http://127.0.0.1:1/v1", "key": "dk"}}).decode()}
     catalog = load_catalog(None, env)
-    assert catalog.demo and catalog.providers["mistral"].demo and catalog.providers["mistral"].base_url == "http://127.0.0.1:1/v1"
+    assert (
+        catalog.demo
+        and catalog.providers["mistral"].demo
+        and catalog.providers["mistral"].base_url == "http://127.0.0.1:1/v1"
+    )
     assert not catalog.providers["moonshot"].demo
 
 
@@ -46,14 +60,38 @@ def test_demo_needed_only_without_any_key() -> None:
         ("providers: [\n", "not valid YAML"),
         ("- a\n- b\n", "(top level): must be a mapping"),
         ("providers: []\nmodels: []\n", "providers: List should have at least 1 item"),
-        ("providers:\n  - {name: p, kind: bogus, region: eu, base_url: 'http://x'}\nmodels: []\n", "providers[0].kind: Input should be"),
-        ("providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'ftp://x'}\nmodels: []\n", "providers[0].base_url: must start with http"),
-        ("providers:\n  - {name: p, kind: litellm, region: eu}\nmodels: [{name: m, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}]\n", "needs litellm_provider"),
-        ("providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels: [{name: m, provider: q, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}]\n", "models[0].provider: unknown provider 'q'"),
-        ("providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels: [{name: auto, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}]\n", "models[0].name: 'auto' is reserved"),
-        ("providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels: [{name: m, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: -1, output: 1}}]\n", "models[0].price.input: Input should be greater than or equal to 0"),
-        ("providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels: [{name: m, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}, capabilities: [teleport]}]\n", "models[0].capabilities[0]: Input should be"),
-        ("providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels:\n  - {name: m, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}\n  - {name: m, provider: p, upstream_model: v, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}\n", "models[1].name: duplicate model 'm'"),
+        (
+            "providers:\n  - {name: p, kind: bogus, region: eu, base_url: 'http://x'}\nmodels: []\n",
+            "providers[0].kind: Input should be",
+        ),
+        (
+            "providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'ftp://x'}\nmodels: []\n",
+            "providers[0].base_url: must start with http",
+        ),
+        (
+            "providers:\n  - {name: p, kind: litellm, region: eu}\nmodels: [{name: m, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}]\n",
+            "needs litellm_provider",
+        ),
+        (
+            "providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels: [{name: m, provider: q, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}]\n",
+            "models[0].provider: unknown provider 'q'",
+        ),
+        (
+            "providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels: [{name: auto, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}]\n",
+            "models[0].name: 'auto' is reserved",
+        ),
+        (
+            "providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels: [{name: m, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: -1, output: 1}}]\n",
+            "models[0].price.input: Input should be greater than or equal to 0",
+        ),
+        (
+            "providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels: [{name: m, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}, capabilities: [teleport]}]\n",
+            "models[0].capabilities[0]: Input should be",
+        ),
+        (
+            "providers:\n  - {name: p, kind: mistral, region: eu, base_url: 'http://x'}\nmodels:\n  - {name: m, provider: p, upstream_model: u, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}\n  - {name: m, provider: p, upstream_model: v, context_window: 1, max_output_tokens: 1, price: {input: 1, output: 1}}\n",
+            "models[1].name: duplicate model 'm'",
+        ),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path: Path, text: str, problem: str) -> None:

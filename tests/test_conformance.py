@@ -14,15 +14,15 @@ from __future__ import annotations
 import collections
 import copy
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
+import schemathesis
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
-
-import schemathesis
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
@@ -154,12 +154,19 @@ def gateway_schema(spec: dict[str, Any]) -> dict[str, Any]:
         {"application/json": {"schema": {"type": "object", "required": ["team", "admission"]}}},
     )
     for health in ("/healthz", "/readyz"):
-        paths[health] = {"get": {"responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ANY_OBJECT}}}}}}
+        paths[health] = {
+            "get": {
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ANY_OBJECT}}}}
+            }
+        }
     for item in paths.values():
         for operation in item.values():
             if isinstance(operation, dict) and "responses" in operation:
                 # The gateway's refusals: every 4xx is OpenAI's ErrorResponse (README, Errors).
-                operation["responses"]["4XX"] = {"description": "refused", "content": {"application/json": {"schema": ERROR}}}
+                operation["responses"]["4XX"] = {
+                    "description": "refused",
+                    "content": {"application/json": {"schema": ERROR}},
+                }
                 for response in operation["responses"].values():
                     stream = response.get("content", {}).get("text/event-stream")
                     if stream is not None:
@@ -185,10 +192,13 @@ def sse_event(chunk: dict[str, Any]) -> dict[str, Any]:
 def _post(request_schema: str, content: dict[str, Any]) -> dict[str, Any]:
     return {
         "post": {
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{request_schema}"}}}},
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{request_schema}"}}},
+            },
             "responses": {"200": {"description": "OK", "content": content}},
         }
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +215,9 @@ def schema(spec: dict[str, Any]) -> Any:
 def url(start_gateway: GatewayFactory, moonshot: ThreadedServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("conformance") / "catalog.yaml"
     path.write_text(CATALOG.replace("{moonshot}", moonshot.url))
-    return start_gateway(config=path, env={"COMPATIBLE_API_BASE": moonshot.url + "/v1"}, master_key=None, request_log=False).url
+    return start_gateway(
+        config=path, env={"COMPATIBLE_API_BASE": moonshot.url + "/v1"}, master_key=None, request_log=False
+    ).url
 
 
 @pytest.fixture(scope="module")
@@ -216,19 +228,31 @@ def session() -> Iterator[requests.Session]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
-@pytest.mark.parametrize(("path", "method", "positive", "negative"), OPERATIONS, ids=[f"{m} {p}" for p, m, _, _ in OPERATIONS])
+@pytest.mark.parametrize(
+    ("path", "method", "positive", "negative"), OPERATIONS, ids=[f"{m} {p}" for p, m, _, _ in OPERATIONS]
+)
 def test_operation_conforms(
-    schema: Any, url: str, session: requests.Session, path: str, method: str, positive: int, negative: int,
+    schema: Any,
+    url: str,
+    session: requests.Session,
+    path: str,
+    method: str,
+    positive: int,
+    negative: int,
     mode: GenerationMode,
-) -> None:  # fmt: skip
+) -> None:
     operation = schema[path][method]
     examples = positive if mode is GenerationMode.POSITIVE else negative
     checks = [not_a_server_error, content_type_conformance, response_schema_conformance]
 
     @settings(
-        max_examples=examples, derandomize=True, database=None, deadline=None, phases=[Phase.explicit, Phase.generate],
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
-    )  # fmt: skip
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
         response = case.call(base_url=url, session=session, timeout=30)
@@ -239,21 +263,52 @@ def test_operation_conforms(
     run()
     # Every kind of answer was seen, not only refusals: a generator that never got past validation would
     # check nothing but ErrorResponse.
-    assert mode is GenerationMode.NEGATIVE or any(200 <= status < 300 for status in statuses) or path.startswith(
-        "/v1/models/"
+    assert (
+        mode is GenerationMode.NEGATIVE
+        or any(200 <= status < 300 for status in statuses)
+        or path.startswith("/v1/models/")
     ), collections.Counter(statuses)
 
 
 # Explicit defaults and nulls (OpenAI's documented defaults; null for optional fields) that a provider kind
 # lacks: each must be accepted and dropped, and the answer must still match OpenAI's schema.
-DEFAULTS_CHAT = {"logit_bias": None, "n": 1, "logprobs": False, "top_logprobs": None, "presence_penalty": 0,
-                 "frequency_penalty": 0, "parallel_tool_calls": True, "service_tier": "auto", "store": False,
-                 "stop": None, "seed": None, "user": None, "metadata": None, "audio": None, "tools": None,
-                 "tool_choice": None, "response_format": None, "stream_options": None, "verbosity": "medium",
-                 "prediction": None, "modalities": None, "web_search_options": None}  # fmt: skip
-DEFAULTS_COMPLETION = {"n": 1, "best_of": 1, "echo": False, "logprobs": None, "logit_bias": None,
-                       "presence_penalty": 0, "frequency_penalty": 0, "stop": None, "seed": None, "user": None,
-                       "stream_options": None}  # fmt: skip
+DEFAULTS_CHAT = {
+    "logit_bias": None,
+    "n": 1,
+    "logprobs": False,
+    "top_logprobs": None,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "parallel_tool_calls": True,
+    "service_tier": "auto",
+    "store": False,
+    "stop": None,
+    "seed": None,
+    "user": None,
+    "metadata": None,
+    "audio": None,
+    "tools": None,
+    "tool_choice": None,
+    "response_format": None,
+    "stream_options": None,
+    "verbosity": "medium",
+    "prediction": None,
+    "modalities": None,
+    "web_search_options": None,
+}
+DEFAULTS_COMPLETION = {
+    "n": 1,
+    "best_of": 1,
+    "echo": False,
+    "logprobs": None,
+    "logit_bias": None,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "stop": None,
+    "seed": None,
+    "user": None,
+    "stream_options": None,
+}
 DEFAULTS_EMBEDDINGS = {"encoding_format": None, "dimensions": None, "user": None}
 HELLO = [{"role": "user", "content": "Say hello", "name": None}]
 
@@ -276,10 +331,15 @@ def test_every_kind_takes_explicit_defaults_and_answers_in_openai_shape(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
-@pytest.mark.parametrize(("path", "model", "suffix"), [
-    ("/v1/completions", "codestral", "\n    return a"), ("/v1/completions", "mistral-medium-3.5", None),
-    ("/v1/completions", "kimi-compatible", None), ("/v1/fim/completions", "codestral", "\n    return a"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "model", "suffix"),
+    [
+        ("/v1/completions", "codestral", "\n    return a"),
+        ("/v1/completions", "mistral-medium-3.5", None),
+        ("/v1/completions", "kimi-compatible", None),
+        ("/v1/fim/completions", "codestral", "\n    return a"),
+    ],
+)
 def test_completions_take_explicit_defaults(
     schema: Any, url: str, session: requests.Session, path: str, model: str, suffix: str | None, stream: bool
 ) -> None:
@@ -297,11 +357,16 @@ def test_embeddings_take_explicit_defaults(schema: Any, url: str, session: reque
     assert [item["index"] for item in data] == [0, 1] and all(isinstance(v, float) for v in data[0]["embedding"])
 
 
-@pytest.mark.parametrize(("model", "field", "value"), [
-    ("mistral-medium-3.5", "logit_bias", {"42": 5}), ("mistral-medium-3.5", "n", True),
-    ("kimi-k2.6", "logit_bias", {"42": 5}), ("mistral-medium-3.5", "verbosity", "high"),
-    ("mistral-medium-3.5", "not_an_openai_field", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "field", "value"),
+    [
+        ("mistral-medium-3.5", "logit_bias", {"42": 5}),
+        ("mistral-medium-3.5", "n", True),
+        ("kimi-k2.6", "logit_bias", {"42": 5}),
+        ("mistral-medium-3.5", "verbosity", "high"),
+        ("mistral-medium-3.5", "not_an_openai_field", None),
+    ],
+)
 def test_values_other_than_the_default_are_still_refused(
     url: str, session: requests.Session, model: str, field: str, value: Any
 ) -> None:
@@ -312,9 +377,14 @@ def test_values_other_than_the_default_are_still_refused(
 
 
 def test_405_lists_every_method_of_the_path(url: str, session: requests.Session) -> None:
-    for path, allowed in [("/v1/chat/completions", "POST"), ("/v1/models", "GET, HEAD"),
-                          ("/v1/models/kimi-k2.6", "GET, HEAD"), ("/admin/teams/web", "DELETE, GET, HEAD, PATCH"),
-                          ("/admin/keys", "GET, HEAD, POST"), ("/healthz", "GET, HEAD")]:  # fmt: skip
+    for path, allowed in [
+        ("/v1/chat/completions", "POST"),
+        ("/v1/models", "GET, HEAD"),
+        ("/v1/models/kimi-k2.6", "GET, HEAD"),
+        ("/admin/teams/web", "DELETE, GET, HEAD, PATCH"),
+        ("/admin/keys", "GET, HEAD, POST"),
+        ("/healthz", "GET, HEAD"),
+    ]:
         answer = session.put(url + path, json={})
         assert answer.status_code == 405, (path, answer.text)
         assert answer.headers.get("allow") == allowed, path

@@ -43,9 +43,15 @@ GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__range_s", "__
 # The alerts issue 5 asks for (budget 80% and 100%, error ratio, upstream 429s, p99 overhead, open circuit,
 # failing reloads) and the soft-limit notice.
 REQUIRED_ALERTS = {
-    "GatewayTeamBudgetHigh", "GatewayTeamBudgetExhausted", "GatewayHighErrorRatio", "GatewayUpstreamRateLimited",
-    "GatewayOverheadHigh", "GatewayCircuitOpen", "GatewayConfigReloadFailing", "GatewayBudgetSoftLimitCrossed",
-}  # fmt: skip
+    "GatewayTeamBudgetHigh",
+    "GatewayTeamBudgetExhausted",
+    "GatewayHighErrorRatio",
+    "GatewayUpstreamRateLimited",
+    "GatewayOverheadHigh",
+    "GatewayCircuitOpen",
+    "GatewayConfigReloadFailing",
+    "GatewayBudgetSoftLimitCrossed",
+}
 
 
 # ---------------------------------------------------------------------------------------------- promtool
@@ -63,7 +69,9 @@ def _runs(path: str | os.PathLike[str] | None) -> bool:
 @pytest.fixture(scope="module")
 def promtool() -> str:
     explicit = os.environ.get("PROMTOOL")
-    candidates = [explicit] if explicit else [str(ROOT / ".cache" / "tools" / "bin" / "promtool"), shutil.which("promtool")]
+    candidates = (
+        [explicit] if explicit else [str(ROOT / ".cache" / "tools" / "bin" / "promtool"), shutil.which("promtool")]
+    )
     for candidate in candidates:
         if _runs(candidate):
             return str(candidate)
@@ -104,7 +112,10 @@ def test_kubernetes_scrape_sends_the_metrics_token() -> None:
     """The Deployment sets GATEWAY_MASTER_KEY, so its /metrics needs credentials: the Kubernetes scrape config
     sends the metrics token from a mounted file, and the Deployment requires that token in its Secret."""
     job = _load_yaml(PROMETHEUS / "prometheus-kubernetes.yml")["scrape_configs"][0]
-    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/etc/prometheus/secrets/gateway-metrics-token"}
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/etc/prometheus/secrets/gateway-metrics-token",
+    }
     (container,) = _k8s()[("Deployment", "model-gateway")]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     assert "GATEWAY_MASTER_KEY" in env
@@ -143,8 +154,10 @@ def test_promtool_test_rules(promtool: str) -> None:
 def test_dashboard_expressions_parse(promtool: str, tmp_path: Path) -> None:
     """Every dashboard query is valid PromQL: written as recording rules (Grafana's variables replaced by values
     of the right kind) and checked with `promtool check rules`."""
-    rules = [{"record": f"dashboard:query_{i}", "expr": _grafana_to_promql(expr)}
-             for i, (_, expr) in enumerate(_dashboard_exprs())]  # fmt: skip
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": _grafana_to_promql(expr)}
+        for i, (_, expr) in enumerate(_dashboard_exprs())
+    ]
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sort_keys=False))
     result = _promtool(promtool, "check", "rules", str(path))
@@ -190,7 +203,7 @@ def test_prometheus_config_scrapes_the_gateway_and_loads_the_rules() -> None:
 
 def test_the_required_alerts_exist_with_severity_for_and_annotations() -> None:
     alerts = {rule["alert"]: rule for rule in _alerts()}
-    assert REQUIRED_ALERTS <= set(alerts), REQUIRED_ALERTS - set(alerts)
+    assert set(alerts) >= REQUIRED_ALERTS, REQUIRED_ALERTS - set(alerts)
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in SEVERITIES, name
         if rule["labels"]["severity"] != "info":
@@ -274,8 +287,13 @@ def _series_labels(series: str) -> set[str]:
 def _record_labels(name: str, records: dict[str, str]) -> set[str]:
     """The labels a recording rule keeps: its aggregation's `by` labels, else those of the series it reads."""
     expr = _strip_strings(records[name])
-    kept = {label.strip() for m in _GROUPING.finditer(expr) if m.group(1) == "by"
-            for label in m.group(2).split(",") if label.strip()}  # fmt: skip
+    kept = {
+        label.strip()
+        for m in _GROUPING.finditer(expr)
+        if m.group(1) == "by"
+        for label in m.group(2).split(",")
+        if label.strip()
+    }
     return kept or _labels_in(expr, records)
 
 
@@ -318,13 +336,13 @@ def _check_expr(where: str, expr: str, records: dict[str, str]) -> list[str]:
     for m in _GROUPING.finditer(expr):
         keyword, labels = m.group(1), {label.strip() for label in m.group(2).split(",") if label.strip()}
         if keyword in ("by", "without"):
-            after = expr[m.end():].lstrip()
+            after = expr[m.end() :].lstrip()
             if after.startswith("("):
-                start = m.end() + expr[m.end():].index("(")
-                scope = expr[start: _closing(expr, start) + 1]
+                start = m.end() + expr[m.end() :].index("(")
+                scope = expr[start : _closing(expr, start) + 1]
             else:  # sum(...) by (labels)
                 close = expr[: m.start()].rstrip()
-                scope = expr[_opening(expr, len(close) - 1): len(close)]
+                scope = expr[_opening(expr, len(close) - 1) : len(close)]
         else:
             scope = expr
         known = _labels_in(scope, records) | TARGET_LABELS | {BUCKET_LABEL}
@@ -334,7 +352,7 @@ def _check_expr(where: str, expr: str, records: dict[str, str]) -> list[str]:
     # rate()/increase() only over counters and histogram series.
     for m in _RATE.finditer(expr):
         start = m.end() - 1
-        argument = expr[start: _closing(expr, start) + 1]
+        argument = expr[start : _closing(expr, start) + 1]
         for series in _METRIC.findall(argument):
             family = BY_NAME[_family(series)]
             if family.kind == "gauge":
@@ -345,7 +363,7 @@ def _check_expr(where: str, expr: str, records: dict[str, str]) -> list[str]:
     # histogram_quantile() over buckets, aggregated by le.
     for m in _QUANTILE.finditer(expr):
         start = m.end() - 1
-        argument = expr[start: _closing(expr, start) + 1]
+        argument = expr[start : _closing(expr, start) + 1]
         series = _METRIC.findall(argument)
         if not series or not all(s.endswith("_bucket") for s in series):
             problems.append(f"{where}: histogram_quantile() over {series}, not _bucket series")
@@ -382,14 +400,20 @@ def test_the_checker_catches_mistakes() -> None:
     assert _check_expr("t", "sum by (kind) (rate(gateway_requests_total[5m]))", records)
     assert _check_expr("t", "sum(rate(gateway_requests_total[5m])) by (kind)", records)
     assert _check_expr("t", "rate(gateway_budget_spent_usd[5m])", records)
-    assert _check_expr("t", "histogram_quantile(0.9, sum by (stream) (rate(gateway_overhead_seconds_bucket[5m])))", records)
+    assert _check_expr(
+        "t", "histogram_quantile(0.9, sum by (stream) (rate(gateway_overhead_seconds_bucket[5m])))", records
+    )
     assert _check_expr("t", "gateway:y:ratio > 1", records)
     assert _check_expr("t", "gateway:x:ratio > 1 unless on (model) gateway_budget_limit_usd", records)
     assert not _check_expr("t", "gateway:x:ratio > 1 unless on (team) gateway_budget_limit_usd", records)
     assert not _check_expr(
-        "t", 'histogram_quantile(0.9, sum by (stream, le, job) (rate(gateway_overhead_seconds_bucket{stream="true"}[5m])))',
-        records)  # fmt: skip
-    assert not _check_expr("t", 'sum(rate(gateway_route_decisions_total{reason="fallback:upstream-503"}[5m])) by (model)', records)
+        "t",
+        'histogram_quantile(0.9, sum by (stream, le, job) (rate(gateway_overhead_seconds_bucket{stream="true"}[5m])))',
+        records,
+    )
+    assert not _check_expr(
+        "t", 'sum(rate(gateway_route_decisions_total{reason="fallback:upstream-503"}[5m])) by (model)', records
+    )
 
 
 # ---------------------------------------------------------------------------------------------- dashboard
@@ -448,7 +472,7 @@ def test_every_panel_has_a_query_on_the_datasource_and_a_place() -> None:
     cells: dict[tuple[int, int], str] = {}
     for panel in panels:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24 and grid["h"] > 0, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24 and grid["h"] > 0, panel["title"]
         for dx in range(grid["w"]):  # no two panels overlap
             for dy in range(grid["h"]):
                 cell = (grid["x"] + dx, grid["y"] + dy)
@@ -480,7 +504,9 @@ def test_dashboard_uses_only_exported_metrics_and_labels() -> None:
             available = _labels_in(_strip_strings(target["expr"]), records)
             for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
                 if label not in available:
-                    problems.append(f"dashboard.json panel {panel['title']!r}: legend {{{{{label}}}}} is not a label there")
+                    problems.append(
+                        f"dashboard.json panel {panel['title']!r}: legend {{{{{label}}}}} is not a label there"
+                    )
     assert not problems, "\n".join(problems)
 
 
@@ -493,10 +519,25 @@ def test_dashboard_shows_every_metric_family() -> None:
 
 def test_dashboard_has_the_panels_issue_5_asks_for() -> None:
     titles = " | ".join(p["title"].lower() for p in _panels(_dashboard()))
-    for words in ("spend by team", "spend by model", "budget used", "budget remaining", "budget burn",
-                  "route decisions by reason", "request latency p50 / p95 / p99", "time to first token",
-                  "gateway overhead p50 / p99", "tokens by type", "requests by status", "upstream errors",
-                  "fallbacks", "circuit state", "in-flight", "estimate error", "configuration reloads"):
+    for words in (
+        "spend by team",
+        "spend by model",
+        "budget used",
+        "budget remaining",
+        "budget burn",
+        "route decisions by reason",
+        "request latency p50 / p95 / p99",
+        "time to first token",
+        "gateway overhead p50 / p99",
+        "tokens by type",
+        "requests by status",
+        "upstream errors",
+        "fallbacks",
+        "circuit state",
+        "in-flight",
+        "estimate error",
+        "configuration reloads",
+    ):
         assert words in titles, words
 
 
@@ -617,7 +658,9 @@ def test_k8s_manifests_fit_together() -> None:
 
     # Secrets: the master key is required, provider keys optional; every key is in the example Secret.
     secret = objects[("Secret", "model-gateway-secrets")]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})
+    }
     assert {"GATEWAY_MASTER_KEY", "MISTRAL_API_KEY", "MOONSHOT_API_KEY", "GATEWAY_METRICS_TOKEN"} <= set(refs)
     assert not refs["GATEWAY_MASTER_KEY"].get("optional", False)
     assert refs["MISTRAL_API_KEY"]["optional"] and refs["MOONSHOT_API_KEY"]["optional"]

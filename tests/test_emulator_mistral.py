@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from tests.emulator_fixtures import RULE_PER_IMAGE, RULE_PER_MESSAGE, EmulatorClient, rule_count, running
 from gateway.emulators import EmulatorOptions, start_emulator
+from tests.emulator_fixtures import RULE_PER_IMAGE, RULE_PER_MESSAGE, EmulatorClient, rule_count, running
 
 MODEL = "mistral-medium-3.5"
 
@@ -29,6 +29,8 @@ def tekken_count():
     data = Path(mistral_common.__file__).parent / "data"
     tokenizer = MistralTokenizer.from_file(str(max(data.glob("tekken_*.json")))).instruct_tokenizer.tokenizer
     return lambda text: len(tokenizer.encode(text, bos=False, eos=False))
+
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -41,8 +43,10 @@ WEATHER_TOOL = {
         },
     },
 }
-OTHER_TOOL = {"type": "function",
-              "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+OTHER_TOOL = {
+    "type": "function",
+    "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +68,21 @@ def ask(text: str, **extra) -> dict:
 
 
 def extra_forbidden(*items: tuple) -> dict:
-    detail = [{"type": "extra_forbidden", "loc": ["body", *loc], "msg": "Extra inputs are not permitted",
-               "input": value} for loc, value in items]
-    return {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error", "param": None,
-            "code": None}
+    detail = [
+        {"type": "extra_forbidden", "loc": ["body", *loc], "msg": "Extra inputs are not permitted", "input": value}
+        for loc, value in items
+    ]
+    return {
+        "object": "error",
+        "message": {"detail": detail},
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
 
 
 # --- authentication -----------------------------------------------------------------------
+
 
 def test_default_key_is_per_kind(server):
     assert server.api_key == "demo-key-mistral"
@@ -91,6 +103,7 @@ def test_custom_key_is_enforced():
 
 # --- chat completions ------------------------------------------------------------------------
 
+
 def test_non_streaming_shape_and_headers(client):
     reply = client.chat(ask("Tell me something."))
     assert reply.status == 200
@@ -105,8 +118,13 @@ def test_non_streaming_shape_and_headers(client):
     assert usage["completion_tokens"] == rule_count(choice["message"]["content"])
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["prompt_tokens_details"] == {"cached_tokens": 0} and usage["num_cached_tokens"] == 0
-    for header in ("x-ratelimit-limit-req-minute", "x-ratelimit-remaining-req-minute",
-                   "x-ratelimit-limit-tokens-minute", "x-ratelimit-remaining-tokens-minute", "mistral-correlation-id"):
+    for header in (
+        "x-ratelimit-limit-req-minute",
+        "x-ratelimit-remaining-req-minute",
+        "x-ratelimit-limit-tokens-minute",
+        "x-ratelimit-remaining-tokens-minute",
+        "mistral-correlation-id",
+    ):
         assert header in reply.headers
     assert int(reply.headers["x-ratelimit-remaining-req-minute"]) < int(reply.headers["x-ratelimit-limit-req-minute"])
 
@@ -114,8 +132,13 @@ def test_non_streaming_shape_and_headers(client):
 def test_prompt_tokens_follow_the_documented_rule(client, tekken_count):
     messages = [
         {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": [{"type": "text", "text": "Hello, world!"},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Hello, world!"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            ],
+        },
     ]
     reply = client.chat({"model": MODEL, "messages": messages})
     expected = 2 * RULE_PER_MESSAGE + tekken_count("You are terse.") + tekken_count("Hello, world!") + RULE_PER_IMAGE
@@ -163,12 +186,20 @@ def test_stop_sequence_truncates(client):
 
 # --- strict validation -----------------------------------------------------------------------
 
+
 # providers.md also lists `logprobs` and `service_tier` as seen refused; the newer SDK (mistralai 3.7.0
 # ChatCompletionRequest) has both, so they are accepted (gateway/emulators/README.md).
-@pytest.mark.parametrize("field, value", [
-    ("stream_options", {"include_usage": True}), ("max_completion_tokens", 10), ("seed", 1),
-    ("user", "u-1"), ("store", False), ("verbosity", "low"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("stream_options", {"include_usage": True}),
+        ("max_completion_tokens", 10),
+        ("seed", 1),
+        ("user", "u-1"),
+        ("store", False),
+        ("verbosity", "low"),
+    ],
+)
 def test_openai_only_fields_are_extra_forbidden(client, field, value):
     reply = client.chat(ask("hi", **{field: value}))
     assert reply.status == 422
@@ -182,8 +213,11 @@ def test_every_extra_field_is_listed(client):
 
 
 def test_replayed_reasoning_content_is_refused(client):
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "reasoning_content": "hmm"},
-                {"role": "user", "content": "c"}]
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b", "reasoning_content": "hmm"},
+        {"role": "user", "content": "c"},
+    ]
     reply = client.chat({"model": MODEL, "messages": messages})
     assert reply.status == 422
     assert reply.json == extra_forbidden((["messages", 1, "assistant", "reasoning_content"], "hmm"))
@@ -197,9 +231,14 @@ def test_unknown_role_is_refused(client):
     assert detail[0]["type"] == "union_tag_invalid" and detail[0]["loc"] == ["body", "messages", 0]
 
 
-@pytest.mark.parametrize("field, value, kind", [
-    ("max_tokens", "5", "int_type"), ("max_tokens", -1, "greater_than_equal"), ("n", 0, "greater_than_equal"),
-])
+@pytest.mark.parametrize(
+    "field, value, kind",
+    [
+        ("max_tokens", "5", "int_type"),
+        ("max_tokens", -1, "greater_than_equal"),
+        ("n", 0, "greater_than_equal"),
+    ],
+)
 def test_integer_fields(client, field, value, kind):
     reply = client.chat(ask("hi", **{field: value}))
     assert reply.status == 422
@@ -210,8 +249,10 @@ def test_missing_model_and_messages(client):
     reply = client.chat({"temperature": 0.2})
     assert reply.status == 422
     detail = reply.json["message"]["detail"]
-    assert [(d["type"], d["loc"]) for d in detail] == [("missing", ["body", "model"]),
-                                                       ("missing", ["body", "messages"])]
+    assert [(d["type"], d["loc"]) for d in detail] == [
+        ("missing", ["body", "model"]),
+        ("missing", ["body", "messages"]),
+    ]
     assert all(d["msg"] == "Field required" for d in detail)
 
 
@@ -228,24 +269,47 @@ def test_tool_call_ids_must_be_nine_alphanumerics(client, where):
     tool_id = "turn1_0"
     messages = [
         {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": tool_id if where == "assistant" else "abcDEF123",
-                                                              "type": "function",
-                                                              "function": {"name": "get_weather", "arguments": "{}"}}]},
-        {"role": "tool", "content": "sunny", "tool_call_id": tool_id if where == "tool" else "abcDEF123",
-         "name": "get_weather"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": tool_id if where == "assistant" else "abcDEF123",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{}"},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "content": "sunny",
+            "tool_call_id": tool_id if where == "tool" else "abcDEF123",
+            "name": "get_weather",
+        },
     ]
     reply = client.chat({"model": MODEL, "messages": messages})
     assert reply.status == 400
     message = "Tool call id was turn1_0 but must be a-z, A-Z, 0-9, with a length of 9."
-    assert reply.json == {"object": "error", "message": message, "type": "invalid_function_call", "param": None,
-                          "code": "3280", "raw_status_code": 400}
+    assert reply.json == {
+        "object": "error",
+        "message": message,
+        "type": "invalid_function_call",
+        "param": None,
+        "code": "3280",
+        "raw_status_code": 400,
+    }
 
 
 def test_valid_tool_round_trip_is_answered_in_text(client):
     messages = [
         {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "abcDEF123", "type": "function",
-                                                              "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "abcDEF123", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "content": "sunny", "tool_call_id": "abcDEF123", "name": "get_weather"},
     ]
     body = client.chat({"model": MODEL, "messages": messages, "tools": [WEATHER_TOOL]}).json
@@ -265,8 +329,11 @@ def _details(reply) -> list[tuple[str, list]]:
 
 def test_tool_message_needs_content(client):
     """mistral-common ToolMessage.content is `str | list[ContentChunk]`: a null content is refused."""
-    messages = [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
-                {"role": "tool", "content": None, "tool_call_id": "abcDEF123"}]
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "content": None, "tool_call_id": "abcDEF123"},
+    ]
     details = _details(client.chat({"model": MODEL, "messages": messages}))
     assert ("string_type", ["body", "messages", 2, "tool", "content", "str"]) in details
     ok = [*messages[:2], {**messages[2], "content": ""}]
@@ -279,10 +346,13 @@ def test_function_tool_needs_parameters(client):
     assert details == [("missing", ["body", "tools", 0, "function", "parameters"])]
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/chat/completions", ask("hi", random_seed=-1)),
-    ("/v1/fim/completions", {"model": "codestral-latest", "prompt": "x", "random_seed": -1}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/chat/completions", ask("hi", random_seed=-1)),
+        ("/v1/fim/completions", {"model": "codestral-latest", "prompt": "x", "random_seed": -1}),
+    ],
+)
 def test_random_seed_must_not_be_negative(client, path, body):
     assert _details(client.post(path, body)) == [("greater_than_equal", ["body", "random_seed"])]
 
@@ -295,27 +365,56 @@ def test_text_part_keys_are_strict(client):
 
 
 def test_replayed_tool_call_index_is_refused(client):
-    messages = [{"role": "user", "content": "weather?"},
-                {"role": "assistant", "content": "", "tool_calls": [{**CALL, "index": 0}]},
-                {"role": "tool", "content": "sunny", "tool_call_id": "abcDEF123"}]
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [{**CALL, "index": 0}]},
+        {"role": "tool", "content": "sunny", "tool_call_id": "abcDEF123"},
+    ]
     details = _details(client.chat({"model": MODEL, "messages": messages}))
     assert details == [("extra_forbidden", ["body", "messages", 1, "assistant", "tool_calls", 0, "index"])]
 
 
-@pytest.mark.parametrize("messages, text", [
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "system", "content": "c"},
-      {"role": "user", "content": "d"}], "Unexpected role 'system' after role 'assistant'"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
-      {"role": "user", "content": "d"}], "Not the same number of function calls and responses"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
-      {"role": "tool", "content": "r", "tool_call_id": "abcDEF123"},
-      {"role": "tool", "content": "r", "tool_call_id": "abcDEF123"}], "Duplicate tool call id abcDEF123 in tool results"),
-])
+@pytest.mark.parametrize(
+    "messages, text",
+    [
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "system", "content": "c"},
+                {"role": "user", "content": "d"},
+            ],
+            "Unexpected role 'system' after role 'assistant'",
+        ),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                {"role": "user", "content": "d"},
+            ],
+            "Not the same number of function calls and responses",
+        ),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                {"role": "tool", "content": "r", "tool_call_id": "abcDEF123"},
+                {"role": "tool", "content": "r", "tool_call_id": "abcDEF123"},
+            ],
+            "Duplicate tool call id abcDEF123 in tool results",
+        ),
+    ],
+)
 def test_conversation_structure_is_checked_by_the_serving_validator(client, messages, text):
     reply = client.chat({"model": MODEL, "messages": messages})
     assert reply.status == 400
-    assert reply.json == {"object": "error", "message": text, "type": "invalid_request_message_order",
-                          "param": None, "code": "3230"}
+    assert reply.json == {
+        "object": "error",
+        "message": text,
+        "type": "invalid_request_message_order",
+        "param": None,
+        "code": "3230",
+    }
 
 
 def test_bad_function_name_and_schema_are_refused(client):
@@ -331,15 +430,27 @@ def test_thinking_chunks_on_assistant_turns_are_accepted(client):
     """SDK 3.7.0 ThinkChunk (thinking as text chunks, as the API sends it) and mistral-common's (one string)."""
     for thinking in ([{"type": "text", "text": "hmm"}], "hmm"):
         content = [{"type": "thinking", "thinking": thinking, "closed": True}, {"type": "text", "text": "b"}]
-        messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": content},
-                    {"role": "user", "content": "c"}]
+        messages = [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": content},
+            {"role": "user", "content": "c"},
+        ]
         assert client.chat({"model": MODEL, "messages": messages}).status == 200
 
 
 def test_sdk_fields_are_accepted(client):
     """Fields of mistralai 3.7.0's request models that OpenAI clients do not send, and `metadata`."""
-    body = ask("hi", top_k=5, min_tokens=30, repetition_penalty=1.1, metadata={"k": "v"}, prompt_cache_key="c",
-               reasoning_effort="max", service_tier="standard_only", logprobs=False)
+    body = ask(
+        "hi",
+        top_k=5,
+        min_tokens=30,
+        repetition_penalty=1.1,
+        metadata={"k": "v"},
+        prompt_cache_key="c",
+        reasoning_effort="max",
+        service_tier="standard_only",
+        logprobs=False,
+    )
     reply = client.chat(body)
     assert reply.status == 200 and reply.json["usage"]["completion_tokens"] >= 30
     fim = {"model": "codestral-latest", "prompt": "def f(", "prompt_cache_key": "k", "metadata": {"k": "v"}}
@@ -367,8 +478,11 @@ def test_last_message_must_be_user_tool_or_prefix(client):
 def test_context_window(client):
     reply = client.chat({**ask("hi", max_tokens=131072), "model": "mistral-small-latest"})
     assert reply.status == 400
-    assert re.fullmatch(r"Prompt contains \d+ tokens and 0 draft tokens, "
-                        r"too large for model with 131072 maximum context length", reply.json["message"])
+    assert re.fullmatch(
+        r"Prompt contains \d+ tokens and 0 draft tokens, "
+        r"too large for model with 131072 maximum context length",
+        reply.json["message"],
+    )
     assert reply.json["type"] == "invalid_request_error"
     assert client.chat({**ask("hi", max_tokens=131072), "model": "mistral-medium-latest"}).status == 200
 
@@ -380,6 +494,7 @@ def test_malformed_json(client):
 
 
 # --- streaming -----------------------------------------------------------------------------
+
 
 def test_stream_usage_on_last_content_chunk(client):
     request = ask("stream me", max_tokens=6)
@@ -428,8 +543,13 @@ def test_tool_choice(client):
     assert forced["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert forced["choices"][0]["message"]["content"] == ""
     assert forced["choices"][0]["finish_reason"] == "tool_calls"
-    named = client.chat({**ask("x"), "tools": [WEATHER_TOOL, OTHER_TOOL],
-                         "tool_choice": {"type": "function", "function": {"name": "lookup"}}}).json
+    named = client.chat(
+        {
+            **ask("x"),
+            "tools": [WEATHER_TOOL, OTHER_TOOL],
+            "tool_choice": {"type": "function", "function": {"name": "lookup"}},
+        }
+    ).json
     assert named["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup"
     none = client.chat({**ask("weather?"), "tools": [WEATHER_TOOL], "tool_choice": "none"}).json
     assert none["choices"][0]["message"]["tool_calls"] is None
@@ -452,8 +572,10 @@ def test_reasoning_effort_thinking_chunks(client):
 
 
 def test_cached_tokens_on_repeated_prefix(client):
-    first_messages = [{"role": "system", "content": "Cache me: a long and stable system prompt."},
-                      {"role": "user", "content": "first question for caching"}]
+    first_messages = [
+        {"role": "system", "content": "Cache me: a long and stable system prompt."},
+        {"role": "user", "content": "first question for caching"},
+    ]
     first = client.chat({"model": MODEL, "messages": first_messages}).json
     assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     follow_up = first_messages + [first["choices"][0]["message"], {"role": "user", "content": "and then?"}]
@@ -478,17 +600,33 @@ def test_openai_sdk_against_emulator(server):
 
 # --- other endpoints -------------------------------------------------------------------------
 
+
 def test_models_list(client):
     reply = client.call("GET", "/v1/models")
     body = reply.json
     assert body["object"] == "list"
     cards = {card["id"]: card for card in body["data"]}
-    assert set(cards) == {"mistral-medium-3.5", "mistral-medium-latest", "mistral-small-latest", "codestral-latest",
-                          "mistral-embed"}
+    assert set(cards) == {
+        "mistral-medium-3.5",
+        "mistral-medium-latest",
+        "mistral-small-latest",
+        "codestral-latest",
+        "mistral-embed",
+    }
     for card in cards.values():
         assert card["object"] == "model" and card["owned_by"] == "mistralai"
-        assert {"id", "created", "name", "description", "capabilities", "max_context_length", "aliases", "deprecation",
-                "default_model_temperature", "type"} <= set(card)
+        assert {
+            "id",
+            "created",
+            "name",
+            "description",
+            "capabilities",
+            "max_context_length",
+            "aliases",
+            "deprecation",
+            "default_model_temperature",
+            "type",
+        } <= set(card)
         assert {"completion_chat", "completion_fim", "function_calling", "vision"} <= set(card["capabilities"])
     assert cards["mistral-medium-3.5"]["max_context_length"] == 262144
     assert cards["mistral-small-latest"]["max_context_length"] == 131072
@@ -506,8 +644,11 @@ def test_embeddings(client, tekken_count):
     assert math.isclose(math.sqrt(sum(v * v for v in first["embedding"])), 1.0, rel_tol=1e-6)
     assert first["embedding"] != second["embedding"]
     usage = body["usage"]
-    assert usage == {"prompt_tokens": tekken_count("hello world") + tekken_count("other text"),
-                     "total_tokens": usage["prompt_tokens"], "completion_tokens": 0}
+    assert usage == {
+        "prompt_tokens": tekken_count("hello world") + tekken_count("other text"),
+        "total_tokens": usage["prompt_tokens"],
+        "completion_tokens": 0,
+    }
     single = client.post("/v1/embeddings", {"model": "mistral-embed", "input": "hello world"}).json
     assert single["data"][0]["embedding"] == first["embedding"]
     hello = {"model": "mistral-embed", "input": "hello world"}
@@ -522,11 +663,13 @@ def test_embeddings(client, tekken_count):
 
 
 def test_embeddings_validation(client):
-    assert client.post("/v1/embeddings", {"model": "mistral-embed", "input": "x", "dimensions": 3}).json == \
-        extra_forbidden((["dimensions"], 3))
+    assert client.post(
+        "/v1/embeddings", {"model": "mistral-embed", "input": "x", "dimensions": 3}
+    ).json == extra_forbidden((["dimensions"], 3))
     assert client.post("/v1/embeddings", {"model": MODEL, "input": "x"}).json["code"] == "1500"
-    assert client.post("/v1/embeddings", {"model": "mistral-embed", "input": "x", "encoding_format": "hex"}).status \
-        == 422
+    assert (
+        client.post("/v1/embeddings", {"model": "mistral-embed", "input": "x", "encoding_format": "hex"}).status == 422
+    )
 
 
 def test_fim(client, tekken_count):
@@ -545,8 +688,9 @@ def test_fim(client, tekken_count):
 
 def test_fim_validation(client):
     request = {"model": "codestral-latest", "prompt": "x"}
-    assert client.post("/v1/fim/completions", {**request, "presence_penalty": 0.1}).json == \
-        extra_forbidden((["presence_penalty"], 0.1))
+    assert client.post("/v1/fim/completions", {**request, "presence_penalty": 0.1}).json == extra_forbidden(
+        (["presence_penalty"], 0.1)
+    )
     assert client.post("/v1/fim/completions", {**request, "model": MODEL}).json["message"] == f"Invalid model: {MODEL}"
 
 
@@ -557,11 +701,17 @@ def test_unknown_path_is_fastapi_404(client):
 
 # --- faults ----------------------------------------------------------------------------------
 
+
 def test_fault_status_429(client):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": "status=429,retry_after=7"})
     assert reply.status == 429
-    assert reply.json == {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited", "param": None,
-                          "code": "1300"}
+    assert reply.json == {
+        "object": "error",
+        "message": "Rate limit exceeded",
+        "type": "rate_limited",
+        "param": None,
+        "code": "1300",
+    }
     assert reply.headers["retry-after"] == "7"
 
 
@@ -631,8 +781,10 @@ def test_fault_big_event_and_pad(client):
 
 
 def test_fault_html_200(client):
-    for reply in (client.chat(ask("hi"), headers={"x-emulator-fault": "html"}),
-                  client.chat(ask("hi", stream=True), headers={"x-emulator-fault": "html"})):
+    for reply in (
+        client.chat(ask("hi"), headers={"x-emulator-fault": "html"}),
+        client.chat(ask("hi", stream=True), headers={"x-emulator-fault": "html"}),
+    ):
         assert reply.status == 200 and reply.headers["content-type"].startswith("text/html")
         assert reply.text.startswith("<!DOCTYPE html>")
 
@@ -693,6 +845,7 @@ def test_server_wide_fault_and_precedence():
 
 
 # --- control endpoints -----------------------------------------------------------------------
+
 
 def test_fault_queue(client):
     queued = client.control("POST", "faults", {"fault": "status=429", "count": 2})

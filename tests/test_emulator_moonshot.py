@@ -15,8 +15,17 @@ from tests.emulator_fixtures import RULE_PER_IMAGE, RULE_PER_MESSAGE, EmulatorCl
 K26, K25, K2, THINKING = "kimi-k2.6", "kimi-k2.5", "kimi-k2-0905-preview", "kimi-k2-thinking"
 WEATHER_TOOL = {
     "type": "function",
-    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
-        "city": {"type": "string"}, "days": {"type": "integer"}, "unit": {"type": "string", "enum": ["c", "f"]}}}},
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer"},
+                "unit": {"type": "string", "enum": ["c", "f"]},
+            },
+        },
+    },
 }
 THINK = {"thinking": {"type": "enabled"}}
 NO_THINK = {"thinking": {"type": "disabled"}}
@@ -47,6 +56,7 @@ def error(message: str, type_: str = "invalid_request_error") -> dict:
 
 # --- public API ----------------------------------------------------------------------------
 
+
 def test_public_api():
     assert KINDS == ("mistral", "moonshot")
     with pytest.raises(ValueError):
@@ -63,6 +73,7 @@ def test_start_emulator_is_a_started_context_manager():
 
 # --- authentication -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("key", [None, "demo-key-mistral"])
 def test_401(client, key):
     reply = client.chat(ask("hi"), key=key)
@@ -72,6 +83,7 @@ def test_401(client, key):
 
 
 # --- chat completions ------------------------------------------------------------------------
+
 
 def test_non_streaming_shape(client):
     body = client.chat(ask("hello kimi", **NO_THINK)).json
@@ -97,18 +109,28 @@ def test_determinism(client):
     assert client.chat(ask("same again", seed=42)).json["choices"][0]["message"]["content"] != first
 
 
-@pytest.mark.parametrize("model, body", [
-    (K26, {"temperature": 0, **NO_THINK}), (K25, {"temperature": 1.0}),
-])
+@pytest.mark.parametrize(
+    "model, body",
+    [
+        (K26, {"temperature": 0, **NO_THINK}),
+        (K25, {"temperature": 1.0}),
+    ],
+)
 def test_fixed_temperature(client, model, body):
     reply = client.chat(ask("hi", model, **body))
     assert reply.status == 400
     assert reply.json == error("invalid temperature: only 0.6 is allowed for this model")
 
 
-@pytest.mark.parametrize("field, value, allowed", [
-    ("top_p", 1.0, "0.95"), ("n", 2, "1"), ("presence_penalty", 0.5, "0"), ("frequency_penalty", 0.1, "0"),
-])
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("top_p", 1.0, "0.95"),
+        ("n", 2, "1"),
+        ("presence_penalty", 0.5, "0"),
+        ("frequency_penalty", 0.1, "0"),
+    ],
+)
 def test_other_fixed_sampling_values(client, field, value, allowed):
     reply = client.chat(ask("hi", **{field: value}))
     assert reply.status == 400
@@ -116,7 +138,9 @@ def test_other_fixed_sampling_values(client, field, value, allowed):
 
 
 def test_fixed_values_themselves_are_accepted(client):
-    reply = client.chat(ask("hi", temperature=0.6, top_p=0.95, n=1, presence_penalty=0, frequency_penalty=0, **NO_THINK))
+    reply = client.chat(
+        ask("hi", temperature=0.6, top_p=0.95, n=1, presence_penalty=0, frequency_penalty=0, **NO_THINK)
+    )
     assert reply.status == 200
     assert client.chat(ask("hi", temperature=1.0, top_p=0.95)).status == 200  # thinking (the default): 1.0
 
@@ -138,11 +162,16 @@ def test_k26_thinks_by_default(client):
 
 @pytest.mark.parametrize("role", ["developer", "critic"])
 def test_roles_other_than_moonshots_are_refused(client, role):
-    reply = client.chat({"model": K26, "messages": [{"role": role, "content": "Be brief."},
-                                                   {"role": "user", "content": "hi"}]})
+    reply = client.chat(
+        {"model": K26, "messages": [{"role": role, "content": "Be brief."}, {"role": "user", "content": "hi"}]}
+    )
     assert reply.status == 400 and reply.json == error("unsupported role ROLE_UNSPECIFIED")
-    assert client.chat({"model": K26, "messages": [{"role": "system", "content": "Be brief."},
-                                                  {"role": "user", "content": "hi"}]}).status == 200
+    assert (
+        client.chat(
+            {"model": K26, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}
+        ).status
+        == 200
+    )
 
 
 def test_max_completion_tokens_and_deprecated_max_tokens(client):
@@ -176,9 +205,13 @@ def test_older_models_sampling_ranges(client):
     assert client.chat(ask("hi", K2, temperature=0, n=2)).status == 400
 
 
-@pytest.mark.parametrize("tool_choice, name", [
-    ("required", "required"), ({"type": "function", "function": {"name": "get_weather"}}, "specified"),
-])
+@pytest.mark.parametrize(
+    "tool_choice, name",
+    [
+        ("required", "required"),
+        ({"type": "function", "function": {"name": "get_weather"}}, "specified"),
+    ],
+)
 def test_thinking_refuses_forced_tool_choice(client, tool_choice, name):
     reply = client.chat(ask("hi", **THINK, tools=[WEATHER_TOOL], tool_choice=tool_choice))
     assert reply.status == 400
@@ -192,12 +225,16 @@ def test_thinking_refuses_forced_tool_choice(client, tool_choice, name):
 
 def test_thinking_requires_replayed_reasoning_content(client):
     call = {"id": "functions.get_weather:0", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
-    messages = [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": "", "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+    ]
     reply = client.chat({"model": THINKING, "messages": messages, "tools": [WEATHER_TOOL]})
     assert reply.status == 400
     assert reply.json == error(
-        "thinking is enabled but reasoning_content is missing in assistant tool call message at index 1")
+        "thinking is enabled but reasoning_content is missing in assistant tool call message at index 1"
+    )
     messages[1]["reasoning_content"] = "I should call the tool."
     answered = client.chat({"model": THINKING, "messages": messages, "tools": [WEATHER_TOOL]})
     assert answered.status == 200 and answered.json["choices"][0]["finish_reason"] == "stop"
@@ -248,16 +285,23 @@ def test_tool_call_non_streaming(client):
 
 
 def test_tool_call_ids_count_the_conversation(client):
-    earlier = {"id": "functions.get_weather:0", "type": "function",
-               "function": {"name": "get_weather", "arguments": "{}"}}
-    messages = [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": "", "tool_calls": [earlier]},
-                {"role": "tool", "tool_call_id": earlier["id"], "content": "sunny"},
-                {"role": "user", "content": "and the weather tomorrow?"}]
+    earlier = {
+        "id": "functions.get_weather:0",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"},
+    }
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [earlier]},
+        {"role": "tool", "tool_call_id": earlier["id"], "content": "sunny"},
+        {"role": "user", "content": "and the weather tomorrow?"},
+    ]
     body = client.chat({"model": K26, "messages": messages, "tools": [WEATHER_TOOL], **NO_THINK}).json
     assert body["choices"][0]["message"]["tool_calls"][0]["id"] == "functions.get_weather:1"
 
 
 # --- streaming ---------------------------------------------------------------------------------
+
 
 def test_stream_usage_inside_final_choice_only(client):
     request = ask("stream please", max_tokens=5, **NO_THINK)
@@ -302,12 +346,16 @@ def test_stream_tool_call(client):
 
 def test_cached_tokens_both_shapes(client):
     for model, both in ((K26, True), (K2, False)):
-        history = [{"role": "system", "content": f"Stable system prompt for {model} caching."},
-                   {"role": "user", "content": "first turn"}]
+        history = [
+            {"role": "system", "content": f"Stable system prompt for {model} caching."},
+            {"role": "user", "content": "first turn"},
+        ]
         first = client.chat({"model": model, "messages": history}).json
         assert first["usage"]["cached_tokens"] == 0
-        history += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
-                    {"role": "user", "content": "second turn"}]
+        history += [
+            {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+            {"role": "user", "content": "second turn"},
+        ]
         usage = client.chat({"model": model, "messages": history}).json["usage"]
         assert usage["cached_tokens"] == first["usage"]["prompt_tokens"]
         if both:
@@ -322,11 +370,13 @@ def test_cached_tokens_both_shapes(client):
 
 def test_openai_sdk_against_emulator(server):
     sdk = openai.OpenAI(base_url=server.url + "/v1", api_key=server.api_key, max_retries=0)
-    completion = sdk.chat.completions.create(model=K26, messages=[{"role": "user", "content": "sdk"}],
-                                             extra_body={"thinking": {"type": "enabled"}})
+    completion = sdk.chat.completions.create(
+        model=K26, messages=[{"role": "user", "content": "sdk"}], extra_body={"thinking": {"type": "enabled"}}
+    )
     assert completion.choices[0].message.content and completion.choices[0].message.model_extra["reasoning_content"]
-    stream = sdk.chat.completions.create(model=K2, messages=[{"role": "user", "content": "sdk"}], stream=True,
-                                         stream_options={"include_usage": True})
+    stream = sdk.chat.completions.create(
+        model=K2, messages=[{"role": "user", "content": "sdk"}], stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
     with pytest.raises(openai.BadRequestError):
@@ -337,11 +387,22 @@ def test_openai_sdk_against_emulator(server):
 
 # --- other endpoints -----------------------------------------------------------------------------
 
+
 def test_estimate_token_count_equals_chat_prompt_tokens(client):
-    request = {"model": K26, "tools": [WEATHER_TOOL], "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "What is in this picture?"},
-                                     {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}
+    request = {
+        "model": K26,
+        "tools": [WEATHER_TOOL],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                ],
+            },
+        ],
+    }
     estimate = client.post("/v1/tokenizers/estimate-token-count", request)
     assert estimate.status == 200 and set(estimate.json) == {"data"}
     total = estimate.json["data"]["total_tokens"]
@@ -374,18 +435,22 @@ def test_unknown_path(client):
 
 # --- faults ----------------------------------------------------------------------------------------
 
+
 def test_fault_429(client):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": "status=429"})
     assert reply.status == 429 and reply.headers["retry-after"] == "1"
     assert reply.json == error("The engine is currently overloaded, please try again later", "engine_overloaded_error")
 
 
-@pytest.mark.parametrize("fault, status, type_, transient", [
-    ("status=429,error=engine_overloaded_error", 429, "engine_overloaded_error", True),
-    ("status=429,error=rate_limit_reached_error,retry_after=2", 429, "rate_limit_reached_error", True),
-    ("status=429,error=exceeded_current_quota_error", 429, "exceeded_current_quota_error", False),
-    ("status=403", 403, "exceeded_current_quota_error", False),
-])
+@pytest.mark.parametrize(
+    "fault, status, type_, transient",
+    [
+        ("status=429,error=engine_overloaded_error", 429, "engine_overloaded_error", True),
+        ("status=429,error=rate_limit_reached_error,retry_after=2", 429, "rate_limit_reached_error", True),
+        ("status=429,error=exceeded_current_quota_error", 429, "exceeded_current_quota_error", False),
+        ("status=403", 403, "exceeded_current_quota_error", False),
+    ],
+)
 def test_fault_the_three_429s(client, fault, status, type_, transient):
     """providers.md, Moonshot errors: two transient 429s and the account without balance (also given as a 403)."""
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": fault})
@@ -415,8 +480,10 @@ def test_fault_stream_error(client):
 
 
 def test_fault_cut(client):
-    streamed = client.stream(ask("cut", stream_options={"include_usage": True}, **NO_THINK),
-                             headers={"x-emulator-fault": "first_token=5,cut=3"})
+    streamed = client.stream(
+        ask("cut", stream_options={"include_usage": True}, **NO_THINK),
+        headers={"x-emulator-fault": "first_token=5,cut=3"},
+    )
     assert not streamed.complete and not streamed.done
     contents = [c["choices"][0]["delta"].get("content") for c in streamed.chunks]
     assert contents[0] == "" and len(contents) == 4 and all(contents[1:])  # role chunk + 3 content chunks

@@ -163,8 +163,13 @@ def _kimi_first(tmp_path: Path) -> Path:
 
 
 def _quota_gateway(start_gateway: GatewayFactory, db: str, tmp_path: Path) -> tuple[str, object, Clock]:
-    server = start_gateway(database_url=db, master_key=MASTER, policies_dir=_kimi_first(tmp_path),
-                           circuit_cooldown_seconds=30, quota_cooldown_seconds=3600)  # fmt: skip
+    server = start_gateway(
+        database_url=db,
+        master_key=MASTER,
+        policies_dir=_kimi_first(tmp_path),
+        circuit_cooldown_seconds=30,
+        quota_cooldown_seconds=3600,
+    )
     gateway = server.app.state.gateway
     clock = Clock()
     gateway.circuits.clock = clock
@@ -242,13 +247,19 @@ def test_quota_hold_covers_every_deployment_of_the_provider() -> None:
 
     now = [0.0]
     changes: list[tuple[str, int]] = []
-    breakers = CircuitBreakers(failures=5, cooldown=10, clock=lambda: now[0], on_change=lambda d, s: changes.append((d, s)))
+    breakers = CircuitBreakers(
+        failures=5, cooldown=10, clock=lambda: now[0], on_change=lambda d, s: changes.append((d, s))
+    )
     breakers.hold(["moonshot/a", "moonshot/b"], 100)
     assert changes == [("moonshot/a", OPEN), ("moonshot/b", OPEN)]
     now[0] = 50
     assert not breakers.allows("moonshot/a") and not breakers.allows("moonshot/b") and breakers.allows("mistral/c")
     now[0] = 100
-    assert breakers.allows("moonshot/a") and breakers.state("moonshot/a") == HALF_OPEN and not breakers.allows("moonshot/a")
+    assert (
+        breakers.allows("moonshot/a")
+        and breakers.state("moonshot/a") == HALF_OPEN
+        and not breakers.allows("moonshot/a")
+    )
     breakers.failed("moonshot/a")  # the probe met an ordinary failure: an ordinary cool-down from here
     assert breakers.state("moonshot/a") == OPEN and not breakers.held("moonshot/a")
     now[0] = 110

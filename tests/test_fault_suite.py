@@ -12,9 +12,10 @@ import asyncio
 import json
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -137,15 +138,36 @@ def _slow_first_token(answer: Answer) -> None:
 
 CASES = [
     # Before the first byte: failures the policy retries (retries: 1), then the client's error.
-    Case("timeout-before-headers", KIMI, "hang", False, 504, "upstream_timeout", 504, False, False, fault_count=2,
-         metric="timeout"),
+    Case(
+        "timeout-before-headers",
+        KIMI,
+        "hang",
+        False,
+        504,
+        "upstream_timeout",
+        504,
+        False,
+        False,
+        fault_count=2,
+        metric="timeout",
+    ),
     Case("500", MISTRAL, "status=500", False, 502, None, 502, False, False, fault_count=2, metric="status_5xx"),
     Case("503", MISTRAL, "status=503", False, 503, None, 503, False, False, fault_count=2, metric="status_5xx"),
     # A Retry-After up to the policy's retry_after_max_ms (5000, policies/default.yaml) is waited for, then
     # the same model is tried again; a longer one goes to the client (a named model is not swapped).
     Case("429-retry-after-below-cap", MISTRAL, "status=429,retry_after=0.2", False, 200, None, 200, False, True),
-    Case("429-retry-after-above-cap", MISTRAL, "status=429,retry_after=7", False, 429, None, 429, False, False,
-         metric="status_429"),
+    Case(
+        "429-retry-after-above-cap",
+        MISTRAL,
+        "status=429,retry_after=7",
+        False,
+        429,
+        None,
+        429,
+        False,
+        False,
+        metric="status_429",
+    ),
     # Answers that are not what they claim.
     Case("html-200", MISTRAL, "html", False, 502, "upstream_malformed", 502, False, False),
     Case("html-200-stream", MISTRAL, "html", True, 502, "upstream_malformed", 502, False, False),
@@ -154,20 +176,63 @@ CASES = [
     Case("slow-first-token", MISTRAL, "first_token=400", True, 200, None, 200, False, True, check=_slow_first_token),
     Case("stream-cut", MISTRAL, "cut=2", True, 200, "upstream_stream_cut", 200, True, True, metric="stream_cut"),
     Case("one-malformed-event", MISTRAL, "malformed=2", True, 200, None, 200, False, True, metric="malformed"),
-    Case("all-malformed", MISTRAL, "malformed_all", True, 200, "upstream_malformed", 200, True, True,
-         metric="malformed"),
-    Case("all-malformed-moonshot", KIMI, "malformed_all", True, 200, "upstream_malformed", 200, True, True,
-         metric="malformed"),
+    Case(
+        "all-malformed", MISTRAL, "malformed_all", True, 200, "upstream_malformed", 200, True, True, metric="malformed"
+    ),
+    Case(
+        "all-malformed-moonshot",
+        KIMI,
+        "malformed_all",
+        True,
+        200,
+        "upstream_malformed",
+        200,
+        True,
+        True,
+        metric="malformed",
+    ),
     Case("hang-mid-stream", KIMI, "stall=2", True, 200, "upstream_timeout", 200, True, True, metric="timeout"),
     # In-band errors: Mistral's {"object": "error", ...} and Moonshot's {"error": {...}} (providers.md).
-    Case("in-band-error-mistral", MISTRAL, "stream_error=2", True, 200, "upstream_stream_error", 200, True, True,
-         metric="status_5xx", check=_no_error_chunk_relayed),
-    Case("in-band-error-moonshot", KIMI, "stream_error=2", True, 200, "upstream_stream_error", 200, True, True,
-         metric="status_5xx", check=_no_error_chunk_relayed),
+    Case(
+        "in-band-error-mistral",
+        MISTRAL,
+        "stream_error=2",
+        True,
+        200,
+        "upstream_stream_error",
+        200,
+        True,
+        True,
+        metric="status_5xx",
+        check=_no_error_chunk_relayed,
+    ),
+    Case(
+        "in-band-error-moonshot",
+        KIMI,
+        "stream_error=2",
+        True,
+        200,
+        "upstream_stream_error",
+        200,
+        True,
+        True,
+        metric="status_5xx",
+        check=_no_error_chunk_relayed,
+    ),
     # Size: one event past GATEWAY_MAX_SSE_EVENT_BYTES (16 MiB by default) ends the stream; many ordinary
     # events adding up to 20 MB, and a 20 MB complete answer, are relayed whole.
-    Case("huge-event", MISTRAL, f"big_event={MB20}", True, 200, "upstream_event_too_large", 200, True, True,
-         metric="malformed"),
+    Case(
+        "huge-event",
+        MISTRAL,
+        f"big_event={MB20}",
+        True,
+        200,
+        "upstream_event_too_large",
+        200,
+        True,
+        True,
+        metric="malformed",
+    ),
     Case("20mb-answer", MISTRAL, f"pad={MB20}", False, 200, None, 200, False, True, check=_long_answer),
     Case("20mb-stream", MISTRAL, f"pad={MB20}", True, 200, None, 200, False, True, check=_long_stream),
 ]
@@ -239,7 +304,8 @@ async def _leave(url: str, body: dict[str, Any], after_first_event: bool, seen: 
     data = json.dumps(body).encode()
     writer.write(
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        + f"content-length: {len(data)}\r\n\r\n".encode() + data
+        + f"content-length: {len(data)}\r\n\r\n".encode()
+        + data
     )
     await writer.drain()
     got = b""
@@ -267,7 +333,9 @@ def test_client_disconnect(gw: Gw, mistral_log: EmulatorControl, after_first_eve
     seen = row_ids(gw.db)
     mistral_log.fault("stall=2" if after_first_event else "hang")
     body = {"model": MISTRAL, "messages": HELLO, "max_tokens": 30, "stream": True}
-    got = asyncio.run(asyncio.wait_for(_leave(gw.url, body, after_first_event, lambda: bool(mistral_log.requests())), 30))
+    got = asyncio.run(
+        asyncio.wait_for(_leave(gw.url, body, after_first_event, lambda: bool(mistral_log.requests())), 30)
+    )
     if after_first_event:
         assert b"data:" in got
     (row,) = wait_for_rows(gw.db, seen)
@@ -301,12 +369,15 @@ class ByteByByteUpstream:
                 while b"\r\n\r\n" not in data:
                     data += connection.recv(65536)
                 head, _, rest = data.partition(b"\r\n\r\n")
-                length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+                length = int(
+                    next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length"))
+                )
                 while len(rest) < length:
                     rest += connection.recv(65536)
                 connection.sendall(
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: "
-                    + str(len(self.stream)).encode() + b"\r\nconnection: close\r\n\r\n"
+                    + str(len(self.stream)).encode()
+                    + b"\r\nconnection: close\r\n\r\n"
                 )
                 for index in range(len(self.stream)):
                     connection.sendall(self.stream[index : index + 1])
@@ -316,12 +387,28 @@ class ByteByByteUpstream:
 def byte_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     words = ["Hello", ", ", "wor", "ld", "!"]
     chunk = lambda delta, finish=None: (  # noqa: E731
-        b"data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).encode() + b"\r\n\r\n"
-    )  # fmt: skip
-    usage = b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}\r\n\r\n'
-    events = [b": keep-alive comment\r\n\r\n", *(chunk({"content": w}) for w in words), chunk({}, "stop"), usage,
-              b"data: [DONE]\r\n\r\n"]  # fmt: skip
+        b"data: "
+        + json.dumps(
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        ).encode()
+        + b"\r\n\r\n"
+    )
+    usage = (
+        b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}\r\n\r\n'
+    )
+    events = [
+        b": keep-alive comment\r\n\r\n",
+        *(chunk({"content": w}) for w in words),
+        chunk({}, "stop"),
+        usage,
+        b"data: [DONE]\r\n\r\n",
+    ]
     upstream = ByteByByteUpstream(events)
     path = tmp_path / "local.yaml"
     path.write_text(
@@ -335,13 +422,18 @@ def byte_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     upstream.listener.close()
 
 
-def test_events_split_across_reads(start_gateway: GatewayFactory, byte_upstream: tuple[str, Path], tmp_path: Path) -> None:
+def test_events_split_across_reads(
+    start_gateway: GatewayFactory, byte_upstream: tuple[str, Path], tmp_path: Path
+) -> None:
     # The relay's buffering joins pieces of an event and CRLF line ends that arrive in different reads.
     text, path = byte_upstream
     db = f"sqlite:///{tmp_path / 'gateway.db'}"
     url = start_gateway(config=path, database_url=db).url
-    answer = post_json(url, CHAT, {"model": "local-model", "messages": HELLO, "stream": True,
-                                   "stream_options": {"include_usage": True}})  # fmt: skip
+    answer = post_json(
+        url,
+        CHAT,
+        {"model": "local-model", "messages": HELLO, "stream": True, "stream_options": {"include_usage": True}},
+    )
     events = sse_events(answer.body)
     assert answer.status == 200 and events[-1] == "[DONE]", events
     assert text_of(events) == text
@@ -355,4 +447,3 @@ def test_max_sse_event_bytes_is_configurable(start_gateway: GatewayFactory, mist
     mistral_log.fault("big_event=2000000")
     answer = post_json(url, CHAT, {"model": MISTRAL, "messages": HELLO, "max_tokens": 10, "stream": True})
     assert sse_events(answer.body)[-1]["error"]["code"] == "upstream_event_too_large"
-

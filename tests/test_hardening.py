@@ -18,12 +18,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tests.conftest import EmulatorControl, GatewayFactory, MISTRAL_KEY, MOONSHOT_KEY
+from tests.conftest import EmulatorControl, GatewayFactory
 from tests.http_util import post_json, request
 
 CHAT = "/v1/chat/completions"
@@ -60,7 +60,9 @@ def _read_response(sock: socket.socket) -> bytes:
         assert chunk, f"closed before a response: {data!r}"
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return head
@@ -143,7 +145,7 @@ def test_a_half_sent_body_is_answered_408_and_closed(quick: int) -> None:
     with _connect(quick) as sock:
         sock.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            b"content-length: 1000\r\n\r\n{\"model\": \"auto\""
+            b'content-length: 1000\r\n\r\n{"model": "auto"'
         )
         start = time.monotonic()
         answer = _read_until_eof(sock)
@@ -172,13 +174,19 @@ def served(tmp_path: Path, mistral: object, moonshot: object) -> Iterator[int]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
     env.update(
-        GATEWAY_DATA_DIR=str(tmp_path), GATEWAY_KEEPALIVE_SECONDS="0.7", GATEWAY_HEADER_TIMEOUT_SECONDS="0.7",
-        GATEWAY_BODY_TIMEOUT_SECONDS="0.7", GATEWAY_REQUEST_LOG="false",
-    )  # fmt: skip
+        GATEWAY_DATA_DIR=str(tmp_path),
+        GATEWAY_KEEPALIVE_SECONDS="0.7",
+        GATEWAY_HEADER_TIMEOUT_SECONDS="0.7",
+        GATEWAY_BODY_TIMEOUT_SECONDS="0.7",
+        GATEWAY_REQUEST_LOG="false",
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         wait_for_startup(process)
         yield port
@@ -217,7 +225,9 @@ def _policies_copy(tmp_path: Path) -> Path:
 
 
 def test_an_unknown_policy_name_is_refused_on_create_and_update(start_gateway: GatewayFactory, tmp_path: Path) -> None:
-    url = start_gateway(master_key=MASTER, database_url=f"sqlite:///{tmp_path / 'p.db'}", policies_dir=_policies_copy(tmp_path)).url
+    url = start_gateway(
+        master_key=MASTER, database_url=f"sqlite:///{tmp_path / 'p.db'}", policies_dir=_policies_copy(tmp_path)
+    ).url
     refused = post_json(url, "/admin/teams", {"name": "web", "policy": "eu_only"}, auth(MASTER))
     assert refused.status == 400 and refused.error["param"] == "policy" and refused.error["code"] == "unknown_policy"
     assert "'eu_only'" in refused.error["message"] and "eu-only" in refused.error["message"]  # lists the known ones
@@ -228,7 +238,9 @@ def test_an_unknown_policy_name_is_refused_on_create_and_update(start_gateway: G
     refused = request(url, "PATCH", "/admin/teams/web", b'{"policy": "eu_only"}', patch)
     assert refused.status == 400 and refused.error["param"] == "policy"
     assert request(url, "GET", "/admin/teams/web", headers=auth(MASTER)).json()["policy"] == "eu-only"
-    assert request(url, "PATCH", "/admin/teams/web", b'{"policy": "cost-saver"}', patch).json()["policy"] == "cost-saver"
+    assert (
+        request(url, "PATCH", "/admin/teams/web", b'{"policy": "cost-saver"}', patch).json()["policy"] == "cost-saver"
+    )
 
 
 def test_the_admin_cli_refuses_an_unknown_policy(tmp_path: Path) -> None:
@@ -238,11 +250,17 @@ def test_the_admin_cli_refuses_an_unknown_policy(tmp_path: Path) -> None:
 
     def gateway(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *args, "--database-url", db], capture_output=True, text=True, env=env, timeout=60
+            [sys.executable, "-m", "gateway.cli", *args, "--database-url", db],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
 
     refused = gateway("teams", "create", "web", "--policy", "eu_only")
-    assert refused.returncode == 2 and "unknown policy 'eu_only'" in refused.stderr and "eu-only" in refused.stderr, refused.stderr
+    assert refused.returncode == 2 and "unknown policy 'eu_only'" in refused.stderr and "eu-only" in refused.stderr, (
+        refused.stderr
+    )
     assert gateway("teams", "show", "web").returncode != 0  # not created
     assert gateway("teams", "create", "web", "--policy", "eu-only").returncode == 0
     refused = gateway("teams", "update", "web", "--policy", "eu_only")
@@ -275,7 +293,9 @@ def test_a_reload_that_removes_a_policy_in_use_keeps_the_previous_policies(
 
     # Moving the team first makes the same edit acceptable.
     patch = {"content-type": "application/json", **auth(MASTER)}
-    assert request(url, "PATCH", "/admin/teams/eu-team", b'{"policy": "eu-only-v2"}', patch).status == 400  # not loaded yet
+    assert (
+        request(url, "PATCH", "/admin/teams/eu-team", b'{"policy": "eu-only-v2"}', patch).status == 400
+    )  # not loaded yet
     (directory / "eu-only.yaml").write_text(original)  # both names defined for the move
     assert post_json(url, "/admin/reload", {}, auth(MASTER)).status == 200
     assert request(url, "PATCH", "/admin/teams/eu-team", b'{"policy": "eu-only-v2"}', patch).status == 200
@@ -326,10 +346,16 @@ def test_a_team_whose_policy_is_unknown_fails_closed(
 
 @pytest.mark.parametrize(
     "method, path, body",
-    [("GET", "/v1/models/", None), ("POST", "/v1/chat/completions/", b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}'),
-     ("GET", "/admin/teams/", None), ("GET", "/healthz/", None), ("GET", "/readyz//", None), ("GET", "/metrics/", None),
-     ("GET", "/no/such/path/", None)],
-)  # fmt: skip
+    [
+        ("GET", "/v1/models/", None),
+        ("POST", "/v1/chat/completions/", b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}'),
+        ("GET", "/admin/teams/", None),
+        ("GET", "/healthz/", None),
+        ("GET", "/readyz//", None),
+        ("GET", "/metrics/", None),
+        ("GET", "/no/such/path/", None),
+    ],
+)
 def test_a_trailing_slash_is_never_redirected_to_the_host_header(
     start_gateway: GatewayFactory, method: str, path: str, body: bytes | None
 ) -> None:
@@ -337,7 +363,11 @@ def test_a_trailing_slash_is_never_redirected_to_the_host_header(
     hostile = {"host": "evil.example", "content-type": "application/json"}
     for headers in (hostile, {**hostile, **auth(MASTER)}):
         answer = request(url, method, path, body, headers)
-        assert "location" not in answer.headers and not 300 <= answer.status < 400, (path, answer.status, answer.headers)
+        assert "location" not in answer.headers and not 300 <= answer.status < 400, (
+            path,
+            answer.status,
+            answer.headers,
+        )
         assert b"evil.example" not in answer.body
     # With the master key, the path without its slash is what answers.
     answer = request(url, method, path, body, {**hostile, **auth(MASTER)})
@@ -362,12 +392,18 @@ def _clients(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", "clients", *args, "--url", url, "--key", MASTER],
-        capture_output=True, text=True, env=env, timeout=60, preexec_fn=lambda: os.umask(0o022),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        preexec_fn=lambda: os.umask(0o022),
+    )
 
 
 @pytest.mark.parametrize("tool, name", [("opencode", "opencode.json"), ("continue", "config.yaml"), ("vibe", ".env")])
-def test_key_files_are_written_0600_under_umask_022(start_gateway: GatewayFactory, tmp_path: Path, tool: str, name: str) -> None:
+def test_key_files_are_written_0600_under_umask_022(
+    start_gateway: GatewayFactory, tmp_path: Path, tool: str, name: str
+) -> None:
     url = _slash_gateway(start_gateway)
     result = _clients(url, tool, "--dir", str(tmp_path))
     assert result.returncode == 0, result.stderr

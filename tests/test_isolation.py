@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from gateway.http.servers import ThreadedServer
 from tests.conftest import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl, GatewayFactory
-from tests.http_util import Answer, post_json, request
+from tests.http_util import Answer, post_json
 
 KEYS = (MISTRAL_KEY, MOONSHOT_KEY)
 HI = [{"role": "user", "content": "Say hello"}]
@@ -77,9 +78,12 @@ def refused_port() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def url(
-    start_gateway: GatewayFactory, mistral: ThreadedServer, moonshot: ThreadedServer, refused_port: int,
+    start_gateway: GatewayFactory,
+    mistral: ThreadedServer,
+    moonshot: ThreadedServer,
+    refused_port: int,
     tmp_path_factory: pytest.TempPathFactory,
-) -> str:  # fmt: skip
+) -> str:
     path = tmp_path_factory.mktemp("isolation") / "catalog.yaml"
     price = "price: {input: '1', output: '2'}"
     path.write_text(
@@ -99,7 +103,7 @@ def url(
         f"  - {{name: embed-oc, provider: oc-embed, upstream_model: mistral-embed, context_window: 8192, max_output_tokens: 0, {price}, capabilities: [embeddings]}}\n"
         f"  - {{name: kimi-litellm, provider: via-litellm, upstream_model: kimi-k2-turbo-preview, context_window: 262144, max_output_tokens: 8192, {price}, capabilities: [chat, tools]}}\n"
         f"  - {{name: kimi-dead, provider: dead-litellm, upstream_model: kimi-k2-turbo-preview, context_window: 262144, max_output_tokens: 8192, {price}, capabilities: [chat]}}\n"
-    )  # fmt: skip
+    )
     return start_gateway(config=path).url
 
 
@@ -168,7 +172,16 @@ def hostile_fields(tripwire: Tripwire) -> dict[str, Any]:
 
 
 def nested_hostile_fields(tripwire: Tripwire) -> list[str]:
-    return ["api_base", "api_key", "headers", "extra_headers", "mock_response", "litellm_params", "base_url", "fallbacks"]
+    return [
+        "api_base",
+        "api_key",
+        "headers",
+        "extra_headers",
+        "mock_response",
+        "litellm_params",
+        "base_url",
+        "fallbacks",
+    ]
 
 
 def body_for(model: str, stream: bool, base: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -196,9 +209,16 @@ def refused(answer: Answer, param: str, name: str) -> None:
 
 @pytest.mark.parametrize(("model", "path", "stream", "base", "emulator"), CASES)
 def test_hostile_fields_are_refused_and_reach_nobody(
-    url: str, tripwire: Tripwire, mistral_log: EmulatorControl, moonshot_log: EmulatorControl,
-    model: str, path: str, stream: bool, base: dict[str, Any], emulator: str,
-) -> None:  # fmt: skip
+    url: str,
+    tripwire: Tripwire,
+    mistral_log: EmulatorControl,
+    moonshot_log: EmulatorControl,
+    model: str,
+    path: str,
+    stream: bool,
+    base: dict[str, Any],
+    emulator: str,
+) -> None:
     log = mistral_log if emulator == "mistral" else moonshot_log
     # The control: this very body works, reaches the emulator, and carries the gateway's key only.
     ok = post_json(url, path, body_for(model, stream, base))
@@ -243,13 +263,19 @@ def test_hints_are_dropped_and_known_twins_translated(
     """Benign OpenAI fields still work on every kind: what reaches the provider is only its own fields."""
     log = mistral_log if model.startswith("mistral") else moonshot_log
     body = {
-        "model": model, "max_completion_tokens": 8, "user": "u-1", "metadata": {"k": "v"}, "store": False,
+        "model": model,
+        "max_completion_tokens": 8,
+        "user": "u-1",
+        "metadata": {"k": "v"},
+        "store": False,
         "functions": [{"name": "f", "parameters": {"type": "object", "properties": {}}}],
         # The developer role (an OpenAI one), except on kimi-oc: that openai-compatible provider forwards roles as
         # they are, and its server here (the Moonshot emulator) refuses `developer` as Moonshot does.
-        "messages": [{"role": "system" if model == "kimi-oc" else "developer", "content": "be brief"},
-                     {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
-    }  # fmt: skip
+        "messages": [
+            {"role": "system" if model == "kimi-oc" else "developer", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]},
+        ],
+    }
     answer = post_json(url, CHAT, body)
     assert answer.status == 200, answer.body[:300]
     sent = log.last()["body"]

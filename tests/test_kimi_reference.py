@@ -21,8 +21,14 @@ from tests.conftest import EmulatorControl, GatewayFactory
 from tests.http_util import Answer, post_json, sse_events
 
 CHAT = "/v1/chat/completions"
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
-                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
 CALL = {"id": "call_abc123", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
 # An agent's history whose tool-call turn has no reasoning_content: answered by Mistral, by a client that drops
@@ -38,9 +44,16 @@ TOOL_HISTORY = [
 
 
 def kimi(upstream: str = "kimi-k2.6") -> ModelConfig:
-    return ModelConfig(name="kimi-k2.6", provider="moonshot", upstream_model=upstream, context_window=1_048_576,
-                       max_output_tokens=32768, price=Price(input=Decimal("0.6"), output=Decimal("1.8")),
-                       fixed_sampling=True, max_n=1)  # fmt: skip
+    return ModelConfig(
+        name="kimi-k2.6",
+        provider="moonshot",
+        upstream_model=upstream,
+        context_window=1_048_576,
+        max_output_tokens=32768,
+        price=Price(input=Decimal("0.6"), output=Decimal("1.8")),
+        fixed_sampling=True,
+        max_n=1,
+    )
 
 
 def prepare(body: dict[str, Any], upstream: str = "kimi-k2.6") -> dict[str, Any]:
@@ -117,23 +130,35 @@ def test_adapter_legacy_functions_become_tools() -> None:
     out = prepare({"messages": TOOL_HISTORY[:1], "functions": [WEATHER["function"]], "function_call": "auto"})
     assert out["tools"] == [WEATHER] and out["tool_choice"] == "auto"
     assert "functions" not in out and "function_call" not in out
-    forced = prepare({"messages": TOOL_HISTORY[:1], "functions": [WEATHER["function"]],
-                      "function_call": {"name": "get_weather"}})  # fmt: skip
+    forced = prepare(
+        {"messages": TOOL_HISTORY[:1], "functions": [WEATHER["function"]], "function_call": {"name": "get_weather"}}
+    )
     assert forced["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert forced["thinking"] == {"type": "disabled"}  # a forced call: as above
 
 
 def test_adapter_output_limit_is_max_completion_tokens() -> None:
     assert prepare({"messages": TOOL_HISTORY[:1], "max_tokens": 7}) == {
-        "model": "kimi-k2.6", "messages": TOOL_HISTORY[:1], "max_completion_tokens": 7}  # fmt: skip
+        "model": "kimi-k2.6",
+        "messages": TOOL_HISTORY[:1],
+        "max_completion_tokens": 7,
+    }
     both = prepare({"messages": TOOL_HISTORY[:1], "max_tokens": 7, "max_completion_tokens": 9})
     assert both["max_completion_tokens"] == 9 and "max_tokens" not in both
 
 
-@pytest.mark.parametrize("effort, thinking", [
-    ("none", {"type": "disabled"}), ("minimal", {"type": "disabled"}), ("low", {"type": "enabled"}),
-    ("high", {"type": "enabled"}), ("xhigh", {"type": "enabled"}), ("medium", None), ("bogus", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "effort, thinking",
+    [
+        ("none", {"type": "disabled"}),
+        ("minimal", {"type": "disabled"}),
+        ("low", {"type": "enabled"}),
+        ("high", {"type": "enabled"}),
+        ("xhigh", {"type": "enabled"}),
+        ("medium", None),
+        ("bogus", None),
+    ],
+)
 def test_adapter_reasoning_effort_as_thinking(effort: str, thinking: dict[str, str] | None) -> None:
     out = prepare({"messages": TOOL_HISTORY[:1], "reasoning_effort": effort})
     assert "reasoning_effort" not in out and out.get("thinking") == thinking
@@ -143,19 +168,37 @@ def test_adapter_reasoning_effort_as_thinking(effort: str, thinking: dict[str, s
 
 
 def test_adapter_mistral_and_openrouter_reasoning_become_reasoning_content() -> None:
-    mistral_turn = {"role": "assistant", "tool_calls": [CALL], "content": [
-        {"type": "thinking", "thinking": [{"type": "text", "text": "Oslo: "}, {"type": "text", "text": "use the tool."}]}]}
+    mistral_turn = {
+        "role": "assistant",
+        "tool_calls": [CALL],
+        "content": [
+            {
+                "type": "thinking",
+                "thinking": [{"type": "text", "text": "Oslo: "}, {"type": "text", "text": "use the tool."}],
+            }
+        ],
+    }
     routed_turn = {"role": "assistant", "content": "", "tool_calls": [CALL], "reasoning": "Call the tool."}
     for turn, reasoning in ((mistral_turn, "Oslo: use the tool."), (routed_turn, "Call the tool.")):
         out = prepare({"messages": [TOOL_HISTORY[0], turn, TOOL_HISTORY[2]], "tools": [WEATHER]})
         assert out["messages"][1]["reasoning_content"] == reasoning and "reasoning" not in out["messages"][1]
         assert "thinking" not in out  # the reasoning is there: thinking stays on
-        assert not any(isinstance(p, dict) and p.get("type") == "thinking" for p in out["messages"][1].get("content") or [])
-    text_and_thinking = {"role": "assistant", "content": [
-        {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]}, {"type": "text", "text": "Hello"}]}
+        assert not any(
+            isinstance(p, dict) and p.get("type") == "thinking" for p in out["messages"][1].get("content") or []
+        )
+    text_and_thinking = {
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
+            {"type": "text", "text": "Hello"},
+        ],
+    }
     out = prepare({"messages": [TOOL_HISTORY[0], text_and_thinking, {"role": "user", "content": "and?"}]})
-    assert out["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "Hello"}],
-                                  "reasoning_content": "hmm"}
+    assert out["messages"][1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Hello"}],
+        "reasoning_content": "hmm",
+    }
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -186,7 +229,11 @@ def test_e2e_history_answered_by_mistral_then_kimi(url: str, moonshot_log: Emula
 def test_e2e_replayed_kimi_reasoning_keeps_thinking_on(url: str, moonshot_log: EmulatorControl) -> None:
     first = answered(ask(url, {"messages": TOOL_HISTORY[:1], "tools": [WEATHER]}))
     assert first["tool_calls"] and first["reasoning_content"]  # K2.6 thinks by default
-    history = [TOOL_HISTORY[0], first, {"role": "tool", "tool_call_id": first["tool_calls"][0]["id"], "content": "sunny"}]
+    history = [
+        TOOL_HISTORY[0],
+        first,
+        {"role": "tool", "tool_call_id": first["tool_calls"][0]["id"], "content": "sunny"},
+    ]
     moonshot_log.reset()
     message = answered(ask(url, {"messages": history, "tools": [WEATHER]}))
     assert message["content"] and message["reasoning_content"]
@@ -204,8 +251,13 @@ def test_e2e_forced_tool_choice(url: str, moonshot_log: EmulatorControl, tool_ch
         if stream:
             events = sse_events(answer.body)
             assert events[-1] == "[DONE]"
-            names = [c["function"]["name"] for e in events[:-1] for ch in e["choices"]
-                     for c in ch["delta"].get("tool_calls") or [] if c.get("function", {}).get("name")]  # fmt: skip
+            names = [
+                c["function"]["name"]
+                for e in events[:-1]
+                for ch in e["choices"]
+                for c in ch["delta"].get("tool_calls") or []
+                if c.get("function", {}).get("name")
+            ]
         else:
             names = [c["function"]["name"] for c in answered(answer)["tool_calls"]]
         assert names == (["get_weather"] if tool_choice == "required" else ["get_time"])
@@ -225,8 +277,16 @@ def test_e2e_legacy_functions(url: str, moonshot_log: EmulatorControl) -> None:
     body = sent(moonshot_log)
     assert body["tools"] == [WEATHER] and "functions" not in body
     moonshot_log.reset()
-    forced = answered(ask(url, {"messages": [{"role": "user", "content": "hello"}], "functions": [TIME["function"]],
-                                "function_call": {"name": "get_time"}}))  # fmt: skip
+    forced = answered(
+        ask(
+            url,
+            {
+                "messages": [{"role": "user", "content": "hello"}],
+                "functions": [TIME["function"]],
+                "function_call": {"name": "get_time"},
+            },
+        )
+    )
     assert forced["tool_calls"][0]["function"]["name"] == "get_time"
     assert sent(moonshot_log)["tool_choice"] == {"type": "function", "function": {"name": "get_time"}}
 
@@ -234,8 +294,9 @@ def test_e2e_legacy_functions(url: str, moonshot_log: EmulatorControl) -> None:
 def test_e2e_max_tokens_sent_as_max_completion_tokens(url: str, moonshot_log: EmulatorControl) -> None:
     for field in ("max_tokens", "max_completion_tokens"):
         moonshot_log.reset()
-        answer = ask(url, {"messages": [{"role": "user", "content": "a long story"}], field: 4,
-                           "thinking": {"type": "disabled"}})  # fmt: skip
+        answer = ask(
+            url, {"messages": [{"role": "user", "content": "a long story"}], field: 4, "thinking": {"type": "disabled"}}
+        )
         assert answer.status == 200 and answer.json()["choices"][0]["finish_reason"] == "length", answer.body
         body = sent(moonshot_log)
         assert body["max_completion_tokens"] == 4 and "max_tokens" not in body
@@ -249,8 +310,13 @@ def test_e2e_reasoning_effort(url: str, moonshot_log: EmulatorControl, effort: s
 
 
 def test_e2e_mistral_thinking_replayed_as_reasoning_content(url: str, moonshot_log: EmulatorControl) -> None:
-    turn = {"role": "assistant", "tool_calls": [CALL], "content": [
-        {"type": "thinking", "thinking": [{"type": "text", "text": "The weather tool knows."}], "closed": True}]}
+    turn = {
+        "role": "assistant",
+        "tool_calls": [CALL],
+        "content": [
+            {"type": "thinking", "thinking": [{"type": "text", "text": "The weather tool knows."}], "closed": True}
+        ],
+    }
     history = [TOOL_HISTORY[0], turn, TOOL_HISTORY[2]]
     assert answered(ask(url, {"messages": history, "tools": [WEATHER]}))["content"]
     body = sent(moonshot_log)

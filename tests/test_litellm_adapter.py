@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import openai
 import pytest
 
-from tests.conftest import MOONSHOT_KEY, EmulatorControl, GatewayFactory
 from gateway.http.servers import ThreadedServer
+from tests.conftest import MOONSHOT_KEY, EmulatorControl, GatewayFactory
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 

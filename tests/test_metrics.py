@@ -10,9 +10,9 @@ import string
 import subprocess
 import threading
 import time
-from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -99,7 +99,11 @@ def test_counts_tokens_spend_and_histograms_match_the_ledger(
     url = logged(start_gateway(database_url=db), request_lines)
     statuses = []
     for i in range(3):
-        statuses.append(post_json(url, CHAT, {"model": "auto", "messages": [{"role": "user", "content": f"hi {i}"}]}, auth(key)).status)
+        statuses.append(
+            post_json(
+                url, CHAT, {"model": "auto", "messages": [{"role": "user", "content": f"hi {i}"}]}, auth(key)
+            ).status
+        )
     streamed = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "stream": True}, auth(key))
     statuses.append(streamed.status)
     assert sse_events(streamed.body)[-1] == "[DONE]"
@@ -114,7 +118,10 @@ def test_counts_tokens_spend_and_histograms_match_the_ledger(
     rows = ledger(db)
     assert len(rows) == 5
     assert total(m, "gateway_requests_total") == 7
-    assert total(m, "gateway_requests_total", model="mistral-medium-3.5", provider="mistral", team="web", status="200") == 3
+    assert (
+        total(m, "gateway_requests_total", model="mistral-medium-3.5", provider="mistral", team="web", status="200")
+        == 3
+    )
     assert total(m, "gateway_requests_total", model="kimi-k2.6", provider="moonshot", team="web", status="200") == 2
     assert total(m, "gateway_requests_total", model="other", provider="none", status="404") == 1
     assert total(m, "gateway_requests_total", model="auto", provider="none", status="400") == 1
@@ -129,7 +136,16 @@ def test_counts_tokens_spend_and_histograms_match_the_ledger(
     assert total(m, "gateway_overhead_seconds_count") == 5  # the requests that reached a provider
     assert total(m, "gateway_upstream_duration_seconds_count", provider="mistral") == 3 + 2
     assert total(m, "gateway_upstream_errors_total", provider="mistral", kind="status_5xx") == 2
-    assert total(m, "gateway_fallbacks_total", from_model="mistral-medium-3.5", to_model="kimi-k2.6", reason="fallback:upstream-500") == 1
+    assert (
+        total(
+            m,
+            "gateway_fallbacks_total",
+            from_model="mistral-medium-3.5",
+            to_model="kimi-k2.6",
+            reason="fallback:upstream-500",
+        )
+        == 1
+    )
     assert total(m, "gateway_route_decisions_total", model="mistral-medium-3.5", reason="preferred") == 3
     assert total(m, "gateway_route_decisions_total", model="kimi-k2.6", reason="pinned") == 1
     assert total(m, "gateway_route_decisions_total", model="kimi-k2.6", reason="fallback:upstream-500") == 1
@@ -137,7 +153,9 @@ def test_counts_tokens_spend_and_histograms_match_the_ledger(
     assert total(m, "gateway_token_estimate_error_ratio_count") == 5
     assert total(m, "gateway_build_info") == 1
     assert total(m, "gateway_budget_limit_usd", team="web") == 50
-    assert total(m, "gateway_budget_spent_usd", team="web") == pytest.approx(sum(r.cost_nanos for r in rows) / 1e9, abs=1e-9)
+    assert total(m, "gateway_budget_spent_usd", team="web") == pytest.approx(
+        sum(r.cost_nanos for r in rows) / 1e9, abs=1e-9
+    )
 
     # One JSON line per request, with the fields operators filter on, and never the prompt or a key.
     assert len(request_lines) == 7
@@ -157,13 +175,19 @@ def test_request_ids_are_echoed_when_sane_and_generated_otherwise(
     url = logged(start_gateway(), request_lines)
     given = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, {"x-request-id": "trace-42.abc"})
     assert given.headers["x-request-id"] == "trace-42.abc"
-    for hostile in ("a" * 129, "has space", "quote\"d", "<script>"):
+    for hostile in ("a" * 129, "has space", 'quote"d', "<script>"):
         answer = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, {"x-request-id": hostile})
         assert answer.status == 200
-        assert answer.headers["x-request-id"] != hostile and len(answer.headers["x-request-id"]) == 32 and answer.headers["x-request-id"].isalnum()
+        assert (
+            answer.headers["x-request-id"] != hostile
+            and len(answer.headers["x-request-id"]) == 32
+            and answer.headers["x-request-id"].isalnum()
+        )
     refused = post_json(url, CHAT, {"model": "auto"}, {"x-request-id": "bad-body-1"})
     assert refused.status == 400 and refused.headers["x-request-id"] == "bad-body-1"
-    assert [e["request_id"] for e in request_lines][0] == "trace-42.abc" and request_lines[-1]["request_id"] == "bad-body-1"
+    assert [e["request_id"] for e in request_lines][0] == "trace-42.abc" and request_lines[-1][
+        "request_id"
+    ] == "bad-body-1"
 
 
 def test_budget_gauges_follow_reservation_and_settlement(
@@ -183,7 +207,9 @@ def test_budget_gauges_follow_reservation_and_settlement(
 
     async def hanging(stop: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as session:
-            call = session.post(url + CHAT, json={"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 4000}, headers=auth(key))
+            call = session.post(
+                url + CHAT, json={"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 4000}, headers=auth(key)
+            )
             task = asyncio.ensure_future(call)
             await stop.wait()
             task.cancel()
@@ -204,9 +230,13 @@ def test_budget_gauges_follow_reservation_and_settlement(
         runner.join(timeout=30)
         loop.close()
     after = scrape_when(url, lambda m: total(m, "gateway_budget_reserved_usd", team="capped") == 0, "the release")
-    assert total(after, "gateway_budget_remaining_usd", team="capped") == pytest.approx(2 - total(after, "gateway_budget_spent_usd", team="capped"))
+    assert total(after, "gateway_budget_remaining_usd", team="capped") == pytest.approx(
+        2 - total(after, "gateway_budget_spent_usd", team="capped")
+    )
     assert total(after, "gateway_inflight_requests", provider="moonshot") == 0
-    assert total(after, "gateway_budget_spent_usd", team="capped") == pytest.approx(sum(r.cost_nanos for r in ledger(db)) / 1e9, abs=1e-9)
+    assert total(after, "gateway_budget_spent_usd", team="capped") == pytest.approx(
+        sum(r.cost_nanos for r in ledger(db)) / 1e9, abs=1e-9
+    )
 
 
 def test_circuit_state_soft_limit_and_reload_counters(
@@ -253,7 +283,10 @@ def _hostile_requests(url: str, key: str, count: int, seed: int, random_strings:
 
     async def one(session: aiohttp.ClientSession, i: int) -> int:
         model = rng.choice(["auto", "mistral-medium-3.5", "kimi-k2.6", junk(12), junk(40), f"openai/{junk(8)}"])
-        headers = {"authorization": f"Bearer {key if rng.random() < 0.9 else junk(20)}", "x-request-id": junk(rng.randint(1, 200))}
+        headers = {
+            "authorization": f"Bearer {key if rng.random() < 0.9 else junk(20)}",
+            "x-request-id": junk(rng.randint(1, 200)),
+        }
         for _ in range(rng.randint(0, 3)):
             name = "".join(noise.choice(string.ascii_lowercase) for _ in range(6)) if random_strings else "zzzzzz"
             headers["x-" + name] = junk(10)
@@ -328,7 +361,13 @@ def test_main_port_metrics_need_the_master_key_when_one_is_set(start_gateway: Ga
     make_team(db, "secret-team", "12.50")
     port = free_port()
     url = start_gateway(database_url=db, master_key="mk-scrape", metrics_token="tok-scrape", metrics_port=port).url
-    for headers in (None, auth("wrong"), {"authorization": "mk-scrape"}, {"x-api-key": "mk-scrape"}, auth("mk-scrape ")):
+    for headers in (
+        None,
+        auth("wrong"),
+        {"authorization": "mk-scrape"},
+        {"x-api-key": "mk-scrape"},
+        auth("mk-scrape "),
+    ):
         refused = request(url, "GET", "/metrics", headers=headers)
         assert refused.status == 401 and b"secret-team" not in refused.body, (headers, refused.body)
         assert "master key or the metrics token" in refused.error["message"]
@@ -348,7 +387,12 @@ def test_main_port_metrics_need_the_master_key_when_one_is_set(start_gateway: Ga
     assert total(scrape(f"http://127.0.0.1:{port}"), "gateway_budget_limit_usd", team="secret-team") == 12.5
 
     # No master key and no token: open, as /v1 is.
-    assert total(scrape(start_gateway(database_url=db, master_key=None).url), "gateway_budget_limit_usd", team="secret-team") == 12.5
+    assert (
+        total(
+            scrape(start_gateway(database_url=db, master_key=None).url), "gateway_budget_limit_usd", team="secret-team"
+        )
+        == 12.5
+    )
 
 
 def test_every_family_is_exported_and_documented(start_gateway: GatewayFactory, db: str) -> None:
@@ -372,9 +416,12 @@ def test_several_workers_sum_counters_and_do_not_multiply_budgets(tmp_path: Path
     port = free_port()
     env = clean_env(GATEWAY_MASTER_KEY="mk-workers", GATEWAY_DATA_DIR=str(tmp_path))
     process = subprocess.Popen(
-        [*GATEWAY, "serve", "--port", str(port), "--workers", "3"], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True, env=env,
-    )  # fmt: skip
+        [*GATEWAY, "serve", "--port", str(port), "--workers", "3"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     count = 60
     try:

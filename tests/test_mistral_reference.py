@@ -56,36 +56,66 @@ def test_emulator_reasoning_efforts_are_the_sdks() -> None:
 
 # --- each adapter rule, end to end ---------------------------------------------------------------------------
 
+
 def _call(call_id: str, name: str = "get_weather", **extra: Any) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}, **extra}
 
 
 USER = {"role": "user", "content": "What's up?"}
 RULES: dict[str, dict[str, Any]] = {
-    "tool content null": {"messages": [
-        USER, {"role": "assistant", "content": None, "tool_calls": [_call("call_abc")]},
-        {"role": "tool", "tool_call_id": "call_abc", "content": None}]},
+    "tool content null": {
+        "messages": [
+            USER,
+            {"role": "assistant", "content": None, "tool_calls": [_call("call_abc")]},
+            {"role": "tool", "tool_call_id": "call_abc", "content": None},
+        ]
+    },
     "tool without parameters": {"messages": [USER], "tools": [{"type": "function", "function": {"name": "now"}}]},
     "negative seed": {"messages": [USER], "random_seed": -1},
-    "cache_control on a text part": {"messages": [
-        {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]},
-    "replayed tool-call index": {"messages": [
-        USER, {"role": "assistant", "content": "", "tool_calls": [_call("abcDEF123", index=0)]},
-        {"role": "tool", "tool_call_id": "abcDEF123", "content": "sunny"}]},
-    "reasoning_content replayed": {"reasoning_effort": "high", "messages": [
-        USER, {"role": "assistant", "content": "Fine.", "reasoning_content": "greeting"}, USER]},
+    "cache_control on a text part": {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
+        ]
+    },
+    "replayed tool-call index": {
+        "messages": [
+            USER,
+            {"role": "assistant", "content": "", "tool_calls": [_call("abcDEF123", index=0)]},
+            {"role": "tool", "tool_call_id": "abcDEF123", "content": "sunny"},
+        ]
+    },
+    "reasoning_content replayed": {
+        "reasoning_effort": "high",
+        "messages": [USER, {"role": "assistant", "content": "Fine.", "reasoning_content": "greeting"}, USER],
+    },
     "Kimi partial": {"messages": [USER, {"role": "assistant", "content": "Well,", "partial": True}]},
-    "Kimi tool ids, parallel": {"messages": [
-        USER, {"role": "assistant", "content": "", "tool_calls": [_call("functions.get_weather:0"),
-                                                                 _call("functions.get_weather:1")]},
-        {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "a"},
-        {"role": "tool", "tool_call_id": "functions.get_weather:1", "content": "b"}]},
-    "legacy function role": {"messages": [
-        USER, {"role": "assistant", "content": None, "function_call": {"name": "lookup", "arguments": "{}"}},
-        {"role": "function", "name": "lookup", "content": "found"}]},
-    "unanswered call, late system message": {"messages": [
-        USER, {"role": "assistant", "content": "", "tool_calls": [_call("abcDEF123")]},
-        {"role": "system", "content": "Be brief."}, USER]},
+    "Kimi tool ids, parallel": {
+        "messages": [
+            USER,
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [_call("functions.get_weather:0"), _call("functions.get_weather:1")],
+            },
+            {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "a"},
+            {"role": "tool", "tool_call_id": "functions.get_weather:1", "content": "b"},
+        ]
+    },
+    "legacy function role": {
+        "messages": [
+            USER,
+            {"role": "assistant", "content": None, "function_call": {"name": "lookup", "arguments": "{}"}},
+            {"role": "function", "name": "lookup", "content": "found"},
+        ]
+    },
+    "unanswered call, late system message": {
+        "messages": [
+            USER,
+            {"role": "assistant", "content": "", "tool_calls": [_call("abcDEF123")]},
+            {"role": "system", "content": "Be brief."},
+            USER,
+        ]
+    },
 }
 
 
@@ -123,6 +153,7 @@ def test_mistral_parameters_reach_mistral(gateway_url: str, mistral_log: Emulato
 
 # --- the mistralai SDK ---------------------------------------------------------------------------------------
 
+
 def test_sdk_fim_stream_through_the_gateway_gets_usage(gateway_url: str) -> None:
     client = Mistral(api_key="unused-in-tests", server_url=gateway_url)
     events = list(client.fim.stream(model="codestral", prompt="def add(a, b):", suffix="return c", max_tokens=6))
@@ -156,7 +187,8 @@ def test_sdk_embeddings_against_the_emulator_and_the_gateway(gateway_url: str, m
     native = via.embeddings.create(model="mistral-embed", inputs=["hello"], encoding_format="base64")
     assert native.data[0].embedding == pytest.approx(floats)
     # OpenAI's base64 (what OpenAI's SDKs decode) is the gateway's answer on its OpenAI endpoint.
-    encoded = post_json(gateway_url, "/v1/embeddings", {"model": "mistral-embed", "input": "hello",
-                                                         "encoding_format": "base64"}).json()
+    encoded = post_json(
+        gateway_url, "/v1/embeddings", {"model": "mistral-embed", "input": "hello", "encoding_format": "base64"}
+    ).json()
     decoded = struct.unpack("<1024f", base64.b64decode(encoded["data"][0]["embedding"]))
     assert decoded == pytest.approx(floats, rel=1e-6, abs=1e-7)

@@ -17,17 +17,27 @@ EXAMPLE = Path(__file__).parent.parent / "config" / "catalog.self-hosted-and-ope
 def url(start_gateway: GatewayFactory, moonshot: ThreadedServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     # The shipped example, with the upstream ids the emulator serves (it plays both vLLM and OpenRouter).
     text = EXAMPLE.read_text()
-    text = text.replace("mistralai/Mistral-Medium-3.5", "kimi-k2-0905-preview").replace("moonshotai/kimi-k2.6", "kimi-k2-turbo-preview")
-    text = text.replace('base_url: "https://openrouter.ai/api/v1"', 'base_url_env: OPENROUTER_API_BASE')
+    text = text.replace("mistralai/Mistral-Medium-3.5", "kimi-k2-0905-preview").replace(
+        "moonshotai/kimi-k2.6", "kimi-k2-turbo-preview"
+    )
+    text = text.replace('base_url: "https://openrouter.ai/api/v1"', "base_url_env: OPENROUTER_API_BASE")
     path = tmp_path_factory.mktemp("example") / "catalog.yaml"
     path.write_text(text)
-    env = {"VLLM_API_BASE": moonshot.url + "/v1", "VLLM_API_KEY": MOONSHOT_KEY,
-           "OPENROUTER_API_BASE": moonshot.url + "/v1", "OPENROUTER_API_KEY": MOONSHOT_KEY}  # fmt: skip
+    env = {
+        "VLLM_API_BASE": moonshot.url + "/v1",
+        "VLLM_API_KEY": MOONSHOT_KEY,
+        "OPENROUTER_API_BASE": moonshot.url + "/v1",
+        "OPENROUTER_API_KEY": MOONSHOT_KEY,
+    }
     return start_gateway(config=path, env=env).url
 
 
-@pytest.mark.parametrize(("model", "region"), [("mistral-medium-3.5-onprem", "onprem"), ("kimi-k2.6-openrouter", "global")])
-def test_openai_compatible_provider_streams_and_bills(url: str, moonshot_log: EmulatorControl, model: str, region: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "region"), [("mistral-medium-3.5-onprem", "onprem"), ("kimi-k2.6-openrouter", "global")]
+)
+def test_openai_compatible_provider_streams_and_bills(
+    url: str, moonshot_log: EmulatorControl, model: str, region: str
+) -> None:
     client = openai.OpenAI(base_url=url + "/v1", api_key="client", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": "hi"}])
     assert raw.headers["x-gateway-region"] == region and raw.parse().usage.prompt_tokens > 0
@@ -37,7 +47,10 @@ def test_openai_compatible_provider_streams_and_bills(url: str, moonshot_log: Em
     assert moonshot_log.last()["body"]["stream_options"] == {"include_usage": True}
     asked = list(
         client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
         )
     )
     assert [c for c in asked if c.usage is not None] == [asked[-1]] and asked[-1].choices == []

@@ -127,7 +127,11 @@ def test_tool_call_round_trip_with_openai_ids_on_mistral(client: openai.OpenAI, 
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_abc123XYZ_openai_style", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+                {
+                    "id": "call_abc123XYZ_openai_style",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
             ],
         },
         {"role": "tool", "tool_call_id": "call_abc123XYZ_openai_style", "content": "sunny"},
@@ -166,7 +170,10 @@ def test_mistral_thinking_arrays_become_strings(client: openai.OpenAI) -> None:
 def test_kimi_cached_tokens_are_where_openai_clients_look(client: openai.OpenAI) -> None:
     history = [{"role": "system", "content": "A long shared system prompt " * 20}, {"role": "user", "content": "one"}]
     client.chat.completions.create(model="kimi-k2.6", messages=history)
-    again = client.chat.completions.create(model="kimi-k2.6", messages=history + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "two"}])
+    again = client.chat.completions.create(
+        model="kimi-k2.6",
+        messages=history + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "two"}],
+    )
     assert again.usage.prompt_tokens_details.cached_tokens > 0
     assert again.usage.prompt_tokens_details.cached_tokens < again.usage.prompt_tokens
 

@@ -21,7 +21,12 @@ from tests.test_budgets import _start_cli_gateway
 from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
-BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "hold on"}], "max_tokens": 500, "stream": True}
+BODY = {
+    "model": "mistral-medium-3.5",
+    "messages": [{"role": "user", "content": "hold on"}],
+    "max_tokens": 500,
+    "stream": True,
+}
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +35,9 @@ def _send(url: str, key: str) -> http.client.HTTPConnection:
     """Start a streaming request and leave it open (the provider hangs on it)."""
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    connection.request("POST", CHAT, json.dumps(BODY), {"content-type": "application/json", "authorization": f"Bearer {key}"})
+    connection.request(
+        "POST", CHAT, json.dumps(BODY), {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    )
     return connection
 
 
@@ -95,7 +102,9 @@ def test_another_node_releases_a_dead_nodes_holds_after_its_heartbeat_stops(
         assert held > 0
         _kill(node_a)
         # Node B sees node A's heartbeat stop and releases its two holds; its own stays.
-        remaining = wait_until(lambda: (lambda r: r if 0 < r < held else None)(team_usage(postgres_url, team).reserved_nanos))
+        remaining = wait_until(
+            lambda: (lambda r: r if 0 < r < held else None)(team_usage(postgres_url, team).reserved_nanos)
+        )
         assert remaining * 3 == held  # the three holds are alike: B's one is left
         threading.Event().wait(3 * 0.2)  # a few more sweeps of B (time passing, not synchronisation) ...
         assert team_usage(postgres_url, team).reserved_nanos == remaining  # ... never release a live hold

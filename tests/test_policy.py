@@ -90,31 +90,115 @@ def test_eu_only_never_leaves_the_eu_and_refuses_named_kimi() -> None:
 # -- validation -----------------------------------------------------------------------------------
 
 BAD = [
-    pytest.param("name: x\nbudget: {prefer_cheapest_above: 80}\n", "budget.prefer_cheapest_above: unknown field (allowed here: prefer_cheapest_above_pct", id="unknown-field"),
-    pytest.param("name: x\nroutes: []\n", "routes: unknown field (allowed here: name, description, models", id="unknown-top-field"),
-    pytest.param("name: x\nmodels: [mistral-medium-3.5, gpt-5]\n", "models[1]: unknown model 'gpt-5' (known: mistral-medium-3.5, kimi-k2.6, codestral, mistral-embed) (line 2)", id="unknown-model"),
-    pytest.param("name: x\nprefer: [mistral-medium-3.5, gpt-5]\n", "prefer[1]: unknown model 'gpt-5' (known: ", id="unknown-preferred-model"),
-    pytest.param("name: x\nregions: [eu, mars]\n", "regions[1]: unknown region 'mars' (the catalog's providers run in: cn, eu)", id="unknown-region"),
-    pytest.param("name: x\nmodels: [mistral-medium-3.5]\nprefer: [kimi-k2.6]\n", "prefer[0]: model 'kimi-k2.6' is not in this policy's models (mistral-medium-3.5): unreachable", id="prefer-not-subset"),
-    pytest.param("name: x\nmodels: [mistral-medium-3.5, kimi-k2.6]\nregions: [eu]\n", "models[1]: model 'kimi-k2.6' runs in region 'cn', outside this policy's regions (eu): unreachable", id="unreachable-by-region"),
-    pytest.param("name: x\nregions: [eu]\nprefer: [kimi-k2.6]\n", "prefer[0]: model 'kimi-k2.6' runs in region 'cn'", id="preferred-unreachable-by-region"),
+    pytest.param(
+        "name: x\nbudget: {prefer_cheapest_above: 80}\n",
+        "budget.prefer_cheapest_above: unknown field (allowed here: prefer_cheapest_above_pct",
+        id="unknown-field",
+    ),
+    pytest.param(
+        "name: x\nroutes: []\n",
+        "routes: unknown field (allowed here: name, description, models",
+        id="unknown-top-field",
+    ),
+    pytest.param(
+        "name: x\nmodels: [mistral-medium-3.5, gpt-5]\n",
+        "models[1]: unknown model 'gpt-5' (known: mistral-medium-3.5, kimi-k2.6, codestral, mistral-embed) (line 2)",
+        id="unknown-model",
+    ),
+    pytest.param(
+        "name: x\nprefer: [mistral-medium-3.5, gpt-5]\n",
+        "prefer[1]: unknown model 'gpt-5' (known: ",
+        id="unknown-preferred-model",
+    ),
+    pytest.param(
+        "name: x\nregions: [eu, mars]\n",
+        "regions[1]: unknown region 'mars' (the catalog's providers run in: cn, eu)",
+        id="unknown-region",
+    ),
+    pytest.param(
+        "name: x\nmodels: [mistral-medium-3.5]\nprefer: [kimi-k2.6]\n",
+        "prefer[0]: model 'kimi-k2.6' is not in this policy's models (mistral-medium-3.5): unreachable",
+        id="prefer-not-subset",
+    ),
+    pytest.param(
+        "name: x\nmodels: [mistral-medium-3.5, kimi-k2.6]\nregions: [eu]\n",
+        "models[1]: model 'kimi-k2.6' runs in region 'cn', outside this policy's regions (eu): unreachable",
+        id="unreachable-by-region",
+    ),
+    pytest.param(
+        "name: x\nregions: [eu]\nprefer: [kimi-k2.6]\n",
+        "prefer[0]: model 'kimi-k2.6' runs in region 'cn'",
+        id="preferred-unreachable-by-region",
+    ),
     pytest.param("name: x\nmodels: []\n", "models: no chat model is reachable", id="empty-allowed-set"),
     pytest.param("name: x\nmodels: [mistral-embed]\n", "models: no chat model is reachable", id="no-chat-model"),
-    pytest.param("name: x\nbudget: {prefer_cheapest_above_pct: 120}\n", "budget.prefer_cheapest_above_pct: Input should be less than or equal to 100", id="percent-over-100"),
-    pytest.param("name: x\ncontext: {safety_margin_pct: -1}\n", "context.safety_margin_pct: Input should be greater than or equal to 0", id="negative-margin"),
-    pytest.param("name: x\nbudget: {prefer_cheapest_above_pct: yes}\n", "budget.prefer_cheapest_above_pct: must be a number, not True", id="percent-not-a-number"),
+    pytest.param(
+        "name: x\nbudget: {prefer_cheapest_above_pct: 120}\n",
+        "budget.prefer_cheapest_above_pct: Input should be less than or equal to 100",
+        id="percent-over-100",
+    ),
+    pytest.param(
+        "name: x\ncontext: {safety_margin_pct: -1}\n",
+        "context.safety_margin_pct: Input should be greater than or equal to 0",
+        id="negative-margin",
+    ),
+    pytest.param(
+        "name: x\nbudget: {prefer_cheapest_above_pct: yes}\n",
+        "budget.prefer_cheapest_above_pct: must be a number, not True",
+        id="percent-not-a-number",
+    ),
     pytest.param("name: y\n", "name: is 'y' but the file is x.yaml", id="name-not-stem"),
     pytest.param("name: X Y\n", "name: String should match pattern", id="bad-name"),
-    pytest.param("name: x\nnamed_model: ignore\n", "named_model: Input should be 'honour', 'reroute' or 'refuse'", id="named-model"),
-    pytest.param("name: x\nfallbacks: {on_failure: [connect, 404]}\n", "fallbacks.on_failure[1]: unknown failure kind '404' (known: connect, timeout, 429, 5xx", id="unknown-failure-kind"),
-    pytest.param("name: x\nbudget: {on_reservation_too_large: [pray]}\n", "budget.on_reservation_too_large[0]: Input should be 'cheaper_model' or 'lower_max_tokens'", id="unknown-downgrade"),
-    pytest.param("name: x\nfallbacks: {to_next_candidate: false, when_pinned: true}\n", "fallbacks.when_pinned: unreachable: to_next_candidate is false", id="when-pinned-unreachable"),
-    pytest.param("name: x\nfallbacks: {backoff_ms: 500, max_backoff_ms: 100}\n", "fallbacks.max_backoff_ms: is 100, less than backoff_ms (500)", id="backoff-order"),
-    pytest.param("name: x\nmodels: [kimi-k2.6]\nbudget: {prefer_cheapest_above_pct: 80}\n", "budget.prefer_cheapest_above_pct: unreachable: no model the budget rules may move to", id="budget-rule-unreachable"),
-    pytest.param("name: x\nbudget: {on_reservation_too_large: [cheaper_model], downgrade_to: [mistral-medium-3.5]}\n", "budget.on_reservation_too_large[0]: unreachable", id="downgrade-never-cheaper"),
-    pytest.param("name: x\nmodels: [mistral-medium-3.5]\nbudget: {prefer_cheapest_above_pct: 80, downgrade_to: [kimi-k2.6]}\n", "budget.downgrade_to[0]: model 'kimi-k2.6' is not in this policy's models", id="downgrade-not-allowed"),
-    pytest.param("name: x\nprefer: [kimi-k2.6, kimi-k2.6]\n", "prefer[1]: 'kimi-k2.6' is listed twice (first at prefer[0])", id="duplicate-entry"),
-    pytest.param("name: x\nprefer: []\nprefer: [kimi-k2.6]\n", "(top level): not valid YAML: field 'prefer' is given twice in this mapping (line 3)", id="duplicate-key"),
+    pytest.param(
+        "name: x\nnamed_model: ignore\n",
+        "named_model: Input should be 'honour', 'reroute' or 'refuse'",
+        id="named-model",
+    ),
+    pytest.param(
+        "name: x\nfallbacks: {on_failure: [connect, 404]}\n",
+        "fallbacks.on_failure[1]: unknown failure kind '404' (known: connect, timeout, 429, 5xx",
+        id="unknown-failure-kind",
+    ),
+    pytest.param(
+        "name: x\nbudget: {on_reservation_too_large: [pray]}\n",
+        "budget.on_reservation_too_large[0]: Input should be 'cheaper_model' or 'lower_max_tokens'",
+        id="unknown-downgrade",
+    ),
+    pytest.param(
+        "name: x\nfallbacks: {to_next_candidate: false, when_pinned: true}\n",
+        "fallbacks.when_pinned: unreachable: to_next_candidate is false",
+        id="when-pinned-unreachable",
+    ),
+    pytest.param(
+        "name: x\nfallbacks: {backoff_ms: 500, max_backoff_ms: 100}\n",
+        "fallbacks.max_backoff_ms: is 100, less than backoff_ms (500)",
+        id="backoff-order",
+    ),
+    pytest.param(
+        "name: x\nmodels: [kimi-k2.6]\nbudget: {prefer_cheapest_above_pct: 80}\n",
+        "budget.prefer_cheapest_above_pct: unreachable: no model the budget rules may move to",
+        id="budget-rule-unreachable",
+    ),
+    pytest.param(
+        "name: x\nbudget: {on_reservation_too_large: [cheaper_model], downgrade_to: [mistral-medium-3.5]}\n",
+        "budget.on_reservation_too_large[0]: unreachable",
+        id="downgrade-never-cheaper",
+    ),
+    pytest.param(
+        "name: x\nmodels: [mistral-medium-3.5]\nbudget: {prefer_cheapest_above_pct: 80, downgrade_to: [kimi-k2.6]}\n",
+        "budget.downgrade_to[0]: model 'kimi-k2.6' is not in this policy's models",
+        id="downgrade-not-allowed",
+    ),
+    pytest.param(
+        "name: x\nprefer: [kimi-k2.6, kimi-k2.6]\n",
+        "prefer[1]: 'kimi-k2.6' is listed twice (first at prefer[0])",
+        id="duplicate-entry",
+    ),
+    pytest.param(
+        "name: x\nprefer: []\nprefer: [kimi-k2.6]\n",
+        "(top level): not valid YAML: field 'prefer' is given twice in this mapping (line 3)",
+        id="duplicate-key",
+    ),
     pytest.param("name: [\n", "(top level): not valid YAML", id="bad-yaml"),
     pytest.param("- a\n", "(top level): a policy is a mapping of fields", id="not-a-mapping"),
 ]
@@ -143,14 +227,20 @@ def test_schema_and_catalog_problems_are_reported_together(tmp_path: Path) -> No
 
 def test_warnings_do_not_reject_a_policy(tmp_path: Path) -> None:
     path = write(
-        tmp_path, "x.yaml",
+        tmp_path,
+        "x.yaml",
         "budget: {max_tokens_floor: 256}\ncontext: {skip_if_over_window: false, safety_margin_pct: 5}\n"
         "fallbacks: {on_failure: [5xx, 503]}\nnamed_model: honour\n",
-    )  # fmt: skip
+    )
     policy, problems = check_policy_file(path, CATALOG)
     assert policy is not None and policy.name == "x"  # the name defaults to the file's
     assert all(p.warning for p in problems)
-    assert {p.field for p in problems} == {"budget.max_tokens_floor", "context.safety_margin_pct", "fallbacks.on_failure[1]", "named_model"}
+    assert {p.field for p in problems} == {
+        "budget.max_tokens_floor",
+        "context.safety_margin_pct",
+        "fallbacks.on_failure[1]",
+        "named_model",
+    }
     assert str(problems[0]).startswith(f"{path}: warning: ")
 
 
@@ -158,7 +248,11 @@ def test_minimal_policy_has_every_default(tmp_path: Path) -> None:
     policy = load_policy_file(write(tmp_path, "tiny.yaml", "{}\n"), CATALOG)
     assert policy.name == "tiny" and policy.models is None and policy.regions is None and policy.prefer == ()
     assert policy.named_model == "refuse" and policy.budget.on_reservation_too_large == ()
-    assert names(policy.candidates(CATALOG, "chat")) == ["mistral-medium-3.5", "kimi-k2.6", "codestral"]  # catalog order
+    assert names(policy.candidates(CATALOG, "chat")) == [
+        "mistral-medium-3.5",
+        "kimi-k2.6",
+        "codestral",
+    ]  # catalog order
     assert policy.fallbacks.on_failure == ("connect", "timeout", "429", "5xx")
     assert Policy.model_validate(policy.effective()) == policy
 
@@ -169,7 +263,9 @@ def test_a_directory_needs_default_and_ignores_yml(tmp_path: Path) -> None:
     write(tmp_path, ".team.yaml.swp.yaml", "garbage: [\n")  # editors' hidden files are not policies
     loaded = load_policies(tmp_path, CATALOG)
     assert list(loaded) == ["team"]
-    assert [str(p) for p in loaded.errors] == [f"{tmp_path}: (directory): no default.yaml: teams use the policy 'default' unless they name another"]
+    assert [str(p) for p in loaded.errors] == [
+        f"{tmp_path}: (directory): no default.yaml: teams use the policy 'default' unless they name another"
+    ]
     assert [p.field for p in loaded.warnings] == ["(file name)"]
 
 
@@ -179,7 +275,10 @@ def test_a_directory_needs_default_and_ignores_yml(tmp_path: Path) -> None:
 def test_candidates_prefer_first_then_catalog_order_and_narrowing(tmp_path: Path) -> None:
     policy = load_policy_file(write(tmp_path, "p.yaml", "prefer: [codestral, kimi-k2.6]\n"), CATALOG)
     assert names(policy.candidates(CATALOG, "chat")) == ["codestral", "kimi-k2.6", "mistral-medium-3.5"]
-    assert names(policy.candidates(CATALOG, "chat", models={"mistral-medium-3.5", "kimi-k2.6"})) == ["kimi-k2.6", "mistral-medium-3.5"]
+    assert names(policy.candidates(CATALOG, "chat", models={"mistral-medium-3.5", "kimi-k2.6"})) == [
+        "kimi-k2.6",
+        "mistral-medium-3.5",
+    ]
     assert names(policy.candidates(CATALOG, ["chat", "vision"], regions={"eu"})) == ["mistral-medium-3.5"]
     assert policy.candidates(CATALOG, "embeddings", regions={"cn"}) == []
 
@@ -190,7 +289,10 @@ def test_cheapest_orders_by_expected_cost() -> None:
     # Prompt-heavy: codestral (0.30 in) < kimi (0.60) < medium (1.50).
     assert names(policy.cheapest(CATALOG, chat, 100_000, 100)) == ["codestral", "kimi-k2.6", "mistral-medium-3.5"]
     # Names work as well as models; equal costs keep the given order.
-    assert names(policy.cheapest(CATALOG, ["mistral-medium-3.5", "kimi-k2.6"], 0, 0)) == ["mistral-medium-3.5", "kimi-k2.6"]
+    assert names(policy.cheapest(CATALOG, ["mistral-medium-3.5", "kimi-k2.6"], 0, 0)) == [
+        "mistral-medium-3.5",
+        "kimi-k2.6",
+    ]
     everything = Policy(name="p")
     assert names(everything.downgrades(CATALOG, chat, 1000, 1000, current="kimi-k2.6")) == ["codestral"]
 
@@ -229,7 +331,13 @@ def test_reload_keeps_the_previous_version_on_a_broken_file(tmp_path: Path) -> N
     assert watcher.poll() is None  # the same broken files are not reloaded again and again
 
     # Fixed: the new version is picked up.
-    write(directory, "default.yaml", (SHIPPED / "default.yaml").read_text().replace("prefer: [mistral-medium-3.5, kimi-k2.6]", "prefer: [kimi-k2.6]"))
+    write(
+        directory,
+        "default.yaml",
+        (SHIPPED / "default.yaml")
+        .read_text()
+        .replace("prefer: [mistral-medium-3.5, kimi-k2.6]", "prefer: [kimi-k2.6]"),
+    )
     result = watcher.poll()
     assert result is not None and result.ok and result.changed and watcher.version == 2
     assert watcher.get("default").prefer == ("kimi-k2.6",) and watcher.last_error is None
@@ -238,7 +346,9 @@ def test_reload_keeps_the_previous_version_on_a_broken_file(tmp_path: Path) -> N
 
     # A new catalog that the policies do not fit is refused as a whole.
     smaller = load_catalog(None, {})
-    smaller = type(smaller)(smaller.source, smaller.providers, {"mistral-medium-3.5": smaller.models["mistral-medium-3.5"]}, False)
+    smaller = type(smaller)(
+        smaller.source, smaller.providers, {"mistral-medium-3.5": smaller.models["mistral-medium-3.5"]}, False
+    )
     assert not watcher.reload(smaller).ok and watcher.catalog is CATALOG and watcher.version == 2
 
 

@@ -37,8 +37,9 @@ from __future__ import annotations
 import hashlib
 import json
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
@@ -86,9 +87,11 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(
-    start_gateway: GatewayFactory, mistral: ThreadedServer, moonshot: ThreadedServer,
+    start_gateway: GatewayFactory,
+    mistral: ThreadedServer,
+    moonshot: ThreadedServer,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[World]:  # fmt: skip
+) -> Iterator[World]:
     root = tmp_path_factory.mktemp("portability")
     directory = root / "policies"
     directory.mkdir()
@@ -96,9 +99,12 @@ def world(
         (directory / f"{name}.yaml").write_text(text)
     database = f"sqlite:///{root / 'gateway.db'}"
     server = start_gateway(
-        master_key=None, policies_dir=directory, database_url=database, request_log=False,
+        master_key=None,
+        policies_dir=directory,
+        database_url=database,
+        request_log=False,
         circuit_failures=1_000_000,  # examples stay independent: the fallback variant fails a provider twice each
-    )  # fmt: skip
+    )
     make_team(database, "kimi-first", policy="kimi-first")
     key, _ = make_key(database, "kimi-first")
     controls = {"mistral": EmulatorControl(mistral.url), "moonshot": EmulatorControl(moonshot.url)}
@@ -112,32 +118,84 @@ def world(
 # ------------------------------------------------------------------------------------------- conversations
 
 TOOLS: dict[str, dict[str, Any]] = {
-    "get_weather": {"type": "function", "function": {
-        "name": "get_weather", "description": "Current weather of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
-    "get_time": {"type": "function", "function": {
-        "name": "get_time", "description": "The time now", "parameters": {"type": "object", "properties": {}}}},
-    "search_docs": {"type": "function", "function": {
-        "name": "search_docs", "description": "Search the documentation",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
-                       "required": ["query"]}}},
+    "get_weather": {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    },
+    "get_time": {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "The time now",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    },
+    "search_docs": {
+        "type": "function",
+        "function": {
+            "name": "search_docs",
+            "description": "Search the documentation",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+                "required": ["query"],
+            },
+        },
+    },
     "list_files": {"type": "function", "function": {"name": "list_files", "description": "Files in the project"}},
-}  # fmt: skip
+}
 CITIES = ("Oslo", "Paris", "Zürich", "東京", "São Paulo")
-WORDS = ("the", "weather", "tomorrow", "please", "code", "why", "does", "this", "fail", "explain", "Zürich", "🙂",
-         "def", "f(x):", "return", "x", "*", "2", "résumé", "42", "ok", "and", "then", "?")  # fmt: skip
-TEXT = st.lists(st.sampled_from(WORDS), min_size=1, max_size=7).map(" ".join)
-PNG_1X1 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+WORDS = (
+    "the",
+    "weather",
+    "tomorrow",
+    "please",
+    "code",
+    "why",
+    "does",
+    "this",
+    "fail",
+    "explain",
+    "Zürich",
+    "🙂",
+    "def",
+    "f(x):",
+    "return",
+    "x",
+    "*",
+    "2",
+    "résumé",
+    "42",
+    "ok",
+    "and",
+    "then",
+    "?",
 )
+TEXT = st.lists(st.sampled_from(WORDS), min_size=1, max_size=7).map(" ".join)
+PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 JPEG_1X1 = (
     "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////////"
     "////////////////wAALCAABAAEBAREA/8QAFAABAAAAAAAAAAAAAAAAAAAAA//EABQQAQAAAAAAAAAAAAAAAAAAAAD/2gAIAQEAAD8AN//Z"
 )
 IMAGES = (f"data:image/png;base64,{PNG_1X1}", f"data:image/jpeg;base64,{JPEG_1X1}")
 ALNUM = string.ascii_letters + string.digits
-NULLABLE = ("max_tokens", "temperature", "top_p", "stop", "n", "presence_penalty", "frequency_penalty", "seed",
-            "tool_choice", "stream_options", "response_format")  # fmt: skip
+NULLABLE = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "tool_choice",
+    "stream_options",
+    "response_format",
+)
 
 
 def _ident(seed: int, serial: int, length: int) -> str:
@@ -252,8 +310,11 @@ class _Builder:
         names = draw(st.lists(st.sampled_from(tools), min_size=1, max_size=3))  # parallel calls, a name maybe twice
         calls = []
         for index, name in enumerate(names):
-            call: dict[str, Any] = {"id": self.call_id(name), "type": "function",
-                                    "function": {"name": name, "arguments": _arguments(draw, name)}}
+            call: dict[str, Any] = {
+                "id": self.call_id(name),
+                "type": "function",
+                "function": {"name": name, "arguments": _arguments(draw, name)},
+            }
             if not self.sdk_echo and self.origin in ("kimi", "mistral"):
                 call["index"] = index
             calls.append(call)
@@ -462,7 +523,8 @@ def check_stream(raw: bytes, body: dict[str, Any]) -> None:
         assert any(key[0] == 0 for key in calls), "finish_reason tool_calls without a tool call"
     if (body.get("stream_options") or {}).get("include_usage"):
         assert usage_chunks and usage_chunks[-1] is chunks[-1] and chunks[-1]["choices"] == [], (
-            f"stream_options.include_usage: no final usage chunk: {chunks[-1]}")
+            f"stream_options.include_usage: no final usage chunk: {chunks[-1]}"
+        )
         usage = chunks[-1]["usage"]
         assert all(isinstance(usage.get(k), int) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
 
@@ -484,17 +546,22 @@ def _sent_to(control: EmulatorControl) -> list[dict[str, Any]]:
 
 def _refused(world: World, provider: str, answer: Answer, conversation: Conversation) -> str:
     who = provider if _sent_to(world.controls[provider]) else f"the gateway (before calling {provider})"
-    return (f"{who} refused a conversation answered by {conversation.origin} ({answer.status}): "
-            f"{answer.body[:600].decode(errors='replace')}")
+    return (
+        f"{who} refused a conversation answered by {conversation.origin} ({answer.status}): "
+        f"{answer.body[:600].decode(errors='replace')}"
+    )
 
 
-def replay(world: World, conversation: Conversation, provider: str, model: str, headers: dict[str, str],
-           reason: str | None) -> dict[str, Any]:  # fmt: skip
+def replay(
+    world: World, conversation: Conversation, provider: str, model: str, headers: dict[str, str], reason: str | None
+) -> dict[str, Any]:
     """Send the conversation, check the answer, and return the body `provider`'s emulator received."""
     body = {"model": model, **conversation.body}
     answer = post_json(world.url, CHAT, body, headers)
-    note(f"status {answer.status}, headers {{provider: {answer.headers.get('x-gateway-provider')}, reason: "
-         f"{answer.headers.get('x-gateway-route-reason')}}}")
+    note(
+        f"status {answer.status}, headers {{provider: {answer.headers.get('x-gateway-provider')}, reason: "
+        f"{answer.headers.get('x-gateway-route-reason')}}}"
+    )
     if answer.status != 200:
         pytest.fail(_refused(world, provider, answer, conversation))
     assert answer.headers["x-gateway-provider"] == provider, answer.headers
@@ -547,7 +614,7 @@ def check_translation(conversation: Conversation, provider: str, sent: dict[str,
             f"the client asked for at most {wanted} tokens (max_tokens={conversation.body.get('max_tokens')}, "
             f"max_completion_tokens={conversation.body.get('max_completion_tokens')}), {provider} was sent "
             f"{name}={sent.get(name)}"
-        )  # fmt: skip
+        )
     assert len(messages) == len(client_messages), "a message was dropped or added"
     assert _images(messages) == _images(client_messages), "an image part was lost"
     # Every tool result answers a call of the assistant turn before it, once.
@@ -578,13 +645,14 @@ def record(conversation: Conversation) -> None:
     calls = [len(m["tool_calls"]) for m in messages if m.get("tool_calls")]
     event("parallel tool calls" if any(c > 1 for c in calls) else "tool calls" if calls else "no tool call")
     for feature, present in (
-        ("legacy functions", "functions" in body), ("image", _images(messages) > 0),
+        ("legacy functions", "functions" in body),
+        ("image", _images(messages) > 0),
         ("continued (partial/prefix)", conversation.continued),
         ("developer role", any(m["role"] == "developer" for m in messages)),
         ("reasoning replayed", any(m["role"] == "assistant" and _reasoning_of(m) for m in messages)),
         ("late system", any(m["role"] in ("system", "developer") for m in messages[1:])),
         ("last message tool", messages[-1]["role"] in ("tool", "function")),
-    ):  # fmt: skip
+    ):
         if present:
             event(feature)
     event(f"tool_choice {json.dumps(body.get('tool_choice', body.get('function_call')))[:30]}")
@@ -658,8 +726,11 @@ def _post(world: World, body: dict[str, Any]) -> tuple[Answer, dict[str, list[di
 def test_found_mistral_prefix_reaches_kimi_as_partial(world: World) -> None:
     """Mistral's `prefix: true` on the last assistant message is Kimi's `partial: true` (the Mistral adapter maps
     partial -> prefix; the Moonshot adapter drops `prefix`, so Kimi answers a new turn instead of continuing)."""
-    body = {"model": "kimi-k2.6", "max_tokens": 8,
-            "messages": [USER, {"role": "assistant", "content": "Crisp leaves", "prefix": True}]}  # fmt: skip
+    body = {
+        "model": "kimi-k2.6",
+        "max_tokens": 8,
+        "messages": [USER, {"role": "assistant", "content": "Crisp leaves", "prefix": True}],
+    }
     answer, sent = _post(world, body)
     assert answer.status == 200, answer.body
     last = sent["moonshot"][0]["messages"][-1]
@@ -670,10 +741,16 @@ def test_found_mistral_prefix_reaches_kimi_as_partial(world: World) -> None:
 def test_found_legacy_function_messages_reach_kimi(world: World) -> None:
     """A legacy-functions history (an assistant `function_call`, then a `function` message) is sent to Kimi as a
     tool call and its result, as the Mistral adapter does; the Moonshot adapter refuses the `function` role."""
-    body = {"model": "kimi-k2.6", "max_tokens": 8, "functions": [TOOLS["get_time"]["function"]], "messages": [
-        {"role": "user", "content": "What time is it?"},
-        {"role": "assistant", "content": None, "function_call": {"name": "get_time", "arguments": "{}"}},
-        {"role": "function", "name": "get_time", "content": "12:30"}]}  # fmt: skip
+    body = {
+        "model": "kimi-k2.6",
+        "max_tokens": 8,
+        "functions": [TOOLS["get_time"]["function"]],
+        "messages": [
+            {"role": "user", "content": "What time is it?"},
+            {"role": "assistant", "content": None, "function_call": {"name": "get_time", "arguments": "{}"}},
+            {"role": "function", "name": "get_time", "content": "12:30"},
+        ],
+    }
     answer, sent = _post(world, body)
     if answer.status != 200:
         pytest.fail(f"a legacy function-call history is refused on Kimi ({answer.status}): {answer.body.decode()}")

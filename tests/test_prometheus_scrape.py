@@ -14,8 +14,9 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -55,7 +56,9 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Start Prometheus on a free 127.0.0.1 port, scraping `target` (host:port) every second (with the scrape
     job's `authorization` block, if given)."""
     if not PROMETHEUS.exists():
-        pytest.fail(f"{PROMETHEUS} is missing: run `bash scripts/tools` (it extracts it from Debian's prometheus package)")
+        pytest.fail(
+            f"{PROMETHEUS} is missing: run `bash scripts/tools` (it extracts it from Debian's prometheus package)"
+        )
     started: list[subprocess.Popen[bytes]] = []
 
     def start(target: str, authorization: dict[str, str] | None = None) -> str:
@@ -72,10 +75,16 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[..., str]]:
         path.write_text(yaml.safe_dump(config))
         port = free_port()
         process = subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={path}", f"--storage.tsdb.path={home / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=open(home / "prometheus.log", "wb"),
-        )  # fmt: skip
+            [
+                str(PROMETHEUS),
+                f"--config.file={path}",
+                f"--storage.tsdb.path={home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(home / "prometheus.log", "wb"),
+        )
         started.append(process)
         url = f"http://127.0.0.1:{port}"
         _eventually(lambda: urllib.request.urlopen(url + "/-/ready", timeout=2).status == 200, "Prometheus to start")
@@ -104,12 +113,27 @@ def test_prometheus_scrapes_every_family_with_the_gateways_values(
     server = start_gateway(database_url=db)
     headers = {"authorization": f"Bearer {key}"}
     for i in range(5):
-        assert post_json(server.url, CHAT, {"model": "auto", "messages": [{"role": "user", "content": f"hi {i}"}]}, headers).status == 200
+        assert (
+            post_json(
+                server.url, CHAT, {"model": "auto", "messages": [{"role": "user", "content": f"hi {i}"}]}, headers
+            ).status
+            == 200
+        )
     stream = {"model": "kimi-k2.6", "messages": [{"role": "user", "content": "stream"}], "stream": True}
     assert post_json(server.url, CHAT, stream, headers).status == 200
-    assert post_json(server.url, CHAT, {"model": "no-such-model", "messages": [{"role": "user", "content": "?"}]}, headers).status == 404
+    assert (
+        post_json(
+            server.url, CHAT, {"model": "no-such-model", "messages": [{"role": "user", "content": "?"}]}, headers
+        ).status
+        == 404
+    )
     mistral_log.fault("status=503", count=2)  # a retry, then a fallback to Kimi
-    assert post_json(server.url, CHAT, {"model": "auto", "messages": [{"role": "user", "content": "word " * 3000}]}, headers).status == 200
+    assert (
+        post_json(
+            server.url, CHAT, {"model": "auto", "messages": [{"role": "user", "content": "word " * 3000}]}, headers
+        ).status
+        == 200
+    )
 
     url = prometheus(f"127.0.0.1:{server.port}")
     up = _eventually(lambda: query(url, 'up{job="model-gateway"} == 1'), "a successful scrape")

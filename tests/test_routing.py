@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import json
 import random
+import re
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -13,11 +13,11 @@ import pytest
 from gateway.catalog import load_catalog
 from gateway.emulators.text import count_tokens
 from gateway.errors import GatewayError
+from gateway.money import usd_to_nanos
 from gateway.policy import Policy, load_policies
 from gateway.routing import Allowed, decide
 from gateway.routing.counting import PromptCounts
 from gateway.tokens import TokenCounter
-from gateway.money import usd_to_nanos
 from tests.budget_util import _with_store, ledger, make_key, make_team, run, team_usage
 from tests.conftest import EmulatorControl, GatewayFactory
 from tests.http_util import post_json, request
@@ -65,8 +65,13 @@ def test_eu_team_large_prompt_is_no_route_naming_each_elimination() -> None:
     d = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 300_112, 1024)
     assert not d.ok and d.error is not None and (d.error.status, d.error.code) == (400, "no_route")
     message = d.error.message
-    for part in ("prompt is 300,112 tokens", "mistral-medium-3.5 holds 262,144", "kimi-k2.6 is excluded by residency eu",
-                 "codestral holds 262,144", "mistral-embed lacks chat"):  # fmt: skip
+    for part in (
+        "prompt is 300,112 tokens",
+        "mistral-medium-3.5 holds 262,144",
+        "kimi-k2.6 is excluded by residency eu",
+        "codestral holds 262,144",
+        "mistral-embed lacks chat",
+    ):
         assert part in message, message
     with pytest.raises(GatewayError):
         d.check()
@@ -78,7 +83,10 @@ def test_residency_header_narrows_and_never_widens() -> None:
     short = decide(CATALOG, COST_SAVER, ANY, "auto", {"chat"}, 50, 1024, residency_header_regions={"eu"})
     assert short.reason == "residency:eu" and short.candidates[0].name == "mistral-medium-3.5"
     widened = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, residency_header_regions={"cn", "eu"})
-    assert widened.regions == frozenset({"eu"}) and {m.name for m in widened.candidates} == {"mistral-medium-3.5", "codestral"}
+    assert widened.regions == frozenset({"eu"}) and {m.name for m in widened.candidates} == {
+        "mistral-medium-3.5",
+        "codestral",
+    }
     only_cn = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, residency_header_regions={"cn"})
     assert only_cn.error is not None and only_cn.error.code == "no_route"
 
@@ -115,7 +123,9 @@ def test_named_models_pinned_rerouted_refused_honoured() -> None:
     assert unknown.error is not None and (unknown.error.status, unknown.error.code) == (404, "model_not_found")
     honour = Policy(name="h", models=("mistral-medium-3.5",), named_model="honour")
     assert decide(CATALOG, honour, ANY, "kimi-k2.6", {"chat"}, 50, 1024).reason == "pinned"
-    team_says_no = decide(CATALOG, honour, Allowed(models=frozenset({"mistral-medium-3.5"})), "kimi-k2.6", {"chat"}, 50, 1024)
+    team_says_no = decide(
+        CATALOG, honour, Allowed(models=frozenset({"mistral-medium-3.5"})), "kimi-k2.6", {"chat"}, 50, 1024
+    )
     assert team_says_no.error is not None and team_says_no.error.status == 403  # honour never overrides the team
     no_tools = decide(CATALOG, DEFAULT, ANY, "codestral", {"chat", "tools"}, 50, 1024)
     assert no_tools.error is not None and no_tools.error.code == "unsupported_capability"
@@ -259,7 +269,9 @@ def test_default_policy_end_to_end(
     assert refused.status == 400 and refused.error["code"] == "no_route"
     message = refused.error["message"]
     counted = re.search(r"prompt is ([\d,]+) tokens", message)
-    assert counted and int(counted.group(1).replace(",", "")) > 262_144 and "mistral-medium-3.5 holds 262,144" in message
+    assert (
+        counted and int(counted.group(1).replace(",", "")) > 262_144 and "mistral-medium-3.5 holds 262,144" in message
+    )
     assert "kimi-k2.6 is excluded by residency eu" in message
     assert refused.headers["x-gateway-route-reason"] == "no_route"
     assert len(mistral_log.requests()) == 1 and len(moonshot_log.requests()) == 1
@@ -268,8 +280,10 @@ def test_default_policy_end_to_end(
     assert headers_of(pinned)[3] == "pinned"
     rows = ledger(db)
     assert [(r.model, r.route_reason) for r in rows] == [
-        ("mistral-medium-3.5", "preferred"), ("kimi-k2.6", "context>262144"), ("kimi-k2.6", "pinned"),
-    ]  # fmt: skip
+        ("mistral-medium-3.5", "preferred"),
+        ("kimi-k2.6", "context>262144"),
+        ("kimi-k2.6", "pinned"),
+    ]
 
 
 def test_residency_header(start_gateway: GatewayFactory, db: str) -> None:
@@ -282,7 +296,9 @@ def test_residency_header(start_gateway: GatewayFactory, db: str) -> None:
     assert headers_of(plain)[0] == "kimi-k2.6" and headers_of(plain)[3] == "preferred"
     narrowed = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key, **{"x-gateway-residency": "eu"}))
     assert headers_of(narrowed) == ("mistral-medium-3.5", "mistral", "eu", "residency:eu")
-    widened = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(eu_key, **{"x-gateway-residency": "eu,cn"}))
+    widened = post_json(
+        url, CHAT, {"model": "auto", "messages": SHORT}, auth(eu_key, **{"x-gateway-residency": "eu,cn"})
+    )
     assert widened.status == 200 and headers_of(widened)[2] == "eu"
     cn_only = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(eu_key, **{"x-gateway-residency": "cn"}))
     assert cn_only.status == 400 and cn_only.error["code"] == "no_route"
@@ -293,18 +309,34 @@ def test_residency_header(start_gateway: GatewayFactory, db: str) -> None:
 def _spend(db: str, team_name: str, nanos: int) -> None:
     """Record spend for a team directly (a settled ledger row)."""
     import time as _time
+    from datetime import datetime
 
     from gateway.budget.periods import period_window
     from gateway.store.base import LedgerRow, Scope, Settlement, team_scope
-    from datetime import datetime, timezone
 
-    start, _ = period_window("monthly", "UTC", datetime.now(timezone.utc))
+    start, _ = period_window("monthly", "UTC", datetime.now(UTC))
     row = LedgerRow(
-        id=f"seed-{team_name}", ts=_time.time(), team=team_name, key_id=None, key_prefix=None, requested_model="auto",
-        model="mistral-medium-3.5", provider="mistral", region="eu", prompt_tokens=1, completion_tokens=1,
-        cached_tokens=0, cost_nanos=nanos, estimated=False, status=200, latency_ms=1.0, ttft_ms=None,
-        route_reason="preferred", stream=False, content=None,
-    )  # fmt: skip
+        id=f"seed-{team_name}",
+        ts=_time.time(),
+        team=team_name,
+        key_id=None,
+        key_prefix=None,
+        requested_model="auto",
+        model="mistral-medium-3.5",
+        provider="mistral",
+        region="eu",
+        prompt_tokens=1,
+        completion_tokens=1,
+        cached_tokens=0,
+        cost_nanos=nanos,
+        estimated=False,
+        status=200,
+        latency_ms=1.0,
+        ttft_ms=None,
+        route_reason="preferred",
+        stream=False,
+        content=None,
+    )
     run(_with_store(db, lambda s: s.record(Settlement(row, [Scope(team_scope(team_name), start, None)], None))))
 
 
@@ -328,7 +360,9 @@ def test_budget_downgrades(start_gateway: GatewayFactory, db: str, moonshot_log:
     assert moved.status == 200, moved.body
     assert headers_of(moved) == ("kimi-k2.6", "moonshot", "cn", "budget-downgrade")
     # A pinned model is not moved: refused with the budget message.
-    refusal = post_json(url, EXPLAIN, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(tight_key)).json()["admission"]
+    refusal = post_json(url, EXPLAIN, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(tight_key)).json()[
+        "admission"
+    ]
     assert refusal["admitted"] is False and (refusal["status"], refusal["code"]) == (429, "budget_exceeded")
     pinned = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": SHORT}, auth(tight_key))
     assert pinned.status == 429 and pinned.error["code"] == "budget_exceeded"
@@ -340,7 +374,9 @@ def test_lower_max_tokens_before_refusing(start_gateway: GatewayFactory, db: str
     make_team(db, "eu-tight", "0.01", policy="eu-only")
     key, _ = make_key(db, "eu-tight")
     url = start_gateway(database_url=db, default_expected_output_tokens=8192).url
-    predicted = post_json(url, EXPLAIN, {"model": "auto", "messages": SHORT, "max_tokens": 8192}, auth(key)).json()["admission"]
+    predicted = post_json(url, EXPLAIN, {"model": "auto", "messages": SHORT, "max_tokens": 8192}, auth(key)).json()[
+        "admission"
+    ]
     assert predicted["model"] == "mistral-medium-3.5" and predicted["max_tokens_lowered"]
     lowered = predicted["max_tokens"]
     assert 1024 <= lowered < 8192 and lowered * 7.5e-6 <= 0.01 < (lowered + 40) * 7.5e-6, predicted
@@ -396,7 +432,10 @@ def test_explain_matches_and_reserves_nothing(
         assert mistral_log.requests() == [] and moonshot_log.requests() == []
         assert len(data["candidates"]) == 4 and all("estimated_cost_usd" in c for c in data["candidates"])
         served = post_json(url, CHAT, body, auth(key))
-        assert (data["model"], data["reason"]) == (served.headers["x-gateway-model"], served.headers["x-gateway-route-reason"])
+        assert (data["model"], data["reason"]) == (
+            served.headers["x-gateway-model"],
+            served.headers["x-gateway-route-reason"],
+        )
         mistral_log.reset()
         moonshot_log.reset()
     as_eu = post_json(url, EXPLAIN + "?team=eu", {"model": "auto", "messages": HUGE}, auth("gw-master-routing"))
@@ -406,7 +445,9 @@ def test_explain_matches_and_reserves_nothing(
     assert post_json(url, EXPLAIN + "?team=eu", {"model": "auto", "messages": SHORT}, auth(key)).status == 403
 
 
-def test_cli_route_explain_direct(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_route_explain_direct(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gateway.cli.main import main
 
     make_team(db, "eu", None, regions=["eu"])
@@ -417,7 +458,23 @@ def test_cli_route_explain_direct(db: str, tmp_path: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "removed by residency" in out and "no_route" in out and "mistral-medium-3.5 holds 262,144" in out
     request.write_text(json.dumps({"model": "auto", "messages": SHORT}))
-    assert main(["route", "explain", "--team", "eu", "--file", str(request), "--database-url", db, "--header", "x-gateway-residency=eu"]) == 0
+    assert (
+        main(
+            [
+                "route",
+                "explain",
+                "--team",
+                "eu",
+                "--file",
+                str(request),
+                "--database-url",
+                db,
+                "--header",
+                "x-gateway-residency=eu",
+            ]
+        )
+        == 0
+    )
     assert "-> mistral-medium-3.5 (mistral, eu), reason preferred" in capsys.readouterr().out
 
 
@@ -434,7 +491,11 @@ def test_policies_reload_without_restart_and_a_broken_edit_keeps_the_last_good_v
     assert post_json(url, "/v1/chat/completions", short, admin).headers["x-gateway-model"] == "mistral-medium-3.5"
 
     default = directory / "default.yaml"
-    default.write_text(default.read_text().replace("prefer: [mistral-medium-3.5, kimi-k2.6]", "prefer: [kimi-k2.6, mistral-medium-3.5]"))
+    default.write_text(
+        default.read_text().replace(
+            "prefer: [mistral-medium-3.5, kimi-k2.6]", "prefer: [kimi-k2.6, mistral-medium-3.5]"
+        )
+    )
     reloaded = post_json(url, "/admin/reload", {}, admin)
     assert reloaded.status == 200 and reloaded.json()["ok"] is True  # (the file poller may have been first)
     assert post_json(url, "/v1/chat/completions", short, admin).headers["x-gateway-model"] == "kimi-k2.6"

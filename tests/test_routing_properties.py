@@ -20,16 +20,16 @@ in `.hypothesis/`, which git ignores). A failing example prints its inputs, the 
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import functools
 import itertools
 import json
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import pytest
 import yaml
@@ -37,23 +37,23 @@ from hypothesis import HealthCheck, assume, event, example, given, note, setting
 from hypothesis import strategies as st
 
 from gateway.catalog import AUTO_MODEL, Catalog, CatalogFile, ModelConfig, Provider, load_catalog
-from gateway.settings import Settings
-from gateway.state import Gateway
 from gateway.emulators import EmulatorOptions, start_emulator
 from gateway.errors import GatewayError
 from gateway.http.app import create_app
+from gateway.http.servers import ThreadedServer
+from gateway.pipeline.validation import check_chat
 from gateway.policy import Policy
 from gateway.policy.checks import check_policy_text
 from gateway.policy.schema import FAILURE_KINDS
 from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
 from gateway.routing import Allowed, RouteDecision, decide
 from gateway.routing.circuits import CircuitBreakers, deployment
-from gateway.routing.route import Route
 from gateway.routing.counting import PromptCounts
 from gateway.routing.failover import Failover, failure_kind
-from gateway.http.servers import ThreadedServer
+from gateway.routing.route import Route
+from gateway.settings import Settings
+from gateway.state import Gateway
 from gateway.tokens import Count
-from gateway.pipeline.validation import check_chat
 from tests.conftest import EmulatorControl, provider_env
 from tests.http_util import Answer, request
 
@@ -76,16 +76,33 @@ def _catalog(source: str, spec: dict[str, Any]) -> Catalog:
     """A catalog from a dict, validated like a catalog file (no environment: nothing is called)."""
     parsed = CatalogFile.model_validate(spec)
     providers = {
-        p.name: Provider(p.name, p.kind, p.region, p.base_url or "http://127.0.0.1:9", None, p.litellm_provider,
-                         p.max_connections, p.timeouts)
+        p.name: Provider(
+            p.name,
+            p.kind,
+            p.region,
+            p.base_url or "http://127.0.0.1:9",
+            None,
+            p.litellm_provider,
+            p.max_connections,
+            p.timeouts,
+        )
         for p in parsed.providers
-    }  # fmt: skip
+    }
     return Catalog(source, providers, {m.name: m for m in parsed.models}, False)
 
 
-def _m(name: str, provider: str, window: int, caps: list[str], price: tuple[str, str], upstream: str | None = None) -> dict:
-    return {"name": name, "provider": provider, "upstream_model": upstream or name, "context_window": window,
-            "max_output_tokens": 32768, "capabilities": caps, "price": {"input": price[0], "output": price[1]}}  # fmt: skip
+def _m(
+    name: str, provider: str, window: int, caps: list[str], price: tuple[str, str], upstream: str | None = None
+) -> dict:
+    return {
+        "name": name,
+        "provider": provider,
+        "upstream_model": upstream or name,
+        "context_window": window,
+        "max_output_tokens": 32768,
+        "capabilities": caps,
+        "price": {"input": price[0], "output": price[1]},
+    }
 
 
 # Four regions, windows from 512 tokens (small prompts hit them) to 1M, equal prices (ties), an upstream id
@@ -139,14 +156,14 @@ def names(models: list[ModelConfig]) -> list[str]:
 # example would cost more than the tests themselves).
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def subsets(items: tuple[str, ...], min_size: int = 0) -> st.SearchStrategy[list[str]]:
     if not items:
         return st.just([])
     return st.lists(st.sampled_from(items), unique=True, min_size=min_size, max_size=len(items))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def maybe_subsets(items: tuple[str, ...]) -> st.SearchStrategy[list[str] | None]:
     return st.none() | st.none() | subsets(items)  # None (no restriction) two times in three
 
@@ -175,14 +192,20 @@ def count_from(shape: tuple, base: int) -> Count:
     same, jitter, method, margin_pct, below_pct, refinable = shape
     tokens = base if same else max(0, base + jitter)
     if method == "estimate":
-        return Count(tokens, False, "estimate", tokens * margin_pct // 100 + 1, below=tokens * below_pct // 100,
-                     refinable=refinable)  # fmt: skip
+        return Count(
+            tokens,
+            False,
+            "estimate",
+            tokens * margin_pct // 100 + 1,
+            below=tokens * below_pct // 100,
+            refinable=refinable,
+        )
     if method == "o200k":
         return Count(tokens, False, "o200k", tokens * margin_pct // 250, below=tokens * below_pct // 200)
     return Count(tokens, True, method, 0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _strategies(catalog_name: str) -> dict[str, st.SearchStrategy[Any]]:
     catalog = CATALOGS[catalog_name]
     models = tuple(catalog.models)
@@ -197,9 +220,10 @@ def _strategies(catalog_name: str) -> dict[str, st.SearchStrategy[Any]]:
         "allowed_regions": maybe_subsets((*regions, "mars")),
         "header": st.none() | subsets(regions, 1).map(frozenset),
         # auto half the time, else a catalog name, an upstream id or (rarely) an unknown name
-        "requested": st.sampled_from((AUTO_MODEL,) * (len(models) + len(upstreams)) + models + tuple(upstreams)
-                                     + UNKNOWN_MODELS[:1]),
-    }  # fmt: skip
+        "requested": st.sampled_from(
+            (AUTO_MODEL,) * (len(models) + len(upstreams)) + models + tuple(upstreams) + UNKNOWN_MODELS[:1]
+        ),
+    }
 
 
 @st.composite
@@ -254,9 +278,17 @@ class Scenario:
 
     def decide(self, counts: Mapping[str, Count] | None | str = "own") -> RouteDecision:
         return decide(
-            self.catalog, self.policy, self.allowed, self.requested, self.capabilities, self.prompt_tokens,
-            self.expected, self.header, self.spent, self.counts if counts == "own" else counts,  # type: ignore[arg-type]
-        )  # fmt: skip
+            self.catalog,
+            self.policy,
+            self.allowed,
+            self.requested,
+            self.capabilities,
+            self.prompt_tokens,
+            self.expected,
+            self.header,
+            self.spent,
+            self.counts if counts == "own" else counts,  # type: ignore[arg-type]
+        )
 
 
 PURE_CATALOGS = ("example", "builtin", "tiny")
@@ -316,9 +348,13 @@ def scenarios(draw: st.DrawFn, servable: bool = False, near: bool = False) -> Sc
                 # Mostly an estimate whose band holds the limit, which a tokenizer can count better.
                 extra_below, extra_above = draw(st.tuples(st.integers(0, 300), st.integers(0, 300)))
                 counts[model.name] = Count(
-                    base, False, "estimate", max(0, limit - base) + 1 + extra_above,
-                    below=min(base, max(0, base - limit) + extra_below), refinable=True,
-                )  # fmt: skip
+                    base,
+                    False,
+                    "estimate",
+                    max(0, limit - base) + 1 + extra_above,
+                    below=min(base, max(0, base - limit) + extra_below),
+                    refinable=True,
+                )
             else:
                 counts[model.name] = count_from(draw(COUNT_SHAPE), base)
     spent = draw(SPENT)
@@ -452,10 +488,12 @@ def expect(sc: Scenario, counts: Mapping[str, Count] | None) -> Expected:
         cost = lambda m: Policy.expected_cost_nanos(m, sc.prompt_tokens, sc.expected)  # noqa: E731
         first = passing[0]
         pool = [
-            m for m in passing
+            m
+            for m in passing
             if (policy.budget.downgrade_to is None or m.name in policy.budget.downgrade_to)
-            and m.name != first.name and cost(m) < cost(first)
-        ]  # fmt: skip
+            and m.name != first.name
+            and cost(m) < cost(first)
+        ]
         moved = min(pool, key=cost) if pool else None  # min keeps the first of equal costs
     order = [moved] + [m for m in passing if m is not moved] if moved is not None else passing
     out.order = names(order)
@@ -486,8 +524,10 @@ def check_decision(sc: Scenario, d: RouteDecision, counts: Mapping[str, Count] |
     """The properties of one decision, then its agreement with the oracle in every detail."""
     catalog, policy = sc.catalog, sc.policy
     regions = oracle_regions(policy, sc.allowed, sc.header)
-    note(f"decision: candidates={names(d.candidates)} reason={d.reason!r} pinned={d.pinned} rerouted={d.rerouted} "
-         f"uncertain={d.uncertain} error={(d.error.status, d.error.code, d.error.message) if d.error else None}")  # fmt: skip
+    note(
+        f"decision: candidates={names(d.candidates)} reason={d.reason!r} pinned={d.pinned} rerouted={d.rerouted} "
+        f"uncertain={d.uncertain} error={(d.error.status, d.error.code, d.error.message) if d.error else None}"
+    )
     note("steps: " + "; ".join(f"{s.name}: " + ", ".join(f"{r.model} {r.reason}" for r in s.removed) for s in d.steps))
 
     # (a) residency, and the team's and key's models: for every candidate, pinned or not.
@@ -575,7 +615,9 @@ def test_decide_never_raises_with_counts_for_some_models_only() -> None:
     catalog = CATALOGS["builtin"]
     policy = Policy(name="p")
     counts = {"kimi-k2.6": Count(50, True, "given", 0)}  # none for mistral-medium-3.5
-    d = decide(catalog, policy, Allowed(regions=frozenset({"eu"})), AUTO_MODEL, {"chat"}, 300_000, 1024, None, None, counts)
+    d = decide(
+        catalog, policy, Allowed(regions=frozenset({"eu"})), AUTO_MODEL, {"chat"}, 300_000, 1024, None, None, counts
+    )
     assert d.error is not None and d.error.code == "no_route"
     assert "prompt is 300,000 tokens" in d.error.message
 
@@ -601,7 +643,9 @@ def upstream_error(failure: tuple, provider: str) -> GatewayError:
     if failure[0] == "timeout":
         return timeout_error(provider, "connect or first byte")
     _, status, retry_after = failure
-    return map_status_error(provider, status, b'{"message": "fault"}', {"Retry-After": retry_after} if retry_after else {})
+    return map_status_error(
+        provider, status, b'{"message": "fault"}', {"Retry-After": retry_after} if retry_after else {}
+    )
 
 
 @FAILOVER
@@ -702,7 +746,9 @@ def test_when_pinned_lets_a_failing_named_model_fall_back_inside_the_regions() -
     d = decide(catalog, policy, Allowed(regions=frozenset({"eu"})), "mistral-medium-3.5", {"chat"}, 50, 1024)
     assert d.ok and d.pinned
     step = Failover(d, catalog, policy.fallbacks).next(d.route(catalog), map_status_error("mistral", 503, b"{}", {}))
-    assert step is not None, "when_pinned: true, yet a failing named model has no fallback (the error goes to the client)"
+    assert step is not None, (
+        "when_pinned: true, yet a failing named model has no fallback (the error goes to the client)"
+    )
     route, _ = step
     assert route.model.name != "mistral-medium-3.5" and region_of(catalog, route.model) == "eu"
     assert route.reason == "fallback:upstream-503"
@@ -755,8 +801,14 @@ PROSE = (
     "and preference. Kimi K2.6 holds a million tokens; Mistral Medium 3.5 holds 262,144. A prompt of 3,000 "
     "words - or code: def f(x): return x * 2 + 1 - is counted per model, with its error band! "
 )
-TOOL = {"type": "function", "function": {"name": "get_time", "description": "The time now.",
-                                         "parameters": {"type": "object", "properties": {}}}}  # fmt: skip
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The time now.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 CHAT = "/v1/chat/completions"
 
 
@@ -773,7 +825,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(mistral: ThreadedServer, moonshot: ThreadedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    mistral: ThreadedServer, moonshot: ThreadedServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     onprem = start_emulator("moonshot", EmulatorOptions(api_key=ONPREM_KEY, seed=7))
     root = tmp_path_factory.mktemp("routing-properties")
     (root / "catalog.yaml").write_text(E2E_CATALOG)
@@ -782,14 +836,19 @@ def world(mistral: ThreadedServer, moonshot: ThreadedServer, tmp_path_factory: p
     (directory / "default.yaml").write_text("name: default\n")
     env = {**provider_env(mistral, moonshot), "ONPREM_API_BASE": onprem.url + "/v1", "ONPREM_API_KEY": ONPREM_KEY}
     settings_ = Settings(
-        database_url=f"sqlite:///{root / 'gateway.db'}", master_key=MASTER, policies_dir=directory,
+        database_url=f"sqlite:///{root / 'gateway.db'}",
+        master_key=MASTER,
+        policies_dir=directory,
         circuit_failures=1_000_000,  # examples stay independent: circuits are covered at the Failover level
         default_expected_output_tokens=256,
-    )  # fmt: skip
+    )
     gateway = Gateway(settings_, load_catalog(root / "catalog.yaml", env))
     server = ThreadedServer(create_app(gateway)).start()
-    controls = {"mistral": EmulatorControl(mistral.url), "moonshot": EmulatorControl(moonshot.url),
-                "onprem": EmulatorControl(onprem.url)}  # fmt: skip
+    controls = {
+        "mistral": EmulatorControl(mistral.url),
+        "moonshot": EmulatorControl(moonshot.url),
+        "onprem": EmulatorControl(onprem.url),
+    }
     CATALOGS["e2e"] = gateway.catalog
     try:
         yield World(server.url, gateway, directory, controls)
@@ -821,46 +880,76 @@ class Case:
     calls: list[Call]
 
 
-E2E_MODELS = ("mistral-medium-3.5", "mistral-small", "codestral", "kimi-k2.6", "kimi-small", "onprem-medium", "onprem-tiny")
-E2E_MODEL_REGION = {"mistral-medium-3.5": "eu", "mistral-small": "eu", "codestral": "eu", "kimi-k2.6": "cn",
-                    "kimi-small": "cn", "onprem-medium": "onprem", "onprem-tiny": "onprem"}  # fmt: skip
+E2E_MODELS = (
+    "mistral-medium-3.5",
+    "mistral-small",
+    "codestral",
+    "kimi-k2.6",
+    "kimi-small",
+    "onprem-medium",
+    "onprem-tiny",
+)
+E2E_MODEL_REGION = {
+    "mistral-medium-3.5": "eu",
+    "mistral-small": "eu",
+    "codestral": "eu",
+    "kimi-k2.6": "cn",
+    "kimi-small": "cn",
+    "onprem-medium": "onprem",
+    "onprem-tiny": "onprem",
+}
 E2E_REGIONS = ("cn", "eu", "onprem")
 
 
 @st.composite
 def e2e_policies(draw: st.DrawFn) -> Policy:
     """Policies that `gateway policy check` accepts for the end-to-end catalog (the gateway loads nothing else)."""
-    regions = draw(st.sampled_from([None] * 6 + [["eu"], ["cn"], ["onprem"], ["cn", "eu"], ["eu", "onprem"],
-                                    ["cn", "onprem"], ["cn", "eu", "onprem"]]))  # fmt: skip
+    regions = draw(
+        st.sampled_from(
+            [None] * 6
+            + [["eu"], ["cn"], ["onprem"], ["cn", "eu"], ["eu", "onprem"], ["cn", "onprem"], ["cn", "eu", "onprem"]]
+        )
+    )
     pool = [m for m in E2E_MODELS if regions is None or E2E_MODEL_REGION[m] in regions]
     models = draw(st.none() | st.none() | subsets(tuple(pool), 1))
     reachable = models if models is not None else pool
     to_next = draw(st.booleans() | st.just(True))
     backoff = draw(st.integers(0, 5))
-    return Policy.model_validate({
-        "name": "prop",
-        "models": models,
-        "regions": regions,
-        "prefer": draw(st.permutations(reachable))[: draw(st.integers(0, len(reachable)))],
-        "context": {"skip_if_over_window": draw(st.booleans() | st.just(True)),
-                    "safety_margin_pct": draw(st.sampled_from([0, 2, 5, 10]))},
-        "named_model": draw(st.sampled_from(["honour", "reroute", "refuse"])),
-        "fallbacks": {
-            "on_failure": draw(subsets(FAILURE_KINDS)) if draw(st.booleans()) else list(FAILURE_KINDS),
-            "retries": draw(st.integers(0, 2)), "backoff_ms": backoff, "max_backoff_ms": backoff + draw(st.integers(0, 5)),
-            "retry_after_max_ms": draw(st.sampled_from([0, 1000])), "to_next_candidate": to_next,
-            "when_pinned": to_next and draw(st.booleans()),
-        },
-    })  # fmt: skip
+    return Policy.model_validate(
+        {
+            "name": "prop",
+            "models": models,
+            "regions": regions,
+            "prefer": draw(st.permutations(reachable))[: draw(st.integers(0, len(reachable)))],
+            "context": {
+                "skip_if_over_window": draw(st.booleans() | st.just(True)),
+                "safety_margin_pct": draw(st.sampled_from([0, 2, 5, 10])),
+            },
+            "named_model": draw(st.sampled_from(["honour", "reroute", "refuse"])),
+            "fallbacks": {
+                "on_failure": draw(subsets(FAILURE_KINDS)) if draw(st.booleans()) else list(FAILURE_KINDS),
+                "retries": draw(st.integers(0, 2)),
+                "backoff_ms": backoff,
+                "max_backoff_ms": backoff + draw(st.integers(0, 5)),
+                "retry_after_max_ms": draw(st.sampled_from([0, 1000])),
+                "to_next_candidate": to_next,
+                "when_pinned": to_next and draw(st.booleans()),
+            },
+        }
+    )
 
 
 @st.composite
 def e2e_calls(draw: st.DrawFn) -> Call:
     stream = draw(st.booleans())
-    kinds = [f for f in FAULTS if f != "hang" and not (stream and f.startswith("cut"))]  # a cut stream is not a connect error
+    kinds = [
+        f for f in FAULTS if f != "hang" and not (stream and f.startswith("cut"))
+    ]  # a cut stream is not a connect error
     retryable = [f for f in kinds if f != "status=400"]
     # Per provider: nothing, a few faults, or an outage (the same failure more times than any policy retries).
-    pattern = st.just([]) | st.lists(st.sampled_from(kinds), max_size=3) | st.sampled_from(retryable).map(lambda f: [f] * 4)
+    pattern = (
+        st.just([]) | st.lists(st.sampled_from(kinds), max_size=3) | st.sampled_from(retryable).map(lambda f: [f] * 4)
+    )
     faults = {p: draw(pattern) for p in E2E_PROVIDERS}
     if draw(st.integers(0, 2)) == 0:  # a third of the calls meet no fault
         faults = {p: [] for p in E2E_PROVIDERS}
@@ -873,27 +962,40 @@ def e2e_calls(draw: st.DrawFn) -> Call:
         header = draw(st.sampled_from([",", ", ", " , "])).join(p.upper() if draw(st.booleans()) else p for p in parts)
     return Call(
         requested=draw(
-            st.sampled_from((AUTO_MODEL,) * 12 + E2E_MODELS + ("kimi-k2-turbo-preview", "mistral-small-latest", "gpt-9"))
+            st.sampled_from(
+                (AUTO_MODEL,) * 12 + E2E_MODELS + ("kimi-k2-turbo-preview", "mistral-small-latest", "gpt-9")
+            )
         ),
         header=header,
         # The small windows hold 1.5K to 3K tokens (about 6 to 12K characters of this prose).
-        chars=draw(st.integers(1, 400) | st.integers(400, 14_000) | st.integers(5_000, 12_000) | st.integers(5_000, 12_000)),
+        chars=draw(
+            st.integers(1, 400) | st.integers(400, 14_000) | st.integers(5_000, 12_000) | st.integers(5_000, 12_000)
+        ),
         max_tokens=draw(st.none() | st.integers(1, 1200)),
         stream=stream,
         tools=draw(st.integers(0, 3)) == 0,
         faults=faults,
-    )  # fmt: skip
+    )
 
 
 # Teams and keys from explicit option lists: with tens of examples, hypothesis' first, simplest examples would
 # otherwise leave almost every team unrestricted. No empty lists (always refused): `decide` is tested with those.
-TEAM_REGIONS = st.sampled_from([None] * 5 + [["eu"], ["cn"], ["onprem"], ["cn", "eu"], ["eu", "onprem"], ["cn", "onprem"],
-                                ["cn", "eu", "onprem"]])  # fmt: skip
-TEAM_MODELS = st.sampled_from([
-    *[None] * 6, list(E2E_MODELS), ["mistral-medium-3.5", "kimi-k2.6"], ["mistral-small", "kimi-small", "onprem-tiny"],
-    ["mistral-medium-3.5", "mistral-small", "codestral"], ["kimi-k2.6", "kimi-small"], ["onprem-medium", "onprem-tiny"],
-    ["kimi-k2.6"], ["onprem-tiny", "mistral-medium-3.5"],
-])  # fmt: skip
+TEAM_REGIONS = st.sampled_from(
+    [None] * 5 + [["eu"], ["cn"], ["onprem"], ["cn", "eu"], ["eu", "onprem"], ["cn", "onprem"], ["cn", "eu", "onprem"]]
+)
+TEAM_MODELS = st.sampled_from(
+    [
+        *[None] * 6,
+        list(E2E_MODELS),
+        ["mistral-medium-3.5", "kimi-k2.6"],
+        ["mistral-small", "kimi-small", "onprem-tiny"],
+        ["mistral-medium-3.5", "mistral-small", "codestral"],
+        ["kimi-k2.6", "kimi-small"],
+        ["onprem-medium", "onprem-tiny"],
+        ["kimi-k2.6"],
+        ["onprem-tiny", "mistral-medium-3.5"],
+    ]
+)
 
 
 @st.composite
@@ -914,8 +1016,13 @@ _serial = itertools.count(1)
 
 
 def _admin(world: World, path: str, payload: Any) -> Answer:
-    return request(world.url, "POST", path, json.dumps(payload).encode(),
-                   {"content-type": "application/json", "authorization": f"Bearer {MASTER}"})  # fmt: skip
+    return request(
+        world.url,
+        "POST",
+        path,
+        json.dumps(payload).encode(),
+        {"content-type": "application/json", "authorization": f"Bearer {MASTER}"},
+    )
 
 
 def install(world: World, case: Case) -> tuple[Policy, str]:
@@ -924,8 +1031,13 @@ def install(world: World, case: Case) -> tuple[Policy, str]:
     policy = case.policy.model_copy(update={"name": f"prop{serial}"})
     for stale in world.policies.glob("prop*.yaml"):
         # A reload may not drop a policy a team still uses: the previous example's team goes first.
-        deleted = request(world.url, "DELETE", f"/admin/teams/team{stale.stem.removeprefix('prop')}", None,
-                          {"authorization": f"Bearer {MASTER}"})  # fmt: skip
+        deleted = request(
+            world.url,
+            "DELETE",
+            f"/admin/teams/team{stale.stem.removeprefix('prop')}",
+            None,
+            {"authorization": f"Bearer {MASTER}"},
+        )
         assert deleted.status in (200, 404), deleted.body
         stale.unlink()
     text = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False)
@@ -937,8 +1049,11 @@ def install(world: World, case: Case) -> tuple[Policy, str]:
     reloaded = _admin(world, "/admin/reload", {})
     assert reloaded.status == 200 and reloaded.json()["ok"] is True, reloaded.body
     team = f"team{serial}"
-    made = _admin(world, "/admin/teams", {"name": team, "regions": case.team_regions, "models": case.team_models,
-                                          "policy": policy.name})  # fmt: skip
+    made = _admin(
+        world,
+        "/admin/teams",
+        {"name": team, "regions": case.team_regions, "models": case.team_models, "policy": policy.name},
+    )
     assert made.status == 201, made.body
     key = _admin(world, "/admin/keys", {"team": team, "models": case.key_models})
     assert key.status == 201, key.body
@@ -977,12 +1092,24 @@ def predict(world: World, policy: Policy, allowed: Allowed, call: Call, body: di
     header = frozenset(p.strip().lower() for p in call.header.split(",") if p.strip()) if call.header else None
     expected_output = params.max_output or world.gateway.settings.default_expected_output_tokens
     counts = PromptCounts(world.gateway.tokens, world.catalog, body, size)
-    fits = {m.name: fits_by_count(world, policy, m, body, size, counts.by_model[m.name], expected_output)
-            for m in world.catalog.models.values()}  # fmt: skip
+    fits = {
+        m.name: fits_by_count(world, policy, m, body, size, counts.by_model[m.name], expected_output)
+        for m in world.catalog.models.values()
+    }
 
     def decide_now() -> RouteDecision:
-        return decide(world.catalog, policy, allowed, params.model, {"chat", *params.needs}, counts.tokens,
-                      expected_output, header, None, counts.by_model)  # fmt: skip
+        return decide(
+            world.catalog,
+            policy,
+            allowed,
+            params.model,
+            {"chat", *params.needs},
+            counts.tokens,
+            expected_output,
+            header,
+            None,
+            counts.by_model,
+        )
 
     decision = decide_now()
     if decision.uncertain:
@@ -1008,8 +1135,15 @@ def predict(world: World, policy: Policy, allowed: Allowed, call: Call, body: di
         route = step[0]
 
 
-def fits_by_count(world: World, policy: Policy, model: ModelConfig, body: dict[str, Any], size: int,
-                  first: Count, expected_output: int) -> tuple[bool, str]:
+def fits_by_count(
+    world: World,
+    policy: Policy,
+    model: ModelConfig,
+    body: dict[str, Any],
+    size: int,
+    first: Count,
+    expected_output: int,
+) -> tuple[bool, str]:
     """(b), independently of `decide`: the count the context step must use for `model` (its estimate when the
     band is clear of the limit, else its tokenizer count) plus the expected output, against its usable window.
     Taken before the request: the answer's usage recalibrates the counter."""
@@ -1063,10 +1197,14 @@ def run_call(world: World, policy: Policy, key: str, allowed: Allowed, call: Cal
     if any(c.method != "estimate" for c in want.counts.by_model.values()):
         event("e2e: counted with a tokenizer near a window")
     note(f"request: {call}")
-    note(f"predicted: status {want.status}, attempts {[(r.model.name, r.reason) for r in want.attempts]}, "
-         f"decision {names(d.candidates)} {d.reason!r} error {d.error.code if d.error else None}")  # fmt: skip
-    note(f"answer: {answer.status} {dict((k, v) for k, v in answer.headers.items() if k.startswith('x-gateway'))} "
-         f"{answer.body[:300]!r}")  # fmt: skip
+    note(
+        f"predicted: status {want.status}, attempts {[(r.model.name, r.reason) for r in want.attempts]}, "
+        f"decision {names(d.candidates)} {d.reason!r} error {d.error.code if d.error else None}"
+    )
+    note(
+        f"answer: {answer.status} {dict((k, v) for k, v in answer.headers.items() if k.startswith('x-gateway'))} "
+        f"{answer.body[:300]!r}"
+    )
     note(f"received: { {p: [r['body'].get('model') for r in rs] for p, rs in received.items()} }")
 
     # Every request that reached a provider obeyed (a) and, for auto/rerouted requests, (b).
@@ -1088,8 +1226,18 @@ def run_call(world: World, policy: Policy, key: str, allowed: Allowed, call: Cal
             assert model.name in names(d.candidates), f"{model.name} is not a candidate of the decision"
 
     # The pure decision obeys the same rules (on the counts the gateway used).
-    sc = Scenario("e2e", policy, allowed, call.requested, frozenset({"chat", *check_chat(body).needs}),
-                  want.counts.tokens, want.expected_output, want.header, None, want.counts.by_model)  # fmt: skip
+    sc = Scenario(
+        "e2e",
+        policy,
+        allowed,
+        call.requested,
+        frozenset({"chat", *check_chat(body).needs}),
+        want.counts.tokens,
+        want.expected_output,
+        want.header,
+        None,
+        want.counts.by_model,
+    )
     check_decision(sc, d, want.counts.by_model)
 
     # What reached each provider is what the decision and the failover rules say, in order.
@@ -1120,14 +1268,24 @@ def run_call(world: World, policy: Policy, key: str, allowed: Allowed, call: Cal
 # to onprem, never to cn, with a `fallback:upstream-503` reason), then a prompt over the small windows (served by
 # onprem-medium after one retry; the reason names residency, which removed kimi-small, before context).
 OUTAGE_IN_EU = Case(
-    policy=Policy(name="prop", prefer=("mistral-small", "kimi-small", "onprem-medium", "mistral-medium-3.5"),
-                  fallbacks={"retries": 1, "backoff_ms": 0, "max_backoff_ms": 0}),  # fmt: skip
+    policy=Policy(
+        name="prop",
+        prefer=("mistral-small", "kimi-small", "onprem-medium", "mistral-medium-3.5"),
+        fallbacks={"retries": 1, "backoff_ms": 0, "max_backoff_ms": 0},
+    ),
     team_regions=["eu", "onprem"],
     team_models=None,
     key_models=None,
     calls=[
-        Call(AUTO_MODEL, "EU, onprem", 200, 64, False, False,
-             {"mistral": ["status=503,retry_after=0"] * 4, "moonshot": [], "onprem": []}),
+        Call(
+            AUTO_MODEL,
+            "EU, onprem",
+            200,
+            64,
+            False,
+            False,
+            {"mistral": ["status=503,retry_after=0"] * 4, "moonshot": [], "onprem": []},
+        ),
         # About 3,600 tokens for Mistral, 3,000 for Kimi: over mistral-small's usable 3,010 - 512 by the whole band.
         Call(AUTO_MODEL, None, 14_000, 512, True, False, {"mistral": [], "moonshot": [], "onprem": ["status=502"]}),
     ],

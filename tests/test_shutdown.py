@@ -26,7 +26,9 @@ BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": 
 
 def _open(port: int, key: str, body: dict[str, Any]) -> http.client.HTTPConnection:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request("POST", CHAT, json.dumps(body), {"content-type": "application/json", "authorization": f"Bearer {key}"})
+    connection.request(
+        "POST", CHAT, json.dumps(body), {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    )
     return connection
 
 

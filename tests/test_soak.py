@@ -43,7 +43,11 @@ def test_two_minute_soak_keeps_memory_flat_and_the_wal_bounded(
     db = f"sqlite:///{path}"
     make_team(db, "soak", "1000")
     key, _ = make_key(db, "soak")
-    env = {**provider_env(mistral, moonshot), "GATEWAY_SQLITE_WAL_LIMIT_BYTES": str(WAL_LIMIT), "GATEWAY_REQUEST_LOG": "false"}
+    env = {
+        **provider_env(mistral, moonshot),
+        "GATEWAY_SQLITE_WAL_LIMIT_BYTES": str(WAL_LIMIT),
+        "GATEWAY_REQUEST_LOG": "false",
+    }
     process, url = _start_cli_gateway(db, env)
     wal = Path(str(path) + "-wal")
     samples: list[tuple[float, int, int]] = []  # (seconds, rss KiB, wal bytes)
@@ -63,7 +67,9 @@ def test_two_minute_soak_keeps_memory_flat_and_the_wal_bounded(
             async def sampler() -> None:
                 start = time.monotonic()
                 while time.monotonic() < deadline:
-                    samples.append((time.monotonic() - start, _rss_kib(process.pid), wal.stat().st_size if wal.exists() else 0))
+                    samples.append(
+                        (time.monotonic() - start, _rss_kib(process.pid), wal.stat().st_size if wal.exists() else 0)
+                    )
                     await asyncio.sleep(1.0)  # a sampling period, not synchronisation
 
             await asyncio.gather(sampler(), *(worker() for _ in range(CONCURRENCY)))

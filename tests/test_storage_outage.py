@@ -91,7 +91,9 @@ def test_a_row_the_database_cannot_take_is_journaled_and_written_when_it_is_back
     mistral_log.reset()
     mistral_log.fault("latency=400")  # the provider takes a moment: the database goes away meanwhile
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    connection.request("POST", CHAT, json.dumps({**BODY, "stream": stream}), {"content-type": "application/json", **auth})
+    connection.request(
+        "POST", CHAT, json.dumps({**BODY, "stream": stream}), {"content-type": "application/json", **auth}
+    )
     wait_until(lambda: len(mistral_log.requests()) == 1)  # admitted and reserved: the prompt is upstream
     forwarder.stop()
     response = connection.getresponse()
@@ -125,7 +127,9 @@ def test_a_row_neither_the_database_nor_the_journal_can_take_ends_the_stream_wit
         mistral_log.reset()
         mistral_log.fault("latency=400")
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        connection.request("POST", CHAT, json.dumps({**BODY, "stream": True}), {"content-type": "application/json", **auth})
+        connection.request(
+            "POST", CHAT, json.dumps({**BODY, "stream": True}), {"content-type": "application/json", **auth}
+        )
         wait_until(lambda: len(mistral_log.requests()) == 1)
         forwarder.stop()
         response = connection.getresponse()

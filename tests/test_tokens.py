@@ -21,22 +21,60 @@ import gateway.tokens.counter as counter_module
 from gateway.catalog import ModelConfig, Price
 from gateway.tokens import FAMILIES, Count, TokenCounter, estimate, family_of
 from gateway.tokens.heuristic import collect
-from gateway.tokens.vocab import O200K_PATTERN, Lazy, TokenizerUnavailable, count_texts, load_o200k, load_tekken, split_text
+from gateway.tokens.vocab import (
+    O200K_PATTERN,
+    Lazy,
+    TokenizerUnavailable,
+    count_texts,
+    load_o200k,
+    load_tekken,
+    split_text,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # -- deterministic texts (no downloads): real English and Python from the standard library, generated rest
 
-PROSE_MODULES = ("json", "argparse", "collections", "textwrap", "logging", "subprocess", "threading", "decimal", "pathlib", "functools")
+PROSE_MODULES = (
+    "json",
+    "argparse",
+    "collections",
+    "textwrap",
+    "logging",
+    "subprocess",
+    "threading",
+    "decimal",
+    "pathlib",
+    "functools",
+)
 CODE_MODULES = ("textwrap", "json.decoder", "argparse", "shlex", "fractions")
 ZH = (
-    "今天天气很好，我们一起去公园散步吧。", "这个网关把每个请求转发给合适的模型，并记录用量和费用。",
-    "如果上下文窗口不够大，请求会被路由到另一个模型。", "请在配置文件中设置每个团队的预算和速率限制。",
-    "他说明天早上九点开会，讨论新版本的发布计划。", "机器学习模型的推理成本主要取决于输入和输出的令牌数量。",
-    "東京の天気は晴れで、気温は二十度くらいです。", "このゲートウェイはリクエストごとにトークンを数えます。",
+    "今天天气很好，我们一起去公园散步吧。",
+    "这个网关把每个请求转发给合适的模型，并记录用量和费用。",
+    "如果上下文窗口不够大，请求会被路由到另一个模型。",
+    "请在配置文件中设置每个团队的预算和速率限制。",
+    "他说明天早上九点开会，讨论新版本的发布计划。",
+    "机器学习模型的推理成本主要取决于输入和输出的令牌数量。",
+    "東京の天気は晴れで、気温は二十度くらいです。",
+    "このゲートウェイはリクエストごとにトークンを数えます。",
     "서울에서 부산까지 기차로 약 세 시간이 걸립니다。",
 )
-WORDS = "alpha beta gamma delta request budget window model token route region price cache stream".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "request",
+    "budget",
+    "window",
+    "model",
+    "token",
+    "route",
+    "region",
+    "price",
+    "cache",
+    "stream",
+]
 
 
 def _module(name: str):
@@ -62,11 +100,16 @@ def code(n: int) -> str:
 def json_text(n: int, seed: int = 1) -> str:
     rng = random.Random(seed)
     records = [
-        {"id": rng.randint(1, 10**9), "name": f"{rng.choice(WORDS)} {rng.choice(WORDS)}", "score": round(rng.random() * 100, 3),
-         "tags": rng.sample(WORDS, rng.randint(0, 4)), "active": rng.random() < 0.5,
-         "created": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00Z"}
+        {
+            "id": rng.randint(1, 10**9),
+            "name": f"{rng.choice(WORDS)} {rng.choice(WORDS)}",
+            "score": round(rng.random() * 100, 3),
+            "tags": rng.sample(WORDS, rng.randint(0, 4)),
+            "active": rng.random() < 0.5,
+            "created": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00Z",
+        }
         for _ in range(n // 100 + 1)
-    ]  # fmt: skip
+    ]
     return orjson.dumps(records).decode()[:n]
 
 
@@ -81,8 +124,12 @@ def mixed(n: int, seed: int = 1) -> str:
     while size < n:
         kind = rng.choice(("prose", "code", "json", "cjk"))
         k = rng.randint(200, 3000)
-        piece = {"prose": lambda: prose(k * 7)[-k:], "code": lambda: "```python\n" + code(k * 5)[-k:] + "\n```",
-                 "json": lambda: json_text(k, rng.randint(0, 99)), "cjk": lambda: cjk(k, rng.randint(0, 99))}[kind]()  # fmt: skip
+        piece = {
+            "prose": lambda: prose(k * 7)[-k:],
+            "code": lambda: "```python\n" + code(k * 5)[-k:] + "\n```",
+            "json": lambda: json_text(k, rng.randint(0, 99)),
+            "cjk": lambda: cjk(k, rng.randint(0, 99)),
+        }[kind]()
         out.append(piece + "\n\n")
         size += len(out[-1])
     return "".join(out)[:n]
@@ -96,8 +143,14 @@ TEXTS = {"prose": prose, "code": code, "json": json_text, "cjk": cjk, "mixed": m
 
 
 def model(name: str, provider: str = "p", window: int = 262_144) -> ModelConfig:
-    return ModelConfig(name=name, provider=provider, upstream_model=name, context_window=window, max_output_tokens=8192,
-                       price=Price(input=1, output=1))  # fmt: skip
+    return ModelConfig(
+        name=name,
+        provider=provider,
+        upstream_model=name,
+        context_window=window,
+        max_output_tokens=8192,
+        price=Price(input=1, output=1),
+    )
 
 
 MISTRAL = model("mistral-medium-3.5")
@@ -140,18 +193,39 @@ def test_estimate_counts_system_prompt_tools_images_and_other_bodies() -> None:
     base = chat("What is the weather in Paris?", system="")
     with_system = chat("What is the weather in Paris?", system=prose(2000))
     assert estimate(with_system) - estimate(base) > 300
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": prose(400),
-              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]  # fmt: skip
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": prose(400),
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     assert estimate({**base, "tools": tools}) - estimate(base) > 100
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}}
-    with_images = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is the weather in Paris?"}, image, image]}]}
+    with_images = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What is the weather in Paris?"}, image, image]}
+        ]
+    }
     text_only = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is the weather in Paris?"}]}]}
     for family in ("mistral", "kimi", "other"):  # the base64 payload is never counted as text
         assert estimate(with_images, family) - estimate(text_only, family) == 2 * FAMILIES[family].image
     low = {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}
     assert estimate({"messages": [{"role": "user", "content": [low]}]}, "other") == FAMILIES["other"].image_low + 4 + 3
-    calls = {"role": "assistant", "content": None, "tool_calls": [{"id": "a1", "type": "function",
-             "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}]}  # fmt: skip
+    calls = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "a1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})},
+            }
+        ],
+    }
     assert estimate({"messages": [*base["messages"], calls]}) - estimate(base) > 10
     assert estimate({"prompt": prose(4000), "suffix": code(4000)}) > 1500  # FIM
     assert estimate({"input": [prose(2000), prose(2000)]}) > 600  # embeddings
@@ -159,7 +233,9 @@ def test_estimate_counts_system_prompt_tools_images_and_other_bodies() -> None:
 
 
 def test_estimate_of_a_4mb_body_is_about_a_million_tokens(tekken) -> None:
-    body = {"messages": [{"role": "user" if i % 2 else "assistant", "content": mixed(4000, seed=i)} for i in range(1000)]}
+    body = {
+        "messages": [{"role": "user" if i % 2 else "assistant", "content": mixed(4000, seed=i)} for i in range(1000)]
+    }
     assert len(orjson.dumps(body)) > 4_000_000
     ratio = estimate(body) / (count_texts(tekken, collect(body).texts) + 3 * 1000)
     assert 0.8 <= ratio <= 1.2
@@ -181,14 +257,40 @@ def test_tekken_matches_mistral_common(tekken) -> None:
         offset = raw.num_special_tokens
         assert [t + offset for t in tekken.encode_ordinary(text)] == raw.encode(text, bos=False, eos=False), kind
     # The chat template (v3): our text + overhead count within a few percent of mistral_common's.
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.",
-              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]  # fmt: skip
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather in a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
     messages = [{"role": "system", "content": prose(500)}]
     for i in range(6):
         messages.append({"role": "user", "content": TEXTS[sorted(TEXTS)[i % 5]](800)})
-        messages.append({"role": "assistant", "content": None, "tool_calls": [{"id": f"call{i:05d}", "type": "function",
-                         "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}]})  # fmt: skip
-        messages.append({"role": "tool", "tool_call_id": f"call{i:05d}", "name": "get_weather", "content": json.dumps({"temp": 20 + i})})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call{i:05d}",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})},
+                    }
+                ],
+            }
+        )
+        messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": f"call{i:05d}",
+                "name": "get_weather",
+                "content": json.dumps({"temp": 20 + i}),
+            }
+        )
         messages.append({"role": "assistant", "content": prose(300)})
     messages.append({"role": "user", "content": "Thanks."})
     expected = len(reference.encode_chat_completion(ChatCompletionRequest(messages=messages, tools=tools)).tokens)
@@ -202,7 +304,9 @@ def test_tekken_matches_mistral_common(tekken) -> None:
 def test_o200k_is_tiktokens_o200k_base(o200k, monkeypatch) -> None:
     import tiktoken_ext.openai_public as public
 
-    monkeypatch.setattr(public, "load_tiktoken_bpe", lambda *a, **k: {})  # no download: just the constructor's arguments
+    monkeypatch.setattr(
+        public, "load_tiktoken_bpe", lambda *a, **k: {}
+    )  # no download: just the constructor's arguments
     spec = public.o200k_base()
     assert spec["pat_str"] == O200K_PATTERN == o200k._pat_str
     assert spec["special_tokens"] == o200k._special_tokens
@@ -226,8 +330,16 @@ seconds = counter.preload()
 print(json.dumps({"before": loaded, "seconds": seconds, "hello": len(counter.o200k.get().encode_ordinary("hello world")),
                   "modules": sorted(m for m in ("litellm", "mistral_common", "requests") if m in sys.modules)}))
 """
-    env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-           "http_proxy": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": "", "TIKTOKEN_CACHE_DIR": "/nonexistent"}  # fmt: skip
+    env = {
+        **os.environ,
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "no_proxy": "",
+        "NO_PROXY": "",
+        "TIKTOKEN_CACHE_DIR": "/nonexistent",
+    }
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -295,7 +407,12 @@ def test_exact_counting_only_near_the_boundary(counter: TokenCounter) -> None:
 
 
 def test_images_and_tools_in_exact_counts(counter: TokenCounter) -> None:
-    tools = [{"type": "function", "function": {"name": "search", "description": prose(3000), "parameters": {"type": "object"}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "search", "description": prose(3000), "parameters": {"type": "object"}},
+        }
+    ]
     image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + "B" * 50_000}}
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": prose(8000)}, image]}], "tools": tools}
     rough = counter.count(body, MISTRAL, "mistral", 0)
@@ -396,7 +513,10 @@ def test_estimate_calibration_tightens_the_estimate_band(counter: TokenCounter) 
 
 
 def test_odd_json_values_do_not_break_counting(counter: TokenCounter) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f", "max": 2**70}}]}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "max": 2**70}}],
+    }
     assert estimate(body) > estimate({"messages": body["messages"]})
     assert counter.count(body, MISTRAL, "mistral", estimate(body)).method == "tekken"
     assert counter.count(body, KIMI, "moonshot", estimate(body, "kimi")).method == "o200k"

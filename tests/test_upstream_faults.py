@@ -6,8 +6,8 @@ import asyncio
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
@@ -103,7 +103,9 @@ def test_malformed_chunk_is_skipped(url: str, mistral_log: EmulatorControl) -> N
     assert noisy.status == 200
     events = sse_events(noisy.body)  # every event the client gets is valid JSON
     assert events[-1] == "[DONE]"
-    text = lambda evs: "".join(e["choices"][0]["delta"].get("content") or "" for e in evs if e != "[DONE]" and e["choices"])  # noqa: E731
+    text = lambda evs: "".join(
+        e["choices"][0]["delta"].get("content") or "" for e in evs if e != "[DONE]" and e["choices"]
+    )
     assert text(events) == text(sse_events(clean.body))
 
 
@@ -149,13 +151,17 @@ class SilentUpstream:
             while b"\r\n\r\n" not in data:
                 data += connection.recv(65536)
             head, _, rest = data.partition(b"\r\n\r\n")
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            length = int(
+                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            )
             while len(rest) < length:
                 rest += connection.recv(65536)
             chunk = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
             connection.sendall(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+                + f"{len(chunk):x}\r\n".encode()
+                + chunk
+                + b"\r\n"
             )
             self.request_seen.set()
             connection.settimeout(30)
@@ -182,7 +188,9 @@ def silent(tmp_path: Path) -> Iterator[tuple[SilentUpstream, Path]]:
     upstream.listener.close()
 
 
-def test_client_disconnect_cancels_the_upstream_request(start_gateway: GatewayFactory, silent: tuple[SilentUpstream, Path]) -> None:
+def test_client_disconnect_cancels_the_upstream_request(
+    start_gateway: GatewayFactory, silent: tuple[SilentUpstream, Path]
+) -> None:
     upstream, path = silent
     url = start_gateway(config=path).url
 
@@ -192,7 +200,8 @@ def test_client_disconnect_cancels_the_upstream_request(start_gateway: GatewayFa
         body = json.dumps({"model": "local-model", "messages": HELLO, "stream": True}).encode()
         writer.write(
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            + f"content-length: {len(body)}\r\n\r\n".encode() + body
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
         )
         await writer.drain()
         first = await reader.readuntil(b"\n\n")

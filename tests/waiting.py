@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def wait_until(condition: Callable[[], Any], seconds: float = 15.0, what: str = "condition") -> Any:

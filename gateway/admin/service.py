@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
+from gateway.auth.keys import generate_key, hash_key, new_key_id, visible_prefix
 from gateway.auth.principal import ADMIN_TEAM
-from gateway.policy.schema import POLICY_PATTERN
+from gateway.budget.periods import PERIODS, period_window
 from gateway.catalog import Catalog
 from gateway.errors import GatewayError
-from gateway.auth.keys import generate_key, hash_key, new_key_id, visible_prefix
 from gateway.money import usd_float, usd_text, usd_to_nanos
-from gateway.budget.periods import PERIODS, period_window
+from gateway.policy.schema import POLICY_PATTERN
 from gateway.store import Store
 from gateway.store.base import GROUPS, Conflict, KeyRecord, SpendFilter, SpendRow, Team, key_scope, team_scope
 
@@ -209,7 +210,7 @@ def parse_time(value: Any) -> int:
             except ValueError as exc:
                 raise ValueError(f"{value!r} is neither an ISO-8601 date-time nor Unix seconds") from exc
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
+                moment = moment.replace(tzinfo=UTC)
             seconds = moment.timestamp()
     else:
         raise ValueError("must be an ISO-8601 date-time or Unix seconds")
@@ -227,13 +228,17 @@ def _validate(model: type[BaseModel], body: Mapping[str, Any]) -> Any:
         field = str(error["loc"][0]) if error["loc"] else None
         kind = error["type"]
         if kind == "extra_forbidden":
-            raise GatewayError(400, f"Unknown field '{field}'.", "invalid_request_error", "unknown_field", field) from exc
+            raise GatewayError(
+                400, f"Unknown field '{field}'.", "invalid_request_error", "unknown_field", field
+            ) from exc
         if kind == "missing":
             raise GatewayError(400, f"'{field}' is required.", "invalid_request_error", "missing_field", field) from exc
         message = str(error["msg"]).removeprefix("Value error, ")
         if kind == "string_pattern_mismatch" and field == "name":
             message = "must be 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
-        raise GatewayError(400, f"Invalid '{field}': {message}.", "invalid_request_error", "invalid_value", field) from exc
+        raise GatewayError(
+            400, f"Invalid '{field}': {message}.", "invalid_request_error", "invalid_value", field
+        ) from exc
 
 
 # -- output shapes ---------------------------------------------------------------------------
@@ -242,7 +247,7 @@ def _validate(model: type[BaseModel], body: Mapping[str, Any]) -> Any:
 def iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _money(prefix: str, nanos: int | None) -> dict[str, Any]:
@@ -292,7 +297,7 @@ def key_view(key: KeyRecord, now: float) -> dict[str, Any]:
 
 
 def _now(now: datetime | None) -> datetime:
-    return now if now is not None else datetime.now(timezone.utc)
+    return now if now is not None else datetime.now(UTC)
 
 
 # -- catalog checks ----------------------------------------------------------------------------
@@ -333,9 +338,12 @@ def _check_policy(name: str | None, policies: Collection[str] | None) -> None:
     if name is None or policies is None or name in policies:
         return
     raise GatewayError(
-        400, f"Invalid 'policy': unknown policy {name!r} (known: {', '.join(sorted(policies)) or 'none'}).",
-        "invalid_request_error", "unknown_policy", "policy",
-    )  # fmt: skip
+        400,
+        f"Invalid 'policy': unknown policy {name!r} (known: {', '.join(sorted(policies)) or 'none'}).",
+        "invalid_request_error",
+        "unknown_policy",
+        "policy",
+    )
 
 
 def _team_not_found(name: str) -> GatewayError:
@@ -349,9 +357,7 @@ async def team_status(store: Store, team: Team, tz: str, now: datetime | None = 
     """The team with its spend in the current period: spent, reserved by requests in flight, remaining."""
     start, end = period_window(team.period, tz, _now(now))
     usage = await store.usage(team_scope(team.name), start)
-    remaining = (
-        team.budget_nanos - usage.spent_nanos - usage.reserved_nanos if team.budget_nanos is not None else None
-    )
+    remaining = team.budget_nanos - usage.spent_nanos - usage.reserved_nanos if team.budget_nanos is not None else None
     return {
         **team_view(team),
         "period_start": iso(start),
@@ -363,7 +369,11 @@ async def team_status(store: Store, team: Team, tz: str, now: datetime | None = 
 
 
 async def create_team(
-    store: Store, body: Mapping[str, Any], tz: str, catalog: Catalog | None = None, now: datetime | None = None,
+    store: Store,
+    body: Mapping[str, Any],
+    tz: str,
+    catalog: Catalog | None = None,
+    now: datetime | None = None,
     policies: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Create a team. `catalog` and `policies` (the names of the policies in use) check its models, regions and
@@ -387,7 +397,11 @@ async def create_team(
         await store.create_team(team)
     except Conflict as exc:  # the primary key decides, so two concurrent creates cannot both win
         raise GatewayError(
-            400, f"Invalid 'name': a team named {spec.name!r} already exists.", "invalid_request_error", "duplicate", "name"
+            400,
+            f"Invalid 'name': a team named {spec.name!r} already exists.",
+            "invalid_request_error",
+            "duplicate",
+            "name",
         ) from exc
     return await team_status(store, team, tz, moment)
 
@@ -459,13 +473,20 @@ async def create_key(
     moment = _now(now).timestamp()
     if spec.expires_at is not None and spec.expires_at <= moment:
         raise GatewayError(
-            400, f"Invalid 'expires_at': {iso(spec.expires_at)} is in the past.", "invalid_request_error", "invalid_value",
+            400,
+            f"Invalid 'expires_at': {iso(spec.expires_at)} is in the past.",
+            "invalid_request_error",
+            "invalid_value",
             "expires_at",
-        )  # fmt: skip
+        )
     team = await store.get_team(spec.team)
     if team is None:
         raise GatewayError(
-            400, f"Invalid 'team': team {spec.team!r} does not exist.", "invalid_request_error", "team_not_found", "team"
+            400,
+            f"Invalid 'team': team {spec.team!r} does not exist.",
+            "invalid_request_error",
+            "team_not_found",
+            "team",
         )
     _check_models(spec.models, catalog)
     if spec.models is not None and team.models is not None:
@@ -503,7 +524,9 @@ async def _key_status(store: Store, key: KeyRecord, team: Team | None, tz: str, 
     return {**view, **_money("spent", spent)}
 
 
-async def list_keys(store: Store, tz: str, team: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+async def list_keys(
+    store: Store, tz: str, team: str | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
     moment = _now(now)
     if team is not None and await store.get_team(team) is None:
         raise _team_not_found(team)
@@ -561,9 +584,13 @@ async def spend_report(store: Store, params: Mapping[str, Any] | SpendQuery) -> 
         "object": "spend_report",
         "group_by": query.group_by,
         "filters": {
-            "team": query.team, "key": query.key, "model": query.model, "provider": query.provider,
-            "since": iso(query.since), "until": iso(query.until),
-        },  # fmt: skip
+            "team": query.team,
+            "key": query.key,
+            "model": query.model,
+            "provider": query.provider,
+            "since": iso(query.since),
+            "until": iso(query.until),
+        },
         "rows": [_spend_row(r, query.group_by) for r in rows],
         "total": _spend_row(total, None),
     }

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 from starlette.requests import Request
 
-from gateway.errors import GatewayError
 from gateway.auth.keys import KEY_PREFIX, hash_key
+from gateway.errors import GatewayError
 from gateway.store import Store
 from gateway.store.base import KeyRecord, Team
 
@@ -65,7 +65,10 @@ class Authenticator:
         """Admin routes: the master key, and nothing else (refused when no master key is configured)."""
         if self._digest is None:
             raise GatewayError(
-                401, "Admin routes need GATEWAY_MASTER_KEY to be configured.", "invalid_request_error", "invalid_api_key"
+                401,
+                "Admin routes need GATEWAY_MASTER_KEY to be configured.",
+                "invalid_request_error",
+                "invalid_api_key",
             )
         key = presented_key(request)
         if key is None:

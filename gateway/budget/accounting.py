@@ -20,25 +20,35 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from gateway.auth.principal import Principal
-from gateway.catalog import ModelConfig
-from gateway.settings import Settings
-from gateway.errors import GatewayError, StorageUnavailable
-from gateway.types import Usage
 from gateway.budget.estimates import OutputEstimator
 from gateway.budget.journal import JournalFull, SettlementJournal
-from gateway.money import usd_float, usd_text
 from gateway.budget.periods import period_window
-from gateway.pricing import cost_nanos, estimate_nanos
 from gateway.budget.soft_limit import SoftLimitNotifier
+from gateway.catalog import ModelConfig
+from gateway.errors import GatewayError, StorageUnavailable
+from gateway.money import usd_float, usd_text
+from gateway.pricing import cost_nanos, estimate_nanos
+from gateway.settings import Settings
 from gateway.store import Store
-from gateway.store.base import HoldRequest, HoldResult, Instance, LedgerRow, Scope, Settlement, ScopeUsage, key_scope, team_scope
+from gateway.store.base import (
+    HoldRequest,
+    HoldResult,
+    Instance,
+    LedgerRow,
+    Scope,
+    ScopeUsage,
+    Settlement,
+    key_scope,
+    team_scope,
+)
+from gateway.types import Usage
 
 log = logging.getLogger("gateway.budget")
 
@@ -72,7 +82,12 @@ class Charged:
     estimated: bool
 
     def x_gateway(self, model: str, provider: str, route_reason: str) -> dict[str, object]:
-        return {"cost_usd": usd_float(self.cost_nanos), "model": model, "provider": provider, "route_reason": route_reason}
+        return {
+            "cost_usd": usd_float(self.cost_nanos),
+            "model": model,
+            "provider": provider,
+            "route_reason": route_reason,
+        }
 
 
 def _process_alive(pid: int) -> bool:
@@ -118,15 +133,21 @@ class LedgerUnavailable(GatewayError):
 
     def __init__(self) -> None:
         super().__init__(
-            503, "The answer's cost could not be recorded (the gateway's database is unreachable and its local "
-            "journal is full), so the answer is withheld. Try again shortly.", "server_error", "ledger_unavailable",
+            503,
+            "The answer's cost could not be recorded (the gateway's database is unreachable and its local "
+            "journal is full), so the answer is withheld. Try again shortly.",
+            "server_error",
+            "ledger_unavailable",
             headers={"Retry-After": "5"},
-        )  # fmt: skip
+        )
 
 
 class Accounting:
     def __init__(
-        self, store: Store, settings: Settings, on_soft_limit: Callable[[str], None] | None = None,
+        self,
+        store: Store,
+        settings: Settings,
+        on_soft_limit: Callable[[str], None] | None = None,
         on_storage: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
@@ -150,7 +171,9 @@ class Accounting:
         for model in models:
             self.estimator.seed(model, await self.store.recent_completion_tokens(model, 256))
         now = int(time.time())
-        self.instance = Instance(self._id_prefix, self.settings.node_name or socket.gethostname(), os.getpid(), now, now)
+        self.instance = Instance(
+            self._id_prefix, self.settings.node_name or socket.gethostname(), os.getpid(), now, now
+        )
         await self.store.register(self.instance)
         await self._release_orphaned()  # this node's processes that died (SIGKILL): their holds go at once
         released = await self.store.release_expired(now)
@@ -182,7 +205,9 @@ class Accounting:
             log.exception("writing journaled settlements failed")
             return
         if written:
-            log.warning("wrote %d journaled settlements to the database (%d still pending)", written, self.journal.pending)
+            log.warning(
+                "wrote %d journaled settlements to the database (%d still pending)", written, self.journal.pending
+            )
             self._storage_event("replayed")
 
     async def _replay_journal(self) -> None:
@@ -205,10 +230,16 @@ class Accounting:
         try:
             await asyncio.to_thread(self.journal.append, settlement)
         except (JournalFull, OSError) as exc:
-            log.error("ledger row %s could not be made durable: database unreachable, journal: %s", settlement.row.id, exc)
+            log.error(
+                "ledger row %s could not be made durable: database unreachable, journal: %s", settlement.row.id, exc
+            )
             self._storage_event("lost")
             raise LedgerUnavailable() from exc
-        log.warning("database unreachable: ledger row %s journaled on disk (%d pending)", settlement.row.id, self.journal.pending)
+        log.warning(
+            "database unreachable: ledger row %s journaled on disk (%d pending)",
+            settlement.row.id,
+            self.journal.pending,
+        )
         self._storage_event("journaled")
         return None
 
@@ -268,7 +299,7 @@ class Accounting:
         output over all its answers) on its team and key; when that does not fit but `min_output` does,
         reserve what is left and cover only the output it pays for (`Ticket.output_tokens`). 429
         `budget_exceeded` otherwise. `dry_run`: only check, against the budgets as they are, reserving nothing."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         scopes = self.scopes(principal, now)
         ticket = Ticket(
             id=f"{self._id_prefix}{next(self._ids):x}",
@@ -286,7 +317,9 @@ class Accounting:
         if all(scope.budget_nanos is None for scope in scopes):
             return ticket  # nothing to enforce: no reservation, no write before the call
         amount = estimate_nanos(model, prompt_tokens, worst_output)
-        minimum = estimate_nanos(model, prompt_tokens, min(min_output, worst_output)) if min_output is not None else amount
+        minimum = (
+            estimate_nanos(model, prompt_tokens, min(min_output, worst_output)) if min_output is not None else amount
+        )
         if dry_run:
             granted = amount
             for scope in scopes:
@@ -299,7 +332,10 @@ class Accounting:
             self._cover(ticket, granted, prompt_tokens, worst_output)
             return ticket
         hold = HoldRequest(
-            ticket.id, scopes, amount, int(now.timestamp() + timeout_seconds + HOLD_GRACE_SECONDS),
+            ticket.id,
+            scopes,
+            amount,
+            int(now.timestamp() + timeout_seconds + HOLD_GRACE_SECONDS),
             minimum_nanos=minimum if minimum < amount else None,
             instance=self.instance.id if self.instance is not None else None,
         )
@@ -339,7 +375,7 @@ class Accounting:
         _, end = self.window(team.period, now)
         holder = f"team {team.name!r}" if scope.name.startswith("team:") else f"key {principal.key.prefix}..."  # type: ignore[union-attr]
         resets = (
-            f"the {team.period} period resets at {datetime.fromtimestamp(end, timezone.utc).isoformat().replace('+00:00', 'Z')}"
+            f"the {team.period} period resets at {datetime.fromtimestamp(end, UTC).isoformat().replace('+00:00', 'Z')}"
             if end is not None
             else "the budget is a total and does not reset"
         )
@@ -376,7 +412,9 @@ class Accounting:
         estimated = usage is None and (status == 200 or prompt_sent)
         if usage is None:
             usage = (
-                Usage(prompt_tokens=ticket.prompt_estimate, completion_tokens=estimate_completion_tokens(completion_chars))
+                Usage(
+                    prompt_tokens=ticket.prompt_estimate, completion_tokens=estimate_completion_tokens(completion_chars)
+                )
                 if estimated
                 else Usage()
             )
@@ -427,7 +465,7 @@ class Accounting:
                 "spent_usd": usd_text(spent_after),
                 "soft_limit_pct": team.soft_limit_pct,
                 "period": team.period,
-                "period_start": datetime.fromtimestamp(scope.period_start, timezone.utc).isoformat(),
+                "period_start": datetime.fromtimestamp(scope.period_start, UTC).isoformat(),
             }
             if self.on_soft_limit is not None:
                 self.on_soft_limit(team.name)

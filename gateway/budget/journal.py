@@ -37,13 +37,16 @@ class JournalFull(Exception):
 
 def _encode(settlement: Settlement) -> bytes:
     hold = settlement.hold
-    return orjson.dumps(
-        {
-            "row": asdict(settlement.row),
-            "scopes": [asdict(s) for s in settlement.scopes],
-            "hold": None if hold is None else {**asdict(hold), "scopes": [asdict(s) for s in hold.scopes]},
-        }
-    ) + b"\n"
+    return (
+        orjson.dumps(
+            {
+                "row": asdict(settlement.row),
+                "scopes": [asdict(s) for s in settlement.scopes],
+                "hold": None if hold is None else {**asdict(hold), "scopes": [asdict(s) for s in hold.scopes]},
+            }
+        )
+        + b"\n"
+    )
 
 
 def _decode(line: bytes) -> Settlement:

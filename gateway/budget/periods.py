@@ -29,7 +29,7 @@ def period_window(period: str, tz: str, now: datetime) -> tuple[int, int | None]
         end = start + timedelta(days=7)
     elif period == "monthly":
         start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = (start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1))
+        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     else:
         raise ValueError(f"unknown period {period!r}")
     # Re-attach the zone so the UTC offset is the one in force at each boundary.

@@ -31,9 +31,13 @@ class SoftLimitNotifier:
         self.crossed[team] = self.crossed.get(team, 0) + 1
         log.warning(
             "team %s crossed its soft limit: spent %s of %s USD (%s%%) in the %s period starting %s",
-            team, payload["spent_usd"], payload["budget_usd"], payload["soft_limit_pct"], payload["period"],
+            team,
+            payload["spent_usd"],
+            payload["budget_usd"],
+            payload["soft_limit_pct"],
+            payload["period"],
             payload["period_start"],
-        )  # fmt: skip
+        )
         if self.webhook_url:
             await self._post(payload)
 
@@ -48,7 +52,7 @@ class SoftLimitNotifier:
                             self.delivered += 1
                             return
                         log.warning("soft-limit webhook answered %s (attempt %d)", response.status, attempt)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     log.warning("soft-limit webhook failed (attempt %d): %s", attempt, type(exc).__name__)
                 if attempt < ATTEMPTS:
                     await asyncio.sleep(delay)  # backoff between retries, off the request path

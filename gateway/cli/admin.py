@@ -19,8 +19,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -82,8 +83,8 @@ class DirectBackend:
     def _policies(self, catalog: Any) -> list[str]:
         """The policy names a gateway with this environment's settings would have (GATEWAY_POLICIES_DIR or
         ./policies, validated against `catalog`), to refuse a team policy that does not exist."""
-        from gateway.settings import Settings
         from gateway.policy import PolicyError, policies_for_settings
+        from gateway.settings import Settings
 
         try:
             return sorted(policies_for_settings(Settings(), catalog))
@@ -289,10 +290,9 @@ TEAM_FIELDS = (
 
 def _team_body(args: argparse.Namespace) -> dict[str, Any]:
     """Only the options given: for `update`, an absent option leaves the field as it is."""
-    return {field: convert(getattr(args, dest)) for dest, field, convert in TEAM_FIELDS if getattr(args, dest) is not None}
-
-
-
+    return {
+        field: convert(getattr(args, dest)) for dest, field, convert in TEAM_FIELDS if getattr(args, dest) is not None
+    }
 
 
 def _print_json(value: Any) -> None:
@@ -326,7 +326,9 @@ def cmd_teams_show(args: argparse.Namespace) -> int:
 def cmd_teams_update(args: argparse.Namespace) -> int:
     body = _team_body(args)
     if not body:
-        raise CliError("nothing to update: give at least one of --budget, --period, --soft-limit, --regions, --models, --policy")
+        raise CliError(
+            "nothing to update: give at least one of --budget, --period, --soft-limit, --regions, --models, --policy"
+        )
     return _show(args, backend_for(args).update_team(args.name, body), render_team)
 
 
@@ -354,14 +356,21 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     result = backend_for(args).revoke_key(args.id)
-    return _show(args, result, lambda k: f"revoked key {k['id']} ({k['prefix']}...) of team {k['team']} at {k['revoked_at']}")
+    return _show(
+        args, result, lambda k: f"revoked key {k['id']} ({k['prefix']}...) of team {k['team']} at {k['revoked_at']}"
+    )
 
 
 def cmd_spend(args: argparse.Namespace) -> int:
     params = {
-        "team": args.team, "key": args.key, "model": args.model, "provider": args.provider,
-        "since": args.since, "until": args.until, "group_by": args.group_by,
-    }  # fmt: skip
+        "team": args.team,
+        "key": args.key,
+        "model": args.model,
+        "provider": args.provider,
+        "since": args.since,
+        "until": args.until,
+        "group_by": args.group_by,
+    }
     report = backend_for(args).spend({k: v for k, v in params.items() if v is not None})
     if args.format == "csv":
         sys.stdout.write(management.spend_csv(report))
@@ -394,7 +403,9 @@ def _common(formats: Sequence[str] = ("table", "json")) -> argparse.ArgumentPars
     where = parent.add_mutually_exclusive_group()
     where.add_argument("--url", default=None, help="a running gateway (master key from $GATEWAY_MASTER_KEY)")
     where.add_argument(
-        "--database-url", default=None, help="the database itself (default: $GATEWAY_DATABASE_URL or the data dir's SQLite)"
+        "--database-url",
+        default=None,
+        help="the database itself (default: $GATEWAY_DATABASE_URL or the data dir's SQLite)",
     )
     parent.add_argument(
         "--config", type=Path, default=None, help="catalog file for model and region names (default: $GATEWAY_CONFIG)"
@@ -406,7 +417,9 @@ def _common(formats: Sequence[str] = ("table", "json")) -> argparse.ArgumentPars
 def _team_options(parser: argparse.ArgumentParser, creating: bool) -> None:
     parser.add_argument("--budget", default=None, help="budget in USD per period ('none': no limit)")
     parser.add_argument("--period", default="monthly" if creating else None, help="daily, weekly, monthly or total")
-    parser.add_argument("--soft-limit", dest="soft_limit", default=None, help="warn at this percent of the budget (1-100, 'none')")
+    parser.add_argument(
+        "--soft-limit", dest="soft_limit", default=None, help="warn at this percent of the budget (1-100, 'none')"
+    )
     parser.add_argument("--regions", default=None, help="comma-separated allowed regions ('any': no restriction)")
     parser.add_argument("--models", default=None, help="comma-separated allowed models ('any': no restriction)")
     parser.add_argument("--policy", default="default" if creating else None, help="routing policy name")
@@ -424,7 +437,9 @@ def add_admin_commands(commands: argparse._SubParsersAction) -> None:  # type: i
     create.set_defaults(func=_guarded(cmd_teams_create))
     listing = team_commands.add_parser("list", parents=[common], help="list teams with their spend this period")
     listing.set_defaults(func=_guarded(cmd_teams_list))
-    show = team_commands.add_parser("show", parents=[common], help="a team, its spend, reservations and remaining budget")
+    show = team_commands.add_parser(
+        "show", parents=[common], help="a team, its spend, reservations and remaining budget"
+    )
     show.add_argument("name")
     show.set_defaults(func=_guarded(cmd_teams_show))
     update = team_commands.add_parser("update", parents=[common], help="change some of a team's settings")
@@ -451,9 +466,13 @@ def add_admin_commands(commands: argparse._SubParsersAction) -> None:  # type: i
     revoke.add_argument("id")
     revoke.set_defaults(func=_guarded(cmd_keys_revoke))
 
-    spend = commands.add_parser("spend", parents=[_common(("table", "csv", "json"))], help="spend report from the ledger")
+    spend = commands.add_parser(
+        "spend", parents=[_common(("table", "csv", "json"))], help="spend report from the ledger"
+    )
     for option in ("team", "key", "model", "provider"):
-        spend.add_argument(f"--{option}", default=None, help=f"only this {option}" + (" (id or prefix)" if option == "key" else ""))
+        spend.add_argument(
+            f"--{option}", default=None, help=f"only this {option}" + (" (id or prefix)" if option == "key" else "")
+        )
     spend.add_argument("--since", default=None, help="from this time (ISO-8601 or Unix seconds), inclusive")
     spend.add_argument("--until", default=None, help="up to this time (ISO-8601 or Unix seconds), exclusive")
     spend.add_argument("--group-by", dest="group_by", choices=GROUPS, default=None)

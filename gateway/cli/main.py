@@ -9,18 +9,18 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import orjson
 
 from gateway import __version__
-from gateway.cli.common import config_path
-from gateway.cli.admin import add_admin_commands
 from gateway.catalog import DEMO_UPSTREAMS_ENV, ConfigError, load_catalog, needs_demo
-from gateway.settings import Settings
+from gateway.cli.admin import add_admin_commands
+from gateway.cli.common import config_path
 from gateway.cli.policy import add_policy_commands
 from gateway.cli.route import add_route_commands
+from gateway.settings import Settings
 from gateway.store import storage_problem
 
 

@@ -14,7 +14,6 @@ from gateway.policy.checks import Problem, _stem, check_policy_file, policy_file
 from gateway.policy.schema import CAPABILITIES, POLICIES_DIR_ENV, Policy
 from gateway.policy.watcher import load_policies
 
-
 # -- command line: `gateway policy check|show` ---------------------------------------------------
 
 
@@ -23,8 +22,8 @@ def default_policies_dir() -> Path:
 
 
 def _catalog_for(args: argparse.Namespace) -> Catalog | None:
-    from gateway.cli.common import config_path
     from gateway.catalog import load_catalog
+    from gateway.cli.common import config_path
 
     try:
         return load_catalog(config_path(args))
@@ -64,7 +63,10 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
     errors = [p for p in problems if not p.warning or args.strict]
     if errors:
-        print(f"gateway: {len(errors)} problem(s) in {checked} policy file(s), checked against {catalog.source}", file=sys.stderr)
+        print(
+            f"gateway: {len(errors)} problem(s) in {checked} policy file(s), checked against {catalog.source}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -93,7 +95,10 @@ def cmd_policy_show(args: argparse.Namespace) -> int:
         names = [m.name for m in policy.candidates(catalog, capability)]
         lines.append(f"#   {capability}: {', '.join(names) if names else '(no model: refused)'}")
     print("\n".join(lines))
-    print(yaml.safe_dump(policy.effective(), sort_keys=False, allow_unicode=True, width=100, default_flow_style=None), end="")
+    print(
+        yaml.safe_dump(policy.effective(), sort_keys=False, allow_unicode=True, width=100, default_flow_style=None),
+        end="",
+    )
     return 0
 
 
@@ -102,9 +107,11 @@ def add_policy_commands(commands: argparse._SubParsersAction) -> None:  # type: 
 
     def config_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "--config", type=Path, default=None,
+            "--config",
+            type=Path,
+            default=None,
             help="catalog file the policies are checked against (default: $GATEWAY_CONFIG or built-in defaults)",
-        )  # fmt: skip
+        )
 
     where = f"${POLICIES_DIR_ENV} or policies/"
     policy = commands.add_parser("policy", help="check and show routing policies (policies/*.yaml)")
@@ -116,7 +123,9 @@ def add_policy_commands(commands: argparse._SubParsersAction) -> None:  # type: 
         "per valid file on stdout, and each problem as FILE: FIELD: MESSAGE on stderr. Exit 0 when no file has an "
         "error (warnings do not count unless --strict), 1 otherwise, 2 when the catalog itself is broken.",
     )
-    check.add_argument("paths", nargs="*", type=Path, metavar="PATH", help=f"policy files or directories (default: {where})")
+    check.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help=f"policy files or directories (default: {where})"
+    )
     config_option(check)
     check.add_argument("--strict", action="store_true", help="count warnings as problems (exit 1)")
     check.set_defaults(func=cmd_policy_check)

@@ -32,8 +32,18 @@ def render_explain(data: dict[str, Any]) -> str:
     rows = []
     for c in data["candidates"]:
         result = "kept" if c["kept"] else f"removed by {c['removed_by']}: {c['reason']}"
-        rows.append((str(c["rank"] or "-"), c["model"], c["provider"], c["region"], f"{c['context_window']:,}",
-                     f"{c['usable_window']:,}", c["estimated_cost_usd"], result))  # fmt: skip
+        rows.append(
+            (
+                str(c["rank"] or "-"),
+                c["model"],
+                c["provider"],
+                c["region"],
+                f"{c['context_window']:,}",
+                f"{c['usable_window']:,}",
+                c["estimated_cost_usd"],
+                result,
+            )
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
@@ -42,8 +52,10 @@ def render_explain(data: dict[str, Any]) -> str:
         if step["note"]:
             lines.append(f"{step['step']}: {step['note']}")
     if data["error"] is None:
-        lines.append(f"-> {data['model']} ({data['provider']}, {data['region']}), reason {data['reason']}, "
-                     f"estimated ${data['estimated_cost_usd']}")  # fmt: skip
+        lines.append(
+            f"-> {data['model']} ({data['provider']}, {data['region']}), reason {data['reason']}, "
+            f"estimated ${data['estimated_cost_usd']}"
+        )
     else:
         e = data["error"]
         lines.append(f"-> refused: {e['status']} {e['code']}: {e['message']}")
@@ -51,8 +63,10 @@ def render_explain(data: dict[str, Any]) -> str:
     if admission is not None and not admission["admitted"]:
         lines.append(f"-> admission now: refused, {admission['status']} {admission['code']}: {admission['message']}")
     elif admission is not None and (admission["model"] != data["model"] or admission["max_tokens_lowered"]):
-        lines.append(f"-> admission now: {admission['model']} ({admission['provider']}, {admission['region']}), reason "
-                     f"{admission['reason']}, max_tokens {admission['max_tokens']}, reserves ${admission['reservation_usd']}")  # fmt: skip
+        lines.append(
+            f"-> admission now: {admission['model']} ({admission['provider']}, {admission['region']}), reason "
+            f"{admission['reason']}, max_tokens {admission['max_tokens']}, reserves ${admission['reservation_usd']}"
+        )
     return "\n".join(lines)
 
 
@@ -73,9 +87,11 @@ def _via_http(url: str, team: str, raw: bytes, headers: dict[str, str]) -> dict[
     if not key:
         raise RuntimeError("--url needs the master key in the environment variable GATEWAY_MASTER_KEY")
     request = urllib.request.Request(
-        url.rstrip("/") + "/v1/route/explain?" + urllib.parse.urlencode({"team": team}), data=raw, method="POST",
+        url.rstrip("/") + "/v1/route/explain?" + urllib.parse.urlencode({"team": team}),
+        data=raw,
+        method="POST",
         headers={"authorization": f"Bearer {key}", "content-type": "application/json", **headers},
-    )  # fmt: skip
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return orjson.loads(response.read())
@@ -86,13 +102,13 @@ def _via_http(url: str, team: str, raw: bytes, headers: dict[str, str]) -> dict[
 
 def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
     from gateway.auth.principal import Principal
-    from gateway.cli.common import config_path
     from gateway.catalog import load_catalog
-    from gateway.settings import Settings
-    from gateway.state import Gateway
+    from gateway.cli.common import config_path
     from gateway.http.body import read_json_object  # noqa: F401  (same parsing rules as the endpoint below)
     from gateway.pipeline.plan import plan, predict_admission
     from gateway.pipeline.validation import check_chat
+    from gateway.settings import Settings
+    from gateway.state import Gateway
 
     settings = Settings()
     if args.database_url:
@@ -150,8 +166,13 @@ def add_route_commands(commands: argparse._SubParsersAction) -> None:  # type: i
     )
     explain.add_argument("--team", required=True, help="the team whose policy, models and regions apply")
     explain.add_argument("--file", required=True, help="a chat request body (JSON); '-' reads stdin")
-    explain.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
-                         help="a request header, e.g. x-gateway-residency=eu (repeatable)")  # fmt: skip
+    explain.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a request header, e.g. x-gateway-residency=eu (repeatable)",
+    )
     where = explain.add_mutually_exclusive_group()
     where.add_argument("--url", default=None, help="a running gateway (master key from GATEWAY_MASTER_KEY)")
     where.add_argument("--database-url", default=None, help="the database (default: GATEWAY_DATABASE_URL)")

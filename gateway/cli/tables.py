@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from gateway.admin import service as management
 from gateway.money import NANOS_PER_USD
@@ -48,33 +49,57 @@ def _soft(team: Mapping[str, Any]) -> str:
 
 
 def render_team(team: Mapping[str, Any]) -> str:
-    return _details([
-        ("name", team["name"]),
-        ("budget", usd(team["budget_nanos"]) if team["budget_nanos"] is not None else "no limit"),
-        ("period", team["period"]),
-        ("period start", team.get("period_start")),
-        ("resets at", team.get("period_resets_at") or "never (total)"),
-        ("spent", usd(team.get("spent_nanos"))),
-        ("reserved", usd(team.get("reserved_nanos"))),
-        ("remaining", usd(team.get("remaining_nanos")) if team.get("remaining_nanos") is not None else "no limit"),
-        ("soft limit", _soft(team)),
-        ("regions", team["regions"] if team["regions"] is not None else "any"),
-        ("models", team["models"] if team["models"] is not None else "any"),
-        ("policy", team["policy"]),
-        ("created", team["created_at"]),
-    ])  # fmt: skip
+    return _details(
+        [
+            ("name", team["name"]),
+            ("budget", usd(team["budget_nanos"]) if team["budget_nanos"] is not None else "no limit"),
+            ("period", team["period"]),
+            ("period start", team.get("period_start")),
+            ("resets at", team.get("period_resets_at") or "never (total)"),
+            ("spent", usd(team.get("spent_nanos"))),
+            ("reserved", usd(team.get("reserved_nanos"))),
+            ("remaining", usd(team.get("remaining_nanos")) if team.get("remaining_nanos") is not None else "no limit"),
+            ("soft limit", _soft(team)),
+            ("regions", team["regions"] if team["regions"] is not None else "any"),
+            ("models", team["models"] if team["models"] is not None else "any"),
+            ("policy", team["policy"]),
+            ("created", team["created_at"]),
+        ]
+    )
 
 
 def render_teams(teams: Sequence[Mapping[str, Any]]) -> str:
     if not teams:
         return "no teams"
-    headers = ("NAME", "BUDGET", "PERIOD", "SPENT", "RESERVED", "REMAINING", "RESETS AT", "SOFT", "REGIONS", "MODELS", "POLICY")
+    headers = (
+        "NAME",
+        "BUDGET",
+        "PERIOD",
+        "SPENT",
+        "RESERVED",
+        "REMAINING",
+        "RESETS AT",
+        "SOFT",
+        "REGIONS",
+        "MODELS",
+        "POLICY",
+    )
     rows = [
-        (t["name"], usd(t["budget_nanos"]), t["period"], usd(t["spent_nanos"]), usd(t["reserved_nanos"]),
-         usd(t["remaining_nanos"]), t["period_resets_at"] or "never", _soft(t), t["regions"] or "any",
-         t["models"] or "any", t["policy"])
+        (
+            t["name"],
+            usd(t["budget_nanos"]),
+            t["period"],
+            usd(t["spent_nanos"]),
+            usd(t["reserved_nanos"]),
+            usd(t["remaining_nanos"]),
+            t["period_resets_at"] or "never",
+            _soft(t),
+            t["regions"] or "any",
+            t["models"] or "any",
+            t["policy"],
+        )
         for t in teams
-    ]  # fmt: skip
+    ]
     return table(headers, rows, right=(1, 3, 4, 5))
 
 
@@ -83,22 +108,33 @@ def render_keys(keys: Sequence[Mapping[str, Any]]) -> str:
         return "no keys"
     headers = ("ID", "PREFIX", "TEAM", "NAME", "BUDGET", "SPENT", "MODELS", "EXPIRES", "STATUS")
     rows = [
-        (k["id"], k["prefix"] + "...", k["team"], k["name"] or "-", usd(k["budget_nanos"]), usd(k.get("spent_nanos")),
-         k["models"] or "any", k["expires_at"] or "never", k["status"])
+        (
+            k["id"],
+            k["prefix"] + "...",
+            k["team"],
+            k["name"] or "-",
+            usd(k["budget_nanos"]),
+            usd(k.get("spent_nanos")),
+            k["models"] or "any",
+            k["expires_at"] or "never",
+            k["status"],
+        )
         for k in keys
-    ]  # fmt: skip
+    ]
     return table(headers, rows, right=(4, 5))
 
 
 def render_new_key(key: Mapping[str, Any]) -> str:
-    details = _details([
-        ("id", key["id"]),
-        ("team", key["team"]),
-        ("name", key["name"] or "-"),
-        ("budget", usd(key["budget_nanos"]) if key["budget_nanos"] is not None else "team budget only"),
-        ("models", key["models"] if key["models"] is not None else "the team's"),
-        ("expires", key["expires_at"] or "never"),
-    ])  # fmt: skip
+    details = _details(
+        [
+            ("id", key["id"]),
+            ("team", key["team"]),
+            ("name", key["name"] or "-"),
+            ("budget", usd(key["budget_nanos"]) if key["budget_nanos"] is not None else "team budget only"),
+            ("models", key["models"] if key["models"] is not None else "the team's"),
+            ("expires", key["expires_at"] or "never"),
+        ]
+    )
     return f"{key['key']}\n\n{management.SHOWN_ONCE}\n\n{details}"
 
 
@@ -108,8 +144,13 @@ def render_spend(report: Mapping[str, Any]) -> str:
     offset = 1 if group_by else 0
 
     def line(row: Mapping[str, Any], label: list[Any]) -> list[Any]:
-        return label + [row["requests"], row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"],
-                        usd(row["cost_nanos"])]  # fmt: skip
+        return label + [
+            row["requests"],
+            row["prompt_tokens"],
+            row["completion_tokens"],
+            row["cached_tokens"],
+            usd(row["cost_nanos"]),
+        ]
 
     rows = [line(r, [r[group_by] if r[group_by] is not None else "(none)"]) for r in report["rows"]] if group_by else []
     rows.append(line(report["total"], ["TOTAL"] if group_by else []))

@@ -25,7 +25,7 @@ TOOLS: dict[str, tuple[str, str]] = {
 }
 
 
-def generate(tool: str, setup: "Setup") -> "ClientConfig":
+def generate(tool: str, setup: Setup) -> ClientConfig:
     return importlib.import_module(f"gateway.clients.{TOOLS[tool][0]}").configure(setup)
 
 
@@ -52,12 +52,19 @@ def add_clients_command(commands: argparse._SubParsersAction) -> None:  # type: 
     )
     parser.add_argument("tool", choices=tuple(TOOLS))
     parser.add_argument("--model", default="auto", help="the model the tool uses by default (default: auto)")
-    parser.add_argument("--url", default=None, help="the gateway (default http://127.0.0.1:4000); when given, "
-                        "the models and windows are read from its /v1/models")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="the gateway (default http://127.0.0.1:4000); when given, "
+        "the models and windows are read from its /v1/models",
+    )
     parser.add_argument("--key", default=None, help="the gateway key to write (default: $GATEWAY_API_KEY, or none)")
     parser.add_argument("--config", type=Path, default=None, help="catalog file when not reading --url")
-    parser.add_argument("--dir", default=None, help="where to write (default: ., or the tool's own directory: "
-                        "~/.continue, ~/.vibe, ~/.kimi)")
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="where to write (default: ., or the tool's own directory: ~/.continue, ~/.vibe, ~/.kimi)",
+    )
     parser.add_argument("--print", action="store_true", help="print the files instead of writing them")
     parser.add_argument("--force", action="store_true", help="replace existing files that differ")
     parser.set_defaults(func=cmd_clients)

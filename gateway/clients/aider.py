@@ -31,9 +31,11 @@ def _metadata(model: ClientModel) -> dict:
         "supports_function_calling": "tools" in model.capabilities,
         "supports_vision": "vision" in model.capabilities,
     }
-    for key, price in (("input_cost_per_token", model.input_per_million),
-                       ("output_cost_per_token", model.output_per_million),
-                       ("cache_read_input_token_cost", model.cached_input_per_million)):
+    for key, price in (
+        ("input_cost_per_token", model.input_per_million),
+        ("output_cost_per_token", model.output_per_million),
+        ("cache_read_input_token_cost", model.cached_input_per_million),
+    ):
         if price is not None:
             entry[key] = model.per_token(price)
     return entry
@@ -84,6 +86,8 @@ def configure(setup: Setup) -> ClientConfig:
         "Edit format: SEARCH/REPLACE blocks (diff).",
     ]
     if not setup.key:
-        notes.append(f"Set OPENAI_API_KEY (or {KEY_ENV}) to your gateway key (gw-...); any value works when the "
-                     "gateway has no master key.")
+        notes.append(
+            f"Set OPENAI_API_KEY (or {KEY_ENV}) to your gateway key (gw-...); any value works when the "
+            "gateway has no master key."
+        )
     return ClientConfig("Aider", files, run, notes)

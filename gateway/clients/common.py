@@ -153,15 +153,22 @@ def with_auto(models: dict[str, ClientModel]) -> dict[str, ClientModel]:
     prices = [m for m in chat if m.input_per_million is not None]
     auto = ClientModel(
         name=AUTO,
-        context_window=(listed.context_window if listed and listed.context_window else
-                        max((m.context_window for m in chat), default=0)),
-        max_output_tokens=(listed.max_output_tokens if listed and listed.max_output_tokens else
-                           max((m.max_output_tokens for m in chat), default=0)),
+        context_window=(
+            listed.context_window
+            if listed and listed.context_window
+            else max((m.context_window for m in chat), default=0)
+        ),
+        max_output_tokens=(
+            listed.max_output_tokens
+            if listed and listed.max_output_tokens
+            else max((m.max_output_tokens for m in chat), default=0)
+        ),
         capabilities=listed.capabilities if listed else frozenset().union(*(m.capabilities for m in chat)),
         input_per_million=max((m.input_per_million for m in prices), default=None),  # type: ignore[type-var]
         output_per_million=max((m.output_per_million for m in prices), default=None),  # type: ignore[type-var]
-        cached_input_per_million=max((m.cached_input_per_million for m in prices
-                                      if m.cached_input_per_million is not None), default=None),
+        cached_input_per_million=max(
+            (m.cached_input_per_million for m in prices if m.cached_input_per_million is not None), default=None
+        ),
         fixed_sampling=any(m.fixed_sampling for m in chat),
     )
     return {AUTO: auto, **{name: m for name, m in models.items() if name != AUTO}}
@@ -183,17 +190,20 @@ def build_setup(model: str, url: str | None, key: str | None, config: Path | Non
             models = models_from_listing(fetch_listing(url, key))
             source = url.rstrip("/") + "/v1/models"
         except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-            print(f"gateway clients: could not list models at {url} ({exc}); using the catalog instead",
-                  file=sys.stderr)
+            print(
+                f"gateway clients: could not list models at {url} ({exc}); using the catalog instead", file=sys.stderr
+            )
     if models is None:
         models, source = models_from_catalog(config)
     else:  # the listing does not say which models have fixed sampling: the catalog does
         try:
             local, _ = models_from_catalog(config)
-        except Exception:  # noqa: BLE001 - a missing or broken local catalog only loses that hint
+        except Exception:
             local = {}
-        models = {name: replace(m, fixed_sampling=local[name].fixed_sampling) if name in local else m
-                  for name, m in models.items()}
+        models = {
+            name: replace(m, fixed_sampling=local[name].fixed_sampling) if name in local else m
+            for name, m in models.items()
+        }
     models = with_auto(models)
     if model not in models:
         raise ClientsError(f"unknown model {model!r}; the gateway lists: {', '.join(models)}", 2)
@@ -220,9 +230,10 @@ def write(config: ClientConfig, directory: Path, force: bool) -> list[Path]:
     links = [f"{path} (-> {os.readlink(path)})" for path, _ in targets if path.is_symlink()]
     if links:
         raise ClientsError(
-            "refusing to write through symbolic link(s): " + ", ".join(links)
+            "refusing to write through symbolic link(s): "
+            + ", ".join(links)
             + " (remove the link, or write elsewhere with --dir)"
-        )  # fmt: skip
+        )
     clashes = [str(path) for path, f in targets if path.exists() and path.read_text() != f.content]
     if clashes and not force:
         raise ClientsError("would replace existing file(s): " + ", ".join(clashes) + " (use --force to replace)")
@@ -247,7 +258,7 @@ def _write_atomically(path: Path, content: str, secret: bool) -> None:
         try:
             data = memoryview(content.encode())
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
             os.fchmod(fd, mode)  # 0600 stays 0600; a file without secrets is widened to the umask's mode
             os.fsync(fd)
         finally:

@@ -21,9 +21,14 @@ def _chat(model: ClientModel, setup: Setup, key: str) -> dict:
         "apiBase": setup.base_url,
         "apiKey": key,
         "roles": ["chat", "edit", "apply"],
-        "defaultCompletionOptions": {"contextLength": model.context_window, "maxTokens": min(model.max_output_tokens, 8192)},
+        "defaultCompletionOptions": {
+            "contextLength": model.context_window,
+            "maxTokens": min(model.max_output_tokens, 8192),
+        },
     }
-    capabilities = [c for c, needed in (("tool_use", "tools"), ("image_input", "vision")) if needed in model.capabilities]
+    capabilities = [
+        c for c, needed in (("tool_use", "tools"), ("image_input", "vision")) if needed in model.capabilities
+    ]
     if capabilities:
         entry["capabilities"] = capabilities  # Continue cannot guess them from a name such as `auto`
     return entry
@@ -37,28 +42,44 @@ def configure(setup: Setup) -> ClientConfig:
     notes: list[str] = []
     fim = setup.fim_model()
     if fim is not None:
-        models.append({
-            "name": f"{fim.name} autocomplete (gateway)",
-            "provider": "mistral",  # posts {model, prompt, suffix, ...} to {apiBase}fim/completions
-            "model": fim.name,
-            "apiBase": setup.base_url + "/",
-            "apiKey": key,
-            "roles": ["autocomplete"],
-        })
+        models.append(
+            {
+                "name": f"{fim.name} autocomplete (gateway)",
+                "provider": "mistral",  # posts {model, prompt, suffix, ...} to {apiBase}fim/completions
+                "model": fim.name,
+                "apiBase": setup.base_url + "/",
+                "apiKey": key,
+                "roles": ["autocomplete"],
+            }
+        )
     else:
         notes.append("No model with the `fim` capability in the catalog: autocomplete is not configured.")
     embed = setup.embedding_model()
     if embed is not None:
-        models.append({"name": f"{embed.name} (gateway)", "provider": "openai", "model": embed.name,
-                       "apiBase": setup.base_url, "apiKey": key, "roles": ["embed"]})
+        models.append(
+            {
+                "name": f"{embed.name} (gateway)",
+                "provider": "openai",
+                "model": embed.name,
+                "apiBase": setup.base_url,
+                "apiKey": key,
+                "roles": ["embed"],
+            }
+        )
     config = {"name": "model-gateway", "version": "1.0.0", "schema": "v1", "models": models}
     header = "# Written by `gateway clients continue`. Continue reads ~/.continue/config.yaml; `cn --config FILE`.\n"
     files = [GeneratedFile(CONFIG, header + yaml_dump(config), secret=bool(setup.key))]
-    run = ["cn --config config.yaml                 # interactive (the VS Code extension reads ~/.continue/config.yaml)",
-           'cn --config config.yaml -p "Explain this repository"   # headless']
+    run = [
+        "cn --config config.yaml                 # interactive (the VS Code extension reads ~/.continue/config.yaml)",
+        'cn --config config.yaml -p "Explain this repository"   # headless',
+    ]
     if not setup.key:
-        notes.append(f"apiKey is '{OPEN_GATEWAY_KEY}', which only an open gateway (no master key) accepts: pass "
-                     f"--key gw-... (or set {KEY_ENV}) to write your gateway key.")
-    notes.append("Autocomplete uses Continue's `mistral` provider on the gateway: fill-in-the-middle on codestral, "
-                 "through /v1/fim/completions (the same FIM route as /v1/completions with `suffix`).")
+        notes.append(
+            f"apiKey is '{OPEN_GATEWAY_KEY}', which only an open gateway (no master key) accepts: pass "
+            f"--key gw-... (or set {KEY_ENV}) to write your gateway key."
+        )
+    notes.append(
+        "Autocomplete uses Continue's `mistral` provider on the gateway: fill-in-the-middle on codestral, "
+        "through /v1/fim/completions (the same FIM route as /v1/completions with `suffix`)."
+    )
     return ClientConfig("Continue", files, run, notes)

@@ -50,8 +50,10 @@ def configure(setup: Setup) -> ClientConfig:
     }
     files = [GeneratedFile(CONFIG, json.dumps(config, indent=2) + "\n", secret=bool(setup.key))]
     key = "" if setup.key else f"{KEY_ENV}=gw-... "
-    run = [f"{key}opencode                       # interactive, in the directory holding {CONFIG}",
-           f'{key}opencode run "Explain this repository"   # headless',
-           f"{key}opencode run -m {PROVIDER}/kimi-k2.6 \"...\"  # another model the gateway lists"]
+    run = [
+        f"{key}opencode                       # interactive, in the directory holding {CONFIG}",
+        f'{key}opencode run "Explain this repository"   # headless',
+        f'{key}opencode run -m {PROVIDER}/kimi-k2.6 "..."  # another model the gateway lists',
+    ]
     notes = ["OpenCode also asks the small model for a session title: that is one more (small) request in the ledger."]
     return ClientConfig("OpenCode", files, run, notes)

@@ -32,21 +32,34 @@ def configure(setup: Setup) -> ClientConfig:
         'backend = "generic"',
     ]
     for model in setup.chat_models():
-        lines += ["", "[[models]]", f"name = {toml_string(model.name)}", 'provider = "gateway"',
-                  f"alias = {toml_string(alias(model.name))}", f"max_context_length = {model.context_window}"]
+        lines += [
+            "",
+            "[[models]]",
+            f"name = {toml_string(model.name)}",
+            'provider = "gateway"',
+            f"alias = {toml_string(alias(model.name))}",
+            f"max_context_length = {model.context_window}",
+        ]
         if model.input_per_million is not None and model.output_per_million is not None:
-            lines += [f"input_price = {float(model.input_per_million)}", f"output_price = {float(model.output_per_million)}"]
+            lines += [
+                f"input_price = {float(model.input_per_million)}",
+                f"output_price = {float(model.output_per_million)}",
+            ]
         if model.cached_input_per_million is not None:
             lines.append(f"cached_input_price = {float(model.cached_input_per_million)}")
         if model.fixed_sampling:
             lines.append("temperature = 0.6  # Kimi K2.6 accepts only its fixed value")
-        lines.append('supports_images = true' if "vision" in model.capabilities else 'supports_images = false')
+        lines.append("supports_images = true" if "vision" in model.capabilities else "supports_images = false")
     files = [GeneratedFile(CONFIG, "\n".join(lines) + "\n")]
     if setup.key:
         files.append(GeneratedFile(ENV_FILE, f"{KEY_ENV}={setup.key}\n", secret=True))
-    run = [f"VIBE_HOME=DIR {'' if setup.key else KEY_ENV + '=gw-... '}vibe                 # interactive",
-           'VIBE_HOME=DIR vibe -p "Explain this repository" --max-turns 5   # headless',
-           f"in a session, /model switches between {', '.join(alias(m.name) for m in setup.chat_models())}"]
-    notes = [f"DIR is the directory these files were written to (VIBE_HOME); the key comes from ${KEY_ENV}"
-             + (f" or {ENV_FILE} there." if setup.key else ".")]
+    run = [
+        f"VIBE_HOME=DIR {'' if setup.key else KEY_ENV + '=gw-... '}vibe                 # interactive",
+        'VIBE_HOME=DIR vibe -p "Explain this repository" --max-turns 5   # headless',
+        f"in a session, /model switches between {', '.join(alias(m.name) for m in setup.chat_models())}",
+    ]
+    notes = [
+        f"DIR is the directory these files were written to (VIBE_HOME); the key comes from ${KEY_ENV}"
+        + (f" or {ENV_FILE} there." if setup.key else ".")
+    ]
     return ClientConfig("Mistral Vibe", files, run, notes)

@@ -56,7 +56,7 @@ class EmulatorServer(ThreadedServer):
     def api_key(self) -> str:
         return self.state.api_key
 
-    def start(self, timeout: float = 30.0) -> "EmulatorServer":
+    def start(self, timeout: float = 30.0) -> EmulatorServer:
         # start_emulator() returns a running server; `with start_emulator(...)` must not start it twice.
         if not self._running:
             super().start(timeout)
@@ -82,5 +82,11 @@ def start_emulator(
 
 def serve(kind: str, options: EmulatorOptions | None = None, host: str = "127.0.0.1", port: int = 8001) -> None:
     """Run an emulator in the foreground until interrupted (for `gateway emulate`)."""
-    uvicorn.run(create_app(kind, options), host=host, port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    uvicorn.run(
+        create_app(kind, options),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )

@@ -11,9 +11,10 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Union
+from typing import Any, Union
 
 import orjson
 from starlette.applications import Starlette
@@ -50,7 +51,7 @@ class Call:
     request: Request
     body: Any
     fault: Fault
-    emu: "EmulatorState"
+    emu: EmulatorState
 
 
 Handler = Callable[[Call], Awaitable[Reply]]

@@ -125,12 +125,20 @@ def generate(seed: int, default_max_tokens: int, spec: ChatSpec) -> list[Choice]
 def chat_spec(body: dict, *, seed: Any, thinking: bool, max_tokens: int | None) -> ChatSpec:
     """The ChatSpec of an already validated chat-completions body."""
     messages = body["messages"]
-    return ChatSpec(material=messages, messages=messages, tools=body.get("tools"), tool_choice=body.get("tool_choice"),
-                    max_tokens=max_tokens, n=int(body.get("n") or 1), seed=seed, stop=body.get("stop"),
-                    thinking=thinking)
+    return ChatSpec(
+        material=messages,
+        messages=messages,
+        tools=body.get("tools"),
+        tool_choice=body.get("tool_choice"),
+        max_tokens=max_tokens,
+        n=int(body.get("n") or 1),
+        seed=seed,
+        stop=body.get("stop"),
+        thinking=thinking,
+    )
 
 
-def scripted_choices(reply: "ScriptedReply", spec: ChatSpec) -> list[Choice]:
+def scripted_choices(reply: ScriptedReply, spec: ChatSpec) -> list[Choice]:
     """A scripted reply (script.py) as the choices of a generation, for every requested choice.
 
     A text reply longer than `max_tokens` is cut there with finish_reason "length", as every provider does
@@ -141,13 +149,19 @@ def scripted_choices(reply: "ScriptedReply", spec: ChatSpec) -> list[Choice]:
     if spec.max_tokens is not None and not reply.tool_name and tokens > spec.max_tokens:
         cut = list(TOKEN_RE.finditer(content))[spec.max_tokens - 1].end() if spec.max_tokens > 0 else 0
         content, tokens, finish = content[:cut], count_tokens(content[:cut]), "length"
-    return [Choice(content, finish, tokens, reply.tool_name, reply.tool_arguments, reasoning,
-                   count_tokens(reasoning)) for _ in range(spec.n)]
+    return [
+        Choice(content, finish, tokens, reply.tool_name, reply.tool_arguments, reasoning, count_tokens(reasoning))
+        for _ in range(spec.n)
+    ]
 
 
 def complete(
-    spec: ChatSpec, prompt: PromptCount, options: EmulatorOptions, cache: PrefixCache, model: str,
-    script: "ScriptQueue | None" = None,
+    spec: ChatSpec,
+    prompt: PromptCount,
+    options: EmulatorOptions,
+    cache: PrefixCache,
+    model: str,
+    script: ScriptQueue | None = None,
 ) -> Generation:
     """Generate the choices and account for the prompt, remembering its prefixes for caching.
 

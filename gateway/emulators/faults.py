@@ -13,9 +13,14 @@ from collections import deque
 from dataclasses import dataclass
 
 _INT_FIELDS = {
-    "status": "status", "cut": "cut", "malformed": "malformed", "stream_error": "stream_error", "stall": "stall",
-    "big_event": "big_event", "pad": "pad",
-}  # fmt: skip
+    "status": "status",
+    "cut": "cut",
+    "malformed": "malformed",
+    "stream_error": "stream_error",
+    "stall": "stall",
+    "big_event": "big_event",
+    "pad": "pad",
+}
 _FLAGS = ("hang", "html", "malformed_all")
 _FLOAT_FIELDS = {"latency": "latency_ms", "first_token": "first_token_ms", "retry_after": "retry_after"}
 _STR_FIELDS = {"error": "error_type"}

@@ -31,7 +31,10 @@ from http import HTTPStatus
 from typing import Any
 
 from mistral_common.exceptions import (
-    InvalidFunctionCallException, InvalidMessageStructureException, InvalidToolMessageException, MistralCommonException,
+    InvalidFunctionCallException,
+    InvalidMessageStructureException,
+    InvalidToolMessageException,
+    MistralCommonException,
 )
 from mistral_common.protocol.fim.request import FIMRequest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
@@ -48,47 +51,134 @@ from gateway.emulators.text import count_prompt, count_tokens, random_id, rng_fo
 from gateway.tokens.vocab import Lazy, TokenizerUnavailable, load_tekken
 
 CREATED = 1_760_000_000
-_CHAT = {"completion_chat": True, "function_calling": True, "completion_fim": False, "fine_tuning": False,
-         "vision": False, "classification": False, "ocr": False, "moderation": False, "audio": False}
+_CHAT = {
+    "completion_chat": True,
+    "function_calling": True,
+    "completion_fim": False,
+    "fine_tuning": False,
+    "vision": False,
+    "classification": False,
+    "ocr": False,
+    "moderation": False,
+    "audio": False,
+}
 # `tokenizer`: the mistral-common tokenizer version whose validator the model's requests pass. Neither the SDK nor
 # the API's model cards say which version a served model uses; v15 is mistral-common's newest and the only one that
 # takes `reasoning_effort` (mistral_common.protocol.instruct.request.ReasoningEffort: "Supported for tokenizer >= v15
 # only"), which the API documents for its chat models.
 MODELS: dict[str, dict] = {
-    "mistral-medium-3.5": {"ctx": 262144, "caps": {**_CHAT, "vision": True}, "aliases": ["mistral-medium-latest"],
-                           "tokenizer": "v15", "description": "Mistral Medium 3.5: 128B dense, chat, tools and vision."},
-    "mistral-medium-latest": {"ctx": 262144, "caps": {**_CHAT, "vision": True}, "aliases": ["mistral-medium-3.5"],
-                              "tokenizer": "v15", "description": "Alias of mistral-medium-3.5."},
-    "mistral-small-latest": {"ctx": 131072, "caps": {**_CHAT, "vision": True}, "aliases": [],
-                             "tokenizer": "v15", "description": "Mistral Small: fast and cheap chat."},
-    "codestral-latest": {"ctx": 262144, "caps": {**_CHAT, "completion_fim": True}, "aliases": [],
-                         "tokenizer": "v15", "description": "Codestral: code generation and fill-in-the-middle."},
-    "mistral-embed": {"ctx": 8192, "caps": {**{k: False for k in _CHAT}}, "aliases": [], "embed": True,
-                      "description": "Mistral Embed: 1024-dimension text embeddings."},
+    "mistral-medium-3.5": {
+        "ctx": 262144,
+        "caps": {**_CHAT, "vision": True},
+        "aliases": ["mistral-medium-latest"],
+        "tokenizer": "v15",
+        "description": "Mistral Medium 3.5: 128B dense, chat, tools and vision.",
+    },
+    "mistral-medium-latest": {
+        "ctx": 262144,
+        "caps": {**_CHAT, "vision": True},
+        "aliases": ["mistral-medium-3.5"],
+        "tokenizer": "v15",
+        "description": "Alias of mistral-medium-3.5.",
+    },
+    "mistral-small-latest": {
+        "ctx": 131072,
+        "caps": {**_CHAT, "vision": True},
+        "aliases": [],
+        "tokenizer": "v15",
+        "description": "Mistral Small: fast and cheap chat.",
+    },
+    "codestral-latest": {
+        "ctx": 262144,
+        "caps": {**_CHAT, "completion_fim": True},
+        "aliases": [],
+        "tokenizer": "v15",
+        "description": "Codestral: code generation and fill-in-the-middle.",
+    },
+    "mistral-embed": {
+        "ctx": 8192,
+        "caps": {**{k: False for k in _CHAT}},
+        "aliases": [],
+        "embed": True,
+        "description": "Mistral Embed: 1024-dimension text embeddings.",
+    },
 }
 # The request fields of the mistralai SDK 3.7.0 (mistralai.client.models: ChatCompletionRequest and
 # ChatCompletionStreamRequest, FIMCompletionRequest and FIMCompletionStreamRequest, EmbeddingRequest, by wire name).
-CHAT_FIELDS = frozenset({
-    "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed", "metadata",
-    "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "min_tokens",
-    "repetition_penalty", "top_k", "logprobs", "top_logprobs", "prompt_logprobs", "top_prompt_logprobs", "n",
-    "prediction", "parallel_tool_calls", "reasoning_effort", "prompt_mode", "guardrails", "prompt_cache_key",
-    "service_tier", "safe_prompt",
-})
-FIM_FIELDS = frozenset({"model", "prompt", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
-                        "metadata", "suffix", "min_tokens", "prompt_cache_key"})
+CHAT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stream",
+        "stop",
+        "random_seed",
+        "metadata",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "presence_penalty",
+        "frequency_penalty",
+        "min_tokens",
+        "repetition_penalty",
+        "top_k",
+        "logprobs",
+        "top_logprobs",
+        "prompt_logprobs",
+        "top_prompt_logprobs",
+        "n",
+        "prediction",
+        "parallel_tool_calls",
+        "reasoning_effort",
+        "prompt_mode",
+        "guardrails",
+        "prompt_cache_key",
+        "service_tier",
+        "safe_prompt",
+    }
+)
+FIM_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stream",
+        "stop",
+        "random_seed",
+        "metadata",
+        "suffix",
+        "min_tokens",
+        "prompt_cache_key",
+    }
+)
 EMBED_FIELDS = frozenset({"model", "input", "metadata", "output_dimension", "output_dtype", "encoding_format"})
 # SDK 3.7.0 SystemMessage, UserMessage, AssistantMessage, ToolMessage (the same keys as mistral-common's messages).
-MESSAGE_FIELDS = {"system": {"role", "content"}, "user": {"role", "content"},
-                  "assistant": {"role", "content", "tool_calls", "prefix"},
-                  "tool": {"role", "content", "tool_call_id", "name"}}
+MESSAGE_FIELDS = {
+    "system": {"role", "content"},
+    "user": {"role", "content"},
+    "assistant": {"role", "content", "tool_calls", "prefix"},
+    "tool": {"role", "content", "tool_call_id", "name"},
+}
 # SDK 3.7.0 ChatCompletionRequest.reasoning_effort and mistral-common's ReasoningEffort (both list "max").
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 # What mistral-common's ChatCompletionRequest / FIMRequest model of a body: passed to them as sent. `temperature` and
 # `top_p` are not: mistral-common bounds temperature to [0, 1] (BaseCompletionRequest), the API takes up to 1.5
 # (see _check_range below and gateway/emulators/README.md).
-_MC_CHAT_FIELDS = ("model", "messages", "response_format", "tools", "tool_choice", "parallel_tool_calls",
-                   "reasoning_effort", "max_tokens", "random_seed")
+_MC_CHAT_FIELDS = (
+    "model",
+    "messages",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "max_tokens",
+    "random_seed",
+)
 _MC_FIM_FIELDS = ("prompt", "suffix", "max_tokens", "random_seed")
 EMBED_DIMENSION = 1024
 TOOL_ID = re.compile(r"[a-zA-Z0-9]{9}")
@@ -104,8 +194,9 @@ _STATUS_BODIES = {  # status: (message, type, code)
 
 
 def _error(status: int, message: str, type_: str, code: str | None, **extra: Any) -> Response:
-    return JSONResponse({"object": "error", "message": message, "type": type_, "param": None, "code": code, **extra},
-                        status_code=status)
+    return JSONResponse(
+        {"object": "error", "message": message, "type": type_, "param": None, "code": code, **extra}, status_code=status
+    )
 
 
 def _detail(type_: str, loc: list, msg: str, value: Any, ctx: dict | None = None) -> dict:
@@ -123,8 +214,9 @@ def _invalid_model(model: Any) -> Response:
 
 
 def _too_long(tokens: int, window: int) -> Response:
-    message = (f"Prompt contains {tokens} tokens and 0 draft tokens, "
-               f"too large for model with {window} maximum context length")
+    message = (
+        f"Prompt contains {tokens} tokens and 0 draft tokens, too large for model with {window} maximum context length"
+    )
     return _error(400, message, "invalid_request_error", "3051")
 
 
@@ -133,7 +225,8 @@ def _check_fields(body: dict, allowed: set[str], required: tuple[str, ...], loc:
     details = [_detail("missing", [*loc, name], "Field required", body) for name in required if name not in body]
     details += [
         _detail("extra_forbidden", [*loc, name], "Extra inputs are not permitted", value)
-        for name, value in body.items() if name not in allowed
+        for name, value in body.items()
+        if name not in allowed
     ]
     return details
 
@@ -143,8 +236,11 @@ def _check_range(body: dict, name: str, low: float, high: float) -> list[dict]:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or low <= value <= high:
         return []
     if value < low:
-        return [_detail("greater_than_equal", [name], f"Input should be greater than or equal to {low:g}", value,
-                        {"ge": low})]
+        return [
+            _detail(
+                "greater_than_equal", [name], f"Input should be greater than or equal to {low:g}", value, {"ge": low}
+            )
+        ]
     return [_detail("less_than_equal", [name], f"Input should be less than or equal to {high:g}", value, {"le": high})]
 
 
@@ -174,8 +270,15 @@ def _check_messages(messages: Any) -> list[dict]:
         if role not in MESSAGE_FIELDS:
             tags = "'system', 'user', 'assistant', 'tool'"
             text = f"Input tag '{role}' found using 'role' does not match any of the expected tags: {tags}"
-            details.append(_detail("union_tag_invalid", ["messages", index], text, message,
-                                   {"discriminator": "'role'", "tag": str(role), "expected_tags": tags}))
+            details.append(
+                _detail(
+                    "union_tag_invalid",
+                    ["messages", index],
+                    text,
+                    message,
+                    {"discriminator": "'role'", "tag": str(role), "expected_tags": tags},
+                )
+            )
             continue
         required = ("content",) if role in ("system", "user", "tool") else ()
         details += _check_fields(message, MESSAGE_FIELDS[role], required, ("messages", index, role))
@@ -198,8 +301,10 @@ def _pydantic_details(error: ValidationError) -> list[dict]:
     """pydantic's errors as FastAPI lists them (what the API's 422 carries): loc under "body", no docs url."""
     details = []
     for item in error.errors(include_url=False):
-        ctx = {key: value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
-               for key, value in (item.get("ctx") or {}).items()}
+        ctx = {
+            key: value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+            for key, value in (item.get("ctx") or {}).items()
+        }
         details.append(_detail(item["type"], list(item["loc"]), item["msg"], item.get("input"), ctx or None))
     return details
 
@@ -292,10 +397,21 @@ def _completion(gen: Generation, model: str, prefix: str) -> dict:
         text = "" if choice.tool_name else prefix + choice.content
         content: Any = [_thinking(choice.reasoning), {"type": "text", "text": text}] if choice.reasoning else text
         tool_calls = [_tool_call(gen, index, choice)] if choice.tool_name else None
-        choices.append({"index": index, "finish_reason": choice.finish_reason,
-                        "message": {"role": "assistant", "tool_calls": tool_calls, "content": content}})
-    return {"id": uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": _usage(gen)}
+        choices.append(
+            {
+                "index": index,
+                "finish_reason": choice.finish_reason,
+                "message": {"role": "assistant", "tool_calls": tool_calls, "content": content},
+            }
+        )
+    return {
+        "id": uuid.uuid4().hex,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": _usage(gen),
+    }
 
 
 def _stream(gen: Generation, model: str, prefix: str, tokens_per_chunk: int) -> Stream:
@@ -303,8 +419,9 @@ def _stream(gen: Generation, model: str, prefix: str, tokens_per_chunk: int) -> 
     head = {"id": uuid.uuid4().hex, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     events: list[Event] = []
 
-    def add(index: int, delta: dict, finish: str | None = None, usage: dict | None = None,
-            content: bool = True) -> None:
+    def add(
+        index: int, delta: dict, finish: str | None = None, usage: dict | None = None, content: bool = True
+    ) -> None:
         pad = random_id(rng_for(gen.key, "p", len(events)), 1 + len(events) * 7 % 23)
         chunk = {**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
         chunk.update({"usage": usage} if usage else {})
@@ -365,8 +482,12 @@ class MistralProvider(Provider):
             return count_tokens(text)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
-        return [("POST", "/v1/chat/completions", self.chat), ("POST", "/v1/fim/completions", self.fim),
-                ("POST", "/v1/embeddings", self.embeddings), ("GET", "/v1/models", self.models)]
+        return [
+            ("POST", "/v1/chat/completions", self.chat),
+            ("POST", "/v1/fim/completions", self.fim),
+            ("POST", "/v1/embeddings", self.embeddings),
+            ("GET", "/v1/models", self.models),
+        ]
 
     # --- errors and headers -------------------------------------------------------
     def auth_error(self, key_sent: bool) -> Response:
@@ -385,8 +506,13 @@ class MistralProvider(Provider):
         return JSONResponse({"detail": "Not Found"}, status_code=404)
 
     def stream_error_event(self) -> dict:
-        return {"object": "error", "message": "Internal server error", "type": "internal_server_error",
-                "param": None, "code": "1000"}
+        return {
+            "object": "error",
+            "message": "Internal server error",
+            "type": "internal_server_error",
+            "param": None,
+            "code": "1000",
+        }
 
     def response_headers(self) -> dict[str, str]:
         minute = int(time.time() // 60)
@@ -466,8 +592,13 @@ class MistralProvider(Provider):
         if prompt_tokens + (max_tokens or 0) > MODELS[model]["ctx"]:
             return _too_long(prompt_tokens + (max_tokens or 0), MODELS[model]["ctx"])
         material = {"prompt": body["prompt"], "suffix": body.get("suffix")}
-        spec = ChatSpec(material=material, max_tokens=max_tokens, min_tokens=int(body.get("min_tokens") or 0),
-                        seed=body.get("random_seed"), stop=body.get("stop"))
+        spec = ChatSpec(
+            material=material,
+            max_tokens=max_tokens,
+            min_tokens=int(body.get("min_tokens") or 0),
+            seed=body.get("random_seed"),
+            stop=body.get("stop"),
+        )
         options = call.emu.options
         choices = generate(options.seed, options.default_max_tokens, spec)
         return self._reply(call, Generation(choices, prompt_tokens, 0, [options.seed, material, spec.seed]), model)
@@ -485,9 +616,15 @@ class MistralProvider(Provider):
             details.append(_detail("string_type", ["input"], "Input should be a valid string", body["input"]))
         dimension = body.get("output_dimension") or EMBED_DIMENSION
         if not isinstance(dimension, int) or not 1 <= dimension <= EMBED_DIMENSION:
-            details.append(_detail("less_than_equal", ["output_dimension"],
-                                   f"Input should be less than or equal to {EMBED_DIMENSION}", dimension,
-                                   {"le": EMBED_DIMENSION}))
+            details.append(
+                _detail(
+                    "less_than_equal",
+                    ["output_dimension"],
+                    f"Input should be less than or equal to {EMBED_DIMENSION}",
+                    dimension,
+                    {"le": EMBED_DIMENSION},
+                )
+            )
         if details:
             return _unprocessable(details)
         if not MODELS.get(body["model"], {}).get("embed"):
@@ -503,15 +640,31 @@ class MistralProvider(Provider):
             vector = _embedding([v / norm for v in raw], body.get("output_dtype") or "float")
             data.append({"object": "embedding", "embedding": vector, "index": index})
         total = sum(counts)
-        return {"id": uuid.uuid4().hex, "object": "list", "data": data, "model": body["model"],
-                "usage": {"prompt_tokens": total, "total_tokens": total, "completion_tokens": 0}}
+        return {
+            "id": uuid.uuid4().hex,
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": total, "total_tokens": total, "completion_tokens": 0},
+        }
 
     async def models(self, call: Call) -> Reply:
         cards = [
-            {"id": model_id, "object": "model", "created": CREATED, "owned_by": "mistralai", "name": model_id,
-             "description": card["description"], "capabilities": card["caps"], "max_context_length": card["ctx"],
-             "aliases": card["aliases"], "deprecation": None, "deprecation_replacement_model": None,
-             "default_model_temperature": None if card.get("embed") else 0.3, "type": "base"}
+            {
+                "id": model_id,
+                "object": "model",
+                "created": CREATED,
+                "owned_by": "mistralai",
+                "name": model_id,
+                "description": card["description"],
+                "capabilities": card["caps"],
+                "max_context_length": card["ctx"],
+                "aliases": card["aliases"],
+                "deprecation": None,
+                "deprecation_replacement_model": None,
+                "default_model_temperature": None if card.get("embed") else 0.3,
+                "type": "base",
+            }
             for model_id, card in MODELS.items()
         ]
         return {"object": "list", "data": cards}

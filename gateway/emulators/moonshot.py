@@ -52,8 +52,11 @@ QUOTA_MESSAGE = "You exceeded your current quota, please check your account bala
 # the exact message of every type; these follow the ones seen. The bool: transient (a retry may succeed).
 _TYPED_BODIES = {  # type: (statuses it comes with, message, transient)
     "engine_overloaded_error": ((429, 503), "The engine is currently overloaded, please try again later", True),
-    "rate_limit_reached_error": ((429,), "Your account reached its rate limit (requests or tokens per minute), "
-                                         "please try again later", True),
+    "rate_limit_reached_error": (
+        (429,),
+        "Your account reached its rate limit (requests or tokens per minute), please try again later",
+        True,
+    ),
     "exceeded_current_quota_error": ((403, 429), QUOTA_MESSAGE, False),
 }
 _STATUS_BODIES = {  # status: (type, message)
@@ -125,8 +128,12 @@ def _usage(gen: Generation, model: str) -> dict:
 
 
 def _tool_call(choice: Choice, counter: int) -> dict:
-    return {"index": 0, "id": f"functions.{choice.tool_name}:{counter}", "type": "function",
-            "function": {"name": choice.tool_name, "arguments": choice.tool_arguments}}
+    return {
+        "index": 0,
+        "id": f"functions.{choice.tool_name}:{counter}",
+        "type": "function",
+        "function": {"name": choice.tool_name, "arguments": choice.tool_arguments},
+    }
 
 
 def _completion(gen: Generation, model: str, calls_so_far: int) -> dict:
@@ -138,13 +145,24 @@ def _completion(gen: Generation, model: str, calls_so_far: int) -> dict:
         if choice.tool_name:
             message["tool_calls"] = [_tool_call(choice, calls_so_far)]
         choices.append({"index": index, "message": message, "finish_reason": choice.finish_reason})
-    return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": choices, "usage": _usage(gen, model)}
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": _usage(gen, model),
+    }
 
 
 def _stream(gen: Generation, model: str, calls_so_far: int, include_usage: bool, tokens_per_chunk: int) -> Stream:
-    head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": model, "system_fingerprint": "fpv0_" + uuid.uuid4().hex[:8]}
+    head = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fpv0_" + uuid.uuid4().hex[:8],
+    }
     usage = _usage(gen, model)
     events: list[Event] = []
 
@@ -161,8 +179,13 @@ def _stream(gen: Generation, model: str, calls_so_far: int, include_usage: bool,
             opening = {**call, "function": {"name": choice.tool_name, "arguments": ""}}  # id and name first
             add({"index": index, "delta": {"tool_calls": [opening]}, "finish_reason": None})
             for part in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
-                add({"index": index, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": part}}]},
-                     "finish_reason": None})
+                add(
+                    {
+                        "index": index,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": part}}]},
+                        "finish_reason": None,
+                    }
+                )
         for piece in split_chunks(choice.content, tokens_per_chunk):
             add({"index": index, "delta": {"content": piece}, "finish_reason": None})
         final = {"index": index, "delta": {}, "finish_reason": choice.finish_reason}
@@ -177,9 +200,12 @@ class MoonshotProvider(Provider):
     kind = "moonshot"
 
     def routes(self) -> list[tuple[str, str, Handler]]:
-        return [("POST", "/v1/chat/completions", self.chat), ("GET", "/v1/models", self.models),
-                ("POST", "/v1/tokenizers/estimate-token-count", self.estimate),
-                ("GET", "/v1/users/me/balance", self.balance)]
+        return [
+            ("POST", "/v1/chat/completions", self.chat),
+            ("GET", "/v1/models", self.models),
+            ("POST", "/v1/tokenizers/estimate-token-count", self.estimate),
+            ("GET", "/v1/users/me/balance", self.balance),
+        ]
 
     # --- errors ---------------------------------------------------------------------
     def auth_error(self, key_sent: bool) -> Response:
@@ -206,8 +232,12 @@ class MoonshotProvider(Provider):
         return _error(404, f"Not found: {path}", "resource_not_found_error")
 
     def stream_error_event(self) -> dict:
-        return {"error": {"message": "The engine is currently overloaded, please try again later",
-                          "type": "engine_overloaded_error"}}
+        return {
+            "error": {
+                "message": "The engine is currently overloaded, please try again later",
+                "type": "engine_overloaded_error",
+            }
+        }
 
     # --- endpoints ------------------------------------------------------------------
     def _model_and_messages(self, body: Any) -> tuple[str, list] | Response:
@@ -265,9 +295,18 @@ class MoonshotProvider(Provider):
 
     async def models(self, call: Call) -> Reply:
         cards = [
-            {"id": model_id, "object": "model", "created": CREATED, "owned_by": "moonshot", "root": model_id,
-             "parent": None, "permission": [], "context_length": window, "supports_image_in": image,
-             "supports_reasoning": reasoning}
+            {
+                "id": model_id,
+                "object": "model",
+                "created": CREATED,
+                "owned_by": "moonshot",
+                "root": model_id,
+                "parent": None,
+                "permission": [],
+                "context_length": window,
+                "supports_image_in": image,
+                "supports_reasoning": reasoning,
+            }
             for model_id, (window, _, image, reasoning) in MODELS.items()
         ]
         return {"object": "list", "data": cards}

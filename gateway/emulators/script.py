@@ -59,7 +59,7 @@ class ScriptedReply:
     tools: bool | None = None
 
     @staticmethod
-    def parse(item: Any) -> "ScriptedReply":
+    def parse(item: Any) -> ScriptedReply:
         if isinstance(item, str):
             return ScriptedReply(item)
         if not isinstance(item, dict):
@@ -87,8 +87,16 @@ class ScriptedReply:
         for key in ("after_tool", "tools"):
             if item.get(key) is not None and not isinstance(item[key], bool):
                 raise ScriptError(f"'{key}' must be true or false")
-        return ScriptedReply(content, name, arguments, item.get("match"), item.get("model"), item.get("after_tool"),
-                             item.get("finish_reason"), item.get("tools"))
+        return ScriptedReply(
+            content,
+            name,
+            arguments,
+            item.get("match"),
+            item.get("model"),
+            item.get("after_tool"),
+            item.get("finish_reason"),
+            item.get("tools"),
+        )
 
     def fits(self, messages: list, model: str, tools: Any = None) -> bool:
         if self.model is not None and self.model != model:
@@ -123,9 +131,7 @@ def last_user_text(messages: list) -> str:
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
-                return "\n".join(
-                    p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-                )
+                return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
             return ""
     return ""
 
@@ -182,8 +188,7 @@ async def _push(request: Request) -> Response:
         return JSONResponse({"emulator_error": f"invalid JSON: {exc}"}, status_code=400)
     items = body.get("replies") if isinstance(body, dict) else body
     if not isinstance(items, list):
-        return JSONResponse({"emulator_error": 'body must be {"replies": [...]} or a list of replies'},
-                            status_code=400)
+        return JSONResponse({"emulator_error": 'body must be {"replies": [...]} or a list of replies'}, status_code=400)
     try:
         replies = [ScriptedReply.parse(item) for item in items]
         queue = script_of(request.app.state.emulator)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -69,7 +70,10 @@ def padded(events: list[Event], fault: Fault) -> list[Event]:
 
 
 async def sse_body(
-    events: list[Event], fault: Fault, options: EmulatorOptions, error_event: Any,
+    events: list[Event],
+    fault: Fault,
+    options: EmulatorOptions,
+    error_event: Any,
     stopping: asyncio.Event | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the frames of `events`, applying first_token / chunk delays and stream faults.

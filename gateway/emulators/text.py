@@ -18,20 +18,68 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 MESSAGE_TOKENS = 4
 IMAGE_TOKENS = 85
-WORDS = (
-    "alpha bravo cedar delta ember fjord granite harbor island jasper kernel lantern meadow "
-    "nimbus orbit pixel quartz river summit timber umbra vector willow xenon yonder zephyr "
-    "amber basalt comet dune echo falcon glacier horizon iris juniper koala lotus mosaic "
-    "nectar opal prism quiver raven sierra tundra utopia velvet walnut yarrow zenith"
-).split()
+WORDS = [
+    "alpha",
+    "bravo",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "granite",
+    "harbor",
+    "island",
+    "jasper",
+    "kernel",
+    "lantern",
+    "meadow",
+    "nimbus",
+    "orbit",
+    "pixel",
+    "quartz",
+    "river",
+    "summit",
+    "timber",
+    "umbra",
+    "vector",
+    "willow",
+    "xenon",
+    "yonder",
+    "zephyr",
+    "amber",
+    "basalt",
+    "comet",
+    "dune",
+    "echo",
+    "falcon",
+    "glacier",
+    "horizon",
+    "iris",
+    "juniper",
+    "koala",
+    "lotus",
+    "mosaic",
+    "nectar",
+    "opal",
+    "prism",
+    "quiver",
+    "raven",
+    "sierra",
+    "tundra",
+    "utopia",
+    "velvet",
+    "walnut",
+    "yarrow",
+    "zenith",
+]
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 

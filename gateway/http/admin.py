@@ -6,7 +6,8 @@ uses too, so both give the same answers and the same errors.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -14,10 +15,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.admin import service as management
-from gateway.state import Gateway
 from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
 from gateway.http.responses import error_response, json_bytes
+from gateway.state import Gateway
 
 Handler = Callable[[Gateway, Request], Awaitable[Response]]
 
@@ -31,9 +32,12 @@ def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
     for name in request.query_params:
         if name not in allowed:
             raise GatewayError(
-                400, f"Unknown query parameter '{name}' (known: {', '.join(allowed)}).", "invalid_request_error",
-                "unknown_parameter", name,
-            )  # fmt: skip
+                400,
+                f"Unknown query parameter '{name}' (known: {', '.join(allowed)}).",
+                "invalid_request_error",
+                "unknown_parameter",
+                name,
+            )
     return dict(request.query_params)
 
 
@@ -125,13 +129,17 @@ async def reload(gateway: Gateway, request: Request) -> Response:
     policies = gateway.policy_status()
     return _json(
         {
-            "ok": result.ok, "changed": result.changed, "version": policies["version"],  # (the policies' version)
-            "error": result.error, "problems": list(result.problems),
+            "ok": result.ok,
+            "changed": result.changed,
+            "version": policies["version"],  # (the policies' version)
+            "error": result.error,
+            "problems": list(result.problems),
             "catalog": {**gateway.catalog_status(), "changed": result.catalog_changed},
-            "policies": policies, "reloads": gateway.config_reloads,
+            "policies": policies,
+            "reloads": gateway.config_reloads,
         },
         200 if result.ok else 422,
-    )  # fmt: skip
+    )
 
 
 def routes(gateway: Gateway) -> list[Route]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,12 +16,12 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.catalog import load_catalog
-from gateway.settings import Settings
-from gateway.state import Gateway
 from gateway.errors import GatewayError
 from gateway.http import admin, health, metrics, openai
 from gateway.http.record import RequestIds, RequestLog
 from gateway.http.responses import error_response
+from gateway.settings import Settings
+from gateway.state import Gateway
 
 log = logging.getLogger("gateway")
 
@@ -89,7 +89,9 @@ def create_app(gateway: Gateway) -> Starlette:
     request_log = RequestLog(sys.stdout.buffer if gateway.settings.request_log else None)
     app = Starlette(
         routes=[
-            *openai.routes(gateway, request_log, RequestIds()), *admin.routes(gateway), *health.routes(gateway),
+            *openai.routes(gateway, request_log, RequestIds()),
+            *admin.routes(gateway),
+            *health.routes(gateway),
             *metrics.routes(gateway),
         ],
         lifespan=lifespan,

@@ -39,7 +39,9 @@ async def read_json_object(request: Request, limit: int) -> tuple[dict[str, Any]
                 raise _too_large(limit)
             chunks.append(chunk)
     except ClientDisconnect as exc:  # the client left mid-upload: nobody to answer, nothing to log
-        raise invalid_request("The client disconnected before sending the whole body.", code="client_disconnected") from exc
+        raise invalid_request(
+            "The client disconnected before sending the whole body.", code="client_disconnected"
+        ) from exc
     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw:
         raise invalid_request("Request body is empty; expected a JSON object.", code="invalid_json")
@@ -50,9 +52,7 @@ async def read_json_object(request: Request, limit: int) -> tuple[dict[str, Any]
             raise invalid_request("Request body is not valid UTF-8.", code="invalid_encoding") from exc
         raise invalid_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
-        raise invalid_request(
-            f"Request body must be a JSON object, not {type(body).__name__}.", code="invalid_json"
-        )
+        raise invalid_request(f"Request body must be a JSON object, not {type(body).__name__}.", code="invalid_json")
     if too_deep(body):
         raise invalid_request(f"Request body is nested more than {MAX_DEPTH} levels deep.", code="invalid_json")
     return body, size

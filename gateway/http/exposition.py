@@ -6,8 +6,9 @@ uses), for teams that have a budget: limit, spent and reserved in the current pe
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -36,9 +37,14 @@ class _Families:
 
 async def budget_families(gateway: Gateway) -> list[Metric]:
     """gateway_budget_{limit,spent,reserved,remaining}_usd for every team with a budget."""
-    names = ("gateway_budget_limit_usd", "gateway_budget_spent_usd", "gateway_budget_reserved_usd", "gateway_budget_remaining_usd")
+    names = (
+        "gateway_budget_limit_usd",
+        "gateway_budget_spent_usd",
+        "gateway_budget_reserved_usd",
+        "gateway_budget_remaining_usd",
+    )
     families = {n: GaugeMetricFamily(n, BY_NAME[n].help, labels=["team"]) for n in names}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         for team in await gateway.store.list_teams():
             if team.budget_nanos is None:

@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.state import Gateway
 from gateway.http.responses import json_bytes
+from gateway.state import Gateway
 
 
 def routes(gateway: Gateway) -> list[Route]:

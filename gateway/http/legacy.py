@@ -17,8 +17,14 @@ Json = dict[str, Any]
 # prompt in the text: dropping it would change the answer, so only its default (false or null) is dropped.
 _DROPPED_FOR_CHAT = ("prompt", "suffix", "best_of", "logprobs")
 # CreateCompletionResponse's finish reasons; a chat's tool or function call ended the text normally.
-_FINISH_REASONS = {"stop": "stop", "length": "length", "model_length": "length", "content_filter": "content_filter",
-                   "tool_calls": "stop", "function_call": "stop"}  # fmt: skip
+_FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "model_length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "stop",
+    "function_call": "stop",
+}
 
 
 def prompt_as_chat(body: Json) -> Json:
@@ -26,9 +32,10 @@ def prompt_as_chat(body: Json) -> Json:
     echo = body.get("echo")
     if echo is not None and echo is not False:
         raise invalid_request(
-            "Parameter 'echo' is not supported: this completion is served by a chat model.", param="echo",
+            "Parameter 'echo' is not supported: this completion is served by a chat model.",
+            param="echo",
             code="unsupported_parameter",
-        )  # fmt: skip
+        )
     chat = {k: v for k, v in body.items() if k not in _DROPPED_FOR_CHAT and k != "echo"}
     chat["messages"] = [{"role": "user", "content": body["prompt"]}]
     return chat

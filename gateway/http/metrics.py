@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.state import Gateway
 from gateway.errors import GatewayError
-from gateway.http.responses import error_response
 from gateway.http.exposition import CONTENT_TYPE_LATEST, render
+from gateway.http.responses import error_response
+from gateway.state import Gateway
 
 log = logging.getLogger("gateway")
 MAX_REQUEST_HEAD = 16 * 1024
@@ -66,7 +66,11 @@ async def serve_metrics_port(gateway: Gateway, host: str, port: int) -> asyncio.
             method, path, *_ = lines[0].split(" ") + ["", ""]
             headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
             if method != "GET" or path.split("?")[0] != "/metrics":
-                status, body, kind = "404 Not Found", b'{"error":{"message":"Only GET /metrics here.","type":"invalid_request_error","param":null,"code":"not_found"}}', "application/json"
+                status, body, kind = (
+                    "404 Not Found",
+                    b'{"error":{"message":"Only GET /metrics here.","type":"invalid_request_error","param":null,"code":"not_found"}}',
+                    "application/json",
+                )
             elif not _authorized(gateway, headers.get("authorization"), main_port=False):
                 status, body, kind = "401 Unauthorized", _unauthorized(False, gateway).body(), "application/json"
             else:
@@ -76,7 +80,7 @@ async def serve_metrics_port(gateway: Gateway, host: str, port: int) -> asyncio.
                 + body
             )
             await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         except Exception:
             log.exception("metrics port: scrape failed")

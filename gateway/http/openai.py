@@ -5,36 +5,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
-from gateway.catalog import AUTO_MODEL, ModelConfig
 from gateway.auth.principal import Principal
-from gateway.state import Gateway
+from gateway.budget.accounting import Charged, Ticket
+from gateway.catalog import AUTO_MODEL, ModelConfig
 from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
 from gateway.http.disconnect import DisconnectWatch
+from gateway.http.legacy import as_text_completion, prompt_as_chat
 from gateway.http.record import REQUEST_ID_HEADER, RequestIds, RequestLog, RequestRecord
 from gateway.http.responses import EventStreamResponse, error_response, json_bytes
-from gateway.http.legacy import as_text_completion, prompt_as_chat
-from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply
-from gateway.types import Usage
-from gateway.providers.upstream_errors import quota_exhausted
-from gateway.providers.sse import gateway_error_event
-from gateway.routing import Route, check_limits
-from gateway.routing.circuits import deployment
-from gateway.routing.failover import Failover, account_exhausted, failure_kind, upstream_error_kind
-from gateway.routing.counting import PromptCounts
-from gateway.pipeline.plan import admit, allowed_for, plan, predict_admission
-from gateway.budget.accounting import Charged, Ticket
 from gateway.money import usd_text
+from gateway.pipeline.plan import admit, allowed_for, plan, predict_admission
 from gateway.pipeline.validation import Request as RequestParams
 from gateway.pipeline.validation import check_chat, check_completion, check_embeddings
+from gateway.providers import Adapter, Reply, StreamOutcome, StreamReply
+from gateway.providers.sse import gateway_error_event
+from gateway.providers.upstream_errors import quota_exhausted
+from gateway.routing import Route, check_limits
+from gateway.routing.circuits import deployment
+from gateway.routing.counting import PromptCounts
+from gateway.routing.failover import Failover, account_exhausted, failure_kind, upstream_error_kind
+from gateway.state import Gateway
+from gateway.types import Usage
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("gateway")
@@ -68,14 +69,22 @@ def _observe(gateway: Gateway, route: Route, counts: PromptCounts, usage: Usage 
 
 def shutting_down() -> GatewayError:
     return GatewayError(
-        503, "The gateway is shutting down and its drain time is over; retry the request (another node will take it).",
-        "server_error", "gateway_shutting_down", headers={"Retry-After": "1"},
-    )  # fmt: skip
+        503,
+        "The gateway is shutting down and its drain time is over; retry the request (another node will take it).",
+        "server_error",
+        "gateway_shutting_down",
+        headers={"Retry-After": "1"},
+    )
 
 
 SHUTTING_DOWN_EVENT = gateway_error_event(shutting_down())
 
-_STREAM_ERROR_KINDS = {"stream_cut": "stream_cut", "timeout": "timeout", "upstream_error": "status_5xx", "malformed": "malformed"}
+_STREAM_ERROR_KINDS = {
+    "stream_cut": "stream_cut",
+    "timeout": "timeout",
+    "upstream_error": "status_5xx",
+    "malformed": "malformed",
+}
 
 
 async def _serve(
@@ -126,10 +135,16 @@ async def _serve_watched(
 
         async def settle(**outcome: Any) -> Charged:
             charged = await accounting.settle(
-                ticket, provider=route.provider.name, region=route.provider.region, route_reason=route.reason,
-                stream=params.stream, **outcome,
-            )  # fmt: skip
-            metrics.settled(route.model.name, route.provider.name, principal.team.name, charged.usage, charged.cost_nanos)
+                ticket,
+                provider=route.provider.name,
+                region=route.provider.region,
+                route_reason=route.reason,
+                stream=params.stream,
+                **outcome,
+            )
+            metrics.settled(
+                route.model.name, route.provider.name, principal.team.name, charged.usage, charged.cost_nanos
+            )
             record.settled(charged)
             return charged
 
@@ -150,10 +165,16 @@ async def _serve_watched(
         if not gateway.circuits.allows(circuit):
             following = failover.skip(route)
             if following is None:
-                error = quota_exhausted(route.provider.name) if gateway.circuits.held(circuit) else GatewayError(
-                    503, f"{route.model.name} at {route.provider.name} is failing (circuit open); try again shortly.",
-                    "upstream_error", "circuit_open",
-                )  # fmt: skip
+                error = (
+                    quota_exhausted(route.provider.name)
+                    if gateway.circuits.held(circuit)
+                    else GatewayError(
+                        503,
+                        f"{route.model.name} at {route.provider.name} is failing (circuit open); try again shortly.",
+                        "upstream_error",
+                        "circuit_open",
+                    )
+                )
                 await settler(ticket, route)(status=503, usage=None)
                 raise error
             await accounting.release(ticket)
@@ -234,8 +255,13 @@ async def _serve_watched(
 
     async def settle_cut() -> None:
         try:
-            await settle(status=200, usage=outcome.usage, completion_chars=outcome.completion_chars,
-                         ttft=outcome.first_chunk_at, content=streamed_content())  # fmt: skip
+            await settle(
+                status=200,
+                usage=outcome.usage,
+                completion_chars=outcome.completion_chars,
+                ttft=outcome.first_chunk_at,
+                content=streamed_content(),
+            )
         finally:
             record.release()
 
@@ -263,16 +289,25 @@ def finish_request(gateway: Gateway, request_log: RequestLog, record: RequestRec
     """The request is over (response sent, ledger written): its metrics and its log line."""
     if record.inference:
         gateway.metrics.request_finished(
-            model=record.model or record.requested_model, provider=record.provider, team=record.team,
-            status=record.status, stream=record.stream, seconds=record.seconds, ttft=record.ttft,
-            waited=record.waited, reason=record.reason,
-        )  # fmt: skip
+            model=record.model or record.requested_model,
+            provider=record.provider,
+            team=record.team,
+            status=record.status,
+            stream=record.stream,
+            seconds=record.seconds,
+            ttft=record.ttft,
+            waited=record.waited,
+            reason=record.reason,
+        )
     request_log.write(record)
 
 
 def _guarded(
-    gateway: Gateway, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]], inference: bool,
-    request_log: RequestLog, ids: RequestIds,
+    gateway: Gateway,
+    handler: Callable[[Gateway, Request, Principal], Awaitable[Response]],
+    inference: bool,
+    request_log: RequestLog,
+    ids: RequestIds,
 ) -> Handler:
     """Authenticate, then turn every GatewayError into an OpenAI-style response; keep the request's record."""
     finish = partial(finish_request, gateway, request_log)
@@ -299,7 +334,11 @@ def _guarded(
                 response = error_response(shutting_down())
             else:
                 record.failed(499, "client_closed_request")  # nginx's code; nobody receives this response
-                response = error_response(GatewayError(499, "The client closed the request.", "invalid_request_error", "client_closed_request"))
+                response = error_response(
+                    GatewayError(
+                        499, "The client closed the request.", "invalid_request_error", "client_closed_request"
+                    )
+                )
         except Exception:
             log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, record.id)
             record.failed(500, "internal_error")
@@ -380,7 +419,13 @@ async def route_explain(gateway: Gateway, request: Request, principal: Principal
     team_name = request.query_params.get("team")
     if team_name:
         if not principal.is_admin:
-            raise GatewayError(403, "Only the master key may explain for another team ('team').", "invalid_request_error", "forbidden", "team")
+            raise GatewayError(
+                403,
+                "Only the master key may explain for another team ('team').",
+                "invalid_request_error",
+                "forbidden",
+                "team",
+            )
         team = await gateway.store.get_team(team_name)
         if team is None:
             raise GatewayError(404, f"No team {team_name!r}.", "invalid_request_error", "team_not_found", "team")
@@ -404,28 +449,45 @@ def model_card(gateway: Gateway, model: ModelConfig | None, principal: Principal
         output = max((m.max_output_tokens for m in chat), default=0)
         capabilities = sorted(set().union(*(m.capabilities for m in chat))) if chat else []
         return {
-            "id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "model-gateway",
-            "context_window": window, "context_length": window, "max_context_length": window,
-            "max_input_tokens": window, "max_output_tokens": output, "capabilities": capabilities,
+            "id": AUTO_MODEL,
+            "object": "model",
+            "created": created,
+            "owned_by": "model-gateway",
+            "context_window": window,
+            "context_length": window,
+            "max_context_length": window,
+            "max_input_tokens": window,
+            "max_output_tokens": output,
+            "capabilities": capabilities,
             "regions": sorted({gateway.catalog.provider_of(m).region for m in chat}),
             "models": [m.name for m in chat],
-        }  # fmt: skip
+        }
     provider = gateway.catalog.provider_of(model)
     return {
-        "id": model.name, "object": "model", "created": created, "owned_by": provider.name,
-        "context_window": model.context_window, "context_length": model.context_window,
-        "max_context_length": model.context_window, "max_input_tokens": model.context_window,
-        "max_output_tokens": model.max_output_tokens, "capabilities": sorted(model.capabilities),
-        "region": provider.region, "fixed_sampling": model.fixed_sampling,
+        "id": model.name,
+        "object": "model",
+        "created": created,
+        "owned_by": provider.name,
+        "context_window": model.context_window,
+        "context_length": model.context_window,
+        "max_context_length": model.context_window,
+        "max_input_tokens": model.context_window,
+        "max_output_tokens": model.max_output_tokens,
+        "capabilities": sorted(model.capabilities),
+        "region": provider.region,
+        "fixed_sampling": model.fixed_sampling,
         "pricing": {
-            "input_per_million": str(model.price.input), "output_per_million": str(model.price.output),
+            "input_per_million": str(model.price.input),
+            "output_per_million": str(model.price.output),
             "cached_input_per_million": str(model.price.cached_input) if model.price.cached_input is not None else None,
         },
-    }  # fmt: skip
+    }
 
 
 async def list_models(gateway: Gateway, request: Request, principal: Principal) -> Response:
-    cards = [model_card(gateway, None, principal)] + [model_card(gateway, m, principal) for m in gateway.catalog.models.values()]
+    cards = [model_card(gateway, None, principal)] + [
+        model_card(gateway, m, principal) for m in gateway.catalog.models.values()
+    ]
     return json_bytes(orjson.dumps({"object": "list", "data": cards}))
 
 
@@ -443,7 +505,9 @@ async def get_model(gateway: Gateway, request: Request, principal: Principal) ->
 
 def routes(gateway: Gateway, request_log: RequestLog, ids: RequestIds) -> list[HttpRoute]:
     def route(
-        path: str, handler: Callable[[Gateway, Request, Principal], Awaitable[Response]], method: str,
+        path: str,
+        handler: Callable[[Gateway, Request, Principal], Awaitable[Response]],
+        method: str,
         inference: bool = False,
     ) -> HttpRoute:
         return HttpRoute(path, _guarded(gateway, handler, inference, request_log, ids), methods=[method])
@@ -457,4 +521,3 @@ def routes(gateway: Gateway, request_log: RequestLog, ids: RequestIds) -> list[H
         route("/v1/models", list_models, "GET"),
         route("/v1/models/{model_id:path}", get_model, "GET"),
     ]
-

@@ -14,9 +14,10 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -26,8 +27,8 @@ log = logging.getLogger("gateway")
 
 if TYPE_CHECKING:
     from gateway.auth.principal import Principal
-    from gateway.routing import Route
     from gateway.budget.accounting import Charged
+    from gateway.routing import Route
 
 REQUEST_ID_HEADER = "x-request-id"
 # Client ids are echoed in headers and logs: printable, no spaces or quotes, bounded.
@@ -77,17 +78,22 @@ class RequestRecord:
     waited: float | None = None  # seconds on provider calls and backoff; None: no provider called
     attempts: int = 0
     ended_at: float | None = None  # when the response's last byte was sent
-    on_close: Callable[["RequestRecord"], None] | None = None
+    on_close: Callable[[RequestRecord], None] | None = None
     _open: int = 1  # the response; plus one per settlement still running after it
 
     def identify(self, principal: Principal) -> None:
         self.team = principal.team.name
-        self.key_prefix = principal.key.prefix if principal.key is not None else ("master" if principal.is_admin else None)
+        self.key_prefix = (
+            principal.key.prefix if principal.key is not None else ("master" if principal.is_admin else None)
+        )
 
     def routed(self, route: Route) -> None:
         self.model, self.provider, self.region, self.reason = (
-            route.model.name, route.provider.name, route.provider.region, route.reason,
-        )  # fmt: skip
+            route.model.name,
+            route.provider.name,
+            route.provider.region,
+            route.reason,
+        )
 
     def waited_for(self, seconds: float) -> None:
         self.waited = (self.waited or 0.0) + seconds
@@ -127,17 +133,30 @@ class RequestRecord:
     def as_log(self) -> dict[str, Any]:
         seconds, ttft = self.seconds, self.ttft
         return {
-            "time": datetime.fromtimestamp(self.at, timezone.utc).isoformat(timespec="milliseconds"),
-            "request_id": self.id, "endpoint": self.endpoint, "team": self.team, "key_prefix": self.key_prefix,
-            "requested_model": self.requested_model, "model": self.model, "provider": self.provider,
-            "region": self.region, "route_reason": self.reason, "status": self.status, "error_code": self.error_code,
-            "stream": self.stream, "attempts": self.attempts, "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
-            "cost_usd": usd_float(self.cost_nanos), "cost_estimated": self.estimated,
-            "latency_ms": round(seconds * 1000, 3), "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
+            "time": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
+            "request_id": self.id,
+            "endpoint": self.endpoint,
+            "team": self.team,
+            "key_prefix": self.key_prefix,
+            "requested_model": self.requested_model,
+            "model": self.model,
+            "provider": self.provider,
+            "region": self.region,
+            "route_reason": self.reason,
+            "status": self.status,
+            "error_code": self.error_code,
+            "stream": self.stream,
+            "attempts": self.attempts,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cost_usd": usd_float(self.cost_nanos),
+            "cost_estimated": self.estimated,
+            "latency_ms": round(seconds * 1000, 3),
+            "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
             "upstream_ms": round(self.waited * 1000, 3) if self.waited is not None else None,
             "pid": os.getpid(),
-        }  # fmt: skip
+        }
 
 
 class RequestLog:

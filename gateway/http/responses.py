@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -33,8 +33,11 @@ class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, events: AsyncIterator[bytes], headers: Mapping[str, str] | None = None,
-        stop: asyncio.Event | None = None, farewell: bytes = b"",
+        self,
+        events: AsyncIterator[bytes],
+        headers: Mapping[str, str] | None = None,
+        stop: asyncio.Event | None = None,
+        farewell: bytes = b"",
     ) -> None:
         self.events = events
         self.status_code = 200

@@ -112,12 +112,21 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         log.debug("closing a connection from %s: %s deadline passed", self.client, self._phase)
         if message is not None:
             body = orjson.dumps(
-                {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "request_timeout"}}
+                {
+                    "error": {
+                        "message": message,
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "request_timeout",
+                    }
+                }
             )
             transport.write(
                 b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: "
-                + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-            )  # fmt: skip
+                + str(len(body)).encode()
+                + b"\r\nconnection: close\r\n\r\n"
+                + body
+            )
         transport.close()
 
     # -- uvicorn's callbacks, each moving the connection to its next phase
@@ -227,7 +236,7 @@ class ThreadedServer:
             await asyncio.sleep(0.005)  # polls uvicorn's flag inside the server's own loop
         self._ready.set()
 
-    def start(self, timeout: float = 30.0) -> "ThreadedServer":
+    def start(self, timeout: float = 30.0) -> ThreadedServer:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise RuntimeError(f"server on port {self.port} did not start within {timeout} s")
@@ -240,7 +249,7 @@ class ThreadedServer:
         self._thread.join(timeout)
         self._sock.close()
 
-    def __enter__(self) -> "ThreadedServer":
+    def __enter__(self) -> ThreadedServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,12 +11,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess mode, read at its import
-STATUS_VALUES = ("200", "400", "401", "403", "404", "408", "409", "413", "415", "422", "429", "499", "500", "502", "503", "504", "other")
+STATUS_VALUES = (
+    "200",
+    "400",
+    "401",
+    "403",
+    "404",
+    "408",
+    "409",
+    "413",
+    "415",
+    "422",
+    "429",
+    "499",
+    "500",
+    "502",
+    "503",
+    "504",
+    "other",
+)
 STREAM_VALUES = ("true", "false")
 TOKEN_TYPES = ("prompt", "completion", "cached")
 UPSTREAM_ERROR_KINDS = (
-    "connect", "timeout", "status_4xx", "status_429", "status_5xx", "stream_cut", "malformed", "quota_exhausted",
-)  # fmt: skip
+    "connect",
+    "timeout",
+    "status_4xx",
+    "status_429",
+    "status_5xx",
+    "stream_cut",
+    "malformed",
+    "quota_exhausted",
+)
 RELOAD_RESULTS = ("success", "failure")
 STORAGE_STAGES = ("request", "journaled", "lost")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -44,63 +69,161 @@ class Family:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("gateway_requests_total", "counter", ("model", "provider", "team", "status"),
-           "Requests to the inference endpoints, by routed model (or the requested one if refused), provider "
-           "(`none` if none was called), team and HTTP status."),
-    Family("gateway_request_duration_seconds", "histogram", ("model", "provider", "stream"),
-           "Whole request time, from the first byte received to the last byte sent.", "seconds", DURATION_BUCKETS),
-    Family("gateway_time_to_first_token_seconds", "histogram", ("model", "provider"),
-           "Streaming requests: from the request's arrival to the first content chunk sent to the client.",
-           "seconds", TTFT_BUCKETS),
-    Family("gateway_upstream_duration_seconds", "histogram", ("provider",),
-           "One provider call: from sending the request to the end of the answer (the last chunk of a stream).",
-           "seconds", DURATION_BUCKETS),
-    Family("gateway_overhead_seconds", "histogram", ("stream",),
-           "The gateway's own time per request that reached a provider: the whole request less the time spent "
-           "waiting on providers (and the policy's backoff between retries).", "seconds", OVERHEAD_BUCKETS),
-    Family("gateway_tokens_total", "counter", ("model", "provider", "team", "type"),
-           "Tokens as settled in the ledger: `prompt` (cached ones included), `completion`, `cached`.", "tokens"),
-    Family("gateway_spend_usd_total", "counter", ("model", "provider", "team"),
-           "Cost as settled in the ledger.", "USD"),
-    Family("gateway_budget_limit_usd", "gauge", ("team",), "The team's budget for the current period.", "USD",
-           combine="scrape"),
-    Family("gateway_budget_spent_usd", "gauge", ("team",), "Spent in the current period (settled).", "USD",
-           combine="scrape"),
-    Family("gateway_budget_reserved_usd", "gauge", ("team",),
-           "Held by requests in flight (their worst-case cost), released or settled when they end.", "USD",
-           combine="scrape"),
-    Family("gateway_budget_remaining_usd", "gauge", ("team",), "Limit less spent and reserved (never below 0).",
-           "USD", combine="scrape"),
-    Family("gateway_route_decisions_total", "counter", ("model", "reason"),
-           "Routing outcomes: the model that served and its route reason (`preferred`, `context>262144`, "
-           "`residency:eu`, `budget-downgrade`, `fallback:upstream-503`...), or model `none` and the refusal's "
-           "code (`no_route`, `model_not_allowed`, `context_length_exceeded`, `budget_exceeded`)."),
-    Family("gateway_fallbacks_total", "counter", ("from_model", "to_model", "reason"),
-           "Moves to another candidate after a provider failure before the first byte (or an open circuit)."),
-    Family("gateway_upstream_errors_total", "counter", ("provider", "kind"),
-           "Provider failures: `connect`, `timeout`, `status_4xx`, `status_429`, `status_5xx`, `stream_cut`, "
-           "`malformed` (chunks that are not JSON), `quota_exhausted` (the provider account is out of balance)."),
-    Family("gateway_inflight_requests", "gauge", ("provider",), "Provider calls in progress (streams until their end).",
-           combine="livesum"),
-    Family("gateway_circuit_state", "gauge", ("provider", "model"),
-           "Each deployment's circuit breaker: 0 closed, 1 half-open (a probe is let through), 2 open.",
-           combine="livemax"),
-    Family("gateway_token_estimate_error_ratio", "histogram", ("model",),
-           "The gateway's prompt count before the call over the prompt tokens the provider reported.", "ratio",
-           RATIO_BUCKETS),
-    Family("gateway_budget_soft_limit_crossed_total", "counter", ("team",),
-           "Settlements that crossed a team's soft limit (at most once per team and period)."),
-    Family("gateway_config_reloads_total", "counter", ("result",),
-           "Reloads of the policies and the catalog (SIGHUP, POST /admin/reload, file change): `success` or "
-           "`failure` (the previous version stays in use)."),
-    Family("gateway_storage_errors_total", "counter", ("stage",),
-           "The database could not be reached: `request` (answered 503 `storage_unavailable` before any provider "
-           "call), `journaled` (a ledger row kept in the local journal until the database is back), `lost` (a "
-           "ledger row neither could take: the answer was withheld or its stream ended with an error)."),
-    Family("gateway_ledger_journal_pending", "gauge", (),
-           "Ledger rows in the local journal, not yet written to the database.", combine="livesum"),
+    Family(
+        "gateway_requests_total",
+        "counter",
+        ("model", "provider", "team", "status"),
+        "Requests to the inference endpoints, by routed model (or the requested one if refused), provider "
+        "(`none` if none was called), team and HTTP status.",
+    ),
+    Family(
+        "gateway_request_duration_seconds",
+        "histogram",
+        ("model", "provider", "stream"),
+        "Whole request time, from the first byte received to the last byte sent.",
+        "seconds",
+        DURATION_BUCKETS,
+    ),
+    Family(
+        "gateway_time_to_first_token_seconds",
+        "histogram",
+        ("model", "provider"),
+        "Streaming requests: from the request's arrival to the first content chunk sent to the client.",
+        "seconds",
+        TTFT_BUCKETS,
+    ),
+    Family(
+        "gateway_upstream_duration_seconds",
+        "histogram",
+        ("provider",),
+        "One provider call: from sending the request to the end of the answer (the last chunk of a stream).",
+        "seconds",
+        DURATION_BUCKETS,
+    ),
+    Family(
+        "gateway_overhead_seconds",
+        "histogram",
+        ("stream",),
+        "The gateway's own time per request that reached a provider: the whole request less the time spent "
+        "waiting on providers (and the policy's backoff between retries).",
+        "seconds",
+        OVERHEAD_BUCKETS,
+    ),
+    Family(
+        "gateway_tokens_total",
+        "counter",
+        ("model", "provider", "team", "type"),
+        "Tokens as settled in the ledger: `prompt` (cached ones included), `completion`, `cached`.",
+        "tokens",
+    ),
+    Family(
+        "gateway_spend_usd_total", "counter", ("model", "provider", "team"), "Cost as settled in the ledger.", "USD"
+    ),
+    Family(
+        "gateway_budget_limit_usd",
+        "gauge",
+        ("team",),
+        "The team's budget for the current period.",
+        "USD",
+        combine="scrape",
+    ),
+    Family(
+        "gateway_budget_spent_usd",
+        "gauge",
+        ("team",),
+        "Spent in the current period (settled).",
+        "USD",
+        combine="scrape",
+    ),
+    Family(
+        "gateway_budget_reserved_usd",
+        "gauge",
+        ("team",),
+        "Held by requests in flight (their worst-case cost), released or settled when they end.",
+        "USD",
+        combine="scrape",
+    ),
+    Family(
+        "gateway_budget_remaining_usd",
+        "gauge",
+        ("team",),
+        "Limit less spent and reserved (never below 0).",
+        "USD",
+        combine="scrape",
+    ),
+    Family(
+        "gateway_route_decisions_total",
+        "counter",
+        ("model", "reason"),
+        "Routing outcomes: the model that served and its route reason (`preferred`, `context>262144`, "
+        "`residency:eu`, `budget-downgrade`, `fallback:upstream-503`...), or model `none` and the refusal's "
+        "code (`no_route`, `model_not_allowed`, `context_length_exceeded`, `budget_exceeded`).",
+    ),
+    Family(
+        "gateway_fallbacks_total",
+        "counter",
+        ("from_model", "to_model", "reason"),
+        "Moves to another candidate after a provider failure before the first byte (or an open circuit).",
+    ),
+    Family(
+        "gateway_upstream_errors_total",
+        "counter",
+        ("provider", "kind"),
+        "Provider failures: `connect`, `timeout`, `status_4xx`, `status_429`, `status_5xx`, `stream_cut`, "
+        "`malformed` (chunks that are not JSON), `quota_exhausted` (the provider account is out of balance).",
+    ),
+    Family(
+        "gateway_inflight_requests",
+        "gauge",
+        ("provider",),
+        "Provider calls in progress (streams until their end).",
+        combine="livesum",
+    ),
+    Family(
+        "gateway_circuit_state",
+        "gauge",
+        ("provider", "model"),
+        "Each deployment's circuit breaker: 0 closed, 1 half-open (a probe is let through), 2 open.",
+        combine="livemax",
+    ),
+    Family(
+        "gateway_token_estimate_error_ratio",
+        "histogram",
+        ("model",),
+        "The gateway's prompt count before the call over the prompt tokens the provider reported.",
+        "ratio",
+        RATIO_BUCKETS,
+    ),
+    Family(
+        "gateway_budget_soft_limit_crossed_total",
+        "counter",
+        ("team",),
+        "Settlements that crossed a team's soft limit (at most once per team and period).",
+    ),
+    Family(
+        "gateway_config_reloads_total",
+        "counter",
+        ("result",),
+        "Reloads of the policies and the catalog (SIGHUP, POST /admin/reload, file change): `success` or "
+        "`failure` (the previous version stays in use).",
+    ),
+    Family(
+        "gateway_storage_errors_total",
+        "counter",
+        ("stage",),
+        "The database could not be reached: `request` (answered 503 `storage_unavailable` before any provider "
+        "call), `journaled` (a ledger row kept in the local journal until the database is back), `lost` (a "
+        "ledger row neither could take: the answer was withheld or its stream ended with an error).",
+    ),
+    Family(
+        "gateway_ledger_journal_pending",
+        "gauge",
+        (),
+        "Ledger rows in the local journal, not yet written to the database.",
+        combine="livesum",
+    ),
     Family("gateway_build_info", "gauge", ("version",), "Always 1; the running version in the label.", combine="max"),
-)  # fmt: skip
+)
 
 BY_NAME = {f.name: f for f in FAMILIES}
 

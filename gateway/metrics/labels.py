@@ -16,13 +16,27 @@ if TYPE_CHECKING:
 
 OTHER = "other"
 NONE = "none"  # no model or provider involved (refused before routing)
-FIXED_REASONS = frozenset({
-    "pinned", "preferred", "rerouted", "budget-downgrade", "fallback:connect", "fallback:timeout",
-    "fallback:circuit-open", "fallback:upstream-429", "fallback:quota-exhausted",
-    # refusals (model `none`)
-    "no_route", "model_not_allowed", "context_length_exceeded", "budget_exceeded", "unsupported_capability",
-    "invalid_residency", "model_not_found",
-})  # fmt: skip
+FIXED_REASONS = frozenset(
+    {
+        "pinned",
+        "preferred",
+        "rerouted",
+        "budget-downgrade",
+        "fallback:connect",
+        "fallback:timeout",
+        "fallback:circuit-open",
+        "fallback:upstream-429",
+        "fallback:quota-exhausted",
+        # refusals (model `none`)
+        "no_route",
+        "model_not_allowed",
+        "context_length_exceeded",
+        "budget_exceeded",
+        "unsupported_capability",
+        "invalid_residency",
+        "model_not_found",
+    }
+)
 _UPSTREAM_5XX = re.compile(r"^fallback:upstream-5\d\d$")
 _STATUSES = frozenset(STATUS_VALUES)
 

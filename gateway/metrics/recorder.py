@@ -46,7 +46,9 @@ class Metrics:
                 return Counter(base, family.help, family.labels, registry=register)
             if family.kind == "histogram":
                 return Histogram(base, family.help, family.labels, registry=register, buckets=family.buckets)
-            return Gauge(base, family.help, family.labels, registry=register, multiprocess_mode=family.combine or "livesum")
+            return Gauge(
+                base, family.help, family.labels, registry=register, multiprocess_mode=family.combine or "livesum"
+            )
 
         self.requests = make("gateway_requests_total")
         self.duration = make("gateway_request_duration_seconds")
@@ -98,8 +100,17 @@ class Metrics:
     # -- events on the request path ---------------------------------------------------------------
 
     def request_finished(
-        self, *, model: str | None, provider: str | None, team: str | None, status: int, stream: bool,
-        seconds: float, ttft: float | None, waited: float | None, reason: str | None,
+        self,
+        *,
+        model: str | None,
+        provider: str | None,
+        team: str | None,
+        status: int,
+        stream: bool,
+        seconds: float,
+        ttft: float | None,
+        waited: float | None,
+        reason: str | None,
     ) -> None:
         """One inference request ended (answered, refused or failed). `waited`: seconds spent on provider
         calls and backoff (None: no provider was called, so no overhead is observed)."""
@@ -134,7 +145,11 @@ class Metrics:
         b = self.bounds
         labels = (b.model(model), b.provider(provider), b.team(team))
         if usage is not None:
-            for kind, value in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens), ("cached", usage.cached_tokens)):
+            for kind, value in (
+                ("prompt", usage.prompt_tokens),
+                ("completion", usage.completion_tokens),
+                ("cached", usage.cached_tokens),
+            ):
                 if value:
                     self.tokens.labels(*labels, kind).inc(value)
         if cost_nanos:
@@ -162,4 +177,3 @@ class Metrics:
     def circuit_changed(self, deployment: str, state: int) -> None:
         provider, _, model = deployment.partition("/")
         self.circuits.labels(self.bounds.provider(provider), self.bounds.model(model)).set(state)
-

@@ -8,20 +8,20 @@ applies the policy's `budget.on_reservation_too_large` steps before refusing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth.principal import Principal
+from gateway.budget.accounting import Ticket
 from gateway.catalog import Catalog
 from gateway.errors import GatewayError
+from gateway.pipeline.validation import Request as RequestParams
 from gateway.policy import Policy
-from gateway.routing.route import Allowed, Route, check_limits
+from gateway.pricing import estimate_nanos
 from gateway.routing.counting import PromptCounts
 from gateway.routing.decision import RouteDecision, decide
-from gateway.budget.accounting import Ticket
-from gateway.pricing import estimate_nanos
+from gateway.routing.route import Allowed, Route, check_limits
 from gateway.store.base import key_scope, team_scope
-from gateway.pipeline.validation import Request as RequestParams
 
 if TYPE_CHECKING:
     from gateway.state import Gateway
@@ -40,7 +40,7 @@ def allowed_for(principal: Principal) -> Allowed:
 RESIDENCY_HEADER = "x-gateway-residency"
 
 
-def residency_header(gateway: "Gateway", headers: Any) -> frozenset[str] | None:
+def residency_header(gateway: Gateway, headers: Any) -> frozenset[str] | None:
     """`x-gateway-residency: eu[,onprem]`: regions the request may use (it only narrows); unknown -> 400."""
     raw = headers.get(RESIDENCY_HEADER) if headers is not None else None
     if raw is None:
@@ -59,7 +59,7 @@ def residency_header(gateway: "Gateway", headers: Any) -> frozenset[str] | None:
     return frozenset(wanted)
 
 
-async def spent_fraction(gateway: "Gateway", principal: Principal, policy: Policy) -> float | None:
+async def spent_fraction(gateway: Gateway, principal: Principal, policy: Policy) -> float | None:
     """The larger of the team's and the key's spent share of their budget, read only when the policy needs it."""
     if policy.budget.prefer_cheapest_above_pct is None:
         return None
@@ -71,7 +71,7 @@ async def spent_fraction(gateway: "Gateway", principal: Principal, policy: Polic
         scopes.append((key_scope(key.id), key.budget_nanos))
     if not scopes:
         return None
-    start, _ = gateway.accounting.window(team.period, datetime.now(timezone.utc))
+    start, _ = gateway.accounting.window(team.period, datetime.now(UTC))
     fractions = []
     for scope, budget in scopes:
         usage = await gateway.store.usage(scope, start)
@@ -88,7 +88,12 @@ class Plan:
 
 
 async def plan(
-    gateway: "Gateway", principal: Principal, params: RequestParams, body: dict[str, Any], size: int, endpoint: str,
+    gateway: Gateway,
+    principal: Principal,
+    params: RequestParams,
+    body: dict[str, Any],
+    size: int,
+    endpoint: str,
     headers: Any,
 ) -> Plan:
     """The routing decision for a request (no provider called, nothing reserved)."""
@@ -101,9 +106,17 @@ async def plan(
 
     def decide_now() -> RouteDecision:
         return decide(
-            catalog, policy, allowed, params.model, {endpoint, *params.needs}, counts.tokens, expected, regions,
-            spent, counts.by_model,
-        )  # fmt: skip
+            catalog,
+            policy,
+            allowed,
+            params.model,
+            {endpoint, *params.needs},
+            counts.tokens,
+            expected,
+            regions,
+            spent,
+            counts.by_model,
+        )
 
     decision = decide_now()
     if decision.uncertain:  # near a window: count those models with their tokenizers, then decide on that
@@ -127,7 +140,12 @@ def _smallest_budget(principal: Principal) -> int | None:
 
 
 async def admit(
-    gateway: "Gateway", principal: Principal, params: RequestParams, body: dict[str, Any], route: Route, found: Plan,
+    gateway: Gateway,
+    principal: Principal,
+    params: RequestParams,
+    body: dict[str, Any],
+    route: Route,
+    found: Plan,
     dry_run: bool = False,
 ) -> tuple[Ticket, Route]:
     """Reserve the request's worst case on the first candidate (its prompt at the upper bound of its count, plus
@@ -151,9 +169,16 @@ async def admit(
         per_answer = worst_per_answer(model)
         minimum = max(min(policy.budget.max_tokens_floor, per_answer), params.min_output) * params.n if lower else None
         return await accounting.admit(
-            principal, model, params.model, prompt_upper, per_answer * params.n, model_route.provider.timeouts.total,
-            min_output=minimum, prompt_estimate=count.tokens if count is not None else counts.tokens, dry_run=dry_run,
-        )  # fmt: skip
+            principal,
+            model,
+            params.model,
+            prompt_upper,
+            per_answer * params.n,
+            model_route.provider.timeouts.total,
+            min_output=minimum,
+            prompt_estimate=count.tokens if count is not None else counts.tokens,
+            dry_run=dry_run,
+        )
 
     async def counted_better(model_route: Route) -> bool:
         """Count the prompt for this model with its tokenizer, if not done yet; whether its bound went down."""
@@ -196,7 +221,9 @@ async def admit(
     tried: list[Route] = [route]
     for action in policy.budget.on_reservation_too_large:
         if action == "cheaper_model" and not decision.pinned:
-            for model in policy.downgrades(found.catalog, decision.candidates, counts.tokens, decision.expected_output, route.model):
+            for model in policy.downgrades(
+                found.catalog, decision.candidates, counts.tokens, decision.expected_output, route.model
+            ):
                 try:
                     check_limits(model, params.n, params.max_output, params.max_output_param)
                 except GatewayError:
@@ -219,7 +246,7 @@ async def admit(
 
 
 async def predict_admission(
-    gateway: "Gateway", principal: Principal, params: RequestParams, body: dict[str, Any], found: Plan
+    gateway: Gateway, principal: Principal, params: RequestParams, body: dict[str, Any], found: Plan
 ) -> dict[str, Any] | None:
     """What admission would do now with the budgets as they are (explain): reserve on the chosen model, or
     move to a cheaper one / lower max_tokens (the policy's `on_reservation_too_large`), or refuse with 429."""
@@ -234,8 +261,12 @@ async def predict_admission(
     except GatewayError as error:
         return {"admitted": False, "status": error.status, "code": error.code, "message": error.message}
     return {
-        "admitted": True, "model": admitted.model.name, "provider": admitted.provider.name,
-        "region": admitted.provider.region, "reason": admitted.reason,
-        "max_tokens": params.max_output, "max_tokens_lowered": params.max_output != asked,
+        "admitted": True,
+        "model": admitted.model.name,
+        "provider": admitted.provider.name,
+        "region": admitted.provider.region,
+        "reason": admitted.reason,
+        "max_tokens": params.max_output,
+        "max_tokens_lowered": params.max_output != asked,
         "reservation_usd": usd_text(ticket.reserved_nanos),
-    }  # fmt: skip
+    }

@@ -183,7 +183,9 @@ def check_completion(body: dict[str, Any]) -> Request:
     minimum = _int(body, "min_tokens", 0, MAX_OUTPUT_TOKENS) or 0
     if max_output is not None and minimum > max_output:
         raise invalid_request(
-            f"'min_tokens' ({minimum}) is more than 'max_tokens' ({max_output}).", param="min_tokens", code="invalid_value"
+            f"'min_tokens' ({minimum}) is more than 'max_tokens' ({max_output}).",
+            param="min_tokens",
+            code="invalid_value",
         )
     needs = {"fim"} if suffix is not None else set()
     return Request(model, stream, include_usage, needs, n, max_output, min_output=minimum)
@@ -194,9 +196,7 @@ def check_embeddings(body: dict[str, Any]) -> Request:
     value = body.get("input")
     if value is None:
         raise invalid_request("You must provide 'input'.", param="input", code="missing_required_parameter")
-    ok = isinstance(value, str) or (
-        isinstance(value, list) and value and all(isinstance(v, str) for v in value)
-    )
+    ok = isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
     if not ok:
         raise _type_error("input", "a string or a non-empty array of strings")
     _int(body, "dimensions", 1)

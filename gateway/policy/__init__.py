@@ -22,7 +22,14 @@ Modules: `schema` (the pydantic models), `checks` (loading one file and validati
 
 from __future__ import annotations
 
-from gateway.policy.checks import PolicyError, Problem, check_policy_file, check_policy_text, load_policy_file, policy_files
+from gateway.policy.checks import (
+    PolicyError,
+    Problem,
+    check_policy_file,
+    check_policy_text,
+    load_policy_file,
+    policy_files,
+)
 from gateway.policy.schema import (
     CAPABILITIES,
     DEFAULT_POLICY,
@@ -34,12 +41,35 @@ from gateway.policy.schema import (
     Policy,
 )
 from gateway.policy.watcher import (
-    PolicySet, PolicyWatcher, ReloadResult, builtin_policies, load_policies, missing_policies, policies_for_settings,
-)  # fmt: skip
+    PolicySet,
+    PolicyWatcher,
+    ReloadResult,
+    builtin_policies,
+    load_policies,
+    missing_policies,
+    policies_for_settings,
+)
 
 __all__ = [
-    "BudgetRules", "CAPABILITIES", "ContextRules", "DEFAULT_POLICY", "FAILURE_KINDS", "Fallbacks", "POLICIES_DIR_ENV",
-    "Policy", "PolicyError", "PolicySet", "PolicyWatcher", "Problem", "ReloadResult", 
-    "builtin_policies", "check_policy_file", "check_policy_text",  "load_policies",
-    "load_policy_file", "missing_policies", "policies_for_settings", "policy_files",
-]  # fmt: skip
+    "BudgetRules",
+    "CAPABILITIES",
+    "ContextRules",
+    "DEFAULT_POLICY",
+    "FAILURE_KINDS",
+    "Fallbacks",
+    "POLICIES_DIR_ENV",
+    "Policy",
+    "PolicyError",
+    "PolicySet",
+    "PolicyWatcher",
+    "Problem",
+    "ReloadResult",
+    "builtin_policies",
+    "check_policy_file",
+    "check_policy_text",
+    "load_policies",
+    "load_policy_file",
+    "missing_policies",
+    "policies_for_settings",
+    "policy_files",
+]

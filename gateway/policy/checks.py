@@ -7,9 +7,10 @@ catalog: `policies/x.yaml: prefer[1]: unknown model 'gpt-5' (known: ...) (line 7
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -160,7 +161,10 @@ def _semantic_problems(policy: Policy, stem: str, catalog: Catalog) -> list[tupl
 
     for index, region in enumerate(policy.regions or ()):
         if region not in known_regions:
-            error(("regions", index), f"unknown region {region!r} (the catalog's providers run in: {', '.join(known_regions)})")
+            error(
+                ("regions", index),
+                f"unknown region {region!r} (the catalog's providers run in: {', '.join(known_regions)})",
+            )
 
     def outside(name: str) -> bool:
         return policy.regions is not None and region_of[name] not in policy.regions
@@ -190,7 +194,10 @@ def _semantic_problems(policy: Policy, stem: str, catalog: Catalog) -> list[tupl
     allowed = policy.allowed(catalog)
     if not any("chat" in m.capabilities for m in allowed):
         where = ("models",) if policy.models is not None else ("regions",)
-        error(where, "no chat model is reachable: the models allowed, within the regions allowed, must include one with 'chat'")
+        error(
+            where,
+            "no chat model is reachable: the models allowed, within the regions allowed, must include one with 'chat'",
+        )
 
     # Budget rules that move a request to another model need a cheaper model to move to.
     budget = policy.budget
@@ -198,7 +205,9 @@ def _semantic_problems(policy: Policy, stem: str, catalog: Catalog) -> list[tupl
     if switching and allowed:
         pool = [m for m in allowed if budget.downgrade_to is None or m.name in budget.downgrade_to]
         reachable = any(
-            a.name != b.name and a.capabilities & b.capabilities and _could_be_cheaper(a, b) for a in pool for b in allowed
+            a.name != b.name and a.capabilities & b.capabilities and _could_be_cheaper(a, b)
+            for a in pool
+            for b in allowed
         )
         if not reachable:
             if budget.prefer_cheapest_above_pct is not None:
@@ -224,15 +233,28 @@ def _semantic_problems(policy: Policy, stem: str, catalog: Catalog) -> list[tupl
 
     fallbacks = policy.fallbacks
     if fallbacks.max_backoff_ms < fallbacks.backoff_ms:
-        error(("fallbacks", "max_backoff_ms"), f"is {fallbacks.max_backoff_ms}, less than backoff_ms ({fallbacks.backoff_ms})")
+        error(
+            ("fallbacks", "max_backoff_ms"),
+            f"is {fallbacks.max_backoff_ms}, less than backoff_ms ({fallbacks.backoff_ms})",
+        )
     if fallbacks.when_pinned and not fallbacks.to_next_candidate:
-        error(("fallbacks", "when_pinned"), "unreachable: to_next_candidate is false, so no request moves to another model")
+        error(
+            ("fallbacks", "when_pinned"),
+            "unreachable: to_next_candidate is false, so no request moves to another model",
+        )
     if "5xx" in fallbacks.on_failure:
         for index, kind in enumerate(fallbacks.on_failure):
             if kind.isdigit() and kind.startswith("5"):
                 warn(("fallbacks", "on_failure", index), f"{kind!r} is already covered by '5xx'")
     if not fallbacks.on_failure:
-        for name in ("retries", "to_next_candidate", "when_pinned", "backoff_ms", "max_backoff_ms", "retry_after_max_ms"):
+        for name in (
+            "retries",
+            "to_next_candidate",
+            "when_pinned",
+            "backoff_ms",
+            "max_backoff_ms",
+            "retry_after_max_ms",
+        ):
             if name in fallbacks.model_fields_set:
                 warn(("fallbacks", name), "unused: on_failure is empty, so no failure triggers a retry or a fallback")
 
@@ -261,8 +283,14 @@ def check_policy_text(text: str, source: str, stem: str, catalog: Catalog) -> tu
         raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problems.append(Problem(source, "(top level)", f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-                                line=mark.line + 1 if mark else None))  # fmt: skip
+        problems.append(
+            Problem(
+                source,
+                "(top level)",
+                f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                line=mark.line + 1 if mark else None,
+            )
+        )
         return None, problems
     finally:
         loader.dispose()
@@ -323,4 +351,3 @@ def _stem(path: Path) -> str:
 def policy_files(directory: Path) -> list[Path]:
     """`*.yaml` files in the directory, without hidden ones (editors' swap and temporary files)."""
     return sorted(p for p in Path(directory).glob("*.yaml") if not p.name.startswith(".") and p.is_file())
-

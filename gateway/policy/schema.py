@@ -6,7 +6,8 @@ What it gives the routing pipeline is pure: `Policy.candidates`, `Policy.fits`, 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Collection, Iterable, Literal, get_args
+from collections.abc import Collection, Iterable
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -55,7 +56,9 @@ def _number(value: Any) -> Any:
 
 
 # A number as written (80 or 2.5); shown back as an integer when it is one.
-Number = Annotated[float, BeforeValidator(_number), PlainSerializer(lambda v: int(v) if float(v).is_integer() else float(v))]
+Number = Annotated[
+    float, BeforeValidator(_number), PlainSerializer(lambda v: int(v) if float(v).is_integer() else float(v))
+]
 Percent = Annotated[Number, Field(ge=0, le=100)]
 Millis = Annotated[StrictInt, Field(ge=0, le=300_000)]
 
@@ -187,12 +190,18 @@ class Policy(_Strict):
         """Where the budget rules may move a request: candidates in `budget.downgrade_to` (all, if it is null),
         cheaper than `current` if given, cheapest first."""
         allowed = self.budget.downgrade_to
-        pool = [m for m in self.cheapest(catalog, candidates, prompt_tokens, output_tokens) if allowed is None or m.name in allowed]
+        pool = [
+            m
+            for m in self.cheapest(catalog, candidates, prompt_tokens, output_tokens)
+            if allowed is None or m.name in allowed
+        ]
         if current is None:
             return pool
         now = current if isinstance(current, ModelConfig) else catalog.models[current]
         limit = self.expected_cost_nanos(now, prompt_tokens, output_tokens)
-        return [m for m in pool if m.name != now.name and self.expected_cost_nanos(m, prompt_tokens, output_tokens) < limit]
+        return [
+            m for m in pool if m.name != now.name and self.expected_cost_nanos(m, prompt_tokens, output_tokens) < limit
+        ]
 
     def prefers_cheapest(self, spent_pct: float) -> bool:
         """Budget rule: above this share of the budget spent (0-100), prefer the cheapest candidate."""
@@ -202,4 +211,3 @@ class Policy(_Strict):
     def effective(self) -> dict[str, Any]:
         """The policy with every default filled in, as plain data (what `gateway policy show` prints)."""
         return self.model_dump(mode="json")
-

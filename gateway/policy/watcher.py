@@ -11,15 +11,15 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from gateway.catalog import Catalog
-from gateway.settings import Settings
 from gateway.policy.checks import PolicyError, Problem, _stem, check_policy_text, policy_files
 from gateway.policy.schema import DEFAULT_POLICY, Policy
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway.policy")
 
@@ -86,7 +86,11 @@ def load_policies(directory: Path, catalog: Catalog) -> PolicySet:
         problems.append(Problem(str(stray), "(file name)", "ignored: policy files end in .yaml", warning=True))
     if not (directory / f"{DEFAULT_POLICY}.yaml").is_file():
         problems.append(
-            Problem(source, "(directory)", f"no {DEFAULT_POLICY}.yaml: teams use the policy '{DEFAULT_POLICY}' unless they name another")
+            Problem(
+                source,
+                "(directory)",
+                f"no {DEFAULT_POLICY}.yaml: teams use the policy '{DEFAULT_POLICY}' unless they name another",
+            )
         )
     return PolicySet(source, policies, problems, digest.hexdigest()[:12])
 
@@ -116,12 +120,14 @@ def missing_policies(policies: Mapping[str, Policy], wanted: Mapping[str, Sequen
     known = ", ".join(sorted(policies)) or "none"
     return [
         Problem(
-            source, "(teams)",
+            source,
+            "(teams)",
             f"policy {name!r} is used by team(s) {', '.join(sorted(teams))} but is not defined (known: {known}); "
             "move those teams to another policy first",
         )
-        for name, teams in sorted(wanted.items()) if name not in policies
-    ]  # fmt: skip
+        for name, teams in sorted(wanted.items())
+        if name not in policies
+    ]
 
 
 # -- reloading ---------------------------------------------------------------------------------
@@ -225,8 +231,11 @@ class PolicyWatcher:
                     self.loaded_at = self.checked_at
                     log.info(
                         "policies version %d loaded from %s (%s; sha256 %s)",
-                        self.version, self.directory, ", ".join(sorted(loaded)), loaded.digest,
-                    )  # fmt: skip
+                        self.version,
+                        self.directory,
+                        ", ".join(sorted(loaded)),
+                        loaded.digest,
+                    )
                     for problem in loaded.warnings:
                         log.warning("%s", problem)
                 self.last_error = None
@@ -234,4 +243,3 @@ class PolicyWatcher:
         if self.on_reload is not None:
             self.on_reload(result)
         return result
-

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from gateway.catalog import ModelConfig, Provider
 from gateway.types import Json, Usage
@@ -46,7 +47,7 @@ class StreamOutcome:
     transcript: list[str] | None = None  # the relayed text, kept only when the ledger stores content
     # Called when the provider finished, before the client gets the usage chunk and [DONE];
     # returns what to add to the usage chunk as `x_gateway` (the settled cost).
-    on_finish: Callable[["StreamOutcome"], Awaitable[dict[str, Any] | None]] | None = None
+    on_finish: Callable[[StreamOutcome], Awaitable[dict[str, Any] | None]] | None = None
 
 
 @dataclass(slots=True)

@@ -13,8 +13,9 @@ content parts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError, invalid_request
@@ -24,6 +25,7 @@ Json = dict[str, Any]
 # Fields an OpenAI client may send that are hints, not requirements; an adapter
 # whose provider lacks them drops them instead of failing the request.
 HINT_FIELDS = frozenset({"user", "service_tier", "store", "logprobs", "top_logprobs", "metadata"})
+
 
 # OpenAI's request fields per endpoint, with the defaults its spec documents
 # (../shared/reference/openai-openapi-subset.yaml: CreateChatCompletionRequest, CreateCompletionRequest,
@@ -43,23 +45,67 @@ def _endpoint(defaults: Mapping[str, Any], *others: str) -> OpenAIEndpoint:
 
 CHAT_REQUEST = _endpoint(
     {
-        "frequency_penalty": 0, "logit_bias": None, "logprobs": False, "n": 1, "parallel_tool_calls": True,
-        "presence_penalty": 0, "reasoning_effort": "medium", "service_tier": "auto", "stop": None, "store": False,
-        "stream": False, "stream_options": None, "temperature": 1, "top_p": 1, "verbosity": "medium",
+        "frequency_penalty": 0,
+        "logit_bias": None,
+        "logprobs": False,
+        "n": 1,
+        "parallel_tool_calls": True,
+        "presence_penalty": 0,
+        "reasoning_effort": "medium",
+        "service_tier": "auto",
+        "stop": None,
+        "store": False,
+        "stream": False,
+        "stream_options": None,
+        "temperature": 1,
+        "top_p": 1,
+        "verbosity": "medium",
     },
-    "model", "messages", "audio", "function_call", "functions", "max_completion_tokens", "max_tokens", "metadata",
-    "modalities", "moderation", "prediction", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
-    "response_format", "safety_identifier", "seed", "tool_choice", "tools", "top_logprobs", "user",
+    "model",
+    "messages",
+    "audio",
+    "function_call",
+    "functions",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "moderation",
+    "prediction",
+    "prompt_cache_key",
+    "prompt_cache_options",
+    "prompt_cache_retention",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "user",
     "web_search_options",
-)  # fmt: skip
+)
 COMPLETION_REQUEST = _endpoint(
     {
-        "best_of": 1, "echo": False, "frequency_penalty": 0, "logit_bias": None, "logprobs": None, "max_tokens": 16,
-        "n": 1, "presence_penalty": 0, "stop": None, "stream": False, "stream_options": None, "suffix": None,
-        "temperature": 1, "top_p": 1,
+        "best_of": 1,
+        "echo": False,
+        "frequency_penalty": 0,
+        "logit_bias": None,
+        "logprobs": None,
+        "max_tokens": 16,
+        "n": 1,
+        "presence_penalty": 0,
+        "stop": None,
+        "stream": False,
+        "stream_options": None,
+        "suffix": None,
+        "temperature": 1,
+        "top_p": 1,
     },
-    "model", "prompt", "seed", "user",
-)  # fmt: skip
+    "model",
+    "prompt",
+    "seed",
+    "user",
+)
 EMBEDDING_REQUEST = _endpoint({"encoding_format": "float"}, "model", "input", "dimensions", "user")
 REQUIRED_FIELDS = frozenset({"model", "messages", "prompt", "input"})  # never dropped: validation refuses a null
 
@@ -80,10 +126,23 @@ def is_default(value: Any, default: Any) -> bool:
 # A kind that lacks one of them drops it; a key outside this set is refused.
 KNOWN_MESSAGE_KEYS = frozenset(
     {
-        "role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio",
-        "annotations", "reasoning_content", "reasoning", "reasoning_details", "prefix", "partial", "cache_control",
+        "role",
+        "content",
+        "name",
+        "tool_calls",
+        "tool_call_id",
+        "function_call",
+        "refusal",
+        "audio",
+        "annotations",
+        "reasoning_content",
+        "reasoning",
+        "reasoning_details",
+        "prefix",
+        "partial",
+        "cache_control",
     }
-)  # fmt: skip
+)
 
 # Content parts by type, with their keys (OpenAI's ChatCompletionRequestMessageContentPart*; Moonshot's
 # `video_url`; Mistral's `document_url` and replayed `thinking`). Hints inside a part are dropped.
@@ -146,8 +205,10 @@ def rebuild(body: Json, shape: Shape, model: ModelConfig) -> Json:
     out: Json = {}
     openai = shape.openai
     for key, value in body.items():
-        if value is None and key not in REQUIRED_FIELDS and (
-            key in openai.fields or key in shape.allowed or key in shape.renames or key in shape.dropped
+        if (
+            value is None
+            and key not in REQUIRED_FIELDS
+            and (key in openai.fields or key in shape.allowed or key in shape.renames or key in shape.dropped)
         ):
             continue  # null is "not given" for every optional OpenAI field; strict providers refuse a null
         if key in shape.defaults_dropped and key in openai.defaults and is_default(value, openai.defaults[key]):
@@ -174,7 +235,9 @@ def _functions_as_tools(body: Json) -> None:
     functions = body.pop("functions", None)
     call = body.pop("function_call", None)
     if functions is not None and body.get("tools") is None:
-        body["tools"] = [{"type": "function", "function": f} for f in functions] if isinstance(functions, list) else functions
+        body["tools"] = (
+            [{"type": "function", "function": f} for f in functions] if isinstance(functions, list) else functions
+        )
     if call is not None and body.get("tool_choice") is None:
         body["tool_choice"] = {"type": "function", "function": call} if isinstance(call, dict) else call
     messages = body.get("messages")
@@ -202,18 +265,27 @@ def _function_turns_as_tools(messages: list[Any]) -> list[Any]:
             name = str(message.get("name") or "")
             queue = pending.get(name)
             content = message.get("content")
-            out.append({
-                "role": "tool", "tool_call_id": queue.pop(0) if queue else f"call_{index}",
-                "content": content if content is not None else "", "name": name,  # dropped where a kind lacks it
-            })  # fmt: skip
+            out.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": queue.pop(0) if queue else f"call_{index}",
+                    "content": content if content is not None else "",
+                    "name": name,  # dropped where a kind lacks it
+                }
+            )
             continue
         turn = {key: value for key, value in message.items() if key != "function_call"}
         call = message.get("function_call")
         if isinstance(call, dict) and not message.get("tool_calls"):
             name = str(call.get("name") or "")
             call_id = f"call_{index}"
-            turn["tool_calls"] = [{"id": call_id, "type": "function",
-                                   "function": {"name": name, "arguments": call.get("arguments") or "{}"}}]  # fmt: skip
+            turn["tool_calls"] = [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": call.get("arguments") or "{}"},
+                }
+            ]
             pending.setdefault(name, []).append(call_id)
         out.append(turn)
     return out
@@ -233,9 +305,12 @@ def _message(message: Any, index: int, shape: Messages, model: ModelConfig) -> J
         role = message.get("role")
         plain = shape.plain.get(role) if type(role) is str else None
         if (
-            plain is not None and message.keys() <= plain and type(message.get("content")) is str
-            and "tool_calls" not in message and None not in message.values()
-        ):  # fmt: skip
+            plain is not None
+            and message.keys() <= plain
+            and type(message.get("content")) is str
+            and "tool_calls" not in message
+            and None not in message.values()
+        ):
             return dict(message)
     where = f"messages[{index}]"
     if not isinstance(message, dict):

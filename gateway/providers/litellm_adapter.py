@@ -18,31 +18,56 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 
 from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError
 from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome, StreamReply
-from gateway.types import Json
 from gateway.providers.fields import Shape, rebuild
 from gateway.providers.openai_compatible import OPENAI_MESSAGES, usage_from
 from gateway.providers.replies import conform_chat_chunk, conform_reply
 from gateway.providers.sse import count_text, error_event, finish, sse
+from gateway.types import Json
 
 # The OpenAI parameters in litellm.completion's signature (litellm 1.x, `inspect.signature`) that it translates
 # for each provider, and nothing of its own: not timeout, deployment_id, extra_headers, base_url, api_version,
 # api_key, model_list, thinking, shared_session, ... (`stream` and `stream_options` are set by the adapter).
 CHAT_FIELDS = frozenset(
     {
-        "model", "messages", "stream", "temperature", "top_p", "n", "stop", "max_completion_tokens", "max_tokens",
-        "modalities", "prediction", "audio", "presence_penalty", "frequency_penalty", "logit_bias", "user",
-        "reasoning_effort", "verbosity", "response_format", "seed", "tools", "tool_choice", "logprobs",
-        "top_logprobs", "parallel_tool_calls", "web_search_options", "safety_identifier", "prompt_cache_key",
+        "model",
+        "messages",
+        "stream",
+        "temperature",
+        "top_p",
+        "n",
+        "stop",
+        "max_completion_tokens",
+        "max_tokens",
+        "modalities",
+        "prediction",
+        "audio",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "user",
+        "reasoning_effort",
+        "verbosity",
+        "response_format",
+        "seed",
+        "tools",
+        "tool_choice",
+        "logprobs",
+        "top_logprobs",
+        "parallel_tool_calls",
+        "web_search_options",
+        "safety_identifier",
+        "prompt_cache_key",
         "prompt_cache_retention",
     }
-)  # fmt: skip
+)
 # OpenAI fields litellm would misread or that change the bill: `metadata` is litellm's own metadata (read by its
 # callbacks and routers), `service_tier` buys a pricier tier, `store` asks OpenAI to keep the conversation.
 _DROPPED = frozenset({"stream_options", "metadata", "service_tier", "store"})
@@ -54,9 +79,12 @@ _NEUTRAL_AT_DEFAULT = frozenset(
     {"n", "logprobs", "presence_penalty", "frequency_penalty", "parallel_tool_calls", "verbosity"}
 )
 CHAT = Shape(
-    CHAT_FIELDS, dropped=_DROPPED, messages=OPENAI_MESSAGES, translate_functions=True,
+    CHAT_FIELDS,
+    dropped=_DROPPED,
+    messages=OPENAI_MESSAGES,
+    translate_functions=True,
     defaults_dropped=_NEUTRAL_AT_DEFAULT,
-)  # fmt: skip
+)
 
 
 def import_litellm() -> Any:
@@ -141,9 +169,7 @@ def _map_litellm_error(provider: str, exc: Exception) -> GatewayError:
 
     Never str(exc) or exc.message: litellm puts tracebacks, server file paths and request details in them.
     """
-    from gateway.providers.upstream_errors import map_status_error
-
-    from gateway.providers.upstream_errors import timeout_error
+    from gateway.providers.upstream_errors import map_status_error, timeout_error
 
     status = getattr(exc, "status_code", None)
     if status == 408 or isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
@@ -157,7 +183,9 @@ def _map_litellm_error(provider: str, exc: Exception) -> GatewayError:
         retry_after = _retry_after(exc)
         if retry_after is not None:
             headers["Retry-After"] = retry_after
-        error = map_status_error(provider, status, orjson.dumps({"message": "the provider refused the request"}), headers)
+        error = map_status_error(
+            provider, status, orjson.dumps({"message": "the provider refused the request"}), headers
+        )
         error.message = f"{provider} returned {status}"
         return error
     return GatewayError(502, f"{provider} failed", "upstream_error", "upstream_error")

@@ -81,7 +81,19 @@ def compare(catalog: Catalog) -> dict[str, list[Difference]]:
 
 
 def render_table(catalog: Catalog, differences: dict[str, list[Difference]]) -> str:
-    headers = ["MODEL", "PROVIDER", "REGION", "UPSTREAM", "WINDOW", "MAX OUT", "IN $/M", "OUT $/M", "CACHED $/M", "CAPABILITIES", "LITELLM"]  # fmt: skip
+    headers = [
+        "MODEL",
+        "PROVIDER",
+        "REGION",
+        "UPSTREAM",
+        "WINDOW",
+        "MAX OUT",
+        "IN $/M",
+        "OUT $/M",
+        "CACHED $/M",
+        "CAPABILITIES",
+        "LITELLM",
+    ]
     rows = []
     bundled = bundled_catalog()
     for model in catalog.models.values():
@@ -91,12 +103,19 @@ def render_table(catalog: Catalog, differences: dict[str, list[Difference]]) -> 
         status = "differs*" if diffs else ("same" if known else "not listed")
         rows.append(
             [
-                model.name, provider.name, provider.region, model.upstream_model, f"{model.context_window:,}",
-                f"{model.max_output_tokens:,}", str(model.price.input), str(model.price.output),
+                model.name,
+                provider.name,
+                provider.region,
+                model.upstream_model,
+                f"{model.context_window:,}",
+                f"{model.max_output_tokens:,}",
+                str(model.price.input),
+                str(model.price.output),
                 str(model.price.cached_input) if model.price.cached_input is not None else "-",
-                ",".join(sorted(model.capabilities)), status,
+                ",".join(sorted(model.capabilities)),
+                status,
             ]
-        )  # fmt: skip
+        )
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
     notes = [d for diffs in differences.values() for d in diffs]

@@ -17,13 +17,19 @@ from typing import Any
 import orjson
 
 from gateway.catalog import ModelConfig
-from gateway.providers.base import ChunkReshaper, Reply, StreamOutcome, StreamReply
-from gateway.types import Json
+from gateway.providers.base import ChunkAction, ChunkReshaper, Reply, StreamOutcome, StreamReply
 from gateway.providers.fields import (
-    COMPLETION_REQUEST, EMBEDDING_REQUEST, HINT_FIELDS, Messages, Shape, rebuild, roles, unsupported,
+    COMPLETION_REQUEST,
+    EMBEDDING_REQUEST,
+    HINT_FIELDS,
+    Messages,
+    Shape,
+    rebuild,
+    roles,
+    unsupported,
 )
-from gateway.providers.base import ChunkAction
 from gateway.providers.openai_compatible import OpenAICompatibleAdapter, usage_from
+from gateway.types import Json
 
 # Mistral's request fields (mistralai SDK 3.7.0 request models, ../shared/reference/providers.md, Mistral section;
 # gateway/emulators/README.md for where they differ). `logprobs`/`top_logprobs` and `service_tier` are Mistral fields
@@ -31,31 +37,68 @@ from gateway.providers.openai_compatible import OpenAICompatibleAdapter, usage_f
 # service tiers (`default`, `flex`, `priority`) are not Mistral's (`auto`, `standard_only`).
 CHAT_FIELDS = frozenset(
     {
-        "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
-        "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "n",
-        "parallel_tool_calls", "prediction", "prompt_mode", "reasoning_effort", "safe_prompt",
-        "guardrails", "prompt_cache_key", "metadata", "top_k", "min_tokens", "repetition_penalty",
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stream",
+        "stop",
+        "random_seed",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "presence_penalty",
+        "frequency_penalty",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "prompt_mode",
+        "reasoning_effort",
+        "safe_prompt",
+        "guardrails",
+        "prompt_cache_key",
+        "metadata",
+        "top_k",
+        "min_tokens",
+        "repetition_penalty",
     }
-)  # fmt: skip
+)
 FIM_FIELDS = frozenset(
-    {"model", "prompt", "suffix", "temperature", "top_p", "max_tokens", "min_tokens", "stream", "stop", "random_seed",
-     "metadata", "prompt_cache_key"}
-)  # fmt: skip
+    {
+        "model",
+        "prompt",
+        "suffix",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "min_tokens",
+        "stream",
+        "stop",
+        "random_seed",
+        "metadata",
+        "prompt_cache_key",
+    }
+)
 EMBEDDING_FIELDS = frozenset({"model", "input", "output_dimension", "output_dtype", "metadata"})
 # What rebuild() keeps of each role. Beyond Mistral's own keys (mistral-common's messages), the keys the
 # conversation pass below turns into Mistral's forms and then removes: an assistant turn's `reasoning_content` /
 # `reasoning` (a thinking chunk), Kimi's `partial` (`prefix`), a legacy `function_call` (a tool call); OpenAI's legacy
 # `function` role becomes a `tool` message.
 MESSAGE_FIELDS = roles(
-    system=("content",), user=("content",),
+    system=("content",),
+    user=("content",),
     assistant=("content", "tool_calls", "prefix", "reasoning_content", "reasoning", "partial", "function_call"),
-    tool=("content", "tool_call_id", "name"), function=("content", "name"),
-)  # fmt: skip
+    tool=("content", "tool_call_id", "name"),
+    function=("content", "name"),
+)
 # OpenAI names with a Mistral twin; `stream_options` is refused by Mistral (usage comes on the last chunk anyway).
 # `encoding_format` is answered by the gateway itself (see _encode_base64).
 _RENAMES = {"seed": "random_seed", "max_completion_tokens": "max_tokens"}
 _DROPPED = HINT_FIELDS | {"stream_options"}
-CHAT = Shape(CHAT_FIELDS, _RENAMES, _DROPPED, Messages(MESSAGE_FIELDS, {"developer": "system"}), translate_functions=True)
+CHAT = Shape(
+    CHAT_FIELDS, _RENAMES, _DROPPED, Messages(MESSAGE_FIELDS, {"developer": "system"}), translate_functions=True
+)
 FIM = Shape(FIM_FIELDS, _RENAMES, _DROPPED, openai=COMPLETION_REQUEST)
 EMBEDDINGS = Shape(
     EMBEDDING_FIELDS, {"dimensions": "output_dimension"}, HINT_FIELDS | {"encoding_format"}, openai=EMBEDDING_REQUEST
@@ -258,7 +301,12 @@ class _UsageOnLastChunk:
 
     def __call__(self, chunk: Json) -> Json:
         outcome = self.outcome
-        if outcome is not None and outcome.usage is not None and outcome.usage is not self._placed and chunk.get("choices"):
+        if (
+            outcome is not None
+            and outcome.usage is not None
+            and outcome.usage is not self._placed
+            and chunk.get("choices")
+        ):
             self._placed = outcome.usage
             chunk["usage"] = outcome.usage.as_openai()
         return chunk

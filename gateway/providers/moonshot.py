@@ -19,11 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.catalog import ModelConfig
-from gateway.providers.base import Adapter, Reply, StreamOutcome
-from gateway.types import Json
+from gateway.providers.base import Adapter, ChunkAction, Reply, StreamOutcome
 from gateway.providers.fields import HINT_FIELDS, Messages, Shape, rebuild, roles
-from gateway.providers.base import ChunkAction
 from gateway.providers.openai_compatible import OpenAICompatibleAdapter, usage_from
+from gateway.types import Json
 
 FIXED_SAMPLING_FIELDS = ("temperature", "top_p", "n", "presence_penalty", "frequency_penalty")
 
@@ -35,28 +34,46 @@ FIXED_SAMPLING_FIELDS = ("temperature", "top_p", "n", "presence_penalty", "frequ
 # `max_tokens` is renamed to it (its own `max_completion_tokens` wins when it sends both).
 CHAT_FIELDS = frozenset(
     {
-        "model", "messages", "temperature", "top_p", "n", "presence_penalty", "frequency_penalty",
-        "max_completion_tokens", "response_format", "stop", "stream", "tools", "tool_choice", "thinking",
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "n",
+        "presence_penalty",
+        "frequency_penalty",
+        "max_completion_tokens",
+        "response_format",
+        "stop",
+        "stream",
+        "tools",
+        "tool_choice",
+        "thinking",
     }
-)  # fmt: skip
+)
 # Usage comes inside the final choice without `stream_options`; the relay makes the client's usage chunk.
 # `seed`, `parallel_tool_calls`, `prompt_cache_key` (Kimi caches prefixes by itself) and `safety_identifier`
 # are OpenAI best-effort hints Moonshot does not document: dropped, not forwarded. So is OpenAI's
 # `reasoning_effort` (Moonshot's own Kimi CLI sends it), which is not one of Kimi's documented parameters: where it
 # has a meaning for Kimi it is translated into `thinking` (see `settle_thinking`), else dropped.
 _DROPPED = HINT_FIELDS | {
-    "stream_options", "seed", "parallel_tool_calls", "prompt_cache_key", "safety_identifier", "reasoning_effort",
-}  # fmt: skip
+    "stream_options",
+    "seed",
+    "parallel_tool_calls",
+    "prompt_cache_key",
+    "safety_identifier",
+    "reasoning_effort",
+}
 # Message keys (same sources): `name`; assistant `tool_calls`, `reasoning_content` (replayed in thinking mode),
 # `partial` (partial mode); tool `tool_call_id`. The developer role is refused by Moonshot: sent as system.
 MESSAGES = Messages(
     roles(
-        system=("content", "name"), user=("content", "name"),
+        system=("content", "name"),
+        user=("content", "name"),
         assistant=("content", "name", "tool_calls", "reasoning_content", "partial"),
         tool=("content", "tool_call_id", "name"),
     ),
     {"developer": "system"},
-)  # fmt: skip
+)
 # Legacy functions are not supported by Moonshot (providers.md): translated into tools.
 CHAT = Shape(CHAT_FIELDS, {"max_tokens": "max_completion_tokens"}, _DROPPED, MESSAGES, translate_functions=True)
 
@@ -86,7 +103,9 @@ def _forced(tool_choice: Any) -> bool:
 
 
 def _lacks_reasoning(message: Json) -> bool:
-    return message.get("role") == "assistant" and bool(message.get("tool_calls")) and not message.get("reasoning_content")
+    return (
+        message.get("role") == "assistant" and bool(message.get("tool_calls")) and not message.get("reasoning_content")
+    )
 
 
 def replay_reasoning(sent: Any, out: list[Json]) -> None:

@@ -9,7 +9,6 @@ from the kind's whitelist (fields.py) and serialised once. Subclasses
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -21,14 +20,20 @@ from gateway import __version__
 from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError
 from gateway.providers.base import Adapter, ChunkAction, ChunkReshaper, Reply, StreamOutcome, StreamReply
-from gateway.types import Json, Usage
 from gateway.providers.fields import (
-    CHAT_REQUEST, COMPLETION_REQUEST, EMBEDDING_REQUEST, HINT_FIELDS, Messages, Shape, rebuild, roles,
+    CHAT_REQUEST,
+    COMPLETION_REQUEST,
+    EMBEDDING_REQUEST,
+    HINT_FIELDS,
+    Messages,
+    Shape,
+    rebuild,
+    roles,
 )
 from gateway.providers.replies import conform_reply
-from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
 from gateway.providers.sse import DEFAULT_MAX_EVENT_BYTES, relay_events
-
+from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
+from gateway.types import Json, Usage
 
 __all__ = ["HINT_FIELDS", "OpenAICompatibleAdapter", "usage_from"]
 
@@ -39,11 +44,14 @@ OPENAI_COMPLETION_FIELDS = COMPLETION_REQUEST.fields
 OPENAI_EMBEDDING_FIELDS = EMBEDDING_REQUEST.fields
 OPENAI_MESSAGES = Messages(
     roles(
-        system=("content", "name"), developer=("content", "name"), user=("content", "name"),
+        system=("content", "name"),
+        developer=("content", "name"),
+        user=("content", "name"),
         assistant=("content", "name", "refusal", "audio", "tool_calls", "function_call"),
-        tool=("content", "tool_call_id"), function=("content", "name"),
+        tool=("content", "tool_call_id"),
+        function=("content", "name"),
     )
-)  # fmt: skip
+)
 OPENAI_CHAT = Shape(OPENAI_CHAT_FIELDS, messages=OPENAI_MESSAGES)
 OPENAI_COMPLETION = Shape(OPENAI_COMPLETION_FIELDS, openai=COMPLETION_REQUEST)
 OPENAI_EMBEDDINGS = Shape(OPENAI_EMBEDDING_FIELDS, openai=EMBEDDING_REQUEST)
@@ -102,7 +110,11 @@ class OpenAICompatibleAdapter(Adapter):
             raise_for_status=False,
             cookie_jar=aiohttp.DummyCookieJar(),  # providers' cookies are of no use and cost per request
         )
-        self._urls = {path: URL(self.provider.base_url + path) for path in (self.chat_path, self.fim_path, self.embeddings_path) if path}
+        self._urls = {
+            path: URL(self.provider.base_url + path)
+            for path in (self.chat_path, self.fim_path, self.embeddings_path)
+            if path
+        }
 
     async def close(self) -> None:
         if self._session is not None:
@@ -177,7 +189,7 @@ class OpenAICompatibleAdapter(Adapter):
         headers = {"Accept": "text/event-stream"} if stream else None
         try:
             response = await self._session.post(url, data=data, headers=headers)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise timeout_error(self.name, "connect or first byte") from exc
         except aiohttp.ClientError as exc:
             raise connect_error(self.name, exc) from exc
@@ -188,7 +200,7 @@ class OpenAICompatibleAdapter(Adapter):
             if not stream:
                 body = await response.read()
                 return self._complete(body, reshape)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise timeout_error(self.name, "reading the answer") from exc
         except aiohttp.ClientError as exc:
             raise GatewayError(
@@ -210,7 +222,9 @@ class OpenAICompatibleAdapter(Adapter):
         try:
             reply = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise GatewayError(502, f"{self.name} sent a malformed answer", "upstream_error", "upstream_malformed") from exc
+            raise GatewayError(
+                502, f"{self.name} sent a malformed answer", "upstream_error", "upstream_malformed"
+            ) from exc
         if not isinstance(reply, dict):
             raise GatewayError(502, f"{self.name} sent a malformed answer", "upstream_error", "upstream_malformed")
         changed = self.fix_reply(reply)

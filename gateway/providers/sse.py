@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import orjson
 
 from gateway.errors import GatewayError
 from gateway.providers.base import ChunkAction, ChunkReshaper, StreamOutcome
-from gateway.types import Json
 from gateway.providers.upstream_errors import provider_message
+from gateway.types import Json
 
 DONE = b"data: [DONE]\n\n"
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024  # Settings.max_sse_event_bytes; a token chunk is ~200 bytes
@@ -147,7 +147,9 @@ async def relay_events(
                         outcome.error = "upstream_error"
                         message, _, code = provider_message(payload)
                         detail = f" (code {code})" if code else ""
-                        failure = error_event(f"{provider} failed mid-stream: {message}{detail}", "upstream_stream_error")
+                        failure = error_event(
+                            f"{provider} failed mid-stream: {message}{detail}", "upstream_stream_error"
+                        )
                         break
                     # Not JSON, or JSON that is no chunk (OpenAI's chunks always carry `choices`; a usage-only
                     # chunk is accepted for servers that leave them out): skipped, and counted.
@@ -189,7 +191,7 @@ async def relay_events(
             if out:
                 yield b"".join(out)
         outcome.error = "stream_cut"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         outcome.error = "timeout"
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
         outcome.error = "stream_cut"
@@ -213,8 +215,8 @@ def _malformed(provider: str, outcome: StreamOutcome) -> bytes:
     # "malformed" is counted by the HTTP layer as gateway_upstream_errors_total{kind="malformed"}.
     outcome.error = "malformed"
     return error_event(
-        f"{provider} sent a stream of malformed events ({outcome.malformed_chunks} malformed, "
-        f"{outcome.chunks} valid)", "upstream_malformed",
+        f"{provider} sent a stream of malformed events ({outcome.malformed_chunks} malformed, {outcome.chunks} valid)",
+        "upstream_malformed",
     )
 
 

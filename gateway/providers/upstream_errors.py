@@ -12,7 +12,8 @@ for every model until an operator acts (gateway/routing/circuits.py).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -71,8 +72,9 @@ def quota_exhausted(provider: str, detail: str | None = None) -> GatewayError:
         f"The {provider} provider account is out of balance{said}: it refuses every request until an operator tops "
         f"it up. The gateway sends nothing more to {provider} until POST /admin/reload, a restart or "
         "GATEWAY_QUOTA_COOLDOWN_SECONDS; requests that may use another model are routed there.",
-        "upstream_error", QUOTA_EXHAUSTED,
-    )  # fmt: skip
+        "upstream_error",
+        QUOTA_EXHAUSTED,
+    )
 
 
 def map_status_error(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
@@ -85,7 +87,9 @@ def _map_status(provider: str, status: int, body: bytes, headers: Mapping[str, s
     message, etype, code = provider_message(body)
     text = f"{provider} returned {status}: {message}"
     if is_quota_exhausted(status, etype, code):
-        return quota_exhausted(provider, f"{provider} returned {status} {etype or code or ''}: {message}".replace("  ", " "))
+        return quota_exhausted(
+            provider, f"{provider} returned {status} {etype or code or ''}: {message}".replace("  ", " ")
+        )
     if status == 429:
         extra = {"Retry-After": headers["Retry-After"]} if "Retry-After" in headers else {}
         return GatewayError(429, text, etype or "rate_limit_error", code or "rate_limited", headers=extra)

@@ -5,7 +5,7 @@
 counted before the call.
 """
 
-from gateway.routing.route import Allowed, Route, check_limits, lookup
 from gateway.routing.decision import REASON_CODES, RouteDecision, decide
+from gateway.routing.route import Allowed, Route, check_limits, lookup
 
 __all__ = ["Allowed", "Route", "check_limits", "lookup", "REASON_CODES", "RouteDecision", "decide"]

@@ -20,8 +20,8 @@ probe per deployment is let through as after any cool-down.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2  # the values of gateway_circuit_state
 

@@ -10,8 +10,9 @@ times a learned ratio for Kimi; off the event loop for large texts) and the step
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from gateway.tokens import FAMILIES, Count, TokenCounter, collect
 from gateway.tokens.heuristic import Parts, estimate_parts

@@ -25,8 +25,9 @@ Route reason codes (`x-gateway-route-reason`, the ledger), short and stable:
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from gateway.catalog import AUTO_MODEL, Catalog, ModelConfig
 from gateway.errors import GatewayError, invalid_request
@@ -55,7 +56,11 @@ class Step:
     note: str = ""  # what the step did besides removing (budget: moved X first)
 
     def as_json(self) -> dict[str, Any]:
-        return {"step": self.name, "removed": [{"model": r.model, "reason": r.reason} for r in self.removed], "note": self.note}
+        return {
+            "step": self.name,
+            "removed": [{"model": r.model, "reason": r.reason} for r in self.removed],
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -113,16 +118,24 @@ class RouteDecision:
             step, why = removed.get(model.name, (None, None))
             count = self.count_for(model)
             cost = Policy.expected_cost_nanos(model, count.tokens, self.expected_output)
-            rows.append({
-                "model": model.name, "provider": provider.name, "region": provider.region,
-                "context_window": model.context_window, "usable_window": policy.usable_window(model),
-                "prompt_tokens": count.tokens, "prompt_tokens_range": [count.lower, count.upper],
-                "count_method": count.method, "expected_output_tokens": self.expected_output,
-                "estimated_cost_usd": usd_text(cost),
-                "kept": model in self.candidates,
-                "rank": self.candidates.index(model) + 1 if model in self.candidates else None,
-                "removed_by": step, "reason": why,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": model.name,
+                    "provider": provider.name,
+                    "region": provider.region,
+                    "context_window": model.context_window,
+                    "usable_window": policy.usable_window(model),
+                    "prompt_tokens": count.tokens,
+                    "prompt_tokens_range": [count.lower, count.upper],
+                    "count_method": count.method,
+                    "expected_output_tokens": self.expected_output,
+                    "estimated_cost_usd": usd_text(cost),
+                    "kept": model in self.candidates,
+                    "rank": self.candidates.index(model) + 1 if model in self.candidates else None,
+                    "removed_by": step,
+                    "reason": why,
+                }
+            )
         chosen = self.candidates[0] if self.ok else None
         return {
             "requested_model": self.requested,
@@ -140,18 +153,18 @@ class RouteDecision:
             "reason": self.reason if chosen else None,
             "estimated_cost_usd": (
                 usd_text(Policy.expected_cost_nanos(chosen, self.count_for(chosen).tokens, self.expected_output))
-                if chosen else None
+                if chosen
+                else None
             ),
             "error": (
                 {"status": self.error.status, "code": self.error.code, "message": self.error.message}
-                if self.error is not None else None
+                if self.error is not None
+                else None
             ),
-        }  # fmt: skip
+        }
 
 
-def effective_regions(
-    policy: Policy, allowed: Allowed, header: Collection[str] | None
-) -> frozenset[str] | None:
+def effective_regions(policy: Policy, allowed: Allowed, header: Collection[str] | None) -> frozenset[str] | None:
     """Intersection of the policy's, the team's and the header's regions; None when none of them restricts."""
     result: frozenset[str] | None = None
     for regions in (policy.regions, allowed.regions, header):
@@ -163,13 +176,18 @@ def effective_regions(
 
 def _not_found(requested: str) -> GatewayError:
     return GatewayError(
-        404, f"The model '{requested}' does not exist or you do not have access to it.",
-        "invalid_request_error", "model_not_found", "model",
-    )  # fmt: skip
+        404,
+        f"The model '{requested}' does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+        "model",
+    )
 
 
 def _no_route(message: str) -> GatewayError:
-    return GatewayError(400, message, "invalid_request_error", "no_route", headers={"x-gateway-route-reason": "no_route"})
+    return GatewayError(
+        400, message, "invalid_request_error", "no_route", headers={"x-gateway-route-reason": "no_route"}
+    )
 
 
 _HOW = {"estimate": "(estimated)", "tekken": "(counted with Tekken)", "o200k": "(o200k count, calibrated)", "given": ""}
@@ -227,8 +245,17 @@ def decide(
     wanted = frozenset(capabilities)
     regions = effective_regions(policy, principal_allowed, residency_header_regions)
     decision = RouteDecision(
-        requested_model, policy.name, wanted, prompt_tokens, expected_output, regions, [], "", [], counts=counts,
-    )  # fmt: skip
+        requested_model,
+        policy.name,
+        wanted,
+        prompt_tokens,
+        expected_output,
+        regions,
+        [],
+        "",
+        [],
+        counts=counts,
+    )
 
     named: ModelConfig | None = None
     if requested_model != AUTO_MODEL:
@@ -272,17 +299,28 @@ def decide(
             if pinned.ok and policy.fallbacks.when_pinned:
                 # Fallbacks for a named model: what `auto` would choose, every step applied (residency too).
                 auto = decide(
-                    catalog, policy, principal_allowed, AUTO_MODEL, capabilities, prompt_tokens, expected_output,
-                    residency_header_regions, spent_fraction, counts,
-                )  # fmt: skip
+                    catalog,
+                    policy,
+                    principal_allowed,
+                    AUTO_MODEL,
+                    capabilities,
+                    prompt_tokens,
+                    expected_output,
+                    residency_header_regions,
+                    spent_fraction,
+                    counts,
+                )
                 pinned.candidates += [m for m in auto.candidates if m.name != named.name]
                 pinned.uncertain += [m for m in auto.uncertain if m not in pinned.uncertain]
             return pinned
         if policy.named_model != "reroute":
             decision.error = GatewayError(
-                403, f"Model '{named.name}' {refusal} (policy '{policy.name}' refuses named models it does not allow).",
-                "invalid_request_error", "model_not_allowed", "model",
-            )  # fmt: skip
+                403,
+                f"Model '{named.name}' {refusal} (policy '{policy.name}' refuses named models it does not allow).",
+                "invalid_request_error",
+                "model_not_allowed",
+                "model",
+            )
             decision.steps.append(Step("allowed", [Removal(named.name, refusal)]))
             decision.considered = [named]
             return decision
@@ -397,16 +435,26 @@ def _pinned(
     decision.steps.append(Step("capability"))
     context = Step("context")
     count = decision.count_for(model)
-    if _exceeds(decision, model, count, model.context_window) and (count.lower > model.context_window or count.method != "estimate"):
+    if _exceeds(decision, model, count, model.context_window) and (
+        count.lower > model.context_window or count.method != "estimate"
+    ):
         # The prompt alone is over the window by a count we trust (its band, or a tokenizer): refuse here
         # as the provider would, without the round trip.
-        context.removed.append(Removal(model.name, f"holds {_n(model.context_window)}; the prompt is {_n(count.tokens)} tokens {_HOW[count.method]}"))
+        context.removed.append(
+            Removal(
+                model.name,
+                f"holds {_n(model.context_window)}; the prompt is {_n(count.tokens)} tokens {_HOW[count.method]}",
+            )
+        )
         decision.steps.append(context)
         decision.error = GatewayError(
-            400, f"This model's maximum context length is {_n(model.context_window)} tokens ({model.name}); the "
+            400,
+            f"This model's maximum context length is {_n(model.context_window)} tokens ({model.name}); the "
             f"prompt is {_n(count.tokens)} tokens {_HOW[count.method]}. Shorten the messages, or use model 'auto'.",
-            "invalid_request_error", "context_length_exceeded", "messages",
-        )  # fmt: skip
+            "invalid_request_error",
+            "context_length_exceeded",
+            "messages",
+        )
         return decision
     if not policy.fits(model, count.tokens, decision.expected_output):
         # Pinned: the count before the call may be an estimate, so the provider has the last word.

@@ -20,8 +20,8 @@ from gateway.catalog import Catalog
 from gateway.errors import GatewayError
 from gateway.policy import Fallbacks
 from gateway.providers.upstream_errors import QUOTA_EXHAUSTED
-from gateway.routing.route import Route
 from gateway.routing.decision import RouteDecision
+from gateway.routing.route import Route
 
 
 def account_exhausted(error: GatewayError) -> bool:

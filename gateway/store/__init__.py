@@ -73,7 +73,12 @@ def _postgres(url: str) -> Dialect:
         # A bounded connect, and TCP keepalives so that a database that vanished without closing the
         # connection (a dead host, a cut network) is noticed in seconds rather than never.
         return psycopg.connect(
-            url, autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=5, keepalives_interval=2,
+            url,
+            autocommit=True,
+            connect_timeout=5,
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
             keepalives_count=2,
         )
 

@@ -9,8 +9,9 @@ transaction (group commit), and each caller resumes once its batch committed.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 
 @dataclass(slots=True)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import orjson
 
@@ -28,12 +29,12 @@ from gateway.store.base import (
     KeyRecord,
     LedgerRow,
     Scope,
+    ScopeUsage,
     Settlement,
     SpendFilter,
     SpendRow,
     Store,
     Team,
-    ScopeUsage,
     as_json_list,
     from_json_list,
 )
@@ -142,7 +143,7 @@ class _Thread:
         except Exception:  # already broken
             pass
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+    def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(self.executor, self.run, fn, *args)
 
     def close(self) -> None:
@@ -237,9 +238,17 @@ class SqlStore(Store):
     async def create_team(self, team: Team) -> None:
         await self._write(
             f"INSERT INTO teams ({TEAM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (team.name, team.budget_nanos, team.period, team.soft_limit_pct, as_json_list(team.regions),
-             as_json_list(team.models), team.policy, team.created_at),
-        )  # fmt: skip
+            (
+                team.name,
+                team.budget_nanos,
+                team.period,
+                team.soft_limit_pct,
+                as_json_list(team.regions),
+                as_json_list(team.models),
+                team.policy,
+                team.created_at,
+            ),
+        )
 
     async def get_team(self, name: str) -> Team | None:
         rows = await self._read(f"SELECT {TEAM_COLUMNS} FROM teams WHERE name = ?", (name,))
@@ -252,9 +261,16 @@ class SqlStore(Store):
         await self._write(
             "UPDATE teams SET budget_nanos = ?, period = ?, soft_limit_pct = ?, regions = ?, models = ?, policy = ?"
             " WHERE name = ?",
-            (team.budget_nanos, team.period, team.soft_limit_pct, as_json_list(team.regions),
-             as_json_list(team.models), team.policy, team.name),
-        )  # fmt: skip
+            (
+                team.budget_nanos,
+                team.period,
+                team.soft_limit_pct,
+                as_json_list(team.regions),
+                as_json_list(team.models),
+                team.policy,
+                team.name,
+            ),
+        )
 
     async def delete_team(self, name: str) -> bool:
         def run(cur: Any) -> bool:
@@ -270,9 +286,19 @@ class SqlStore(Store):
     async def create_key(self, key: KeyRecord) -> None:
         await self._write(
             f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key.id, key.team, key.name, key.prefix, key.key_hash, key.budget_nanos, as_json_list(key.models),
-             key.expires_at, key.created_at, key.revoked_at),
-        )  # fmt: skip
+            (
+                key.id,
+                key.team,
+                key.name,
+                key.prefix,
+                key.key_hash,
+                key.budget_nanos,
+                as_json_list(key.models),
+                key.expires_at,
+                key.created_at,
+                key.revoked_at,
+            ),
+        )
 
     async def key_and_team(self, key_hash: str) -> tuple[KeyRecord, Team | None] | None:
         key_columns = ", ".join(f"k.{c.strip()}" for c in KEY_COLUMNS.split(","))
@@ -295,11 +321,16 @@ class SqlStore(Store):
         if team is None:
             rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
         else:
-            rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE team = ? ORDER BY created_at, id", (team,))
+            rows = await self._read(
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE team = ? ORDER BY created_at, id", (team,)
+            )
         return [_key(r) for r in rows]
 
     async def revoke_key(self, key_id: str, at: int) -> bool:
-        return await self._write("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id)) > 0
+        return (
+            await self._write("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id))
+            > 0
+        )
 
     # -- the batched request path --------------------------------------------------------
     async def hold(self, request: HoldRequest) -> HoldResult:
@@ -376,14 +407,21 @@ class SqlStore(Store):
             granted = min(granted, room)
         for scope in request.scopes:
             cur.execute(
-                self._sql("UPDATE budget_usage SET reserved_nanos = reserved_nanos + ? WHERE scope = ? AND period_start = ?"),
+                self._sql(
+                    "UPDATE budget_usage SET reserved_nanos = reserved_nanos + ? WHERE scope = ? AND period_start = ?"
+                ),
                 (granted, scope.name, scope.period_start),
             )
         cur.execute(
             self._sql("INSERT INTO holds (id, scopes, amount_nanos, expires_at, instance) VALUES (?, ?, ?, ?, ?)"),
-            (request.id, orjson.dumps([[s.name, s.period_start] for s in request.scopes]).decode(),
-             granted, request.expires_at, request.instance),
-        )  # fmt: skip
+            (
+                request.id,
+                orjson.dumps([[s.name, s.period_start] for s in request.scopes]).decode(),
+                granted,
+                request.expires_at,
+                request.instance,
+            ),
+        )
         first = request.scopes[0] if request.scopes else None
         spent, reserved = usage[(first.name, first.period_start)] if first else (0, 0)
         return HoldResult(True, None, spent, reserved + granted, granted)
@@ -396,7 +434,9 @@ class SqlStore(Store):
         cur.execute(self._sql("DELETE FROM holds WHERE id = ?"), (hold_id,))
         for name, period_start in sorted(orjson.loads(row[0])):  # the lock order of `_usage_rows`
             cur.execute(
-                self._sql("UPDATE budget_usage SET reserved_nanos = reserved_nanos - ? WHERE scope = ? AND period_start = ?"),
+                self._sql(
+                    "UPDATE budget_usage SET reserved_nanos = reserved_nanos - ? WHERE scope = ? AND period_start = ?"
+                ),
                 (row[1], name, period_start),
             )
 
@@ -404,10 +444,29 @@ class SqlStore(Store):
         row = settlement.row
         cur.execute(
             self._sql(f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES ({', '.join('?' * 20)})"),
-            (row.id, row.ts, row.team, row.key_id, row.key_prefix, row.requested_model, row.model, row.provider,
-             row.region, row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.cost_nanos, row.estimated,
-             row.status, row.latency_ms, row.ttft_ms, row.route_reason, row.stream, row.content),
-        )  # fmt: skip
+            (
+                row.id,
+                row.ts,
+                row.team,
+                row.key_id,
+                row.key_prefix,
+                row.requested_model,
+                row.model,
+                row.provider,
+                row.region,
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.cached_tokens,
+                row.cost_nanos,
+                row.estimated,
+                row.status,
+                row.latency_ms,
+                row.ttft_ms,
+                row.route_reason,
+                row.stream,
+                row.content,
+            ),
+        )
         if settlement.hold is not None:
             self._release(cur, settlement.hold.id)
         first = ScopeUsage()
@@ -453,9 +512,10 @@ class SqlStore(Store):
         def run(cur: Any) -> int:
             cur.execute(self._sql("SELECT id, node, pid, heartbeat_at FROM instances WHERE id <> ?"), (me.id,))
             gone = [
-                instance_id for instance_id, node, pid, beat in cur.fetchall()
+                instance_id
+                for instance_id, node, pid, beat in cur.fetchall()
                 if beat < now - stale_seconds or (node == me.node and not alive(int(pid)))
-            ]  # fmt: skip
+            ]
             released = 0
             for instance_id in gone:
                 cur.execute(self._sql("SELECT id FROM holds WHERE instance = ?"), (instance_id,))
@@ -495,8 +555,14 @@ class SqlStore(Store):
     async def spend(self, filters: SpendFilter, group_by: str | None) -> list[SpendRow]:
         if group_by is not None and group_by not in GROUPS:
             raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
-        column = {"team": "team", "key": "key_prefix", "model": "model", "provider": "provider",
-                  "day": self.dialect.day_expr, None: "NULL"}[group_by]  # fmt: skip
+        column = {
+            "team": "team",
+            "key": "key_prefix",
+            "model": "model",
+            "provider": "provider",
+            "day": self.dialect.day_expr,
+            None: "NULL",
+        }[group_by]
         where, params = self._where(filters)
         sql = (
             f"SELECT {column} AS g, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"

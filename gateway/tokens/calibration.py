@@ -19,8 +19,15 @@ RATIO_BOUNDS = (0.2, 5.0)  # ratios outside are not tokenizer error (cached or t
 
 class ErrorStats:
     def __init__(
-        self, ratio: float, lo: float, hi: float, *, window: int = 256, alpha: float = 0.05,
-        min_samples: int = 20, floor: float = 0.01,
+        self,
+        ratio: float,
+        lo: float,
+        hi: float,
+        *,
+        window: int = 256,
+        alpha: float = 0.05,
+        min_samples: int = 20,
+        floor: float = 0.01,
     ) -> None:
         self.default_ratio, self.default_lo, self.default_hi = ratio, lo, hi
         self.alpha, self.min_samples, self.floor = alpha, min_samples, floor

@@ -94,7 +94,12 @@ class TokenCounter:
     def __init__(
         self, *, window: int = 256, min_samples: int = 20, thread_chars: int = 64 * 1024, max_tracked: int = 1024
     ) -> None:
-        self.window, self.min_samples, self.thread_chars, self.max_tracked = window, min_samples, thread_chars, max_tracked
+        self.window, self.min_samples, self.thread_chars, self.max_tracked = (
+            window,
+            min_samples,
+            thread_chars,
+            max_tracked,
+        )
         self.tekken = Lazy(load_tekken)
         self.o200k = Lazy(load_o200k)
         self._stats: dict[tuple[str, str], ErrorStats] = {}
@@ -138,9 +143,15 @@ class TokenCounter:
         ratio, lo, hi = self._stats_for(model.name, "estimate", family.name).calibration()
         tokens = basis * ratio
         return Count(
-            round(tokens) + fixed, False, "estimate", math.ceil(tokens * hi), basis, fixed,
-            below=math.floor(tokens * lo), refinable=family.name in TOKENIZER_OF,
-        )  # fmt: skip
+            round(tokens) + fixed,
+            False,
+            "estimate",
+            math.ceil(tokens * hi),
+            basis,
+            fixed,
+            below=math.floor(tokens * lo),
+            refinable=family.name in TOKENIZER_OF,
+        )
 
     def refinement(self, parts: Parts, model: ModelConfig, provider_kind: str, estimated: Count) -> _Exact:
         """The tokenizer count of `parts` for `model`, to `run()` here or, when `heavy`, in a thread."""
@@ -229,7 +240,9 @@ class _Exact:
 
 def _family_from_name(model: str) -> str:
     lowered = model.lower()
-    return "mistral" if lowered.startswith(MISTRAL_PREFIXES) else "kimi" if lowered.startswith(KIMI_PREFIXES) else "other"
+    return (
+        "mistral" if lowered.startswith(MISTRAL_PREFIXES) else "kimi" if lowered.startswith(KIMI_PREFIXES) else "other"
+    )
 
 
 def _texts(parts: Parts, family: Family) -> list[str]:

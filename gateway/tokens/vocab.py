@@ -27,8 +27,8 @@ import importlib.util
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import orjson
 import tiktoken

@@ -26,8 +26,8 @@ import string
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -35,8 +35,17 @@ sys.path.insert(0, str(HERE))
 from load import BODY_SIZES, MODE_BODIES, MODES, check_answer, run_wrk, write_bodies  # noqa: E402
 from procs import RssSampler, Service, cpu_seconds, free_port, http_get, hwm_kb, rss_kb  # noqa: E402
 from report import (  # noqa: E402
-    GATEWAY, GATEWAY_BUDGET, LITELLM, TARGETS, UPSTREAM, Cell, TargetInfo, summary, table, target_table,
-)  # fmt: skip
+    GATEWAY,
+    GATEWAY_BUDGET,
+    LITELLM,
+    TARGETS,
+    UPSTREAM,
+    Cell,
+    TargetInfo,
+    summary,
+    table,
+    target_table,
+)
 
 ROOT = HERE.parent.parent
 MASTER_KEY = "sk-bench-master-key"
@@ -67,22 +76,25 @@ def _on_signal(signum: int, frame: object) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="model-gateway benchmark driver (use tests/bench/run.sh)")
     p.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke run: 1 s per cell, no warm-up, LiteLLM 4MB and stream100 c>1 skipped",
-    )  # fmt: skip
+    )
     p.add_argument("--duration", type=int, default=None, help="seconds per cell (default 5; 1 with --quick)")
     p.add_argument(
-        "--targets", default=",".join(TARGETS[1:]),
+        "--targets",
+        default=",".join(TARGETS[1:]),
         help=f"comma list of {', '.join(TARGETS[1:])} (upstream direct, the baseline, always runs); "
-             f"{GATEWAY_BUDGET} runs only the 2KB json and stream cells",
-    )  # fmt: skip
+        f"{GATEWAY_BUDGET} runs only the 2KB json and stream cells",
+    )
     p.add_argument("--bodies", default=",".join(BODY_SIZES), help=f"comma list of {', '.join(BODY_SIZES)}")
     p.add_argument("--concurrency", default="1,32", help="comma list of connection counts")
     p.add_argument(
-        "--modes", default=",".join(MODES),
+        "--modes",
+        default=",".join(MODES),
         help="comma list of json, stream, stream100 (100 small SSE chunks, one upstream write each; 2KB only, "
-             f"not for {GATEWAY_BUDGET})",
-    )  # fmt: skip
+        f"not for {GATEWAY_BUDGET})",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument("--litellm-venv", type=Path, default=ROOT / ".bench" / "litellm-venv")
     p.add_argument("--gateway-bin", type=Path, default=ROOT / ".venv" / "bin" / "gateway")
@@ -176,9 +188,16 @@ class Bench:
         return pairs
 
     def run_target(
-        self, name: str, svc: Service, port: int, probe, spawn: bool = True, key: str = MASTER_KEY,
-        prepare: Callable[[], str] | None = None, ledger: Callable[[TargetInfo], None] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        name: str,
+        svc: Service,
+        port: int,
+        probe,
+        spawn: bool = True,
+        key: str = MASTER_KEY,
+        prepare: Callable[[], str] | None = None,
+        ledger: Callable[[TargetInfo], None] | None = None,
+    ) -> None:
         """`prepare` runs before the spawn and returns the API key to use; `ledger` checks the
         target's database after it stopped."""
         info = TargetInfo(name=name)
@@ -202,7 +221,10 @@ class Bench:
             info.idle_rss_mb = rss_kb(svc.pids()) / 1024
             sampler = RssSampler(svc.pid).start()
             svc.sampler = sampler
-            print(f"[{name}] ready in {info.ready_s:.2f} s, idle RSS {info.idle_rss_mb:.0f} MB; checking answers", flush=True)
+            print(
+                f"[{name}] ready in {info.ready_s:.2f} s, idle RSS {info.idle_rss_mb:.0f} MB; checking answers",
+                flush=True,
+            )
             for mode, body in pairs:
                 problem = check_answer(port, bodies[(mode, body)].read_bytes(), mode, key)
                 if problem:
@@ -242,7 +264,7 @@ class Bench:
         if ledger is not None and svc.popen is not None and not info.error:
             try:
                 ledger(info)
-            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            except Exception as exc:
                 info.checks.append(f"ledger check failed: {type(exc).__name__}: {exc}")
 
     def gateway_cli(self, env: dict[str, str], *argv: str) -> str:
@@ -352,11 +374,13 @@ class Bench:
             )
             svc = Service(
                 name,
-                pinned([str(self.args.gateway_bin), "serve", "--config", str(gw_config), "--port", str(port)],
-                       self.proxy_core),
+                pinned(
+                    [str(self.args.gateway_bin), "serve", "--config", str(gw_config), "--port", str(port)],
+                    self.proxy_core,
+                ),
                 env,
                 self.logs / log,
-            )  # fmt: skip
+            )
 
             def probe() -> bool:
                 status, raw = http_get(f"http://127.0.0.1:{port}/readyz")
@@ -383,8 +407,10 @@ class Bench:
             key = created["key"]
             if not key.startswith("gw-"):
                 raise RuntimeError(f"unexpected key from 'gateway keys create': {key[:6]!r}...")
-            print(f"[{GATEWAY_BUDGET}] team {BUDGET_TEAM!r} (budget ${BUDGET_USD} monthly), key {created['prefix']}...",
-                  flush=True)  # fmt: skip
+            print(
+                f"[{GATEWAY_BUDGET}] team {BUDGET_TEAM!r} (budget ${BUDGET_USD} monthly), key {created['prefix']}...",
+                flush=True,
+            )
             return key
 
         def ledger_check(env: dict[str, str], team: str | None) -> Callable[[TargetInfo], None]:
@@ -418,11 +444,23 @@ class Bench:
         litellm_bin = self.args.litellm_venv / "bin" / "litellm"
         litellm = Service(
             LITELLM,
-            pinned([str(litellm_bin), "--config", str(ll_config), "--host", "127.0.0.1", "--port", str(ll_port),
-                    "--num_workers", "1"], self.proxy_core),
+            pinned(
+                [
+                    str(litellm_bin),
+                    "--config",
+                    str(ll_config),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ll_port),
+                    "--num_workers",
+                    "1",
+                ],
+                self.proxy_core,
+            ),
             ll_env,
             self.logs / "litellm.log",
-        )  # fmt: skip
+        )
 
         def ll_probe() -> bool:
             status, raw = http_get(
@@ -435,16 +473,22 @@ class Bench:
             "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Linux {platform.release()}",
             "pinning": (
                 "model-gateway(+budget) / litellm-proxy on core 0; wrk, upstream and this driver on core 1 (taskset)"
-                if self.pin else "none (fewer than 2 cores, taskset missing, or --no-pin)"
+                if self.pin
+                else "none (fewer than 2 cores, taskset missing, or --no-pin)"
             ),
             "model-gateway": _version(["git", "describe", "--always", "--dirty"]),
-            "litellm": _version([str(self.args.litellm_venv / "bin" / "python"), "-c",
-                                 "import importlib.metadata as m; print(m.version('litellm'))"]),
+            "litellm": _version(
+                [
+                    str(self.args.litellm_venv / "bin" / "python"),
+                    "-c",
+                    "import importlib.metadata as m; print(m.version('litellm'))",
+                ]
+            ),
             "wrk": _version(["wrk", "-v"]).split(" [")[0],
             "python": platform.python_version(),
             "per cell": f"{self.duration} s (4MB: {self.cell_duration('4MB')} s), warm-up {self.warmup} s, "
-                        f"wrk -t1, timeout {self.args.wrk_timeout} s",
-        }  # fmt: skip
+            f"wrk -t1, timeout {self.args.wrk_timeout} s",
+        }
         print("model-gateway benchmark\n" + "\n".join(f"  {k}: {v}" for k, v in meta.items()), flush=True)
 
         self.upstream = upstream
@@ -458,9 +502,13 @@ class Bench:
                 self.run_target(GATEWAY, gateway, gw_port, gw_probe, ledger=ledger_check(gw_env, None))
             if GATEWAY_BUDGET in self.targets:
                 self.run_target(
-                    GATEWAY_BUDGET, budget_gw, bg_port, bg_probe,
-                    prepare=budget_prepare, ledger=ledger_check(bg_env, BUDGET_TEAM),
-                )  # fmt: skip
+                    GATEWAY_BUDGET,
+                    budget_gw,
+                    bg_port,
+                    bg_probe,
+                    prepare=budget_prepare,
+                    ledger=ledger_check(bg_env, BUDGET_TEAM),
+                )
             if LITELLM in self.targets:
                 if litellm_bin.exists():
                     self.run_target(LITELLM, litellm, ll_port, ll_probe)

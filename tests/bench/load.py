@@ -23,10 +23,36 @@ BODY_SIZES = {"2KB": 2 * 1024, "200KB": 200 * 1024, "4MB": 4 * 1024 * 1024}
 MODES = ("json", "stream", "stream100")
 MODE_BODIES = {"json": tuple(BODY_SIZES), "stream": tuple(BODY_SIZES), "stream100": ("2KB",)}
 
-_WORDS = (
-    "the gateway forwards each request to its provider and relays the answer while it counts tokens "
-    "budgets routes regions latency streaming prompt completion context window model usage price "
-).split()
+_WORDS = [
+    "the",
+    "gateway",
+    "forwards",
+    "each",
+    "request",
+    "to",
+    "its",
+    "provider",
+    "and",
+    "relays",
+    "the",
+    "answer",
+    "while",
+    "it",
+    "counts",
+    "tokens",
+    "budgets",
+    "routes",
+    "regions",
+    "latency",
+    "streaming",
+    "prompt",
+    "completion",
+    "context",
+    "window",
+    "model",
+    "usage",
+    "price",
+]
 
 
 def _text(size: int) -> str:
@@ -161,13 +187,28 @@ _LINE = re.compile(r"^BENCH (.*)$", re.M)
 
 
 def run_wrk(
-    port: int, body_file: Path, connections: int, duration_s: int, key: str,
-    pin: str | None = None, timeout_s: int = 30, threads: int = 1,
-) -> WrkResult:  # fmt: skip
+    port: int,
+    body_file: Path,
+    connections: int,
+    duration_s: int,
+    key: str,
+    pin: str | None = None,
+    timeout_s: int = 30,
+    threads: int = 1,
+) -> WrkResult:
     argv = [
-        "wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration_s}s", f"--timeout={timeout_s}s",
-        "-s", str(LUA), f"http://127.0.0.1:{port}/v1/chat/completions", "--", str(body_file), key,
-    ]  # fmt: skip
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        f"--timeout={timeout_s}s",
+        "-s",
+        str(LUA),
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        "--",
+        str(body_file),
+        key,
+    ]
     if pin is not None:
         argv = ["taskset", "-c", pin, *argv]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -11,9 +11,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -108,7 +108,7 @@ class RssSampler:
         self.samples += 1
         return kb
 
-    def start(self) -> "RssSampler":
+    def start(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -148,9 +148,13 @@ class Service:
         try:
             self.spawned_at = time.perf_counter()
             self.popen = subprocess.Popen(
-                self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         finally:
             out.close()
 
@@ -160,7 +164,9 @@ class Service:
         deadline = self.spawned_at + timeout
         while time.perf_counter() < deadline:
             if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode} before it was ready; see {self.log}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode} before it was ready; see {self.log}"
+                )
             try:
                 if probe():
                     self.ready_s = time.perf_counter() - self.spawned_at

@@ -204,9 +204,12 @@ def ledger_cost(cells: list[Cell]) -> tuple[str, dict[str, Any]]:
         parts.append(f"added p50 at c=1 {pg:.3f} ms vs {pb:.3f} ms ({pb - pg:+.3f} ms)")
         out.update(added_p50_c1_ms=round(pg, 4), budget_added_p50_c1_ms=round(pb, 4))
     clean = all(
-        c is not None and c.result is not None and not c.result.error and not c.result.non2xx
+        c is not None
+        and c.result is not None
+        and not c.result.error
+        and not c.result.non2xx
         and not c.result.socket_error_count
         for c in (find(cells, t, "json", "2KB", n) for t in (GATEWAY, GATEWAY_BUDGET) for n in (1, 32))
-    )  # fmt: skip
+    )
     note = "" if clean else " (non-2xx or errors seen, or a cell missing: read with care)"
     return f"{head} {'; '.join(parts)}{note}", out

@@ -17,8 +17,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -28,13 +29,25 @@ from gateway.tokens import TokenCounter, estimate  # noqa: E402
 from gateway.tokens.heuristic import MISTRAL as MISTRAL_FAMILY  # noqa: E402
 from gateway.tokens.heuristic import collect  # noqa: E402
 from gateway.tokens.vocab import count_texts, load_o200k, load_tekken  # noqa: E402
-from tests.test_tokens import code, cjk, json_text, prose  # noqa: E402
+from tests.test_tokens import cjk, code, json_text, prose  # noqa: E402
 
 OUTPUT = 32_768
-MISTRAL = ModelConfig(name="mistral-medium-3.5", provider="mistral", upstream_model="mistral-medium-3.5",
-                      context_window=262_144, max_output_tokens=OUTPUT, price=Price(input=1, output=1))  # fmt: skip
-KIMI = ModelConfig(name="kimi-k2.6", provider="moonshot", upstream_model="kimi-k2.6",
-                   context_window=1_048_576, max_output_tokens=OUTPUT, price=Price(input=1, output=1))  # fmt: skip
+MISTRAL = ModelConfig(
+    name="mistral-medium-3.5",
+    provider="mistral",
+    upstream_model="mistral-medium-3.5",
+    context_window=262_144,
+    max_output_tokens=OUTPUT,
+    price=Price(input=1, output=1),
+)
+KIMI = ModelConfig(
+    name="kimi-k2.6",
+    provider="moonshot",
+    upstream_model="kimi-k2.6",
+    context_window=1_048_576,
+    max_output_tokens=OUTPUT,
+    price=Price(input=1, output=1),
+)
 
 
 def text(n: int) -> str:
@@ -46,11 +59,20 @@ def text(n: int) -> str:
 def bodies() -> dict[str, dict[str, Any]]:
     out = {}
     for label, size in (("2 KB", 2_000), ("200 KB", 200_000), ("4 MB", 4_000_000)):
-        out[label] = {"model": "auto", "messages": [{"role": "system", "content": "You are a careful assistant."},
-                                                    {"role": "user", "content": text(size)}]}  # fmt: skip
+        out[label] = {
+            "model": "auto",
+            "messages": [
+                {"role": "system", "content": "You are a careful assistant."},
+                {"role": "user", "content": text(size)},
+            ],
+        }
     whole = text(4_000_000)
-    out["4 MB x1000"] = {"model": "auto", "messages": [{"role": "user" if i % 2 else "assistant", "content": whole[i * 4000 : (i + 1) * 4000]}
-                                                       for i in range(1000)]}  # fmt: skip
+    out["4 MB x1000"] = {
+        "model": "auto",
+        "messages": [
+            {"role": "user" if i % 2 else "assistant", "content": whole[i * 4000 : (i + 1) * 4000]} for i in range(1000)
+        ],
+    }
     return out
 
 
@@ -106,14 +128,25 @@ def main() -> None:
     from gateway.tokens.vocab import tekken_path
 
     Tekkenizer.from_file(tekken_path())
-    print(f"  (for comparison: importing mistral_common and Tekkenizer.from_file: {(time.perf_counter() - started) * 1000:.0f} ms)")
+    print(
+        f"  (for comparison: importing mistral_common and Tekkenizer.from_file: {(time.perf_counter() - started) * 1000:.0f} ms)"
+    )
 
     tekken, o200k = load_tekken(), load_o200k()
     counter = TokenCounter()
     counter.preload()
     print()
 
-    header = ("body", "chars", "estimate", "est. time", "Tekken count", "o200k count", "Mistral decision", "Kimi decision")
+    header = (
+        "body",
+        "chars",
+        "estimate",
+        "est. time",
+        "Tekken count",
+        "o200k count",
+        "Mistral decision",
+        "Kimi decision",
+    )
     rows = []
     for label, body in bodies().items():
         parts = collect(body)
@@ -130,7 +163,17 @@ def main() -> None:
             count = counter.count(body, model, kind, limit)
             seconds = median(lambda: counter.count(body, model, kind, limit), runs)
             cells.append(f"{_t(seconds)} {count.method}{' fits' if count.fits(limit) else ' over'}")
-        rows.append((label, f"{parts.chars:,}", f"{est:,} ({est / exact - 1:+.0%})", _t(est_s), _t(tekken_count), _t(o200k_count), *cells))
+        rows.append(
+            (
+                label,
+                f"{parts.chars:,}",
+                f"{est:,} ({est / exact - 1:+.0%})",
+                _t(est_s),
+                _t(tekken_count),
+                _t(o200k_count),
+                *cells,
+            )
+        )
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -141,7 +184,9 @@ def main() -> None:
     limit = round(estimate(near, "kimi") * 1.02)
     stall, method = loop_stall(counter, near, limit)
     seconds = median(lambda: counter.count(near, KIMI, "moonshot", limit), args.runs)
-    print(f"4 MB near Kimi's limit ({limit:,}): count {_t(seconds)} via {method}; count_async: longest event-loop stall {_t(stall)}")
+    print(
+        f"4 MB near Kimi's limit ({limit:,}): count {_t(seconds)} via {method}; count_async: longest event-loop stall {_t(stall)}"
+    )
 
 
 def _t(seconds: float) -> str:

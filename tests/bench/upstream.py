@@ -76,7 +76,9 @@ SSE = b"".join(
     + [_chunk({"content": part}) for part in CONTENT_PARTS]
     + [_chunk({}, "stop", USAGE), b"data: [DONE]\n\n"]
 )
-MODELS = _json({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "bench"}]})
+MODELS = _json(
+    {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "bench"}]}
+)
 
 
 def _response(status: str, ctype: bytes, body: bytes, close: bool = False) -> bytes:
@@ -109,7 +111,9 @@ R_MODELS = _response("200 OK", b"application/json", MODELS)
 R_HEALTH = _response("200 OK", b"application/json", b'{"status":"ok"}')
 R_404 = _response("404 Not Found", b"application/json", b'{"error":{"message":"not found","type":"not_found"}}')
 R_400 = _response("400 Bad Request", b"application/json", b'{"error":{"message":"bad request"}}', close=True)
-R_411 = _response("411 Length Required", b"application/json", b'{"error":{"message":"send Content-Length"}}', close=True)
+R_411 = _response(
+    "411 Length Required", b"application/json", b'{"error":{"message":"send Content-Length"}}', close=True
+)
 R_413 = _response("413 Payload Too Large", b"application/json", b'{"error":{"message":"too large"}}', close=True)
 
 
@@ -117,8 +121,19 @@ class Upstream(asyncio.BufferedProtocol):
     """Reads into one reusable buffer: a large body costs no allocation (and no page faults)."""
 
     __slots__ = (
-        "transport", "buffer", "view", "head", "need", "first", "tail", "seen", "stream", "stream100", "route", "close"
-    )  # fmt: skip
+        "transport",
+        "buffer",
+        "view",
+        "head",
+        "need",
+        "first",
+        "tail",
+        "seen",
+        "stream",
+        "stream100",
+        "route",
+        "close",
+    )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -132,9 +133,14 @@ def offline_env(home: Path, **extra: str) -> dict[str, str]:
         "NO_COLOR": "1",
         "CI": "true",
         # Only 127.0.0.1: everything else goes to a proxy that is not there.
-        "HTTP_PROXY": DEAD_PROXY, "HTTPS_PROXY": DEAD_PROXY, "ALL_PROXY": DEAD_PROXY,
-        "http_proxy": DEAD_PROXY, "https_proxy": DEAD_PROXY, "all_proxy": DEAD_PROXY,
-        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        "HTTP_PROXY": DEAD_PROXY,
+        "HTTPS_PROXY": DEAD_PROXY,
+        "ALL_PROXY": DEAD_PROXY,
+        "http_proxy": DEAD_PROXY,
+        "https_proxy": DEAD_PROXY,
+        "all_proxy": DEAD_PROXY,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
         "NODE_OPTIONS": f"--require {HERE / 'offline_guard.cjs'}",
         "GATEWAY_TEST_BLOCKED_LOG": str(home / "blocked-hosts.txt"),
         "DO_NOT_TRACK": "1",
@@ -143,16 +149,19 @@ def offline_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_tool(command: list[str], cwd: Path, env: dict[str, str], timeout: float = RUN_TIMEOUT_S,
-             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float = RUN_TIMEOUT_S, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
-        result = subprocess.run(command, cwd=cwd, env=env, input=stdin or "", capture_output=True, text=True,
-                                timeout=timeout)
+        result = subprocess.run(
+            command, cwd=cwd, env=env, input=stdin or "", capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        pytest.fail(f"{command[0]} did not finish in {timeout} s\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}",
-                    pytrace=False)
+        pytest.fail(
+            f"{command[0]} did not finish in {timeout} s\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}", pytrace=False
+        )
     return result
 
 

@@ -11,15 +11,23 @@ off for that request (`thinking: {"type": "disabled"}`, the gateway's rule for a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from gateway.cli.main import main as gateway_cli
 from tests.clients.conftest import (
-    DEAD_PROXY, TEAM, ClientGateway, Script, describe, need, offline_env, run_tool,
+    DEAD_PROXY,
+    TEAM,
+    ClientGateway,
+    Script,
+    describe,
+    need,
+    offline_env,
+    run_tool,
 )
 from tests.clients.tools import Installer
 
@@ -41,64 +49,157 @@ class Loop:
 
 
 def _opencode(tool, gateway: ClientGateway, model: str, work: Path, tmp: Path, prompt: str):
-    assert gateway_cli(["clients", "opencode", "--model", model, "--url", gateway.url, "--key", gateway.key,
-                        "--dir", str(work), "--force"]) == 0
-    env = offline_env(tmp / "home", OPENCODE_DISABLE_MODELS_FETCH="1", OPENCODE_DISABLE_AUTOUPDATE="1",
-                      OPENCODE_DISABLE_SHARE="1", OPENCODE_DISABLE_LSP_DOWNLOAD="1",
-                      OPENCODE_DISABLE_DEFAULT_PLUGINS="1")
+    assert (
+        gateway_cli(
+            [
+                "clients",
+                "opencode",
+                "--model",
+                model,
+                "--url",
+                gateway.url,
+                "--key",
+                gateway.key,
+                "--dir",
+                str(work),
+                "--force",
+            ]
+        )
+        == 0
+    )
+    env = offline_env(
+        tmp / "home",
+        OPENCODE_DISABLE_MODELS_FETCH="1",
+        OPENCODE_DISABLE_AUTOUPDATE="1",
+        OPENCODE_DISABLE_SHARE="1",
+        OPENCODE_DISABLE_LSP_DOWNLOAD="1",
+        OPENCODE_DISABLE_DEFAULT_PLUGINS="1",
+    )
     return run_tool([str(tool.path), "run", "--auto", "--thinking", prompt], work, env)
 
 
-def _vibe(tool, gateway: ClientGateway, model: str, work: Path, tmp: Path, prompt: str,
-          thinking: str | None = None):
+def _vibe(tool, gateway: ClientGateway, model: str, work: Path, tmp: Path, prompt: str, thinking: str | None = None):
     vibe_home = tmp / "vibe-home"
-    assert gateway_cli(["clients", "vibe", "--model", model, "--url", gateway.url, "--key", gateway.key,
-                        "--dir", str(vibe_home), "--force"]) == 0
+    assert (
+        gateway_cli(
+            [
+                "clients",
+                "vibe",
+                "--model",
+                model,
+                "--url",
+                gateway.url,
+                "--key",
+                gateway.key,
+                "--dir",
+                str(vibe_home),
+                "--force",
+            ]
+        )
+        == 0
+    )
     if thinking:  # Vibe's per-model thinking level, sent as reasoning_effort
         config = vibe_home / "config.toml"
         alias = f'alias = "gateway-{model}"\n'
         assert alias in config.read_text()
         config.write_text(config.read_text().replace(alias, alias + f'thinking = "{thinking}"\n'))
     env = offline_env(tmp / "home", VIBE_HOME=str(vibe_home))
-    return run_tool([str(tool.path), "-p", prompt, "--trust", "--auto-approve", "--max-turns", "6"],
-                    work, env)
+    return run_tool([str(tool.path), "-p", prompt, "--trust", "--auto-approve", "--max-turns", "6"], work, env)
 
 
 def _kimi(tool, gateway: ClientGateway, model: str, work: Path, tmp: Path, prompt: str):
     config_dir = tmp / "kimi"
-    assert gateway_cli(["clients", "kimi", "--model", model, "--url", gateway.url, "--key", gateway.key,
-                        "--dir", str(config_dir), "--force"]) == 0
+    assert (
+        gateway_cli(
+            [
+                "clients",
+                "kimi",
+                "--model",
+                model,
+                "--url",
+                gateway.url,
+                "--key",
+                gateway.key,
+                "--dir",
+                str(config_dir),
+                "--force",
+            ]
+        )
+        == 0
+    )
     env = offline_env(tmp / "home", KIMI_SHARE_DIR=str(tmp / "kimi-share"))
-    return run_tool([str(tool.path), "--config-file", str(config_dir / "config.toml"), "--print",
-                     "--max-steps-per-turn", "6", "-c", prompt], work, env)
+    return run_tool(
+        [
+            str(tool.path),
+            "--config-file",
+            str(config_dir / "config.toml"),
+            "--print",
+            "--max-steps-per-turn",
+            "6",
+            "-c",
+            prompt,
+        ],
+        work,
+        env,
+    )
 
 
 def _cn(tool, gateway: ClientGateway, model: str, work: Path, tmp: Path, prompt: str):
     config_dir = tmp / "continue"
-    assert gateway_cli(["clients", "continue", "--model", model, "--url", gateway.url, "--key", gateway.key,
-                        "--dir", str(config_dir), "--force"]) == 0
+    assert (
+        gateway_cli(
+            [
+                "clients",
+                "continue",
+                "--model",
+                model,
+                "--url",
+                gateway.url,
+                "--key",
+                gateway.key,
+                "--dir",
+                str(config_dir),
+                "--force",
+            ]
+        )
+        == 0
+    )
     home = tmp / "home"
-    env = offline_env(home, CONTINUE_GLOBAL_DIR=str(home / ".continue"), CONTINUE_CLI_ENABLE_TELEMETRY="0",
-                      CONTINUE_METRICS_ENABLED="0", CONTINUE_API_BASE=DEAD_PROXY + "/")
-    return run_tool([str(tool.path), "-p", prompt, "--config", str(config_dir / "config.yaml"), "--auto"],
-                    work, env)
+    env = offline_env(
+        home,
+        CONTINUE_GLOBAL_DIR=str(home / ".continue"),
+        CONTINUE_CLI_ENABLE_TELEMETRY="0",
+        CONTINUE_METRICS_ENABLED="0",
+        CONTINUE_API_BASE=DEAD_PROXY + "/",
+    )
+    return run_tool([str(tool.path), "-p", prompt, "--config", str(config_dir / "config.yaml"), "--auto"], work, env)
 
 
 LOOPS = {
-    "opencode": Loop("opencode", lambda w: {"name": "read", "arguments": {"filePath": str(w / "notes.txt")}},
-                     lambda w, text: {"name": "write", "arguments": {"filePath": str(w / "answer.txt"),
-                                                                     "content": text}},
-                     _opencode),
-    "vibe": Loop("vibe", lambda w: {"name": "read_file", "arguments": {"path": "notes.txt"}},
-                 lambda w, text: {"name": "write_file", "arguments": {"path": "answer.txt", "content": text}},
-                 _vibe),
-    "kimi": Loop("kimi", lambda w: {"name": "ReadFile", "arguments": {"path": str(w / "notes.txt")}},
-                 lambda w, text: {"name": "WriteFile", "arguments": {"path": str(w / "answer.txt"),
-                                                                     "content": text}},
-                 _kimi),
-    "cn": Loop("cn", lambda w: {"name": "Read", "arguments": {"filepath": "notes.txt"}},
-               lambda w, text: {"name": "Write", "arguments": {"filepath": "answer.txt", "content": text}},
-               _cn),
+    "opencode": Loop(
+        "opencode",
+        lambda w: {"name": "read", "arguments": {"filePath": str(w / "notes.txt")}},
+        lambda w, text: {"name": "write", "arguments": {"filePath": str(w / "answer.txt"), "content": text}},
+        _opencode,
+    ),
+    "vibe": Loop(
+        "vibe",
+        lambda w: {"name": "read_file", "arguments": {"path": "notes.txt"}},
+        lambda w, text: {"name": "write_file", "arguments": {"path": "answer.txt", "content": text}},
+        _vibe,
+    ),
+    "kimi": Loop(
+        "kimi",
+        lambda w: {"name": "ReadFile", "arguments": {"path": str(w / "notes.txt")}},
+        lambda w, text: {"name": "WriteFile", "arguments": {"path": str(w / "answer.txt"), "content": text}},
+        _kimi,
+    ),
+    "cn": Loop(
+        "cn",
+        lambda w: {"name": "Read", "arguments": {"filepath": "notes.txt"}},
+        lambda w, text: {"name": "Write", "arguments": {"filepath": "answer.txt", "content": text}},
+        _cn,
+    ),
 }
 
 
@@ -114,16 +215,23 @@ def _replies(loop: Loop, work: Path, tag: str, answer: str) -> list[dict[str, An
     final text (after the write's result). FIFO among the replies that fit keeps rounds two and three in order."""
     return [
         {"match": tag, "tools": True, "after_tool": False, "content": "", "tool_calls": [loop.read(work)]},
-        {"match": tag, "tools": True, "after_tool": True, "content": "",
-         "tool_calls": [loop.write(work, f"launch code {CODE} ({tag})\n")]},
+        {
+            "match": tag,
+            "tools": True,
+            "after_tool": True,
+            "content": "",
+            "tool_calls": [loop.write(work, f"launch code {CODE} ({tag})\n")],
+        },
         {"match": tag, "tools": True, "after_tool": True, "content": answer},
     ]
 
 
 def _loop_requests(chats: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
     """The agent's own requests (with tools, for this prompt), leaving out side requests such as a title."""
+
     def user_text(body: dict[str, Any]) -> str:
         return json.dumps([m.get("content") for m in body.get("messages", []) if m.get("role") == "user"])
+
     return [body for body in chats if body.get("tools") and tag in user_text(body)]
 
 
@@ -145,7 +253,8 @@ def _thinking_modes(chats: list[dict[str, Any]]) -> list[str]:
         turns = _tool_turns(body)
         if thinking.get("type") == "disabled":
             assert any(not turn.get("reasoning_content") for turn in turns), (
-                f"request {index}: thinking turned off although every tool-call turn carries its reasoning")
+                f"request {index}: thinking turned off although every tool-call turn carries its reasoning"
+            )
             modes.append("off")
             continue
         modes.append("on")
@@ -154,7 +263,8 @@ def _thinking_modes(chats: list[dict[str, Any]]) -> list[str]:
         for turn in turns:
             assert turn.get("reasoning_content"), (
                 f"request {index} to Kimi has thinking on but replays a tool-call turn without reasoning_content: "
-                f"{json.dumps(turn)[:600]}")
+                f"{json.dumps(turn)[:600]}"
+            )
     return modes
 
 
@@ -191,15 +301,24 @@ def _check_ledger(gateway: ClientGateway, at_least: int) -> list[Any]:
 # Thinking per loop request (read, write, final), with these pinned versions: OpenCode (@ai-sdk/openai-compatible),
 # Vibe and Kimi CLI replay the answer's reasoning_content, so K2.6 thinks on every turn; cn drops it from the
 # replayed tool-call turn, so the gateway turns thinking off for the two requests that replay one.
-THINKING = {"opencode": ["on", "on", "on"], "vibe": ["on", "on", "on"], "kimi": ["on", "on", "on"],
-            "cn": ["on", "off", "off"]}
+THINKING = {
+    "opencode": ["on", "on", "on"],
+    "vibe": ["on", "on", "on"],
+    "kimi": ["on", "on", "on"],
+    "cn": ["on", "off", "off"],
+}
 SHOWS_REASONING = {"opencode", "kimi"}  # `opencode run --thinking` and `kimi --print` print the reasoning
 
 
 @pytest.mark.parametrize("tool", list(THINKING))
 def test_agent_loop_of_two_tool_rounds_on_kimi_with_thinking_on(
-    tool: str, installer: Installer, client_gateway: ClientGateway, moonshot_script: Script, mistral_script: Script,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tool: str,
+    installer: Installer,
+    client_gateway: ClientGateway,
+    moonshot_script: Script,
+    mistral_script: Script,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The tool reads notes.txt and writes answer.txt on Kimi K2.6's scripted tool calls, then prints the final
     answer; every request is accepted by the strict emulator with K2.6's defaults."""
@@ -210,8 +329,14 @@ def test_agent_loop_of_two_tool_rounds_on_kimi_with_thinking_on(
     answer = f"Done: the launch code {CODE} is in answer.txt ({tag})."
     moonshot_script.queue(*_replies(loop, work, tag, answer))
 
-    result = loop.run(executable, client_gateway, "kimi-k2.6", work, tmp_path,
-                      f"Read notes.txt, then write the launch code to answer.txt ({tag})")
+    result = loop.run(
+        executable,
+        client_gateway,
+        "kimi-k2.6",
+        work,
+        tmp_path,
+        f"Read notes.txt, then write the launch code to answer.txt ({tag})",
+    )
     capsys.readouterr()
     chats = moonshot_script.chats()
     loop_chats = _loop_requests(chats, tag)
@@ -237,14 +362,22 @@ def test_agent_loop_of_two_tool_rounds_on_kimi_with_thinking_on(
 # no reasoning, so the gateway turns thinking off for those requests; Vibe with `thinking = "high"` sends
 # reasoning_effort high, Mistral answers with thinking (passed on as reasoning_content, which Vibe replays), and
 # the gateway keeps thinking on for Kimi (`thinking: enabled`) with that reasoning on Mistral's turn.
-HANDOVERS = {"kimi": ("kimi", {}, ["off", "off"]), "vibe": ("vibe", {}, ["off", "off"]),
-             "vibe-thinking-high": ("vibe", {"thinking": "high"}, ["on", "on"])}
+HANDOVERS = {
+    "kimi": ("kimi", {}, ["off", "off"]),
+    "vibe": ("vibe", {}, ["off", "off"]),
+    "vibe-thinking-high": ("vibe", {"thinking": "high"}, ["on", "on"]),
+}
 
 
 @pytest.mark.parametrize("case", list(HANDOVERS))
 def test_agent_loop_started_on_mistral_continues_on_kimi(
-    case: str, installer: Installer, client_gateway: ClientGateway, moonshot_script: Script, mistral_script: Script,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    case: str,
+    installer: Installer,
+    client_gateway: ClientGateway,
+    moonshot_script: Script,
+    mistral_script: Script,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`auto` serves the first turn on Mistral Medium 3.5 (the read call); then Mistral answers 503 (twice per
     request: the try and the policy's one retry), so the gateway moves the next two turns to Kimi K2.6, which gets
@@ -261,8 +394,15 @@ def test_agent_loop_started_on_mistral_continues_on_kimi(
     mistral_script.fault("latency=1", count=1)  # the first request is served
     mistral_script.fault("status=503,retry_after=0", count=4)  # the next two fail on Mistral, try and retry
 
-    result = loop.run(executable, client_gateway, "auto", work, tmp_path,
-                      f"Read notes.txt, then write the launch code to answer.txt ({tag})", **options)
+    result = loop.run(
+        executable,
+        client_gateway,
+        "auto",
+        work,
+        tmp_path,
+        f"Read notes.txt, then write the launch code to answer.txt ({tag})",
+        **options,
+    )
     capsys.readouterr()
     mistral_chats, kimi_chats = mistral_script.chats(), moonshot_script.chats()
     assert len(mistral_chats) == 5, [json.dumps(b)[:300] for b in mistral_chats]  # 1 served + 2 x (try, retry)
@@ -276,6 +416,9 @@ def test_agent_loop_started_on_mistral_continues_on_kimi(
         assert all(b.get("thinking") == {"type": "enabled"} for b in kimi_chats)  # asked for: kept on
         assert all(b.get("reasoning_effort") == "high" for b in mistral_chats)
     rows = _check_ledger(client_gateway, 3)
-    assert [(r.requested_model, r.model) for r in rows] == [("auto", "mistral-medium-3.5"), ("auto", "kimi-k2.6"),
-                                                            ("auto", "kimi-k2.6")], rows
+    assert [(r.requested_model, r.model) for r in rows] == [
+        ("auto", "mistral-medium-3.5"),
+        ("auto", "kimi-k2.6"),
+        ("auto", "kimi-k2.6"),
+    ], rows
     assert rows[0].route_reason == "preferred" and {r.route_reason for r in rows[1:]} == {"fallback:upstream-503"}

@@ -21,7 +21,12 @@ def _expect(client_gateway: ClientGateway, script: Script, model: str, answer: s
     assert rows, "no ledger row"
     for row in rows:
         assert (row.team, row.requested_model, row.model, row.route_reason, row.status) == (
-            TEAM, model, served, reason, 200)
+            TEAM,
+            model,
+            served,
+            reason,
+            200,
+        )
         assert row.prompt_tokens > 0 and row.completion_tokens > 0 and row.cost_nanos > 0
     with_tools = [body for body in script.chats() if body.get("tools")]
     assert with_tools, "the tool offered the model no tools"
@@ -36,8 +41,13 @@ def _script_for(model: str, mistral_script: Script, moonshot_script: Script) -> 
 
 @pytest.mark.parametrize("model", list(ROUTES))
 def test_opencode_runs_headless_through_the_gateway(
-    model: str, installer: Installer, client_gateway: ClientGateway, mistral_script: Script, moonshot_script: Script,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    model: str,
+    installer: Installer,
+    client_gateway: ClientGateway,
+    mistral_script: Script,
+    moonshot_script: Script,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     opencode = need(installer, "opencode")
     script = _script_for(model, mistral_script, moonshot_script)
@@ -46,12 +56,32 @@ def test_opencode_runs_headless_through_the_gateway(
     script.queue({"match": tag, "tools": True, "content": answer})
     work = tmp_path / "project"
     work.mkdir()
-    assert gateway_cli(["clients", "opencode", "--model", model, "--url", client_gateway.url, "--key",
-                        client_gateway.key, "--dir", str(work)]) == 0
+    assert (
+        gateway_cli(
+            [
+                "clients",
+                "opencode",
+                "--model",
+                model,
+                "--url",
+                client_gateway.url,
+                "--key",
+                client_gateway.key,
+                "--dir",
+                str(work),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    env = offline_env(tmp_path / "home", OPENCODE_DISABLE_MODELS_FETCH="1", OPENCODE_DISABLE_AUTOUPDATE="1",
-                      OPENCODE_DISABLE_SHARE="1", OPENCODE_DISABLE_LSP_DOWNLOAD="1",
-                      OPENCODE_DISABLE_DEFAULT_PLUGINS="1")
+    env = offline_env(
+        tmp_path / "home",
+        OPENCODE_DISABLE_MODELS_FETCH="1",
+        OPENCODE_DISABLE_AUTOUPDATE="1",
+        OPENCODE_DISABLE_SHARE="1",
+        OPENCODE_DISABLE_LSP_DOWNLOAD="1",
+        OPENCODE_DISABLE_DEFAULT_PLUGINS="1",
+    )
     result = run_tool([str(opencode.path), "run", f"Say hello ({tag})"], work, env)
     assert result.returncode == 0, describe(result)
     _expect(client_gateway, script, model, answer, result)
@@ -59,8 +89,13 @@ def test_opencode_runs_headless_through_the_gateway(
 
 @pytest.mark.parametrize("model", list(ROUTES))
 def test_vibe_runs_headless_through_the_gateway(
-    model: str, installer: Installer, client_gateway: ClientGateway, mistral_script: Script, moonshot_script: Script,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    model: str,
+    installer: Installer,
+    client_gateway: ClientGateway,
+    mistral_script: Script,
+    moonshot_script: Script,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     vibe = need(installer, "vibe")
     script = _script_for(model, mistral_script, moonshot_script)
@@ -68,8 +103,23 @@ def test_vibe_runs_headless_through_the_gateway(
     answer = f"Vibe reached the gateway ({tag})."
     script.queue({"match": tag, "tools": True, "content": answer})
     vibe_home = tmp_path / "vibe-home"
-    assert gateway_cli(["clients", "vibe", "--model", model, "--url", client_gateway.url, "--key",
-                        client_gateway.key, "--dir", str(vibe_home)]) == 0
+    assert (
+        gateway_cli(
+            [
+                "clients",
+                "vibe",
+                "--model",
+                model,
+                "--url",
+                client_gateway.url,
+                "--key",
+                client_gateway.key,
+                "--dir",
+                str(vibe_home),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     work = tmp_path / "project"
     work.mkdir()
@@ -81,8 +131,13 @@ def test_vibe_runs_headless_through_the_gateway(
 
 @pytest.mark.parametrize("model", list(ROUTES))
 def test_kimi_cli_runs_headless_through_the_gateway(
-    model: str, installer: Installer, client_gateway: ClientGateway, mistral_script: Script, moonshot_script: Script,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    model: str,
+    installer: Installer,
+    client_gateway: ClientGateway,
+    mistral_script: Script,
+    moonshot_script: Script,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     kimi = need(installer, "kimi")
     script = _script_for(model, mistral_script, moonshot_script)
@@ -90,13 +145,31 @@ def test_kimi_cli_runs_headless_through_the_gateway(
     answer = f"Kimi CLI reached the gateway ({tag})."
     script.queue({"match": tag, "tools": True, "content": answer})
     config_dir = tmp_path / "kimi"
-    assert gateway_cli(["clients", "kimi", "--model", model, "--url", client_gateway.url, "--key",
-                        client_gateway.key, "--dir", str(config_dir)]) == 0
+    assert (
+        gateway_cli(
+            [
+                "clients",
+                "kimi",
+                "--model",
+                model,
+                "--url",
+                client_gateway.url,
+                "--key",
+                client_gateway.key,
+                "--dir",
+                str(config_dir),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     work = tmp_path / "project"
     work.mkdir()
     env = offline_env(tmp_path / "home", KIMI_SHARE_DIR=str(tmp_path / "kimi-share"))
-    result = run_tool([str(kimi.path), "--config-file", str(config_dir / "config.toml"), "--quiet",
-                       "-c", f"Say hello ({tag})"], work, env)
+    result = run_tool(
+        [str(kimi.path), "--config-file", str(config_dir / "config.toml"), "--quiet", "-c", f"Say hello ({tag})"],
+        work,
+        env,
+    )
     assert result.returncode == 0, describe(result)
     _expect(client_gateway, script, model, answer, result)

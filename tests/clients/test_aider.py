@@ -12,18 +12,29 @@ from tests.clients.conftest import TEAM, ClientGateway, Script, describe, need, 
 from tests.clients.tools import Installer
 
 # model asked for: (model that serves it under the default policy, route reason)
-ROUTES = {"auto": ("mistral-medium-3.5", "preferred"), "mistral-medium-3.5": ("mistral-medium-3.5", "pinned"),
-          "kimi-k2.6": ("kimi-k2.6", "pinned")}
+ROUTES = {
+    "auto": ("mistral-medium-3.5", "preferred"),
+    "mistral-medium-3.5": ("mistral-medium-3.5", "pinned"),
+    "kimi-k2.6": ("kimi-k2.6", "pinned"),
+}
 ORIGINAL = 'def greet():\n    return "hello"\n'
-EDIT = ("I will change the greeting.\n\nhello.py\n```python\n<<<<<<< SEARCH\n    return \"hello\"\n=======\n"
-        "    return \"goodbye {tag}\"\n>>>>>>> REPLACE\n```\n")
+EDIT = (
+    'I will change the greeting.\n\nhello.py\n```python\n<<<<<<< SEARCH\n    return "hello"\n=======\n'
+    '    return "goodbye {tag}"\n>>>>>>> REPLACE\n```\n'
+)
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
 @pytest.mark.parametrize("model", list(ROUTES))
 def test_aider_edits_a_file_through_the_gateway(
-    model: str, stream: bool, installer: Installer, client_gateway: ClientGateway, mistral_script: Script,
-    moonshot_script: Script, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    model: str,
+    stream: bool,
+    installer: Installer,
+    client_gateway: ClientGateway,
+    mistral_script: Script,
+    moonshot_script: Script,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     aider = need(installer, "aider")
     served, reason = ROUTES[model]
@@ -34,12 +45,37 @@ def test_aider_edits_a_file_through_the_gateway(
     work = tmp_path / "project"
     work.mkdir()
     (work / "hello.py").write_text(ORIGINAL)
-    assert gateway_cli(["clients", "aider", "--model", model, "--url", client_gateway.url, "--key", client_gateway.key,
-                        "--dir", str(work)]) == 0
+    assert (
+        gateway_cli(
+            [
+                "clients",
+                "aider",
+                "--model",
+                model,
+                "--url",
+                client_gateway.url,
+                "--key",
+                client_gateway.key,
+                "--dir",
+                str(work),
+            ]
+        )
+        == 0
+    )
     assert "wrote" in capsys.readouterr().out
 
-    command = [str(aider.path), "--no-git", "--yes-always", "--no-pretty", "--no-fancy-input", "--map-tokens", "0",
-               "--message", f"Make greet say goodbye {tag}", "hello.py"]
+    command = [
+        str(aider.path),
+        "--no-git",
+        "--yes-always",
+        "--no-pretty",
+        "--no-fancy-input",
+        "--map-tokens",
+        "0",
+        "--message",
+        f"Make greet say goodbye {tag}",
+        "hello.py",
+    ]
     if not stream:
         command.insert(1, "--no-stream")
     result = run_tool(command, work, offline_env(tmp_path / "home", LITELLM_LOCAL_MODEL_COST_MAP="True"))
@@ -52,7 +88,13 @@ def test_aider_edits_a_file_through_the_gateway(
     assert len(rows) == 1, rows
     row = rows[0]
     assert (row.team, row.key_id, row.requested_model, row.model, row.route_reason, row.status) == (
-        TEAM, client_gateway.key_id, model, served, reason, 200)
+        TEAM,
+        client_gateway.key_id,
+        model,
+        served,
+        reason,
+        200,
+    )
     assert row.stream is stream and not row.estimated
     assert row.prompt_tokens > 100 and row.completion_tokens > 10 and row.cost_nanos > 0
     forwarded = script.chats()[-1]

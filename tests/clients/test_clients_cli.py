@@ -13,8 +13,9 @@ from gateway.cli.main import main as gateway_cli
 from tests.clients.conftest import ClientGateway
 
 
-def test_every_tool_prints_its_configuration_without_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_tool_prints_its_configuration_without_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     for tool in ("aider", "continue", "opencode", "vibe", "kimi"):
         assert gateway_cli(["clients", tool, "--print", "--dir", str(tmp_path)]) == 0
@@ -25,8 +26,9 @@ def test_every_tool_prints_its_configuration_without_writing(tmp_path: Path, cap
     assert "LIMITATION" in capsys.readouterr().out  # kimi-cli is archived: said in the output
 
 
-def test_files_carry_the_catalog_windows_and_prices(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_files_carry_the_catalog_windows_and_prices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("GATEWAY_API_KEY", raising=False)
     assert gateway_cli(["clients", "aider", "--model", "kimi-k2.6", "--dir", str(tmp_path)]) == 0
     metadata = json.loads((tmp_path / ".aider.model.metadata.json").read_text())
@@ -77,8 +79,12 @@ def test_existing_files_are_kept_unless_forced(tmp_path: Path, capsys: pytest.Ca
 def test_url_reads_the_models_from_the_gateway_and_writes_the_key(
     client_gateway: ClientGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert gateway_cli(["clients", "continue", "--url", client_gateway.url, "--key", client_gateway.key,
-                        "--dir", str(tmp_path)]) == 0
+    assert (
+        gateway_cli(
+            ["clients", "continue", "--url", client_gateway.url, "--key", client_gateway.key, "--dir", str(tmp_path)]
+        )
+        == 0
+    )
     assert f"{client_gateway.url}/v1/models" in capsys.readouterr().out
     config = tmp_path / "config.yaml"
     assert oct(config.stat().st_mode & 0o777) == "0o600"  # it holds the key
@@ -108,22 +114,39 @@ def test_continue_autocomplete_and_embeddings_entries_reach_their_routes(
     entry (FIM on {apiBase}fim/completions), the same through /v1/completions with `suffix`, and an embedding."""
     from tests.http_util import sse_events
 
-    assert gateway_cli(["clients", "continue", "--url", client_gateway.url, "--key", client_gateway.key,
-                        "--dir", str(tmp_path)]) == 0
+    assert (
+        gateway_cli(
+            ["clients", "continue", "--url", client_gateway.url, "--key", client_gateway.key, "--dir", str(tmp_path)]
+        )
+        == 0
+    )
     capsys.readouterr()
     models = yaml.safe_load((tmp_path / "config.yaml").read_text())["models"]
     fim = next(m for m in models if "autocomplete" in m["roles"])
     embed = next(m for m in models if "embed" in m["roles"])
-    body = {"model": fim["model"], "prompt": "def add(a, b):\n    ", "suffix": "\n\nprint(add(1, 2))\n",
-            "max_tokens": 64, "temperature": 0.01, "top_p": 1, "stop": ["\n\n"], "stream": True}
+    body = {
+        "model": fim["model"],
+        "prompt": "def add(a, b):\n    ",
+        "suffix": "\n\nprint(add(1, 2))\n",
+        "max_tokens": 64,
+        "temperature": 0.01,
+        "top_p": 1,
+        "stop": ["\n\n"],
+        "stream": True,
+    }
     status, raw = _post(fim["apiBase"] + "fim/completions", fim["apiKey"], body)
     assert status == 200, raw
     assert any(isinstance(e, dict) and e.get("choices") for e in sse_events(raw))
     status, raw = _post(client_gateway.base_url + "/completions", fim["apiKey"], {**body, "stream": False})
     assert status == 200 and json.loads(raw)["choices"][0]["text"], raw
-    status, raw = _post(embed["apiBase"] + "/embeddings", embed["apiKey"], {"model": embed["model"], "input": ["x = 1"]})
+    status, raw = _post(
+        embed["apiBase"] + "/embeddings", embed["apiKey"], {"model": embed["model"], "input": ["x = 1"]}
+    )
     assert status == 200 and len(json.loads(raw)["data"][0]["embedding"]) == 1024, raw
     rows = client_gateway.rows(wait_for=3)
-    assert [(r.model, r.team) for r in rows] == [("codestral", "coders"), ("codestral", "coders"),
-                                                  ("mistral-embed", "coders")]
+    assert [(r.model, r.team) for r in rows] == [
+        ("codestral", "coders"),
+        ("codestral", "coders"),
+        ("mistral-embed", "coders"),
+    ]
     assert all(r.cost_nanos > 0 and r.status == 200 for r in rows)

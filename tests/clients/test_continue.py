@@ -16,31 +16,61 @@ ROUTES = {"auto": ("mistral-medium-3.5", "preferred"), "kimi-k2.6": ("kimi-k2.6"
 
 @pytest.mark.parametrize("model", list(ROUTES))
 def test_cn_answers_with_a_tool_call_through_the_gateway(
-    model: str, installer: Installer, client_gateway: ClientGateway, mistral_script: Script, moonshot_script: Script,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    model: str,
+    installer: Installer,
+    client_gateway: ClientGateway,
+    mistral_script: Script,
+    moonshot_script: Script,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cn = need(installer, "cn")
     served, reason = ROUTES[model]
     script = mistral_script if served.startswith("mistral") else moonshot_script
     tag = f"continue-{model}"
     script.queue(
-        {"match": tag, "tools": True, "after_tool": False,
-         "tool_calls": [{"name": "Read", "arguments": {"filepath": "notes.txt"}}]},
+        {
+            "match": tag,
+            "tools": True,
+            "after_tool": False,
+            "tool_calls": [{"name": "Read", "arguments": {"filepath": "notes.txt"}}],
+        },
         {"match": tag, "tools": True, "after_tool": True, "content": f"Your notes say: remember the milk ({tag})."},
     )
     work = tmp_path / "project"
     work.mkdir()
     (work / "notes.txt").write_text("remember the milk\n")
     config_dir = tmp_path / "continue"
-    assert gateway_cli(["clients", "continue", "--model", model, "--url", client_gateway.url,
-                        "--key", client_gateway.key, "--dir", str(config_dir)]) == 0
+    assert (
+        gateway_cli(
+            [
+                "clients",
+                "continue",
+                "--model",
+                model,
+                "--url",
+                client_gateway.url,
+                "--key",
+                client_gateway.key,
+                "--dir",
+                str(config_dir),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
 
     home = tmp_path / "home"
-    env = offline_env(home, CONTINUE_GLOBAL_DIR=str(home / ".continue"), CONTINUE_CLI_ENABLE_TELEMETRY="0",
-                      CONTINUE_METRICS_ENABLED="0", CONTINUE_API_BASE=DEAD_PROXY + "/")
-    result = run_tool([str(cn.path), "-p", f"What do my notes say? ({tag})", "--config",
-                       str(config_dir / "config.yaml")], work, env)
+    env = offline_env(
+        home,
+        CONTINUE_GLOBAL_DIR=str(home / ".continue"),
+        CONTINUE_CLI_ENABLE_TELEMETRY="0",
+        CONTINUE_METRICS_ENABLED="0",
+        CONTINUE_API_BASE=DEAD_PROXY + "/",
+    )
+    result = run_tool(
+        [str(cn.path), "-p", f"What do my notes say? ({tag})", "--config", str(config_dir / "config.yaml")], work, env
+    )
     assert result.returncode == 0, describe(result)
     assert f"Your notes say: remember the milk ({tag})." in result.stdout, describe(result)
 
@@ -60,5 +90,10 @@ def test_cn_answers_with_a_tool_call_through_the_gateway(
     assert len(rows) == 2, rows
     for row in rows:
         assert (row.team, row.requested_model, row.model, row.route_reason, row.status) == (
-            TEAM, model, served, reason, 200)
+            TEAM,
+            model,
+            served,
+            reason,
+            200,
+        )
         assert row.stream and row.prompt_tokens > 100 and row.completion_tokens > 0 and row.cost_nanos > 0

@@ -15,8 +15,16 @@ from tests.conftest import MISTRAL_KEY, MOONSHOT_KEY
 from tests.http_util import sse_events
 
 MODELS = {"mistral": ("mistral-medium-3.5", MISTRAL_KEY), "moonshot": ("kimi-k2.6", MOONSHOT_KEY)}
-TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "Read a file",
-                                           "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a file",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+        },
+    }
+]
 
 
 def chat(server: ThreadedServer, kind: str, text: str, stream: bool = False, **extra: Any) -> Any:
@@ -118,13 +126,19 @@ def test_match_model_and_after_tool_pick_the_reply(emulator) -> None:
     assert chat(server, kind, "I like apples")["choices"][0]["message"]["content"] == "first apple"
     assert chat(server, kind, "apples again", tools=TOOLS)["choices"][0]["message"]["content"] == "apple with tools"
     assert chat(server, kind, "Tell me about the banana")["choices"][0]["message"]["content"] == "about bananas"
-    call = {"id": "abcDEF123" if kind == "mistral" else "functions.read_file:0", "type": "function",
-            "function": {"name": "read_file", "arguments": "{}"}}
+    call = {
+        "id": "abcDEF123" if kind == "mistral" else "functions.read_file:0",
+        "type": "function",
+        "function": {"name": "read_file", "arguments": "{}"},
+    }
     turn = {"role": "assistant", "content": "", "tool_calls": [call]}
     if kind == "moonshot":  # K2.6 thinks by default and then refuses a tool-call turn replayed without its reasoning
         turn["reasoning_content"] = "Reading the request before answering."
-    messages = [{"role": "user", "content": "apple please"}, turn,
-                {"role": "tool", "tool_call_id": call["id"], "content": "ok"}]
+    messages = [
+        {"role": "user", "content": "apple please"},
+        turn,
+        {"role": "tool", "tool_call_id": call["id"], "content": "ok"},
+    ]
     assert chat(server, kind, "", messages=messages)["choices"][0]["message"]["content"] == "after the tool"
     state = script.state()
     assert [r["content"] for r in state["queued"]] == ["never"]
@@ -133,8 +147,12 @@ def test_match_model_and_after_tool_pick_the_reply(emulator) -> None:
 
 def test_bad_scripts_are_refused_and_delete_empties(emulator) -> None:
     _, server, script = emulator
-    for bad in ({"replies": "text"}, {"replies": [{"content": 3}]}, {"replies": [{"surprise": 1}]},
-                {"replies": [{"tool_calls": [{"arguments": {}}]}]}):
+    for bad in (
+        {"replies": "text"},
+        {"replies": [{"content": 3}]},
+        {"replies": [{"surprise": 1}]},
+        {"replies": [{"tool_calls": [{"arguments": {}}]}]},
+    ):
         request = urllib.request.Request(server.url + "/_emulator/script", data=json.dumps(bad).encode(), method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)

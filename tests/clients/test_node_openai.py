@@ -11,13 +11,20 @@ import pytest
 from tests.clients.conftest import HERE, TEAM, ClientGateway, Script, describe, need, offline_env, run_tool
 from tests.clients.tools import Installer
 
-ROUTES = {"auto": ("mistral-medium-3.5", "preferred"), "mistral-medium-3.5": ("mistral-medium-3.5", "pinned"),
-          "kimi-k2.6": ("kimi-k2.6", "pinned")}
+ROUTES = {
+    "auto": ("mistral-medium-3.5", "preferred"),
+    "mistral-medium-3.5": ("mistral-medium-3.5", "pinned"),
+    "kimi-k2.6": ("kimi-k2.6", "pinned"),
+}
 
 
 @pytest.mark.parametrize("model", list(ROUTES))
 def test_node_sdk_streams_a_tool_call_and_its_answer(
-    model: str, installer: Installer, client_gateway: ClientGateway, mistral_script: Script, moonshot_script: Script,
+    model: str,
+    installer: Installer,
+    client_gateway: ClientGateway,
+    mistral_script: Script,
+    moonshot_script: Script,
     tmp_path: Path,
 ) -> None:
     sdk = need(installer, "node-openai")
@@ -30,8 +37,14 @@ def test_node_sdk_streams_a_tool_call_and_its_answer(
     )
     node = shutil.which("node")
     assert node, "node is not on PATH"
-    env = offline_env(tmp_path / "home", CLIENTS_NODE_DIR=str(sdk.directory), GATEWAY_URL=client_gateway.url,
-                      GATEWAY_KEY=client_gateway.key, MODEL=model, TAG=tag)
+    env = offline_env(
+        tmp_path / "home",
+        CLIENTS_NODE_DIR=str(sdk.directory),
+        GATEWAY_URL=client_gateway.url,
+        GATEWAY_KEY=client_gateway.key,
+        MODEL=model,
+        TAG=tag,
+    )
     result = run_tool([node, str(HERE / "node_openai_check.cjs")], tmp_path, env, timeout=60)
     assert result.returncode == 0, describe(result)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -44,9 +57,16 @@ def test_node_sdk_streams_a_tool_call_and_its_answer(
     assert len(rows) == 2, rows
     for row, answer in zip(rows, (first, second), strict=True):
         assert (row.team, row.requested_model, row.model, row.route_reason, row.status) == (
-            TEAM, model, served, reason, 200)
-        assert (row.prompt_tokens, row.completion_tokens) == (answer["usage"]["prompt_tokens"],
-                                                              answer["usage"]["completion_tokens"])
+            TEAM,
+            model,
+            served,
+            reason,
+            200,
+        )
+        assert (row.prompt_tokens, row.completion_tokens) == (
+            answer["usage"]["prompt_tokens"],
+            answer["usage"]["completion_tokens"],
+        )
         assert row.cost_nanos > 0 and row.stream
         assert answer["gateway"]["model"] == served and answer["gateway"]["route_reason"] == reason
     tool_turn = script.chats()[1]["messages"]

@@ -72,8 +72,15 @@ def _run(command: list[str], log: Path, cwd: Path | None = None, env: dict[str, 
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
         try:
-            result = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    timeout=INSTALL_TIMEOUT_S, env=env)
+            result = subprocess.run(
+                command,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=INSTALL_TIMEOUT_S,
+                env=env,
+            )
         except subprocess.TimeoutExpired:
             raise ToolUnavailable(f"`{' '.join(command)}` took over {INSTALL_TIMEOUT_S} s (log: {log})") from None
         except FileNotFoundError as exc:
@@ -116,8 +123,10 @@ def _uv(log: Path) -> Path:
             return uv
         shutil.rmtree(directory, ignore_errors=True)
         _run([sys.executable, "-m", "venv", str(directory)], log)
-        _run([str(directory / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-              UV], log)
+        _run(
+            [str(directory / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", UV],
+            log,
+        )
         stamp.write_text(UV)
     return uv
 
@@ -128,22 +137,36 @@ def _install_python_tool(tool: Tool, log: Path) -> None:
     shutil.rmtree(tool.directory, ignore_errors=True)
     env = {**os.environ, "UV_CACHE_DIR": str(CACHE / "uv-cache"), "UV_NO_PROGRESS": "1"}
     _run([str(uv), "venv", "--quiet", "--python", python, str(tool.directory)], log, env=env)
-    _run([str(uv), "pip", "install", "--quiet", "--python", str(tool.directory / "bin" / "python"), tool.spec], log,
-         env=env)
+    _run(
+        [str(uv), "pip", "install", "--quiet", "--python", str(tool.directory / "bin" / "python"), tool.spec],
+        log,
+        env=env,
+    )
 
 
 def _install_node_tools(tool: Tool, log: Path) -> None:
     if shutil.which("npm") is None:
-        raise ToolUnavailable("npm is not on PATH: the Node tools (Continue's cn, OpenCode, the openai SDK) need "
-                              "Node.js 20 or newer with npm")
+        raise ToolUnavailable(
+            "npm is not on PATH: the Node tools (Continue's cn, OpenCode, the openai SDK) need "
+            "Node.js 20 or newer with npm"
+        )
     directory = tool.directory
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     (directory / "package.json").write_text(json.dumps({"name": "gateway-client-tools", "private": True}) + "\n")
-    env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false",
-           "npm_config_audit": "false", "npm_config_cache": str(CACHE / "npm-cache")}
-    _run(["npm", "install", "--no-audit", "--no-fund", "--save-exact", "--prefix", str(directory),
-          *NODE_SPEC.split()], log, cwd=directory, env=env)
+    env = {
+        **os.environ,
+        "npm_config_update_notifier": "false",
+        "npm_config_fund": "false",
+        "npm_config_audit": "false",
+        "npm_config_cache": str(CACHE / "npm-cache"),
+    }
+    _run(
+        ["npm", "install", "--no-audit", "--no-fund", "--save-exact", "--prefix", str(directory), *NODE_SPEC.split()],
+        log,
+        cwd=directory,
+        env=env,
+    )
 
 
 def ensure(name: str) -> Tool:
