@@ -30,6 +30,8 @@ log = logging.getLogger("gateway")
 # it just before the swap to finish its call (the timeout bounds the call, streaming included).
 RETIRE_GRACE_SECONDS = 5.0
 
+AdapterFactory = Callable[[Provider], Adapter]
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigReload:
@@ -58,8 +60,13 @@ class _Retiring:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, catalog: Catalog, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, store: Store | None = None, adapters: AdapterFactory | None = None
+    ) -> None:
         self.settings = settings
+        # How a provider's adapter is built: by its kind, or (tests) a fake that answers in-process, as httpx's
+        # MockTransport does for a client.
+        self._build_adapter = adapters if adapters is not None else self._adapter_by_kind
         self.catalog = catalog  # replaced as a whole by a reload (with `adapters`), never changed in place
         self.store = (
             store
@@ -397,6 +404,9 @@ class Gateway:
         await self.store.close()
 
     def _adapter(self, provider: Provider) -> Adapter:
+        return self._build_adapter(provider)
+
+    def _adapter_by_kind(self, provider: Provider) -> Adapter:
         return build_adapter(provider, max_sse_event_bytes=self.settings.max_sse_event_bytes)
 
     def begin_drain(self) -> None:
