@@ -205,8 +205,9 @@ class Store(ABC):
         in all of them, or refuse."""
 
     @abstractmethod
-    async def record(self, settlement: Settlement) -> None:
-        """Insert the ledger row, charge its cost, release its hold; return once committed."""
+    async def record(self, settlement: Settlement) -> ScopeUsage:
+        """Insert the ledger row, charge its cost, release its hold; return once committed, with the first
+        scope's usage after the charge (ScopeUsage() if the settlement has no scope)."""
 
     @abstractmethod
     async def release(self, hold: HoldRequest) -> None:

@@ -536,7 +536,8 @@ class SqlStore(Store):
 
     # -- reports -------------------------------------------------------------------------
     def _where(self, filters: SpendFilter) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         for column, value in (("team", filters.team), ("model", filters.model), ("provider", filters.provider)):
             if value is not None:
                 clauses.append(f"{column} = ?")
