@@ -65,7 +65,7 @@ class ErrorStats:
                 lo, hi = max(lo, self.default_lo), max(hi, self.default_hi)
             return ratio, lo, hi
 
-    def snapshot(self) -> dict[str, float | int]:
+    def snapshot(self) -> dict[str, float | int | None]:
         ratio, lo, hi = self.calibration()
         with self._lock:
             window = list(self._window)

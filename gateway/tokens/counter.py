@@ -195,9 +195,11 @@ class TokenCounter:
         if isinstance(counted, Count):
             if counted.fixed:
                 return
-            counted, method = counted.basis, counted.method
-        if counted > 0 and reported > 0:
-            self._stats_for(model_name, method).add(reported / counted)
+            basis, method = counted.basis, counted.method
+        else:
+            basis = counted
+        if basis > 0 and reported > 0:
+            self._stats_for(model_name, method).add(reported / basis)
 
     def error_stats(self, model_name: str, method: str = "estimate") -> dict[str, float | int | None]:
         """n, mean, p01, p50, p99 of reported/counted ratios, and the calibration in use (ratio, lo, hi)."""

@@ -201,7 +201,7 @@ def features(segments: Sequence[str] | Sequence[bytes], total: int) -> list[floa
 
 
 def text_tokens(segments: Sequence[str] | Sequence[bytes], total: int, family: Family) -> float:
-    return sum(w * c for w, c in zip(family.weights, features(segments, total)))
+    return sum(w * c for w, c in zip(family.weights, features(segments, total), strict=True))
 
 
 def compact_json(value: Any) -> bytes:
