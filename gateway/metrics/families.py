@@ -9,6 +9,12 @@ by the configuration, never by traffic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# prometheus-client's multiprocess modes of a gauge (`Gauge(multiprocess_mode=...)`).
+GaugeMode = Literal[
+    "all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"
+]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess mode, read at its import
 STATUS_VALUES = (
@@ -65,7 +71,7 @@ class Family:
     buckets: tuple[float, ...] = ()
     # How `gateway serve --workers N` combines a gauge over workers (prometheus-client multiprocess modes);
     # "scrape": computed when scraped, from shared state (the database), never per worker.
-    combine: str = ""
+    combine: GaugeMode | Literal["scrape", ""] = ""
 
 
 FAMILIES: tuple[Family, ...] = (

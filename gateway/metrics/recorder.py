@@ -46,9 +46,10 @@ class Metrics:
                 return Counter(base, family.help, family.labels, registry=register)
             if family.kind == "histogram":
                 return Histogram(base, family.help, family.labels, registry=register, buckets=family.buckets)
-            return Gauge(
-                base, family.help, family.labels, registry=register, multiprocess_mode=family.combine or "livesum"
-            )
+            mode = family.combine or "livesum"
+            if mode == "scrape":
+                raise ValueError(f"{name} is computed when scraped, from the database: not a worker's gauge")
+            return Gauge(base, family.help, family.labels, registry=register, multiprocess_mode=mode)
 
         self.requests = make("gateway_requests_total")
         self.duration = make("gateway_request_duration_seconds")
