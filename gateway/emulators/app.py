@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -41,7 +41,7 @@ class Stream:
     events: list[Event]
 
 
-Reply = Union[dict, list, Response, Stream]
+Reply = dict | list | Response | Stream
 
 
 @dataclass

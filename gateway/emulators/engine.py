@@ -107,18 +107,18 @@ def generate(seed: int, default_max_tokens: int, spec: ChatSpec) -> list[Choice]
     for index in range(spec.n):
         rng = rng_for(seed, spec.material, spec.seed, index)
         reasoning = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) if spec.thinking else None
-        thought = {"reasoning": reasoning, "reasoning_tokens": count_tokens(reasoning)}
+        reasoning_tokens = count_tokens(reasoning)
         if tool is not None:
             params = tool.get("parameters")
             value = schema_value(params, rng) if isinstance(params, dict) else {}
             arguments = orjson.dumps(value if isinstance(value, dict) else {}).decode()
             tokens = count_tokens(tool["name"]) + count_tokens(arguments)
-            choices.append(Choice("", "tool_calls", tokens, tool["name"], arguments, **thought))
+            choices.append(Choice("", "tool_calls", tokens, tool["name"], arguments, reasoning, reasoning_tokens))
             continue
         words, truncated = reply_words(rng, cap, spec.min_tokens)
         text, stopped = _apply_stop(" ".join(words), spec.stop)
         finish = "length" if truncated and not stopped else "stop"
-        choices.append(Choice(text, finish, count_tokens(text), **thought))
+        choices.append(Choice(text, finish, count_tokens(text), reasoning=reasoning, reasoning_tokens=reasoning_tokens))
     return choices
 
 

@@ -27,6 +27,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Set
 from http import HTTPStatus
 from typing import Any
 
@@ -37,6 +38,7 @@ from mistral_common.exceptions import (
     MistralCommonException,
 )
 from mistral_common.protocol.fim.request import FIMRequest
+from mistral_common.protocol.instruct.messages import ChatMessage
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.protocol.instruct.validator import ValidationMode, get_validator
 from mistral_common.tokens.tokenizers.base import TokenizerVersion
@@ -220,7 +222,16 @@ def _too_long(tokens: int, window: int) -> Response:
     return _error(400, message, "invalid_request_error", "3051")
 
 
-def _check_fields(body: dict, allowed: set[str], required: tuple[str, ...], loc: tuple = ()) -> list[dict]:
+def _texts(value: Any) -> list[str] | None:
+    """An embeddings `input` (a string or a list of strings) as a list, or None if it is neither."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(i, str) for i in value):
+        return value
+    return None
+
+
+def _check_fields(body: dict, allowed: Set[str], required: tuple[str, ...], loc: tuple = ()) -> list[dict]:
     """pydantic `extra="forbid"`: every unknown field and every missing one, in body order."""
     details = [_detail("missing", [*loc, name], "Field required", body) for name in required if name not in body]
     details += [
@@ -348,7 +359,7 @@ def _mistral_common_chat(body: dict, tokenizer: str) -> Response | None:
     data = {name: body[name] for name in _MC_CHAT_FIELDS if body.get(name) is not None}
     data["messages"] = [_mc_message(message) for message in body["messages"]]
     try:
-        request = ChatCompletionRequest.model_validate(data)
+        request: ChatCompletionRequest[ChatMessage] = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         return _unprocessable(_pydantic_details(exc))
     try:
@@ -567,7 +578,8 @@ class MistralProvider(Provider):
         spec = chat_spec(body, seed=body.get("random_seed"), thinking=thinking, max_tokens=max_tokens)
         spec.min_tokens = int(body.get("min_tokens") or 0)  # SDK 3.7.0 ChatCompletionRequest.min_tokens
         gen = complete(spec, prompt, call.emu.options, call.emu.cache, model, script_of(call.emu))
-        prefix = last.get("content") if prefix_turn and isinstance(last.get("content"), str) else ""
+        content = last.get("content")
+        prefix = content if prefix_turn and isinstance(content, str) else ""
         return self._reply(call, gen, model, prefix)
 
     async def fim(self, call: Call) -> Reply:
@@ -610,9 +622,8 @@ class MistralProvider(Provider):
         details = _check_fields(body, EMBED_FIELDS, ("model", "input"))
         details += _check_enum(body, "output_dtype", ("float", "int8", "uint8", "binary", "ubinary"))
         details += _check_enum(body, "encoding_format", ("float", "base64"))
-        inputs = body.get("input")
-        inputs = [inputs] if isinstance(inputs, str) else inputs
-        if "input" in body and not (isinstance(inputs, list) and all(isinstance(i, str) for i in inputs)):
+        inputs = _texts(body.get("input"))
+        if "input" in body and inputs is None:
             details.append(_detail("string_type", ["input"], "Input should be a valid string", body["input"]))
         dimension = body.get("output_dimension") or EMBED_DIMENSION
         if not isinstance(dimension, int) or not 1 <= dimension <= EMBED_DIMENSION:
@@ -625,7 +636,7 @@ class MistralProvider(Provider):
                     {"le": EMBED_DIMENSION},
                 )
             )
-        if details:
+        if details or inputs is None:  # (no inputs only with a detail: "missing" or "string_type")
             return _unprocessable(details)
         if not MODELS.get(body["model"], {}).get("embed"):
             return _invalid_model(body["model"])

@@ -49,8 +49,9 @@ ROLES = frozenset({"system", "user", "assistant", "tool"})
 _FIXED_VALUES = {"top_p": 0.95, "n": 1, "presence_penalty": 0, "frequency_penalty": 0}
 QUOTA_MESSAGE = "You exceeded your current quota, please check your account balance"
 # Fault bodies by error type (providers.md, Moonshot errors: the 429 types and the 403). Moonshot does not publish
-# the exact message of every type; these follow the ones seen. The bool: transient (a retry may succeed).
-_TYPED_BODIES = {  # type: (statuses it comes with, message, transient)
+# the exact message of every type; these follow the ones seen. Each type: (statuses it comes with, message,
+# transient: a retry may succeed).
+_TYPED_BODIES: dict[str, tuple[tuple[int, ...], str, bool]] = {
     "engine_overloaded_error": ((429, 503), "The engine is currently overloaded, please try again later", True),
     "rate_limit_reached_error": (
         (429,),
@@ -294,7 +295,7 @@ class MoonshotProvider(Provider):
         return {"data": {"total_tokens": count_prompt(checked[1], call.body.get("tools")).total}}
 
     async def models(self, call: Call) -> Reply:
-        cards = [
+        cards: list[dict[str, Any]] = [
             {
                 "id": model_id,
                 "object": "model",
