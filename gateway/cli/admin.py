@@ -425,7 +425,7 @@ def _team_options(parser: argparse.ArgumentParser, creating: bool) -> None:
     parser.add_argument("--policy", default="default" if creating else None, help="routing policy name")
 
 
-def add_admin_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `teams`, `keys` and `spend` to the `gateway` command's subcommands."""
     common = _common()
 

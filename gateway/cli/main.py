@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -22,6 +23,9 @@ from gateway.cli.policy import add_policy_commands
 from gateway.cli.route import add_route_commands
 from gateway.settings import Settings
 from gateway.store import storage_problem
+
+if TYPE_CHECKING:
+    from gateway.emulators import EmulatorServer
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -108,10 +112,10 @@ def _metrics_across_workers(workers: int) -> tempfile.TemporaryDirectory[str] | 
     return directory
 
 
-def _start_demo(kinds: list[str]) -> list[tuple[str, object]]:
+def _start_demo(kinds: list[str]) -> list[tuple[str, EmulatorServer]]:
     from gateway.emulators import EmulatorOptions, start_emulator
 
-    started = []
+    started: list[tuple[str, EmulatorServer]] = []
     upstreams = {}
     for kind in kinds:
         options = EmulatorOptions()

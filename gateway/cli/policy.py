@@ -102,7 +102,7 @@ def cmd_policy_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_policy_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_policy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `policy check` and `policy show` to the `gateway` command's subcommands."""
 
     def config_option(parser: argparse.ArgumentParser) -> None:

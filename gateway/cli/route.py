@@ -46,7 +46,7 @@ def render_explain(data: dict[str, Any]) -> str:
         )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
     lines.append("")
     for step in data["steps"]:
         if step["note"]:
@@ -105,7 +105,9 @@ def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> di
     from gateway.catalog import load_catalog
     from gateway.cli.common import config_path
     from gateway.http.body import read_json_object  # noqa: F401  (same parsing rules as the endpoint below)
-    from gateway.pipeline.plan import plan, predict_admission
+    from gateway.pipeline.admit import predict_admission
+    from gateway.pipeline.plan import Planner, plan
+    from gateway.pipeline.request import InferenceRequest
     from gateway.pipeline.validation import check_chat
     from gateway.settings import Settings
     from gateway.state import Gateway
@@ -126,10 +128,11 @@ def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> di
             if team is None:
                 raise RuntimeError(f"no team {args.team!r}")
             principal = Principal(team, None, False)
-            found = await plan(gateway, principal, params, body, len(raw), "chat", headers)
+            request = InferenceRequest(principal, "chat", params, body, len(raw), headers)
+            found = await plan(Planner.of(gateway), request)
             data = found.decision.explain(gateway.catalog, found.policy)
             data["team"] = team.name
-            data["admission"] = await predict_admission(gateway, principal, params, body, found)
+            data["admission"] = await predict_admission(gateway, request, found)
             return data
         finally:
             await gateway.store.close()
@@ -158,7 +161,7 @@ def cmd_route_explain(args: argparse.Namespace) -> int:
     return 0 if data["error"] is None else 1
 
 
-def add_route_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_route_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     route = commands.add_parser("route", help="explain routing decisions")
     actions = route.add_subparsers(dest="route_command", required=True, metavar="ACTION")
     explain = actions.add_parser(

@@ -46,7 +46,7 @@ def cmd_clients(args: argparse.Namespace) -> int:
         return exc.exit_code
 
 
-def add_clients_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_clients_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "clients", help="write ready configuration for Aider, Continue, OpenCode, Mistral Vibe or Kimi CLI"
     )
