@@ -274,6 +274,7 @@ def load_catalog(path: Path | None, env: Mapping[str, str] | None = None) -> Cat
     providers: dict[str, Provider] = {}
     for p in spec.providers:
         demo = demo_upstreams.get(p.kind)
+        key: str | None
         if demo is not None:
             base_url, key = demo["url"], demo["key"]
         else:

@@ -53,7 +53,9 @@ async def budget_families(gateway: Gateway) -> list[Metric]:
             start, _ = gateway.accounting.window(team.period, now)
             usage = await gateway.store.usage(team_scope(team.name), start)
             remaining = max(team.budget_nanos - usage.spent_nanos - usage.reserved_nanos, 0)
-            for name, nanos in zip(names, (team.budget_nanos, usage.spent_nanos, usage.reserved_nanos, remaining)):
+            for name, nanos in zip(
+                names, (team.budget_nanos, usage.spent_nanos, usage.reserved_nanos, remaining), strict=True
+            ):
                 families[name].add_metric([team.name], nanos / NANOS_PER_USD)
     except StorageUnavailable:
         # The database is away: the scrape still answers (with the storage error counters that say so), the
@@ -72,4 +74,4 @@ async def render(gateway: Gateway) -> bytes:
         values: Iterable[Metric] = MultiProcessCollector(None, metrics.multiprocess).collect()
     else:
         values = metrics.registry.collect()
-    return generate_latest(_Families(values, budgets))  # type: ignore[arg-type]
+    return generate_latest(_Families(values, budgets))

@@ -73,7 +73,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any], _loop: Any = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         limits = _limits_of(config.loaded_app)
-        self.timeout_keep_alive = limits.keepalive  # (uvicorn's own timer after a response, kept in step)
+        # (uvicorn's own timer after a response, kept in step.) uvicorn annotates the attribute int, but only ever
+        # hands it to loop.call_later, which takes float seconds.
+        self.timeout_keep_alive = limits.keepalive  # type: ignore[assignment]
         if limits.max_connections is not None:
             self.limit_concurrency = limits.max_connections
         self.limits = limits

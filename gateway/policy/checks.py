@@ -62,7 +62,7 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 continue  # unhashable keys: the base class reports them
             if key in seen:
@@ -211,11 +211,11 @@ def _semantic_problems(policy: Policy, stem: str, catalog: Catalog) -> list[tupl
         )
         if not reachable:
             if budget.prefer_cheapest_above_pct is not None:
-                loc: tuple[Any, ...] = ("budget", "prefer_cheapest_above_pct")
+                rule: tuple[Any, ...] = ("budget", "prefer_cheapest_above_pct")
             else:
-                loc = ("budget", "on_reservation_too_large", budget.on_reservation_too_large.index("cheaper_model"))
+                rule = ("budget", "on_reservation_too_large", budget.on_reservation_too_large.index("cheaper_model"))
             error(
-                loc,
+                rule,
                 "unreachable: no model the budget rules may move to (budget.downgrade_to, or every allowed model) "
                 "is cheaper than another allowed model with a capability in common",
             )

@@ -29,7 +29,7 @@ def build_adapter(provider: Provider, max_sse_event_bytes: int | None = None) ->
 
         return LitellmAdapter(provider)
     if max_sse_event_bytes is not None:
-        adapter.max_event_bytes = max_sse_event_bytes  # type: ignore[attr-defined]
+        adapter.max_event_bytes = max_sse_event_bytes
     return adapter
 
 

@@ -117,7 +117,9 @@ def render_table(catalog: Catalog, differences: dict[str, list[Difference]]) -> 
             ]
         )
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]
+    ]
     notes = [d for diffs in differences.values() for d in diffs]
     if notes:
         lines.append("")

@@ -251,7 +251,8 @@ def _tools(tools: Any, model: ModelConfig) -> Any:
 
 def _text_of(content: list[Any]) -> tuple[str, str]:
     """Split Mistral's array content into (text, thinking)."""
-    text, thinking = [], []
+    text: list[str] = []
+    thinking: list[str] = []
     for part in content:
         if not isinstance(part, dict):
             continue

@@ -115,7 +115,7 @@ def replay_reasoning(sent: Any, out: list[Json]) -> None:
     is rebuild()'s copy of `sent`, message for message; the client's messages are not changed (a fallback to
     another provider sends them again)."""
     originals = sent if isinstance(sent, list) else []
-    for original, message in zip(originals, out):
+    for original, message in zip(originals, out, strict=False):
         if message.get("role") != "assistant":
             continue
         thoughts: list[str] = []
