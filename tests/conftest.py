@@ -1,11 +1,12 @@
-"""Shared fixtures: provider emulators and gateways, each a real uvicorn server on 127.0.0.1."""
+"""Shared fixtures: provider emulators and gateways, each a real uvicorn server on 127.0.0.1, and PostgreSQL.
+
+A test that uses any of them is a slow test (`pytest -m "not slow"` leaves it out): mark it `slow`. Helpers that
+are not fixtures live in tests/support/.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ from gateway.http.app import create_app
 from gateway.http.servers import ThreadedServer
 from gateway.settings import Settings
 from gateway.state import Gateway
-
-MISTRAL_KEY = "test-mistral-key-0123456789"
-MOONSHOT_KEY = "test-moonshot-key-0123456789"
+from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl, provider_env
+from tests.support.gateways import GatewayFactory
+from tests.support.postgres import fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -32,18 +33,6 @@ def mistral() -> Iterator[ThreadedServer]:
 def moonshot() -> Iterator[ThreadedServer]:
     with start_emulator("moonshot", EmulatorOptions(api_key=MOONSHOT_KEY)) as server:
         yield server
-
-
-def provider_env(mistral: ThreadedServer, moonshot: ThreadedServer) -> dict[str, str]:
-    return {
-        "MISTRAL_API_KEY": MISTRAL_KEY,
-        "MISTRAL_API_BASE": mistral.url + "/v1",
-        "MOONSHOT_API_KEY": MOONSHOT_KEY,
-        "MOONSHOT_API_BASE": moonshot.url + "/v1",
-    }
-
-
-GatewayFactory = Callable[..., ThreadedServer]
 
 
 @pytest.fixture(scope="session")
@@ -89,60 +78,9 @@ def moonshot_log(moonshot: ThreadedServer) -> EmulatorControl:
     return control
 
 
-class EmulatorControl:
-    """The emulators' control endpoints: what reached the provider, and faults to inject."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("content-type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-        return json.loads(raw) if raw else None
-
-    def reset(self) -> None:
-        self._call("DELETE", "/_emulator/requests")
-        self._call("DELETE", "/_emulator/faults")
-
-    def requests(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/_emulator/requests")
-
-    def last(self) -> dict[str, Any]:
-        received = self.requests()
-        assert received, "the emulator received no request"
-        return received[-1]
-
-    def fault(self, fault: str, count: int = 1) -> None:
-        self._call("POST", "/_emulator/faults", {"fault": fault, "count": count})
-
-
-POSTGRES_ADMIN_URL = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session (dropped afterwards).
-
-    PostgreSQL must be running (`.ci/run` starts it); a missing server fails the
-    tests that need it with a clear message, it never skips them.
-    """
-    import uuid
-
-    import psycopg
-
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} (start it, or set GATEWAY_TEST_POSTGRES): {exc}"
-        )
-    name = f"gateway_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    """A fresh PostgreSQL database for this test session (dropped afterwards); fails, never skips, without a
+    server."""
+    with fresh_database() as url:
+        yield url

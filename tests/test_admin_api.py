@@ -2,211 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import csv
 import io
-import json
 import secrets
 import time
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
-from gateway.auth.keys import generate_key, hash_key, new_key_id, visible_prefix
 from gateway.budget.periods import period_window
 from gateway.money import usd_to_nanos
-from gateway.store import open_store
-from gateway.store.base import GROUPS, HoldRequest, KeyRecord, LedgerRow, Scope, Settlement, team_scope
-from tests.conftest import GatewayFactory
-from tests.http_util import Answer, request
-
-MASTER_KEY = "test-master-key-admin-0123456789"
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DAY = 86400.0
-
-
-# -- helpers shared with tests/test_admin_cli.py -------------------------------------------------
-
-
-@dataclass
-class Admin:
-    """The admin API of one gateway, with a given key (the master key unless told)."""
-
-    url: str
-    key: str | None = MASTER_KEY
-
-    def call(self, method: str, path: str, body: Any = None, key: str | None = "default") -> Answer:
-        token = self.key if key == "default" else key
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["content-type"] = "application/json"
-        return request(self.url, method, path, data, headers)
-
-    def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        answer = self.call(method, path, body)
-        assert answer.status == status, (answer.status, answer.body)
-        return answer.json()
-
-    def spend(self, **params: Any) -> Answer:
-        return self.call("GET", "/admin/spend?" + urlencode({k: v for k, v in params.items() if v is not None}))
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
-
-
-def run_on_store(url: str, work: Any) -> Any:
-    """Run `work(store)` on a store of its own, opened on the same database as a gateway."""
-
-    async def go() -> Any:
-        store = open_store(url)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
-
-
-def ledger_row(
-    team: str,
-    cost_nanos: int,
-    *,
-    ts: float | None = None,
-    key: KeyRecord | None = None,
-    model: str = "kimi-k2.6",
-    provider: str = "moonshot",
-    prompt: int = 10,
-    completion: int = 5,
-    cached: int = 0,
-) -> LedgerRow:
-    return LedgerRow(
-        id="req_" + secrets.token_hex(12),
-        ts=ts if ts is not None else time.time(),
-        team=team,
-        key_id=key.id if key else None,
-        key_prefix=key.prefix if key else None,
-        requested_model=model,
-        model=model,
-        provider=provider,
-        region="cn" if provider == "moonshot" else "eu",
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cached_tokens=cached,
-        cost_nanos=cost_nanos,
-        estimated=False,
-        status=200,
-        latency_ms=12.5,
-        ttft_ms=None,
-        route_reason="requested",
-        stream=False,
-    )
-
-
-def record(url: str, rows: list[LedgerRow], scopes: list[Scope] | None = None) -> None:
-    async def work(store: Any) -> None:
-        for row in rows:
-            await store.record(Settlement(row, scopes or []))
-
-    run_on_store(url, work)
-
-
-def insert_key(url: str, team: str, **fields: Any) -> tuple[str, KeyRecord]:
-    """A key made straight in the database (for states the API refuses to create, such as already expired)."""
-    key = generate_key()
-    record_ = KeyRecord(
-        new_key_id(), team, "direct", visible_prefix(key), hash_key(key), created_at=int(time.time()), **fields
-    )
-    run_on_store(url, lambda store: store.create_key(record_))
-    return key, record_
-
-
-def sample_ledger(teams: tuple[str, str], keys: tuple[KeyRecord, KeyRecord]) -> list[LedgerRow]:
-    """Rows over two teams, two keys (and no key), two models and providers, and three days."""
-    base = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
-    a, b = teams
-    return [
-        ledger_row(a, 1_234_567, ts=base, key=keys[0], prompt=100, completion=40, cached=20),
-        ledger_row(a, 2_000_000_001, ts=base + 60, key=keys[0], model="codestral", provider="mistral", prompt=7),
-        ledger_row(a, 3, ts=base + DAY, key=keys[1], completion=1),
-        ledger_row(a, 999_999_999, ts=base + DAY + 5, model="mistral-medium-3.5", provider="mistral"),
-        ledger_row(b, 42_000_000, ts=base + 2 * DAY, model="codestral", provider="mistral", cached=3),
-        ledger_row(b, 0, ts=base + 2 * DAY + 1),
-    ]
-
-
-def expected_groups(rows: list[LedgerRow], group_by: str) -> dict[Any, dict[str, int]]:
-    """The report computed in Python from the rows themselves."""
-    key_of = {
-        "team": lambda r: r.team,
-        "key": lambda r: r.key_prefix,
-        "model": lambda r: r.model,
-        "provider": lambda r: r.provider,
-        "day": lambda r: datetime.fromtimestamp(r.ts, UTC).strftime("%Y-%m-%d"),
-    }[group_by]
-    out: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for r in rows:
-        group = out[key_of(r)]
-        group["requests"] += 1
-        group["prompt_tokens"] += r.prompt_tokens
-        group["completion_tokens"] += r.completion_tokens
-        group["cached_tokens"] += r.cached_tokens
-        group["cost_nanos"] += r.cost_nanos
-    return {k: dict(v) for k, v in out.items()}
-
-
-def totals(rows: list[LedgerRow]) -> dict[str, int]:
-    return {
-        "requests": len(rows),
-        "prompt_tokens": sum(r.prompt_tokens for r in rows),
-        "completion_tokens": sum(r.completion_tokens for r in rows),
-        "cached_tokens": sum(r.cached_tokens for r in rows),
-        "cost_nanos": sum(r.cost_nanos for r in rows),
-    }
-
-
-def chat(url: str, key: str, model: str = "kimi-k2.6") -> Answer:
-    body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
-    return request(
-        url,
-        "POST",
-        "/v1/chat/completions",
-        json.dumps(body).encode(),
-        {"authorization": f"Bearer {key}", "content-type": "application/json"},
-    )
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, uniquely named PostgreSQL database, dropped afterwards; fails (never skips) without a server."""
-    import psycopg
-
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is required at {POSTGRES_ADMIN_URL} (trust auth, user postgres) and is unreachable: {exc}"
-        )
-    name = f"gateway_admin_test_{secrets.token_hex(6)}"
-    try:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        # FORCE: a gateway that is still shutting down must not keep the database alive.
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
+from gateway.store.base import GROUPS, HoldRequest, KeyRecord, LedgerRow, Scope, team_scope
+from tests.support.admin import DAY, MASTER_KEY, Admin, chat, expected_groups, insert_key, sample_ledger, totals, unique
+from tests.support.gateways import GatewayFactory
+from tests.support.http import request
+from tests.support.postgres import fresh_database
+from tests.support.store import ledger_row, on_store, record
 
 # -- fixtures ----------------------------------------------------------------------------------------
 
@@ -281,7 +95,7 @@ def test_team_status_shows_spent_reserved_and_remaining(shared: tuple[Admin, str
     scope = Scope(team_scope(name), start, usd_to_nanos(10))
     record(database_url, [ledger_row(name, 1_250_000_000), ledger_row(name, 250_000_001)], [scope])
     hold = HoldRequest("req_" + secrets.token_hex(8), [scope], 500_000_000, int(time.time()) + 3600)
-    assert run_on_store(database_url, lambda store: store.hold(hold)).ok
+    assert on_store(database_url, lambda store: store.hold(hold)).ok
 
     shown = admin.ok("GET", f"/admin/teams/{name}")
     assert shown["spent_nanos"] == 1_500_000_001 and shown["spent_usd"] == 1.500000001
@@ -614,7 +428,7 @@ def test_bad_spend_queries_name_the_parameter(shared: tuple[Admin, str], params:
 
 
 def test_admin_flow_on_postgresql(start_gateway: GatewayFactory) -> None:
-    with postgres_database() as database_url:
+    with fresh_database("gateway_admin_test") as database_url:
         server = start_gateway(master_key=MASTER_KEY, database_url=database_url)
         try:
             admin = Admin(server.url)
@@ -634,7 +448,7 @@ def test_admin_flow_on_postgresql(start_gateway: GatewayFactory) -> None:
             keys = (insert_key(database_url, "alpha")[1], insert_key(database_url, "alpha")[1])
             rows = sample_ledger(("alpha", "beta"), keys)
             record(database_url, rows)
-            everything = run_on_store(database_url, lambda store: store.ledger_rows(_no_filter(), 10_000))
+            everything = on_store(database_url, lambda store: store.ledger_rows(_no_filter(), 10_000))
             for group_by in GROUPS:
                 report = admin.spend(group_by=group_by).json()
                 assert {r[group_by]: _comparable(r) for r in report["rows"]} == expected_groups(everything, group_by)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
-import sys
-import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,26 +14,10 @@ import pytest
 
 from gateway.money import usd_to_nanos
 from gateway.store.base import GROUPS
-from tests.conftest import GatewayFactory
-from tests.test_admin_api import (
-    MASTER_KEY,
-    chat,
-    expected_groups,
-    insert_key,
-    postgres_database,
-    record,
-    sample_ledger,
-    totals,
-)
-
-GATEWAY = [sys.executable, "-m", "gateway.cli"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
-    env["GATEWAY_DATA_DIR"] = tempfile.mkdtemp(prefix="gateway-admin-cli-test-")
-    env.update(extra)
-    return env
+from tests.support.admin import MASTER_KEY, chat, expected_groups, insert_key, sample_ledger, totals
+from tests.support.gateways import GATEWAY, GatewayFactory, clean_env
+from tests.support.postgres import fresh_database
+from tests.support.store import record
 
 
 class Cli:
@@ -260,7 +241,7 @@ def test_url_mode_matches_direct_mode(start_gateway: GatewayFactory, tmp_path: P
 
 
 def test_cli_on_postgresql(start_gateway: GatewayFactory) -> None:
-    with postgres_database() as database_url:
+    with fresh_database() as database_url:
         server = start_gateway(master_key=MASTER_KEY, database_url=database_url)
         try:
             local = Cli(clean_env(GATEWAY_DATABASE_URL=database_url))

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json, request
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import post_json, request
 
 CHAT = "/v1/chat/completions"
 OK_MESSAGES = [{"role": "user", "content": "hi"}]

@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.http.body import MAX_DEPTH
-from tests.conftest import MISTRAL_KEY, MOONSHOT_KEY, GatewayFactory
-from tests.http_util import Answer, request
+from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY
+from tests.support.gateways import GatewayFactory
+from tests.support.http import Answer, request
 
 MASTER = "fuzz-master-key-0123456789"
 AUTH = {"authorization": f"Bearer {MASTER}"}

@@ -3,17 +3,16 @@ is exact: no request, and no number of concurrent requests, spends past it (real
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.budget.estimates import OutputEstimator
-from tests.budget_util import ledger, make_key, make_team, team_usage
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json
-from tests.test_budgets import auth, fire
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import auth, post_at_once, post_json
+from tests.support.store import ledger, make_key, make_team, team_usage
 
 CHAT = "/v1/chat/completions"
 EXPLAIN = "/v1/route/explain"
@@ -116,8 +115,8 @@ def test_concurrent_long_answers_cannot_overspend(
     key, _ = make_key(db, "swarm")
     url = start_gateway(database_url=db).url
     long_answers(30)
-    results = asyncio.run(fire([url], key, 30, {"model": "mistral-medium-3.5", "messages": SHORT, "max_tokens": 32768}))
-    statuses = [status for status, _ in results]
+    body = {"model": "mistral-medium-3.5", "messages": SHORT, "max_tokens": 32768}
+    statuses = [answer.status for answer in post_at_once(url, CHAT, body, 30, auth(key))]
     assert statuses.count(200) >= 1 and set(statuses) <= {200, 429}, statuses
     rows = ledger(db, team="swarm")
     usage = team_usage(db, team)

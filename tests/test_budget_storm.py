@@ -7,19 +7,16 @@ workers sharing one SQLite file, and on two gateway processes sharing PostgreSQL
 
 from __future__ import annotations
 
-import asyncio
 import math
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.budget_util import _with_store, ledger, make_key, make_team, run, team_usage
-from tests.conftest import GatewayFactory, provider_env
-from tests.http_util import post_json
-from tests.test_budgets import _start_cli_gateway, auth, fire
+from tests.support.emulators import provider_env
+from tests.support.gateways import GatewayFactory, start_cli_gateway, stop
+from tests.support.http import auth, post_at_once, post_json
+from tests.support.store import ledger, make_key, make_team, on_store, team_usage
 
 CHAT = "/v1/chat/completions"
 PROSE = (
@@ -51,13 +48,13 @@ def _storm(urls: list[str], database: str, name: str) -> None:
     cost = _true_cost(urls[0], database)
     team = make_team(database, name, None)
     team.budget_nanos = cost * FITS + cost // 2  # fits 9 requests, not 10
-    run(_with_store(database, lambda s: s.update_team(team)))
+    on_store(database, lambda s: s.update_team(team))
     key, _ = make_key(database, name)
-    results = asyncio.run(fire(urls, key, CONCURRENT, BODY))
-    statuses = [status for status, _ in results]
+    results = post_at_once(urls, CHAT, BODY, CONCURRENT, auth(key))
+    statuses = [answer.status for answer in results]
     admitted = statuses.count(200)
     assert set(statuses) <= {200, 429}, statuses
-    assert all(error["code"] == "budget_exceeded" for status, error in results if status == 429)
+    assert all(answer.json()["error"]["code"] == "budget_exceeded" for answer in results if answer.status == 429)
     rows = [r for r in ledger(database, team=name)]
     spent = sum(r.cost_nanos for r in rows)
     usage = team_usage(database, team)
@@ -75,11 +72,11 @@ def test_storm_on_one_process(start_gateway: GatewayFactory, db: str) -> None:
 @pytest.mark.slow
 def test_storm_on_three_workers_sharing_sqlite(db: str, mistral: ThreadedServer, moonshot: ThreadedServer) -> None:
     make_team(db, "bootstrap", None)  # the schema exists before three workers open the file
-    process, url = _start_cli_gateway(db, provider_env(mistral, moonshot), workers=3)
+    process, url = start_cli_gateway(db, provider_env(mistral, moonshot), workers=3)
     try:
         _storm([url], db, "storm-workers")
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.mark.slow
@@ -87,17 +84,9 @@ def test_storm_on_two_nodes_sharing_postgres(
     postgres_url: str, mistral: ThreadedServer, moonshot: ThreadedServer
 ) -> None:
     make_team(postgres_url, "bootstrap", None)
-    nodes = [_start_cli_gateway(postgres_url, provider_env(mistral, moonshot)) for _ in range(2)]
+    nodes = [start_cli_gateway(postgres_url, provider_env(mistral, moonshot)) for _ in range(2)]
     try:
         _storm([url for _, url in nodes], postgres_url, "storm-nodes")
     finally:
         for process, _ in nodes:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+            stop(process)

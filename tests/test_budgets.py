@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import openai
 import pytest
 from starlette.applications import Starlette
@@ -23,9 +19,11 @@ from starlette.routing import Route
 
 from gateway.http.servers import ThreadedServer
 from gateway.money import usd_text, usd_to_nanos
-from tests.budget_util import key_usage, ledger, make_key, make_team, team_usage
-from tests.conftest import EmulatorControl, GatewayFactory, provider_env
-from tests.http_util import post_json, sse_events
+from tests.support import sse
+from tests.support.emulators import EmulatorControl, provider_env
+from tests.support.gateways import GatewayFactory, start_cli_gateway
+from tests.support.http import auth, post_all, post_at_once, post_json
+from tests.support.store import key_usage, ledger, make_key, make_team, on_store, team_usage
 
 CHAT = "/v1/chat/completions"
 SHORT = [{"role": "user", "content": "Count to three."}]
@@ -34,23 +32,6 @@ SHORT = [{"role": "user", "content": "Count to three."}]
 @pytest.fixture()
 def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'budget.db'}"
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
-
-
-async def fire(urls: list[str], key: str, count: int, body: dict[str, Any]) -> list[tuple[int, dict[str, Any] | None]]:
-    """`count` requests at once, spread over `urls`; (status, error or None) for each."""
-    connector = aiohttp.TCPConnector(limit=count)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
-
-        async def one(url: str) -> tuple[int, dict[str, Any] | None]:
-            async with session.post(url + CHAT, json=body, headers=auth(key)) as response:
-                data = await response.read()
-                return response.status, (json.loads(data).get("error") if response.status != 200 else None)
-
-        return await asyncio.gather(*(one(urls[i % len(urls)]) for i in range(count)))
 
 
 def test_gateway_key_calls_v1_and_is_billed(start_gateway: GatewayFactory, db: str) -> None:
@@ -162,7 +143,7 @@ def test_cut_stream_is_billed_from_what_was_relayed(
     answer = post_json(
         url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "stream": True, "max_tokens": 40}, auth(key)
     )
-    events = sse_events(answer.body)
+    events = sse.events(answer.body)
     assert events[-1]["error"]["code"] == "upstream_stream_cut"
     # Kimi K2.6 thinks by default: the first chunks relayed may be its reasoning, billed as output too.
     deltas = [e["choices"][0]["delta"] for e in events[:-1] if e["choices"]]
@@ -202,15 +183,13 @@ def _concurrency_proof(urls: list[str], db: str, team_name: str) -> None:
     budget = reservation * 10 + reservation // 2  # fits about 10 requests
     team = make_team(db, team_name + "-capped", None)
     # Budget set directly (nano-dollars) so it is exactly 10.5 reservations.
-    from tests.budget_util import _with_store, run
-
     team.budget_nanos = budget
-    run(_with_store(db, lambda s: s.update_team(team)))
+    on_store(db, lambda s: s.update_team(team))
     key, _ = make_key(db, team.name)
-    results = asyncio.run(fire(urls, key, 200, body))
-    statuses = [status for status, _ in results]
+    results = post_at_once(urls, CHAT, body, 200, auth(key))
+    statuses = [answer.status for answer in results]
     admitted = statuses.count(200)
-    refused = [error for status, error in results if status == 429]
+    refused = [answer.json()["error"] for answer in results if answer.status == 429]
     assert admitted + len(refused) == 200, statuses
     # Every request that fitted was admitted (10 reservations fit), and the rest were refused, not queued.
     assert admitted >= 10 and refused and all(e["code"] == "budget_exceeded" for e in refused)
@@ -230,28 +209,11 @@ def test_two_hundred_concurrent_requests_cannot_overshoot(start_gateway: Gateway
     _concurrency_proof([url], db, "swarm")
 
 
-def _start_cli_gateway(db: str, env_extra: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen[str], str]:
-    from tests.test_cli import free_port, wait_for_startup
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
-    env.update(env_extra, GATEWAY_DATABASE_URL=db)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    wait_for_startup(process, workers=workers)
-    return process, f"http://127.0.0.1:{port}"
-
-
 def test_several_workers_sharing_one_sqlite_file_cannot_overshoot(
     db: str, mistral: ThreadedServer, moonshot: ThreadedServer
 ) -> None:
     make_team(db, "fleet", None)
-    process, url = _start_cli_gateway(db, provider_env(mistral, moonshot), workers=3)
+    process, url = start_cli_gateway(db, provider_env(mistral, moonshot), workers=3)
     try:
         _concurrency_proof([url], db, "fleet")
     finally:
@@ -279,27 +241,17 @@ def test_sigkill_after_delivered_responses_loses_nothing(
     # Room for all 40 worst cases at once (no max_tokens: up to 32,768 tokens each): nothing is refused or shortened.
     make_team(db, "web", "50.00")
     key, _ = make_key(db, "web")
-    process, url = _start_cli_gateway(db, provider_env(mistral, moonshot))
+    process, url = start_cli_gateway(db, provider_env(mistral, moonshot))
     try:
-
-        async def traffic() -> int:
-            async with aiohttp.ClientSession() as session:
-
-                async def one(index: int) -> bool:
-                    body = {
-                        "model": ["kimi-k2.6", "mistral-medium-3.5"][index % 2],
-                        "messages": SHORT,
-                        "stream": index % 3 == 0,
-                    }
-                    async with session.post(url + CHAT, json=body, headers=auth(key)) as response:
-                        data = await response.read()
-                        return response.status == 200 and (
-                            not body["stream"] or data.rstrip().endswith(b"data: [DONE]")
-                        )
-
-                return sum(await asyncio.gather(*(one(i) for i in range(40))))
-
-        delivered = asyncio.run(traffic())
+        bodies = [
+            {"model": ["kimi-k2.6", "mistral-medium-3.5"][i % 2], "messages": SHORT, "stream": i % 3 == 0}
+            for i in range(40)
+        ]
+        answers = asyncio.run(post_all(url, CHAT, bodies, auth(key)))
+        delivered = sum(
+            answer.status == 200 and (not body["stream"] or answer.body.rstrip().endswith(b"data: [DONE]"))
+            for body, answer in zip(bodies, answers, strict=True)
+        )
         process.send_signal(signal.SIGKILL)  # at once, right after the last response was read
         process.wait(timeout=30)
     finally:
@@ -344,15 +296,13 @@ def test_soft_limit_crossing_posts_the_webhook_once(start_gateway: GatewayFactor
 def test_revoked_and_expired_keys_are_refused(start_gateway: GatewayFactory, db: str) -> None:
     import time
 
-    from tests.budget_util import _with_store, run
-
     make_team(db, "web", None)
     key, record = make_key(db, "web")
     expired, _ = make_key(db, "web", expires_at=int(time.time()) - 1)
     url = start_gateway(database_url=db).url
     body = {"model": "kimi-k2.6", "messages": SHORT}
     assert post_json(url, CHAT, body, auth(key)).status == 200
-    run(_with_store(db, lambda s: s.revoke_key(record.id, int(time.time()))))
+    on_store(db, lambda s: s.revoke_key(record.id, int(time.time())))
     revoked = post_json(url, CHAT, body, auth(key))
     assert (
         revoked.status == 401 and revoked.error["code"] == "invalid_api_key" and "revoked" in revoked.error["message"]

@@ -5,8 +5,6 @@ or policy-incompatible catalog is rejected as a whole, in-flight requests finish
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
 import logging
 import os
 import signal
@@ -30,8 +28,10 @@ from gateway.pricing import cost_nanos
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.types import Usage
-from tests.conftest import MISTRAL_KEY, EmulatorControl, GatewayFactory
-from tests.http_util import Answer, post_json, request, sse_events
+from tests.support import sse
+from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl
+from tests.support.gateways import GATEWAY, GatewayFactory, clean_env, free_port, wait_for_startup
+from tests.support.http import Answer, begin_post_json, post_json, request
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -350,10 +350,8 @@ def test_inflight_stream_finishes_when_a_reload_moves_its_provider(
     with start_emulator("mistral", EmulatorOptions(api_key=MISTRAL_KEY)) as moved:
         moved_log = EmulatorControl(moved.url)
         mistral_log.fault("first_token=2000")  # the provider answers, then keeps the first token for 2 s
-        host, port = url.removeprefix("http://").split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection = begin_post_json(url, CHAT, stream, ADMIN)
         try:
-            connection.request("POST", CHAT, json.dumps(stream).encode(), {"content-type": "application/json", **ADMIN})
             response = connection.getresponse()  # the headers: the gateway is relaying, nothing sent yet
             assert response.status == 200 and response.getheader("x-gateway-provider") == "mistral"
 
@@ -370,7 +368,7 @@ def test_inflight_stream_finishes_when_a_reload_moves_its_provider(
         finally:
             connection.close()
         assert reloaded_at < first_at  # the reload was done while the stream waited for its first token
-        events = sse_events(body)
+        events = sse.events(body)
         assert events[-1] == "[DONE]" and not any(isinstance(e, dict) and "error" in e for e in events), events
         chunks = [e for e in events if isinstance(e, dict)]
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
@@ -383,7 +381,7 @@ def test_inflight_stream_finishes_when_a_reload_moves_its_provider(
         assert again.status == 200 and len(moved_log.requests()) == 1 and len(mistral_log.requests()) == 1
         again_text = "".join(
             c["choices"][0]["delta"].get("content") or ""
-            for c in sse_events(again.body)
+            for c in sse.events(again.body)
             if isinstance(c, dict) and c.get("choices")
         )
         assert again_text == text
@@ -480,8 +478,6 @@ def test_demo_mode_substitution_survives_a_reload(
     moonshot: ThreadedServer,
     mistral_log: EmulatorControl,
 ) -> None:
-    from tests.conftest import MOONSHOT_KEY
-
     spec = builtin_spec()
     for provider in spec["providers"]:  # the real APIs, as the shipped catalog says: demo mode must replace them
         provider.pop("base_url_env")
@@ -504,7 +500,6 @@ def test_demo_mode_substitution_survives_a_reload(
 
 
 def test_sighup_reloads_the_catalog_of_gateway_serve_in_demo_mode(tmp_path: Path) -> None:
-    from tests.test_cli import GATEWAY, clean_env, free_port, wait_for_startup
 
     path = tmp_path / "catalog.yaml"
     write_catalog(path, builtin_spec())

@@ -6,8 +6,6 @@ passes when the test says so instead of by sleeping.
 
 from __future__ import annotations
 
-import http.client
-import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -16,10 +14,11 @@ import pytest
 
 from gateway.http.servers import ThreadedServer
 from gateway.routing.circuits import CLOSED, HALF_OPEN, OPEN, deployment
-from tests.budget_util import ledger
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json
-from tests.waiting import wait_until
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import begin_post_json, post_json
+from tests.support.store import ledger
+from tests.support.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "probe me"}]}
@@ -93,8 +92,7 @@ def test_a_probe_whose_client_left_reopens_the_circuit_and_is_billed_as_estimate
 ) -> None:
     server, gateway, clock = _opened(start_gateway, db, mistral_log)
     mistral_log.fault("hang")  # the provider takes the prompt and never answers
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    connection.request("POST", CHAT, json.dumps(BODY), {"content-type": "application/json"})
+    connection = begin_post_json(server.url, CHAT, BODY)
     wait_until(lambda: len(mistral_log.requests()) == 1)  # the prompt reached the provider
     connection.sock.shutdown(socket.SHUT_RDWR)  # the client leaves before the first byte
     connection.close()

@@ -2,53 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.http_util import request
-
-GATEWAY = [sys.executable, "-m", "gateway.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
-    env["GATEWAY_DATA_DIR"] = tempfile.mkdtemp(prefix="gateway-cli-test-")
-    env.update(extra)
-    return env
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*GATEWAY, *args], capture_output=True, text=True, timeout=60, env=env or clean_env())
-
-
-def wait_for_startup(process: subprocess.Popen[str], workers: int = 1) -> list[str]:
-    """Read stderr until uvicorn listens and every worker's application started (or the process dies)."""
-    lines: list[str] = []
-    listening = False
-    assert process.stderr is not None
-    for line in process.stderr:
-        lines.append(line.rstrip())
-        listening = listening or "Uvicorn running on" in line
-        if "Application startup complete" in line:
-            workers -= 1
-        if listening and workers <= 0:
-            return lines
-    raise AssertionError("gateway exited before starting:\n" + "\n".join(lines))
+from tests.support.gateways import GATEWAY, clean_env, free_port, run_cli, wait_for_startup
+from tests.support.http import request
 
 
 @pytest.fixture()
@@ -97,9 +60,9 @@ def test_keys_set_means_no_demo(tmp_path: Path) -> None:
 
 
 def test_check_accepts_the_defaults_and_the_example() -> None:
-    assert run("check").returncode == 0
+    assert run_cli("check").returncode == 0
     example = Path(__file__).parent.parent / "config" / "catalog.example.yaml"
-    result = run("check", "--config", str(example))
+    result = run_cli("check", "--config", str(example))
     assert result.returncode == 0 and "OK" in result.stdout
 
 
@@ -110,7 +73,7 @@ def test_check_names_file_path_and_problem(tmp_path: Path) -> None:
         "models:\n  - {name: m, provider: mistral, upstream_model: u, context_window: lots, max_output_tokens: 1,"
         " price: {input: 1, output: 1}, colour: blue}\n"
     )
-    result = run("check", "--config", str(bad))
+    result = run_cli("check", "--config", str(bad))
     assert result.returncode == 1
     assert f"{bad}: models[0].context_window:" in result.stderr
     assert f"{bad}: models[0].colour: Extra inputs are not permitted" in result.stderr
@@ -119,12 +82,12 @@ def test_check_names_file_path_and_problem(tmp_path: Path) -> None:
 def test_serve_refuses_a_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("providers: [\n")
-    result = run("serve", "--config", str(bad), "--port", str(free_port()))
+    result = run_cli("serve", "--config", str(bad), "--port", str(free_port()))
     assert result.returncode == 2 and str(bad) in result.stderr and "not valid YAML" in result.stderr
 
 
 def test_models_table_marks_litellm_differences() -> None:
-    result = run("models")
+    result = run_cli("models")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     kimi = next(line for line in lines if line.startswith("kimi-k2.6"))
@@ -136,9 +99,9 @@ def test_models_table_marks_litellm_differences() -> None:
 
 def test_help_and_usage_errors() -> None:
     for command in ([], ["serve"], ["check"], ["models"], ["emulate"]):
-        assert run(*command, "--help").returncode == 0
-    assert run("launch").returncode == 2
-    assert run("emulate", "openai").returncode == 2
+        assert run_cli(*command, "--help").returncode == 0
+    assert run_cli("launch").returncode == 2
+    assert run_cli("emulate", "openai").returncode == 2
 
 
 def test_emulate_command_serves_the_provider_api() -> None:

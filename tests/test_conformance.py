@@ -28,7 +28,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from gateway.http.servers import ThreadedServer
-from tests.conftest import GatewayFactory
+from tests.support.gateways import GatewayFactory
 
 SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "openai-openapi-subset.yaml"
 

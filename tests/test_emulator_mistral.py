@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from gateway.emulators import EmulatorOptions, start_emulator
-from tests.emulator_fixtures import RULE_PER_IMAGE, RULE_PER_MESSAGE, EmulatorClient, rule_count, running
+from tests.support.emulators import RULE_PER_IMAGE, RULE_PER_MESSAGE, EmulatorClient, rule_count, running
 
 MODEL = "mistral-medium-3.5"
 
@@ -92,7 +92,7 @@ def test_default_key_is_per_kind(server):
 def test_401_bodies(client, key, body):
     reply = client.chat(ask("hi"), key=key)
     assert reply.status == 401
-    assert reply.json == body
+    assert reply.json() == body
 
 
 def test_custom_key_is_enforced():
@@ -107,7 +107,7 @@ def test_custom_key_is_enforced():
 def test_non_streaming_shape_and_headers(client):
     reply = client.chat(ask("Tell me something."))
     assert reply.status == 200
-    body = reply.json
+    body = reply.json()
     assert set(body) == {"id", "object", "created", "model", "choices", "usage"}
     assert body["object"] == "chat.completion" and body["model"] == MODEL
     choice = body["choices"][0]
@@ -142,44 +142,44 @@ def test_prompt_tokens_follow_the_documented_rule(client, tekken_count):
     ]
     reply = client.chat({"model": MODEL, "messages": messages})
     expected = 2 * RULE_PER_MESSAGE + tekken_count("You are terse.") + tekken_count("Hello, world!") + RULE_PER_IMAGE
-    assert reply.json["usage"]["prompt_tokens"] == expected
+    assert reply.json()["usage"]["prompt_tokens"] == expected
     with_tools = client.chat({"model": MODEL, "messages": messages, "tools": [OTHER_TOOL]})
     tools_cost = tekken_count(json.dumps([OTHER_TOOL], separators=(",", ":")))
-    assert with_tools.json["usage"]["prompt_tokens"] == expected + tools_cost
+    assert with_tools.json()["usage"]["prompt_tokens"] == expected + tools_cost
 
 
 def test_same_request_same_reply_and_seeds_change_it(client):
-    first = client.chat(ask("determinism please")).json["choices"][0]["message"]["content"]
-    again = client.chat(ask("determinism please")).json["choices"][0]["message"]["content"]
-    seeded = client.chat(ask("determinism please", random_seed=5)).json["choices"][0]["message"]["content"]
+    first = client.chat(ask("determinism please")).json()["choices"][0]["message"]["content"]
+    again = client.chat(ask("determinism please")).json()["choices"][0]["message"]["content"]
+    seeded = client.chat(ask("determinism please", random_seed=5)).json()["choices"][0]["message"]["content"]
     assert first == again
     assert seeded != first
     with running("mistral", seed=99) as (_, other):
-        assert other.chat(ask("determinism please")).json["choices"][0]["message"]["content"] != first
+        assert other.chat(ask("determinism please")).json()["choices"][0]["message"]["content"] != first
 
 
 def test_max_tokens_cuts_with_finish_reason_length(client):
-    body = client.chat(ask("long story", max_tokens=2)).json
+    body = client.chat(ask("long story", max_tokens=2)).json()
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 2 == len(body["choices"][0]["message"]["content"].split())
 
 
 def test_default_max_tokens_caps_reply():
     with running("mistral", default_max_tokens=1) as (_, client):
-        body = client.chat(ask("anything")).json
+        body = client.chat(ask("anything")).json()
         assert body["usage"]["completion_tokens"] == 1 and body["choices"][0]["finish_reason"] == "length"
 
 
 def test_n_returns_n_choices(client):
-    body = client.chat(ask("several", n=3)).json
+    body = client.chat(ask("several", n=3)).json()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
     assert len({c["message"]["content"] for c in body["choices"]}) == 3
 
 
 def test_stop_sequence_truncates(client):
-    full = client.chat(ask("stop test")).json["choices"][0]["message"]["content"]
+    full = client.chat(ask("stop test")).json()["choices"][0]["message"]["content"]
     word = full.split()[2]
-    cut = client.chat(ask("stop test", stop=[word])).json["choices"][0]
+    cut = client.chat(ask("stop test", stop=[word])).json()["choices"][0]
     assert cut["message"]["content"] == full[: full.index(word)]
     assert cut["finish_reason"] == "stop"
 
@@ -203,13 +203,13 @@ def test_stop_sequence_truncates(client):
 def test_openai_only_fields_are_extra_forbidden(client, field, value):
     reply = client.chat(ask("hi", **{field: value}))
     assert reply.status == 422
-    assert reply.json == extra_forbidden(([field], value))
+    assert reply.json() == extra_forbidden(([field], value))
 
 
 def test_every_extra_field_is_listed(client):
     reply = client.chat(ask("hi", user="u", seed=3))
     assert reply.status == 422
-    assert reply.json == extra_forbidden((["user"], "u"), (["seed"], 3))
+    assert reply.json() == extra_forbidden((["user"], "u"), (["seed"], 3))
 
 
 def test_replayed_reasoning_content_is_refused(client):
@@ -220,14 +220,14 @@ def test_replayed_reasoning_content_is_refused(client):
     ]
     reply = client.chat({"model": MODEL, "messages": messages})
     assert reply.status == 422
-    assert reply.json == extra_forbidden((["messages", 1, "assistant", "reasoning_content"], "hmm"))
+    assert reply.json() == extra_forbidden((["messages", 1, "assistant", "reasoning_content"], "hmm"))
 
 
 def test_unknown_role_is_refused(client):
     messages = [{"role": "developer", "content": "x"}, {"role": "user", "content": "y"}]
     reply = client.chat({"model": MODEL, "messages": messages})
     assert reply.status == 422
-    detail = reply.json["message"]["detail"]
+    detail = reply.json()["message"]["detail"]
     assert detail[0]["type"] == "union_tag_invalid" and detail[0]["loc"] == ["body", "messages", 0]
 
 
@@ -242,13 +242,13 @@ def test_unknown_role_is_refused(client):
 def test_integer_fields(client, field, value, kind):
     reply = client.chat(ask("hi", **{field: value}))
     assert reply.status == 422
-    assert [(d["type"], d["loc"]) for d in reply.json["message"]["detail"]] == [(kind, ["body", field])]
+    assert [(d["type"], d["loc"]) for d in reply.json()["message"]["detail"]] == [(kind, ["body", field])]
 
 
 def test_missing_model_and_messages(client):
     reply = client.chat({"temperature": 0.2})
     assert reply.status == 422
-    detail = reply.json["message"]["detail"]
+    detail = reply.json()["message"]["detail"]
     assert [(d["type"], d["loc"]) for d in detail] == [
         ("missing", ["body", "model"]),
         ("missing", ["body", "messages"]),
@@ -261,7 +261,7 @@ def test_temperature_range(client, temperature, status):
     reply = client.chat(ask("hi", temperature=temperature))
     assert reply.status == status
     if status == 422:
-        assert reply.json["message"]["detail"][0]["loc"] == ["body", "temperature"]
+        assert reply.json()["message"]["detail"][0]["loc"] == ["body", "temperature"]
 
 
 @pytest.mark.parametrize("where", ["assistant", "tool"])
@@ -290,7 +290,7 @@ def test_tool_call_ids_must_be_nine_alphanumerics(client, where):
     reply = client.chat({"model": MODEL, "messages": messages})
     assert reply.status == 400
     message = "Tool call id was turn1_0 but must be a-z, A-Z, 0-9, with a length of 9."
-    assert reply.json == {
+    assert reply.json() == {
         "object": "error",
         "message": message,
         "type": "invalid_function_call",
@@ -312,7 +312,7 @@ def test_valid_tool_round_trip_is_answered_in_text(client):
         },
         {"role": "tool", "content": "sunny", "tool_call_id": "abcDEF123", "name": "get_weather"},
     ]
-    body = client.chat({"model": MODEL, "messages": messages, "tools": [WEATHER_TOOL]}).json
+    body = client.chat({"model": MODEL, "messages": messages, "tools": [WEATHER_TOOL]}).json()
     assert body["choices"][0]["finish_reason"] == "stop" and body["choices"][0]["message"]["tool_calls"] is None
 
 
@@ -323,8 +323,8 @@ CALL = {"id": "abcDEF123", "type": "function", "function": {"name": "get_weather
 
 def _details(reply) -> list[tuple[str, list]]:
     assert reply.status == 422, reply.text
-    assert reply.json["object"] == "error" and reply.json["type"] == "invalid_request_error"
-    return [(d["type"], d["loc"]) for d in reply.json["message"]["detail"]]
+    assert reply.json()["object"] == "error" and reply.json()["type"] == "invalid_request_error"
+    return [(d["type"], d["loc"]) for d in reply.json()["message"]["detail"]]
 
 
 def test_tool_message_needs_content(client):
@@ -408,7 +408,7 @@ def test_replayed_tool_call_index_is_refused(client):
 def test_conversation_structure_is_checked_by_the_serving_validator(client, messages, text):
     reply = client.chat({"model": MODEL, "messages": messages})
     assert reply.status == 400
-    assert reply.json == {
+    assert reply.json() == {
         "object": "error",
         "message": text,
         "type": "invalid_request_message_order",
@@ -420,10 +420,10 @@ def test_conversation_structure_is_checked_by_the_serving_validator(client, mess
 def test_bad_function_name_and_schema_are_refused(client):
     tool = {"type": "function", "function": {"name": "get weather", "parameters": {"type": "object"}}}
     reply = client.chat(ask("hi", tools=[tool]))
-    assert reply.status == 400 and reply.json["message"].startswith("Function name was get weather but must be")
+    assert reply.status == 400 and reply.json()["message"].startswith("Function name was get weather but must be")
     broken = {"type": "function", "function": {"name": "f", "parameters": {"type": "no-such-type"}}}
     reply = client.chat(ask("hi", tools=[broken]))
-    assert reply.status == 400 and reply.json["message"].startswith("Invalid tool schema")
+    assert reply.status == 400 and reply.json()["message"].startswith("Invalid tool schema")
 
 
 def test_thinking_chunks_on_assistant_turns_are_accepted(client):
@@ -452,7 +452,7 @@ def test_sdk_fields_are_accepted(client):
         logprobs=False,
     )
     reply = client.chat(body)
-    assert reply.status == 200 and reply.json["usage"]["completion_tokens"] >= 30
+    assert reply.status == 200 and reply.json()["usage"]["completion_tokens"] >= 30
     fim = {"model": "codestral-latest", "prompt": "def f(", "prompt_cache_key": "k", "metadata": {"k": "v"}}
     assert client.post("/v1/fim/completions", fim).status == 200
     embed = {"model": "mistral-embed", "input": "x", "metadata": {"k": "v"}}
@@ -462,17 +462,17 @@ def test_sdk_fields_are_accepted(client):
 def test_unknown_model(client):
     reply = client.chat({**ask("hi"), "model": "gpt-4o"})
     assert reply.status == 400
-    assert reply.json["message"] == "Invalid model: gpt-4o" and reply.json["code"] == "1500"
-    assert reply.json["object"] == "error"
+    assert reply.json()["message"] == "Invalid model: gpt-4o" and reply.json()["code"] == "1500"
+    assert reply.json()["object"] == "error"
 
 
 def test_last_message_must_be_user_tool_or_prefix(client):
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure"}]
     reply = client.chat({"model": MODEL, "messages": messages})
-    assert reply.status == 400 and reply.json["code"] == "3230"
+    assert reply.status == 400 and reply.json()["code"] == "3230"
     prefixed = client.chat({"model": MODEL, "messages": [messages[0], {**messages[1], "prefix": True}]})
     assert prefixed.status == 200
-    assert prefixed.json["choices"][0]["message"]["content"].startswith("Sure")
+    assert prefixed.json()["choices"][0]["message"]["content"].startswith("Sure")
 
 
 def test_context_window(client):
@@ -481,16 +481,16 @@ def test_context_window(client):
     assert re.fullmatch(
         r"Prompt contains \d+ tokens and 0 draft tokens, "
         r"too large for model with 131072 maximum context length",
-        reply.json["message"],
+        reply.json()["message"],
     )
-    assert reply.json["type"] == "invalid_request_error"
+    assert reply.json()["type"] == "invalid_request_error"
     assert client.chat({**ask("hi", max_tokens=131072), "model": "mistral-medium-latest"}).status == 200
 
 
 def test_malformed_json(client):
     reply = client.chat(b'{"model": ')
     assert reply.status == 422
-    assert reply.json["message"]["detail"][0]["type"] == "json_invalid"
+    assert reply.json()["message"]["detail"][0]["type"] == "json_invalid"
 
 
 # --- streaming -----------------------------------------------------------------------------
@@ -509,7 +509,7 @@ def test_stream_usage_on_last_content_chunk(client):
     assert last["choices"][0]["finish_reason"] == "length" and last["choices"][0]["delta"]["content"]
     assert last["usage"]["completion_tokens"] == 6
     assert [c for c in chunks[:-1] if "usage" in c or c["choices"][0]["finish_reason"]] == []
-    assert streamed.content() == client.chat(request).json["choices"][0]["message"]["content"]
+    assert streamed.content() == client.chat(request).json()["choices"][0]["message"]["content"]
 
 
 def test_stream_padding_is_deterministic(client):
@@ -539,7 +539,7 @@ def test_streamed_tool_call_arrives_whole(client):
 
 
 def test_tool_choice(client):
-    forced = client.chat({**ask("no trigger word"), "tools": [WEATHER_TOOL, OTHER_TOOL], "tool_choice": "any"}).json
+    forced = client.chat({**ask("no trigger word"), "tools": [WEATHER_TOOL, OTHER_TOOL], "tool_choice": "any"}).json()
     assert forced["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert forced["choices"][0]["message"]["content"] == ""
     assert forced["choices"][0]["finish_reason"] == "tool_calls"
@@ -549,9 +549,9 @@ def test_tool_choice(client):
             "tools": [WEATHER_TOOL, OTHER_TOOL],
             "tool_choice": {"type": "function", "function": {"name": "lookup"}},
         }
-    ).json
+    ).json()
     assert named["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup"
-    none = client.chat({**ask("weather?"), "tools": [WEATHER_TOOL], "tool_choice": "none"}).json
+    none = client.chat({**ask("weather?"), "tools": [WEATHER_TOOL], "tool_choice": "none"}).json()
     assert none["choices"][0]["message"]["tool_calls"] is None
 
 
@@ -562,12 +562,12 @@ def test_reasoning_effort_thinking_chunks(client):
     assert isinstance(thinking, list) and thinking[0]["type"] == "thinking" and thinking[0]["closed"] is True
     assert thinking[0]["thinking"][0]["type"] == "text" and thinking[0]["thinking"][0]["text"]
     assert all(isinstance(c["choices"][0]["delta"]["content"], str) for c in chunks[2:])
-    body = client.chat(request).json
+    body = client.chat(request).json()
     content = body["choices"][0]["message"]["content"]
     assert [part["type"] for part in content] == ["thinking", "text"]
     reasoning = rule_count(content[0]["thinking"][0]["text"])
     assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == reasoning
-    plain = client.chat(ask("think first", reasoning_effort="none")).json
+    plain = client.chat(ask("think first", reasoning_effort="none")).json()
     assert isinstance(plain["choices"][0]["message"]["content"], str)
 
 
@@ -576,11 +576,11 @@ def test_cached_tokens_on_repeated_prefix(client):
         {"role": "system", "content": "Cache me: a long and stable system prompt."},
         {"role": "user", "content": "first question for caching"},
     ]
-    first = client.chat({"model": MODEL, "messages": first_messages}).json
+    first = client.chat({"model": MODEL, "messages": first_messages}).json()
     assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     follow_up = first_messages + [first["choices"][0]["message"], {"role": "user", "content": "and then?"}]
     follow_up[2] = {"role": "assistant", "content": follow_up[2]["content"]}
-    second = client.chat({"model": MODEL, "messages": follow_up}).json["usage"]
+    second = client.chat({"model": MODEL, "messages": follow_up}).json()["usage"]
     assert second["prompt_tokens_details"]["cached_tokens"] == first["usage"]["prompt_tokens"]
     assert second["num_cached_tokens"] == first["usage"]["prompt_tokens"]
     assert 0 < second["prompt_tokens_details"]["cached_tokens"] < second["prompt_tokens"]
@@ -603,7 +603,7 @@ def test_openai_sdk_against_emulator(server):
 
 def test_models_list(client):
     reply = client.call("GET", "/v1/models")
-    body = reply.json
+    body = reply.json()
     assert body["object"] == "list"
     cards = {card["id"]: card for card in body["data"]}
     assert set(cards) == {
@@ -636,7 +636,7 @@ def test_models_list(client):
 
 
 def test_embeddings(client, tekken_count):
-    body = client.post("/v1/embeddings", {"model": "mistral-embed", "input": ["hello world", "other text"]}).json
+    body = client.post("/v1/embeddings", {"model": "mistral-embed", "input": ["hello world", "other text"]}).json()
     assert body["object"] == "list" and body["model"] == "mistral-embed"
     first, second = body["data"]
     assert first["object"] == "embedding" and [first["index"], second["index"]] == [0, 1]
@@ -649,15 +649,15 @@ def test_embeddings(client, tekken_count):
         "total_tokens": usage["prompt_tokens"],
         "completion_tokens": 0,
     }
-    single = client.post("/v1/embeddings", {"model": "mistral-embed", "input": "hello world"}).json
+    single = client.post("/v1/embeddings", {"model": "mistral-embed", "input": "hello world"}).json()
     assert single["data"][0]["embedding"] == first["embedding"]
     hello = {"model": "mistral-embed", "input": "hello world"}
     # encoding_format: base64 is accepted and ignored: the API answers a float array (see _embedding's sources).
-    encoded = client.post("/v1/embeddings", {**hello, "encoding_format": "base64"}).json
+    encoded = client.post("/v1/embeddings", {**hello, "encoding_format": "base64"}).json()
     assert encoded["data"][0]["embedding"] == first["embedding"]
-    small = client.post("/v1/embeddings", {"model": "mistral-embed", "input": "x", "output_dimension": 256}).json
+    small = client.post("/v1/embeddings", {"model": "mistral-embed", "input": "x", "output_dimension": 256}).json()
     assert len(small["data"][0]["embedding"]) == 256
-    packed = client.post("/v1/embeddings", {**hello, "output_dtype": "ubinary"}).json
+    packed = client.post("/v1/embeddings", {**hello, "output_dtype": "ubinary"}).json()
     assert packed["data"][0]["embedding"][0] == sum((v > 0) << (7 - b) for b, v in enumerate(first["embedding"][:8]))
     assert len(packed["data"][0]["embedding"]) == 128
 
@@ -665,8 +665,8 @@ def test_embeddings(client, tekken_count):
 def test_embeddings_validation(client):
     assert client.post(
         "/v1/embeddings", {"model": "mistral-embed", "input": "x", "dimensions": 3}
-    ).json == extra_forbidden((["dimensions"], 3))
-    assert client.post("/v1/embeddings", {"model": MODEL, "input": "x"}).json["code"] == "1500"
+    ).json() == extra_forbidden((["dimensions"], 3))
+    assert client.post("/v1/embeddings", {"model": MODEL, "input": "x"}).json()["code"] == "1500"
     assert (
         client.post("/v1/embeddings", {"model": "mistral-embed", "input": "x", "encoding_format": "hex"}).status == 422
     )
@@ -674,7 +674,7 @@ def test_embeddings_validation(client):
 
 def test_fim(client, tekken_count):
     request = {"model": "codestral-latest", "prompt": "def add(a, b):", "suffix": "return result", "max_tokens": 4}
-    body = client.post("/v1/fim/completions", request).json
+    body = client.post("/v1/fim/completions", request).json()
     assert body["object"] == "chat.completion" and body["model"] == "codestral-latest"
     message = body["choices"][0]["message"]
     assert message["role"] == "assistant" and len(message["content"].split()) == 4
@@ -682,21 +682,23 @@ def test_fim(client, tekken_count):
     streamed = client.stream(request, path="/v1/fim/completions")
     assert streamed.done and streamed.content() == body["choices"][0]["message"]["content"]
     assert streamed.chunks[-1]["usage"] == body["usage"]
-    longer = client.post("/v1/fim/completions", {**request, "min_tokens": 40, "max_tokens": None}).json
+    longer = client.post("/v1/fim/completions", {**request, "min_tokens": 40, "max_tokens": None}).json()
     assert longer["usage"]["completion_tokens"] >= 40
 
 
 def test_fim_validation(client):
     request = {"model": "codestral-latest", "prompt": "x"}
-    assert client.post("/v1/fim/completions", {**request, "presence_penalty": 0.1}).json == extra_forbidden(
+    assert client.post("/v1/fim/completions", {**request, "presence_penalty": 0.1}).json() == extra_forbidden(
         (["presence_penalty"], 0.1)
     )
-    assert client.post("/v1/fim/completions", {**request, "model": MODEL}).json["message"] == f"Invalid model: {MODEL}"
+    assert (
+        client.post("/v1/fim/completions", {**request, "model": MODEL}).json()["message"] == f"Invalid model: {MODEL}"
+    )
 
 
 def test_unknown_path_is_fastapi_404(client):
     reply = client.call("GET", "/v1/nothing-here")
-    assert reply.status == 404 and reply.json == {"detail": "Not Found"}
+    assert reply.status == 404 and reply.json() == {"detail": "Not Found"}
 
 
 # --- faults ----------------------------------------------------------------------------------
@@ -705,7 +707,7 @@ def test_unknown_path_is_fastapi_404(client):
 def test_fault_status_429(client):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": "status=429,retry_after=7"})
     assert reply.status == 429
-    assert reply.json == {
+    assert reply.json() == {
         "object": "error",
         "message": "Rate limit exceeded",
         "type": "rate_limited",
@@ -719,7 +721,7 @@ def test_fault_status_429(client):
 def test_fault_server_errors(client, status):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": f"status={status}"})
     assert reply.status == status
-    assert reply.json["object"] == "error" and isinstance(reply.json["message"], str) and reply.json["type"]
+    assert reply.json()["object"] == "error" and isinstance(reply.json()["message"], str) and reply.json()["type"]
 
 
 def test_fault_latency_and_first_token_still_answer(client):
@@ -777,7 +779,7 @@ def test_fault_big_event_and_pad(client):
     assert padded.done and len(padded.content()) >= 3 * 65536 + 5 and len(padded.frames) == 5 + 4
     assert not any(c["choices"][0]["finish_reason"] for c in padded.chunks[1:5])  # padding precedes the end
     whole = client.chat(ask("pad"), headers={"x-emulator-fault": "pad=100000"})
-    assert whole.status == 200 and len(whole.json["choices"][0]["message"]["content"]) >= 100_000
+    assert whole.status == 200 and len(whole.json()["choices"][0]["message"]["content"]) >= 100_000
 
 
 def test_fault_html_200(client):
@@ -830,7 +832,7 @@ def test_fault_hang_ends_when_server_stops():
 
 def test_bad_fault_syntax(client):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": "explode=1"})
-    assert reply.status == 400 and "explode" in reply.json["emulator_error"]
+    assert reply.status == 400 and "explode" in reply.json()["emulator_error"]
     with pytest.raises(ValueError):
         start_emulator("mistral", EmulatorOptions(fault="bogus"))
 
@@ -849,7 +851,7 @@ def test_server_wide_fault_and_precedence():
 
 def test_fault_queue(client):
     queued = client.control("POST", "faults", {"fault": "status=429", "count": 2})
-    assert queued.json["queued"] == [{"fault": "status=429", "count": 2}]
+    assert queued.json()["queued"] == [{"fault": "status=429", "count": 2}]
     assert [client.chat(ask("q")).status for _ in range(3)] == [429, 429, 200]
     client.control("POST", "faults", {"fault": "status=500", "count": 5})
     assert client.control("DELETE", "faults").status == 200
@@ -860,20 +862,20 @@ def test_fault_queue(client):
 def test_request_log(client):
     client.chat(ask("logged one"), headers={"X-Custom-Thing": "yes"})
     client.call("GET", "/v1/models")
-    log = client.control("GET", "requests").json
+    log = client.control("GET", "requests").json()
     assert [(r["method"], r["path"]) for r in log] == [("POST", "/v1/chat/completions"), ("GET", "/v1/models")]
     assert log[0]["body"]["messages"][0]["content"] == "logged one" and log[1]["body"] is None
     assert log[0]["headers"]["authorization"] == "Bearer demo-key-mistral"
     assert log[0]["headers"]["x-custom-thing"] == "yes"
     assert all(name == name.lower() for name in log[0]["headers"])
     client.control("DELETE", "requests")
-    assert client.control("GET", "requests").json == []
+    assert client.control("GET", "requests").json() == []
 
 
 def test_request_log_is_bounded_newest_last(client):
     for index in range(55):
         client.chat(b"{not json" if index % 2 else ask(f"n{index}"))
-    log = client.control("GET", "requests").json
+    log = client.control("GET", "requests").json()
     assert len(log) == 50
     assert log[-1]["body"]["messages"][0]["content"] == "n54" and log[-2]["body"] is None
 

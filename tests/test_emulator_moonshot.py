@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from gateway.emulators import KINDS, EmulatorOptions, create_app, start_emulator
-from tests.emulator_fixtures import RULE_PER_IMAGE, RULE_PER_MESSAGE, EmulatorClient, rule_count, running
+from tests.support.emulators import RULE_PER_IMAGE, RULE_PER_MESSAGE, EmulatorClient, rule_count, running
 
 K26, K25, K2, THINKING = "kimi-k2.6", "kimi-k2.5", "kimi-k2-0905-preview", "kimi-k2-thinking"
 WEATHER_TOOL = {
@@ -78,7 +78,7 @@ def test_start_emulator_is_a_started_context_manager():
 def test_401(client, key):
     reply = client.chat(ask("hi"), key=key)
     assert reply.status == 401
-    assert reply.json == error("Invalid Authentication", "invalid_authentication_error")
+    assert reply.json() == error("Invalid Authentication", "invalid_authentication_error")
     assert client.call("GET", "/v1/users/me/balance", key=key).status == 401
 
 
@@ -86,7 +86,7 @@ def test_401(client, key):
 
 
 def test_non_streaming_shape(client):
-    body = client.chat(ask("hello kimi", **NO_THINK)).json
+    body = client.chat(ask("hello kimi", **NO_THINK)).json()
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion" and body["model"] == K26
     choice = body["choices"][0]
     assert choice["finish_reason"] == "stop" and choice["message"]["role"] == "assistant"
@@ -99,14 +99,14 @@ def test_non_streaming_shape(client):
 
 
 def test_older_model_has_only_top_level_cached_tokens(client):
-    usage = client.chat(ask("hello", K2)).json["usage"]
+    usage = client.chat(ask("hello", K2)).json()["usage"]
     assert "cached_tokens" in usage and "prompt_tokens_details" not in usage
 
 
 def test_determinism(client):
-    first = client.chat(ask("same again")).json["choices"][0]["message"]["content"]
-    assert client.chat(ask("same again")).json["choices"][0]["message"]["content"] == first
-    assert client.chat(ask("same again", seed=42)).json["choices"][0]["message"]["content"] != first
+    first = client.chat(ask("same again")).json()["choices"][0]["message"]["content"]
+    assert client.chat(ask("same again")).json()["choices"][0]["message"]["content"] == first
+    assert client.chat(ask("same again", seed=42)).json()["choices"][0]["message"]["content"] != first
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_determinism(client):
 def test_fixed_temperature(client, model, body):
     reply = client.chat(ask("hi", model, **body))
     assert reply.status == 400
-    assert reply.json == error("invalid temperature: only 0.6 is allowed for this model")
+    assert reply.json() == error("invalid temperature: only 0.6 is allowed for this model")
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,7 @@ def test_fixed_temperature(client, model, body):
 def test_other_fixed_sampling_values(client, field, value, allowed):
     reply = client.chat(ask("hi", **{field: value}))
     assert reply.status == 400
-    assert reply.json == error(f"invalid {field}: only {allowed} is allowed for this model")
+    assert reply.json() == error(f"invalid {field}: only {allowed} is allowed for this model")
 
 
 def test_fixed_values_themselves_are_accepted(client):
@@ -148,14 +148,14 @@ def test_fixed_values_themselves_are_accepted(client):
 def test_k26_thinks_by_default(client):
     """providers.md: on kimi-k2.6 thinking is enabled by default; `thinking: disabled` turns it off. K2.5 and the
     non-thinking K2 models do not think unless asked."""
-    body = client.chat(ask("default mode")).json
+    body = client.chat(ask("default mode")).json()
     message = body["choices"][0]["message"]
     assert message["reasoning_content"] and message["content"]
     assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == rule_count(message["reasoning_content"])
     refused = client.chat(ask("default mode", temperature=0.6))  # the thinking mode's fixed value is 1
-    assert refused.json == error("invalid temperature: only 1 is allowed for this model")
-    assert "reasoning_content" not in client.chat(ask("off", **NO_THINK)).json["choices"][0]["message"]
-    assert "reasoning_content" not in client.chat(ask("k2.5", K25)).json["choices"][0]["message"]
+    assert refused.json() == error("invalid temperature: only 1 is allowed for this model")
+    assert "reasoning_content" not in client.chat(ask("off", **NO_THINK)).json()["choices"][0]["message"]
+    assert "reasoning_content" not in client.chat(ask("k2.5", K25)).json()["choices"][0]["message"]
     streamed = client.stream(ask("streamed default"))
     assert any(c["choices"][0]["delta"].get("reasoning_content") for c in streamed.chunks)
 
@@ -165,7 +165,7 @@ def test_roles_other_than_moonshots_are_refused(client, role):
     reply = client.chat(
         {"model": K26, "messages": [{"role": role, "content": "Be brief."}, {"role": "user", "content": "hi"}]}
     )
-    assert reply.status == 400 and reply.json == error("unsupported role ROLE_UNSPECIFIED")
+    assert reply.status == 400 and reply.json() == error("unsupported role ROLE_UNSPECIFIED")
     assert (
         client.chat(
             {"model": K26, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}
@@ -177,16 +177,16 @@ def test_roles_other_than_moonshots_are_refused(client, role):
 def test_max_completion_tokens_and_deprecated_max_tokens(client):
     """The API reference documents max_completion_tokens (max_tokens deprecated, still accepted); the first wins."""
     for body in ({"max_completion_tokens": 3}, {"max_tokens": 3}, {"max_completion_tokens": 3, "max_tokens": 50}):
-        reply = client.chat(ask("a long answer please", **NO_THINK, **body)).json
+        reply = client.chat(ask("a long answer please", **NO_THINK, **body)).json()
         assert reply["choices"][0]["finish_reason"] == "length" and reply["usage"]["completion_tokens"] == 3
     bad = client.chat(ask("hi", max_completion_tokens="many"))
-    assert bad.status == 400 and "max_completion_tokens must be an integer" in bad.json["error"]["message"]
+    assert bad.status == 400 and "max_completion_tokens must be an integer" in bad.json()["error"]["message"]
 
 
 def test_thinking_mode_temperature_and_reasoning(client):
     refused = client.chat(ask("think", **THINK, temperature=0.6))
-    assert refused.status == 400 and refused.json == error("invalid temperature: only 1 is allowed for this model")
-    body = client.chat(ask("think", **THINK, temperature=1.0)).json
+    assert refused.status == 400 and refused.json() == error("invalid temperature: only 1 is allowed for this model")
+    body = client.chat(ask("think", **THINK, temperature=1.0)).json()
     message = body["choices"][0]["message"]
     assert message["reasoning_content"]
     assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == rule_count(message["reasoning_content"])
@@ -196,7 +196,7 @@ def test_thinking_mode_temperature_and_reasoning(client):
 
 
 def test_older_models_sampling_ranges(client):
-    body = client.chat(ask("three please", K2, n=3, temperature=0.7)).json
+    body = client.chat(ask("three please", K2, n=3, temperature=0.7)).json()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
     assert len({c["message"]["content"] for c in body["choices"]}) == 3
     assert client.chat(ask("hi", K2, n=6)).status == 400
@@ -215,12 +215,12 @@ def test_older_models_sampling_ranges(client):
 def test_thinking_refuses_forced_tool_choice(client, tool_choice, name):
     reply = client.chat(ask("hi", **THINK, tools=[WEATHER_TOOL], tool_choice=tool_choice))
     assert reply.status == 400
-    assert reply.json == error(f"tool_choice '{name}' is incompatible with thinking enabled")
+    assert reply.json() == error(f"tool_choice '{name}' is incompatible with thinking enabled")
     by_default = client.chat(ask("hi", tools=[WEATHER_TOOL], tool_choice=tool_choice))  # K2.6 thinks by default
-    assert by_default.status == 400 and by_default.json == reply.json
+    assert by_default.status == 400 and by_default.json() == reply.json()
     assert client.chat(ask("hi", tools=[WEATHER_TOOL], tool_choice="auto")).status == 200
     answered = client.chat(ask("hi", **NO_THINK, tools=[WEATHER_TOOL], tool_choice=tool_choice))  # without thinking
-    assert answered.status == 200 and answered.json["choices"][0]["message"]["tool_calls"]
+    assert answered.status == 200 and answered.json()["choices"][0]["message"]["tool_calls"]
 
 
 def test_thinking_requires_replayed_reasoning_content(client):
@@ -232,50 +232,50 @@ def test_thinking_requires_replayed_reasoning_content(client):
     ]
     reply = client.chat({"model": THINKING, "messages": messages, "tools": [WEATHER_TOOL]})
     assert reply.status == 400
-    assert reply.json == error(
+    assert reply.json() == error(
         "thinking is enabled but reasoning_content is missing in assistant tool call message at index 1"
     )
     messages[1]["reasoning_content"] = "I should call the tool."
     answered = client.chat({"model": THINKING, "messages": messages, "tools": [WEATHER_TOOL]})
-    assert answered.status == 200 and answered.json["choices"][0]["finish_reason"] == "stop"
+    assert answered.status == 200 and answered.json()["choices"][0]["finish_reason"] == "stop"
     without_reasoning = [messages[0], {**messages[1], "reasoning_content": None}, messages[2]]
     by_default = client.chat({"model": K26, "messages": without_reasoning})  # K2.6 thinks by default
-    assert by_default.status == 400 and by_default.json == reply.json
+    assert by_default.status == 400 and by_default.json() == reply.json()
     assert client.chat({"model": K26, "messages": without_reasoning, **NO_THINK}).status == 200
     assert client.chat({"model": K26, "messages": messages}).status == 200  # replayed reasoning: accepted
 
 
 def test_partial_mode(client):
     messages = [{"role": "user", "content": "Give JSON"}, {"role": "assistant", "content": "{", "partial": True}]
-    body = client.chat({"model": K26, "messages": messages}).json
+    body = client.chat({"model": K26, "messages": messages}).json()
     assert not body["choices"][0]["message"]["content"].startswith("{")
     refused = client.chat({"model": K26, "messages": messages, "response_format": {"type": "json_object"}})
-    assert refused.status == 400 and refused.json["error"]["type"] == "invalid_request_error"
+    assert refused.status == 400 and refused.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_unknown_model(client):
     reply = client.chat(ask("hi", "moonshot-v9"))
     assert reply.status == 404
-    assert reply.json == error("Not found the model moonshot-v9 or Permission denied", "resource_not_found_error")
+    assert reply.json() == error("Not found the model moonshot-v9 or Permission denied", "resource_not_found_error")
 
 
 def test_context_window(client):
     reply = client.chat(ask("hi", K25, max_tokens=262144))
-    assert reply.status == 400 and reply.json == error("Your request exceeded model token limit : 262144")
+    assert reply.status == 400 and reply.json() == error("Your request exceeded model token limit : 262144")
     assert client.chat(ask("hi", K26, max_tokens=262144)).status == 200  # K2.6 has a 1M window
     big = client.chat(ask("hi", K26, max_tokens=1_048_576))
-    assert big.json == error("Your request exceeded model token limit : 1048576")
+    assert big.json() == error("Your request exceeded model token limit : 1048576")
 
 
 def test_malformed_json_and_bad_max_tokens(client):
-    assert client.chat(ask("hi", max_tokens="many")).json["error"]["type"] == "invalid_request_error"
+    assert client.chat(ask("hi", max_tokens="many")).json()["error"]["type"] == "invalid_request_error"
     reply = client.chat(b"{oops")
-    assert reply.status == 400 and reply.json["error"]["type"] == "invalid_request_error"
-    assert set(reply.json) == {"error"}
+    assert reply.status == 400 and reply.json()["error"]["type"] == "invalid_request_error"
+    assert set(reply.json()) == {"error"}
 
 
 def test_tool_call_non_streaming(client):
-    body = client.chat(ask("What is the weather in Beijing?", tools=[WEATHER_TOOL])).json
+    body = client.chat(ask("What is the weather in Beijing?", tools=[WEATHER_TOOL])).json()
     choice = body["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     call = choice["message"]["tool_calls"][0]
@@ -296,7 +296,7 @@ def test_tool_call_ids_count_the_conversation(client):
         {"role": "tool", "tool_call_id": earlier["id"], "content": "sunny"},
         {"role": "user", "content": "and the weather tomorrow?"},
     ]
-    body = client.chat({"model": K26, "messages": messages, "tools": [WEATHER_TOOL], **NO_THINK}).json
+    body = client.chat({"model": K26, "messages": messages, "tools": [WEATHER_TOOL], **NO_THINK}).json()
     assert body["choices"][0]["message"]["tool_calls"][0]["id"] == "functions.get_weather:1"
 
 
@@ -316,7 +316,7 @@ def test_stream_usage_inside_final_choice_only(client):
     assert final["delta"] == {} and final["finish_reason"] == "length"
     assert final["usage"]["completion_tokens"] == 5
     assert [c for c in chunks[:-1] if "usage" in c["choices"][0]] == []
-    assert streamed.content() == client.chat(request).json["choices"][0]["message"]["content"]
+    assert streamed.content() == client.chat(request).json()["choices"][0]["message"]["content"]
 
 
 def test_stream_include_usage_adds_trailing_chunk(client):
@@ -350,13 +350,13 @@ def test_cached_tokens_both_shapes(client):
             {"role": "system", "content": f"Stable system prompt for {model} caching."},
             {"role": "user", "content": "first turn"},
         ]
-        first = client.chat({"model": model, "messages": history}).json
+        first = client.chat({"model": model, "messages": history}).json()
         assert first["usage"]["cached_tokens"] == 0
         history += [
             {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
             {"role": "user", "content": "second turn"},
         ]
-        usage = client.chat({"model": model, "messages": history}).json["usage"]
+        usage = client.chat({"model": model, "messages": history}).json()["usage"]
         assert usage["cached_tokens"] == first["usage"]["prompt_tokens"]
         if both:
             assert usage["prompt_tokens_details"]["cached_tokens"] == first["usage"]["prompt_tokens"]
@@ -404,15 +404,15 @@ def test_estimate_token_count_equals_chat_prompt_tokens(client):
         ],
     }
     estimate = client.post("/v1/tokenizers/estimate-token-count", request)
-    assert estimate.status == 200 and set(estimate.json) == {"data"}
-    total = estimate.json["data"]["total_tokens"]
-    assert total == client.chat(request).json["usage"]["prompt_tokens"]
+    assert estimate.status == 200 and set(estimate.json()) == {"data"}
+    total = estimate.json()["data"]["total_tokens"]
+    assert total == client.chat(request).json()["usage"]["prompt_tokens"]
     assert total > RULE_PER_IMAGE + 2 * RULE_PER_MESSAGE
     assert client.post("/v1/tokenizers/estimate-token-count", {**request, "model": "x"}).status == 404
 
 
 def test_models_list(client):
-    body = client.call("GET", "/v1/models").json
+    body = client.call("GET", "/v1/models").json()
     assert body["object"] == "list"
     cards = {card["id"]: card for card in body["data"]}
     assert set(cards) == {K26, K25, K2, "kimi-k2-turbo-preview", THINKING}
@@ -423,14 +423,14 @@ def test_models_list(client):
 
 
 def test_balance(client):
-    body = client.call("GET", "/v1/users/me/balance").json
+    body = client.call("GET", "/v1/users/me/balance").json()
     assert body["code"] == 0 and body["scode"] == "0x0" and body["status"] is True
     assert set(body["data"]) == {"available_balance", "voucher_balance", "cash_balance"}
 
 
 def test_unknown_path(client):
     reply = client.call("GET", "/v1/files-that-do-not-exist")
-    assert reply.status == 404 and reply.json["error"]["type"] == "resource_not_found_error"
+    assert reply.status == 404 and reply.json()["error"]["type"] == "resource_not_found_error"
 
 
 # --- faults ----------------------------------------------------------------------------------------
@@ -439,7 +439,9 @@ def test_unknown_path(client):
 def test_fault_429(client):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": "status=429"})
     assert reply.status == 429 and reply.headers["retry-after"] == "1"
-    assert reply.json == error("The engine is currently overloaded, please try again later", "engine_overloaded_error")
+    assert reply.json() == error(
+        "The engine is currently overloaded, please try again later", "engine_overloaded_error"
+    )
 
 
 @pytest.mark.parametrize(
@@ -454,11 +456,13 @@ def test_fault_429(client):
 def test_fault_the_three_429s(client, fault, status, type_, transient):
     """providers.md, Moonshot errors: two transient 429s and the account without balance (also given as a 403)."""
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": fault})
-    assert reply.status == status and set(reply.json) == {"error"} and set(reply.json["error"]) == {"message", "type"}
-    assert reply.json["error"]["type"] == type_ and reply.json["error"]["message"]
+    assert (
+        reply.status == status and set(reply.json()) == {"error"} and set(reply.json()["error"]) == {"message", "type"}
+    )
+    assert reply.json()["error"]["type"] == type_ and reply.json()["error"]["message"]
     assert ("retry-after" in reply.headers) is transient
     if type_ == "exceeded_current_quota_error":
-        assert "balance" in reply.json["error"]["message"]
+        assert "balance" in reply.json()["error"]["message"]
 
 
 def test_fault_error_type_needs_a_status(client):
@@ -468,7 +472,7 @@ def test_fault_error_type_needs_a_status(client):
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_fault_server_errors(client, status):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": f"status={status}"})
-    assert reply.status == status and set(reply.json) == {"error"} and reply.json["error"]["message"]
+    assert reply.status == status and set(reply.json()) == {"error"} and reply.json()["error"]["message"]
 
 
 def test_fault_stream_error(client):
@@ -505,7 +509,7 @@ def test_queued_hang_ends_on_disconnect(client):
     sock = client.raw_request("/v1/chat/completions", ask("hang"), {})
     try:
         assert client.wait_hanging(1)
-        assert client.control("GET", "faults").json["queued"] == []  # the queued fault was used up
+        assert client.control("GET", "faults").json()["queued"] == []  # the queued fault was used up
         assert client.chat(ask("not hanging")).status == 200
         sock.settimeout(0.2)
         with pytest.raises(socket.timeout):
@@ -517,7 +521,7 @@ def test_queued_hang_ends_on_disconnect(client):
 
 def test_control_log_shows_forwarded_headers(client):
     client.chat(ask("what reached the provider"))
-    entry = client.control("GET", "requests").json[-1]
+    entry = client.control("GET", "requests").json()[-1]
     assert entry["method"] == "POST" and entry["path"] == "/v1/chat/completions"
     assert entry["headers"]["authorization"] == "Bearer demo-key-moonshot"
     assert entry["body"]["messages"][0]["content"] == "what reached the provider"
@@ -528,4 +532,4 @@ def test_two_emulators_do_not_share_state(client):
         other.control("POST", "faults", {"fault": "status=500", "count": 3})
         assert client.chat(ask("isolated")).status == 200
         assert other.chat(ask("isolated")).status == 500
-        assert len(client.control("GET", "requests").json) == 1
+        assert len(client.control("GET", "requests").json()) == 1

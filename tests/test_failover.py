@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.budget_util import ledger, make_key, make_team
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json, request
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import auth, post_json, request
+from tests.support.metrics import scrape, total
+from tests.support.store import ledger, make_key, make_team, team_usage
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -49,7 +51,7 @@ def test_mistral_outage_never_sends_an_eu_team_to_kimi(
     key, _ = make_key(db, "eu-team")
     url = start_gateway(database_url=db).url
     mistral_log.fault("status=503", count=20)
-    answer = post_json(url, CHAT, {"model": "auto", "messages": HELLO}, {"authorization": f"Bearer {key}"})
+    answer = post_json(url, CHAT, {"model": "auto", "messages": HELLO}, auth(key))
     assert answer.status == 503 and answer.error["type"] == "upstream_error"
     assert moonshot_log.requests() == []
     assert all(r["path"] == "/v1/chat/completions" for r in mistral_log.requests())
@@ -88,10 +90,8 @@ def test_the_budget_is_reserved_again_for_the_fallback_model(
     key, _ = make_key(db, "web")
     url = start_gateway(database_url=db).url
     mistral_log.fault("status=503", count=2)
-    answer = post_json(url, CHAT, {"model": "auto", "messages": HELLO}, {"authorization": f"Bearer {key}"})
+    answer = post_json(url, CHAT, {"model": "auto", "messages": HELLO}, auth(key))
     assert answer.status == 200 and answer.headers["x-gateway-model"] == "kimi-k2.6"
-    from tests.budget_util import team_usage
-
     usage = team_usage(db, team)
     rows = ledger(db)
     assert usage.reserved_nanos == 0 and len(rows) == 1 and usage.spent_nanos == rows[0].cost_nanos
@@ -177,14 +177,13 @@ def _quota_gateway(start_gateway: GatewayFactory, db: str, tmp_path: Path) -> tu
 
 
 def _auth() -> dict[str, str]:
-    return {"authorization": f"Bearer {MASTER}"}
+    return auth(MASTER)
 
 
 def test_quota_exhausted_is_not_retried_holds_the_provider_and_falls_back(
     start_gateway: GatewayFactory, db: str, tmp_path: Path, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:
     from gateway.routing.circuits import CLOSED, OPEN
-    from tests.test_metrics import scrape, total
 
     url, gateway, clock = _quota_gateway(start_gateway, db, tmp_path)
     moonshot_log.fault(QUOTA, count=10)

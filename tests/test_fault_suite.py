@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 
 from gateway.store.base import LedgerRow
-from tests.budget_util import ledger
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import Answer, post_json, request, sse_events
-from tests.test_metrics import scrape, total
+from tests.support import sse
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import Answer, post_json, read_request, request
+from tests.support.metrics import scrape, total
+from tests.support.store import ledger
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -91,14 +93,6 @@ def upstream_errors(gw: Gw, provider: str, kind: str) -> float:
     return total(scrape(gw.url), "gateway_upstream_errors_total", provider=provider, kind=kind)
 
 
-def text_of(events: list[Any]) -> str:
-    return "".join(
-        e["choices"][0]["delta"].get("content") or ""
-        for e in events
-        if isinstance(e, dict) and e.get("choices") and isinstance(e["choices"][0].get("delta"), dict)
-    )
-
-
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -122,18 +116,18 @@ def _long_answer(answer: Answer) -> None:
 
 
 def _long_stream(answer: Answer) -> None:
-    assert len(text_of(sse_events(answer.body))) > MB20
+    assert len(sse.text(sse.events(answer.body))) > MB20
 
 
 def _no_error_chunk_relayed(answer: Answer) -> None:
     # The provider's error event must not reach the client as if it were a chunk.
-    events = sse_events(answer.body)
+    events = sse.events(answer.body)
     assert all(e.get("object") != "error" for e in events if isinstance(e, dict)), events
     assert sum(1 for e in events if isinstance(e, dict) and "error" in e) == 1
 
 
 def _slow_first_token(answer: Answer) -> None:
-    assert text_of(sse_events(answer.body))
+    assert sse.text(sse.events(answer.body))
 
 
 CASES = [
@@ -252,7 +246,7 @@ def test_fault(gw: Gw, case: Case, mistral_log: EmulatorControl, moonshot_log: E
 
     assert answer.status == case.status, answer.body[:500]
     if case.stream and answer.status == 200:
-        events = sse_events(answer.body)
+        events = sse.events(answer.body)
         if case.code is None:
             assert events[-1] == "[DONE]", events[-3:]
         else:
@@ -365,15 +359,7 @@ class ByteByByteUpstream:
                 return
             with connection:
                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += connection.recv(65536)
-                head, _, rest = data.partition(b"\r\n\r\n")
-                length = int(
-                    next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length"))
-                )
-                while len(rest) < length:
-                    rest += connection.recv(65536)
+                read_request(connection)
                 connection.sendall(
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: "
                     + str(len(self.stream)).encode()
@@ -434,9 +420,9 @@ def test_events_split_across_reads(
         CHAT,
         {"model": "local-model", "messages": HELLO, "stream": True, "stream_options": {"include_usage": True}},
     )
-    events = sse_events(answer.body)
+    events = sse.events(answer.body)
     assert answer.status == 200 and events[-1] == "[DONE]", events
-    assert text_of(events) == text
+    assert sse.text(events) == text
     assert events[-2]["usage"]["completion_tokens"] == 5
     (row,) = wait_for_rows(db, set())
     assert (row.status, row.estimated, row.completion_tokens) == (200, False, 5)
@@ -446,4 +432,4 @@ def test_max_sse_event_bytes_is_configurable(start_gateway: GatewayFactory, mist
     url = start_gateway(max_sse_event_bytes=1_000_000).url
     mistral_log.fault("big_event=2000000")
     answer = post_json(url, CHAT, {"model": MISTRAL, "messages": HELLO, "max_tokens": 10, "stream": True})
-    assert sse_events(answer.body)[-1]["error"]["code"] == "upstream_event_too_large"
+    assert sse.events(answer.body)[-1]["error"]["code"] == "upstream_event_too_large"

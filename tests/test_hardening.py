@@ -15,7 +15,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,15 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json, request
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GATEWAY, GatewayFactory, bare_env, free_port, run_cli, wait_for_startup
+from tests.support.http import auth, post_json, request
+from tests.support.store import make_key, make_team
 
 CHAT = "/v1/chat/completions"
 SHORT = [{"role": "user", "content": "hi"}]
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
 
 
 # ------------------------------------------------------------------------------------ d. connection deadlines
@@ -160,20 +157,11 @@ def test_a_slow_answer_is_not_cut_by_the_deadlines(quick: int, mistral_log: Emul
     assert answer.status == 200, answer.body
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture()
 def served(tmp_path: Path, mistral: object, moonshot: object) -> Iterator[int]:
     """`gateway serve` as a subprocess, with short deadlines from GATEWAY_* settings."""
-    from tests.test_cli import wait_for_startup
-
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
-    env.update(
+    port = free_port()
+    env = bare_env(
         GATEWAY_DATA_DIR=str(tmp_path),
         GATEWAY_KEEPALIVE_SECONDS="0.7",
         GATEWAY_HEADER_TIMEOUT_SECONDS="0.7",
@@ -181,7 +169,7 @@ def served(tmp_path: Path, mistral: object, moonshot: object) -> Iterator[int]:
         GATEWAY_REQUEST_LOG="false",
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+        [*GATEWAY, "serve", "--port", str(port)],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -244,18 +232,11 @@ def test_an_unknown_policy_name_is_refused_on_create_and_update(start_gateway: G
 
 
 def test_the_admin_cli_refuses_an_unknown_policy(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
-    env.update(GATEWAY_POLICIES_DIR=str(_policies_copy(tmp_path)), GATEWAY_DATA_DIR=str(tmp_path))
+    env = bare_env(GATEWAY_POLICIES_DIR=str(_policies_copy(tmp_path)), GATEWAY_DATA_DIR=str(tmp_path))
     db = f"sqlite:///{tmp_path / 'cli.db'}"
 
     def gateway(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *args, "--database-url", db],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        return run_cli(*args, "--database-url", db, env=env)
 
     refused = gateway("teams", "create", "web", "--policy", "eu_only")
     assert refused.returncode == 2 and "unknown policy 'eu_only'" in refused.stderr and "eu-only" in refused.stderr, (
@@ -304,8 +285,6 @@ def test_a_reload_that_removes_a_policy_in_use_keeps_the_previous_policies(
 
 
 def test_the_file_watcher_also_refuses_to_remove_a_policy_in_use(start_gateway: GatewayFactory, tmp_path: Path) -> None:
-    from tests.budget_util import make_team
-
     directory = _policies_copy(tmp_path)
     db = f"sqlite:///{tmp_path / 'w.db'}"
     make_team(db, "eu-team", None, policy="eu-only")
@@ -326,8 +305,6 @@ def test_a_team_whose_policy_is_unknown_fails_closed(
 ) -> None:
     """A team row written before names were checked (or by a node with other policies): its requests are
     refused, never routed with the default policy (which would let an `eu_only` team reach Kimi in cn)."""
-    from tests.budget_util import make_key, make_team
-
     db = f"sqlite:///{tmp_path / 'f.db'}"
     make_team(db, "typo", None, policy="eu_only")
     key, _ = make_key(db, "typo")
@@ -389,12 +366,11 @@ def _slash_gateway(start_gateway: GatewayFactory) -> str:
 
 def _clients(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """`gateway clients ...` as a user with the usual umask 022 would run it, against a real gateway."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "clients", *args, "--url", url, "--key", MASTER],
+        [*GATEWAY, "clients", *args, "--url", url, "--key", MASTER],
         capture_output=True,
         text=True,
-        env=env,
+        env=bare_env(),
         timeout=60,
         preexec_fn=lambda: os.umask(0o022),
     )

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.conftest import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl, GatewayFactory
-from tests.http_util import Answer, post_json
+from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import Answer, post_json
 
 KEYS = (MISTRAL_KEY, MOONSHOT_KEY)
 HI = [{"role": "user", "content": "Say hello"}]

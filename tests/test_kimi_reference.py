@@ -17,8 +17,10 @@ import pytest
 
 from gateway.catalog import ModelConfig, Price, Provider, Timeouts
 from gateway.providers.moonshot import MISSING_REASONING, MoonshotAdapter
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import Answer, post_json, sse_events
+from tests.support import sse
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import Answer, post_json
 
 CHAT = "/v1/chat/completions"
 WEATHER = {
@@ -249,7 +251,7 @@ def test_e2e_forced_tool_choice(url: str, moonshot_log: EmulatorControl, tool_ch
         answer = ask(url, body)
         assert answer.status == 200, answer.body
         if stream:
-            events = sse_events(answer.body)
+            events = sse.events(answer.body)
             assert events[-1] == "[DONE]"
             names = [
                 c["function"]["name"]
@@ -326,7 +328,7 @@ def test_e2e_mistral_thinking_replayed_as_reasoning_content(url: str, moonshot_l
 def test_e2e_default_thinking_streams_reasoning(url: str, moonshot_log: EmulatorControl) -> None:
     answer = ask(url, {"messages": [{"role": "user", "content": "stream"}], "stream": True, "temperature": 0})
     assert answer.status == 200, answer.body
-    events = sse_events(answer.body)
+    events = sse.events(answer.body)
     assert events[-1] == "[DONE]"
     deltas = [ch["delta"] for e in events[:-1] for ch in e["choices"]]
     assert any(d.get("reasoning_content") for d in deltas) and any(d.get("content") for d in deltas)

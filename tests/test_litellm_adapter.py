@@ -6,7 +6,8 @@ import openai
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.conftest import MOONSHOT_KEY, EmulatorControl, GatewayFactory
+from tests.support.emulators import MOONSHOT_KEY, EmulatorControl
+from tests.support.gateways import GatewayFactory
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 

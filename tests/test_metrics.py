@@ -8,55 +8,27 @@ import random
 import signal
 import string
 import subprocess
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics.families import BY_NAME, FAMILIES, STATUS_VALUES, TOKEN_TYPES, UPSTREAM_ERROR_KINDS
-from tests.budget_util import ledger, make_key, make_team
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json, request, sse_events
-from tests.test_cli import GATEWAY, clean_env, free_port, wait_for_startup
+from tests.support import sse
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GATEWAY, GatewayFactory, clean_env, free_port, wait_for_startup
+from tests.support.http import auth, begin_post_json, post_all, post_json, request
+from tests.support.metrics import scrape, scrape_when, series, total
+from tests.support.store import ledger, make_key, make_team
 
 CHAT = "/v1/chat/completions"
 SHORT = [{"role": "user", "content": "Count to three."}]
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(url: str, headers: dict[str, str] | None = None, path: str = "/metrics") -> Samples:
-    answer = request(url, "GET", path, headers=headers)
-    assert answer.status == 200, answer.body
-    assert answer.headers["content-type"].startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(answer.body.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
-
-
-def series(samples: Samples) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
-    return set(samples)
 
 
 @pytest.fixture()
 def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'metrics.db'}"
-
-
-def auth(key: str, **extra: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}", **extra}
 
 
 @pytest.fixture()
@@ -68,24 +40,6 @@ def request_lines() -> list[dict[str, Any]]:
 def logged(server: Any, lines: list[dict[str, Any]]) -> str:
     server.app.state.request_log.listeners.append(lines.append)
     return server.url
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        threading.Event().wait(0.02)  # polling a condition with a bounded deadline, not a fixed sleep
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def scrape_when(url: str, ready: Callable[[Samples], bool], what: str) -> Samples:
-    def attempt() -> Samples | None:
-        samples = scrape(url)
-        return samples if ready(samples) else None
-
-    return wait_until(attempt, what)
 
 
 # -- the values after real requests -------------------------------------------------------------------
@@ -106,7 +60,7 @@ def test_counts_tokens_spend_and_histograms_match_the_ledger(
         )
     streamed = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "stream": True}, auth(key))
     statuses.append(streamed.status)
-    assert sse_events(streamed.body)[-1] == "[DONE]"
+    assert sse.events(streamed.body)[-1] == "[DONE]"
     refused = post_json(url, CHAT, {"model": "auto", "messages": SHORT}, auth(key, **{"x-gateway-residency": "us"}))
     unknown = post_json(url, CHAT, {"model": "gpt-17-ultra", "messages": SHORT}, auth(key))
     assert statuses == [200] * 4 and refused.status == 400 and unknown.status == 404
@@ -205,20 +159,7 @@ def test_budget_gauges_follow_reservation_and_settlement(
     # A request held in flight by the provider (it never answers) until the client gives up.
     moonshot_log.fault("hang")
 
-    async def hanging(stop: asyncio.Event) -> None:
-        async with aiohttp.ClientSession() as session:
-            call = session.post(
-                url + CHAT, json={"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 4000}, headers=auth(key)
-            )
-            task = asyncio.ensure_future(call)
-            await stop.wait()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    runner = threading.Thread(target=loop.run_until_complete, args=(hanging(stop),))
-    runner.start()
+    connection = begin_post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 4000}, auth(key))
     try:
         during = scrape_when(url, lambda m: total(m, "gateway_budget_reserved_usd", team="capped") > 0, "a reservation")
         reserved = total(during, "gateway_budget_reserved_usd", team="capped")
@@ -226,9 +167,7 @@ def test_budget_gauges_follow_reservation_and_settlement(
         assert total(during, "gateway_budget_remaining_usd", team="capped") == pytest.approx(2 - spent - reserved)
         assert total(during, "gateway_budget_spent_usd", team="capped") == pytest.approx(spent)
     finally:
-        loop.call_soon_threadsafe(stop.set)
-        runner.join(timeout=30)
-        loop.close()
+        connection.close()  # the client gives up
     after = scrape_when(url, lambda m: total(m, "gateway_budget_reserved_usd", team="capped") == 0, "the release")
     assert total(after, "gateway_budget_remaining_usd", team="capped") == pytest.approx(
         2 - total(after, "gateway_budget_spent_usd", team="capped")
@@ -281,37 +220,26 @@ def _hostile_requests(url: str, key: str, count: int, seed: int, random_strings:
             return "z" * n
         return "".join(noise.choice(string.ascii_letters + string.digits + "-_./:") for _ in range(n))
 
-    async def one(session: aiohttp.ClientSession, i: int) -> int:
+    bodies, headers = [], []
+    for _ in range(count):
         model = rng.choice(["auto", "mistral-medium-3.5", "kimi-k2.6", junk(12), junk(40), f"openai/{junk(8)}"])
-        headers = {
+        sent = {
             "authorization": f"Bearer {key if rng.random() < 0.9 else junk(20)}",
             "x-request-id": junk(rng.randint(1, 200)),
         }
         for _ in range(rng.randint(0, 3)):
             name = "".join(noise.choice(string.ascii_lowercase) for _ in range(6)) if random_strings else "zzzzzz"
-            headers["x-" + name] = junk(10)
+            sent["x-" + name] = junk(10)
         if rng.random() < 0.2:
-            headers["x-gateway-residency"] = rng.choice(["eu", "cn", junk(4)])
+            sent["x-gateway-residency"] = rng.choice(["eu", "cn", junk(4)])
         body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": junk(20)}], "max_tokens": 8}
         if rng.random() < 0.1:
             body["stream"] = True
         if rng.random() < 0.05:
             body = {"model": model}  # invalid
-        async with session.post(url + CHAT, json=body, headers=headers) as response:
-            await response.read()
-            return response.status
-
-    async def run_all() -> list[int]:
-        limit = asyncio.Semaphore(16)
-        async with aiohttp.ClientSession() as session:
-
-            async def bounded(i: int) -> int:
-                async with limit:
-                    return await one(session, i)
-
-            return await asyncio.gather(*(bounded(i) for i in range(count)))
-
-    return asyncio.run(run_all())
+        bodies.append(body)
+        headers.append(sent)
+    return [answer.status for answer in asyncio.run(post_all(url, CHAT, bodies, headers, limit=16))]
 
 
 def test_hostile_model_names_and_headers_add_no_series(start_gateway: GatewayFactory, db: str) -> None:
@@ -430,18 +358,10 @@ def test_several_workers_sum_counters_and_do_not_multiply_budgets(tmp_path: Path
         assert post_json(url, "/admin/teams", {"name": "web", "budget_usd": "10.00"}, admin).status == 201
         key = post_json(url, "/admin/keys", {"team": "web"}, admin).json()["key"]
 
-        async def fire() -> list[int]:
-            # A new connection per request, so that the kernel spreads them over the workers.
-            async def one(i: int) -> int:
-                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-                    body = {"model": "kimi-k2.6", "messages": [{"role": "user", "content": f"n{i}"}]}
-                    async with session.post(url + CHAT, json=body, headers=auth(key)) as response:
-                        await response.read()
-                        return response.status
-
-            return await asyncio.gather(*(one(i) for i in range(count)))
-
-        assert asyncio.run(fire()) == [200] * count
+        # A new connection per request, so that the kernel spreads them over the workers.
+        bodies = [{"model": "kimi-k2.6", "messages": [{"role": "user", "content": f"n{i}"}]} for i in range(count)]
+        answers = asyncio.run(post_all(url, CHAT, bodies, auth(key), new_connections=True))
+        assert [answer.status for answer in answers] == [200] * count
         for _ in range(6):  # any worker may answer the scrape: each must report the sum over all of them
             m = scrape(url, admin)
             assert total(m, "gateway_requests_total", team="web", status="200") == count

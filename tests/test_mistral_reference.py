@@ -22,8 +22,8 @@ from mistralai.client import models as sdk
 
 from gateway.emulators import mistral as emulator
 from gateway.http.servers import ThreadedServer
-from tests.conftest import MISTRAL_KEY, EmulatorControl
-from tests.http_util import post_json
+from tests.support.emulators import MISTRAL_KEY, EmulatorControl
+from tests.support.http import post_json
 
 MODEL = "mistral-medium-3.5"
 

@@ -8,7 +8,8 @@ import openai
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.conftest import MOONSHOT_KEY, EmulatorControl, GatewayFactory
+from tests.support.emulators import MOONSHOT_KEY, EmulatorControl
+from tests.support.gateways import GatewayFactory
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "catalog.self-hosted-and-openrouter.example.yaml"
 

@@ -8,7 +8,7 @@ import json
 import openai
 import pytest
 
-from tests.conftest import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl
+from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl
 
 HELLO = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello to the gateway."}]
 WEATHER_TOOL = {

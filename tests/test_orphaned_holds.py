@@ -5,7 +5,6 @@ short, configurable time by the other nodes; never only when they expire (the pr
 from __future__ import annotations
 
 import http.client
-import json
 import signal
 import subprocess
 import threading
@@ -15,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.budget_util import make_key, make_team, team_usage
-from tests.conftest import EmulatorControl, provider_env
-from tests.test_budgets import _start_cli_gateway
-from tests.waiting import wait_until
+from tests.support.emulators import EmulatorControl, provider_env
+from tests.support.gateways import start_cli_gateway, stop
+from tests.support.http import auth, begin_post_json
+from tests.support.store import make_key, make_team, team_usage
+from tests.support.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 BODY = {
@@ -33,26 +33,12 @@ pytestmark = pytest.mark.slow
 
 def _send(url: str, key: str) -> http.client.HTTPConnection:
     """Start a streaming request and leave it open (the provider hangs on it)."""
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    connection.request(
-        "POST", CHAT, json.dumps(BODY), {"content-type": "application/json", "authorization": f"Bearer {key}"}
-    )
-    return connection
+    return begin_post_json(url, CHAT, BODY, auth(key), timeout=60)
 
 
 def _kill(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def test_a_restarted_node_releases_the_holds_of_its_killed_process(
@@ -62,7 +48,7 @@ def test_a_restarted_node_releases_the_holds_of_its_killed_process(
     team = make_team(db, "agents", "0.05")
     key, _ = make_key(db, "agents")
     env = provider_env(mistral, moonshot)
-    first, url = _start_cli_gateway(db, env)
+    first, url = start_cli_gateway(db, env)
     try:
         mistral_log.fault("hang", count=3)
         open_streams = [_send(url, key) for _ in range(3)]
@@ -70,16 +56,16 @@ def test_a_restarted_node_releases_the_holds_of_its_killed_process(
         assert team_usage(db, team).reserved_nanos > 0
         _kill(first)  # 3 streams in flight, their holds in the database
     finally:
-        _stop(first)
+        stop(first)
     for connection in open_streams:
         connection.close()
     assert team_usage(db, team).reserved_nanos > 0  # nothing released them yet
-    second, url = _start_cli_gateway(db, env)
+    second, url = start_cli_gateway(db, env)
     try:
         # Released during start-up (the killed process ran on this node and is gone), not in 15 minutes.
         assert team_usage(db, team).reserved_nanos == 0
     finally:
-        _stop(second)
+        stop(second)
 
 
 def test_another_node_releases_a_dead_nodes_holds_after_its_heartbeat_stops(
@@ -89,8 +75,8 @@ def test_another_node_releases_a_dead_nodes_holds_after_its_heartbeat_stops(
     key, _ = make_key(postgres_url, team.name)
     fast = {"GATEWAY_HEARTBEAT_SECONDS": "0.2", "GATEWAY_ORPHAN_HOLD_SECONDS": "2"}
     env = provider_env(mistral, moonshot)
-    node_a, url_a = _start_cli_gateway(postgres_url, {**env, **fast, "GATEWAY_NODE_NAME": "node-a"})
-    node_b, url_b = _start_cli_gateway(postgres_url, {**env, **fast, "GATEWAY_NODE_NAME": "node-b"})
+    node_a, url_a = start_cli_gateway(postgres_url, {**env, **fast, "GATEWAY_NODE_NAME": "node-a"})
+    node_b, url_b = start_cli_gateway(postgres_url, {**env, **fast, "GATEWAY_NODE_NAME": "node-b"})
     streams = []
     try:
         mistral_log.fault("hang", count=3)
@@ -111,5 +97,5 @@ def test_another_node_releases_a_dead_nodes_holds_after_its_heartbeat_stops(
     finally:
         for connection in streams:
             connection.close()
-        _stop(node_a)
-        _stop(node_b)
+        stop(node_a)
+        stop(node_b)

@@ -47,9 +47,11 @@ from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway.http.servers import ThreadedServer
-from tests.budget_util import make_key, make_team
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import Answer, post_json
+from tests.support import sse
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import Answer, post_json
+from tests.support.store import make_key, make_team
 
 pytestmark = pytest.mark.slow
 
@@ -465,21 +467,10 @@ def check_completion(raw: dict[str, Any], body: dict[str, Any]) -> None:
     assert usage and all(isinstance(usage.get(k), int) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
 
 
-def sse_frames(raw: bytes) -> list[str]:
-    frames = []
-    for block in raw.decode().split("\n\n"):
-        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
-        data = [line[5:].lstrip() for line in lines if line.startswith("data:")]
-        assert len(data) == len(lines), f"an SSE event that is not a data event: {block!r}"
-        if data:
-            frames.append("\n".join(data))
-    return frames
-
-
 def check_stream(raw: bytes, body: dict[str, Any]) -> None:
     """A streamed answer: every event a `ChatCompletionChunk`, then `[DONE]`; each choice ends once; tool calls
     arrive with their id and name first and their arguments add up to JSON; usage as `stream_options` asked."""
-    frames = sse_frames(raw)
+    frames = sse.frames(raw, data_only=True)
     assert frames and frames[-1] == "[DONE]", f"the stream does not end with [DONE]: {frames[-3:]}"
     chunks = [json.loads(frame) for frame in frames[:-1]]
     assert chunks, "a stream without a chunk"

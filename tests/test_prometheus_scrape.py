@@ -8,12 +8,8 @@ The server binary comes from Debian's `prometheus` package (`bash scripts/tools`
 
 from __future__ import annotations
 
-import json
 import subprocess
-import threading
-import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,33 +18,26 @@ import pytest
 import yaml
 
 from gateway.metrics.families import FAMILIES
-from tests.budget_util import make_key, make_team
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json
-from tests.test_cli import free_port
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory, free_port
+from tests.support.http import auth, post_json, request
+from tests.support.store import make_key, make_team
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / ".cache" / "tools" / "bin" / "prometheus"
 CHAT = "/v1/chat/completions"
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
+def _get(url: str, path: str) -> Any:
+    answer = request(url, "GET", path, timeout=5)
+    assert answer.status == 200, (path, answer.status, answer.body)
+    return answer.json()
 
 
-def _eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:  # the server is still starting
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        threading.Event().wait(0.2)  # polling a condition with a deadline, not a fixed sleep
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+def _eventually(check: Callable[[], Any], what: str) -> Any:
+    """`wait_until` with Prometheus's pace: a minute, every 0.2 s, a server still starting is not yet."""
+    return wait_until(check, 60.0, what, every=0.2, ignoring=(OSError,))
 
 
 @pytest.fixture()
@@ -87,7 +76,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[..., str]]:
         )
         started.append(process)
         url = f"http://127.0.0.1:{port}"
-        _eventually(lambda: urllib.request.urlopen(url + "/-/ready", timeout=2).status == 200, "Prometheus to start")
+        _eventually(lambda: request(url, "GET", "/-/ready", timeout=2).status == 200, "Prometheus to start")
         return url
 
     try:
@@ -99,7 +88,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[..., str]]:
 
 
 def query(url: str, promql: str) -> list[dict[str, Any]]:
-    data = _get(url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+    data = _get(url, "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
     assert data["status"] == "success", data
     return data["data"]["result"]
 
@@ -111,7 +100,7 @@ def test_prometheus_scrapes_every_family_with_the_gateways_values(
     make_team(db, "web", "10.00", soft_limit_pct=1)
     key, _ = make_key(db, "web")
     server = start_gateway(database_url=db)
-    headers = {"authorization": f"Bearer {key}"}
+    headers = auth(key)
     for i in range(5):
         assert (
             post_json(
@@ -161,7 +150,7 @@ def test_prometheus_scrapes_every_family_with_the_gateways_values(
 
     # Every rule of deploy/prometheus/alerts.yml evaluates on these series without an error.
     def evaluated() -> list[dict[str, Any]] | None:
-        groups = _get(url + "/api/v1/rules")["data"]["groups"]
+        groups = _get(url, "/api/v1/rules")["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
         done = rules and all(not rule.get("lastEvaluation", "0001").startswith("0001") for rule in rules)
         return rules if done else None

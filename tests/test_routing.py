@@ -18,9 +18,10 @@ from gateway.policy import Policy, load_policies
 from gateway.routing import Allowed, decide
 from gateway.routing.counting import PromptCounts
 from gateway.tokens import TokenCounter
-from tests.budget_util import _with_store, ledger, make_key, make_team, run, team_usage
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json, request
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import auth, post_json, request
+from tests.support.store import ledger, make_key, make_team, on_store, team_usage
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(None, {})
@@ -238,10 +239,6 @@ def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'routing.db'}"
 
 
-def auth(key: str, **extra: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}", **extra}
-
-
 def headers_of(answer) -> tuple[str, str, str, str]:
     h = answer.headers
     return h["x-gateway-model"], h["x-gateway-provider"], h["x-gateway-region"], h["x-gateway-route-reason"]
@@ -337,7 +334,7 @@ def _spend(db: str, team_name: str, nanos: int) -> None:
         stream=False,
         content=None,
     )
-    run(_with_store(db, lambda s: s.record(Settlement(row, [Scope(team_scope(team_name), start, None)], None))))
+    on_store(db, lambda s: s.record(Settlement(row, [Scope(team_scope(team_name), start, None)], None)))
 
 
 def test_budget_downgrades(start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl) -> None:

@@ -54,8 +54,8 @@ from gateway.routing.route import Route
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.tokens import Count
-from tests.conftest import EmulatorControl, provider_env
-from tests.http_util import Answer, request
+from tests.support.emulators import EmulatorControl, provider_env
+from tests.support.http import Answer, auth, post_json, request
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -1016,13 +1016,7 @@ _serial = itertools.count(1)
 
 
 def _admin(world: World, path: str, payload: Any) -> Answer:
-    return request(
-        world.url,
-        "POST",
-        path,
-        json.dumps(payload).encode(),
-        {"content-type": "application/json", "authorization": f"Bearer {MASTER}"},
-    )
+    return post_json(world.url, path, payload, auth(MASTER))
 
 
 def install(world: World, case: Case) -> tuple[Policy, str]:

@@ -3,33 +3,22 @@ a clear error (an SSE error event, or a 503) and a ledger row, and the process e
 
 from __future__ import annotations
 
-import http.client
 import json
 import signal
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.budget_util import ledger, make_key, make_team
-from tests.conftest import EmulatorControl, GatewayFactory, provider_env
-from tests.http_util import sse_events
-from tests.test_budgets import _start_cli_gateway
-from tests.waiting import wait_until
+from tests.support import sse
+from tests.support.emulators import EmulatorControl, provider_env
+from tests.support.gateways import GatewayFactory, start_cli_gateway
+from tests.support.http import auth, begin_post_json, request
+from tests.support.store import ledger, make_key, make_team
+from tests.support.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "take your time"}], "max_tokens": 20}
-
-
-def _open(port: int, key: str, body: dict[str, Any]) -> http.client.HTTPConnection:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request(
-        "POST", CHAT, json.dumps(body), {"content-type": "application/json", "authorization": f"Bearer {key}"}
-    )
-    return connection
 
 
 @pytest.mark.slow
@@ -40,17 +29,16 @@ def test_sigterm_drains_then_ends_what_is_left_with_a_clear_error(
     make_team(db, "web", "5.00")
     key, _ = make_key(db, "web")
     env = {**provider_env(mistral, moonshot), "GATEWAY_SHUTDOWN_DRAIN_SECONDS": "3"}
-    process, url = _start_cli_gateway(db, env)
-    port = int(url.rsplit(":", 1)[1])
+    process, url = start_cli_gateway(db, env)
     try:
         mistral_log.fault("first_token=1000")  # finishes within the drain time
-        quick = _open(port, key, {**BODY, "stream": True})
+        quick = begin_post_json(url, CHAT, {**BODY, "stream": True}, auth(key), timeout=60)
         wait_until(lambda: len(mistral_log.requests()) == 1)
         mistral_log.fault("first_token=60000", count=2)  # streams that would outlive the drain
-        slow = [_open(port, key, {**BODY, "stream": True}) for _ in range(2)]
+        slow = [begin_post_json(url, CHAT, {**BODY, "stream": True}, auth(key), timeout=60) for _ in range(2)]
         wait_until(lambda: len(mistral_log.requests()) == 3)
         mistral_log.fault("hang")  # a non-streaming request whose provider never answers
-        waiting = _open(port, key, BODY)
+        waiting = begin_post_json(url, CHAT, BODY, auth(key), timeout=60)
         wait_until(lambda: len(mistral_log.requests()) == 4)
         process.send_signal(signal.SIGTERM)
 
@@ -59,7 +47,7 @@ def test_sigterm_drains_then_ends_what_is_left_with_a_clear_error(
         for connection in slow:
             response = connection.getresponse()
             assert response.status == 200
-            events = sse_events(response.read())
+            events = sse.events(response.read())
             assert events[-1]["error"]["code"] == "gateway_shutting_down", events[-1]
         refused = waiting.getresponse()
         assert refused.status == 503 and json.loads(refused.read())["error"]["code"] == "gateway_shutting_down"
@@ -79,17 +67,13 @@ def test_sigterm_drains_then_ends_what_is_left_with_a_clear_error(
 
 def test_readyz_says_draining_once_shutdown_begins(start_gateway: GatewayFactory, tmp_path: Path) -> None:
     server = start_gateway(database_url=f"sqlite:///{tmp_path / 'ready.db'}", shutdown_drain_seconds=3600)
-    with urllib.request.urlopen(server.url + "/readyz", timeout=5) as response:
-        assert response.status == 200
+    assert request(server.url, "GET", "/readyz", timeout=5).status == 200
     # What uvicorn's graceful shutdown does on each open connection (GatewayHttpProtocol.shutdown), on the
     # server's own loop.
     server.loop.call_soon_threadsafe(server.app.state.gateway.begin_drain)
 
     def draining() -> bool:
-        try:
-            urllib.request.urlopen(server.url + "/readyz", timeout=5)
-        except urllib.error.HTTPError as error:
-            return error.code == 503 and json.loads(error.read())["status"] == "draining"
-        return False
+        ready = request(server.url, "GET", "/readyz", timeout=5)
+        return ready.status == 503 and ready.json()["status"] == "draining"
 
     assert wait_until(draining)

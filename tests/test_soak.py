@@ -17,9 +17,10 @@ import aiohttp
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.budget_util import make_key, make_team
-from tests.conftest import provider_env
-from tests.test_budgets import _start_cli_gateway
+from tests.support.emulators import provider_env
+from tests.support.gateways import start_cli_gateway
+from tests.support.http import auth
+from tests.support.store import make_key, make_team
 
 SOAK_SECONDS = float(os.environ.get("GATEWAY_SOAK_SECONDS", "120"))
 WAL_LIMIT = 1024 * 1024
@@ -48,13 +49,13 @@ def test_two_minute_soak_keeps_memory_flat_and_the_wal_bounded(
         "GATEWAY_SQLITE_WAL_LIMIT_BYTES": str(WAL_LIMIT),
         "GATEWAY_REQUEST_LOG": "false",
     }
-    process, url = _start_cli_gateway(db, env)
+    process, url = start_cli_gateway(db, env)
     wal = Path(str(path) + "-wal")
     samples: list[tuple[float, int, int]] = []  # (seconds, rss KiB, wal bytes)
     statuses: dict[int, int] = {}
 
     async def load() -> None:
-        headers = {"authorization": f"Bearer {key}"}
+        headers = auth(key)
         deadline = time.monotonic() + SOAK_SECONDS
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
 

@@ -8,10 +8,6 @@ back, the gateway serves again within seconds, without a restart.
 
 from __future__ import annotations
 
-import http.client
-import json
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,11 +15,13 @@ from typing import Any
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.budget_util import ledger, make_key, make_team, team_usage
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.forwarder import Forwarder
-from tests.http_util import post_json, sse_events
-from tests.waiting import wait_until
+from tests.support import sse
+from tests.support.emulators import EmulatorControl
+from tests.support.forwarder import Forwarder
+from tests.support.gateways import GatewayFactory
+from tests.support.http import begin_post_json, post_json, request
+from tests.support.store import ledger, make_key, make_team, team_usage
+from tests.support.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 SHORT = [{"role": "user", "content": "Count to three."}]
@@ -38,11 +36,7 @@ def _via(forwarder: Forwarder, postgres_url: str) -> str:
 
 
 def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
-            return response.status == 200
-    except urllib.error.HTTPError:
-        return False
+    return request(url, "GET", "/readyz", timeout=5).status == 200
 
 
 @pytest.fixture()
@@ -76,7 +70,7 @@ def test_an_outage_is_a_503_before_any_provider_call_and_the_gateway_comes_back(
     forwarder.start()  # the database is back: no restart
     wait_until(lambda: post_json(server.url, CHAT, BODY, auth).status == 200)
     assert _ready(server.url)
-    metrics = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
+    metrics = request(server.url, "GET", "/metrics", timeout=5).text
     assert 'gateway_storage_errors_total{stage="request"}' in metrics
     rows = ledger(database, team=team.name)
     assert len(rows) == 2 and all(r.status == 200 for r in rows)  # the first and the one after the outage
@@ -90,17 +84,14 @@ def test_a_row_the_database_cannot_take_is_journaled_and_written_when_it_is_back
     assert post_json(server.url, CHAT, BODY, auth).status == 200  # connections warm
     mistral_log.reset()
     mistral_log.fault("latency=400")  # the provider takes a moment: the database goes away meanwhile
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    connection.request(
-        "POST", CHAT, json.dumps({**BODY, "stream": stream}), {"content-type": "application/json", **auth}
-    )
+    connection = begin_post_json(server.url, CHAT, {**BODY, "stream": stream}, auth)
     wait_until(lambda: len(mistral_log.requests()) == 1)  # admitted and reserved: the prompt is upstream
     forwarder.stop()
     response = connection.getresponse()
     data = response.read()
     assert response.status == 200, data
     if stream:
-        events = sse_events(data)
+        events = sse.events(data)
         assert data.rstrip().endswith(b"data: [DONE]") and not any("error" in e for e in events if isinstance(e, dict))
     forwarder.start()
     rows = wait_until(lambda: (lambda found: found if len(found) == 2 else None)(ledger(database, team=team.name)))
@@ -126,16 +117,13 @@ def test_a_row_neither_the_database_nor_the_journal_can_take_ends_the_stream_wit
         assert post_json(server.url, CHAT, BODY, auth).status == 200
         mistral_log.reset()
         mistral_log.fault("latency=400")
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        connection.request(
-            "POST", CHAT, json.dumps({**BODY, "stream": True}), {"content-type": "application/json", **auth}
-        )
+        connection = begin_post_json(server.url, CHAT, {**BODY, "stream": True}, auth)
         wait_until(lambda: len(mistral_log.requests()) == 1)
         forwarder.stop()
         response = connection.getresponse()
-        events = sse_events(response.read())
+        events = sse.events(response.read())
         assert events[-1]["error"]["code"] == "ledger_unavailable", events[-1]
-        metrics = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
+        metrics = request(server.url, "GET", "/metrics", timeout=5).text
         assert 'gateway_storage_errors_total{stage="lost"} 1.0' in metrics
     finally:
         forwarder.stop()

@@ -12,8 +12,10 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import EmulatorControl, GatewayFactory
-from tests.http_util import post_json, request, sse_events
+from tests.support import sse
+from tests.support.emulators import EmulatorControl
+from tests.support.gateways import GatewayFactory
+from tests.support.http import post_json, read_request, request
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -87,7 +89,7 @@ def test_stream_cut_mid_way(url: str, control: str, model: str, request: pytest.
     log.fault("cut=2")
     answer = post_json(url, CHAT, {"model": model, "messages": HELLO, "stream": True, "max_tokens": 30})
     assert answer.status == 200
-    events = sse_events(answer.body)
+    events = sse.events(answer.body)
     assert events[-1] != "[DONE]"
     assert events[-1]["error"]["code"] == "upstream_stream_cut"
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
@@ -101,18 +103,18 @@ def test_malformed_chunk_is_skipped(url: str, mistral_log: EmulatorControl) -> N
     mistral_log.fault("malformed=2")
     noisy = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": HELLO, "stream": True, "max_tokens": 10})
     assert noisy.status == 200
-    events = sse_events(noisy.body)  # every event the client gets is valid JSON
+    events = sse.events(noisy.body)  # every event the client gets is valid JSON
     assert events[-1] == "[DONE]"
     text = lambda evs: "".join(
         e["choices"][0]["delta"].get("content") or "" for e in evs if e != "[DONE]" and e["choices"]
     )
-    assert text(events) == text(sse_events(clean.body))
+    assert text(events) == text(sse.events(clean.body))
 
 
 def test_moonshot_mid_stream_error_event(url: str, moonshot_log: EmulatorControl) -> None:
     moonshot_log.fault("stream_error=1")
     answer = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": HELLO, "stream": True})
-    events = sse_events(answer.body)
+    events = sse.events(answer.body)
     assert events[-1]["error"]["code"] == "upstream_stream_error"
 
 
@@ -147,15 +149,7 @@ class SilentUpstream:
     def _serve(self) -> None:
         connection, _ = self.listener.accept()
         with connection:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += connection.recv(65536)
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = int(
-                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
-            )
-            while len(rest) < length:
-                rest += connection.recv(65536)
+            read_request(connection)
             chunk = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
             connection.sendall(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"

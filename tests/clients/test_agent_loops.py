@@ -19,17 +19,8 @@ from typing import Any
 import pytest
 
 from gateway.cli.main import main as gateway_cli
-from tests.clients.conftest import (
-    DEAD_PROXY,
-    TEAM,
-    ClientGateway,
-    Script,
-    describe,
-    need,
-    offline_env,
-    run_tool,
-)
-from tests.clients.tools import Installer
+from tests.support.coding_tools import DEAD_PROXY, TEAM, ClientGateway, Installer, describe, need, offline_env, run_tool
+from tests.support.emulators import Script
 
 NOTES = "The launch code is 4711.\n"
 CODE = "4711"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main as gateway_cli
-from tests.clients.conftest import TEAM, ClientGateway, Script, describe, need, offline_env, run_tool
-from tests.clients.tools import Installer
+from tests.support.coding_tools import TEAM, ClientGateway, Installer, describe, need, offline_env, run_tool
+from tests.support.emulators import Script
 
 # model asked for: (model that serves it under the default policy, route reason)
 ROUTES = {

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from gateway.cli.main import main as gateway_cli
-from tests.clients.conftest import ClientGateway
+from tests.support.coding_tools import ClientGateway
+from tests.support.http import Answer, auth, post_json
 
 
 def test_every_tool_prints_its_configuration_without_writing(
@@ -92,19 +94,10 @@ def test_url_reads_the_models_from_the_gateway_and_writes_the_key(
     assert (chat["apiBase"], chat["apiKey"]) == (client_gateway.base_url, client_gateway.key)
 
 
-def _post(url: str, key: str, body: dict) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    request.add_header("content-type", "application/json")
-    request.add_header("authorization", f"Bearer {key}")
-    request.add_header("x-api-key", key)  # Continue's FIM requests send both
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+def _post(url: str, key: str, body: dict) -> Answer:
+    """POST to a full URL as a tool configured with it would: both key headers (Continue's FIM requests send both)."""
+    parts = urlsplit(url)
+    return post_json(f"{parts.scheme}://{parts.netloc}", parts.path, body, auth(key, **{"x-api-key": key}), timeout=20)
 
 
 def test_continue_autocomplete_and_embeddings_entries_reach_their_routes(
@@ -112,8 +105,6 @@ def test_continue_autocomplete_and_embeddings_entries_reach_their_routes(
 ) -> None:
     """`cn` has no autocomplete: send what Continue's `mistral` provider sends for the written autocomplete
     entry (FIM on {apiBase}fim/completions), the same through /v1/completions with `suffix`, and an embedding."""
-    from tests.http_util import sse_events
-
     assert (
         gateway_cli(
             ["clients", "continue", "--url", client_gateway.url, "--key", client_gateway.key, "--dir", str(tmp_path)]
@@ -134,15 +125,13 @@ def test_continue_autocomplete_and_embeddings_entries_reach_their_routes(
         "stop": ["\n\n"],
         "stream": True,
     }
-    status, raw = _post(fim["apiBase"] + "fim/completions", fim["apiKey"], body)
-    assert status == 200, raw
-    assert any(isinstance(e, dict) and e.get("choices") for e in sse_events(raw))
-    status, raw = _post(client_gateway.base_url + "/completions", fim["apiKey"], {**body, "stream": False})
-    assert status == 200 and json.loads(raw)["choices"][0]["text"], raw
-    status, raw = _post(
-        embed["apiBase"] + "/embeddings", embed["apiKey"], {"model": embed["model"], "input": ["x = 1"]}
-    )
-    assert status == 200 and len(json.loads(raw)["data"][0]["embedding"]) == 1024, raw
+    fim_answer = _post(fim["apiBase"] + "fim/completions", fim["apiKey"], body)
+    assert fim_answer.status == 200, fim_answer.body
+    assert any(isinstance(e, dict) and e.get("choices") for e in fim_answer.events)
+    completion = _post(client_gateway.base_url + "/completions", fim["apiKey"], {**body, "stream": False})
+    assert completion.status == 200 and completion.json()["choices"][0]["text"], completion.body
+    embedding = _post(embed["apiBase"] + "/embeddings", embed["apiKey"], {"model": embed["model"], "input": ["x = 1"]})
+    assert embedding.status == 200 and len(embedding.json()["data"][0]["embedding"]) == 1024, embedding.body
     rows = client_gateway.rows(wait_for=3)
     assert [(r.model, r.team) for r in rows] == [
         ("codestral", "coders"),

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main as gateway_cli
-from tests.clients.conftest import DEAD_PROXY, TEAM, ClientGateway, Script, describe, need, offline_env, run_tool
-from tests.clients.tools import Installer
+from tests.support.coding_tools import DEAD_PROXY, TEAM, ClientGateway, Installer, describe, need, offline_env, run_tool
+from tests.support.emulators import Script
 
 ROUTES = {"auto": ("mistral-medium-3.5", "preferred"), "kimi-k2.6": ("kimi-k2.6", "pinned")}
 

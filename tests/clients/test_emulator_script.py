@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.clients.conftest import Script
-from tests.conftest import MISTRAL_KEY, MOONSHOT_KEY
-from tests.http_util import sse_events
+from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, Script
+from tests.support.http import auth, post_json
 
 MODELS = {"mistral": ("mistral-medium-3.5", MISTRAL_KEY), "moonshot": ("kimi-k2.6", MOONSHOT_KEY)}
 TOOLS = [
@@ -32,12 +29,9 @@ def chat(server: ThreadedServer, kind: str, text: str, stream: bool = False, **e
     body = {"model": model, "messages": extra.pop("messages", [{"role": "user", "content": text}]), **extra}
     if stream:
         body["stream"] = True
-    request = urllib.request.Request(server.url + "/v1/chat/completions", data=json.dumps(body).encode(), method="POST")
-    request.add_header("content-type", "application/json")
-    request.add_header("authorization", f"Bearer {key}")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        raw = response.read()
-    return list(sse_events(raw)) if stream else json.loads(raw)
+    answer = post_json(server.url, "/v1/chat/completions", body, auth(key), timeout=10)
+    assert answer.status == 200, answer.body
+    return answer.events if stream else answer.json()
 
 
 def streamed_text(events: list[Any]) -> tuple[str, list[dict], dict | None]:
@@ -153,10 +147,8 @@ def test_bad_scripts_are_refused_and_delete_empties(emulator) -> None:
         {"replies": [{"surprise": 1}]},
         {"replies": [{"tool_calls": [{"arguments": {}}]}]},
     ):
-        request = urllib.request.Request(server.url + "/_emulator/script", data=json.dumps(bad).encode(), method="POST")
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=10)
-        assert refused.value.code == 400 and "emulator_error" in json.loads(refused.value.read())
+        refused = post_json(server.url, "/_emulator/script", bad, timeout=10)
+        assert refused.status == 400 and "emulator_error" in refused.json()
     script.queue("plain text is a reply too")
     assert script.state()["queued"] == [{"content": "plain text is a reply too"}]
     script.clear()

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.conftest import HERE, TEAM, ClientGateway, Script, describe, need, offline_env, run_tool
-from tests.clients.tools import Installer
+from tests.support.coding_tools import (
+    CLIENT_TESTS,
+    TEAM,
+    ClientGateway,
+    Installer,
+    describe,
+    need,
+    offline_env,
+    run_tool,
+)
+from tests.support.emulators import Script
 
 ROUTES = {
     "auto": ("mistral-medium-3.5", "preferred"),
@@ -45,7 +54,7 @@ def test_node_sdk_streams_a_tool_call_and_its_answer(
         MODEL=model,
         TAG=tag,
     )
-    result = run_tool([node, str(HERE / "node_openai_check.cjs")], tmp_path, env, timeout=60)
+    result = run_tool([node, str(CLIENT_TESTS / "node_openai_check.cjs")], tmp_path, env, timeout=60)
     assert result.returncode == 0, describe(result)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     first, second = summary["first"], summary["second"]

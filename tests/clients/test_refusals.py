@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main as gateway_cli
-from tests.budget_util import make_key, make_team
-from tests.clients.conftest import HERE, describe, need, offline_env, run_tool
-from tests.clients.tools import Installer
-from tests.conftest import GatewayFactory
+from tests.support.coding_tools import CLIENT_TESTS, Installer, describe, need, offline_env, run_tool
+from tests.support.gateways import GatewayFactory
+from tests.support.store import make_key, make_team
 
-ROOT = HERE.parents[1]
+ROOT = CLIENT_TESTS.parents[1]
 
 
 @pytest.fixture()
@@ -54,7 +53,9 @@ def test_node_sdk_sees_the_refusal_as_an_openai_error(
     env = offline_env(
         tmp_path / "home", CLIENTS_NODE_DIR=str(sdk.directory), GATEWAY_URL=url, GATEWAY_KEY=keys[team], MODEL=model
     )
-    result = run_tool([shutil.which("node") or "node", str(HERE / "node_openai_error.cjs")], tmp_path, env, timeout=60)
+    result = run_tool(
+        [shutil.which("node") or "node", str(CLIENT_TESTS / "node_openai_error.cjs")], tmp_path, env, timeout=60
+    )
     assert result.returncode == 0, describe(result)
     error = json.loads(result.stdout.strip().splitlines()[-1])
     assert error["refused"] and (error["status"], error["code"]) == (status, code), error

@@ -1,11 +1,16 @@
-"""The real coding tools, installed in isolated environments under .cache/clients/ (gitignored) and cached.
+"""The real coding tools (tests/clients/): installed in isolated environments under .cache/clients/ (gitignored) and
+cached; run as subprocesses that reach nothing but 127.0.0.1.
 
 Every tool is pinned to an exact version. Python tools get a virtualenv of their own (made and filled by `uv`,
 itself pinned and installed from PyPI into .cache/clients/uv); Node tools are installed with
 `npm install --prefix .cache/clients/node`. An environment is reused while its stamp file names the same
 pins. Installing needs PyPI and the npm registry; running the tools needs nothing but 127.0.0.1.
 
-    .venv/bin/python -m tests.clients.tools        # install (or check) them all ahead of the tests
+Every tool runs with a scratch HOME, a timeout, telemetry and update checks off, and a proxy on a closed 127.0.0.1
+port for anything that is not 127.0.0.1 (Node tools also get tests/clients/offline_guard.cjs), so a test reaches
+nothing but the gateway. A tool that cannot be installed fails its tests with the reason.
+
+    .venv/bin/python -m tests.support.coding_tools        # install (or check) them all ahead of the tests
 """
 
 from __future__ import annotations
@@ -18,11 +23,19 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.http.servers import ThreadedServer
+from tests.support.store import ledger
 
 ROOT = Path(__file__).resolve().parents[2]
+CLIENT_TESTS = ROOT / "tests" / "clients"  # the Node scripts the tests run, and offline_guard.cjs
 CACHE = Path(os.environ.get("GATEWAY_CLIENTS_CACHE", ROOT / ".cache" / "clients"))
 INSTALL_TIMEOUT_S = 900
 
@@ -98,7 +111,7 @@ def new_python() -> str:
         candidates.append(shutil.which(f"python3.{minor}") or "")
         pyenv = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
         candidates += sorted(glob.glob(f"{pyenv}/versions/3.{minor}*/bin/python3"))
-    check = "import sys, ssl, sqlite3; sys.exit(0 if sys.version_info >= (%d, %d) else 1)" % NEW_PYTHON
+    check = f"import sys, ssl, sqlite3; sys.exit(0 if sys.version_info >= {NEW_PYTHON} else 1)"
     for candidate in filter(None, candidates):
         try:
             if subprocess.run([candidate, "-c", check], timeout=30, capture_output=True).returncode == 0:
@@ -214,6 +227,96 @@ class Installer:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def need(installer: Installer, name: str) -> Tool:
+    try:
+        return installer.get(name)
+    except ToolUnavailable as exc:
+        pytest.fail(f"{name} is not available, so this end-to-end test cannot run: {exc}", pytrace=False)
+
+
+# -- the gateway the tools talk to -----------------------------------------------------------------------------
+
+DEAD_PROXY = "http://127.0.0.1:9"  # nothing listens there: a request through it is refused at once
+RUN_TIMEOUT_S = 180
+TEAM = "coders"
+
+
+@dataclass
+class ClientGateway:
+    url: str
+    key: str
+    key_id: str
+    db: str
+    server: ThreadedServer
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def rows(self, wait_for: int = 1, timeout: float = 10.0) -> list[Any]:
+        """The ledger's rows (at least `wait_for` of them: settlement may trail the response by a moment)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = ledger(self.db)
+            if len(rows) >= wait_for or time.monotonic() > deadline:
+                return sorted(rows, key=lambda r: r.ts)
+            time.sleep(0.1)
+
+
+# -- running a tool --------------------------------------------------------------------------------------------
+
+
+def offline_env(home: Path, **extra: str) -> dict[str, str]:
+    """A clean environment: scratch HOME and XDG dirs, no telemetry, only 127.0.0.1 reachable."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "NO_COLOR": "1",
+        "CI": "true",
+        # Only 127.0.0.1: everything else goes to a proxy that is not there.
+        "HTTP_PROXY": DEAD_PROXY,
+        "HTTPS_PROXY": DEAD_PROXY,
+        "ALL_PROXY": DEAD_PROXY,
+        "http_proxy": DEAD_PROXY,
+        "https_proxy": DEAD_PROXY,
+        "all_proxy": DEAD_PROXY,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "NODE_OPTIONS": f"--require {CLIENT_TESTS / 'offline_guard.cjs'}",
+        "GATEWAY_TEST_BLOCKED_LOG": str(home / "blocked-hosts.txt"),
+        "DO_NOT_TRACK": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def run_tool(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float = RUN_TIMEOUT_S, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(
+            command, cwd=cwd, env=env, input=stdin or "", capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        pytest.fail(
+            f"{command[0]} did not finish in {timeout} s\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}", pytrace=False
+        )
+    return result
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit code {result.returncode}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
 
 
 if __name__ == "__main__":

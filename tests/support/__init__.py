@@ -1,0 +1,16 @@
+"""Helpers shared by the tests (fixtures stay in conftest.py). No test module imports from another test module:
+what two of them need is here.
+
+- http: the one HTTP client (http.client), `Answer`, requests left in flight, many at once, a request read by a
+  hand-written upstream;
+- sse: the one server-sent-events parser;
+- emulators: the emulators' keys, control endpoints (faults, request log, scripts) and a client for one emulator;
+- gateways: `gateway` as a subprocess (free port, clean environment, startup), the in-process factory's type;
+- store: teams, keys and ledger rows straight in a database;
+- postgres: fresh PostgreSQL databases;
+- admin: the admin API's client and a sample ledger with its expected reports;
+- metrics: scraping /metrics into samples;
+- waiting: bounded polling;
+- forwarder: a TCP forwarder to take a database away and give it back;
+- coding_tools: the real coding tools, installed and run offline.
+"""
