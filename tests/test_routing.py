@@ -15,7 +15,7 @@ from gateway.emulators.text import count_tokens
 from gateway.errors import GatewayError
 from gateway.money import usd_to_nanos
 from gateway.policy import Policy, load_policies
-from gateway.routing import Allowed, decide
+from gateway.routing import Allowed, DecisionRequest, decide
 from gateway.routing.counting import PromptCounts
 from gateway.tokens import TokenCounter
 from tests.support.emulators import EmulatorControl
@@ -45,7 +45,7 @@ def removed(decision, step: str) -> dict[str, str]:
 
 
 def test_short_auto_prefers_mistral() -> None:
-    d = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 50, 1024)
+    d = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 50, 1024))
     assert d.ok and d.reason == "preferred"
     assert [m.name for m in d.candidates] == ["mistral-medium-3.5", "kimi-k2.6", "codestral"]
     assert removed(d, "capability") == {"mistral-embed": "lacks chat"}
@@ -53,17 +53,20 @@ def test_short_auto_prefers_mistral() -> None:
 
 
 def test_large_prompt_skips_mistral_for_context() -> None:
-    d = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 300_112, 1024)
+    d = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 300_112, 1024))
     assert d.reason == "context>262144" and [m.name for m in d.candidates] == ["kimi-k2.6"]
     why = removed(d, "context")
     assert set(why) == {"mistral-medium-3.5", "codestral"} and "holds 262,144" in why["mistral-medium-3.5"]
     # The window less the 2% margin is the limit, prompt plus expected output.
-    assert decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 256_901 - 1024, 1024).reason == "preferred"
-    assert decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 256_902 - 1024, 1024).reason == "context>262144"
+    assert decide(DecisionRequest(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 256_901 - 1024, 1024)).reason == "preferred"
+    assert (
+        decide(DecisionRequest(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 256_902 - 1024, 1024)).reason
+        == "context>262144"
+    )
 
 
 def test_eu_team_large_prompt_is_no_route_naming_each_elimination() -> None:
-    d = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 300_112, 1024)
+    d = decide(DecisionRequest(CATALOG, DEFAULT, EU, "auto", {"chat"}, 300_112, 1024))
     assert not d.ok and d.error is not None and (d.error.status, d.error.code) == (400, "no_route")
     message = d.error.message
     for part in (
@@ -79,66 +82,87 @@ def test_eu_team_large_prompt_is_no_route_naming_each_elimination() -> None:
 
 
 def test_residency_header_narrows_and_never_widens() -> None:
-    pinned_eu = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 300_112, 1024, residency_header_regions={"eu"})
+    pinned_eu = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 300_112, 1024, residency={"eu"}))
     assert pinned_eu.error is not None and pinned_eu.error.code == "no_route"
-    short = decide(CATALOG, COST_SAVER, ANY, "auto", {"chat"}, 50, 1024, residency_header_regions={"eu"})
+    short = decide(DecisionRequest(CATALOG, COST_SAVER, ANY, "auto", {"chat"}, 50, 1024, residency={"eu"}))
     assert short.reason == "residency:eu" and short.candidates[0].name == "mistral-medium-3.5"
-    widened = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, residency_header_regions={"cn", "eu"})
+    widened = decide(DecisionRequest(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, residency={"cn", "eu"}))
     assert widened.regions == frozenset({"eu"}) and {m.name for m in widened.candidates} == {
         "mistral-medium-3.5",
         "codestral",
     }
-    only_cn = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, residency_header_regions={"cn"})
+    only_cn = decide(DecisionRequest(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, residency={"cn"}))
     assert only_cn.error is not None and only_cn.error.code == "no_route"
 
 
 def test_capability_step() -> None:
-    fim = decide(CATALOG, DEFAULT, ANY, "auto", {"fim"}, 50, 64)
+    fim = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "auto", {"fim"}, 50, 64))
     assert [m.name for m in fim.candidates] == ["codestral"]
-    tools = decide(CATALOG, DEFAULT, ANY, "auto", {"chat", "tools"}, 50, 64)
+    tools = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "auto", {"chat", "tools"}, 50, 64))
     assert "codestral" in removed(tools, "capability") and removed(tools, "capability")["codestral"] == "lacks tools"
 
 
 def test_budget_step_prefers_cheapest_above_threshold() -> None:
-    below = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 50, 1024, spent_fraction=0.79)
+    below = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 50, 1024, spent_fraction=0.79))
     assert below.reason == "preferred"
-    above = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 50, 1024, spent_fraction=0.85)
+    above = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "auto", {"chat"}, 50, 1024, spent_fraction=0.85))
     assert above.reason == "budget-downgrade" and above.candidates[0].name == "kimi-k2.6"
     assert "85.0%" in next(s for s in above.steps if s.name == "budget").note
     # downgrade_to lists only kimi: an eu team stays on Mistral Medium (never codestral).
-    eu = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, spent_fraction=0.95)
+    eu = decide(DecisionRequest(CATALOG, DEFAULT, EU, "auto", {"chat"}, 50, 1024, spent_fraction=0.95))
     assert eu.reason == "preferred" and eu.candidates[0].name == "mistral-medium-3.5"
 
 
 def test_named_models_pinned_rerouted_refused_honoured() -> None:
-    pinned = decide(CATALOG, DEFAULT, ANY, "kimi-k2.6", {"chat"}, 50, 1024, spent_fraction=0.99)
+    pinned = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "kimi-k2.6", {"chat"}, 50, 1024, spent_fraction=0.99))
     assert pinned.reason == "pinned" and [m.name for m in pinned.candidates] == ["kimi-k2.6"]
-    by_upstream_id = decide(CATALOG, DEFAULT, ANY, "codestral-latest", {"chat"}, 50, 1024)
+    by_upstream_id = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "codestral-latest", {"chat"}, 50, 1024))
     assert by_upstream_id.candidates[0].name == "codestral"
-    rerouted = decide(CATALOG, DEFAULT, EU, "kimi-k2.6", {"chat"}, 50, 1024)
+    rerouted = decide(DecisionRequest(CATALOG, DEFAULT, EU, "kimi-k2.6", {"chat"}, 50, 1024))
     assert rerouted.reason == "rerouted" and rerouted.candidates[0].name == "mistral-medium-3.5"
-    refused = decide(CATALOG, EU_ONLY, ANY, "kimi-k2.6", {"chat"}, 50, 1024)
+    refused = decide(DecisionRequest(CATALOG, EU_ONLY, ANY, "kimi-k2.6", {"chat"}, 50, 1024))
     assert refused.error is not None and (refused.error.status, refused.error.code) == (403, "model_not_allowed")
     assert "policy 'eu-only'" in refused.error.message
-    unknown = decide(CATALOG, DEFAULT, ANY, "gpt-9", {"chat"}, 50, 1024)
+    unknown = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "gpt-9", {"chat"}, 50, 1024))
     assert unknown.error is not None and (unknown.error.status, unknown.error.code) == (404, "model_not_found")
     honour = Policy(name="h", models=("mistral-medium-3.5",), named_model="honour")
-    assert decide(CATALOG, honour, ANY, "kimi-k2.6", {"chat"}, 50, 1024).reason == "pinned"
+    assert decide(DecisionRequest(CATALOG, honour, ANY, "kimi-k2.6", {"chat"}, 50, 1024)).reason == "pinned"
     team_says_no = decide(
-        CATALOG, honour, Allowed(models=frozenset({"mistral-medium-3.5"})), "kimi-k2.6", {"chat"}, 50, 1024
+        DecisionRequest(
+            CATALOG, honour, Allowed(models=frozenset({"mistral-medium-3.5"})), "kimi-k2.6", {"chat"}, 50, 1024
+        )
     )
     assert team_says_no.error is not None and team_says_no.error.status == 403  # honour never overrides the team
-    no_tools = decide(CATALOG, DEFAULT, ANY, "codestral", {"chat", "tools"}, 50, 1024)
+    no_tools = decide(DecisionRequest(CATALOG, DEFAULT, ANY, "codestral", {"chat", "tools"}, 50, 1024))
     assert no_tools.error is not None and no_tools.error.code == "unsupported_capability"
-    tight = decide(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, 258_000, 1024)  # over the usable window
+    tight = decide(
+        DecisionRequest(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, 258_000, 1024)
+    )  # over the usable window
     assert tight.reason == "pinned" and "sent anyway" in next(s for s in tight.steps if s.name == "context").note
-    too_long = decide(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, 300_000, 1024)  # over the window
+    too_long = decide(
+        DecisionRequest(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, 300_000, 1024)
+    )  # over the window
     assert too_long.error is not None and too_long.error.status == 400
     assert too_long.error.code == "context_length_exceeded" and "262,144" in too_long.error.message
 
 
+def test_decision_request_is_a_value_that_replays() -> None:
+    """`decide` reads nothing but its request: the same request decides the same, explain included."""
+    import dataclasses
+
+    request = DecisionRequest(CATALOG, DEFAULT, EU, "kimi-k2.6", ["chat"], 300_112, 1024, residency=["eu"])
+    assert request.capabilities == frozenset({"chat"}) and request.residency == frozenset({"eu"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.prompt_tokens = 1  # type: ignore[misc]
+    first, again = decide(request), decide(request)
+    assert first.explain(CATALOG, DEFAULT) == again.explain(CATALOG, DEFAULT)
+    assert first.rerouted and first.error is not None and first.error.code == "no_route"
+    auto = decide(dataclasses.replace(request, requested_model="auto"))
+    assert not auto.rerouted and auto.error is not None and auto.error.message == first.error.message
+
+
 def test_explain_data_has_every_candidate_and_cost() -> None:
-    d = decide(CATALOG, DEFAULT, EU, "auto", {"chat"}, 1000, 100)
+    d = decide(DecisionRequest(CATALOG, DEFAULT, EU, "auto", {"chat"}, 1000, 100))
     data = d.explain(CATALOG, DEFAULT)
     rows = {r["model"]: r for r in data["candidates"]}
     assert set(rows) == set(CATALOG.models)
@@ -160,7 +184,7 @@ def test_random_requests_never_break_residency_or_windows() -> None:
         prompt = rng.choice([10, 5_000, 200_000, 260_000, 300_000, 1_100_000, rng.randint(0, 1_200_000)])
         output = rng.choice([0, 1024, 32_768])
         requested = rng.choice(["auto", "auto", *names])
-        d = decide(CATALOG, policy, allowed, requested, {"chat"}, prompt, output, header, rng.random())
+        d = decide(DecisionRequest(CATALOG, policy, allowed, requested, {"chat"}, prompt, output, header, rng.random()))
         for model in d.candidates if not d.pinned else []:
             region = CATALOG.provider_of(model).region
             assert regions is None or region in regions
@@ -211,13 +235,21 @@ def test_context_step_counts_with_the_model_tokenizer_near_its_window() -> None:
         counts = PromptCounts(TokenCounter(), CATALOG, body, size)
         estimate = counts.by_model["mistral-medium-3.5"]
         assert estimate.method == "estimate" and estimate.straddles(tekken + slack)
-        first = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, counts.tokens, expected_output, counts=counts.by_model)
+        first = decide(
+            DecisionRequest(
+                CATALOG, DEFAULT, ANY, "auto", {"chat"}, counts.tokens, expected_output, counts=counts.by_model
+            )
+        )
         assert "mistral-medium-3.5" in first.uncertain and "kimi-k2.6" not in first.uncertain  # 1M: clear
         asyncio.run(counts.refine(first.uncertain))
         refined = counts.by_model["mistral-medium-3.5"]
         assert refined.method == "tekken" and refined.tokens == tekken and not refined.refinable
         assert counts.by_model["kimi-k2.6"].method == "estimate"  # not counted again
-        second = decide(CATALOG, DEFAULT, ANY, "auto", {"chat"}, counts.tokens, expected_output, counts=counts.by_model)
+        second = decide(
+            DecisionRequest(
+                CATALOG, DEFAULT, ANY, "auto", {"chat"}, counts.tokens, expected_output, counts=counts.by_model
+            )
+        )
         assert "mistral-medium-3.5" not in second.uncertain and second.candidates[0].name == expect_model
         if expect_model == "kimi-k2.6":
             assert second.reason == "context>262144"
@@ -226,7 +258,11 @@ def test_context_step_counts_with_the_model_tokenizer_near_its_window() -> None:
 
 def test_pinned_model_over_its_window_is_refused_before_the_call() -> None:
     counts = PromptCounts(TokenCounter(), CATALOG, {"model": "mistral-medium-3.5", "messages": HUGE}, 1_200_100)
-    d = decide(CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, counts.tokens, 1024, counts=counts.by_model)
+    d = decide(
+        DecisionRequest(
+            CATALOG, DEFAULT, ANY, "mistral-medium-3.5", {"chat"}, counts.tokens, 1024, counts=counts.by_model
+        )
+    )
     assert d.error is not None and d.error.status == 400 and d.error.code == "context_length_exceeded"
     assert d.error.param == "messages" and "maximum context length is 262,144 tokens" in d.error.message
 

@@ -46,7 +46,7 @@ from gateway.policy import Policy
 from gateway.policy.checks import check_policy_text
 from gateway.policy.schema import FAILURE_KINDS
 from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
-from gateway.routing import Allowed, RouteDecision, decide
+from gateway.routing import Allowed, DecisionRequest, RouteDecision, decide
 from gateway.routing.circuits import CircuitBreakers, deployment
 from gateway.routing.counting import PromptCounts
 from gateway.routing.failover import Failover, failure_kind
@@ -278,16 +278,18 @@ class Scenario:
 
     def decide(self, counts: Mapping[str, Count] | None | str = "own") -> RouteDecision:
         return decide(
-            self.catalog,
-            self.policy,
-            self.allowed,
-            self.requested,
-            self.capabilities,
-            self.prompt_tokens,
-            self.expected,
-            self.header,
-            self.spent,
-            self.counts if counts == "own" else counts,  # type: ignore[arg-type]
+            DecisionRequest(
+                self.catalog,
+                self.policy,
+                self.allowed,
+                self.requested,
+                self.capabilities,
+                self.prompt_tokens,
+                self.expected,
+                self.header,
+                self.spent,
+                self.counts if counts == "own" else counts,  # type: ignore[arg-type]
+            )
         )
 
 
@@ -616,7 +618,9 @@ def test_decide_never_raises_with_counts_for_some_models_only() -> None:
     policy = Policy(name="p")
     counts = {"kimi-k2.6": Count(50, True, "given", 0)}  # none for mistral-medium-3.5
     d = decide(
-        catalog, policy, Allowed(regions=frozenset({"eu"})), AUTO_MODEL, {"chat"}, 300_000, 1024, None, None, counts
+        DecisionRequest(
+            catalog, policy, Allowed(regions=frozenset({"eu"})), AUTO_MODEL, {"chat"}, 300_000, 1024, None, None, counts
+        )
     )
     assert d.error is not None and d.error.code == "no_route"
     assert "prompt is 300,000 tokens" in d.error.message
@@ -743,7 +747,9 @@ def test_when_pinned_lets_a_failing_named_model_fall_back_inside_the_regions() -
     codestral, the only other chat model in eu), never outside the regions."""
     catalog = CATALOGS["builtin"]
     policy = Policy(name="p", fallbacks={"when_pinned": True, "retries": 0})
-    d = decide(catalog, policy, Allowed(regions=frozenset({"eu"})), "mistral-medium-3.5", {"chat"}, 50, 1024)
+    d = decide(
+        DecisionRequest(catalog, policy, Allowed(regions=frozenset({"eu"})), "mistral-medium-3.5", {"chat"}, 50, 1024)
+    )
     assert d.ok and d.pinned
     step = Failover(d, catalog, policy.fallbacks).next(d.route(catalog), map_status_error("mistral", 503, b"{}", {}))
     assert step is not None, (
@@ -1093,16 +1099,18 @@ def predict(world: World, policy: Policy, allowed: Allowed, call: Call, body: di
 
     def decide_now() -> RouteDecision:
         return decide(
-            world.catalog,
-            policy,
-            allowed,
-            params.model,
-            {"chat", *params.needs},
-            counts.tokens,
-            expected_output,
-            header,
-            None,
-            counts.by_model,
+            DecisionRequest(
+                world.catalog,
+                policy,
+                allowed,
+                params.model,
+                {"chat", *params.needs},
+                counts.tokens,
+                expected_output,
+                header,
+                None,
+                counts.by_model,
+            )
         )
 
     decision = decide_now()

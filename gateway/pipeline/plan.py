@@ -19,7 +19,7 @@ from gateway.pipeline.validation import Request as RequestParams
 from gateway.policy import Policy
 from gateway.pricing import estimate_nanos
 from gateway.routing.counting import PromptCounts
-from gateway.routing.decision import RouteDecision, decide
+from gateway.routing.decision import DecisionRequest, RouteDecision, decide
 from gateway.routing.route import Allowed, Route, check_limits
 from gateway.store.base import key_scope, team_scope
 
@@ -106,16 +106,18 @@ async def plan(
 
     def decide_now() -> RouteDecision:
         return decide(
-            catalog,
-            policy,
-            allowed,
-            params.model,
-            {endpoint, *params.needs},
-            counts.tokens,
-            expected,
-            regions,
-            spent,
-            counts.by_model,
+            DecisionRequest(
+                catalog=catalog,
+                policy=policy,
+                allowed=allowed,
+                requested_model=params.model,
+                capabilities=frozenset({endpoint, *params.needs}),
+                prompt_tokens=counts.tokens,
+                expected_output=expected,
+                residency=regions,
+                spent_fraction=spent,
+                counts=counts.by_model,
+            )
         )
 
     decision = decide_now()

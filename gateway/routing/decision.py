@@ -1,7 +1,8 @@
 """The policy routing pipeline: which models may serve a request, in which order, and why.
 
-`decide` is pure: it reads nothing but its arguments. Steps, in this order, each recording what it removed
-and why (with the numbers):
+`decide(DecisionRequest) -> RouteDecision` is pure: it reads nothing but its request (the catalog, the policy,
+what the team and key allow, and the request's figures), so a decision can be explained or replayed without
+adapters. Steps, in this order, each a function below recording what it removed and why (with the numbers):
 
 1. `allowed`    - the policy's `models`, narrowed by the team's and the key's models;
 2. `residency`  - the policy's `regions`, narrowed by the team's regions and `x-gateway-residency`;
@@ -25,8 +26,8 @@ Route reason codes (`x-gateway-route-reason`, the ledger), short and stable:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.catalog import AUTO_MODEL, Catalog, ModelConfig
@@ -164,6 +165,34 @@ class RouteDecision:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    """Everything `decide` reads: the catalog, the policy, what the team and key allow, and the request's figures.
+
+    No adapter, store or gateway: a decision can be explained or replayed from these alone. `prompt_tokens` is
+    the model-neutral count (reports, cost estimates); `counts` gives each model its own count with its error
+    band (see `gateway.routing.counting`; None: `prompt_tokens` for every model). `residency` holds the regions
+    of the `x-gateway-residency` header (None: no header); `spent_fraction` the larger spent share of the
+    team's and the key's budgets (None: not read, or no budget).
+    """
+
+    catalog: Catalog
+    policy: Policy
+    allowed: Allowed
+    requested_model: str
+    capabilities: frozenset[str]
+    prompt_tokens: int
+    expected_output: int
+    residency: frozenset[str] | None = None
+    spent_fraction: float | None = None
+    counts: Mapping[str, Count] | None = None
+
+    def __post_init__(self) -> None:  # any collection of names in, a frozen set kept
+        object.__setattr__(self, "capabilities", frozenset(self.capabilities))
+        if self.residency is not None:
+            object.__setattr__(self, "residency", frozenset(self.residency))
+
+
 def effective_regions(policy: Policy, allowed: Allowed, header: Collection[str] | None) -> frozenset[str] | None:
     """Intersection of the policy's, the team's and the header's regions; None when none of them restricts."""
     result: frozenset[str] | None = None
@@ -172,6 +201,189 @@ def effective_regions(policy: Policy, allowed: Allowed, header: Collection[str] 
             continue
         result = frozenset(regions) if result is None else result & frozenset(regions)
     return result
+
+
+def decide(request: DecisionRequest) -> RouteDecision:
+    """Apply the policy to one request. Never raises: a refusal is in `.error` (`.check()` raises it).
+
+    Where a count's band straddles a limit, the step decides on the count's best guess and lists the model
+    in `.uncertain`: the caller may count those models with their tokenizers and decide again.
+    """
+    decision = RouteDecision(
+        request.requested_model,
+        request.policy.name,
+        request.capabilities,
+        request.prompt_tokens,
+        request.expected_output,
+        effective_regions(request.policy, request.allowed, request.residency),
+        [],
+        "",
+        [],
+        counts=request.counts,
+    )
+    if request.requested_model == AUTO_MODEL:
+        return _auto(request, decision)
+    named = lookup(request.catalog, request.requested_model)
+    if named is None:
+        decision.error = _not_found(request.requested_model)
+        return decision
+    settled = _named(request, decision, named)
+    if settled is not None:
+        return settled
+    decision.rerouted = True
+    return _auto(request, decision)
+
+
+# -- auto: the six steps over the whole catalog ----------------------------------------------------------------
+
+
+def _auto(request: DecisionRequest, decision: RouteDecision) -> RouteDecision:
+    """`auto` (or a rerouted named model): every step over the whole catalog, in preference order."""
+    decision.considered = _in_preference_order(request)
+    allowed = _filter(request, decision, decision.considered, "allowed", _allowed)
+    preferred = [m for m in allowed if decision.capabilities <= m.capabilities]  # the policy's choice for this request
+    alive = _filter(request, decision, allowed, "residency", _residency)
+    alive = _filter(request, decision, alive, "capability", _capability)
+    alive = _filter(request, decision, alive, "context", _context)
+    alive, moved = _budget(request, decision, alive)
+    _preference(decision, alive)
+    if not alive:
+        summary = _summary(decision, preferred or decision.considered)
+        decision.error = _no_route(f"No model can serve this request: {summary}.")
+    else:
+        decision.reason = _reason_code(request, decision, preferred, moved)
+    return decision
+
+
+def _in_preference_order(request: DecisionRequest) -> list[ModelConfig]:
+    """Every model of the catalog, `prefer` first, then catalog order (a stable sort)."""
+    rank = {name: index for index, name in enumerate(request.policy.prefer)}
+    return sorted(request.catalog.models.values(), key=lambda m: rank.get(m.name, len(rank)))
+
+
+# Why a step removes a model (None: the model stays).
+StepReason = Callable[["DecisionRequest", RouteDecision, ModelConfig], str | None]
+
+
+def _filter(
+    request: DecisionRequest, decision: RouteDecision, alive: list[ModelConfig], name: str, reason_of: StepReason
+) -> list[ModelConfig]:
+    """Run one removing step over `alive`, record it in the trace, and return what it kept (in order)."""
+    step = Step(name)
+    kept = []
+    for model in alive:
+        why = reason_of(request, decision, model)
+        if why is None:
+            kept.append(model)
+        else:
+            step.removed.append(Removal(model.name, why))
+    decision.steps.append(step)
+    return kept
+
+
+def _allowed(request: DecisionRequest, decision: RouteDecision, model: ModelConfig) -> str | None:
+    """Step 1: the policy's `models`, narrowed by the team's and the key's models."""
+    if request.allowed.models is not None and model.name not in request.allowed.models:
+        return "is not in the models allowed for this team or key"
+    if request.policy.models is not None and model.name not in request.policy.models:
+        return f"is not in the models of policy '{request.policy.name}'"
+    return None
+
+
+def _residency(request: DecisionRequest, decision: RouteDecision, model: ModelConfig) -> str | None:
+    """Step 2: the effective regions (the policy's, the team's and the header's)."""
+    regions = decision.regions
+    region = request.catalog.provider_of(model).region
+    if regions is None or region in regions:
+        return None
+    if not regions:
+        return f"is excluded by residency (the policy's, team's and header's regions have none in common; it runs in {region})"
+    return f"is excluded by residency {','.join(sorted(regions))} (it runs in {region})"
+
+
+def _capability(request: DecisionRequest, decision: RouteDecision, model: ModelConfig) -> str | None:
+    """Step 3: what the request needs (chat, tools, vision, fim, embeddings)."""
+    missing = decision.capabilities - model.capabilities
+    return f"lacks {', '.join(sorted(missing))}" if missing else None
+
+
+def _context(request: DecisionRequest, decision: RouteDecision, model: ModelConfig) -> str | None:
+    """Step 4: the model's count of the prompt plus the expected output, against its usable window."""
+    policy, output = request.policy, request.expected_output
+    if not policy.context.skip_if_over_window:
+        return None
+    count = decision.count_for(model)
+    if not _exceeds(decision, model, count, policy.usable_window(model) - output):
+        return None
+    return (
+        f"holds {_n(model.context_window)} (usable {_n(policy.usable_window(model))} with the "
+        f"{policy.context.safety_margin_pct:g}% margin; needs {_n(count.tokens + output)}: "
+        f"{_n(count.tokens)} prompt tokens {_HOW[count.method]} + {_n(output)} output)"
+    )
+
+
+def _budget(
+    request: DecisionRequest, decision: RouteDecision, alive: list[ModelConfig]
+) -> tuple[list[ModelConfig], bool]:
+    """Step 5: above `prefer_cheapest_above_pct` spent, the cheapest allowed downgrade goes first.
+    Returns the candidates and whether the step moved one."""
+    policy, spent = request.policy, request.spent_fraction
+    budget = Step("budget")
+    decision.steps.append(budget)
+    if not alive or spent is None or not policy.prefers_cheapest(spent * 100):
+        return alive, False
+    cheaper = policy.downgrades(request.catalog, alive, request.prompt_tokens, request.expected_output, alive[0])
+    if not cheaper:
+        budget.note = f"{spent * 100:.1f}% spent, but no cheaper allowed candidate"
+        return alive, False
+    first = cheaper[0]
+    budget.note = f"{spent * 100:.1f}% of the budget spent (over {policy.budget.prefer_cheapest_above_pct:g}%): {first.name} first"
+    return [first, *(m for m in alive if m.name != first.name)], True
+
+
+def _preference(decision: RouteDecision, alive: list[ModelConfig]) -> None:
+    """Step 6: `prefer`, then catalog order (kept through every step); the candidates are the outcome."""
+    decision.steps.append(Step("preference", note=" > ".join(m.name for m in alive)))
+    decision.candidates = alive
+
+
+def _reason_code(request: DecisionRequest, decision: RouteDecision, preferred: list[ModelConfig], moved: bool) -> str:
+    """The route reason for the first candidate (see the module docstring). `preferred`: the models the
+    policy allows for this request's capabilities, before residency and the context step."""
+    if decision.rerouted:
+        return "rerouted"
+    if moved:
+        return "budget-downgrade"
+    chosen = decision.candidates[0]
+    ahead = {m.name for m in (preferred[: preferred.index(chosen)] if chosen in preferred else preferred)}
+    by_residency = [r for r in _step(decision, "residency").removed if r.model in ahead]
+    by_context = [r for r in _step(decision, "context").removed if r.model in ahead]
+    if by_residency and decision.regions is not None:
+        return f"residency:{','.join(sorted(decision.regions))}"
+    if by_context:
+        return f"context>{request.catalog.models[by_context[0].model].context_window}"
+    return "preferred"
+
+
+def _step(decision: RouteDecision, name: str) -> Step:
+    return next(s for s in decision.steps if s.name == name)
+
+
+def _summary(decision: RouteDecision, considered: list[ModelConfig]) -> str:
+    """'prompt is 300,112 tokens (+1,024 expected output); mistral-medium-3.5 holds 262,144; kimi-k2.6 is excluded
+    by residency eu'."""
+    parts = []
+    context = _step(decision, "context")
+    if context.removed:
+        first = decision.counts.get(context.removed[0].model) if decision.counts else None
+        tokens = first.tokens if first is not None else decision.prompt_tokens
+        parts.append(f"prompt is {_n(tokens)} tokens (+{_n(decision.expected_output)} expected output)")
+    for step in decision.steps:
+        for removal in step.removed:
+            parts.append(f"{removal.model} {removal.reason}")
+    if not considered:
+        parts.append("the policy and the team allow no model")
+    return "; ".join(parts)
 
 
 def _not_found(requested: str) -> GatewayError:
@@ -205,222 +417,57 @@ def _exceeds(decision: RouteDecision, model: ModelConfig, count: Count, limit: i
     return count.tokens > limit
 
 
-def _summary(decision: RouteDecision, considered: list[ModelConfig]) -> str:
-    """'prompt is 300,112 tokens (+1,024 expected output); mistral-medium-3.5 holds 262,144; kimi-k2.6 is excluded
-    by residency eu'."""
-    parts = []
-    steps = decision.steps
-    context = next((s for s in steps if s.name == "context"), None)
-    if context is not None and context.removed:
-        first = decision.counts.get(context.removed[0].model) if decision.counts else None
-        tokens = first.tokens if first is not None else decision.prompt_tokens
-        parts.append(f"prompt is {_n(tokens)} tokens (+{_n(decision.expected_output)} expected output)")
-    for step in steps:
-        for removal in step.removed:
-            parts.append(f"{removal.model} {removal.reason}")
-    if not considered:
-        parts.append("the policy and the team allow no model")
-    return "; ".join(parts)
+# -- a named model ---------------------------------------------------------------------------------------------
 
 
-def decide(
-    catalog: Catalog,
-    policy: Policy,
-    principal_allowed: Allowed,
-    requested_model: str,
-    capabilities: Collection[str],
-    prompt_tokens: int,
-    expected_output: int,
-    residency_header_regions: Collection[str] | None = None,
-    spent_fraction: float | None = None,
-    counts: Mapping[str, Count] | None = None,
-) -> RouteDecision:
-    """Apply `policy` to one request. Never raises: a refusal is in `.error` (`.check()` raises it).
-
-    `prompt_tokens` is the model-neutral count (reports, cost estimates); `counts` gives each model its own
-    count with its error band (see `gateway.routing.counting`). Where a band straddles a limit, the step
-    decides on the count's best guess and lists the model in `.uncertain`: the caller may count those
-    models with their tokenizers and decide again.
-    """
-    wanted = frozenset(capabilities)
-    regions = effective_regions(policy, principal_allowed, residency_header_regions)
-    decision = RouteDecision(
-        requested_model,
-        policy.name,
-        wanted,
-        prompt_tokens,
-        expected_output,
-        regions,
-        [],
-        "",
-        [],
-        counts=counts,
+def _named(request: DecisionRequest, decision: RouteDecision, model: ModelConfig) -> RouteDecision | None:
+    """A named model that steps 1-2 allow is pinned (`named_model: honour` lets through one the policy's
+    models leave out, not one the team or key does); one they refuse is a 403, unless the policy says
+    `named_model: reroute`: then None, and the request is routed as `auto`."""
+    policy, allowed = request.policy, request.allowed
+    refusal = _allowed(request, decision, model)
+    honoured = (
+        refusal is not None
+        and policy.named_model == "honour"
+        and (allowed.models is None or model.name in allowed.models)
     )
-
-    named: ModelConfig | None = None
-    if requested_model != AUTO_MODEL:
-        named = lookup(catalog, requested_model)
-        if named is None:
-            decision.error = _not_found(requested_model)
-            return decision
-
-    rank = {name: index for index, name in enumerate(policy.prefer)}
-    universe = sorted(catalog.models.values(), key=lambda m: rank.get(m.name, len(rank)))  # stable: catalog order
-
-    def region_of(model: ModelConfig) -> str:
-        return catalog.provider_of(model).region
-
-    # Steps 1 and 2, with the reasons, for any model.
-    def allowed_reason(model: ModelConfig) -> str | None:
-        if principal_allowed.models is not None and model.name not in principal_allowed.models:
-            return "is not in the models allowed for this team or key"
-        if policy.models is not None and model.name not in policy.models:
-            return f"is not in the models of policy '{policy.name}'"
+    if refusal is None or honoured:
+        refusal = _residency(request, decision, model)
+    if refusal is None:
+        return _with_fallbacks(request, _pinned(request, decision, model))
+    if policy.named_model == "reroute":
         return None
-
-    def residency_reason(model: ModelConfig) -> str | None:
-        if regions is not None and region_of(model) not in regions:
-            if not regions:
-                return f"is excluded by residency (the policy's, team's and header's regions have none in common; it runs in {region_of(model)})"
-            return f"is excluded by residency {','.join(sorted(regions))} (it runs in {region_of(model)})"
-        return None
-
-    if named is not None:
-        refusal = allowed_reason(named)
-        honoured = (
-            refusal is not None
-            and policy.named_model == "honour"
-            and (principal_allowed.models is None or named.name in principal_allowed.models)
-        )
-        if refusal is None or honoured:
-            refusal = residency_reason(named)
-        if refusal is None:
-            pinned = _pinned(decision, catalog, policy, named, wanted)
-            if pinned.ok and policy.fallbacks.when_pinned:
-                # Fallbacks for a named model: what `auto` would choose, every step applied (residency too).
-                auto = decide(
-                    catalog,
-                    policy,
-                    principal_allowed,
-                    AUTO_MODEL,
-                    capabilities,
-                    prompt_tokens,
-                    expected_output,
-                    residency_header_regions,
-                    spent_fraction,
-                    counts,
-                )
-                pinned.candidates += [m for m in auto.candidates if m.name != named.name]
-                pinned.uncertain += [m for m in auto.uncertain if m not in pinned.uncertain]
-            return pinned
-        if policy.named_model != "reroute":
-            decision.error = GatewayError(
-                403,
-                f"Model '{named.name}' {refusal} (policy '{policy.name}' refuses named models it does not allow).",
-                "invalid_request_error",
-                "model_not_allowed",
-                "model",
-            )
-            decision.steps.append(Step("allowed", [Removal(named.name, refusal)]))
-            decision.considered = [named]
-            return decision
-        decision.rerouted = True
-
-    # auto (or rerouted): run every step over the whole catalog.
-    decision.considered = list(universe)
-    alive = list(universe)
-
-    def run(name: str, reason_of: Any) -> Step:
-        nonlocal alive
-        step = Step(name)
-        kept = []
-        for model in alive:
-            why = reason_of(model)
-            if why is None:
-                kept.append(model)
-            else:
-                step.removed.append(Removal(model.name, why))
-        alive = kept
-        decision.steps.append(step)
-        return step
-
-    run("allowed", allowed_reason)
-    first_allowed = [m for m in alive if wanted <= m.capabilities]  # what the policy prefers for this request
-    residency = run("residency", residency_reason)
-
-    def capability_reason(model: ModelConfig) -> str | None:
-        missing = wanted - model.capabilities
-        return f"lacks {', '.join(sorted(missing))}" if missing else None
-
-    run("capability", capability_reason)
-
-    def context_reason(model: ModelConfig) -> str | None:
-        if not policy.context.skip_if_over_window:
-            return None
-        count = decision.count_for(model)
-        if not _exceeds(decision, model, count, policy.usable_window(model) - expected_output):
-            return None
-        return (
-            f"holds {_n(model.context_window)} (usable {_n(policy.usable_window(model))} with the "
-            f"{policy.context.safety_margin_pct:g}% margin; needs {_n(count.tokens + expected_output)}: "
-            f"{_n(count.tokens)} prompt tokens {_HOW[count.method]} + {_n(expected_output)} output)"
-        )
-
-    context = run("context", context_reason)
-
-    budget = Step("budget")
-    decision.steps.append(budget)
-    moved = False
-    if alive and spent_fraction is not None and policy.prefers_cheapest(spent_fraction * 100):
-        cheaper = policy.downgrades(catalog, alive, prompt_tokens, expected_output, current=alive[0])
-        if cheaper:
-            alive.remove(cheaper[0])
-            alive.insert(0, cheaper[0])
-            moved = True
-            budget.note = (
-                f"{spent_fraction * 100:.1f}% of the budget spent (over {policy.budget.prefer_cheapest_above_pct:g}%): "
-                f"{cheaper[0].name} first"
-            )
-        else:
-            budget.note = f"{spent_fraction * 100:.1f}% spent, but no cheaper allowed candidate"
-    decision.steps.append(Step("preference", note=" > ".join(m.name for m in alive)))
-    decision.candidates = alive
-
-    if not alive:
-        decision.error = _no_route(
-            "No model can serve this request: " + _summary(decision, first_allowed or universe) + "."
-        )
-        return decision
-
-    chosen = alive[0]
-    if decision.rerouted:
-        decision.reason = "rerouted"
-    elif moved:
-        decision.reason = "budget-downgrade"
-    else:
-        ahead = first_allowed[: first_allowed.index(chosen)] if chosen in first_allowed else first_allowed
-        ahead_names = {m.name for m in ahead}
-        by_residency = [r for r in residency.removed if r.model in ahead_names]
-        by_context = [r for r in context.removed if r.model in ahead_names]
-        if by_residency and regions is not None:
-            decision.reason = f"residency:{','.join(sorted(regions))}"
-        elif by_context:
-            decision.reason = f"context>{catalog.models[by_context[0].model].context_window}"
-        else:
-            decision.reason = "preferred"
+    decision.error = GatewayError(
+        403,
+        f"Model '{model.name}' {refusal} (policy '{policy.name}' refuses named models it does not allow).",
+        "invalid_request_error",
+        "model_not_allowed",
+        "model",
+    )
+    decision.steps.append(Step("allowed", [Removal(model.name, refusal)]))
+    decision.considered = [model]
     return decision
 
 
-def _pinned(
-    decision: RouteDecision, catalog: Catalog, policy: Policy, model: ModelConfig, wanted: frozenset[str]
-) -> RouteDecision:
+def _with_fallbacks(request: DecisionRequest, pinned: RouteDecision) -> RouteDecision:
+    """`fallbacks.when_pinned`: after the named model, what `auto` would choose for the same request (every
+    step applied, residency too)."""
+    if pinned.ok and request.policy.fallbacks.when_pinned:
+        auto = decide(replace(request, requested_model=AUTO_MODEL))
+        named = pinned.candidates[0].name
+        pinned.candidates += [m for m in auto.candidates if m.name != named]
+        pinned.uncertain += [m for m in auto.uncertain if m not in pinned.uncertain]
+    return pinned
+
+
+def _pinned(request: DecisionRequest, decision: RouteDecision, model: ModelConfig) -> RouteDecision:
     """A named model that steps 1-2 allow: a missing capability is a 400; over the window it is sent anyway
     (noted in the trace), since the count before the call may be an estimate and the provider decides."""
     decision.pinned = True
     decision.considered = [model]
     decision.steps.append(Step("allowed"))
     decision.steps.append(Step("residency"))
-    missing = wanted - model.capabilities
+    missing = decision.capabilities - model.capabilities
     if missing:
         capability = sorted(missing)[0]
         param = {"tools": "tools", "vision": "messages", "fim": "suffix"}.get(capability, "model")
@@ -456,11 +503,11 @@ def _pinned(
             "messages",
         )
         return decision
-    if not policy.fits(model, count.tokens, decision.expected_output):
+    if not request.policy.fits(model, count.tokens, decision.expected_output):
         # Pinned: the count before the call may be an estimate, so the provider has the last word.
         context.note = (
-            f"{model.name} holds {_n(model.context_window)} (usable {_n(policy.usable_window(model))}); the prompt is "
-            f"{_n(count.tokens)} tokens plus {_n(decision.expected_output)} by the gateway's count: "
+            f"{model.name} holds {_n(model.context_window)} (usable {_n(request.policy.usable_window(model))}); the "
+            f"prompt is {_n(count.tokens)} tokens plus {_n(decision.expected_output)} by the gateway's count: "
             "sent anyway, as named (the provider refuses if it does not fit)"
         )
     decision.steps.append(context)
