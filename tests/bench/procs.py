@@ -144,8 +144,7 @@ class Service:
 
     def spawn(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log, "wb")
-        try:
+        with open(self.log, "wb") as out:  # the child has its own copy of the descriptor
             self.spawned_at = time.perf_counter()
             self.popen = subprocess.Popen(
                 self.argv,
@@ -155,8 +154,6 @@ class Service:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        finally:
-            out.close()
 
     def wait_ready(self, probe: Callable[[], bool], timeout: float = 120.0) -> float:
         """Poll `probe` every 10 ms until it is true; return seconds since spawn."""

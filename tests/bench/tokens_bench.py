@@ -24,12 +24,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.catalog import ModelConfig, Price
+from gateway.catalog import ModelConfig, Price  # noqa: E402
 from gateway.tokens import TokenCounter, estimate  # noqa: E402
 from gateway.tokens.heuristic import MISTRAL as MISTRAL_FAMILY  # noqa: E402
 from gateway.tokens.heuristic import collect  # noqa: E402
 from gateway.tokens.vocab import count_texts, load_o200k, load_tekken  # noqa: E402
-from tests.test_tokens import cjk, code, json_text, prose  # noqa: E402
+
+try:  # tests/ split into packages: tests/tokens/test_tokens.py, formerly tests/test_tokens.py
+    from tests.tokens.test_tokens import cjk, code, json_text, prose
+except ModuleNotFoundError:
+    from tests.test_tokens import cjk, code, json_text, prose
 
 OUTPUT = 32_768
 MISTRAL = ModelConfig(
@@ -153,15 +157,15 @@ def main() -> None:
         small = parts.chars < 100_000
         runs = args.runs * (4 if small else 1)
         est = estimate(body)
-        est_s = median(lambda: estimate(body), args.runs * 20)
-        tekken_count = median(lambda: count_texts(tekken, parts.texts), runs)
-        o200k_count = median(lambda: count_texts(o200k, parts.texts), runs)
+        est_s = median(lambda body=body: estimate(body), args.runs * 20)
+        tekken_count = median(lambda parts=parts: count_texts(tekken, parts.texts), runs)
+        o200k_count = median(lambda parts=parts: count_texts(o200k, parts.texts), runs)
         exact = count_texts(tekken, parts.texts) + parts.overhead(MISTRAL_FAMILY)
         cells = []
         for model, kind in ((MISTRAL, "mistral"), (KIMI, "moonshot")):
             limit = model.context_window - OUTPUT
             count = counter.count(body, model, kind, limit)
-            seconds = median(lambda: counter.count(body, model, kind, limit), runs)
+            seconds = median(lambda b=body, m=model, k=kind, n=limit: counter.count(b, m, k, n), runs)
             cells.append(f"{_t(seconds)} {count.method}{' fits' if count.fits(limit) else ' over'}")
         rows.append(
             (
@@ -176,7 +180,7 @@ def main() -> None:
         )
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print("\n(estimate: its error against Tekken's count in brackets; decision: time, method, outcome)")
 
     # A 1M-token request against Kimi's 1,048,576 window: the estimate straddles the limit, so o200k counts it.
