@@ -1,12 +1,15 @@
-"""Benchmark driver: upstream direct vs model-gateway (+budget) vs LiteLLM Proxy.
+"""Benchmark driver: upstream direct vs model-gateway (+budget) vs a bare passthrough vs LiteLLM Proxy.
 
 Started by tests/bench/run.sh (which installs wrk and LiteLLM first); run with
 the project's Python. For each target: spawn it, time it until ready, check
 that it answers correctly, drive it with wrk over the matrix (json/stream x
 2KB/200KB/4MB x c=1/c=32, plus stream100 x 2KB; model-gateway+budget: json/stream
-x 2KB only), sample the RSS of its process tree, stop it. Then print one
-Markdown table (also written to .bench/results.md, raw numbers to
-.bench/results.json) and the PASS/FAIL summary against the issue's targets.
+x 2KB only), sample the RSS of its process tree, stop it. The passthrough
+(passthrough.py: Starlette + uvicorn + aiohttp, forwarding only) runs the
+gateway's loads right after it. Then print the Markdown tables (all cells; the
+gateway, the passthrough and LiteLLM side by side with issue 13's ratios), also
+written to .bench/results.md (raw numbers: .bench/results.json), and the
+PASS/FAIL summary against the issues' targets.
 
 All traffic goes to 127.0.0.1; every wait and every load run is bounded in
 time; every process started here is stopped in a `finally` (its whole process
@@ -38,10 +41,12 @@ from report import (  # noqa: E402
     GATEWAY,
     GATEWAY_BUDGET,
     LITELLM,
+    PASSTHROUGH,
     TARGETS,
     UPSTREAM,
     Cell,
     TargetInfo,
+    side_by_side,
     summary,
     table,
     target_table,
@@ -85,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets",
         default=",".join(TARGETS[1:]),
         help=f"comma list of {', '.join(TARGETS[1:])} (upstream direct, the baseline, always runs); "
-        f"{GATEWAY_BUDGET} runs only the 2KB json and stream cells",
+        f"{GATEWAY_BUDGET} runs only the 2KB json and stream cells; {PASSTHROUGH} (Starlette + uvicorn + aiohttp, "
+        "forwarding only) runs the same cells as model-gateway",
     )
     p.add_argument("--bodies", default=",".join(BODY_SIZES), help=f"comma list of {', '.join(BODY_SIZES)}")
     p.add_argument("--concurrency", default="1,32", help="comma list of connection counts")
@@ -98,6 +104,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument("--litellm-venv", type=Path, default=ROOT / ".bench" / "litellm-venv")
     p.add_argument("--gateway-bin", type=Path, default=ROOT / ".venv" / "bin" / "gateway")
+    p.add_argument(
+        "--gateway-src",
+        type=Path,
+        default=None,
+        help="run the gateway (and its CLI) from this source tree, first on PYTHONPATH, instead of the installed "
+        "one: e.g. a `git archive` export of a commit, or a scratch copy with a change to measure",
+    )
     p.add_argument("--work", type=Path, default=ROOT / ".bench", help="folder for generated files and logs")
     p.add_argument("--wrk-timeout", type=int, default=30, help="seconds before wrk counts a request as timed out")
     return p.parse_args(argv)
@@ -148,8 +161,61 @@ def count_log_errors(path: Path) -> int:
     return sum(1 for line in text.splitlines() if line.startswith("Traceback") or "ERROR" in line)
 
 
+def gateway_pythonpath(env: dict[str, str], src: Path | None) -> None:
+    """With --gateway-src, the gateway's package is imported from `src` (before the editable install)."""
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src.resolve()), env.get("PYTHONPATH", "")) if p)
+
+
+def gateway_version(src: Path | None) -> str:
+    if src is None:
+        return _version(["git", "describe", "--always", "--dirty"])
+    return f"source tree {src.resolve()}"
+
+
 def pinned(argv: list[str], core: str | None) -> list[str]:
     return ["taskset", "-c", core, *argv] if core is not None else argv
+
+
+def make_gateway(
+    name: str,
+    base: dict[str, str],
+    data_dir: Path,
+    gateway_bin: Path,
+    gateway_src: Path | None,
+    config: Path,
+    log: Path,
+    core: str | None,
+) -> tuple[Service, int, Callable[[], bool], dict[str, str]]:
+    """model-gateway (`gateway serve`, master key, live against the upstream in `config`) with its own fresh
+    ledger: SQLite in `data_dir`, emptied first. Its service, port, readiness probe and environment (the CLI
+    run with that environment works on the same database)."""
+    port = free_port()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    env = dict(base)
+    env.pop("GATEWAY_CONFIG", None)
+    env.update(
+        BENCH_UPSTREAM_KEY=UPSTREAM_KEY,
+        GATEWAY_MASTER_KEY=MASTER_KEY,
+        GATEWAY_LOG_LEVEL="warning",
+        GATEWAY_DATA_DIR=str(data_dir),
+        GATEWAY_DATABASE_URL=f"sqlite:///{data_dir / 'gateway.db'}",  # the CLI and the server: one file
+    )
+    gateway_pythonpath(env, gateway_src)
+    svc = Service(
+        name, pinned([str(gateway_bin), "serve", "--config", str(config), "--port", str(port)], core), env, log
+    )
+
+    def probe() -> bool:
+        status, raw = http_get(f"http://127.0.0.1:{port}/readyz")
+        if status != 200:
+            return False
+        mode = json.loads(raw).get("mode")
+        if mode != "live":
+            raise RuntimeError(f"{name} is in {mode!r} mode, not live: the benchmark would not be valid")
+        return True
+
+    return svc, port, probe, env
 
 
 class Bench:
@@ -359,39 +425,16 @@ class Bench:
         gw_config = render_template(HERE / "gateway.yaml", self.work / "gateway.yaml", UPSTREAM_PORT=up_port)
 
         def gateway_service(name: str, data: str, log: str) -> tuple[Service, int, Callable[[], bool], dict[str, str]]:
-            """model-gateway with its own fresh ledger: SQLite in .bench/<data>/, emptied for every run."""
-            port = free_port()
-            data_dir = self.work / data
-            shutil.rmtree(data_dir, ignore_errors=True)
-            env = dict(self.env)
-            env.pop("GATEWAY_CONFIG", None)
-            env.update(
-                BENCH_UPSTREAM_KEY=UPSTREAM_KEY,
-                GATEWAY_MASTER_KEY=MASTER_KEY,
-                GATEWAY_LOG_LEVEL="warning",
-                GATEWAY_DATA_DIR=str(data_dir),
-                GATEWAY_DATABASE_URL=f"sqlite:///{data_dir / 'gateway.db'}",  # the CLI and the server: one file
-            )
-            svc = Service(
+            return make_gateway(
                 name,
-                pinned(
-                    [str(self.args.gateway_bin), "serve", "--config", str(gw_config), "--port", str(port)],
-                    self.proxy_core,
-                ),
-                env,
+                self.env,
+                self.work / data,
+                self.args.gateway_bin,
+                self.args.gateway_src,
+                gw_config,
                 self.logs / log,
+                self.proxy_core,
             )
-
-            def probe() -> bool:
-                status, raw = http_get(f"http://127.0.0.1:{port}/readyz")
-                if status != 200:
-                    return False
-                mode = json.loads(raw).get("mode")
-                if mode != "live":
-                    raise RuntimeError(f"{name} is in {mode!r} mode, not live: the benchmark would not be valid")
-                return True
-
-            return svc, port, probe, env
 
         gateway, gw_port, gw_probe, gw_env = gateway_service(GATEWAY, "gateway-data", "gateway.log")
         budget_gw, bg_port, bg_probe, bg_env = gateway_service(
@@ -433,6 +476,25 @@ class Bench:
 
             return check
 
+        pt_port = free_port()
+        passthrough = Service(
+            PASSTHROUGH,
+            pinned(
+                [
+                    py,
+                    str(HERE / "passthrough.py"),
+                    "--port",
+                    str(pt_port),
+                    "--upstream",
+                    f"http://127.0.0.1:{up_port}/v1",
+                ],
+                self.proxy_core,
+            ),
+            self.env,
+            self.logs / "passthrough.log",
+        )
+        pt_probe = lambda: http_get(f"http://127.0.0.1:{pt_port}/readyz")[0] == 200  # noqa: E731
+
         ll_port = free_port()
         ll_config = render_template(
             HERE / "litellm.yaml", self.work / "litellm.yaml", UPSTREAM_PORT=up_port, MASTER_KEY=MASTER_KEY
@@ -472,11 +534,12 @@ class Bench:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Linux {platform.release()}",
             "pinning": (
-                "model-gateway(+budget) / litellm-proxy on core 0; wrk, upstream and this driver on core 1 (taskset)"
+                "model-gateway(+budget) / passthrough / litellm-proxy on core 0; wrk, upstream and this driver on "
+                "core 1 (taskset)"
                 if self.pin
                 else "none (fewer than 2 cores, taskset missing, or --no-pin)"
             ),
-            "model-gateway": _version(["git", "describe", "--always", "--dirty"]),
+            "model-gateway": gateway_version(self.args.gateway_src),
             "litellm": _version(
                 [
                     str(self.args.litellm_venv / "bin" / "python"),
@@ -500,6 +563,8 @@ class Bench:
             self.run_target(UPSTREAM, upstream, up_port, up_probe, spawn=False)
             if GATEWAY in self.targets:
                 self.run_target(GATEWAY, gateway, gw_port, gw_probe, ledger=ledger_check(gw_env, None))
+            if PASSTHROUGH in self.targets:
+                self.run_target(PASSTHROUGH, passthrough, pt_port, pt_probe)
             if GATEWAY_BUDGET in self.targets:
                 self.run_target(
                     GATEWAY_BUDGET,
@@ -525,6 +590,7 @@ class Bench:
 
         targets = [t for t in TARGETS if t in self.infos]
         cells_md = table(self.cells, targets, self.bodies, self.concs)
+        sides_md = side_by_side(self.cells, self.bodies, self.concs)
         infos_md = target_table([self.infos[t] for t in targets])
         summary_md, verdicts = summary(self.cells, self.infos)
         elapsed = time.time() - started
@@ -532,7 +598,11 @@ class Bench:
         doc = (
             f"# model-gateway benchmark\n\n{header}\n- run time: {elapsed:.0f} s\n\n"
             f"## Requests (req/s counts 2xx answers only; added p50 = target p50 - upstream direct p50, same cell)\n\n"
-            f"{cells_md}\n## Processes\n\n{infos_md}\n## Targets\n\n{summary_md}"
+            f"{cells_md}\n## model-gateway (gw), passthrough (pt) and litellm-proxy (ll) side by side\n\n"
+            f"The passthrough is Starlette + uvicorn + aiohttp forwarding the bytes (tests/bench/passthrough.py). "
+            f"Ratios: gateway / LiteLLM req/s, gateway / passthrough CPU µs per request and added p50; in bold "
+            f"where issue 13 sets a target. ⚠: a cell with non-2xx answers or errors.\n\n"
+            f"{sides_md}\n## Processes\n\n{infos_md}\n## Targets\n\n{summary_md}"
         )
         print("\n" + doc, flush=True)
         (self.work / "results.md").write_text(doc)
@@ -549,6 +619,9 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.gateway_src is not None and not (args.gateway_src / "gateway" / "__init__.py").is_file():
+        print(f"--gateway-src {args.gateway_src}: no gateway/__init__.py there", file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         print("wrk is not installed (tests/bench/run.sh installs it)", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
-"""The results table (Markdown) and the PASS/FAIL summary against the issue's targets."""
+"""The results tables (Markdown) and the PASS/FAIL summary against the issues' targets."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,9 +12,18 @@ UPSTREAM = "upstream direct"
 GATEWAY = "model-gateway"
 GATEWAY_BUDGET = "model-gateway+budget"  # the same gateway, requests with a team key that has a budget
 LITELLM = "litellm-proxy"
-TARGETS = (UPSTREAM, GATEWAY, GATEWAY_BUDGET, LITELLM)  # in run and table order
+# A bare Starlette + uvicorn + aiohttp forwarder (passthrough.py): the floor the gateway's own cost is measured against.
+PASSTHROUGH = "passthrough"
+# In run and table order; the passthrough runs right after the gateway, so that the two are measured close in time.
+TARGETS = (UPSTREAM, GATEWAY, PASSTHROUGH, GATEWAY_BUDGET, LITELLM)
+# Earlier targets: req/s against LiteLLM at c=32, and an absolute added p50 at c=1.
 RATIO_TARGET = 20.0
 ADDED_P50_TARGET_MS = 0.5
+# Issue 13, item 5 (2 KB bodies): CPU per request against the passthrough's at c=32 (non-streaming), req/s
+# against LiteLLM's at c=32 (non-streaming and streaming), added p50 at c=1 against the passthrough's.
+CPU_VS_PASSTHROUGH_MAX = 2.0
+RPS_VS_LITELLM_MIN = {"json": 30.0, "stream": 50.0}
+ADDED_P50_VS_PASSTHROUGH_MAX = 1.5
 
 
 @dataclass
@@ -108,6 +118,145 @@ def table(cells: list[Cell], targets: list[str], bodies: list[str], concs: list[
     return head + "\n".join(rows) + "\n"
 
 
+def clean(cell: Cell | None) -> bool:
+    """The cell ran and every answer was a 2xx (a target that fails fast must not pass)."""
+    return bool(cell and cell.result and not cell.result.error and not cell.result.non2xx)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of issue 13's ratios with its target: `kind` is "cpu" (CPU µs/req, model-gateway / passthrough),
+    "rps" (2xx req/s, model-gateway / litellm-proxy) or "added" (added p50, model-gateway / passthrough)."""
+
+    key: str
+    kind: str
+    mode: str
+    body: str
+    conc: int
+    op: str  # "<=" or ">="
+    limit: float
+
+    def met(self, value: float) -> bool:
+        return value <= self.limit if self.op == "<=" else value >= self.limit
+
+    @property
+    def text(self) -> str:
+        return f"{'≤' if self.op == '<=' else '≥'} {self.limit:g}x"
+
+
+GOALS = (
+    Goal("cpu_vs_passthrough_json_2KB_c32", "cpu", "json", "2KB", 32, "<=", CPU_VS_PASSTHROUGH_MAX),
+    Goal("rps_vs_litellm_json_2KB_c32", "rps", "json", "2KB", 32, ">=", RPS_VS_LITELLM_MIN["json"]),
+    Goal("rps_vs_litellm_stream_2KB_c32", "rps", "stream", "2KB", 32, ">=", RPS_VS_LITELLM_MIN["stream"]),
+    Goal("added_p50_vs_passthrough_json_2KB_c1", "added", "json", "2KB", 1, "<=", ADDED_P50_VS_PASSTHROUGH_MAX),
+)
+RATIO_OF = {  # kind -> (what is divided, the target model-gateway's figure is divided by)
+    "cpu": ("CPU µs/req", PASSTHROUGH),
+    "rps": ("req/s", LITELLM),
+    "added": ("added p50", PASSTHROUGH),
+}
+
+
+def figure(cells: list[Cell], kind: str, cell: Cell | None) -> float | None:
+    """A cell's req/s, CPU µs/req or added p50 (ms)."""
+    if cell is None or cell.result is None or cell.result.error:
+        return None
+    if kind == "rps":
+        return ok_rps(cell)
+    if kind == "cpu":
+        return cell.cpu_us_per_req
+    return added_p50(cells, cell)
+
+
+def ratio(cells: list[Cell], kind: str, mode: str, body: str, conc: int) -> tuple[float | None, bool]:
+    """model-gateway's figure over the other target's (see RATIO_OF), and whether both cells are clean.
+
+    None when a cell is missing or the divisor is not positive (an added p50 within noise of zero)."""
+    other = RATIO_OF[kind][1]
+    gw, ot = find(cells, GATEWAY, mode, body, conc), find(cells, other, mode, body, conc)
+    a, b = figure(cells, kind, gw), figure(cells, kind, ot)
+    if a is None or b is None or b <= 0:
+        return None, False
+    return a / b, clean(gw) and clean(ot)
+
+
+SIDE_BY_SIDE = (GATEWAY, PASSTHROUGH, LITELLM)
+
+
+def _figures(cells: list[Cell], kind: str, row: dict[str, Cell | None], fmt: Callable[[float], str]) -> str:
+    """One figure for each of SIDE_BY_SIDE, "a / b / c" (⚠ after a cell with non-2xx answers or errors)."""
+    out = []
+    for target in SIDE_BY_SIDE:
+        value = figure(cells, kind, row[target])
+        out.append("-" if value is None else fmt(value) + ("" if clean(row[target]) else "⚠"))
+    return " / ".join(out)
+
+
+def _quotient(cells: list[Cell], kind: str, mode: str, body: str, conc: int) -> str:
+    """model-gateway's figure over the other's; where issue 13 sets a target for it: the target and the verdict."""
+    value, ok = ratio(cells, kind, mode, body, conc)
+    goal = next((g for g in GOALS if (g.kind, g.mode, g.body, g.conc) == (kind, mode, body, conc)), None)
+    if value is None:
+        return "n/a" + (f" (target {goal.text}: not met)" if goal else "")
+    text = f"{value:.2f}x" + ("" if ok else " ⚠")
+    if goal:
+        verdict = "met" if goal.met(value) and ok else "**not met**"
+        text = f"**{text}** (target {goal.text}: {verdict})"
+    return text
+
+
+def side_by_side(cells: list[Cell], bodies: list[str], concs: list[int]) -> str:
+    """Per load: model-gateway, passthrough and litellm-proxy side by side, and issue 13's ratios (the rows a
+    target applies to say the target and whether it is met)."""
+    short = "gw / pt / ll"
+    head = (
+        f"| mode | body | conc | req/s {short} | gw ÷ ll req/s | CPU µs/req {short} | gw ÷ pt CPU | "
+        f"added p50 ms {short} | gw ÷ pt added p50 |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for mode in MODES:
+        for body in bodies:
+            for conc in concs:
+                row = {t: find(cells, t, mode, body, conc) for t in SIDE_BY_SIDE}
+                if all(c is None for c in row.values()):
+                    continue
+                rows.append(
+                    f"| {mode} | {body} | {conc} | {_figures(cells, 'rps', row, _rps)} | "
+                    f"{_quotient(cells, 'rps', mode, body, conc)} | "
+                    f"{_figures(cells, 'cpu', row, lambda v: f'{v:.0f}')} | {_quotient(cells, 'cpu', mode, body, conc)} | "
+                    f"{_figures(cells, 'added', row, lambda v: f'{v:+.2f}')} | "
+                    f"{_quotient(cells, 'added', mode, body, conc)} |"
+                )
+    return head + "\n".join(rows) + "\n"
+
+
+def issue13_summary(cells: list[Cell]) -> tuple[list[str], dict[str, Any]]:
+    """Issue 13's four targets, PASS/FAIL: ratios of figures measured in this run."""
+    lines, verdicts = [], {}
+    names = {"json": "non-streaming", "stream": "streaming"}
+    for goal in GOALS:
+        what, other = RATIO_OF[goal.kind]
+        gw = figure(cells, goal.kind, find(cells, GATEWAY, goal.mode, goal.body, goal.conc))
+        ot = figure(cells, goal.kind, find(cells, other, goal.mode, goal.body, goal.conc))
+        value, ok_cells = ratio(cells, goal.kind, goal.mode, goal.body, goal.conc)
+        label = f"{what}, {GATEWAY} / {other}, {names[goal.mode]} {goal.body[:-2]} KB c={goal.conc}"
+        if value is None:
+            lines.append(f"- {label}: n/a (a cell is missing, or the divisor is not positive) -> FAIL")
+            verdicts[goal.key] = {"value": None, "target": goal.text, "pass": False}
+            continue
+        ok = goal.met(value) and ok_cells
+        unit = {"cpu": " µs", "rps": "", "added": " ms"}[goal.kind]
+        fmt = {"cpu": "{:.0f}".format, "rps": _rps, "added": "{:.3f}".format}[goal.kind]
+        note = "" if ok_cells else " (non-2xx or errors seen: not a valid pass)"
+        lines.append(
+            f"- {label}: {fmt(gw)}{unit} / {fmt(ot)}{unit} = {value:.2f}x "
+            f"(target {goal.text}){note} -> {'PASS' if ok else 'FAIL'}"
+        )
+        verdicts[goal.key] = {"value": round(value, 3), "target": goal.text, "pass": ok}
+    return lines, verdicts
+
+
 def target_table(infos: list[TargetInfo]) -> str:
     out = (
         "| target | time to ready s | idle RSS MB | peak RSS MB (sampled) | peak RSS MB (VmHWM) | processes | errors in log | correctness checks |\n"
@@ -127,30 +276,27 @@ def target_table(infos: list[TargetInfo]) -> str:
 
 
 def summary(cells: list[Cell], infos: dict[str, TargetInfo]) -> tuple[str, dict[str, Any]]:
-    lines = []
-    verdicts: dict[str, Any] = {}
-
-    def clean(cell: Cell | None) -> bool:
-        return bool(cell and cell.result and not cell.result.error and not cell.result.non2xx)
-
+    lines = ["Issue 13 (against the passthrough and LiteLLM, same run):", ""]
+    issue13, verdicts = issue13_summary(cells)
+    lines += [*issue13, "", "Earlier targets:", ""]
     for cell_mode in ("json", "stream"):
         mode = "streaming" if cell_mode == "stream" else "non-streaming"
         gw = find(cells, GATEWAY, cell_mode, "2KB", 32)
         ll = find(cells, LITELLM, cell_mode, "2KB", 32)
-        g, l = ok_rps(gw), ok_rps(ll)
+        g, lite = ok_rps(gw), ok_rps(ll)
         key = f"ratio_{cell_mode}_2KB_c32"
-        if g is None or l is None or not l:
+        if g is None or lite is None or not lite:
             lines.append(f"- {mode} 2 KB c=32 req/s, model-gateway / litellm-proxy: n/a (a cell is missing) -> FAIL")
             verdicts[key] = {"value": None, "pass": False}
             continue
-        ratio = g / l
-        ok = ratio >= RATIO_TARGET and clean(gw) and clean(ll)
+        times = g / lite
+        ok = times >= RATIO_TARGET and clean(gw) and clean(ll)
         note = "" if clean(gw) and clean(ll) else " (non-2xx or errors seen: not a valid pass)"
         lines.append(
-            f"- {mode} 2 KB c=32 req/s, model-gateway / litellm-proxy: {_rps(g)} / {_rps(l)} = "
-            f"{ratio:.1f}x (target >= {RATIO_TARGET:.0f}x){note} -> {'PASS' if ok else 'FAIL'}"
+            f"- {mode} 2 KB c=32 req/s, model-gateway / litellm-proxy: {_rps(g)} / {_rps(lite)} = "
+            f"{times:.1f}x (target >= {RATIO_TARGET:.0f}x){note} -> {'PASS' if ok else 'FAIL'}"
         )
-        verdicts[key] = {"value": round(ratio, 2), "pass": ok}
+        verdicts[key] = {"value": round(times, 2), "pass": ok}
     for cell_mode in ("json", "stream"):
         mode = "streaming" if cell_mode == "stream" else "non-streaming"
         gw = find(cells, GATEWAY, cell_mode, "2KB", 1)
@@ -170,7 +316,7 @@ def summary(cells: list[Cell], infos: dict[str, TargetInfo]) -> tuple[str, dict[
     if GATEWAY_BUDGET in infos:
         line, verdicts["ledger_cost_json_2KB"] = ledger_cost(cells)
         lines.append(line)
-    for name in (GATEWAY, GATEWAY_BUDGET):
+    for name in (GATEWAY, GATEWAY_BUDGET, PASSTHROUGH):
         info = infos.get(name)
         if info and info.checks:
             lines.append(f"- {name} correctness checks FAILED: " + "; ".join(info.checks)[:300])

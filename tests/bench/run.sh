@@ -4,6 +4,7 @@
 #   bash tests/bench/run.sh              # full run, 5 s per cell (~6-7 minutes)
 #   bash tests/bench/run.sh --quick      # smoke run, 1 s per cell (~2 minutes)
 #   bash tests/bench/run.sh --duration 10
+#   bash tests/bench/run.sh --profile    # the gateway alone under py-spy, 2 KB json and stream at c=32
 #
 # Other options go to the driver (see `--help`), e.g. --targets model-gateway
 # (of model-gateway, model-gateway+budget, litellm-proxy), --bodies 2KB,
@@ -14,6 +15,11 @@
 # .bench/litellm-venv (never into the project's .venv). Then it runs
 # tests/bench/driver.py with the project's Python (.venv). Results: stdout,
 # .bench/results.md and .bench/results.json; process logs in .bench/logs/.
+#
+# --profile runs tests/bench/profile_gateway.py instead (options after it go
+# there, see `run.sh --profile --help`): it installs py-spy into its own
+# virtual environment .bench/tools-venv (not LiteLLM), and writes
+# .bench/profile/<load>.{collapsed,txt,svg}.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -22,10 +28,21 @@ BENCH="$ROOT/.bench"
 LITELLM_VERSION="1.108.7" # newest whose [proxy] extra installs here; 1.82.7 and 1.82.8 were compromised: never those
 LITELLM_VENV="$BENCH/litellm-venv"
 PROJECT_PY="$ROOT/.venv/bin/python"
+PY_SPY_VERSION="0.4.3"
+TOOLS_VENV="$BENCH/tools-venv"
+
+PROFILE=0
+args=()
+for arg in "$@"; do
+    if [[ "$arg" == "--profile" ]]; then PROFILE=1; else args+=("$arg"); fi
+done
+set -- ${args[@]+"${args[@]}"}
+SCRIPT="tests/bench/driver.py"
+if [[ $PROFILE -eq 1 ]]; then SCRIPT="tests/bench/profile_gateway.py"; fi
 
 for arg in "$@"; do
     if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
-        exec "$PROJECT_PY" tests/bench/driver.py --help
+        exec "$PROJECT_PY" "$SCRIPT" --help
     fi
 done
 
@@ -45,6 +62,19 @@ if ! command -v taskset >/dev/null 2>&1; then
 fi
 
 mkdir -p "$BENCH"
+if [[ $PROFILE -eq 1 ]]; then
+    if [[ ! -x "$TOOLS_VENV/bin/py-spy" ]] || [[ "$("$TOOLS_VENV/bin/py-spy" --version 2>/dev/null)" != "py-spy $PY_SPY_VERSION" ]]; then
+        echo "bench: installing py-spy==$PY_SPY_VERSION into $TOOLS_VENV" >&2
+        rm -rf "$TOOLS_VENV"
+        BASE_PY="$("$PROJECT_PY" -c 'import sys; print(sys._base_executable)')"
+        "$BASE_PY" -m venv "$TOOLS_VENV"
+        "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "py-spy==$PY_SPY_VERSION" >"$BENCH/tools-install.log" 2>&1 || {
+            tail -20 "$BENCH/tools-install.log" >&2
+            echo "bench: installing py-spy failed (see $BENCH/tools-install.log); --cprofile works without it" >&2
+        }
+    fi
+    exec "$PROJECT_PY" tests/bench/profile_gateway.py "$@"
+fi
 have_litellm() {
     [[ -x "$LITELLM_VENV/bin/litellm" ]] &&
         [[ "$("$LITELLM_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" == "$LITELLM_VERSION" ]]
