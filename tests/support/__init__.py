@@ -13,4 +13,10 @@ what two of them need is here.
 - waiting: bounded polling;
 - forwarder: a TCP forwarder to take a database away and give it back;
 - coding_tools: the real coding tools, installed and run offline.
+
+`ROOT` is the repository's root, whatever the depth of the test that needs a file from it.
 """
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
