@@ -38,7 +38,7 @@ models:
 def url(start_gateway: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("cfg") / "short.yaml"
     path.write_text(SHORT_TIMEOUTS)
-    # These tests are about mapping each failure; circuit breaking (tested in test_failover) would mix them up.
+    # These tests are about mapping each failure; circuit breaking (tested in tests/routing/test_failover.py) would mix them up.
     return start_gateway(config=path, circuit_failures=10_000).url
 
 

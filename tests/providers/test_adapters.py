@@ -316,7 +316,7 @@ def test_legacy_echo_is_refused_unless_at_its_default() -> None:
 
 
 # --- Mistral: every history Mistral takes (mistral-common's models and serving validator; see
-# gateway/emulators/README.md). Each rule here also runs end to end in tests/test_mistral_reference.py.
+# gateway/emulators/README.md). Each rule here also runs end to end in tests/providers/test_mistral_reference.py.
 
 
 def _chat(body: dict, **extra: object) -> dict:

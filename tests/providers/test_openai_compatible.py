@@ -8,10 +8,11 @@ import openai
 import pytest
 
 from gateway.http.servers import ThreadedServer
+from tests.support import ROOT
 from tests.support.emulators import MOONSHOT_KEY, EmulatorControl
 from tests.support.gateways import GatewayFactory
 
-EXAMPLE = Path(__file__).parent.parent / "config" / "catalog.self-hosted-and-openrouter.example.yaml"
+EXAMPLE = ROOT / "config" / "catalog.self-hosted-and-openrouter.example.yaml"
 
 
 @pytest.fixture(scope="module")
