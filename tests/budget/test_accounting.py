@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from gateway.http.servers import ThreadedServer
 from gateway.money import usd_text, usd_to_nanos
-from tests.support import sse
+from tests.support import ROOT, sse
 from tests.support.emulators import EmulatorControl, provider_env
 from tests.support.gateways import GatewayFactory, start_cli_gateway
 from tests.support.http import auth, post_all, post_at_once, post_json
@@ -345,7 +345,7 @@ def test_named_model_is_refused_under_a_refusing_policy(start_gateway: GatewayFa
     """`named_model: refuse`: 403 model_not_allowed naming the region (the team's regions) or the team's models."""
     policies = tmp_path / "policies"
     policies.mkdir()
-    root = Path(__file__).resolve().parent.parent / "policies"
+    root = ROOT / "policies"
     (policies / "default.yaml").write_text((root / "default.yaml").read_text())
     (policies / "strict.yaml").write_text("name: strict\nnamed_model: refuse\n")
     make_team(db, "eu-strict", None, regions=["eu"], policy="strict")
