@@ -21,8 +21,8 @@ from gateway.policy import (
     load_policies,
     load_policy_file,
 )
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "policies"
 CATALOG = load_catalog(None, {})
 
