@@ -12,7 +12,6 @@ import random
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import orjson
 import pytest
@@ -30,8 +29,7 @@ from gateway.tokens.vocab import (
     load_tekken,
     split_text,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
 
 # -- deterministic texts (no downloads): real English and Python from the standard library, generated rest
 
