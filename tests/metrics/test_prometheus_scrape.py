@@ -18,13 +18,13 @@ import pytest
 import yaml
 
 from gateway.metrics.families import FAMILIES
+from tests.support import ROOT
 from tests.support.emulators import EmulatorControl
 from tests.support.gateways import GatewayFactory, free_port
 from tests.support.http import auth, post_json, request
 from tests.support.store import make_key, make_team
 from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / ".cache" / "tools" / "bin" / "prometheus"
 CHAT = "/v1/chat/completions"
 

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics.families import BY_NAME, FAMILIES, STATUS_VALUES, TOKEN_TYPES, UPSTREAM_ERROR_KINDS
-from tests.support import sse
+from tests.support import ROOT, sse
 from tests.support.emulators import EmulatorControl
 from tests.support.gateways import GATEWAY, GatewayFactory, clean_env, free_port, wait_for_startup
 from tests.support.http import auth, begin_post_json, post_all, post_json, request
@@ -184,7 +184,7 @@ def test_circuit_state_soft_limit_and_reload_counters(
     import shutil
 
     directory = tmp_path / "policies"
-    shutil.copytree(Path(__file__).parent.parent / "policies", directory)
+    shutil.copytree(ROOT / "policies", directory)
     make_team(db, "soft", "0.02", soft_limit_pct=1)  # crossed by one answer to a ~2,000-token prompt
     key, _ = make_key(db, "soft")
     url = start_gateway(database_url=db, circuit_failures=2, policies_dir=directory, master_key="mk-metrics").url
@@ -331,7 +331,7 @@ def test_every_family_is_exported_and_documented(start_gateway: GatewayFactory, 
     for family in FAMILIES:
         name = family.name.removesuffix("_total") if family.kind == "counter" else family.name
         assert name in exported, family.name
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     for family in FAMILIES:
         assert f"`{family.name}`" in readme, f"{family.name} is not documented in the README"
     assert BY_NAME["gateway_budget_limit_usd"].combine == "scrape"
