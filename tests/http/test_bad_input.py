@@ -44,7 +44,7 @@ OK_MESSAGES = [{"role": "user", "content": "hi"}]
             "messages[0].content",
             "invalid_type",
         ),
-        # An unhashable role was a 500 (found by tests/test_bad_input_fuzz.py).
+        # An unhashable role was a 500 (found by tests/http/test_bad_input_fuzz.py).
         (json.dumps({"model": "kimi-k2.6", "messages": [{"role": []}]}).encode(), 400, "messages[0].role", None),
         (
             json.dumps({"model": "kimi-k2.6", "messages": [{"role": {"a": 1}, "content": "x"}]}).encode(),
