@@ -10,6 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.support import ROOT
 from tests.support.gateways import GATEWAY, clean_env, free_port, run_cli, wait_for_startup
 from tests.support.http import request
 
@@ -61,7 +62,7 @@ def test_keys_set_means_no_demo(tmp_path: Path) -> None:
 
 def test_check_accepts_the_defaults_and_the_example() -> None:
     assert run_cli("check").returncode == 0
-    example = Path(__file__).parent.parent / "config" / "catalog.example.yaml"
+    example = ROOT / "config" / "catalog.example.yaml"
     result = run_cli("check", "--config", str(example))
     assert result.returncode == 0 and "OK" in result.stdout
 
