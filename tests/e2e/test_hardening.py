@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT
 from tests.support.emulators import EmulatorControl
 from tests.support.gateways import GATEWAY, GatewayFactory, bare_env, free_port, run_cli, wait_for_startup
 from tests.support.http import auth, post_json, request
@@ -201,7 +202,6 @@ def test_gateway_serve_applies_the_deadlines_from_its_settings(served: int) -> N
 # ------------------------------------------------------------------------------------ c. unknown policy names
 
 MASTER = "mk-hardening"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _policies_copy(tmp_path: Path) -> Path:

@@ -59,7 +59,7 @@ def gw(start_gateway: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) 
     folder = tmp_path_factory.mktemp("faults")
     (folder / "catalog.yaml").write_text(CATALOG)
     db = f"sqlite:///{folder / 'gateway.db'}"
-    # The circuit breaker (test_failover, test_circuit_probes) would turn later cases into circuit_open.
+    # The circuit breaker (tests/routing/test_failover.py, test_circuits.py) would turn later cases into circuit_open.
     server = start_gateway(config=folder / "catalog.yaml", database_url=db, circuit_failures=10_000)
     return Gw(server.url, db)
 

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from gateway.metrics.families import BY_NAME, FAMILIES, exported_names
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
 CONFIGS = ("prometheus.yml", "prometheus-kubernetes.yml")

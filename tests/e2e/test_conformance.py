@@ -28,9 +28,10 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from gateway.http.servers import ThreadedServer
+from tests.support import ROOT
 from tests.support.gateways import GatewayFactory
 
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "openai-openapi-subset.yaml"
+SPEC = ROOT.parent / "shared" / "reference" / "openai-openapi-subset.yaml"
 
 # One model per provider kind for chat; FIM and embeddings exist only at Mistral (the others refuse them with a
 # 400, which is checked too: a refusal must be ErrorResponse-shaped).

@@ -28,12 +28,11 @@ from gateway.pricing import cost_nanos
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.types import Usage
-from tests.support import sse
+from tests.support import ROOT, sse
 from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl
 from tests.support.gateways import GATEWAY, GatewayFactory, clean_env, free_port, wait_for_startup
 from tests.support.http import Answer, begin_post_json, post_json, request
 
-ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
 MASTER = "mk-catalog-reload"
 ADMIN = {"authorization": f"Bearer {MASTER}"}
