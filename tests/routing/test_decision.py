@@ -18,12 +18,12 @@ from gateway.policy import Policy, load_policies
 from gateway.routing import Allowed, DecisionRequest, decide
 from gateway.routing.counting import PromptCounts
 from gateway.tokens import TokenCounter
+from tests.support import ROOT
 from tests.support.emulators import EmulatorControl
 from tests.support.gateways import GatewayFactory
 from tests.support.http import auth, post_json, request
 from tests.support.store import ledger, make_key, make_team, on_store, team_usage
 
-ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog(None, {})
 POLICIES = load_policies(ROOT / "policies", CATALOG)
 DEFAULT, COST_SAVER, EU_ONLY = POLICIES["default"], POLICIES["cost-saver"], POLICIES["eu-only"]
