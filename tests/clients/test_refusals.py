@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main as gateway_cli
+from tests.support import ROOT
 from tests.support.coding_tools import CLIENT_TESTS, Installer, describe, need, offline_env, run_tool
 from tests.support.gateways import GatewayFactory
 from tests.support.store import make_key, make_team
-
-ROOT = CLIENT_TESTS.parents[1]
 
 
 @pytest.fixture()

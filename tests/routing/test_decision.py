@@ -517,7 +517,7 @@ def test_policies_reload_without_restart_and_a_broken_edit_keeps_the_last_good_v
     import shutil
 
     directory = tmp_path / "policies"
-    shutil.copytree(Path(__file__).parent.parent / "policies", directory)
+    shutil.copytree(ROOT / "policies", directory)
     url = start_gateway(policies_dir=directory, master_key="mk-reload").url
     admin = {"authorization": "Bearer mk-reload"}
     short = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}

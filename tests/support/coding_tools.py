@@ -32,9 +32,9 @@ from typing import Any
 import pytest
 
 from gateway.http.servers import ThreadedServer
+from tests.support import ROOT
 from tests.support.store import ledger
 
-ROOT = Path(__file__).resolve().parents[2]
 CLIENT_TESTS = ROOT / "tests" / "clients"  # the Node scripts the tests run, and offline_guard.cjs
 CACHE = Path(os.environ.get("GATEWAY_CLIENTS_CACHE", ROOT / ".cache" / "clients"))
 INSTALL_TIMEOUT_S = 900
