@@ -143,7 +143,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from gateway.providers.litellm_catalog import compare, render_table
+    from gateway.cli.tables import render_models
+    from gateway.providers.litellm_catalog import compare
 
     try:
         catalog = load_catalog(config_path(args))
@@ -156,7 +157,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         print(as_json(catalog, differences))
     else:
-        print(render_table(catalog, differences))
+        print(render_models(catalog, differences))
     return 0
 
 

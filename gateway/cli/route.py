@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from gateway.cli.tables import table
+
 
 def render_explain(data: dict[str, Any]) -> str:
     lines = [
@@ -44,9 +46,7 @@ def render_explain(data: dict[str, Any]) -> str:
                 result,
             )
         )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    lines.append(table(header, rows))
     lines.append("")
     for step in data["steps"]:
         if step["note"]:

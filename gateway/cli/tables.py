@@ -1,4 +1,5 @@
-"""How the `gateway teams|keys|spend` commands print teams, keys and spend reports as text."""
+"""How the CLI prints tables: `table`, the one aligned-columns renderer (`route explain` uses it too), and the
+teams, keys, spend and models tables built on it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.admin import service as management
+from gateway.catalog import Catalog
 from gateway.money import NANOS_PER_USD
+from gateway.providers.litellm_catalog import Difference, listed
 
 
 def usd(nanos: int | None) -> str:
@@ -29,13 +32,20 @@ def _text(value: Any) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
-    """Aligned columns; the `right` columns (numbers) are right-aligned."""
+    """Aligned columns two spaces apart, the `right` columns (numbers) right-aligned, and no padding at the end
+    of a line (a cell's own text is printed as it is). A cell is `str(value)`, except None ('-') and a list
+    (joined with commas; '(none)' when empty)."""
     cells = [[str(h) for h in headers], *[[_text(v) for v in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
-        parts = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
-        lines.append("  ".join(parts).rstrip())
+        shown = len(row)
+        while shown and not row[shown - 1]:
+            shown -= 1  # empty cells at the end of the row: nothing to align
+        parts = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row[:shown])]
+        if shown and shown - 1 not in right:
+            parts[-1] = row[shown - 1]  # the last cell shown, unpadded
+        lines.append("  ".join(parts))
     return "\n".join(lines)
 
 
@@ -155,3 +165,46 @@ def render_spend(report: Mapping[str, Any]) -> str:
     rows = [line(r, [r[group_by] if r[group_by] is not None else "(none)"]) for r in report["rows"]] if group_by else []
     rows.append(line(report["total"], ["TOTAL"] if group_by else []))
     return table(headers, rows, right=tuple(range(offset, offset + 5)))
+
+
+def render_models(catalog: Catalog, differences: Mapping[str, Sequence[Difference]]) -> str:
+    """`gateway models`: the catalog's models, and where litellm's bundled catalog says otherwise."""
+    headers = (
+        "MODEL",
+        "PROVIDER",
+        "REGION",
+        "UPSTREAM",
+        "WINDOW",
+        "MAX OUT",
+        "IN $/M",
+        "OUT $/M",
+        "CACHED $/M",
+        "CAPABILITIES",
+        "LITELLM",
+    )
+    rows = []
+    for model in catalog.models.values():
+        provider = catalog.provider_of(model)
+        status = "differs*" if differences.get(model.name) else ("same" if listed(model) else "not listed")
+        rows.append(
+            (
+                model.name,
+                provider.name,
+                provider.region,
+                model.upstream_model,
+                f"{model.context_window:,}",
+                f"{model.max_output_tokens:,}",
+                str(model.price.input),
+                str(model.price.output),
+                str(model.price.cached_input) if model.price.cached_input is not None else "-",
+                ",".join(sorted(model.capabilities)),
+                status,
+            )
+        )
+    lines = [table(headers, rows)]
+    notes = [d for diffs in differences.values() for d in diffs]
+    if notes:
+        lines.append("")
+        lines.append("* differs from litellm's bundled catalog (the configured value is used):")
+        lines.extend(f"  {d.model}: {d.field} is {d.ours} here, {d.litellm} in litellm" for d in notes)
+    return "\n".join(lines)

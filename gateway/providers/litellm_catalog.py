@@ -80,52 +80,9 @@ def compare(catalog: Catalog) -> dict[str, list[Difference]]:
     return out
 
 
-def render_table(catalog: Catalog, differences: dict[str, list[Difference]]) -> str:
-    headers = [
-        "MODEL",
-        "PROVIDER",
-        "REGION",
-        "UPSTREAM",
-        "WINDOW",
-        "MAX OUT",
-        "IN $/M",
-        "OUT $/M",
-        "CACHED $/M",
-        "CAPABILITIES",
-        "LITELLM",
-    ]
-    rows = []
-    bundled = bundled_catalog()
-    for model in catalog.models.values():
-        provider = catalog.provider_of(model)
-        diffs = differences.get(model.name, [])
-        known = _entry(model, bundled) is not None
-        status = "differs*" if diffs else ("same" if known else "not listed")
-        rows.append(
-            [
-                model.name,
-                provider.name,
-                provider.region,
-                model.upstream_model,
-                f"{model.context_window:,}",
-                f"{model.max_output_tokens:,}",
-                str(model.price.input),
-                str(model.price.output),
-                str(model.price.cached_input) if model.price.cached_input is not None else "-",
-                ",".join(sorted(model.capabilities)),
-                status,
-            ]
-        )
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = [
-        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]
-    ]
-    notes = [d for diffs in differences.values() for d in diffs]
-    if notes:
-        lines.append("")
-        lines.append("* differs from litellm's bundled catalog (the configured value is used):")
-        lines.extend(f"  {d.model}: {d.field} is {d.ours} here, {d.litellm} in litellm" for d in notes)
-    return "\n".join(lines)
+def listed(model: ModelConfig) -> bool:
+    """Whether litellm's bundled catalog has an entry for `model` (by its litellm name, upstream id or name)."""
+    return _entry(model, bundled_catalog()) is not None
 
 
 def as_json(catalog: Catalog, differences: dict[str, list[Difference]]) -> str:

@@ -262,7 +262,7 @@ def _in_preference_order(request: DecisionRequest) -> list[ModelConfig]:
 
 
 # Why a step removes a model (None: the model stays).
-StepReason = Callable[["DecisionRequest", RouteDecision, ModelConfig], str | None]
+StepReason = Callable[[DecisionRequest, RouteDecision, ModelConfig], str | None]
 
 
 def _filter(
