@@ -22,6 +22,18 @@ from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl, 
 from tests.support.gateways import GatewayFactory
 from tests.support.postgres import fresh_database
 
+# The fixtures below that start a real server (uvicorn on a socket) or need PostgreSQL, and what is built on them.
+SERVER_FIXTURES = frozenset({"mistral", "moonshot", "start_gateway", "gateway_url", "mistral_log", "moonshot_log"})
+SLOW_FIXTURES = SERVER_FIXTURES | {"postgres_url"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses one of SLOW_FIXTURES is slow even if its mark was forgotten, so that `-m "not slow"` stays
+    fast. Tests that start subprocesses, servers or PostgreSQL by other means must carry the mark themselves."""
+    for item in items:
+        if item.get_closest_marker("slow") is None and SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def mistral() -> Iterator[ThreadedServer]:

@@ -34,6 +34,7 @@ def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'budget.db'}"
 
 
+@pytest.mark.slow
 def test_gateway_key_calls_v1_and_is_billed(start_gateway: GatewayFactory, db: str) -> None:
     team = make_team(db, "web", "5.00")
     key, record = make_key(db, "web")
@@ -60,6 +61,7 @@ def test_gateway_key_calls_v1_and_is_billed(start_gateway: GatewayFactory, db: s
     assert key_usage(db, record).spent_nanos == row.cost_nanos
 
 
+@pytest.mark.slow
 def test_stream_usage_chunk_carries_the_settled_cost(start_gateway: GatewayFactory, db: str) -> None:
     make_team(db, "web", "5.00")
     key, _ = make_key(db, "web")
@@ -83,6 +85,7 @@ def test_stream_usage_chunk_carries_the_settled_cost(start_gateway: GatewayFacto
     assert all(c.usage is None and "x_gateway" not in (c.model_extra or {}) for c in plain)
 
 
+@pytest.mark.slow
 def test_over_budget_is_429_naming_team_limit_and_reset(start_gateway: GatewayFactory, db: str) -> None:
     make_team(db, "tiny", "0.000001", period="daily")
     key, _ = make_key(db, "tiny")
@@ -96,6 +99,7 @@ def test_over_budget_is_429_naming_team_limit_and_reset(start_gateway: GatewayFa
     assert ledger(db) == []
 
 
+@pytest.mark.slow
 def test_key_budget_is_enforced_inside_a_roomy_team(start_gateway: GatewayFactory, db: str) -> None:
     make_team(db, "big", "100")
     key, record = make_key(db, "big", budget_usd="0.000002")
@@ -104,6 +108,7 @@ def test_key_budget_is_enforced_inside_a_roomy_team(start_gateway: GatewayFactor
     assert answer.status == 429 and f"key {record.prefix}..." in answer.error["message"]
 
 
+@pytest.mark.slow
 def test_reservation_uses_learned_output_not_max_tokens(start_gateway: GatewayFactory, db: str) -> None:
     """A coding agent asking for max_tokens=32768 is not blocked while its budget is far from spent."""
     url = start_gateway(database_url=db).url
@@ -120,6 +125,7 @@ def test_reservation_uses_learned_output_not_max_tokens(start_gateway: GatewayFa
     assert answer.status == 200, answer.body
 
 
+@pytest.mark.slow
 def test_upstream_failure_releases_the_reservation(
     start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl
 ) -> None:
@@ -133,6 +139,7 @@ def test_upstream_failure_releases_the_reservation(
     assert [(r.status, r.cost_nanos) for r in ledger(db)] == [(503, 0)]
 
 
+@pytest.mark.slow
 def test_cut_stream_is_billed_from_what_was_relayed(
     start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl
 ) -> None:
@@ -203,12 +210,14 @@ def _concurrency_proof(urls: list[str], db: str, team_name: str) -> None:
     assert spent <= budget + worst_error
 
 
+@pytest.mark.slow
 def test_two_hundred_concurrent_requests_cannot_overshoot(start_gateway: GatewayFactory, db: str) -> None:
     make_team(db, "swarm", None)
     url = start_gateway(database_url=db).url
     _concurrency_proof([url], db, "swarm")
 
 
+@pytest.mark.slow
 def test_several_workers_sharing_one_sqlite_file_cannot_overshoot(
     db: str, mistral: ThreadedServer, moonshot: ThreadedServer
 ) -> None:
@@ -221,6 +230,7 @@ def test_several_workers_sharing_one_sqlite_file_cannot_overshoot(
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_restart_keeps_spend_and_keys(start_gateway: GatewayFactory, db: str) -> None:
     team = make_team(db, "web", "5.00")
     key, _ = make_key(db, "web")
@@ -235,6 +245,7 @@ def test_restart_keeps_spend_and_keys(start_gateway: GatewayFactory, db: str) ->
     assert len(rows) == 4 and team_usage(db, team).spent_nanos == spent + rows[-1].cost_nanos
 
 
+@pytest.mark.slow
 def test_sigkill_after_delivered_responses_loses_nothing(
     db: str, mistral: ThreadedServer, moonshot: ThreadedServer
 ) -> None:
@@ -274,6 +285,7 @@ class WebhookReceiver:
         self.server = ThreadedServer(Starlette(routes=[Route("/hook", hook, methods=["POST"])])).start()
 
 
+@pytest.mark.slow
 def test_soft_limit_crossing_posts_the_webhook_once(start_gateway: GatewayFactory, db: str) -> None:
     receiver = WebhookReceiver()
     try:
@@ -293,6 +305,7 @@ def test_soft_limit_crossing_posts_the_webhook_once(start_gateway: GatewayFactor
         receiver.server.stop()
 
 
+@pytest.mark.slow
 def test_revoked_and_expired_keys_are_refused(start_gateway: GatewayFactory, db: str) -> None:
     import time
 
@@ -313,6 +326,7 @@ def test_revoked_and_expired_keys_are_refused(start_gateway: GatewayFactory, db:
     assert unknown.status == 401
 
 
+@pytest.mark.slow
 def test_team_models_and_regions_are_enforced(start_gateway: GatewayFactory, db: str, tmp_path: Path) -> None:
     """Default policy (`named_model: reroute`): a named model the team may not use is rerouted, never served."""
     make_team(db, "eu-team", None, regions=["eu"])
@@ -341,6 +355,7 @@ def test_team_models_and_regions_are_enforced(start_gateway: GatewayFactory, db:
     assert [r.model for r in ledger(db)] == ["mistral-medium-3.5", "mistral-medium-3.5", "kimi-k2.6", "kimi-k2.6"]
 
 
+@pytest.mark.slow
 def test_named_model_is_refused_under_a_refusing_policy(start_gateway: GatewayFactory, db: str, tmp_path: Path) -> None:
     """`named_model: refuse`: 403 model_not_allowed naming the region (the team's regions) or the team's models."""
     policies = tmp_path / "policies"
@@ -369,6 +384,7 @@ def test_named_model_is_refused_under_a_refusing_policy(start_gateway: GatewayFa
     )
 
 
+@pytest.mark.slow
 def test_postgres_budgets_and_ledger(start_gateway: GatewayFactory, postgres_url: str) -> None:
     make_team(postgres_url, "pg-swarm", None)
     gateway_one = start_gateway(database_url=postgres_url)
@@ -382,6 +398,7 @@ def test_postgres_budgets_and_ledger(start_gateway: GatewayFactory, postgres_url
     assert len(rows) == 2 and team_usage(postgres_url, team).spent_nanos == sum(r.cost_nanos for r in rows)
 
 
+@pytest.mark.slow
 def test_ledger_keeps_text_only_when_enabled(start_gateway: GatewayFactory, db: str) -> None:
     make_team(db, "web", None)
     key, _ = make_key(db, "web")

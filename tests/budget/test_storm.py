@@ -18,6 +18,8 @@ from tests.support.gateways import GatewayFactory, start_cli_gateway, stop
 from tests.support.http import auth, post_at_once, post_json
 from tests.support.store import ledger, make_key, make_team, on_store, team_usage
 
+pytestmark = pytest.mark.slow
+
 CHAT = "/v1/chat/completions"
 PROSE = (
     "The quick brown fox jumps over the lazy dog while the committee reviews quarterly budgets, "
@@ -69,7 +71,6 @@ def test_storm_on_one_process(start_gateway: GatewayFactory, db: str) -> None:
     _storm([start_gateway(database_url=db).url], db, "storm")
 
 
-@pytest.mark.slow
 def test_storm_on_three_workers_sharing_sqlite(db: str, mistral: ThreadedServer, moonshot: ThreadedServer) -> None:
     make_team(db, "bootstrap", None)  # the schema exists before three workers open the file
     process, url = start_cli_gateway(db, provider_env(mistral, moonshot), workers=3)
@@ -79,7 +80,6 @@ def test_storm_on_three_workers_sharing_sqlite(db: str, mistral: ThreadedServer,
         stop(process)
 
 
-@pytest.mark.slow
 def test_storm_on_two_nodes_sharing_postgres(
     postgres_url: str, mistral: ThreadedServer, moonshot: ThreadedServer
 ) -> None:

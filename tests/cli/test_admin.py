@@ -19,6 +19,8 @@ from tests.support.gateways import GATEWAY, GatewayFactory, clean_env
 from tests.support.postgres import fresh_database
 from tests.support.store import record
 
+pytestmark = pytest.mark.slow
+
 
 class Cli:
     """Runs `gateway ...` with a fixed environment."""

@@ -14,6 +14,8 @@ from tests.support import ROOT
 from tests.support.gateways import GATEWAY, clean_env, free_port, run_cli, wait_for_startup
 from tests.support.http import request
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture()
 def demo_gateway() -> Iterator[tuple[str, list[str]]]:

@@ -22,6 +22,8 @@ from gateway.cli.main import main as gateway_cli
 from tests.support.coding_tools import DEAD_PROXY, TEAM, ClientGateway, Installer, describe, need, offline_env, run_tool
 from tests.support.emulators import Script
 
+pytestmark = pytest.mark.slow
+
 NOTES = "The launch code is 4711.\n"
 CODE = "4711"
 REASONING = "Reading the request before answering."  # the Moonshot emulator's reasoning for a scripted reply

@@ -11,6 +11,8 @@ from gateway.cli.main import main as gateway_cli
 from tests.support.coding_tools import TEAM, ClientGateway, Installer, describe, need, offline_env, run_tool
 from tests.support.emulators import Script
 
+pytestmark = pytest.mark.slow
+
 ROUTES = {"auto": ("mistral-medium-3.5", "preferred"), "kimi-k2.6": ("kimi-k2.6", "pinned")}
 
 

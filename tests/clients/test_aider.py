@@ -11,6 +11,8 @@ from gateway.cli.main import main as gateway_cli
 from tests.support.coding_tools import TEAM, ClientGateway, Installer, describe, need, offline_env, run_tool
 from tests.support.emulators import Script
 
+pytestmark = pytest.mark.slow
+
 # model asked for: (model that serves it under the default policy, route reason)
 ROUTES = {
     "auto": ("mistral-medium-3.5", "preferred"),

@@ -78,6 +78,7 @@ def test_existing_files_are_kept_unless_forced(tmp_path: Path, capsys: pytest.Ca
     assert gateway_cli(["clients", "aider", "--model", "mistral-embed", "--print"]) == 2
 
 
+@pytest.mark.slow
 def test_url_reads_the_models_from_the_gateway_and_writes_the_key(
     client_gateway: ClientGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -100,6 +101,7 @@ def _post(url: str, key: str, body: dict) -> Answer:
     return post_json(f"{parts.scheme}://{parts.netloc}", parts.path, body, auth(key, **{"x-api-key": key}), timeout=20)
 
 
+@pytest.mark.slow
 def test_continue_autocomplete_and_embeddings_entries_reach_their_routes(
     client_gateway: ClientGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,6 +20,8 @@ from tests.support.coding_tools import (
 )
 from tests.support.emulators import Script
 
+pytestmark = pytest.mark.slow
+
 ROUTES = {
     "auto": ("mistral-medium-3.5", "preferred"),
     "mistral-medium-3.5": ("mistral-medium-3.5", "pinned"),

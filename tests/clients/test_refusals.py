@@ -15,6 +15,8 @@ from tests.support.coding_tools import CLIENT_TESTS, Installer, describe, need, 
 from tests.support.gateways import GatewayFactory
 from tests.support.store import make_key, make_team
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture()
 def refusing_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> tuple[str, dict[str, str]]:

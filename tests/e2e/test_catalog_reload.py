@@ -33,6 +33,8 @@ from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl
 from tests.support.gateways import GATEWAY, GatewayFactory, clean_env, free_port, wait_for_startup
 from tests.support.http import Answer, begin_post_json, post_json, request
 
+pytestmark = pytest.mark.slow
+
 POLICIES = ROOT / "policies"
 MASTER = "mk-catalog-reload"
 ADMIN = {"authorization": f"Bearer {MASTER}"}

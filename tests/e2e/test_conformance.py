@@ -324,6 +324,7 @@ def _call_and_validate(schema: Any, url: str, session: requests.Session, path: s
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 @pytest.mark.parametrize("model", CHAT_MODELS[1:])
+@pytest.mark.slow
 def test_every_kind_takes_explicit_defaults_and_answers_in_openai_shape(
     schema: Any, url: str, session: requests.Session, model: str, stream: bool
 ) -> None:
@@ -341,6 +342,7 @@ def test_every_kind_takes_explicit_defaults_and_answers_in_openai_shape(
         ("/v1/fim/completions", "codestral", "\n    return a"),
     ],
 )
+@pytest.mark.slow
 def test_completions_take_explicit_defaults(
     schema: Any, url: str, session: requests.Session, path: str, model: str, suffix: str | None, stream: bool
 ) -> None:
@@ -352,6 +354,7 @@ def test_completions_take_explicit_defaults(
     _call_and_validate(schema, url, session, path, body)
 
 
+@pytest.mark.slow
 def test_embeddings_take_explicit_defaults(schema: Any, url: str, session: requests.Session) -> None:
     body = {**DEFAULTS_EMBEDDINGS, "model": "mistral-embed", "input": ["one", "two"]}
     data = _call_and_validate(schema, url, session, "/v1/embeddings", body).json()["data"]
@@ -368,6 +371,7 @@ def test_embeddings_take_explicit_defaults(schema: Any, url: str, session: reque
         ("mistral-medium-3.5", "not_an_openai_field", None),
     ],
 )
+@pytest.mark.slow
 def test_values_other_than_the_default_are_still_refused(
     url: str, session: requests.Session, model: str, field: str, value: Any
 ) -> None:
@@ -377,6 +381,7 @@ def test_values_other_than_the_default_are_still_refused(
     assert answer.json()["error"]["param"] in (field, "n"), answer.text
 
 
+@pytest.mark.slow
 def test_405_lists_every_method_of_the_path(url: str, session: requests.Session) -> None:
     for path, allowed in [
         ("/v1/chat/completions", "POST"),

@@ -90,6 +90,7 @@ def _promtool(promtool: str, *args: str, cwd: Path = ROOT) -> subprocess.Complet
 
 
 @pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.slow
 def test_promtool_check_config(promtool: str, config: str, tmp_path: Path) -> None:
     path = PROMETHEUS / config
     text = path.read_text()
@@ -123,6 +124,7 @@ def test_kubernetes_scrape_sends_the_metrics_token() -> None:
     assert "master key" in (PROMETHEUS / "prometheus.yml").read_text()  # the local config says when it is needed
 
 
+@pytest.mark.slow
 def test_the_commented_bearer_token_example_is_valid(promtool: str, tmp_path: Path) -> None:
     """prometheus.yml shows the optional `authorization: credentials_file` block in comments: uncommented, it is
     a valid configuration."""
@@ -140,17 +142,20 @@ def test_the_commented_bearer_token_example_is_valid(promtool: str, tmp_path: Pa
     assert job["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
 
 
+@pytest.mark.slow
 def test_promtool_check_rules(promtool: str) -> None:
     result = _promtool(promtool, "check", "rules", "deploy/prometheus/alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_promtool_test_rules(promtool: str) -> None:
     result = _promtool(promtool, "test", "rules", "deploy/prometheus/alerts.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.slow
 def test_dashboard_expressions_parse(promtool: str, tmp_path: Path) -> None:
     """Every dashboard query is valid PromQL: written as recording rules (Grafana's variables replaced by values
     of the right kind) and checked with `promtool check rules`."""
@@ -668,6 +673,7 @@ def test_k8s_manifests_fit_together() -> None:
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"], ref
 
 
+@pytest.mark.slow
 def test_k8s_catalog_and_policies_pass_the_gateways_own_checks(tmp_path: Path) -> None:
     objects = _k8s()
     catalog = tmp_path / "catalog.yaml"

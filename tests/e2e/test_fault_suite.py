@@ -27,6 +27,8 @@ from tests.support.http import Answer, post_json, read_request, request
 from tests.support.metrics import scrape, total
 from tests.support.store import ledger
 
+pytestmark = pytest.mark.slow
+
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello"}]
 MISTRAL, KIMI = "mistral-medium-3.5", "kimi-k2.6"

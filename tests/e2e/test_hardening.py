@@ -28,6 +28,8 @@ from tests.support.gateways import GATEWAY, GatewayFactory, bare_env, free_port,
 from tests.support.http import auth, post_json, request
 from tests.support.store import make_key, make_team
 
+pytestmark = pytest.mark.slow
+
 CHAT = "/v1/chat/completions"
 SHORT = [{"role": "user", "content": "hi"}]
 

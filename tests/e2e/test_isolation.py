@@ -209,6 +209,7 @@ def refused(answer: Answer, param: str, name: str) -> None:
 
 
 @pytest.mark.parametrize(("model", "path", "stream", "base", "emulator"), CASES)
+@pytest.mark.slow
 def test_hostile_fields_are_refused_and_reach_nobody(
     url: str,
     tripwire: Tripwire,
@@ -258,6 +259,7 @@ def test_the_tripwire_notices_a_connection(tripwire: Tripwire) -> None:
 
 
 @pytest.mark.parametrize("model", ["mistral-medium-3.5", "kimi-k2.6", "kimi-oc", "kimi-litellm"])
+@pytest.mark.slow
 def test_hints_are_dropped_and_known_twins_translated(
     url: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl, model: str
 ) -> None:
@@ -302,6 +304,7 @@ def test_hints_are_dropped_and_known_twins_translated(
         assert "max_tokens" not in sent and sent["max_completion_tokens"] == 8
 
 
+@pytest.mark.slow
 def test_litellm_failures_never_leak_tracebacks_paths_or_keys(url: str, moonshot_log: EmulatorControl) -> None:
     """litellm's exception text (tracebacks, file paths, request details) never reaches a client."""
     answers = [post_json(url, CHAT, {"model": "kimi-dead", "messages": HI})]  # connection refused

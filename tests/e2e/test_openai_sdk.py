@@ -10,6 +10,8 @@ import pytest
 
 from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl
 
+pytestmark = pytest.mark.slow
+
 HELLO = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello to the gateway."}]
 WEATHER_TOOL = {
     "type": "function",

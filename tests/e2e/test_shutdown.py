@@ -17,11 +17,12 @@ from tests.support.http import auth, begin_post_json, request
 from tests.support.store import ledger, make_key, make_team
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow
+
 CHAT = "/v1/chat/completions"
 BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "take your time"}], "max_tokens": 20}
 
 
-@pytest.mark.slow
 def test_sigterm_drains_then_ends_what_is_left_with_a_clear_error(
     tmp_path: Path, mistral: ThreadedServer, moonshot: ThreadedServer, mistral_log: EmulatorControl
 ) -> None:

@@ -15,6 +15,8 @@ import pytest
 from gateway.emulators import EmulatorOptions, start_emulator
 from tests.support.emulators import RULE_PER_IMAGE, RULE_PER_MESSAGE, EmulatorClient, rule_count, running
 
+pytestmark = pytest.mark.slow
+
 MODEL = "mistral-medium-3.5"
 
 

@@ -65,6 +65,7 @@ def test_public_api():
     assert first.state.emulator is not second.state.emulator  # no state shared between apps
 
 
+@pytest.mark.slow
 def test_start_emulator_is_a_started_context_manager():
     with start_emulator("moonshot") as server:  # already started: entering must not start it again
         assert server.api_key == "demo-key-moonshot"
@@ -75,6 +76,7 @@ def test_start_emulator_is_a_started_context_manager():
 
 
 @pytest.mark.parametrize("key", [None, "demo-key-mistral"])
+@pytest.mark.slow
 def test_401(client, key):
     reply = client.chat(ask("hi"), key=key)
     assert reply.status == 401
@@ -85,6 +87,7 @@ def test_401(client, key):
 # --- chat completions ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_non_streaming_shape(client):
     body = client.chat(ask("hello kimi", **NO_THINK)).json()
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion" and body["model"] == K26
@@ -98,11 +101,13 @@ def test_non_streaming_shape(client):
     assert usage["cached_tokens"] == 0 and usage["prompt_tokens_details"] == {"cached_tokens": 0}
 
 
+@pytest.mark.slow
 def test_older_model_has_only_top_level_cached_tokens(client):
     usage = client.chat(ask("hello", K2)).json()["usage"]
     assert "cached_tokens" in usage and "prompt_tokens_details" not in usage
 
 
+@pytest.mark.slow
 def test_determinism(client):
     first = client.chat(ask("same again")).json()["choices"][0]["message"]["content"]
     assert client.chat(ask("same again")).json()["choices"][0]["message"]["content"] == first
@@ -116,6 +121,7 @@ def test_determinism(client):
         (K25, {"temperature": 1.0}),
     ],
 )
+@pytest.mark.slow
 def test_fixed_temperature(client, model, body):
     reply = client.chat(ask("hi", model, **body))
     assert reply.status == 400
@@ -131,12 +137,14 @@ def test_fixed_temperature(client, model, body):
         ("frequency_penalty", 0.1, "0"),
     ],
 )
+@pytest.mark.slow
 def test_other_fixed_sampling_values(client, field, value, allowed):
     reply = client.chat(ask("hi", **{field: value}))
     assert reply.status == 400
     assert reply.json() == error(f"invalid {field}: only {allowed} is allowed for this model")
 
 
+@pytest.mark.slow
 def test_fixed_values_themselves_are_accepted(client):
     reply = client.chat(
         ask("hi", temperature=0.6, top_p=0.95, n=1, presence_penalty=0, frequency_penalty=0, **NO_THINK)
@@ -145,6 +153,7 @@ def test_fixed_values_themselves_are_accepted(client):
     assert client.chat(ask("hi", temperature=1.0, top_p=0.95)).status == 200  # thinking (the default): 1.0
 
 
+@pytest.mark.slow
 def test_k26_thinks_by_default(client):
     """providers.md: on kimi-k2.6 thinking is enabled by default; `thinking: disabled` turns it off. K2.5 and the
     non-thinking K2 models do not think unless asked."""
@@ -161,6 +170,7 @@ def test_k26_thinks_by_default(client):
 
 
 @pytest.mark.parametrize("role", ["developer", "critic"])
+@pytest.mark.slow
 def test_roles_other_than_moonshots_are_refused(client, role):
     reply = client.chat(
         {"model": K26, "messages": [{"role": role, "content": "Be brief."}, {"role": "user", "content": "hi"}]}
@@ -174,6 +184,7 @@ def test_roles_other_than_moonshots_are_refused(client, role):
     )
 
 
+@pytest.mark.slow
 def test_max_completion_tokens_and_deprecated_max_tokens(client):
     """The API reference documents max_completion_tokens (max_tokens deprecated, still accepted); the first wins."""
     for body in ({"max_completion_tokens": 3}, {"max_tokens": 3}, {"max_completion_tokens": 3, "max_tokens": 50}):
@@ -183,6 +194,7 @@ def test_max_completion_tokens_and_deprecated_max_tokens(client):
     assert bad.status == 400 and "max_completion_tokens must be an integer" in bad.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_thinking_mode_temperature_and_reasoning(client):
     refused = client.chat(ask("think", **THINK, temperature=0.6))
     assert refused.status == 400 and refused.json() == error("invalid temperature: only 1 is allowed for this model")
@@ -195,6 +207,7 @@ def test_thinking_mode_temperature_and_reasoning(client):
     assert client.chat(ask("think", thinking={"type": "disabled"}, temperature=0.6)).status == 200
 
 
+@pytest.mark.slow
 def test_older_models_sampling_ranges(client):
     body = client.chat(ask("three please", K2, n=3, temperature=0.7)).json()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
@@ -212,6 +225,7 @@ def test_older_models_sampling_ranges(client):
         ({"type": "function", "function": {"name": "get_weather"}}, "specified"),
     ],
 )
+@pytest.mark.slow
 def test_thinking_refuses_forced_tool_choice(client, tool_choice, name):
     reply = client.chat(ask("hi", **THINK, tools=[WEATHER_TOOL], tool_choice=tool_choice))
     assert reply.status == 400
@@ -223,6 +237,7 @@ def test_thinking_refuses_forced_tool_choice(client, tool_choice, name):
     assert answered.status == 200 and answered.json()["choices"][0]["message"]["tool_calls"]
 
 
+@pytest.mark.slow
 def test_thinking_requires_replayed_reasoning_content(client):
     call = {"id": "functions.get_weather:0", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
     messages = [
@@ -245,6 +260,7 @@ def test_thinking_requires_replayed_reasoning_content(client):
     assert client.chat({"model": K26, "messages": messages}).status == 200  # replayed reasoning: accepted
 
 
+@pytest.mark.slow
 def test_partial_mode(client):
     messages = [{"role": "user", "content": "Give JSON"}, {"role": "assistant", "content": "{", "partial": True}]
     body = client.chat({"model": K26, "messages": messages}).json()
@@ -253,12 +269,14 @@ def test_partial_mode(client):
     assert refused.status == 400 and refused.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.slow
 def test_unknown_model(client):
     reply = client.chat(ask("hi", "moonshot-v9"))
     assert reply.status == 404
     assert reply.json() == error("Not found the model moonshot-v9 or Permission denied", "resource_not_found_error")
 
 
+@pytest.mark.slow
 def test_context_window(client):
     reply = client.chat(ask("hi", K25, max_tokens=262144))
     assert reply.status == 400 and reply.json() == error("Your request exceeded model token limit : 262144")
@@ -267,6 +285,7 @@ def test_context_window(client):
     assert big.json() == error("Your request exceeded model token limit : 1048576")
 
 
+@pytest.mark.slow
 def test_malformed_json_and_bad_max_tokens(client):
     assert client.chat(ask("hi", max_tokens="many")).json()["error"]["type"] == "invalid_request_error"
     reply = client.chat(b"{oops")
@@ -274,6 +293,7 @@ def test_malformed_json_and_bad_max_tokens(client):
     assert set(reply.json()) == {"error"}
 
 
+@pytest.mark.slow
 def test_tool_call_non_streaming(client):
     body = client.chat(ask("What is the weather in Beijing?", tools=[WEATHER_TOOL])).json()
     choice = body["choices"][0]
@@ -284,6 +304,7 @@ def test_tool_call_non_streaming(client):
     assert isinstance(arguments["city"], str) and isinstance(arguments["days"], int) and arguments["unit"] == "c"
 
 
+@pytest.mark.slow
 def test_tool_call_ids_count_the_conversation(client):
     earlier = {
         "id": "functions.get_weather:0",
@@ -303,6 +324,7 @@ def test_tool_call_ids_count_the_conversation(client):
 # --- streaming ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stream_usage_inside_final_choice_only(client):
     request = ask("stream please", max_tokens=5, **NO_THINK)
     streamed = client.stream(request)
@@ -319,6 +341,7 @@ def test_stream_usage_inside_final_choice_only(client):
     assert streamed.content() == client.chat(request).json()["choices"][0]["message"]["content"]
 
 
+@pytest.mark.slow
 def test_stream_include_usage_adds_trailing_chunk(client):
     streamed = client.stream(ask("stream with usage", stream_options={"include_usage": True}))
     chunks = streamed.chunks
@@ -328,6 +351,7 @@ def test_stream_include_usage_adds_trailing_chunk(client):
     assert sum(1 for c in chunks if "usage" in c) == 1
 
 
+@pytest.mark.slow
 def test_stream_reasoning_content_comes_first(client):
     chunks = client.stream(ask("reason", THINKING)).chunks
     kinds = [next(iter(c["choices"][0]["delta"]), None) for c in chunks[1:-1]]
@@ -335,6 +359,7 @@ def test_stream_reasoning_content_comes_first(client):
     assert kinds.index("content") > max(i for i, k in enumerate(kinds) if k == "reasoning_content")
 
 
+@pytest.mark.slow
 def test_stream_tool_call(client):
     chunks = client.stream(ask("weather in Oslo?", tools=[WEATHER_TOOL])).chunks
     calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if "tool_calls" in c["choices"][0]["delta"]]
@@ -344,6 +369,7 @@ def test_stream_tool_call(client):
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+@pytest.mark.slow
 def test_cached_tokens_both_shapes(client):
     for model, both in ((K26, True), (K2, False)):
         history = [
@@ -368,6 +394,7 @@ def test_cached_tokens_both_shapes(client):
         assert streamed.chunks[-1]["choices"][0]["usage"]["cached_tokens"] == repeat_cached
 
 
+@pytest.mark.slow
 def test_openai_sdk_against_emulator(server):
     sdk = openai.OpenAI(base_url=server.url + "/v1", api_key=server.api_key, max_retries=0)
     completion = sdk.chat.completions.create(
@@ -388,6 +415,7 @@ def test_openai_sdk_against_emulator(server):
 # --- other endpoints -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_estimate_token_count_equals_chat_prompt_tokens(client):
     request = {
         "model": K26,
@@ -411,6 +439,7 @@ def test_estimate_token_count_equals_chat_prompt_tokens(client):
     assert client.post("/v1/tokenizers/estimate-token-count", {**request, "model": "x"}).status == 404
 
 
+@pytest.mark.slow
 def test_models_list(client):
     body = client.call("GET", "/v1/models").json()
     assert body["object"] == "list"
@@ -422,12 +451,14 @@ def test_models_list(client):
     assert cards[THINKING]["supports_reasoning"] is True
 
 
+@pytest.mark.slow
 def test_balance(client):
     body = client.call("GET", "/v1/users/me/balance").json()
     assert body["code"] == 0 and body["scode"] == "0x0" and body["status"] is True
     assert set(body["data"]) == {"available_balance", "voucher_balance", "cash_balance"}
 
 
+@pytest.mark.slow
 def test_unknown_path(client):
     reply = client.call("GET", "/v1/files-that-do-not-exist")
     assert reply.status == 404 and reply.json()["error"]["type"] == "resource_not_found_error"
@@ -436,6 +467,7 @@ def test_unknown_path(client):
 # --- faults ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fault_429(client):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": "status=429"})
     assert reply.status == 429 and reply.headers["retry-after"] == "1"
@@ -453,6 +485,7 @@ def test_fault_429(client):
         ("status=403", 403, "exceeded_current_quota_error", False),
     ],
 )
+@pytest.mark.slow
 def test_fault_the_three_429s(client, fault, status, type_, transient):
     """providers.md, Moonshot errors: two transient 429s and the account without balance (also given as a 403)."""
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": fault})
@@ -465,16 +498,19 @@ def test_fault_the_three_429s(client, fault, status, type_, transient):
         assert "balance" in reply.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_fault_error_type_needs_a_status(client):
     assert client.chat(ask("hi"), headers={"x-emulator-fault": "error=rate_limit_reached_error"}).status == 400
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
+@pytest.mark.slow
 def test_fault_server_errors(client, status):
     reply = client.chat(ask("hi"), headers={"x-emulator-fault": f"status={status}"})
     assert reply.status == status and set(reply.json()) == {"error"} and reply.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_fault_stream_error(client):
     streamed = client.stream(ask("boom"), headers={"x-emulator-fault": "stream_error=2"})
     assert streamed.complete and not streamed.done
@@ -483,6 +519,7 @@ def test_fault_stream_error(client):
     assert streamed.chunks[-1] == overloaded
 
 
+@pytest.mark.slow
 def test_fault_cut(client):
     streamed = client.stream(
         ask("cut", stream_options={"include_usage": True}, **NO_THINK),
@@ -496,6 +533,7 @@ def test_fault_cut(client):
         client.chat(ask("cut"), headers={"x-emulator-fault": "cut=3"})
 
 
+@pytest.mark.slow
 def test_fault_malformed_stream(client):
     streamed = client.stream(ask("mal", max_tokens=2, **NO_THINK), headers={"x-emulator-fault": "malformed=1"})
     assert streamed.done
@@ -504,6 +542,7 @@ def test_fault_malformed_stream(client):
     assert json.loads(streamed.frames[2])["choices"][0]["delta"]["content"]
 
 
+@pytest.mark.slow
 def test_queued_hang_ends_on_disconnect(client):
     client.control("POST", "faults", {"fault": "hang", "count": 1})
     sock = client.raw_request("/v1/chat/completions", ask("hang"), {})
@@ -519,6 +558,7 @@ def test_queued_hang_ends_on_disconnect(client):
     assert client.wait_hanging(0)
 
 
+@pytest.mark.slow
 def test_control_log_shows_forwarded_headers(client):
     client.chat(ask("what reached the provider"))
     entry = client.control("GET", "requests").json()[-1]
@@ -527,6 +567,7 @@ def test_control_log_shows_forwarded_headers(client):
     assert entry["body"]["messages"][0]["content"] == "what reached the provider"
 
 
+@pytest.mark.slow
 def test_two_emulators_do_not_share_state(client):
     with running("moonshot") as (_, other):
         other.control("POST", "faults", {"fault": "status=500", "count": 3})

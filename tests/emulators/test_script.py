@@ -11,6 +11,8 @@ from gateway.http.servers import ThreadedServer
 from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, Script
 from tests.support.http import auth, post_json
 
+pytestmark = pytest.mark.slow
+
 MODELS = {"mistral": ("mistral-medium-3.5", MISTRAL_KEY), "moonshot": ("kimi-k2.6", MOONSHOT_KEY)}
 TOOLS = [
     {

@@ -22,6 +22,8 @@ from tests.support.http import request
 from tests.support.postgres import fresh_database
 from tests.support.store import ledger_row, on_store, record
 
+pytestmark = pytest.mark.slow
+
 # -- fixtures ----------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,8 @@ from tests.support.emulators import EmulatorControl
 from tests.support.gateways import GatewayFactory
 from tests.support.http import post_json, request
 
+pytestmark = pytest.mark.slow
+
 CHAT = "/v1/chat/completions"
 OK_MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -21,6 +21,8 @@ from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY
 from tests.support.gateways import GatewayFactory
 from tests.support.http import Answer, request
 
+pytestmark = pytest.mark.slow
+
 MASTER = "fuzz-master-key-0123456789"
 AUTH = {"authorization": f"Bearer {MASTER}"}
 
@@ -267,7 +269,6 @@ def check(answer: Answer, method: str, path: str, body: bytes, content_type: str
     assert MISTRAL_KEY not in text and MOONSHOT_KEY not in text and "Traceback" not in text, where
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("method", "path", "bodies"), ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in ENDPOINTS])
 def test_no_body_gets_a_5xx(url: str, method: str, path: str, bodies: st.SearchStrategy[bytes]) -> None:
     @settings(

@@ -22,6 +22,8 @@ from tests.support.http import auth, begin_post_json, post_all, post_json, reque
 from tests.support.metrics import scrape, scrape_when, series, total
 from tests.support.store import ledger, make_key, make_team
 
+pytestmark = pytest.mark.slow
+
 CHAT = "/v1/chat/completions"
 SHORT = [{"role": "user", "content": "Count to three."}]
 

@@ -25,6 +25,8 @@ from tests.support.http import auth, post_json, request
 from tests.support.store import make_key, make_team
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow
+
 PROMETHEUS = ROOT / ".cache" / "tools" / "bin" / "prometheus"
 CHAT = "/v1/chat/completions"
 

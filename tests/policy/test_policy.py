@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from gateway.policy import (
     load_policy_file,
 )
 from tests.support import ROOT
+from tests.support.gateways import bare_env, run_cli
 
 SHIPPED = ROOT / "policies"
 CATALOG = load_catalog(None, {})
@@ -364,12 +363,10 @@ def test_watcher_refuses_to_start_on_a_broken_directory(tmp_path: Path) -> None:
 
 
 def gateway(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MISTRAL_", "MOONSHOT_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
-    )
+    return run_cli(*args, env=bare_env(), cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_cli_check_and_show(tmp_path: Path) -> None:
     ok = gateway("policy", "check", "policies/")
     assert ok.returncode == 0, ok.stderr

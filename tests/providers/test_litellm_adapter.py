@@ -9,6 +9,8 @@ from gateway.http.servers import ThreadedServer
 from tests.support.emulators import MOONSHOT_KEY, EmulatorControl
 from tests.support.gateways import GatewayFactory
 
+pytestmark = pytest.mark.slow
+
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 

@@ -120,6 +120,7 @@ RULES: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.slow
 def test_history_rule_end_to_end(
     rule: str, gateway_url: str, mistral: ThreadedServer, mistral_log: EmulatorControl
 ) -> None:
@@ -140,6 +141,7 @@ def test_history_rule_end_to_end(
         assert len(set(ids)) == 2 and [m["tool_call_id"] for m in sent["messages"][2:]] == ids
 
 
+@pytest.mark.slow
 def test_mistral_parameters_reach_mistral(gateway_url: str, mistral_log: EmulatorControl) -> None:
     body = {"model": MODEL, "messages": [USER], "top_k": 5, "min_tokens": 20, "max_tokens": 40, "metadata": {"k": "v"}}
     answer = post_json(gateway_url, "/v1/chat/completions", body)
@@ -154,6 +156,7 @@ def test_mistral_parameters_reach_mistral(gateway_url: str, mistral_log: Emulato
 # --- the mistralai SDK ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sdk_fim_stream_through_the_gateway_gets_usage(gateway_url: str) -> None:
     client = Mistral(api_key="unused-in-tests", server_url=gateway_url)
     events = list(client.fim.stream(model="codestral", prompt="def add(a, b):", suffix="return c", max_tokens=6))
@@ -165,6 +168,7 @@ def test_sdk_fim_stream_through_the_gateway_gets_usage(gateway_url: str) -> None
     assert with_usage[0].usage.total_tokens == with_usage[0].usage.prompt_tokens + 6
 
 
+@pytest.mark.slow
 def test_sdk_chat_stream_through_the_gateway(gateway_url: str) -> None:
     client = Mistral(api_key="unused-in-tests", server_url=gateway_url)
     events = list(client.chat.stream(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5))
@@ -176,6 +180,7 @@ def test_sdk_chat_stream_through_the_gateway(gateway_url: str) -> None:
     assert usage and usage[-1].prompt_tokens > 0 and usage[-1].completion_tokens == 5
 
 
+@pytest.mark.slow
 def test_sdk_embeddings_against_the_emulator_and_the_gateway(gateway_url: str, mistral: ThreadedServer) -> None:
     direct = Mistral(api_key=MISTRAL_KEY, server_url=mistral.url)
     floats = direct.embeddings.create(model="mistral-embed", inputs=["hello"]).data[0].embedding

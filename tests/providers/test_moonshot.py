@@ -206,6 +206,7 @@ def test_adapter_mistral_and_openrouter_reasoning_become_reasoning_content() -> 
 # ---------------------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_e2e_tool_history_without_reasoning(url: str, moonshot_log: EmulatorControl) -> None:
     message = answered(ask(url, {"messages": TOOL_HISTORY, "tools": [WEATHER]}))
     assert message["content"]  # the agent gets its answer after the tool result
@@ -217,6 +218,7 @@ def test_e2e_tool_history_without_reasoning(url: str, moonshot_log: EmulatorCont
     assert body["thinking"] == {"type": "enabled"} and body["messages"][1]["reasoning_content"] == MISSING_REASONING
 
 
+@pytest.mark.slow
 def test_e2e_history_answered_by_mistral_then_kimi(url: str, moonshot_log: EmulatorControl) -> None:
     """A conversation that moved from Mistral (no reasoning, Mistral's tool-call ids) to Kimi."""
     first = post_json(url, CHAT, {"model": "mistral-medium-3.5", "tools": [WEATHER], "messages": TOOL_HISTORY[:1]})
@@ -228,6 +230,7 @@ def test_e2e_history_answered_by_mistral_then_kimi(url: str, moonshot_log: Emula
     assert message["content"] and sent(moonshot_log)["thinking"] == {"type": "disabled"}
 
 
+@pytest.mark.slow
 def test_e2e_replayed_kimi_reasoning_keeps_thinking_on(url: str, moonshot_log: EmulatorControl) -> None:
     first = answered(ask(url, {"messages": TOOL_HISTORY[:1], "tools": [WEATHER]}))
     assert first["tool_calls"] and first["reasoning_content"]  # K2.6 thinks by default
@@ -244,6 +247,7 @@ def test_e2e_replayed_kimi_reasoning_keeps_thinking_on(url: str, moonshot_log: E
 
 
 @pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_time"}}])
+@pytest.mark.slow
 def test_e2e_forced_tool_choice(url: str, moonshot_log: EmulatorControl, tool_choice: Any) -> None:
     for stream in (False, True):
         moonshot_log.reset()
@@ -266,12 +270,14 @@ def test_e2e_forced_tool_choice(url: str, moonshot_log: EmulatorControl, tool_ch
         assert sent(moonshot_log)["thinking"] == {"type": "disabled"}
 
 
+@pytest.mark.slow
 def test_e2e_developer_role(url: str, moonshot_log: EmulatorControl) -> None:
     messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}]
     assert answered(ask(url, {"messages": messages}))["content"]
     assert sent(moonshot_log)["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
+@pytest.mark.slow
 def test_e2e_legacy_functions(url: str, moonshot_log: EmulatorControl) -> None:
     """The emulator ignores `functions` (not a Moonshot parameter): a tool call only comes back through tools."""
     message = answered(ask(url, {"messages": TOOL_HISTORY[:1], "functions": [WEATHER["function"]]}))
@@ -293,6 +299,7 @@ def test_e2e_legacy_functions(url: str, moonshot_log: EmulatorControl) -> None:
     assert sent(moonshot_log)["tool_choice"] == {"type": "function", "function": {"name": "get_time"}}
 
 
+@pytest.mark.slow
 def test_e2e_max_tokens_sent_as_max_completion_tokens(url: str, moonshot_log: EmulatorControl) -> None:
     for field in ("max_tokens", "max_completion_tokens"):
         moonshot_log.reset()
@@ -305,12 +312,14 @@ def test_e2e_max_tokens_sent_as_max_completion_tokens(url: str, moonshot_log: Em
 
 
 @pytest.mark.parametrize("effort, thinks", [("none", False), ("minimal", False), ("high", True), ("medium", True)])
+@pytest.mark.slow
 def test_e2e_reasoning_effort(url: str, moonshot_log: EmulatorControl, effort: str, thinks: bool) -> None:
     message = answered(ask(url, {"messages": [{"role": "user", "content": "think?"}], "reasoning_effort": effort}))
     assert bool(message.get("reasoning_content")) is thinks
     assert "reasoning_effort" not in sent(moonshot_log)
 
 
+@pytest.mark.slow
 def test_e2e_mistral_thinking_replayed_as_reasoning_content(url: str, moonshot_log: EmulatorControl) -> None:
     turn = {
         "role": "assistant",
@@ -325,6 +334,7 @@ def test_e2e_mistral_thinking_replayed_as_reasoning_content(url: str, moonshot_l
     assert body["messages"][1]["reasoning_content"] == "The weather tool knows." and "thinking" not in body
 
 
+@pytest.mark.slow
 def test_e2e_default_thinking_streams_reasoning(url: str, moonshot_log: EmulatorControl) -> None:
     answer = ask(url, {"messages": [{"role": "user", "content": "stream"}], "stream": True, "temperature": 0})
     assert answer.status == 200, answer.body

@@ -37,6 +37,7 @@ def url(start_gateway: GatewayFactory, moonshot: ThreadedServer, tmp_path_factor
 @pytest.mark.parametrize(
     ("model", "region"), [("mistral-medium-3.5-onprem", "onprem"), ("kimi-k2.6-openrouter", "global")]
 )
+@pytest.mark.slow
 def test_openai_compatible_provider_streams_and_bills(
     url: str, moonshot_log: EmulatorControl, model: str, region: str
 ) -> None:
@@ -58,6 +59,7 @@ def test_openai_compatible_provider_streams_and_bills(
     assert [c for c in asked if c.usage is not None] == [asked[-1]] and asked[-1].choices == []
 
 
+@pytest.mark.slow
 def test_onprem_residency_keeps_requests_on_the_own_server(url: str, moonshot_log: EmulatorControl) -> None:
     client = openai.OpenAI(base_url=url + "/v1", api_key="client", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
@@ -67,6 +69,7 @@ def test_onprem_residency_keeps_requests_on_the_own_server(url: str, moonshot_lo
     assert moonshot_log.last()["body"]["model"] == "kimi-k2-0905-preview"
 
 
+@pytest.mark.slow
 def test_extra_fields_are_forwarded_only_where_the_catalog_names_them(url: str, moonshot_log: EmulatorControl) -> None:
     client = openai.OpenAI(base_url=url + "/v1", api_key="client", max_retries=0)
     hello = [{"role": "user", "content": "hi"}]

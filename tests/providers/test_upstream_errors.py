@@ -17,6 +17,8 @@ from tests.support.emulators import EmulatorControl
 from tests.support.gateways import GatewayFactory
 from tests.support.http import post_json, read_request, request
 
+pytestmark = pytest.mark.slow
+
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello"}]
 

@@ -20,6 +20,8 @@ from tests.support.http import begin_post_json, post_json
 from tests.support.store import ledger
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow
+
 CHAT = "/v1/chat/completions"
 BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "probe me"}]}
 CIRCUIT = deployment("mistral", "mistral-medium-3.5")

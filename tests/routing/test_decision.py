@@ -280,6 +280,7 @@ def headers_of(answer) -> tuple[str, str, str, str]:
     return h["x-gateway-model"], h["x-gateway-provider"], h["x-gateway-region"], h["x-gateway-route-reason"]
 
 
+@pytest.mark.slow
 def test_default_policy_end_to_end(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:
@@ -319,6 +320,7 @@ def test_default_policy_end_to_end(
     ]
 
 
+@pytest.mark.slow
 def test_residency_header(start_gateway: GatewayFactory, db: str) -> None:
     make_team(db, "cheap", None, policy="cost-saver")
     key, _ = make_key(db, "cheap")
@@ -373,6 +375,7 @@ def _spend(db: str, team_name: str, nanos: int) -> None:
     on_store(db, lambda s: s.record(Settlement(row, [Scope(team_scope(team_name), start, None)], None)))
 
 
+@pytest.mark.slow
 def test_budget_downgrades(start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl) -> None:
     spender = make_team(db, "spender", "1.00")
     key, _ = make_key(db, "spender")
@@ -401,6 +404,7 @@ def test_budget_downgrades(start_gateway: GatewayFactory, db: str, moonshot_log:
     assert pinned.status == 429 and pinned.error["code"] == "budget_exceeded"
 
 
+@pytest.mark.slow
 def test_lower_max_tokens_before_refusing(start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl) -> None:
     # eu-only: lower_max_tokens down to 1024. 8,192 tokens of output on Mistral are $0.061 at worst; the $0.01
     # budget pays for about 1,330 of them (after the prompt): max_tokens is lowered to exactly what fits.
@@ -418,6 +422,7 @@ def test_lower_max_tokens_before_refusing(start_gateway: GatewayFactory, db: str
     assert mistral_log.last()["body"]["max_tokens"] == lowered
 
 
+@pytest.mark.slow
 def test_explain_shows_the_tokenizer_count_near_a_window(start_gateway: GatewayFactory, db: str) -> None:
     body, _, tekken = _near_boundary_body()
     make_team(db, "web", None)
@@ -434,6 +439,7 @@ def test_explain_shows_the_tokenizer_count_near_a_window(start_gateway: GatewayF
         assert rows["kimi-k2.6"]["count_method"] == "estimate" and data["model"] == model
 
 
+@pytest.mark.slow
 def test_models_list_gives_auto_the_window_the_team_can_reach(start_gateway: GatewayFactory, db: str) -> None:
     make_team(db, "web", None)
     key, _ = make_key(db, "web")
@@ -449,6 +455,7 @@ def test_models_list_gives_auto_the_window_the_team_can_reach(start_gateway: Gat
         assert cards["kimi-k2.6"]["fixed_sampling"] is True and cards["mistral-medium-3.5"]["fixed_sampling"] is False
 
 
+@pytest.mark.slow
 def test_explain_matches_and_reserves_nothing(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:
@@ -511,6 +518,7 @@ def test_cli_route_explain_direct(
     assert "-> mistral-medium-3.5 (mistral, eu), reason preferred" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_policies_reload_without_restart_and_a_broken_edit_keeps_the_last_good_version(
     start_gateway: GatewayFactory, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'failover.db'}"
 
 
+@pytest.mark.slow
 def test_a_failed_attempt_is_retried_on_the_same_model(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl
 ) -> None:
@@ -32,6 +33,7 @@ def test_a_failed_attempt_is_retried_on_the_same_model(
     assert [(r.status, r.model) for r in ledger(db)] == [(200, "mistral-medium-3.5")]  # one row per request
 
 
+@pytest.mark.slow
 def test_mistral_outage_moves_auto_traffic_to_kimi(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:
@@ -44,6 +46,7 @@ def test_mistral_outage_moves_auto_traffic_to_kimi(
     assert len(mistral_log.requests()) == 2 and len(moonshot_log.requests()) == 1
 
 
+@pytest.mark.slow
 def test_mistral_outage_never_sends_an_eu_team_to_kimi(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:
@@ -59,6 +62,7 @@ def test_mistral_outage_never_sends_an_eu_team_to_kimi(
     assert len(rows) == 1 and rows[0].status == 503 and rows[0].region == "eu"
 
 
+@pytest.mark.slow
 def test_residency_header_also_holds_on_fallback(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:
@@ -68,6 +72,7 @@ def test_residency_header_also_holds_on_fallback(
     assert answer.status == 502 and moonshot_log.requests() == []
 
 
+@pytest.mark.slow
 def test_a_named_model_is_not_swapped_when_it_fails(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:
@@ -77,12 +82,14 @@ def test_a_named_model_is_not_swapped_when_it_fails(
     assert answer.status == 502 and moonshot_log.requests() == []
 
 
+@pytest.mark.slow
 def test_client_errors_are_not_retried(start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl) -> None:
     url = start_gateway(database_url=db).url
     answer = post_json(url, CHAT, {"model": "mistral-medium-3.5", "messages": HELLO, "temperature": 1.9})
     assert answer.status == 400 and len(mistral_log.requests()) == 1
 
 
+@pytest.mark.slow
 def test_the_budget_is_reserved_again_for_the_fallback_model(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl
 ) -> None:
@@ -98,6 +105,7 @@ def test_the_budget_is_reserved_again_for_the_fallback_model(
     assert rows[0].route_reason == "fallback:upstream-503"
 
 
+@pytest.mark.slow
 def test_an_open_circuit_is_skipped_without_calling_the_provider(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:
@@ -180,6 +188,7 @@ def _auth() -> dict[str, str]:
     return auth(MASTER)
 
 
+@pytest.mark.slow
 def test_quota_exhausted_is_not_retried_holds_the_provider_and_falls_back(
     start_gateway: GatewayFactory, db: str, tmp_path: Path, mistral_log: EmulatorControl, moonshot_log: EmulatorControl
 ) -> None:
@@ -219,6 +228,7 @@ def test_quota_exhausted_is_not_retried_holds_the_provider_and_falls_back(
     assert statuses.count((503, "kimi-k2.6")) == 2 and statuses[-1] == (200, "kimi-k2.6")
 
 
+@pytest.mark.slow
 def test_quota_hold_ends_after_the_quota_cooldown_with_one_probe(
     start_gateway: GatewayFactory, db: str, tmp_path: Path, moonshot_log: EmulatorControl
 ) -> None:
@@ -269,6 +279,7 @@ def test_quota_hold_covers_every_deployment_of_the_provider() -> None:
 
 
 @pytest.mark.parametrize("kind", ["engine_overloaded_error", "rate_limit_reached_error"])
+@pytest.mark.slow
 def test_transient_429s_keep_retries_and_retry_after(
     start_gateway: GatewayFactory, db: str, moonshot_log: EmulatorControl, kind: str
 ) -> None:

@@ -42,9 +42,13 @@ def bare_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`gateway ARGS...` to its end (output captured)."""
-    return subprocess.run([*GATEWAY, *args], capture_output=True, text=True, timeout=timeout, env=env or clean_env())
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: str | os.PathLike[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gateway ARGS...` to its end (output captured), in `clean_env()` unless told."""
+    return subprocess.run(
+        [*GATEWAY, *args], capture_output=True, text=True, timeout=timeout, env=env or clean_env(), cwd=cwd
+    )
 
 
 def wait_for_startup(process: subprocess.Popen[str], workers: int = 1) -> list[str]:

@@ -313,6 +313,7 @@ def test_o200k_is_tiktokens_o200k_base(o200k, monkeypatch) -> None:
     assert len(o200k.encode_ordinary("1234567")) == 3  # digits in groups of three (Tekken: one each)
 
 
+@pytest.mark.slow
 def test_offline_load_in_a_subprocess_without_network() -> None:
     script = """
 import json, socket, sys
