@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from gateway.errors import StorageUnavailable
 from gateway.metrics.families import BY_NAME
-from gateway.metrics.recorder import NANOS_PER_USD
+from gateway.money import usd_float
 from gateway.store.base import team_scope
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ async def budget_families(gateway: Gateway) -> list[Metric]:
             for name, nanos in zip(
                 names, (team.budget_nanos, usage.spent_nanos, usage.reserved_nanos, remaining), strict=True
             ):
-                families[name].add_metric([team.name], nanos / NANOS_PER_USD)
+                families[name].add_metric([team.name], usd_float(nanos))
     except StorageUnavailable:
         # The database is away: the scrape still answers (with the storage error counters that say so), the
         # budget gauges are absent rather than wrong.

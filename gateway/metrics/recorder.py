@@ -15,12 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from gateway.metrics.families import BY_NAME, MULTIPROC_ENV, STORAGE_STAGES, UPSTREAM_ERROR_KINDS, Family
 from gateway.metrics.labels import NONE, Bounds
+from gateway.money import usd_float
 
 if TYPE_CHECKING:
     from gateway.catalog import Catalog
     from gateway.types import Usage
-
-NANOS_PER_USD = 1_000_000_000
 
 
 def multiprocess_dir() -> str | None:
@@ -154,7 +153,7 @@ class Metrics:
                 if value:
                     self.tokens.labels(*labels, kind).inc(value)
         if cost_nanos:
-            self.spend.labels(*labels).inc(cost_nanos / NANOS_PER_USD)
+            self.spend.labels(*labels).inc(usd_float(cost_nanos))
 
     def estimate_ratio(self, model: str, estimated: int, reported: int) -> None:
         if estimated > 0 and reported > 0:
