@@ -200,6 +200,11 @@ class Catalog:
     def provider_of(self, model: ModelConfig) -> Provider:
         return self.providers[model.provider]
 
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The regions the providers run in, sorted: those a policy, a team or `x-gateway-residency` may name."""
+        return tuple(sorted({p.region for p in self.providers.values()}))
+
     def same_as(self, other: Catalog) -> bool:
         """The same providers (URLs and keys included), and the same models in the same order."""
         return (
@@ -219,7 +224,9 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
-def _loc(parts: tuple[Any, ...]) -> str:
+def field_path(parts: tuple[Any, ...]) -> str:
+    """A validation error's location as the file spells it: `models[0].context_window` (pydantic's own
+    validator names left out); `(top level)` when it is empty."""
     out = ""
     for part in parts:
         if isinstance(part, int):
@@ -253,7 +260,7 @@ def parse_catalog_file(path: Path | None) -> tuple[str, CatalogFile]:
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
             if err["loc"]:
-                problems.append(f"{_loc(err['loc'])}: {msg}")
+                problems.append(f"{field_path(err['loc'])}: {msg}")
             else:
                 problems.append(msg if ": " in msg else f"(top level): {msg}")
         raise ConfigError(source, problems) from exc

@@ -139,10 +139,6 @@ UNKNOWN_MODELS = ("gpt-9", "mistral-large-9")
 METHODS = ("estimate", "estimate", "estimate", "tekken", "o200k", "given")
 
 
-def regions_of(catalog: Catalog) -> list[str]:
-    return sorted({p.region for p in catalog.providers.values()})
-
-
 def region_of(catalog: Catalog, model: ModelConfig) -> str:
     return catalog.provider_of(model).region
 
@@ -209,7 +205,7 @@ def count_from(shape: tuple, base: int) -> Count:
 def _strategies(catalog_name: str) -> dict[str, st.SearchStrategy[Any]]:
     catalog = CATALOGS[catalog_name]
     models = tuple(catalog.models)
-    regions = tuple(regions_of(catalog))
+    regions = catalog.regions
     upstreams = sorted({m.upstream_model for m in catalog.models.values()} - set(models))
     return {
         "order": st.permutations(models),

@@ -320,7 +320,7 @@ def _check_models(models: list[str] | None, catalog: Catalog | None) -> None:
 def _check_regions(regions: list[str] | None, catalog: Catalog | None) -> None:
     if regions is None or catalog is None:
         return
-    known = sorted({p.region for p in catalog.providers.values()})
+    known = catalog.regions
     unknown = [r for r in regions if r not in known]
     if unknown:
         raise GatewayError(

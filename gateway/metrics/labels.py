@@ -47,7 +47,7 @@ class Bounds:
     def __init__(self, catalog: Catalog) -> None:
         self.models = frozenset(catalog.models) | {"auto"}
         self.providers = frozenset(catalog.providers)
-        self.regions = frozenset(p.region for p in catalog.providers.values())
+        self.regions = frozenset(catalog.regions)
         windows = {m.context_window for m in catalog.models.values()}
         self._context = frozenset(f"context>{w}" for w in windows)
 

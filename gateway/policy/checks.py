@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway.catalog import Catalog, ConfigError, ModelConfig, _loc
+from gateway.catalog import Catalog, ConfigError, ModelConfig, field_path
 from gateway.policy.schema import Policy
 
 log = logging.getLogger("gateway.policy")
@@ -136,7 +136,7 @@ def _semantic_problems(policy: Policy, stem: str, catalog: Catalog) -> list[tupl
         found.append((loc, message, True))
 
     known_models = list(catalog.models)
-    known_regions = sorted({p.region for p in catalog.providers.values()})
+    known_regions = catalog.regions
     region_of = {m.name: catalog.provider_of(m).region for m in catalog.models.values()}
     regions_text = ", ".join(policy.regions or ())
 
@@ -147,7 +147,7 @@ def _semantic_problems(policy: Policy, stem: str, catalog: Catalog) -> list[tupl
         for index, value in enumerate(values or ()):
             first = list(values or ()).index(value)
             if first != index:
-                error((*loc, index), f"{value!r} is listed twice (first at {_loc((*loc, first))})")
+                error((*loc, index), f"{value!r} is listed twice (first at {field_path((*loc, first))})")
 
     for loc, values in (
         (("models",), policy.models),
@@ -275,7 +275,7 @@ def check_policy_text(text: str, source: str, stem: str, catalog: Catalog) -> tu
     problems: list[Problem] = []
 
     def add(loc: Sequence[Any], message: str, warning: bool = False, node: yaml.Node | None = None) -> None:
-        problems.append(Problem(source, _loc(tuple(loc)), message, warning, _line_of(node, loc)))
+        problems.append(Problem(source, field_path(tuple(loc)), message, warning, _line_of(node, loc)))
 
     loader = _Loader(text)
     try:
