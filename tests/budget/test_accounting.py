@@ -293,7 +293,7 @@ def test_soft_limit_crossing_posts_the_webhook_once(start_gateway: GatewayFactor
         key, _ = make_key(db, "web")
         url = start_gateway(database_url=db, soft_limit_webhook_url=receiver.server.url + "/hook").url
         statuses = []
-        for index in range(12):
+        for _ in range(12):
             answer = post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 30}, auth(key))
             statuses.append(answer.status)
         assert 200 in statuses and team_usage(db, team).spent_nanos >= usd_to_nanos("0.0002")

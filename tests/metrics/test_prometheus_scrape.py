@@ -65,17 +65,18 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[..., str]]:
         path = home / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         port = free_port()
-        process = subprocess.Popen(
-            [
-                str(PROMETHEUS),
-                f"--config.file={path}",
-                f"--storage.tsdb.path={home / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(home / "prometheus.log", "wb"),
-        )
+        with open(home / "prometheus.log", "wb") as log:  # the server has its own copy of the descriptor
+            process = subprocess.Popen(
+                [
+                    str(PROMETHEUS),
+                    f"--config.file={path}",
+                    f"--storage.tsdb.path={home / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         started.append(process)
         url = f"http://127.0.0.1:{port}"
         _eventually(lambda: request(url, "GET", "/-/ready", timeout=2).status == 200, "Prometheus to start")

@@ -122,12 +122,14 @@ def mixed(n: int, seed: int = 1) -> str:
     while size < n:
         kind = rng.choice(("prose", "code", "json", "cjk"))
         k = rng.randint(200, 3000)
-        piece = {
-            "prose": lambda: prose(k * 7)[-k:],
-            "code": lambda: "```python\n" + code(k * 5)[-k:] + "\n```",
-            "json": lambda: json_text(k, rng.randint(0, 99)),
-            "cjk": lambda: cjk(k, rng.randint(0, 99)),
-        }[kind]()
+        if kind == "prose":
+            piece = prose(k * 7)[-k:]
+        elif kind == "code":
+            piece = "```python\n" + code(k * 5)[-k:] + "\n```"
+        elif kind == "json":
+            piece = json_text(k, rng.randint(0, 99))
+        else:
+            piece = cjk(k, rng.randint(0, 99))
         out.append(piece + "\n\n")
         size += len(out[-1])
     return "".join(out)[:n]
