@@ -55,3 +55,14 @@ class StorageUnavailable(GatewayError):
             headers={"Retry-After": "2"},
         )
         self.detail = detail
+
+
+def shutting_down() -> GatewayError:
+    """A request still running when the drain time after SIGTERM is over."""
+    return GatewayError(
+        503,
+        "The gateway is shutting down and its drain time is over; retry the request (another node will take it).",
+        "server_error",
+        "gateway_shutting_down",
+        headers={"Retry-After": "1"},
+    )

@@ -49,7 +49,7 @@ from gateway.providers.upstream_errors import connect_error, map_status_error, t
 from gateway.routing import Allowed, DecisionRequest, RouteDecision, decide
 from gateway.routing.circuits import CircuitBreakers, deployment
 from gateway.routing.counting import PromptCounts
-from gateway.routing.failover import Failover, failure_kind
+from gateway.routing.failover import Failover, classify
 from gateway.routing.route import Route
 from gateway.settings import Settings
 from gateway.state import Gateway
@@ -706,7 +706,7 @@ def test_failover_never_leaves_the_candidates(
             breakers.succeeded(circuit)
             break
         error = upstream_error(failure, route.provider.name)
-        kind = failure_kind(error)
+        kind = classify(error).retry
         if kind is not None:
             breakers.failed(circuit)
         step = failover.next(route, error)

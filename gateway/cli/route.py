@@ -105,7 +105,9 @@ def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> di
     from gateway.catalog import load_catalog
     from gateway.cli.common import config_path
     from gateway.http.body import read_json_object  # noqa: F401  (same parsing rules as the endpoint below)
-    from gateway.pipeline.plan import plan, predict_admission
+    from gateway.pipeline.admit import predict_admission
+    from gateway.pipeline.plan import Planner, plan
+    from gateway.pipeline.request import InferenceRequest
     from gateway.pipeline.validation import check_chat
     from gateway.settings import Settings
     from gateway.state import Gateway
@@ -126,10 +128,11 @@ def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> di
             if team is None:
                 raise RuntimeError(f"no team {args.team!r}")
             principal = Principal(team, None, False)
-            found = await plan(gateway, principal, params, body, len(raw), "chat", headers)
+            request = InferenceRequest(principal, "chat", params, body, len(raw), headers)
+            found = await plan(Planner.of(gateway), request)
             data = found.decision.explain(gateway.catalog, found.policy)
             data["team"] = team.name
-            data["admission"] = await predict_admission(gateway, principal, params, body, found)
+            data["admission"] = await predict_admission(gateway, request, found)
             return data
         finally:
             await gateway.store.close()

@@ -15,9 +15,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.admin import service as management
+from gateway.auth.principal import Principal
 from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
-from gateway.http.responses import error_response, json_bytes
+from gateway.http.guard import Access, Guard
+from gateway.http.responses import json_bytes
 from gateway.state import Gateway
 
 Handler = Callable[[Gateway, Request], Awaitable[Response]]
@@ -106,19 +108,6 @@ async def spend(gateway: Gateway, request: Request) -> Response:
     return _json(report)
 
 
-def _guarded(gateway: Gateway, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """The master key, and nothing else; every GatewayError becomes an OpenAI-style response."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            gateway.auth.check_master(request)
-            return await handler(gateway, request)
-        except GatewayError as error:
-            return error_response(error)
-
-    return endpoint
-
-
 async def reload(gateway: Gateway, request: Request) -> Response:
     """`POST /admin/reload`: re-read the catalog file and the policy files now, as SIGHUP does. 200 when the
     new version is in use (or nothing changed), 422 with the reason when it was rejected (the previous
@@ -142,9 +131,18 @@ async def reload(gateway: Gateway, request: Request) -> Response:
     )
 
 
-def routes(gateway: Gateway) -> list[Route]:
+def _master_only(handler: Handler) -> Callable[[Gateway, Request, Principal], Awaitable[Response]]:
+    async def endpoint(gateway: Gateway, request: Request, principal: Principal) -> Response:
+        return await handler(gateway, request)
+
+    return endpoint
+
+
+def routes(guard: Guard) -> list[Route]:
+    """Every admin route: the master key and nothing else (the one guard, `Access.MASTER`)."""
+
     def route(path: str, handler: Handler, method: str) -> Route:
-        return Route(path, _guarded(gateway, handler), methods=[method])
+        return Route(path, guard(_master_only(handler), Access.MASTER), methods=[method])
 
     return [
         route("/admin/teams", create_team, "POST"),

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.catalog import load_catalog
 from gateway.errors import GatewayError
 from gateway.http import admin, health, metrics, openai
+from gateway.http.guard import Guard
 from gateway.http.record import RequestIds, RequestLog
 from gateway.http.responses import error_response
 from gateway.settings import Settings
@@ -87,10 +88,11 @@ def create_app(gateway: Gateway) -> Starlette:
         return error_response(GatewayError(500, "Internal gateway error.", "server_error", "internal_error"))
 
     request_log = RequestLog(sys.stdout.buffer if gateway.settings.request_log else None)
+    guard = Guard(gateway, request_log, RequestIds())  # every route of the API goes through it
     app = Starlette(
         routes=[
-            *openai.routes(gateway, request_log, RequestIds()),
-            *admin.routes(gateway),
+            *openai.routes(guard),
+            *admin.routes(guard),
             *health.routes(gateway),
             *metrics.routes(gateway),
         ],

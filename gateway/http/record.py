@@ -108,7 +108,7 @@ class RequestRecord:
         if self.model is None and code in ROUTING_REFUSALS:
             self.reason = code
 
-    def hold(self) -> None:
+    def retain(self) -> None:
         """Keep the record open until a matching `release` (a settlement that outlives the response)."""
         self._open += 1
 

@@ -1,30 +1,28 @@
-"""Planning a request before the call: the policy's routing decision, then the budget admission.
-
-`plan` runs the decision pipeline (no provider called, nothing reserved; the explain endpoint stops
-there); `admit` reserves the budget on the chosen route and, when the reservation does not fit,
-applies the policy's `budget.on_reservation_too_large` steps before refusing.
-"""
+"""Planning a request before the call: the policy's routing decision (no provider called, nothing reserved;
+the explain endpoint stops here). `gateway.pipeline.admit` reserves the budget on the route it chose."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.auth.principal import Principal
-from gateway.budget.accounting import Ticket
 from gateway.catalog import Catalog
 from gateway.errors import GatewayError
-from gateway.pipeline.validation import Request as RequestParams
+from gateway.pipeline.request import InferenceRequest
 from gateway.policy import Policy
-from gateway.pricing import estimate_nanos
 from gateway.routing.counting import PromptCounts
 from gateway.routing.decision import DecisionRequest, RouteDecision, decide
-from gateway.routing.route import Allowed, Route, check_limits
+from gateway.routing.route import Allowed
+from gateway.state import Gateway
+from gateway.store import Store
 from gateway.store.base import key_scope, team_scope
+from gateway.tokens import TokenCounter
 
-if TYPE_CHECKING:
-    from gateway.state import Gateway
+# The budget period holding a moment: (start, end or None), as `Accounting.window` computes it.
+Window = Callable[[str, datetime], tuple[int, int | None]]
 
 
 def allowed_for(principal: Principal) -> Allowed:
@@ -40,13 +38,13 @@ def allowed_for(principal: Principal) -> Allowed:
 RESIDENCY_HEADER = "x-gateway-residency"
 
 
-def residency_header(gateway: Gateway, headers: Any) -> frozenset[str] | None:
+def residency_header(catalog: Catalog, headers: Any) -> frozenset[str] | None:
     """`x-gateway-residency: eu[,onprem]`: regions the request may use (it only narrows); unknown -> 400."""
     raw = headers.get(RESIDENCY_HEADER) if headers is not None else None
     if raw is None:
         return None
     wanted = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    known = sorted({p.region for p in gateway.catalog.providers.values()})
+    known = catalog.regions
     unknown = [r for r in wanted if r not in known]
     if not wanted or unknown:
         raise GatewayError(
@@ -59,7 +57,7 @@ def residency_header(gateway: Gateway, headers: Any) -> frozenset[str] | None:
     return frozenset(wanted)
 
 
-async def spent_fraction(gateway: Gateway, principal: Principal, policy: Policy) -> float | None:
+async def spent_fraction(store: Store, window: Window, principal: Principal, policy: Policy) -> float | None:
     """The larger of the team's and the key's spent share of their budget, read only when the policy needs it."""
     if policy.budget.prefer_cheapest_above_pct is None:
         return None
@@ -71,12 +69,38 @@ async def spent_fraction(gateway: Gateway, principal: Principal, policy: Policy)
         scopes.append((key_scope(key.id), key.budget_nanos))
     if not scopes:
         return None
-    start, _ = gateway.accounting.window(team.period, datetime.now(UTC))
+    start, _ = window(team.period, datetime.now(UTC))
     fractions = []
     for scope, budget in scopes:
-        usage = await gateway.store.usage(scope, start)
+        usage = await store.usage(scope, start)
         fractions.append(usage.spent_nanos / budget)
     return max(fractions)
+
+
+@dataclass(frozen=True, slots=True)
+class Planner:
+    """What planning reads, and nothing else: the catalog, the policies, the prompt counter and the budget
+    figures. A decision runs from these alone (explain, replay), without adapters, metrics or accounting."""
+
+    catalog: Catalog
+    policy_for: Callable[[str | None], Policy]  # a team's policy by name; fails closed (503 policy_not_found)
+    tokens: TokenCounter
+    default_expected_output: int  # priced when a request sets no max_tokens
+    store: Store  # spend figures (read only when a policy's budget rules need them)
+    window: Window  # the budget period holding a moment
+
+    @classmethod
+    def of(cls, gateway: Gateway) -> Planner:
+        """The planner of a running gateway, as it is now (a request keeps the catalog and policy it took)."""
+        policies = gateway.policy_set()
+        return cls(
+            gateway.catalog,
+            lambda name: gateway.policy_for(policies, name),
+            gateway.tokens,
+            gateway.settings.default_expected_output_tokens,
+            gateway.store,
+            gateway.accounting.window,
+        )
 
 
 @dataclass
@@ -87,22 +111,16 @@ class Plan:
     catalog: Catalog  # the catalog the decision was made with (a reload may swap gateway.catalog meanwhile)
 
 
-async def plan(
-    gateway: Gateway,
-    principal: Principal,
-    params: RequestParams,
-    body: dict[str, Any],
-    size: int,
-    endpoint: str,
-    headers: Any,
-) -> Plan:
+async def plan(planner: Planner, request: InferenceRequest) -> Plan:
     """The routing decision for a request (no provider called, nothing reserved)."""
-    policy = gateway.policy_for(gateway.policy_set(), principal.team.policy)
-    regions = residency_header(gateway, headers)
-    expected = 0 if endpoint == "embeddings" else (params.max_output or gateway.settings.default_expected_output_tokens)
-    catalog = gateway.catalog
-    counts = PromptCounts(gateway.tokens, catalog, body, size)
-    allowed, spent = allowed_for(principal), await spent_fraction(gateway, principal, policy)
+    principal, params, body, endpoint = request.principal, request.params, request.body, request.operation
+    policy = planner.policy_for(principal.team.policy)
+    catalog = planner.catalog
+    regions = residency_header(catalog, request.headers)
+    expected = 0 if endpoint == "embeddings" else (params.max_output or planner.default_expected_output)
+    counts = PromptCounts(planner.tokens, catalog, body, request.size)
+    allowed = allowed_for(principal)
+    spent = await spent_fraction(planner.store, planner.window, principal, policy)
 
     def decide_now() -> RouteDecision:
         return decide(
@@ -125,150 +143,3 @@ async def plan(
         await counts.refine(decision.uncertain)
         decision = decide_now()
     return Plan(policy, decision, counts, catalog)
-
-
-def _is_budget_refusal(error: GatewayError) -> bool:
-    return error.status == 429 and error.code == "budget_exceeded"
-
-
-# A reservation at least this share of the smallest budget it is charged to is "large": its prompt is counted
-# with the model's tokenizer before reserving, so the estimate's wider band does not refuse what fits.
-LARGE_RESERVATION_SHARE = 0.01
-
-
-def _smallest_budget(principal: Principal) -> int | None:
-    budgets = [b for b in (principal.team.budget_nanos, principal.key.budget_nanos if principal.key else None) if b]
-    return min(budgets) if budgets else None
-
-
-async def admit(
-    gateway: Gateway,
-    principal: Principal,
-    params: RequestParams,
-    body: dict[str, Any],
-    route: Route,
-    found: Plan,
-    dry_run: bool = False,
-) -> tuple[Ticket, Route]:
-    """Reserve the request's worst case on the first candidate (its prompt at the upper bound of its count, plus
-    `max_tokens` or the model's output limit, times `n`). When it does not fit, apply the policy's
-    `budget.on_reservation_too_large` in order: `cheaper_model` (the worst case on a cheaper candidate), then
-    `lower_max_tokens` (reserve what is left, down to `max_tokens_floor`, and send `max_tokens` lowered to what
-    it covers), before refusing with the first refusal. A large reservation, or one refused on the estimate,
-    counts the prompt with the model's tokenizer first. `dry_run`: the same steps against the budgets as they
-    are now, reserving nothing (what explain predicts)."""
-    accounting = gateway.accounting
-    decision, policy, counts = found.decision, found.policy, found.counts
-    smallest = _smallest_budget(principal)
-
-    def worst_per_answer(model: Any) -> int:
-        return max(params.max_output or model.max_output_tokens, params.min_output)
-
-    async def attempt(model_route: Route, lower: bool) -> Ticket:
-        model = model_route.model
-        count = counts.by_model.get(model.name)
-        prompt_upper = count.upper if count is not None else counts.tokens
-        per_answer = worst_per_answer(model)
-        minimum = max(min(policy.budget.max_tokens_floor, per_answer), params.min_output) * params.n if lower else None
-        return await accounting.admit(
-            principal,
-            model,
-            params.model,
-            prompt_upper,
-            per_answer * params.n,
-            model_route.provider.timeouts.total,
-            min_output=minimum,
-            prompt_estimate=count.tokens if count is not None else counts.tokens,
-            dry_run=dry_run,
-        )
-
-    async def counted_better(model_route: Route) -> bool:
-        """Count the prompt for this model with its tokenizer, if not done yet; whether its bound went down."""
-        before = counts.by_model.get(model_route.model.name)
-        if before is None or not before.refinable or not counts.parts.chars:
-            return False
-        await counts.refine([model_route.model.name])
-        return counts.by_model[model_route.model.name].upper < before.upper
-
-    async def reserve(model_route: Route, lower: bool) -> Ticket:
-        count = counts.by_model.get(model_route.model.name)
-        if smallest is not None and count is not None and count.refinable:
-            worst = estimate_nanos(model_route.model, count.upper, worst_per_answer(model_route.model) * params.n)
-            if worst >= smallest * LARGE_RESERVATION_SHARE:
-                await counted_better(model_route)
-        try:
-            return await attempt(model_route, lower)
-        except GatewayError as error:
-            if not _is_budget_refusal(error) or not await counted_better(model_route):
-                raise
-        return await attempt(model_route, lower)
-
-    def lowered(ticket: Ticket, model_route: Route) -> Ticket:
-        """Send the lowered max_tokens the reservation covers (when it covers less than the worst case)."""
-        per_answer = ticket.output_tokens // params.n
-        if per_answer < worst_per_answer(model_route.model):
-            params.max_output = per_answer
-            body[params.max_output_param] = per_answer
-            for name in ("max_tokens", "max_completion_tokens"):  # both, when a client sent both names
-                if body.get(name) is not None:
-                    body[name] = per_answer
-        return ticket
-
-    try:
-        return await reserve(route, lower=False), route
-    except GatewayError as error:
-        if not _is_budget_refusal(error):
-            raise
-        refusal = error
-    tried: list[Route] = [route]
-    for action in policy.budget.on_reservation_too_large:
-        if action == "cheaper_model" and not decision.pinned:
-            for model in policy.downgrades(
-                found.catalog, decision.candidates, counts.tokens, decision.expected_output, route.model
-            ):
-                try:
-                    check_limits(model, params.n, params.max_output, params.max_output_param)
-                except GatewayError:
-                    continue
-                cheaper = Route(model, found.catalog.provider_of(model), "budget-downgrade")
-                tried.append(cheaper)
-                try:
-                    return await reserve(cheaper, lower=False), cheaper
-                except GatewayError as error:
-                    if not _is_budget_refusal(error):
-                        raise
-        elif action == "lower_max_tokens":
-            for candidate in tried:
-                try:
-                    return lowered(await reserve(candidate, lower=True), candidate), candidate
-                except GatewayError as error:
-                    if not _is_budget_refusal(error):
-                        raise
-    raise refusal
-
-
-async def predict_admission(
-    gateway: Gateway, principal: Principal, params: RequestParams, body: dict[str, Any], found: Plan
-) -> dict[str, Any] | None:
-    """What admission would do now with the budgets as they are (explain): reserve on the chosen model, or
-    move to a cheaper one / lower max_tokens (the policy's `on_reservation_too_large`), or refuse with 429."""
-    from gateway.money import usd_text
-
-    if not found.decision.ok:
-        return None
-    route = found.decision.route(found.catalog)
-    asked = params.max_output
-    try:
-        ticket, admitted = await admit(gateway, principal, params, dict(body), route, found, dry_run=True)
-    except GatewayError as error:
-        return {"admitted": False, "status": error.status, "code": error.code, "message": error.message}
-    return {
-        "admitted": True,
-        "model": admitted.model.name,
-        "provider": admitted.provider.name,
-        "region": admitted.provider.region,
-        "reason": admitted.reason,
-        "max_tokens": params.max_output,
-        "max_tokens_lowered": params.max_output != asked,
-        "reservation_usd": usd_text(ticket.reserved_nanos),
-    }

@@ -108,9 +108,10 @@ def _sampling(body: dict[str, Any]) -> tuple[int, int | None]:
     max_tokens = _int(body, "max_tokens", 1, MAX_OUTPUT_TOKENS)
     max_completion = _int(body, "max_completion_tokens", 1, MAX_OUTPUT_TOKENS)
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str):
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise _type_error("stop", "a string or a list of strings")
+    if stop is not None and not isinstance(stop, str | list):
+        raise _type_error("stop", "a string or a list of strings")
+    if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
+        raise _type_error("stop", "a string or a list of strings")
     if max_completion is not None and max_tokens is not None:
         return n, min(max_completion, max_tokens)
     return n, max_completion if max_completion is not None else max_tokens

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.catalog import ModelConfig, Provider
 from gateway.types import Json, Usage
@@ -45,9 +44,7 @@ class StreamOutcome:
     first_chunk_at: float | None = None
     completion_chars: int = 0  # text relayed, for an estimate when the provider never reports usage
     transcript: list[str] | None = None  # the relayed text, kept only when the ledger stores content
-    # Called when the provider finished, before the client gets the usage chunk and [DONE];
-    # returns what to add to the usage chunk as `x_gateway` (the settled cost).
-    on_finish: Callable[[StreamOutcome], Awaitable[dict[str, Any] | None]] | None = None
+    meta: Json = field(default_factory=dict)  # the stream's id, created and model (for the usage chunk)
 
 
 @dataclass(slots=True)
@@ -78,10 +75,10 @@ class Adapter(ABC):
     def name(self) -> str:
         return self.provider.name
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 (an optional hook: most adapters open nothing here)
         """Open connection pools; called once the event loop runs."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (an optional hook)
         """Close connection pools."""
 
     @abstractmethod

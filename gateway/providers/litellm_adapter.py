@@ -29,7 +29,7 @@ from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome,
 from gateway.providers.fields import Shape, rebuild
 from gateway.providers.openai_compatible import OPENAI_MESSAGES, usage_from
 from gateway.providers.replies import conform_chat_chunk, conform_reply
-from gateway.providers.sse import count_text, error_event, finish, sse
+from gateway.providers.sse import count_text, error_event, sse
 from gateway.types import Json
 
 # The OpenAI parameters in litellm.completion's signature (litellm 1.x, `inspect.signature`) that it translates
@@ -131,11 +131,9 @@ class LitellmAdapter(Adapter):
                 reply = reshape(reply)
             return Reply(body=orjson.dumps(reply), usage=usage)
         outcome = StreamOutcome()
-        return StreamReply(events=self._relay(result, outcome, include_usage, reshape), outcome=outcome)
+        return StreamReply(events=self._relay(result, outcome, reshape), outcome=outcome)
 
-    async def _relay(
-        self, stream: Any, outcome: StreamOutcome, include_usage: bool, reshape: ChunkReshaper | None
-    ) -> AsyncIterator[bytes]:
+    async def _relay(self, stream: Any, outcome: StreamOutcome, reshape: ChunkReshaper | None) -> AsyncIterator[bytes]:
         meta: Json = {}
         try:
             async for item in stream:
@@ -159,9 +157,7 @@ class LitellmAdapter(Adapter):
             outcome.error = "stream_cut"
             yield error_event(f"{self.name} failed mid-stream: {type(exc).__name__}", "upstream_stream_cut")
             return
-        outcome.completed = True
-        async for event in finish(meta, outcome, include_usage, reshape):
-            yield event
+        outcome.completed, outcome.meta = True, meta  # the pipeline settles, then ends the stream
 
 
 def _map_litellm_error(provider: str, exc: Exception) -> GatewayError:

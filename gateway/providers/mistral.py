@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.catalog import ModelConfig
-from gateway.providers.base import ChunkAction, ChunkReshaper, Reply, StreamOutcome, StreamReply
+from gateway.providers.base import ChunkReshaper, Reply, StreamOutcome, StreamReply
 from gateway.providers.fields import (
     COMPLETION_REQUEST,
     EMBEDDING_REQUEST,
@@ -28,7 +28,7 @@ from gateway.providers.fields import (
     roles,
     unsupported,
 )
-from gateway.providers.openai_compatible import OpenAICompatibleAdapter, usage_from
+from gateway.providers.openai_compatible import OpenAICompatibleAdapter
 from gateway.types import Json
 
 # Mistral's request fields (mistralai SDK 3.7.0 request models, ../shared/reference/providers.md, Mistral section;
@@ -371,26 +371,12 @@ class MistralAdapter(OpenAICompatibleAdapter):
                 changed |= _flatten_content(message)
         return super().fix_reply(reply) or changed  # `tool_calls: null`, no logprobs/refusal, model_length
 
-    def fix_chunk(self, chunk: Json, outcome: StreamOutcome) -> ChunkAction:
-        action = ChunkAction.KEEP
-        if "usage" in chunk:
-            # Mistral puts usage on the last content chunk; OpenAI clients expect it in a
-            # separate, final chunk (sent by the relay when asked for).
-            usage = usage_from(chunk.pop("usage"))
-            if usage is not None:
-                outcome.usage = usage
-            if not chunk.get("choices"):
-                return ChunkAction.DROP
-            action = ChunkAction.CHANGED
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            if choice.get("finish_reason"):
-                outcome.finish_reason = choice["finish_reason"]
-                if choice["finish_reason"] == "model_length":
-                    choice["finish_reason"] = "length"
-                    action = ChunkAction.CHANGED
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and _flatten_content(delta):
-                action = ChunkAction.CHANGED
-        return action
+    def fix_choice(self, choice: Json, outcome: StreamOutcome) -> bool:
+        # Mistral puts usage on the last content chunk (taken out by fix_chunk); `model_length` is its name for
+        # OpenAI's `length`; content may come as a list of parts.
+        changed = False
+        if choice.get("finish_reason") == "model_length":
+            choice["finish_reason"] = "length"
+            changed = True
+        delta = choice.get("delta")
+        return (isinstance(delta, dict) and _flatten_content(delta)) or changed

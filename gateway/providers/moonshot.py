@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.catalog import ModelConfig
-from gateway.providers.base import Adapter, ChunkAction, Reply, StreamOutcome
+from gateway.providers.base import Adapter, Reply, StreamOutcome
 from gateway.providers.fields import HINT_FIELDS, Messages, Shape, rebuild, roles
 from gateway.providers.openai_compatible import OpenAICompatibleAdapter, usage_from
 from gateway.types import Json
@@ -230,26 +230,11 @@ class MoonshotAdapter(OpenAICompatibleAdapter):
                 changed = True
         return super().fix_reply(reply) or changed  # no logprobs or refusal
 
-    def fix_chunk(self, chunk: Json, outcome: StreamOutcome) -> ChunkAction:
-        choices = chunk.get("choices")
-        if "usage" in chunk:
-            usage = usage_from(chunk["usage"])
-            if usage is not None:
-                outcome.usage = usage
-            if not choices:
-                return ChunkAction.DROP  # trailing usage chunk: already counted from the final choice
-            del chunk["usage"]
-            action = ChunkAction.CHANGED
-        else:
-            action = ChunkAction.KEEP
-        for choice in choices or ():
-            if not isinstance(choice, dict):
-                continue
-            if "usage" in choice:
-                usage = usage_from(choice.pop("usage"))
-                if usage is not None:
-                    outcome.usage = usage
-                action = ChunkAction.CHANGED
-            if choice.get("finish_reason"):
-                outcome.finish_reason = choice["finish_reason"]
-        return action
+    def fix_choice(self, choice: Json, outcome: StreamOutcome) -> bool:
+        # Moonshot may put usage on the final choice as well as (or instead of) the chunk.
+        if "usage" not in choice:
+            return False
+        usage = usage_from(choice.pop("usage"))
+        if usage is not None:
+            outcome.usage = usage
+        return True

@@ -141,21 +141,28 @@ class OpenAICompatibleAdapter(Adapter):
         return conform_reply(reply)
 
     def fix_chunk(self, chunk: Json, outcome: StreamOutcome) -> ChunkAction:
-        """Capture usage and adapt one stream chunk in place."""
+        """Capture usage and the finish reason, and adapt one stream chunk in place (`fix_choice` for each
+        choice). Usage leaves the chunk: the pipeline sends its own usage chunk at the end, if asked."""
+        action = ChunkAction.KEEP
         if "usage" in chunk:
-            usage = usage_from(chunk["usage"])
+            usage = usage_from(chunk.pop("usage"))
             if usage is not None:
                 outcome.usage = usage
             if not chunk.get("choices"):
-                return ChunkAction.DROP  # the relay sends its own usage chunk if asked
-            chunk.pop("usage")
+                return ChunkAction.DROP
             action = ChunkAction.CHANGED
-        else:
-            action = ChunkAction.KEEP
         for choice in chunk.get("choices") or ():
-            if isinstance(choice, dict) and choice.get("finish_reason"):
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("finish_reason"):
                 outcome.finish_reason = choice["finish_reason"]
+            if self.fix_choice(choice, outcome):
+                action = ChunkAction.CHANGED
         return action
+
+    def fix_choice(self, choice: Json, outcome: StreamOutcome) -> bool:
+        """A provider's quirk in one streamed choice, fixed in place; whether it changed."""
+        return False
 
     # -- the calls -----------------------------------------------------------------------
     async def chat(
@@ -213,9 +220,7 @@ class OpenAICompatibleAdapter(Adapter):
             response.close()
             raise GatewayError(502, f"{self.name} did not answer with a stream", "upstream_error", "upstream_malformed")
         outcome = StreamOutcome()
-        events = relay_events(
-            response, self.name, self.fix_chunk, outcome, include_usage, reshape, self.max_event_bytes
-        )
+        events = relay_events(response, self.name, self.fix_chunk, outcome, reshape, self.max_event_bytes)
         return StreamReply(events=events, outcome=outcome)
 
     def _complete(self, body: bytes, reshape: ChunkReshaper | None) -> Reply:

@@ -3,8 +3,10 @@
 Each event is parsed once with orjson (about a microsecond for a token-sized
 chunk) so that usage, finish reasons and malformed chunks are seen; it is
 re-encoded only when the adapter changed it, otherwise the provider's bytes go
-out as they came. The provider's usage is always captured; the client gets a
-usage chunk, in OpenAI's shape (last, with empty `choices`), only if it asked.
+out as they came. The provider's usage is always captured. A good stream is
+relayed up to (not including) its [DONE]: the pipeline settles it first, then
+sends `stream_end` (the usage chunk, in OpenAI's shape, last, with empty
+`choices`, only if the client asked; then [DONE]).
 
 Buffering is linear in the bytes received: a read is scanned once from where
 the previous scan stopped, and an event split over many reads is kept as a list
@@ -71,11 +73,11 @@ async def relay_events(
     provider: str,
     fix_chunk: Callable[[Json, StreamOutcome], ChunkAction],
     outcome: StreamOutcome,
-    include_usage: bool,
     reshape: ChunkReshaper | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> AsyncIterator[bytes]:
-    """Yield SSE bytes for the client; fill `outcome` as the stream goes."""
+    """Yield SSE bytes for the client; fill `outcome` as the stream goes. A good stream stops before its end
+    (`outcome.completed`): the pipeline settles it, then sends `stream_end`."""
     pending: list[bytes] = []  # the start of an event whose end has not arrived yet, as received
     pending_size = 0
     carried_cr = False  # a read that ended in "\r": its "\n" may be the next read's first byte
@@ -102,7 +104,7 @@ async def relay_events(
                     if end < 0:
                         pending.append(data)
                         pending_size += len(data)
-                        if pending_size > max_event_bytes:
+                        if _over(pending_size, data, max_event_bytes):
                             yield _too_large(provider, outcome, max_event_bytes)
                             return
                         continue
@@ -116,7 +118,7 @@ async def relay_events(
             if start < len(data):
                 pending.append(data[start:] if start else data)
                 pending_size = len(data) - start
-                if pending_size > max_event_bytes:
+                if _over(pending_size, data, max_event_bytes):
                     yield _too_large(provider, outcome, max_event_bytes)
                     return
             # Everything that arrived in one read leaves in one write.
@@ -133,10 +135,10 @@ async def relay_events(
                     if outcome.malformed_chunks and not outcome.chunks:
                         failure = _malformed(provider, outcome)
                         break
-                    outcome.completed = True
-                    async for event in finish(meta, outcome, include_usage, reshape):
-                        out.append(event)
-                    yield b"".join(out)
+                    # The end of a good stream: what follows (the settled usage chunk, [DONE]) is the pipeline's.
+                    outcome.completed, outcome.meta = True, meta
+                    if out:
+                        yield b"".join(out)
                     return
                 try:
                     chunk = orjson.loads(payload)
@@ -183,7 +185,8 @@ async def relay_events(
                 elif action is ChunkAction.CHANGED:
                     out.append(sse(chunk))
                 else:
-                    out.append(b"data: " + payload + b"\n\n")
+                    # (a payload of several `data:` lines was joined with "\n": one line again, re-encoded)
+                    out.append(b"data: " + payload + b"\n\n" if b"\n" not in payload else sse(chunk))
             if failure is not None:
                 out.append(failure)
                 yield b"".join(out)
@@ -211,6 +214,12 @@ async def relay_events(
     yield error_event(text, "upstream_" + outcome.error)
 
 
+def _over(pending_size: int, last: bytes, limit: int) -> bool:
+    """Whether an unfinished event is over `limit`: a trailing "\n" may be the first half of the blank line
+    that ends it, which is not part of the event (so the limit does not depend on where a read was cut)."""
+    return pending_size - (last[-1:] == b"\n") > limit
+
+
 def _malformed(provider: str, outcome: StreamOutcome) -> bytes:
     # "malformed" is counted by the HTTP layer as gateway_upstream_errors_total{kind="malformed"}.
     outcome.error = "malformed"
@@ -230,23 +239,15 @@ def _too_large(provider: str, outcome: StreamOutcome, limit: int) -> bytes:
     )
 
 
-async def finish(
-    meta: Json, outcome: StreamOutcome, include_usage: bool, reshape: ChunkReshaper | None
-) -> AsyncIterator[bytes]:
-    """The end of a good stream: settle (via `on_finish`), then the usage chunk if asked, then [DONE]. A
-    settlement that could not be made durable ends the stream with its error event instead."""
-    try:
-        extra = await outcome.on_finish(outcome) if outcome.on_finish is not None else None
-    except GatewayError as error:
-        outcome.error = "unrecorded"
-        yield gateway_error_event(error)
-        return
-    if include_usage and outcome.usage is not None:
-        chunk = _usage_chunk(meta, outcome, reshape)
-        if extra:
-            chunk["x_gateway"] = extra
-        yield sse(chunk)
-    yield DONE
+def stream_end(outcome: StreamOutcome, include_usage: bool, reshape: ChunkReshaper | None, extra: Json | None) -> bytes:
+    """The end of a good stream, once it is settled: the usage chunk if the client asked (with `extra` as
+    `x_gateway`: the settled cost), then [DONE]."""
+    if not include_usage or outcome.usage is None:
+        return DONE
+    chunk = _usage_chunk(outcome.meta, outcome, reshape)
+    if extra:
+        chunk["x_gateway"] = extra
+    return sse(chunk) + DONE
 
 
 def count_text(chunk: Json, outcome: StreamOutcome) -> None:
@@ -277,7 +278,7 @@ def _data_of(event: bytes) -> bytes | None:
 
 def _usage_chunk(meta: Json, outcome: StreamOutcome, reshape: ChunkReshaper | None) -> Json:
     assert outcome.usage is not None
-    chunk = {
+    chunk: Json = {
         # OpenAI's schema requires strings: a stream whose chunks carried no id or model still gets them.
         "id": meta.get("id") or "chatcmpl-usage",
         "object": "chat.completion.chunk",

@@ -24,37 +24,56 @@ from gateway.routing.decision import RouteDecision
 from gateway.routing.route import Route
 
 
-def account_exhausted(error: GatewayError) -> bool:
-    """The provider's account is out of balance: every model of that provider fails the same way."""
-    return error.code == QUOTA_EXHAUSTED
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What one failed provider call means, for every part of the gateway that reacts to it (the one table)."""
+
+    metric: str | None  # gateway_upstream_errors_total's `kind`; None: not the provider's failure
+    retry: str | None  # the policy's failure kind (`connect`, `timeout`, `429`, `503`...); None: a retry cannot cure it
+    # The circuit of the deployment: "failed" (the provider is failing), "answered" (it answered: a client error is
+    # an answer), "account" (the provider's account is exhausted: all its deployments), "unprobed" (refused before
+    # the provider was reached: a half-open probe goes to the next request).
+    circuit: str
+
+    @property
+    def account_exhausted(self) -> bool:
+        """The provider's account is out of balance: every model of that provider fails the same way."""
+        return self.circuit == "account"
 
 
-def failure_kind(error: GatewayError) -> str | None:
-    """The policy's name for an upstream failure, or None for errors that a retry would not cure."""
-    if account_exhausted(error):
-        return None
-    if error.code == "upstream_unreachable":
-        return "connect"
-    if error.code == "upstream_timeout":
-        return "timeout"
-    status = error.upstream_status
-    if status == 429 or (status is not None and status >= 500):
-        return str(status)
-    return None
+_ACCOUNT = Failure("quota_exhausted", None, "account")
+_BY_CODE = {
+    "upstream_unreachable": Failure("connect", "connect", "failed"),
+    "upstream_timeout": Failure("timeout", "timeout", "failed"),
+}
+_NOT_REACHED = Failure(None, None, "unprobed")
 
 
-def upstream_error_kind(error: GatewayError) -> str | None:
-    """gateway_upstream_errors_total's `kind` for a failed provider call (None: not the provider's failure)."""
-    if account_exhausted(error):
-        return "quota_exhausted"
-    if error.code == "upstream_unreachable":
-        return "connect"
-    if error.code == "upstream_timeout":
-        return "timeout"
+def classify(error: GatewayError) -> Failure:
+    """The meaning of a failed call. A quota exhausted is no retry's business (no wait cures it); a connect error
+    or timeout, a 429 or a 5xx is retried (the policy says how); any other answer of the provider is the client's."""
+    if error.code == QUOTA_EXHAUSTED:
+        return _ACCOUNT
+    known = _BY_CODE.get(error.code or "")
+    if known is not None:
+        return known
     status = error.upstream_status
     if status is None:
-        return None
-    return "status_429" if status == 429 else "status_5xx" if status >= 500 else "status_4xx"
+        return _NOT_REACHED
+    if status == 429:
+        return Failure("status_429", "429", "failed")
+    if status >= 500:
+        return Failure("status_5xx", str(status), "failed")
+    return Failure("status_4xx", None, "answered")
+
+
+# A stream that ended badly (`StreamOutcome.error`) -> gateway_upstream_errors_total's `kind`.
+STREAM_FAILURES = {
+    "stream_cut": "stream_cut",
+    "timeout": "timeout",
+    "upstream_error": "status_5xx",
+    "malformed": "malformed",
+}
 
 
 def retry_after_seconds(error: GatewayError) -> float | None:
@@ -76,10 +95,11 @@ class Failover:
 
     def next(self, route: Route, error: GatewayError) -> tuple[Route, float] | None:
         """(route, seconds to wait first), or None when the error should go to the client."""
-        if account_exhausted(error):
+        failure = classify(error)
+        if failure.account_exhausted:
             moved = self.skip(route, "fallback:quota-exhausted")
             return (moved, 0.0) if moved is not None else None
-        kind = failure_kind(error)
+        kind = failure.retry
         if kind is None or not self.rules.handles(kind):
             return None
         reason = f"fallback:upstream-{kind}" if kind.isdigit() else f"fallback:{kind}"

@@ -375,6 +375,9 @@ def test_several_workers_sum_counters_and_do_not_multiply_budgets(tmp_path: Path
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    logged = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    admin_lines = [line for line in logged if line["endpoint"].startswith("/admin/")]
+    assert admin_lines and {line["key_prefix"] for line in admin_lines} == {"master"}  # the admin calls, audited
+    lines = [line for line in logged if line["endpoint"] == CHAT]
     assert len(lines) == count
     assert len({line["pid"] for line in lines}) >= 2, "the requests did not reach several workers"

@@ -218,13 +218,6 @@ def test_sse_fields_other_than_data_and_comments_are_ignored() -> None:
     assert_completed(outcome, response)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/providers/sse.py, relay_events' KEEP branch (out.append(b'data: ' + payload + b'\\n\\n')): the"
-    " payload of a multi-line data event is its lines joined with '\\n' (_data_of), forwarded as one 'data: ' line,"
-    " so its second line reaches the client without a 'data:' prefix and the client's JSON is cut; it should go"
-    " out as one valid event (re-encoded, or every line prefixed with 'data: ')",
-)
 def test_a_multi_line_data_event_is_relayed_as_one_valid_event() -> None:
     body = {"id": "cmpl-1", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
     text = orjson.dumps(body, option=orjson.OPT_INDENT_2)  # JSON over several lines, one data line each
@@ -239,7 +232,7 @@ def test_a_multi_line_data_event_is_relayed_as_one_valid_event() -> None:
 
 
 def test_a_multi_line_data_event_is_parsed_as_one_chunk() -> None:
-    # What the relay does see correctly in a multi-line event (its relaying is the xfail above).
+    # What the relay sees in a multi-line event.
     lines = [b'{"id": "cmpl-1",', b'"choices": [{"index": 0, "delta": {"content": "Hi"}}]}']
     event = b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
     seen: list[Json] = []
@@ -462,13 +455,6 @@ def test_an_event_of_exactly_max_event_bytes_passes() -> None:
         assert_completed(outcome, response)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/providers/sse.py, relay_events' two `pending_size > max_event_bytes` checks: the pending size of"
-    " an unfinished event counts the first '\\n' of its terminating blank line, so an event of exactly"
-    " max_event_bytes is refused as too large when a read ends between the two '\\n' (and accepted for any other"
-    " split); the limit should not depend on where the reads are cut",
-)
 def test_an_event_of_exactly_max_event_bytes_passes_when_a_read_ends_inside_its_blank_line() -> None:
     event = big_event(600)
     writes, outcome, response = relay([event + b"\n", b"\n", DONE], max_event_bytes=600)
@@ -551,7 +537,6 @@ def collect_options() -> dict[str, Any]:
 # -- the end of a good stream (moving from relay_events to the pipeline) ------------------------------
 
 
-@pytest.mark.skipif(not hasattr(sse, "stream_end"), reason="sse.stream_end is not there yet")
 def test_stream_end_sends_the_usage_chunk_only_if_asked_then_done() -> None:
     writes, outcome, _ = relay([STREAM])
     assert outcome.completed
@@ -577,26 +562,3 @@ def test_stream_end_sends_the_usage_chunk_only_if_asked_then_done() -> None:
     assert end(no_usage, True, None, None) == DONE  # the provider reported none: nothing to send
 
 
-@pytest.mark.skipif(not hasattr(StreamOutcome, "on_finish"), reason="on_finish is gone: delete this test")
-def test_on_finish__delete_this_test_once_stream_settlement_has_moved_out_of_relay_events() -> None:
-    """on_finish settles before the usage chunk and [DONE]; a settlement that fails ends the stream with its error."""
-    from gateway.errors import GatewayError
-
-    async def settle(outcome: StreamOutcome) -> Json:
-        return {"cost_usd": 0.25}
-
-    async def fail(outcome: StreamOutcome) -> Json:
-        raise GatewayError(503, "not recorded", "api_error", "storage_unavailable")
-
-    async def run(on_finish: Any) -> tuple[list[bytes], StreamOutcome]:
-        outcome = StreamOutcome(on_finish=on_finish)  # type: ignore[call-arg]
-        writes = [p async for p in relay_events(FakeResponse([STREAM]), "mistral", capture_usage, outcome, True)]  # type: ignore[arg-type, call-arg]
-        return writes, outcome
-
-    writes, outcome = asyncio.run(run(settle))
-    *chunks, usage_event, done = b"".join(writes).split(b"\n\n")[:-1]
-    assert [c + b"\n\n" for c in chunks] == RELAYED and done + b"\n\n" == DONE
-    assert orjson.loads(usage_event[6:])["x_gateway"] == {"cost_usd": 0.25}
-    writes, outcome = asyncio.run(run(fail))
-    assert b"".join(writes).endswith(b'"code":"storage_unavailable"}}\n\n') and DONE not in b"".join(writes)
-    assert outcome.error == "unrecorded"

@@ -1,0 +1,140 @@
+"""Attempts: the provider call, with circuits, retries and failover, until one attempt answers.
+
+Every way an attempt ends moves its deployment's circuit (a half-open probe included): the provider failing
+opens it, the provider answering (a client error is an answer) closes it, a request refused before it reached
+the provider gives the probe back to the next request, and an exhausted account holds every deployment of
+that provider. A failure the policy retries waits (its backoff, or the provider's Retry-After) and tries the
+same model again, then the next candidate of the same decision, so a fallback never leaves the allowed
+regions; each new route is admitted (its budget reserved) again. What the failure means is one table:
+`gateway.routing.failover.classify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gateway.budget.accounting import Ticket
+from gateway.errors import GatewayError
+from gateway.pipeline.admit import admit
+from gateway.pipeline.plan import Plan
+from gateway.pipeline.request import Context, InferenceRequest
+from gateway.pipeline.settle import Settlement
+from gateway.providers.base import Adapter, Reply, StreamReply
+from gateway.providers.upstream_errors import quota_exhausted
+from gateway.routing.circuits import deployment
+from gateway.routing.failover import Failover, Failure, classify
+from gateway.routing.route import Route
+from gateway.state import Gateway
+from gateway.types import Json
+
+
+async def call(adapter: Adapter, request: InferenceRequest, route: Route, body: Json) -> Reply | StreamReply:
+    """One provider call for the request's operation (`body` is this attempt's own copy)."""
+    model, params = route.model, request.params
+    if request.operation == "embeddings":
+        return await adapter.embeddings(body, model)
+    if request.operation == "fim":
+        return await adapter.fim(
+            body, model, stream=params.stream, include_usage=params.include_usage, reshape=request.reshape
+        )
+    return await adapter.chat(
+        body, model, stream=params.stream, include_usage=params.include_usage, reshape=request.reshape
+    )
+
+
+class Attempts:
+    """The attempts of one request, from its admitted first route to the one that answers."""
+
+    def __init__(
+        self, gateway: Gateway, request: InferenceRequest, context: Context, found: Plan, settlement: Settlement
+    ) -> None:
+        self.gateway, self.request, self.context, self.found, self.settlement = (
+            gateway,
+            request,
+            context,
+            found,
+            settlement,
+        )
+        self.failover = Failover(found.decision, found.catalog, found.policy.fallbacks)
+
+    async def run(self, ticket: Ticket, route: Route) -> tuple[Ticket, Route, Reply | StreamReply, float]:
+        """Call until an attempt answers: (its ticket, its route, the reply, when the call started). A failure
+        that ends the request is settled (a ledger row with its status) and raised."""
+        gateway, observer = self.gateway, self.context.observer
+        while True:
+            observer.routed(route)
+            circuit = deployment(route.provider.name, route.model.name)
+            if not gateway.circuits.allows(circuit):
+                following = self.failover.skip(route)
+                if following is None:
+                    await self.settlement.settle(ticket, route, status=503, usage=None)
+                    raise self._circuit_refusal(route, circuit)
+                await self._give_back(ticket, route, following)
+                ticket, route = await admit(gateway, self.request, following, self.found)
+                continue
+            observer.attempts += 1
+            started = time.monotonic()
+            gateway.metrics.upstream_started(route.provider.name)
+            try:
+                reply = await call(gateway.adapter_for(route.model), self.request, route, dict(self.request.body))
+            except GatewayError as error:
+                self.settlement.upstream_ended(route, started)
+                failure = classify(error)
+                self._failed(route, circuit, failure)
+                step = self.failover.next(route, error)
+                if step is None:
+                    await self.settlement.settle(ticket, route, status=error.status, usage=None)
+                    raise
+                following, wait = step
+                await self._give_back(ticket, route, following)
+                if wait:
+                    await asyncio.sleep(wait)  # the policy's backoff (or the provider's Retry-After) before retrying
+                    observer.waited_for(wait)
+                ticket, route = await admit(gateway, self.request, following, self.found)  # reserved again
+                continue
+            except BaseException as error:
+                # The client left (cancelled) or the gateway failed while the provider had the request: its outcome
+                # is unknown, so a probe reopens the circuit (another probe follows the cool-down). A client that
+                # left has sent its prompt to the provider, which bills it: one ledger row, estimated, status 499.
+                self.settlement.upstream_ended(route, started)
+                gateway.circuits.abandoned(circuit)
+                left = isinstance(error, asyncio.CancelledError)
+                status = (503 if self.context.shut_down() else 499) if left else 500
+                gateway.in_background(
+                    self.settlement.settle(ticket, route, status=status, usage=None, prompt_sent=left)
+                )
+                raise
+            gateway.circuits.succeeded(circuit)
+            return ticket, route, reply, started
+
+    def _circuit_refusal(self, route: Route, circuit: str) -> GatewayError:
+        if self.gateway.circuits.held(circuit):
+            return quota_exhausted(route.provider.name)
+        return GatewayError(
+            503,
+            f"{route.model.name} at {route.provider.name} is failing (circuit open); try again shortly.",
+            "upstream_error",
+            "circuit_open",
+        )
+
+    def _failed(self, route: Route, circuit: str, failure: Failure) -> None:
+        gateway = self.gateway
+        if failure.metric is not None:
+            gateway.metrics.upstream_error(route.provider.name, failure.metric)
+        if failure.account_exhausted:  # every model of this provider fails alike until the account is topped up
+            provider = route.provider.name
+            held = [deployment(provider, m.name) for m in self.found.catalog.models.values() if m.provider == provider]
+            gateway.circuits.hold(held or [circuit], gateway.settings.quota_cooldown_seconds)
+        elif failure.circuit == "failed":
+            gateway.circuits.failed(circuit)
+        elif failure.circuit == "answered":
+            gateway.circuits.succeeded(circuit)
+        else:
+            gateway.circuits.unprobed(circuit)
+
+    async def _give_back(self, ticket: Ticket, previous: Route, following: Route) -> None:
+        """The request moves on to `following`: the reservation made for `previous` is released."""
+        await self.gateway.accounting.release(ticket)
+        if following.model.name != previous.model.name:
+            self.gateway.metrics.fallback(previous.model.name, following.model.name, following.reason)

@@ -1,0 +1,112 @@
+"""A provider answered by a function, in-process: the seam for testing the pipeline without a network, as
+httpx's `MockTransport` is for a client.
+
+    def handler(call: MockCall) -> MockAnswer:
+        if call.stream:
+            return [{"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]},
+                    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}]
+        return {"choices": [...], "usage": {...}}
+
+    gateway = Gateway(settings, catalog, adapters=lambda provider: MockAdapter(provider, handler))
+
+A handler returns a reply body (non-streaming), the chunks of a stream (a list, or an async iterator of chunks
+to control timing), or raises a GatewayError as a provider adapter would (`upstream_status` set for a provider's
+own HTTP status). Replies and chunks are conformed to OpenAI's shape the way the real adapters do not need to be:
+they are sent as given, so a test states exactly what the provider said.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.catalog import ModelConfig, Provider
+from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome, StreamReply
+from gateway.providers.openai_compatible import usage_from
+from gateway.providers.sse import count_text, sse
+from gateway.types import Json
+
+
+@dataclass(frozen=True, slots=True)
+class MockCall:
+    """One call the pipeline made: which operation, the body the adapter was given, the model, stream or not."""
+
+    operation: str  # "chat", "fim" or "embeddings"
+    body: Json
+    model: ModelConfig
+    stream: bool
+    include_usage: bool
+
+
+MockAnswer = Json | list[Json] | AsyncIterator[Json]
+MockHandler = Callable[[MockCall], MockAnswer | Awaitable[MockAnswer]]
+
+
+class MockAdapter(Adapter):
+    """Answers every call with `handler`; records the calls in `calls`."""
+
+    def __init__(self, provider: Provider, handler: MockHandler) -> None:
+        super().__init__(provider)
+        self.handler = handler
+        self.calls: list[MockCall] = []
+
+    async def chat(
+        self, body: Json, model: ModelConfig, *, stream: bool, include_usage: bool, reshape: ChunkReshaper | None = None
+    ) -> Reply | StreamReply:
+        return await self._answer(MockCall("chat", body, model, stream, include_usage), reshape)
+
+    async def fim(
+        self, body: Json, model: ModelConfig, *, stream: bool, include_usage: bool, reshape: ChunkReshaper | None = None
+    ) -> Reply | StreamReply:
+        return await self._answer(MockCall("fim", body, model, stream, include_usage), reshape)
+
+    async def embeddings(self, body: Json, model: ModelConfig) -> Reply:
+        reply = await self._answer(MockCall("embeddings", body, model, False, False), None)
+        assert isinstance(reply, Reply)
+        return reply
+
+    async def _answer(self, call: MockCall, reshape: ChunkReshaper | None) -> Reply | StreamReply:
+        self.calls.append(call)
+        answer = self.handler(call)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if not call.stream:
+            assert isinstance(answer, dict), "a non-streaming call is answered with a reply body (a dict)"
+            usage = usage_from(answer.get("usage"))
+            return Reply(orjson.dumps(reshape(answer) if reshape is not None else answer), usage)
+        assert not isinstance(answer, dict), "a streaming call is answered with chunks"
+        outcome = StreamOutcome()
+        return StreamReply(self._events(answer, outcome, reshape), outcome)
+
+    @staticmethod
+    async def _events(
+        chunks: list[Json] | AsyncIterator[Json], outcome: StreamOutcome, reshape: ChunkReshaper | None
+    ) -> AsyncIterator[bytes]:
+        async def each() -> AsyncIterator[Json]:
+            if isinstance(chunks, list):
+                for chunk in chunks:
+                    yield chunk
+            else:
+                async for chunk in chunks:
+                    yield chunk
+
+        meta: Json = {}
+        async for chunk in each():
+            meta = meta or {k: chunk.get(k) for k in ("id", "created", "model") if k in chunk}
+            if "usage" in chunk:
+                outcome.usage = usage_from(chunk["usage"]) or outcome.usage
+            if not chunk.get("choices"):
+                continue
+            for choice in chunk["choices"]:
+                if choice.get("finish_reason"):
+                    outcome.finish_reason = choice["finish_reason"]
+            if outcome.first_chunk_at is None:
+                outcome.first_chunk_at = time.monotonic()
+            outcome.chunks += 1
+            count_text(chunk, outcome)
+            yield sse(reshape(chunk) if reshape is not None else chunk)
+        outcome.completed, outcome.meta = True, meta
