@@ -5,7 +5,8 @@ aiohttp ClientSession, to the upstream stub (tests/bench/upstream.py) the gatewa
 upstream's status and body go back to the client. An SSE answer (`text/event-stream` from the upstream)
 is streamed through as the bytes arrive (`StreamingResponse` over `iter_any()`); anything else is read
 whole and sent with a Content-Length. Nothing else: no auth (the client's Authorization header is not
-read), no JSON parsing, no metrics, no logging. `GET /readyz` answers 200 once the session exists.
+read), no JSON parsing, no metrics, no logging; a client that leaves mid-upload is dropped quietly, as
+the gateway does. `GET /readyz` answers 200 once the session exists.
 
 uvicorn runs it as `gateway serve` runs the gateway: uvloop, httptools, one worker, access log off, no
 server header, no proxy headers, no WebSocket. The aiohttp session is set up like the gateway's
@@ -27,7 +28,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from yarl import URL
@@ -40,7 +41,10 @@ def build_app(upstream: str, key: str = UPSTREAM_KEY) -> Starlette:
     state: dict[str, aiohttp.ClientSession] = {}
 
     async def chat(request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # wrk stopped mid-upload at the end of a cell: nobody to answer (as the gateway)
+            return Response(status_code=400)
         upstream_response = await state["session"].post(url, data=body)
         if upstream_response.content_type == "text/event-stream":
 

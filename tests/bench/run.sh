@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark, in one command (from the repository root):
 #
-#   bash tests/bench/run.sh              # full run, 5 s per cell (~6-7 minutes)
-#   bash tests/bench/run.sh --quick      # smoke run, 1 s per cell (~2 minutes)
+#   bash tests/bench/run.sh              # full run, 5 s per cell (~8 minutes)
+#   bash tests/bench/run.sh --quick      # smoke run, 1 s per cell (~1 minute)
 #   bash tests/bench/run.sh --duration 10
 #   bash tests/bench/run.sh --profile    # the gateway alone under py-spy, 2 KB json and stream at c=32
 #
