@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.budget.estimates import OutputEstimator
 from gateway.catalog import Catalog, ConfigError, ModelConfig, Provider, reload_catalog
 from gateway.metrics import Metrics
 from gateway.policy import DEFAULT_POLICY, PolicySet, PolicyWatcher, ReloadResult, builtin_policies
@@ -80,7 +79,7 @@ class Reloader:
     (as a whole, never in place) when a reload succeeds.
 
     What it needs is passed in: `build_adapter` for a new or changed provider, `store` for which policies
-    the teams use and the recent answers of new models (`estimator` is seeded with them), `metrics` and
+    the teams use, `metrics` and
     `circuits` to update at a swap, `poll_seconds` between checks of the files, and `in_background` to run
     the SIGHUP reloads and the closing of retired adapters (the gateway waits for those when it closes)."""
 
@@ -94,7 +93,6 @@ class Reloader:
         store: Store,
         metrics: Metrics,
         circuits: CircuitBreakers,
-        estimator: OutputEstimator,
         poll_seconds: float,
         in_background: InBackground,
     ) -> None:
@@ -105,7 +103,6 @@ class Reloader:
         self._store = store
         self._metrics = metrics
         self._circuits = circuits
-        self._estimator = estimator
         self._poll_seconds = poll_seconds
         self._in_background = in_background
         self._builtin_policies = builtin_policies()
@@ -289,7 +286,6 @@ class Reloader:
             for name, adapter in fresh.items():
                 warn_unconfigured(new.providers[name])
                 await adapter.start()
-            await self._seed_estimates([name for name in new.models if name not in current.models])
         except BaseException:
             await close_adapters(fresh.values())
             raise
@@ -356,16 +352,6 @@ class Reloader:
                 circuit = self._circuits.circuits.pop(name)
                 if circuit.state != CLOSED:
                     self._metrics.circuit_changed(name, CLOSED)
-
-    async def _seed_estimates(self, models: list[str]) -> None:
-        """Expected-output statistics for models new to this catalog, from their recent ledger rows."""
-        for model in models:
-            try:
-                tokens = await self._store.recent_completion_tokens(model, 256)
-            except Exception:  # the estimator works without history (the configured default)
-                log.exception("reading recent answers of %s failed", model)
-                continue
-            self._estimator.seed(model, tokens)
 
     async def _close_later(self, retiring: _Retiring) -> None:
         """Close each replaced adapter once the calls that may still use it are over: its provider's total

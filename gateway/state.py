@@ -61,7 +61,6 @@ class Gateway:
             store=self.store,
             metrics=self.metrics,
             circuits=self.circuits,
-            estimator=self.accounting.estimator,
             poll_seconds=settings.reload_poll_seconds,
             in_background=self.in_background,
         )
@@ -73,7 +72,7 @@ class Gateway:
     async def start(self) -> None:
         await self.store.open()
         await self.reloader.report_unknown_team_policies()
-        await self.accounting.start(list(self.catalog.models))
+        await self.accounting.start()
         await self.reloader.start()  # the adapters, then the file polling and SIGHUP (if anything is reloadable)
         self.started = True
 

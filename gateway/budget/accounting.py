@@ -27,7 +27,6 @@ from functools import partial
 from pathlib import Path
 
 from gateway.auth.principal import Principal
-from gateway.budget.estimates import OutputEstimator
 from gateway.budget.journal import JournalFull, SettlementJournal
 from gateway.budget.periods import period_window
 from gateway.budget.soft_limit import SoftLimitNotifier
@@ -158,7 +157,6 @@ class Accounting:
         self.journal = SettlementJournal(journal_directory(settings), settings.journal_max_bytes)
         self.instance: Instance | None = None  # this process, once registered (start)
         self._replayer: asyncio.Task[None] | None = None
-        self.estimator = OutputEstimator(settings.default_expected_output_tokens)
         self.notifier = SoftLimitNotifier(settings.soft_limit_webhook_url)
         self._sweeper: asyncio.Task[None] | None = None
         self._notices: set[asyncio.Task[None]] = set()
@@ -167,9 +165,7 @@ class Accounting:
         self._ids = itertools.count(1)
         self._windows: dict[str, tuple[int, int | None]] = {}  # period -> (start, end), until it ends
 
-    async def start(self, models: list[str]) -> None:
-        for model in models:
-            self.estimator.seed(model, await self.store.recent_completion_tokens(model, 256))
+    async def start(self) -> None:
         now = int(time.time())
         self.instance = Instance(
             self._id_prefix, self.settings.node_name or socket.gethostname(), os.getpid(), now, now
@@ -443,8 +439,6 @@ class Accounting:
             content=content if self.settings.ledger_content else None,
         )
         after = await self._record(Settlement(row, ticket.scopes, ticket.hold))
-        if status == 200 and not estimated:
-            self.estimator.observe(ticket.model.name, usage.completion_tokens, ticket.principal.team.name)
         if after is not None:  # journaled: the soft limit is checked by whichever settlement follows it
             await self._check_soft_limit(ticket, after.spent_nanos, cost)
         return Charged(cost, usage, estimated)

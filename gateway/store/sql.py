@@ -573,14 +573,6 @@ class SqlStore(Store):
         rows = await self._read(sql, params)
         return [SpendRow(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
 
-    async def recent_completion_tokens(self, model: str, limit: int) -> list[int]:
-        rows = await self._read(
-            "SELECT completion_tokens FROM ledger WHERE model = ? AND status = 200 AND estimated = ?"
-            " ORDER BY ts DESC LIMIT ?",
-            (model, False, limit),
-        )
-        return [int(r[0]) for r in rows]
-
     async def ledger_rows(self, filters: SpendFilter, limit: int = 1000) -> list[LedgerRow]:
         where, params = self._where(filters)
         rows = await self._read(f"SELECT {LEDGER_COLUMNS} FROM ledger{where} ORDER BY ts LIMIT ?", [*params, limit])

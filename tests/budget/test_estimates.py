@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from gateway.budget.estimates import OutputEstimator
 from tests.support.emulators import EmulatorControl
 from tests.support.gateways import GatewayFactory
 from tests.support.http import auth, post_at_once, post_json
@@ -127,15 +126,3 @@ def test_concurrent_long_answers_cannot_overspend(
     usage = team_usage(db, team)
     assert usage.spent_nanos == sum(r.cost_nanos for r in rows) and usage.reserved_nanos == 0
     assert usage.spent_nanos <= team.budget_nanos, (usage.spent_nanos, team.budget_nanos)
-
-
-def test_expected_output_is_learned_per_team() -> None:
-    estimator = OutputEstimator(default_tokens=1024)
-    for _ in range(20):
-        estimator.observe("m", 5, team="terse")
-    for _ in range(20):
-        estimator.observe("m", 4000, team="verbose")
-    assert estimator.learned("m", "terse") == 5 and estimator.learned("m", "verbose") == 4000
-    assert estimator.learned("m", "new-team") == estimator.learned("m")  # no history: the model's figure
-    estimator.seed("other", [])
-    assert estimator.expected("other", None, 8192, team="terse") == 1024  # nothing known: the default

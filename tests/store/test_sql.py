@@ -602,7 +602,7 @@ def test_spend_grouped_and_filtered(database_url: str) -> None:
     assert [(r.requests, r.cost_nanos, r.prompt_tokens) for r in out["nothing"]] == [(0, 0, 0)]
 
 
-def test_ledger_rows_and_recent_completion_tokens(database_url: str) -> None:
+def test_ledger_rows(database_url: str) -> None:
     async def main(store: Store) -> dict[str, Any]:
         for row in reversed(ROWS):  # inserted out of order: reads order by time
             await store.record(Settlement(row, []))
@@ -611,9 +611,6 @@ def test_ledger_rows_and_recent_completion_tokens(database_url: str) -> None:
             "limited": [r.id for r in await store.ledger_rows(SpendFilter(team="eng"), limit=2)],
             "since": [r.id for r in await store.ledger_rows(SpendFilter(since=DAY2))],
             "rows": await store.ledger_rows(SpendFilter(key="sk-2")),
-            # Only measured (not estimated) successful answers, newest first.
-            "recent": await store.recent_completion_tokens("m1", 10),
-            "recent_one": await store.recent_completion_tokens("m1", 1),
         }
 
     out = using(database_url, main)
@@ -621,5 +618,3 @@ def test_ledger_rows_and_recent_completion_tokens(database_url: str) -> None:
     assert out["limited"] == ["a", "b"]
     assert out["since"] == ["c", "d", "e", "f"]
     assert out["rows"] == [ROWS[1]]  # every field read back as written (booleans as booleans)
-    assert out["recent"] == [11, 7, 3]  # d, c, a
-    assert out["recent_one"] == [11]
