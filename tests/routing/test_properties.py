@@ -54,10 +54,9 @@ from gateway.routing.route import Route
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.tokens import Count
+from tests.support import ROOT
 from tests.support.emulators import EmulatorControl, provider_env
 from tests.support.http import Answer, auth, post_json, request
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # -- settings: reproducible, no example database ---------------------------------------------------------------
 
@@ -1290,6 +1289,7 @@ OUTAGE_IN_EU = Case(
 )
 
 
+@pytest.mark.slow
 @E2E
 @given(case=e2e_cases())
 @example(case=OUTAGE_IN_EU)
