@@ -617,7 +617,7 @@ def check_translation(conversation: Conversation, provider: str, sent: dict[str,
             assert message["tool_call_id"] in pending, f"a tool result that answers no pending call: {message}"
             pending.discard(message["tool_call_id"])
     thinking_on = sent.get("thinking", {}).get("type") != "disabled"
-    for client, message in zip(client_messages, messages):
+    for client, message in zip(client_messages, messages, strict=False):
         reasoning = _reasoning_of(client) if client["role"] == "assistant" else None
         if reasoning is None:
             continue
