@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway import __version__
@@ -22,6 +22,31 @@ from gateway.store import Store, open_store
 from gateway.tokens import TokenCounter
 
 log = logging.getLogger("gateway")
+
+
+class Drain(asyncio.Event):
+    """An event that also runs the callbacks subscribed to it when it is set: every request in flight watches
+    the end of the drain time this way, without a task of its own waiting on the event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: set[Callable[[], None]] = set()
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (soon) when the event is set, or now if it is set already."""
+        if self.is_set():
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self._callbacks.add(callback)
+
+    def unsubscribe(self, callback: Callable[[], None]) -> None:
+        self._callbacks.discard(callback)
+
+    def set(self) -> None:
+        super().set()
+        callbacks, self._callbacks = self._callbacks, set()
+        for callback in callbacks:
+            callback()
 
 
 class Gateway:
@@ -67,7 +92,7 @@ class Gateway:
         self._unknown_policies: set[str] = set()
         self.started = False
         self.draining = False  # SIGTERM: shutting down, not ready
-        self._drain_over: asyncio.Event | None = None
+        self._drain_over: Drain | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -157,10 +182,10 @@ class Gateway:
         asyncio.get_running_loop().call_later(seconds, self.drain_over.set)
 
     @property
-    def drain_over(self) -> asyncio.Event:
+    def drain_over(self) -> Drain:
         """Set when the drain time after SIGTERM is over: open streams and waiting requests end then."""
         if self._drain_over is None:
-            self._drain_over = asyncio.Event()
+            self._drain_over = Drain()
         return self._drain_over
 
     def in_background(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

@@ -13,6 +13,8 @@ from typing import Any
 
 from starlette.types import Receive
 
+from gateway.state import Drain
+
 
 class DisconnectWatch:
     """Cancels the current task when the client disconnects (or `shutdown` is set); `stop()` when done watching.
@@ -22,14 +24,15 @@ class DisconnectWatch:
     sit in a reference cycle that only the cyclic garbage collector, which runs rarely here, would free.
     """
 
-    def __init__(self, receive: Receive, shutdown: asyncio.Event | None = None) -> None:
+    def __init__(self, receive: Receive, shutdown: Drain | None = None) -> None:
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self.gone = False
         self.shut_down = False  # the gateway's drain time after SIGTERM ended while this request waited
         self._watcher: asyncio.Future[None] | None = asyncio.ensure_future(self._watch(receive))
-        self._shutdown: asyncio.Future[None] | None = (
-            asyncio.ensure_future(self._watch_shutdown(shutdown)) if shutdown is not None else None
-        )
+        # The drain is watched by a callback, not a second task (about 6 µs per request less).
+        self._shutdown = shutdown
+        if shutdown is not None:
+            shutdown.subscribe(self._drained)
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -38,16 +41,17 @@ class DisconnectWatch:
         if self.task is not None:
             self.task.cancel()
 
-    async def _watch_shutdown(self, shutdown: asyncio.Event) -> None:
-        await shutdown.wait()
+    def _drained(self) -> None:
+        if self.task is None:  # stopped meanwhile
+            return
         self.shut_down = True
-        if self.task is not None:
-            self.task.cancel()
+        self.task.cancel()
 
     def stop(self) -> None:
-        for watcher in (self._watcher, self._shutdown):
-            if watcher is not None:
-                watcher.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._shutdown is not None:
+            self._shutdown.unsubscribe(self._drained)
         self._watcher = self._shutdown = self.task = None
 
     def absorb(self) -> bool:

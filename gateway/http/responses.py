@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
 from gateway.http.disconnect import DisconnectWatch
+from gateway.state import Drain
 
 
 def json_bytes(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -36,7 +37,7 @@ class EventStreamResponse(Response):
         self,
         events: AsyncIterator[bytes],
         headers: Mapping[str, str] | None = None,
-        stop: asyncio.Event | None = None,
+        stop: Drain | None = None,
         farewell: bytes = b"",
     ) -> None:
         self.events = events

@@ -22,6 +22,24 @@ if TYPE_CHECKING:
     from gateway.types import Usage
 
 
+class Children:
+    """A metric's children by label values, each looked up in prometheus_client once: its `labels()` checks and
+    converts the values and takes a lock on every call, several times per request (the profile's
+    `MetricWrapperBase.labels`). The values are bounded (`labels.Bounds`), so the cache is too."""
+
+    __slots__ = ("children", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
+
+
 def multiprocess_dir() -> str | None:
     """The directory of prometheus-client's multiprocess mode, if this process runs in it."""
     return os.environ.get(MULTIPROC_ENV) or None
@@ -74,6 +92,24 @@ class Metrics:
         self.build_info.labels(version).set(1)
         for result in ("success", "failure"):
             self.reloads.labels(result)  # present at 0, so alert expressions have a series to read
+        # The children the request path moves, cached (see `Children`).
+        self._requests, self._duration, self._ttft = (
+            Children(self.requests),
+            Children(self.duration),
+            Children(self.ttft),
+        )
+        self._upstream, self._overhead, self._tokens = (
+            Children(self.upstream),
+            Children(self.overhead),
+            Children(self.tokens),
+        )
+        self._spend, self._decisions, self._fallbacks = (
+            Children(self.spend),
+            Children(self.decisions),
+            Children(self.fallbacks),
+        )
+        self._upstream_errors, self._inflight = Children(self.upstream_errors), Children(self.inflight)
+        self._estimate_error = Children(self.estimate_error)
         self.set_catalog(catalog)
 
     def set_catalog(self, catalog: Catalog) -> None:
@@ -116,29 +152,29 @@ class Metrics:
         calls and backoff (None: no provider was called, so no overhead is observed)."""
         b = self.bounds
         model_label, provider_label = b.model(model), b.provider(provider)
-        self.requests.labels(model_label, provider_label, b.team(team), b.status(status)).inc()
-        self.duration.labels(model_label, provider_label, "true" if stream else "false").observe(seconds)
+        self._requests(model_label, provider_label, b.team(team), b.status(status)).inc()
+        self._duration(model_label, provider_label, "true" if stream else "false").observe(seconds)
         if ttft is not None:
-            self.ttft.labels(model_label, provider_label).observe(ttft)
+            self._ttft(model_label, provider_label).observe(ttft)
         if waited is not None:
-            self.overhead.labels("true" if stream else "false").observe(max(seconds - waited, 0.0))
+            self._overhead("true" if stream else "false").observe(max(seconds - waited, 0.0))
         if reason is not None:
-            self.decisions.labels(model_label if provider is not None else NONE, b.reason(reason)).inc()
+            self._decisions(model_label if provider is not None else NONE, b.reason(reason)).inc()
 
     def upstream_started(self, provider: str) -> None:
-        self.inflight.labels(self.bounds.provider(provider)).inc()
+        self._inflight(self.bounds.provider(provider)).inc()
 
     def upstream_ended(self, provider: str, seconds: float) -> None:
         label = self.bounds.provider(provider)
-        self.inflight.labels(label).dec()
-        self.upstream.labels(label).observe(seconds)
+        self._inflight(label).dec()
+        self._upstream(label).observe(seconds)
 
     def upstream_error(self, provider: str, kind: str) -> None:
-        self.upstream_errors.labels(self.bounds.provider(provider), kind).inc()
+        self._upstream_errors(self.bounds.provider(provider), kind).inc()
 
     def fallback(self, from_model: str, to_model: str, reason: str) -> None:
         b = self.bounds
-        self.fallbacks.labels(b.model(from_model), b.model(to_model), b.reason(reason)).inc()
+        self._fallbacks(b.model(from_model), b.model(to_model), b.reason(reason)).inc()
 
     def settled(self, model: str, provider: str, team: str, usage: Usage | None, cost_nanos: int) -> None:
         """What the ledger row says (so the counters add up to the ledger)."""
@@ -151,13 +187,13 @@ class Metrics:
                 ("cached", usage.cached_tokens),
             ):
                 if value:
-                    self.tokens.labels(*labels, kind).inc(value)
+                    self._tokens(*labels, kind).inc(value)
         if cost_nanos:
-            self.spend.labels(*labels).inc(usd_float(cost_nanos))
+            self._spend(*labels).inc(usd_float(cost_nanos))
 
     def estimate_ratio(self, model: str, estimated: int, reported: int) -> None:
         if estimated > 0 and reported > 0:
-            self.estimate_error.labels(self.bounds.model(model)).observe(estimated / reported)
+            self._estimate_error(self.bounds.model(model)).observe(estimated / reported)
 
     # -- events elsewhere ---------------------------------------------------------------------------
 

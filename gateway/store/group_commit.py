@@ -10,16 +10,22 @@ batch instead of one per request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, Generic, TypeVar
 
 Op = TypeVar("Op")
 
 
+# Runs `fn(*args)` on the writer thread and returns its result (the store's `_Thread.submit`).
+Submit = Callable[..., Awaitable[Any]]
+
+
 class GroupCommit(Generic[Op]):
-    def __init__(self, executor: Executor, run_batch: Callable[[list[Op]], list[Any]], max_batch: int = 512) -> None:
-        self._executor = executor
+    def __init__(
+        self, writer: Submit | Executor, run_batch: Callable[[list[Op]], list[Any]], max_batch: int = 512
+    ) -> None:
+        self._submit = _on_executor(writer) if isinstance(writer, Executor) else writer
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
@@ -35,11 +41,10 @@ class GroupCommit(Generic[Op]):
         return await asyncio.shield(future)
 
     async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             try:
-                results = await loop.run_in_executor(self._executor, self._run_batch, [op for op, _ in batch])
+                results = await self._submit(self._run_batch, [op for op, _ in batch])
             except BaseException as exc:  # the whole transaction failed: every caller learns it
                 for _, future in batch:
                     if not future.done():
@@ -58,3 +63,10 @@ class GroupCommit(Generic[Op]):
     async def drain(self) -> None:
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+
+
+def _on_executor(executor: Executor) -> Submit:
+    def submit(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    return submit

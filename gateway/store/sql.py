@@ -11,9 +11,10 @@ processes or nodes may share the database: SQLite serialises writers with
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,15 @@ class _Thread:
     within two seconds of the database."""
 
     def __init__(self, name: str, connect: Callable[[], Any], lost: Callable[[BaseException], bool]) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.name = name
+        # Its own queue and thread rather than a ThreadPoolExecutor: a round trip (a commit handed over and its
+        # result handed back) costs 23 µs of CPU instead of 37 µs, measured with uvloop on this machine, and
+        # every request makes one or two.
+        self._queue: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self._connect = connect
         self._lost = lost
         self.connection: Any = None
@@ -143,16 +152,58 @@ class _Thread:
         except Exception:  # already broken
             pass
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """`fn(*args)` on this thread; its result (or exception) in the returned future."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if self._thread is None:
+            self._start()
+        self._queue.put((loop, future, fn, args))
+        return future
+
     def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().run_in_executor(self.executor, self.run, fn, *args)
+        """`fn(connection, *args)` on this thread (see `run`)."""
+        return self.submit(self.run, fn, *args)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                # A daemon: a store that is never closed must not keep the process alive (close() joins it).
+                self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            loop, future, fn, args = item
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_fail, future, exc)
+            else:
+                loop.call_soon_threadsafe(_succeed, future, result)
+        if self.connection is not None:
+            self._drop()
 
     def close(self) -> None:
-        def shut() -> None:
+        """Finish what was handed over, close the connection, end the thread (blocking: call it off the loop)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
             if self.connection is not None:
                 self._drop()
+            return
+        self._queue.put(None)
+        thread.join()
 
-        self.executor.submit(shut).result()
-        self.executor.shutdown(wait=True)
+
+def _succeed(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():  # a caller that stopped waiting (cancelled) does not care
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 class SqlStore(Store):
@@ -162,7 +213,7 @@ class SqlStore(Store):
         self.url_scheme = dialect.name
         self._writer = _Thread("store-writer", dialect.connect, dialect.lost)
         self._reader = _Thread("store-reader", dialect.connect, dialect.lost)
-        self._commits = GroupCommit(self._writer.executor, self._run_batch)
+        self._commits = GroupCommit(self._writer.submit, self._run_batch)
         self._maintainer = _Thread("store-maintenance", dialect.connect, dialect.lost) if dialect.maintenance else None
         self._maintenance: asyncio.Task[None] | None = None
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.http.disconnect import DisconnectWatch
+from gateway.state import Drain
 
 Message = dict[str, Any]
 BODY: Message = {"type": "http.request", "body": b"", "more_body": False}
@@ -54,7 +55,7 @@ async def next_turn() -> None:
 
 
 def handler(
-    channel: Channel, outcome: Outcome, shutdown: asyncio.Event | None, wait: Awaitable[Any]
+    channel: Channel, outcome: Outcome, shutdown: Drain | None, wait: Awaitable[Any]
 ) -> Callable[[], Awaitable[DisconnectWatch]]:
     """A request handler waiting on its provider (`wait`) under a watch, the way the pipeline uses one."""
 
@@ -82,7 +83,7 @@ def test_a_client_that_disconnects_cancels_the_request_and_the_watch_absorbs_it(
     async def main() -> tuple[Outcome, DisconnectWatch, bool]:
         channel, outcome = Channel(), Outcome()
         never = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(handler(channel, outcome, asyncio.Event(), never)())
+        task = asyncio.ensure_future(handler(channel, outcome, Drain(), never)())
         await channel.send(BODY, {"type": "http.request", "body": b"x", "more_body": True})
         still_running = not task.done() and not outcome.cancelled  # other messages cancel nothing
         await channel.send(DISCONNECT)
@@ -97,7 +98,7 @@ def test_a_client_that_disconnects_cancels_the_request_and_the_watch_absorbs_it(
 
 def test_the_end_of_the_shutdown_drain_cancels_the_request() -> None:
     async def main() -> tuple[Outcome, DisconnectWatch, bool]:
-        channel, outcome, shutdown = Channel(), Outcome(), asyncio.Event()
+        channel, outcome, shutdown = Channel(), Outcome(), Drain()
         never = asyncio.get_running_loop().create_future()
         task = asyncio.ensure_future(handler(channel, outcome, shutdown, never)())
         await channel.send(BODY)
@@ -115,7 +116,7 @@ def test_a_cancellation_that_is_not_the_watchs_is_not_absorbed() -> None:
     async def main() -> tuple[Outcome, bool]:
         channel, outcome = Channel(), Outcome()
         never = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(handler(channel, outcome, asyncio.Event(), never)())
+        task = asyncio.ensure_future(handler(channel, outcome, Drain(), never)())
         await channel.send(BODY)  # the handler is waiting now
         task.cancel()  # e.g. the server cancelling the task
         try:
@@ -131,7 +132,7 @@ def test_a_cancellation_that_is_not_the_watchs_is_not_absorbed() -> None:
 
 def test_a_request_that_ends_first_is_never_cancelled_and_stop_ends_the_watchers() -> None:
     async def main() -> tuple[Outcome, DisconnectWatch, bool, int]:
-        channel, outcome, shutdown = Channel(), Outcome(), asyncio.Event()
+        channel, outcome, shutdown = Channel(), Outcome(), Drain()
         answer = asyncio.get_running_loop().create_future()
         task = asyncio.ensure_future(handler(channel, outcome, shutdown, answer)())
         await channel.send(BODY)

@@ -41,7 +41,12 @@ def reply(text: str = "Hi!", prompt: int = 12, completion: int = 3) -> dict[str,
 
 def chunks(*texts: str, prompt: int = 12, completion: int = 3) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [
-        {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}]}
+        {
+            "id": "c1",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}],
+        }
         for t in texts
     ]
     out[-1]["choices"][0]["finish_reason"] = "stop"
@@ -50,7 +55,9 @@ def chunks(*texts: str, prompt: int = 12, completion: int = 3) -> list[dict[str,
 
 
 def upstream_error(status: int) -> GatewayError:
-    error = GatewayError(502 if status >= 500 else status, f"provider said {status}", "upstream_error", "upstream_error")
+    error = GatewayError(
+        502 if status >= 500 else status, f"provider said {status}", "upstream_error", "upstream_error"
+    )
     error.upstream_status = status
     return error
 
@@ -176,7 +183,9 @@ def test_a_provider_failure_moves_to_the_next_candidate_inside_the_decision(tmp_
 
     async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: dict[str, list[MockCall]]) -> None:
         key = await team_key(gateway)
-        answer = await client.post("/v1/chat/completions", json={"model": "auto", "messages": HELLO}, headers=bearer(key))
+        answer = await client.post(
+            "/v1/chat/completions", json={"model": "auto", "messages": HELLO}, headers=bearer(key)
+        )
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-gateway-route-reason"].startswith("fallback:upstream-503")
         rows = await ledger(gateway)

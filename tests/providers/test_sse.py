@@ -560,5 +560,3 @@ def test_stream_end_sends_the_usage_chunk_only_if_asked_then_done() -> None:
     }
     no_usage = StreamOutcome(completed=True)
     assert end(no_usage, True, None, None) == DONE  # the provider reported none: nothing to send
-
-
