@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     # The largest single server-sent event taken from a provider's stream (a token chunk is ~200 bytes); past
-    # it the stream ends with an `upstream_event_too_large` error event (gateway/relay.py).
+    # it the stream ends with an `upstream_event_too_large` error event (gateway/providers/sse.py).
     max_sse_event_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
     data_dir: Path = Path.home() / ".local" / "share" / "model-gateway"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

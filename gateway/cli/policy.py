@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from gateway.catalog import Catalog, ConfigError
-from gateway.policy.checks import Problem, _stem, check_policy_file, policy_files
+from gateway.policy.checks import Problem, check_policy_file, policy_files, policy_name
 from gateway.policy.schema import CAPABILITIES, POLICIES_DIR_ENV, Policy
 from gateway.policy.watcher import load_policies
 
@@ -82,7 +82,7 @@ def cmd_policy_show(args: argparse.Namespace) -> int:
         path = (args.dir or default_policies_dir()) / f"{name}.yaml"
     if not path.is_file():
         directory = path.parent
-        have = ", ".join(_stem(p) for p in policy_files(directory)) if directory.is_dir() else "none"
+        have = ", ".join(policy_name(p) for p in policy_files(directory)) if directory.is_dir() else "none"
         print(f"gateway: no policy file {path} (policies in {directory}: {have or 'none'})", file=sys.stderr)
         return 1
     policy, problems = check_policy_file(path, catalog)

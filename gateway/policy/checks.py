@@ -330,7 +330,7 @@ def check_policy_file(path: Path, catalog: Catalog) -> tuple[Policy | None, list
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(str(path), "(top level)", f"cannot read file: {exc}")]
-    return check_policy_text(text, str(path), _stem(path), catalog)
+    return check_policy_text(text, str(path), policy_name(path), catalog)
 
 
 def load_policy_file(path: Path, catalog: Catalog) -> Policy:
@@ -344,7 +344,8 @@ def load_policy_file(path: Path, catalog: Catalog) -> Policy:
     return policy
 
 
-def _stem(path: Path) -> str:
+def policy_name(path: Path) -> str:
+    """A policy file's policy name: its file name without `.yaml`."""
     return path.name.removesuffix(".yaml")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.catalog import Catalog
-from gateway.policy.checks import PolicyError, Problem, _stem, check_policy_text, policy_files
+from gateway.policy.checks import PolicyError, Problem, check_policy_text, policy_files, policy_name
 from gateway.policy.schema import DEFAULT_POLICY, Policy
 from gateway.settings import Settings
 
@@ -78,7 +78,7 @@ def load_policies(directory: Path, catalog: Catalog) -> PolicySet:
             problems.append(Problem(str(path), "(top level)", f"cannot read file: {exc}"))
             continue
         digest.update(path.name.encode() + b"\0" + data + b"\0")
-        policy, found = check_policy_text(text, str(path), _stem(path), catalog)
+        policy, found = check_policy_text(text, str(path), policy_name(path), catalog)
         problems.extend(found)
         if policy is not None:
             policies[policy.name] = policy

@@ -9,7 +9,7 @@ adapters. Steps, in this order, each a function below recording what it removed 
 3. `capability` - what the request needs (chat, tools, vision, fim, embeddings);
 4. `context`    - counted prompt tokens plus expected output against each model's usable window;
 5. `budget`     - above `prefer_cheapest_above_pct` spent, the cheapest allowed downgrade goes first
-                  (a reservation that does not fit is handled at admission, see `gateway.http.openai`);
+                  (a reservation that does not fit is handled at admission, see `gateway.pipeline.admit`);
 6. `preference` - `prefer`, then catalog order (the order is kept through every step).
 
 Route reason codes (`x-gateway-route-reason`, the ledger), short and stable:

@@ -1,6 +1,6 @@
 """Building blocks of routing: a route, what a team may use, model lookup, per-model limits.
 
-The decision itself is `pipeline.decide`.
+The decision itself is `decision.decide`.
 """
 
 from __future__ import annotations
