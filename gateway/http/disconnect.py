@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
+from gateway.http.servers import CONNECTION_EXTENSION
 from gateway.state import Drain
 
 
@@ -24,11 +25,19 @@ class DisconnectWatch:
     sit in a reference cycle that only the cyclic garbage collector, which runs rarely here, would free.
     """
 
-    def __init__(self, receive: Receive, shutdown: Drain | None = None) -> None:
+    def __init__(self, receive: Receive, shutdown: Drain | None = None, scope: Scope | None = None) -> None:
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
         self.gone = False
         self.shut_down = False  # the gateway's drain time after SIGTERM ended while this request waited
-        self._watcher: asyncio.Future[None] | None = asyncio.ensure_future(self._watch(receive))
+        # Served by the gateway's own protocol, the lost connection is a callback (no task reading `receive`:
+        # about 10 µs per request less); under any other server, a task waits for `http.disconnect`.
+        extension = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION) if scope is not None else None
+        self._connection: Any = extension.get("protocol") if extension else None
+        self._watcher: asyncio.Future[None] | None = None
+        if self._connection is not None:
+            self._connection.subscribe_lost(self._left)
+        else:
+            self._watcher = asyncio.ensure_future(self._watch(receive))
         # The drain is watched by a callback, not a second task (about 6 µs per request less).
         self._shutdown = shutdown
         if shutdown is not None:
@@ -37,9 +46,13 @@ class DisconnectWatch:
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
+        self._left()
+
+    def _left(self) -> None:
+        if self.task is None:  # stopped meanwhile
+            return
         self.gone = True
-        if self.task is not None:
-            self.task.cancel()
+        self.task.cancel()
 
     def _drained(self) -> None:
         if self.task is None:  # stopped meanwhile
@@ -50,9 +63,11 @@ class DisconnectWatch:
     def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._connection is not None:
+            self._connection.unsubscribe_lost(self._left)
         if self._shutdown is not None:
             self._shutdown.unsubscribe(self._drained)
-        self._watcher = self._shutdown = self.task = None
+        self._watcher = self._shutdown = self._connection = self.task = None
 
     def absorb(self) -> bool:
         """After a CancelledError: True (and the cancellation undone) if it was this watch's, for a client that

@@ -93,7 +93,7 @@ async def serve_http(gateway: Gateway, http: Request, request: InferenceRequest)
     shutdown; an answer as JSON, a stream as server-sent events (which watches on its own from then on)."""
     record: RequestRecord = http.state.record
     record.requested_model, record.stream = request.params.model, request.params.stream
-    http.state.disconnect = watch = DisconnectWatch(http.receive, gateway.drain_over)
+    http.state.disconnect = watch = DisconnectWatch(http.receive, gateway.drain_over, http.scope)
     try:
         answer = await serve(gateway, request, Context(record, lambda: watch.shut_down))
     finally:

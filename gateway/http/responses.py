@@ -51,7 +51,7 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The same watch as a request waiting on its provider: a client that leaves, or the end of the drain time
         # at shutdown (`stop`), cancels the streaming at once.
-        watch = DisconnectWatch(receive, self.stop)
+        watch = DisconnectWatch(receive, self.stop, scope)
         try:
             await self._produce(send)
         except asyncio.CancelledError:

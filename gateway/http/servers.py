@@ -22,6 +22,7 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,10 @@ def is_gateway_app(app: Any) -> bool:
     return getattr(getattr(app, "state", None), "gateway", None) is not None
 
 
+# The ASGI scope extension whose "protocol" offers `subscribe_lost`/`unsubscribe_lost` (the gateway's protocol).
+CONNECTION_EXTENSION = "gateway.connection"
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with deadlines for the idle, request-head and request-body phases."""
 
@@ -82,6 +87,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._phase = "idle"  # idle | head | body | app
         self._head_started = False  # a byte of a request head arrived (then a timeout is answered with 408)
+        # Called when the client's connection is lost: a request waiting on its provider (or streaming) learns
+        # it at once, without a task of its own reading `receive` (see http/disconnect.py).
+        self._on_lost: set[Callable[[], None]] = set()
 
     # -- deadlines
 
@@ -140,6 +148,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        callbacks, self._on_lost = self._on_lost, set()
+        for callback in callbacks:
+            callback()
+
+    def subscribe_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the connection is lost (at once if it is already)."""
+        if self.transport is None or self.transport.is_closing():
+            self.loop.call_soon(callback)
+        else:
+            self._on_lost.add(callback)
+
+    def unsubscribe_lost(self, callback: Callable[[], None]) -> None:
+        self._on_lost.discard(callback)
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown began (SIGTERM) and reaches each open connection: the gateway drains."""
@@ -161,6 +182,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._disarm("app")
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        cycle.scope.setdefault("extensions", {})[CONNECTION_EXTENSION] = {"protocol": self}
         super()._start_asgi_task(cycle, app)
         if cycle is self.cycle and cycle.more_body:
             self._arm("body", self.limits.body)  # the whole body must follow the head in time

@@ -37,8 +37,9 @@ class GroupCommit(Generic[Op]):
         self._pending.append((op, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
-        # Shielded: a caller that is cancelled (client gone) must not cancel a commit others share.
-        return await asyncio.shield(future)
+        # A caller that is cancelled (client gone) cancels only its own future: the commit others share runs in
+        # the flusher's task, which skips a future that is already done (no shield needed).
+        return await future
 
     async def _flush(self) -> None:
         while self._pending:

@@ -396,9 +396,12 @@ class SqlStore(Store):
     def _run_batch(self, ops: list[tuple[str, Any]]) -> list[Any]:
         # On the writer thread (GroupCommit runs batches there). A lost connection fails the whole batch
         # (rolled back, every caller told) and the next batch connects again.
-        results = self._writer.run(
-            lambda db: _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_ops(cur, ops))
-        )
+        if len(ops) == 1:  # alone: its transaction is its savepoint (two statements less, the usual batch at c=1)
+            results = [self._run_alone(ops[0])]
+        else:
+            results = self._writer.run(
+                lambda db: _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_ops(cur, ops))
+            )
         if self.dialect.after_batch is not None:
             try:
                 self._writer.run(self.dialect.after_batch)
@@ -406,18 +409,31 @@ class SqlStore(Store):
                 pass
         return results
 
+    def _run_op(self, cur: Any, kind: str, op: Any) -> Any:
+        if kind == "hold":
+            return self._hold(cur, op)
+        if kind == "record":
+            return self._record(cur, op)
+        self._release(cur, op.id)
+        return None
+
+    def _run_alone(self, op: tuple[str, Any]) -> Any:
+        """One operation in its own transaction: rolled back as a whole if it fails, which is then its result."""
+        try:
+            return self._writer.run(
+                lambda db: _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_op(cur, *op))
+            )
+        except StorageUnavailable:
+            raise  # a lost connection fails the batch as it would fail any batch
+        except Exception as exc:
+            return Conflict(str(exc)) if isinstance(exc, self.dialect.integrity_errors) else exc
+
     def _run_ops(self, cur: Any, ops: list[tuple[str, Any]]) -> list[Any]:
         results: list[Any] = []
         for kind, op in ops:
             cur.execute("SAVEPOINT op")
             try:
-                if kind == "hold":
-                    results.append(self._hold(cur, op))
-                elif kind == "record":
-                    results.append(self._record(cur, op))
-                else:
-                    self._release(cur, op.id)
-                    results.append(None)
+                results.append(self._run_op(cur, kind, op))
                 cur.execute("RELEASE SAVEPOINT op")
             except Exception as exc:  # one bad operation must not sink its batch
                 if self.dialect.lost(exc):
