@@ -11,6 +11,7 @@ processes or nodes may share the database: SQLite serialises writers with
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -96,6 +97,8 @@ def _in_transaction(db: Any, begin: str, work: Callable[[Any], Any]) -> Any:
             pass
         raise
 
+
+log = logging.getLogger("gateway.store")
 
 RECONNECT_BACKOFF = (0.05, 2.0)  # seconds: the first retry after a failed connect, and the most between two
 
@@ -257,7 +260,10 @@ class SqlStore(Store):
             self._maintenance.cancel()
             await asyncio.gather(self._maintenance, return_exceptions=True)
         if self._maintainer is not None:
-            await self._maintainer.call(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            try:  # a last checkpoint; a database that cannot be opened any more must not stop the shutdown
+                await self._maintainer.call(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            except Exception as exc:
+                log.warning("store: the last WAL checkpoint failed (%s); closing anyway", type(exc).__name__)
             await asyncio.get_running_loop().run_in_executor(None, self._maintainer.close)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
         await asyncio.get_running_loop().run_in_executor(None, self._reader.close)

@@ -172,18 +172,11 @@ def test_an_unusable_sqlite_path_is_storage_unavailable(tmp_path: Path) -> None:
                 await store.hold(hold_of("h", [team_scope_of("eng", 100)], 10))
             assert await store.ping() is False
         finally:
-            with contextlib.suppress(StorageUnavailable):  # see the xfail test below
-                await store.close()
+            await store.close()
 
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/store/sql.py:209: SqlStore.close() runs a final WAL checkpoint on the maintenance thread, which"
-    " connects first; when the database cannot be opened that raises StorageUnavailable out of close(), and the"
-    " writer and reader threads (lines 211-212) are never shut down",
-)
 def test_close_of_a_store_whose_database_is_unusable_does_not_raise(tmp_path: Path) -> None:
     async def main() -> None:
         store = open_store(unusable_sqlite_url(tmp_path))
