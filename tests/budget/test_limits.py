@@ -13,6 +13,8 @@ from tests.support.gateways import GatewayFactory
 from tests.support.http import auth, post_at_once, post_json
 from tests.support.store import ledger, make_key, make_team, team_usage
 
+pytestmark = pytest.mark.slow
+
 CHAT = "/v1/chat/completions"
 EXPLAIN = "/v1/route/explain"
 SHORT = [{"role": "user", "content": "Count to three."}]
@@ -37,7 +39,6 @@ def long_answers(mistral_log: EmulatorControl) -> Any:
     control._call("DELETE", "/_emulator/script")
 
 
-@pytest.mark.slow
 def test_n_beyond_the_models_limit_is_refused_before_any_call(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl
 ) -> None:
@@ -52,7 +53,6 @@ def test_n_beyond_the_models_limit_is_refused_before_any_call(
     assert mistral_log.requests() == [] and ledger(db) == []
 
 
-@pytest.mark.slow
 def test_n_multiplies_the_reservation(start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl) -> None:
     # n=8 answers of up to 100 tokens: $0.006 of output at worst, six times the $0.001 budget.
     make_team(db, "tiny", "0.001")
@@ -71,7 +71,6 @@ def test_n_multiplies_the_reservation(start_gateway: GatewayFactory, db: str, mi
     assert team_usage(db, roomy).spent_nanos == sum(r.cost_nanos for r in ledger(db, team="roomy"))
 
 
-@pytest.mark.slow
 def test_min_tokens_is_priced_on_fim(start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl) -> None:
     # Codestral: 20,000 tokens at least, $0.018 of output, eighteen times the budget.
     make_team(db, "tiny", "0.001")
@@ -86,7 +85,6 @@ def test_min_tokens_is_priced_on_fim(start_gateway: GatewayFactory, db: str, mis
     assert mistral_log.requests() == [] and ledger(db) == []
 
 
-@pytest.mark.slow
 def test_a_request_cannot_run_past_the_end_of_its_budget(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, long_answers: Any
 ) -> None:
@@ -110,7 +108,6 @@ def test_a_request_cannot_run_past_the_end_of_its_budget(
     assert again.status == 429  # what is left is below the policy's floor: refused, never overspent
 
 
-@pytest.mark.slow
 def test_concurrent_long_answers_cannot_overspend(
     start_gateway: GatewayFactory, db: str, mistral_log: EmulatorControl, long_answers: Any
 ) -> None:
