@@ -14,6 +14,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,7 @@ def _layered_modules() -> set[str]:
     return named
 
 
+@pytest.mark.slow  # a subprocess (lint-imports reconfigures logging process-wide); .ci/run also runs it
 def test_the_import_contracts_are_kept() -> None:
     result = subprocess.run(
         [sys.executable, "-c", LINT_IMPORTS, "--config", str(PYPROJECT), "--no-cache", "--no-logo"],

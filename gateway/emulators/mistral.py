@@ -9,7 +9,7 @@ Every request is validated the way the API does it, in this order:
 1. the request's field list (which top-level and message keys exist) is the one of the `mistralai` SDK's request
    models (SDK 3.7.0: ChatCompletionRequest, FIMCompletionRequest, EmbeddingRequest, SystemMessage, UserMessage,
    AssistantMessage, ToolMessage), written out below because the emulator also runs where the SDK is not
-   installed (demo mode); tests/test_mistral_reference.py checks the lists against the installed SDK;
+   installed (demo mode); tests/providers/test_mistral_reference.py checks the lists against the installed SDK;
 2. what mistral-common (Mistral's own library) models is validated with its own pydantic models
    (`mistral_common.protocol.instruct.request.ChatCompletionRequest`, `mistral_common.protocol.fim.request.FIMRequest`:
    messages, content chunks, tools, tool calls, tool_choice, response_format, max_tokens, random_seed), so their

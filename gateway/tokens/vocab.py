@@ -37,7 +37,7 @@ log = logging.getLogger("gateway.tokens")
 CHUNK_CHARS = 128 * 1024
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
-# tiktoken_ext.openai_public.o200k_base's pattern (checked against it in tests/test_tokens.py).
+# tiktoken_ext.openai_public.o200k_base's pattern (checked against it in tests/tokens/test_tokens.py).
 O200K_PATTERN = "|".join(
     [
         r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
