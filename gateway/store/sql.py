@@ -405,9 +405,18 @@ class SqlStore(Store):
         if len(ops) == 1:  # alone: its transaction is its savepoint (two statements less, the usual batch at c=1)
             results = [self._run_alone(ops[0])]
         else:
-            results = self._writer.run(
-                lambda db: _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_ops(cur, ops))
-            )
+            try:  # optimistic: one transaction without a savepoint per operation (half the statements)
+                results = self._writer.run(
+                    lambda db: _in_transaction(
+                        db, self.dialect.begin_write, lambda cur: [self._run_op(cur, kind, op) for kind, op in ops]
+                    )
+                )
+            except StorageUnavailable:
+                raise
+            except Exception:  # an operation failed and the batch was rolled back: again, each in its savepoint
+                results = self._writer.run(
+                    lambda db: _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_ops(cur, ops))
+                )
         if self.dialect.after_batch is not None:
             try:
                 self._writer.run(self.dialect.after_batch)
