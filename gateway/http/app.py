@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.catalog import load_catalog
@@ -43,6 +43,45 @@ class TrailingSlash:
         if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
             scope = {**scope, "path": path.rstrip("/") or "/"}
         await self.app(scope, receive, send)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class GatewayApp(Starlette):
+    """Starlette, with the gateway's exact paths (the front doors, admin, health) dispatched by method and path
+    before its middleware stack and router: each of those layers wraps `send` and routes by regular expression,
+    about 20 µs of CPU per request in the benchmark's profile, and the one guard already turns every outcome
+    into a response. Any other path or method (a trailing slash, a path parameter, a 404 or 405) goes through
+    Starlette as before."""
+
+    exact: dict[tuple[str, str], Endpoint]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.exact.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                scope["app"] = self
+                try:
+                    response = await endpoint(Request(scope, receive, send))
+                except Exception:  # the guard answers every error: this is a failure of the guard itself
+                    log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                    response = error_response(
+                        GatewayError(500, "Internal gateway error.", "server_error", "internal_error")
+                    )
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def exact_routes(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Endpoint]:
+    """(method, path) -> endpoint for every route whose path has no parameter (HEAD only where Starlette adds it)."""
+    exact: dict[tuple[str, str], Endpoint] = {}
+    for route in routes:
+        if isinstance(route, Route) and "{" not in route.path and route.methods:
+            for method in route.methods:
+                exact.setdefault((method, route.path), route.endpoint)
+    return exact
 
 
 def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> str:
@@ -89,7 +128,7 @@ def create_app(gateway: Gateway) -> Starlette:
 
     request_log = RequestLog(sys.stdout.buffer if gateway.settings.request_log else None)
     guard = Guard(gateway, request_log, RequestIds())  # every route of the API goes through it
-    app = Starlette(
+    app = GatewayApp(
         routes=[
             *openai.routes(guard),
             *admin.routes(guard),
@@ -101,6 +140,7 @@ def create_app(gateway: Gateway) -> Starlette:
         middleware=[Middleware(TrailingSlash)],
     )
     app.router.redirect_slashes = False  # (its Location would come from the Host header; see TrailingSlash)
+    app.exact = exact_routes(app.router.routes)
     app.state.gateway = gateway
     app.state.request_log = request_log
     return app
