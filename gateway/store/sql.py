@@ -591,13 +591,22 @@ class SqlStore(Store):
         await self._write("DELETE FROM instances WHERE id = ?", (instance_id,))
 
     async def release_orphaned(self, me: Instance, now: int, stale_seconds: int, alive: Callable[[int], bool]) -> int:
+        # Read first: this runs every heartbeat, and a write transaction each time would take the database's
+        # write lock (SQLite) for nothing in the usual case, where every other process is alive.
+        rows = await self._read("SELECT id, node, pid, heartbeat_at FROM instances WHERE id <> ?", (me.id,))
+        silent = {instance_id for instance_id, _, _, beat in rows if beat < now - stale_seconds}
+        dead = {
+            instance_id
+            for instance_id, node, pid, beat in rows
+            if instance_id not in silent and node == me.node and not alive(int(pid))
+        }
+        if not silent and not dead:
+            return 0
+
         def run(cur: Any) -> int:
-            cur.execute(self._sql("SELECT id, node, pid, heartbeat_at FROM instances WHERE id <> ?"), (me.id,))
-            gone = [
-                instance_id
-                for instance_id, node, pid, beat in cur.fetchall()
-                if beat < now - stale_seconds or (node == me.node and not alive(int(pid)))
-            ]
+            # Again inside the transaction: a silent instance may have beaten since the read (a dead pid stays dead).
+            cur.execute(self._sql("SELECT id, heartbeat_at FROM instances WHERE id <> ?"), (me.id,))
+            gone = [i for i, beat in cur.fetchall() if i in dead or (i in silent and beat < now - stale_seconds)]
             released = 0
             for instance_id in gone:
                 cur.execute(self._sql("SELECT id FROM holds WHERE instance = ?"), (instance_id,))
