@@ -11,6 +11,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.catalog import ModelConfig, Provider
 from gateway.types import Json, Usage
@@ -29,6 +30,24 @@ class ChunkAction(enum.Enum):
     KEEP = 0  # forward the provider's bytes unchanged
     CHANGED = 1  # re-encode the (modified) chunk
     DROP = 2  # do not forward
+
+
+def usage_from(raw: Any) -> Usage | None:
+    """Normalise every usage shape providers send (see providers.md)."""
+    if not isinstance(raw, dict):
+        return None
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None:
+        cached = raw.get("cached_tokens", raw.get("num_cached_tokens"))
+    completion_details = raw.get("completion_tokens_details")
+    reasoning = completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else None
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+        cached_tokens=int(cached or 0),
+        reasoning_tokens=int(reasoning or 0),
+    )
 
 
 @dataclass(slots=True)

@@ -17,7 +17,6 @@ exception text carries tracebacks, file paths and, in some versions, the request
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,7 +28,7 @@ from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome,
 from gateway.providers.fields import Shape, rebuild
 from gateway.providers.openai_compatible import OPENAI_MESSAGES, usage_from
 from gateway.providers.replies import conform_chat_chunk, conform_reply
-from gateway.providers.sse import count_text, error_event, sse
+from gateway.providers.sse import error_event, sse, took
 from gateway.types import Json
 
 # The OpenAI parameters in litellm.completion's signature (litellm 1.x, `inspect.signature`) that it translates
@@ -134,30 +133,18 @@ class LitellmAdapter(Adapter):
         return StreamReply(events=self._relay(result, outcome, reshape), outcome=outcome)
 
     async def _relay(self, stream: Any, outcome: StreamOutcome, reshape: ChunkReshaper | None) -> AsyncIterator[bytes]:
-        meta: Json = {}
         try:
             async for item in stream:
                 chunk = item.model_dump(exclude_none=True)
-                meta = meta or {k: chunk.get(k) for k in ("id", "created", "model")}
-                if "usage" in chunk:
-                    outcome.usage = usage_from(chunk.pop("usage")) or outcome.usage
-                choices = chunk.get("choices") or []
-                if not choices:
+                if not took(chunk, outcome):
                     continue
                 conform_chat_chunk(chunk)  # `finish_reason: null` until the last chunk, as OpenAI streams it
-                for choice in choices:
-                    if choice.get("finish_reason"):
-                        outcome.finish_reason = choice["finish_reason"]
-                if outcome.first_chunk_at is None:
-                    outcome.first_chunk_at = time.monotonic()
-                outcome.chunks += 1
-                count_text(chunk, outcome)
                 yield sse(reshape(chunk) if reshape else chunk)
         except Exception as exc:
             outcome.error = "stream_cut"
             yield error_event(f"{self.name} failed mid-stream: {type(exc).__name__}", "upstream_stream_cut")
             return
-        outcome.completed, outcome.meta = True, meta  # the pipeline settles, then ends the stream
+        outcome.completed = True  # the pipeline settles, then ends the stream
 
 
 def _map_litellm_error(provider: str, exc: Exception) -> GatewayError:

@@ -11,23 +11,21 @@ httpx's `MockTransport` is for a client.
 
 A handler returns a reply body (non-streaming), the chunks of a stream (a list, or an async iterator of chunks
 to control timing), or raises a GatewayError as a provider adapter would (`upstream_status` set for a provider's
-own HTTP status). Replies and chunks are conformed to OpenAI's shape the way the real adapters do not need to be:
-they are sent as given, so a test states exactly what the provider said.
+own HTTP status). Replies and chunks are sent as given (a chunk's usage is taken out, as every adapter does: the
+pipeline sends the usage chunk), so a test states exactly what the provider said.
 """
 
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
 
 from gateway.catalog import ModelConfig, Provider
-from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome, StreamReply
-from gateway.providers.openai_compatible import usage_from
-from gateway.providers.sse import count_text, sse
+from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome, StreamReply, usage_from
+from gateway.providers.sse import sse, took
 from gateway.types import Json
 
 
@@ -94,19 +92,7 @@ class MockAdapter(Adapter):
                 async for chunk in chunks:
                     yield chunk
 
-        meta: Json = {}
         async for chunk in each():
-            meta = meta or {k: chunk.get(k) for k in ("id", "created", "model") if k in chunk}
-            if "usage" in chunk:
-                outcome.usage = usage_from(chunk["usage"]) or outcome.usage
-            if not chunk.get("choices"):
-                continue
-            for choice in chunk["choices"]:
-                if choice.get("finish_reason"):
-                    outcome.finish_reason = choice["finish_reason"]
-            if outcome.first_chunk_at is None:
-                outcome.first_chunk_at = time.monotonic()
-            outcome.chunks += 1
-            count_text(chunk, outcome)
-            yield sse(reshape(chunk) if reshape is not None else chunk)
-        outcome.completed, outcome.meta = True, meta
+            if took(chunk, outcome):
+                yield sse(reshape(chunk) if reshape is not None else chunk)
+        outcome.completed = True

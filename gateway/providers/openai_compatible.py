@@ -19,7 +19,7 @@ from yarl import URL
 from gateway import __version__
 from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError
-from gateway.providers.base import Adapter, ChunkAction, ChunkReshaper, Reply, StreamOutcome, StreamReply
+from gateway.providers.base import Adapter, ChunkAction, ChunkReshaper, Reply, StreamOutcome, StreamReply, usage_from
 from gateway.providers.fields import (
     CHAT_REQUEST,
     COMPLETION_REQUEST,
@@ -33,7 +33,7 @@ from gateway.providers.fields import (
 from gateway.providers.replies import conform_reply
 from gateway.providers.sse import DEFAULT_MAX_EVENT_BYTES, relay_events
 from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
-from gateway.types import Json, Usage
+from gateway.types import Json
 
 __all__ = ["HINT_FIELDS", "OpenAICompatibleAdapter", "usage_from"]
 
@@ -55,24 +55,6 @@ OPENAI_MESSAGES = Messages(
 OPENAI_CHAT = Shape(OPENAI_CHAT_FIELDS, messages=OPENAI_MESSAGES)
 OPENAI_COMPLETION = Shape(OPENAI_COMPLETION_FIELDS, openai=COMPLETION_REQUEST)
 OPENAI_EMBEDDINGS = Shape(OPENAI_EMBEDDING_FIELDS, openai=EMBEDDING_REQUEST)
-
-
-def usage_from(raw: Any) -> Usage | None:
-    """Normalise every usage shape providers send (see providers.md)."""
-    if not isinstance(raw, dict):
-        return None
-    details = raw.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    if cached is None:
-        cached = raw.get("cached_tokens", raw.get("num_cached_tokens"))
-    completion_details = raw.get("completion_tokens_details")
-    reasoning = completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else None
-    return Usage(
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
-        completion_tokens=int(raw.get("completion_tokens") or 0),
-        cached_tokens=int(cached or 0),
-        reasoning_tokens=int(reasoning or 0),
-    )
 
 
 class OpenAICompatibleAdapter(Adapter):

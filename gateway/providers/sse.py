@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 
 from gateway.errors import GatewayError
-from gateway.providers.base import ChunkAction, ChunkReshaper, StreamOutcome
+from gateway.providers.base import ChunkAction, ChunkReshaper, StreamOutcome, usage_from
 from gateway.providers.upstream_errors import provider_message
 from gateway.types import Json
 
@@ -248,6 +248,27 @@ def stream_end(outcome: StreamOutcome, include_usage: bool, reshape: ChunkReshap
     if extra:
         chunk["x_gateway"] = extra
     return sse(chunk) + DONE
+
+
+def took(chunk: Json, outcome: StreamOutcome) -> bool:
+    """The relay's bookkeeping for a chunk an adapter holds as an object rather than bytes (litellm's, the mock's):
+    its id/created/model, its usage (taken out: the pipeline sends the usage chunk), finish reason, first-chunk
+    time and text. False for a chunk without choices (usage only), which is not relayed."""
+    if not outcome.meta:
+        outcome.meta = {k: chunk.get(k) for k in ("id", "created", "model") if k in chunk}
+    if "usage" in chunk:
+        outcome.usage = usage_from(chunk.pop("usage")) or outcome.usage
+    choices = chunk.get("choices")
+    if not choices:
+        return False
+    for choice in choices:
+        if isinstance(choice, dict) and choice.get("finish_reason"):
+            outcome.finish_reason = choice["finish_reason"]
+    if outcome.first_chunk_at is None:
+        outcome.first_chunk_at = time.monotonic()
+    outcome.chunks += 1
+    count_text(chunk, outcome)
+    return True
 
 
 def count_text(chunk: Json, outcome: StreamOutcome) -> None:

@@ -263,7 +263,8 @@ class SqlStore(Store):
             try:  # a last checkpoint; a database that cannot be opened any more must not stop the shutdown
                 await self._maintainer.call(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
             except Exception as exc:
-                log.warning("store: the last WAL checkpoint failed (%s); closing anyway", type(exc).__name__)
+                # (debug: the log is checkpointed at the next start; `gateway serve` says why the database is unusable)
+                log.debug("store: the last WAL checkpoint failed (%s); closing anyway", type(exc).__name__)
             await asyncio.get_running_loop().run_in_executor(None, self._maintainer.close)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
         await asyncio.get_running_loop().run_in_executor(None, self._reader.close)
