@@ -74,6 +74,31 @@ class Ticket:
     prompt_estimate: int = 0  # the best guess of the prompt's tokens (billed when the provider never reports usage)
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """Where a request was served, for its ledger row."""
+
+    provider: str
+    region: str
+    route_reason: str
+    stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a request ended, for its ledger row: its status, the usage the provider reported (None: none, so it is
+    estimated from the prompt count and `completion_chars` when the provider worked on it), when its first token
+    came, the stored content (GATEWAY_LEDGER_CONTENT), and whether its prompt reached the provider before the
+    client left (billed: status 499)."""
+
+    status: int
+    usage: Usage | None = None
+    completion_chars: int = 0
+    ttft: float | None = None
+    content: str | None = None
+    prompt_sent: bool = False
+
+
 @dataclass(slots=True)
 class Charged:
     cost_nanos: int
@@ -386,30 +411,18 @@ class Accounting:
             ticket.settled = True
             await self.store.release(ticket.hold)
 
-    async def settle(
-        self,
-        ticket: Ticket,
-        *,
-        provider: str,
-        region: str,
-        route_reason: str,
-        status: int,
-        stream: bool,
-        usage: Usage | None,
-        completion_chars: int = 0,
-        ttft: float | None = None,
-        content: str | None = None,
-        prompt_sent: bool = False,
-    ) -> Charged:
+    async def settle(self, ticket: Ticket, served: Served, outcome: Outcome) -> Charged:
         """Record the ledger row and charge the real cost: the usage the provider reported, else an estimate
         (`estimated`) from the prompt count and what was relayed, for an answer (200) or for a prompt the
         provider received before the client left (`prompt_sent`, status 499): providers bill those too."""
+        status, usage, prompt_sent = outcome.status, outcome.usage, outcome.prompt_sent
         ticket.settled = True
         estimated = usage is None and (status == 200 or prompt_sent)
         if usage is None:
             usage = (
                 Usage(
-                    prompt_tokens=ticket.prompt_estimate, completion_tokens=estimate_completion_tokens(completion_chars)
+                    prompt_tokens=ticket.prompt_estimate,
+                    completion_tokens=estimate_completion_tokens(outcome.completion_chars),
                 )
                 if estimated
                 else Usage()
@@ -424,8 +437,8 @@ class Accounting:
             key_prefix=key.prefix if key else None,
             requested_model=ticket.requested_model,
             model=ticket.model.name,
-            provider=provider,
-            region=region,
+            provider=served.provider,
+            region=served.region,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
@@ -433,10 +446,10 @@ class Accounting:
             estimated=estimated,
             status=status,
             latency_ms=(time.monotonic() - ticket.started) * 1000,
-            ttft_ms=(ttft - ticket.started) * 1000 if ttft is not None else None,
-            route_reason=route_reason,
-            stream=stream,
-            content=content if self.settings.ledger_content else None,
+            ttft_ms=(outcome.ttft - ticket.started) * 1000 if outcome.ttft is not None else None,
+            route_reason=served.route_reason,
+            stream=served.stream,
+            content=outcome.content if self.settings.ledger_content else None,
         )
         after = await self._record(Settlement(row, ticket.scopes, ticket.hold))
         if after is not None:  # journaled: the soft limit is checked by whichever settlement follows it

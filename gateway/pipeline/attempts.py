@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.budget.accounting import Ticket
+from gateway.budget.accounting import Outcome, Ticket
 from gateway.errors import GatewayError
 from gateway.pipeline.admit import admit
 from gateway.pipeline.plan import Plan
@@ -68,7 +68,7 @@ class Attempts:
             if not gateway.circuits.allows(circuit):
                 following = self.failover.skip(route)
                 if following is None:
-                    await self.settlement.settle(ticket, route, status=503, usage=None)
+                    await self.settlement.settle(ticket, route, Outcome(503))
                     raise self._circuit_refusal(route, circuit)
                 await self._give_back(ticket, route, following)
                 ticket, route = await admit(gateway, self.request, following, self.found)
@@ -84,7 +84,7 @@ class Attempts:
                 self._failed(route, circuit, failure)
                 step = self.failover.next(route, error)
                 if step is None:
-                    await self.settlement.settle(ticket, route, status=error.status, usage=None)
+                    await self.settlement.settle(ticket, route, Outcome(error.status))
                     raise
                 following, wait = step
                 await self._give_back(ticket, route, following)
@@ -101,9 +101,7 @@ class Attempts:
                 gateway.circuits.abandoned(circuit)
                 left = isinstance(error, asyncio.CancelledError)
                 status = (503 if self.context.shut_down() else 499) if left else 500
-                gateway.in_background(
-                    self.settlement.settle(ticket, route, status=status, usage=None, prompt_sent=left)
-                )
+                gateway.in_background(self.settlement.settle(ticket, route, Outcome(status, prompt_sent=left)))
                 raise
             gateway.circuits.succeeded(circuit)
             return ticket, route, reply, started

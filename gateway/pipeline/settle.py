@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.budget.accounting import Charged, Ticket
+from gateway.budget.accounting import Charged, Outcome, Served, Ticket
 from gateway.errors import GatewayError
 from gateway.money import usd_text
 from gateway.pipeline.request import Answer, InferenceRequest, Observer, StreamAnswer, route_headers
@@ -37,20 +37,11 @@ class Settlement:
         # What the ledger stores when GATEWAY_LEDGER_CONTENT is on: the request and the answer.
         self.request_body = dict(request.body) if gateway.settings.ledger_content else None
 
-    async def settle(
-        self, ticket: Ticket, route: Route, *, status: int, usage: Usage | None, **outcome: Any
-    ) -> Charged:
+    async def settle(self, ticket: Ticket, route: Route, outcome: Outcome) -> Charged:
         """Write the request's ledger row (charging its real cost, releasing its reservation) and its metrics."""
-        charged = await self.gateway.accounting.settle(
-            ticket,
-            provider=route.provider.name,
-            region=route.provider.region,
-            route_reason=route.reason,
-            stream=self.request.params.stream,
-            status=status,
-            usage=usage,
-            **outcome,
-        )
+        provider = route.provider
+        served = Served(provider.name, provider.region, route.reason, self.request.params.stream)
+        charged = await self.gateway.accounting.settle(ticket, served, outcome)
         team = self.request.principal.team.name
         self.gateway.metrics.settled(route.model.name, route.provider.name, team, charged.usage, charged.cost_nanos)
         self.observer.settled(charged)
@@ -77,7 +68,7 @@ class Settlement:
         """A complete answer: settled, then handed back with the gateway's headers and its cost."""
         self.upstream_ended(route, started)
         content = self._content(orjson.loads(reply.body)) if self.request_body is not None else None
-        charged = await self.settle(ticket, route, status=200, usage=reply.usage, content=content)
+        charged = await self.settle(ticket, route, Outcome(200, reply.usage, content=content))
         self._observe(route, reply.usage)
         headers = route_headers(route)
         headers["x-gateway-cost-usd"] = usd_text(charged.cost_nanos)
@@ -102,14 +93,10 @@ class Settlement:
                 yield chunk
             if outcome.completed:
                 try:
-                    charged = await self.settle(
-                        ticket,
-                        route,
-                        status=200,
-                        usage=outcome.usage,
-                        ttft=outcome.first_chunk_at,
-                        content=self._streamed_content(reply),
+                    done = Outcome(
+                        200, outcome.usage, ttft=outcome.first_chunk_at, content=self._streamed_content(reply)
                     )
+                    charged = await self.settle(ticket, route, done)
                 except GatewayError as error:  # the ledger could not take it: the answer is not vouched for
                     outcome.error = "unrecorded"
                     yield gateway_error_event(error)
@@ -134,14 +121,9 @@ class Settlement:
     async def _settle_cut(self, ticket: Ticket, route: Route, reply: StreamReply) -> None:
         outcome = reply.outcome
         try:
-            await self.settle(
-                ticket,
-                route,
-                status=200,
-                usage=outcome.usage,
-                completion_chars=outcome.completion_chars,
-                ttft=outcome.first_chunk_at,
-                content=self._streamed_content(reply),
+            relayed = Outcome(
+                200, outcome.usage, outcome.completion_chars, outcome.first_chunk_at, self._streamed_content(reply)
             )
+            await self.settle(ticket, route, relayed)
         finally:
             self.observer.release()
