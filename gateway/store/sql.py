@@ -403,21 +403,18 @@ class SqlStore(Store):
     def _run_batch(self, ops: list[tuple[str, Any]]) -> list[Any]:
         # On the writer thread (GroupCommit runs batches there). A lost connection fails the whole batch
         # (rolled back, every caller told) and the next batch connects again.
-        if len(ops) == 1:  # alone: its transaction is its savepoint (two statements less, the usual batch at c=1)
-            results = [self._run_alone(ops[0])]
-        else:
-            try:  # optimistic: one transaction without a savepoint per operation (half the statements)
-                results = self._writer.run(
-                    lambda db: _in_transaction(
-                        db, self.dialect.begin_write, lambda cur: [self._run_op(cur, kind, op) for kind, op in ops]
-                    )
+        try:  # optimistic: one transaction without a savepoint per operation (half the statements)
+            results = self._writer.run(
+                lambda db: _in_transaction(
+                    db, self.dialect.begin_write, lambda cur: [self._run_op(cur, kind, op) for kind, op in ops]
                 )
-            except StorageUnavailable:
-                raise
-            except Exception:  # an operation failed and the batch was rolled back: again, each in its savepoint
-                results = self._writer.run(
-                    lambda db: _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_ops(cur, ops))
-                )
+            )
+        except StorageUnavailable:
+            raise
+        except Exception:  # an operation failed and the batch was rolled back: again, each in its savepoint
+            results = self._writer.run(
+                lambda db: _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_ops(cur, ops))
+            )
         if self.dialect.after_batch is not None:
             try:
                 self._writer.run(self.dialect.after_batch)
@@ -432,17 +429,6 @@ class SqlStore(Store):
             return self._record(cur, op)
         self._release(cur, op.id)
         return None
-
-    def _run_alone(self, op: tuple[str, Any]) -> Any:
-        """One operation in its own transaction: rolled back as a whole if it fails, which is then its result."""
-        try:
-            return self._writer.run(
-                lambda db: _in_transaction(db, self.dialect.begin_write, lambda cur: self._run_op(cur, *op))
-            )
-        except StorageUnavailable:
-            raise  # a lost connection fails the batch as it would fail any batch
-        except Exception as exc:
-            return Conflict(str(exc)) if isinstance(exc, self.dialect.integrity_errors) else exc
 
     def _run_ops(self, cur: Any, ops: list[tuple[str, Any]]) -> list[Any]:
         results: list[Any] = []
