@@ -66,3 +66,8 @@ def shutting_down() -> GatewayError:
         "gateway_shutting_down",
         headers={"Retry-After": "1"},
     )
+
+
+def internal_error() -> GatewayError:
+    """What a client gets for a failure of the gateway itself: nothing about its insides (the log has the rest)."""
+    return GatewayError(500, "Internal gateway error.", "server_error", "internal_error")

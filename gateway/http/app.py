@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.catalog import load_catalog
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, internal_error
 from gateway.http import admin, health, metrics, openai
 from gateway.http.guard import Guard
 from gateway.http.record import RequestIds, RequestLog
@@ -66,9 +66,7 @@ class GatewayApp(Starlette):
                     response = await endpoint(Request(scope, receive, send))
                 except Exception:  # the guard answers every error: this is a failure of the guard itself
                     log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-                    response = error_response(
-                        GatewayError(500, "Internal gateway error.", "server_error", "internal_error")
-                    )
+                    response = error_response(internal_error())
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
@@ -124,7 +122,7 @@ def create_app(gateway: Gateway) -> Starlette:
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(GatewayError(500, "Internal gateway error.", "server_error", "internal_error"))
+        return error_response(internal_error())
 
     request_log = RequestLog(sys.stdout.buffer if gateway.settings.request_log else None)
     guard = Guard(gateway, request_log, RequestIds())  # every route of the API goes through it

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth.principal import Principal
-from gateway.errors import GatewayError, shutting_down
+from gateway.errors import GatewayError, internal_error, shutting_down
 from gateway.http.disconnect import DisconnectWatch
 from gateway.http.record import REQUEST_ID_HEADER, RequestIds, RequestLog, RequestRecord
 from gateway.http.responses import EventStreamResponse, error_response
@@ -74,9 +74,7 @@ class Guard:
             except Exception:
                 log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, record.id)
                 record.failed(500, "internal_error")
-                response = error_response(
-                    GatewayError(500, "Internal gateway error.", "server_error", "internal_error")
-                )
+                response = error_response(internal_error())
             response.headers[REQUEST_ID_HEADER] = record.id
             if isinstance(response, EventStreamResponse):
                 response.on_close = record.response_sent

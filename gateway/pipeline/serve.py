@@ -29,7 +29,6 @@ async def serve(gateway: Gateway, request: InferenceRequest, context: Context) -
     settlement = Settlement(gateway, request, context.observer, found.counts)
     ticket, route, reply, started = await Attempts(gateway, request, context, found, settlement).run(ticket, route)
     found.counts.done()  # the answer has started: the prompt's collected text is no longer needed
-    context.observer.routed(route)
     if isinstance(reply, Reply):
         return await settlement.answer(ticket, route, reply, started)
     return settlement.stream(ticket, route, reply, started)
