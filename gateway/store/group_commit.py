@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from typing import Any, Generic, TypeVar
 
 Op = TypeVar("Op")
@@ -22,10 +21,8 @@ Submit = Callable[..., Awaitable[Any]]
 
 
 class GroupCommit(Generic[Op]):
-    def __init__(
-        self, writer: Submit | Executor, run_batch: Callable[[list[Op]], list[Any]], max_batch: int = 512
-    ) -> None:
-        self._submit = _on_executor(writer) if isinstance(writer, Executor) else writer
+    def __init__(self, submit: Submit, run_batch: Callable[[list[Op]], list[Any]], max_batch: int = 512) -> None:
+        self._submit = submit
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
@@ -64,10 +61,3 @@ class GroupCommit(Generic[Op]):
     async def drain(self) -> None:
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
-
-
-def _on_executor(executor: Executor) -> Submit:
-    def submit(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-        return asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-
-    return submit

@@ -72,12 +72,6 @@ def record(**fields: Any) -> RequestRecord:
     return RequestRecord("req-1", "/v1/chat/completions", True, **fields)
 
 
-def retain(rec: RequestRecord) -> None:
-    """Keep the record open for a settlement that outlives the response: RequestRecord.retain, named `hold` until
-    a rename under way in another change (either works here)."""
-    (rec.retain if hasattr(rec, "retain") else rec.hold)()  # type: ignore[attr-defined]
-
-
 # -- RequestRecord -------------------------------------------------------------------------------
 
 
@@ -129,8 +123,8 @@ def test_a_failure_keeps_the_route_reason_of_a_routed_request_and_other_codes_se
 def test_the_record_closes_once_after_the_response_and_every_retainer() -> None:
     closed: list[RequestRecord] = []
     rec = record(on_close=closed.append)
-    retain(rec)  # a settlement outlives the response
-    retain(rec)
+    rec.retain()  # a settlement outlives the response
+    rec.retain()
     rec.response_sent()
     assert rec.ended_at is not None
     assert closed == []

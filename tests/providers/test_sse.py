@@ -14,7 +14,6 @@ at the bottom, each skipped on the side of the move it does not apply to.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -29,7 +28,6 @@ from gateway.providers.sse import DONE, MALFORMED_TOLERANCE, relay_events
 from gateway.types import Json, Usage
 
 WAIT = 5.0  # seconds: a bound on a hang, never a synchronisation
-TAKES_INCLUDE_USAGE = "include_usage" in inspect.signature(relay_events).parameters
 
 
 class FakeContent:
@@ -91,8 +89,6 @@ async def collect(
     **options: Any,
 ) -> list[bytes]:
     """Every write relay_events makes (one per read that produced output)."""
-    if TAKES_INCLUDE_USAGE:
-        options.setdefault("include_usage", False)
     return [piece async for piece in relay_events(response, provider, fix_chunk, outcome, **options)]  # type: ignore[arg-type]
 
 
@@ -501,7 +497,7 @@ def test_a_client_that_leaves_closes_the_providers_connection() -> None:
         first = asyncio.Event()
 
         async def client() -> None:
-            async for piece in relay_events(response, "mistral", capture_usage, outcome, **collect_options()):  # type: ignore[arg-type]
+            async for piece in relay_events(response, "mistral", capture_usage, outcome):  # type: ignore[arg-type]
                 got.append(piece)
                 first.set()
 
@@ -521,7 +517,7 @@ def test_a_client_that_stops_reading_closes_the_providers_connection() -> None:
     async def main() -> tuple[StreamOutcome, FakeResponse]:
         outcome = StreamOutcome()
         response = FakeResponse([b"data: " + FIRST + b"\n\n", b"data: " + SECOND + b"\n\n", DONE])
-        events = relay_events(response, "mistral", capture_usage, outcome, **collect_options())  # type: ignore[arg-type]
+        events = relay_events(response, "mistral", capture_usage, outcome)  # type: ignore[arg-type]
         await events.__anext__()
         await events.aclose()  # e.g. the response was abandoned
         return outcome, response
@@ -530,11 +526,7 @@ def test_a_client_that_stops_reading_closes_the_providers_connection() -> None:
     assert (outcome.completed, response.closed, response.released) == (False, 1, 0)
 
 
-def collect_options() -> dict[str, Any]:
-    return {"include_usage": False} if TAKES_INCLUDE_USAGE else {}
-
-
-# -- the end of a good stream (moving from relay_events to the pipeline) ------------------------------
+# -- the end of a good stream (sent by the pipeline once settled: sse.stream_end) --------------------------
 
 
 def test_stream_end_sends_the_usage_chunk_only_if_asked_then_done() -> None:

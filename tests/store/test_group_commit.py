@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -57,6 +57,15 @@ def executor() -> Iterator[ThreadPoolExecutor]:
     pool.shutdown(wait=True)
 
 
+def on(executor: ThreadPoolExecutor) -> Callable[..., Awaitable[Any]]:
+    """`fn(*args)` on the executor's one thread: what the store's writer thread offers GroupCommit."""
+
+    def submit(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    return submit
+
+
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, WAIT))
 
@@ -67,7 +76,7 @@ async def first_batch_running(batches: Batches) -> None:
 
 def test_a_lone_submission_is_one_batch_of_one(executor: ThreadPoolExecutor) -> None:
     batches = Batches()
-    commits = GroupCommit(executor, batches)
+    commits = GroupCommit(on(executor), batches)
 
     async def main() -> list[Any]:
         return [await commits.submit(1), await commits.submit(2)]
@@ -80,7 +89,7 @@ def test_a_lone_submission_is_one_batch_of_one(executor: ThreadPoolExecutor) -> 
 
 def test_submissions_during_a_commit_share_the_next_batch(executor: ThreadPoolExecutor) -> None:
     batches = Batches(hold_first=True)
-    commits = GroupCommit(executor, batches)
+    commits = GroupCommit(on(executor), batches)
 
     async def main() -> list[Any]:
         first = asyncio.ensure_future(commits.submit(0))
@@ -95,7 +104,7 @@ def test_submissions_during_a_commit_share_the_next_batch(executor: ThreadPoolEx
 
 def test_max_batch_splits_a_long_queue_in_order(executor: ThreadPoolExecutor) -> None:
     batches = Batches(hold_first=True)
-    commits = GroupCommit(executor, batches, max_batch=2)
+    commits = GroupCommit(on(executor), batches, max_batch=2)
 
     async def main() -> list[Any]:
         first = asyncio.ensure_future(commits.submit(0))
@@ -111,7 +120,7 @@ def test_max_batch_splits_a_long_queue_in_order(executor: ThreadPoolExecutor) ->
 def test_a_failed_operation_fails_only_its_caller(executor: ThreadPoolExecutor) -> None:
     problem = ValueError("op 2 is bad")
     batches = Batches(hold_first=True, answers={2: problem})
-    commits = GroupCommit(executor, batches)
+    commits = GroupCommit(on(executor), batches)
 
     async def main() -> list[Any]:
         first = asyncio.ensure_future(commits.submit(0))
@@ -129,7 +138,7 @@ def test_a_failed_operation_fails_only_its_caller(executor: ThreadPoolExecutor) 
 def test_a_failed_batch_fails_every_caller_in_it_and_the_next_batch_still_runs(executor: ThreadPoolExecutor) -> None:
     batches = Batches(hold_first=True)
     batches.fail_batches = {1}
-    commits = GroupCommit(executor, batches, max_batch=2)
+    commits = GroupCommit(on(executor), batches, max_batch=2)
 
     async def main() -> list[Any]:
         first = asyncio.ensure_future(commits.submit(0))
@@ -148,7 +157,7 @@ def test_a_failed_batch_fails_every_caller_in_it_and_the_next_batch_still_runs(e
 
 def test_a_cancelled_caller_does_not_cancel_the_commit_it_shares(executor: ThreadPoolExecutor) -> None:
     batches = Batches(hold_first=True)
-    commits = GroupCommit(executor, batches)
+    commits = GroupCommit(on(executor), batches)
 
     async def main() -> tuple[bool, Any]:
         gone = asyncio.ensure_future(commits.submit(0))
@@ -167,7 +176,7 @@ def test_a_cancelled_caller_does_not_cancel_the_commit_it_shares(executor: Threa
 
 def test_a_cancelled_caller_of_a_later_batch_still_has_its_operation_committed(executor: ThreadPoolExecutor) -> None:
     batches = Batches(hold_first=True)
-    commits = GroupCommit(executor, batches)
+    commits = GroupCommit(on(executor), batches)
 
     async def main() -> Any:
         first = asyncio.ensure_future(commits.submit(0))
@@ -187,7 +196,7 @@ def test_a_cancelled_caller_of_a_later_batch_still_has_its_operation_committed(e
 
 def test_drain_waits_for_the_running_flush(executor: ThreadPoolExecutor) -> None:
     batches = Batches(hold_first=True)
-    commits = GroupCommit(executor, batches)
+    commits = GroupCommit(on(executor), batches)
 
     async def main() -> tuple[bool, Any]:
         pending = asyncio.ensure_future(commits.submit(7))
@@ -203,6 +212,6 @@ def test_drain_waits_for_the_running_flush(executor: ThreadPoolExecutor) -> None
 
 def test_drain_with_nothing_submitted_returns_at_once(executor: ThreadPoolExecutor) -> None:
     batches = Batches()
-    commits = GroupCommit(executor, batches)
+    commits = GroupCommit(on(executor), batches)
     run(commits.drain())
     assert batches.seen == []
