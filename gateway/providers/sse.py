@@ -176,10 +176,7 @@ async def relay_events(
                     break
                 if action is ChunkAction.DROP:
                     continue
-                if outcome.first_chunk_at is None:
-                    outcome.first_chunk_at = time.monotonic()
-                outcome.chunks += 1
-                count_text(chunk, outcome)
+                relayed(chunk, outcome)
                 if reshape is not None:
                     out.append(sse(reshape(chunk)))
                 elif action is ChunkAction.CHANGED:
@@ -264,11 +261,16 @@ def took(chunk: Json, outcome: StreamOutcome) -> bool:
     for choice in choices:
         if isinstance(choice, dict) and choice.get("finish_reason"):
             outcome.finish_reason = choice["finish_reason"]
+    relayed(chunk, outcome)
+    return True
+
+
+def relayed(chunk: Json, outcome: StreamOutcome) -> None:
+    """A chunk goes to the client: the time of the first, the count, and the text (an estimate's basis)."""
     if outcome.first_chunk_at is None:
         outcome.first_chunk_at = time.monotonic()
     outcome.chunks += 1
     count_text(chunk, outcome)
-    return True
 
 
 def count_text(chunk: Json, outcome: StreamOutcome) -> None:
