@@ -43,7 +43,15 @@ UV = "uv==0.13.9"
 AIDER = "aider-chat==0.86.2"
 VIBE = "mistral-vibe==2.26.1"  # 3.0.x pins certifi==2026.10.19, which PyPI does not have (only .post1)
 KIMI = "kimi-cli==1.51.0"  # 1.52.0, the last release, only prints a deprecation notice
-NODE_PACKAGES = {"@continuedev/cli": "1.5.47", "opencode-ai": "1.18.33", "openai": "6.30.1"}  # openai 7 needs Node 22
+# openai 7 needs Node 22. Claude Code 2.1.197 and Codex 0.171.0 are the versions whose requests issue 14 captured;
+# both ship a native binary in a platform package (an optional dependency), installed from the npm registry.
+NODE_PACKAGES = {
+    "@continuedev/cli": "1.5.47",
+    "opencode-ai": "1.18.33",
+    "openai": "6.30.1",
+    "@anthropic-ai/claude-code": "2.1.197",
+    "@openai/codex": "0.171.0",
+}
 # Python 3.13 for Vibe and Kimi CLI (they need >= 3.12; kimi-cli fails on 3.12.1 with a typing bug of that release).
 NEW_PYTHON = (3, 13)
 
@@ -77,6 +85,8 @@ TOOLS = {
     "cn": Tool("cn", "node", NODE_SPEC, "node_modules/.bin/cn"),
     "opencode": Tool("opencode", "node", NODE_SPEC, "node_modules/.bin/opencode"),
     "node-openai": Tool("node-openai", "node", NODE_SPEC, "node_modules/openai/package.json"),
+    "claude": Tool("claude", "node", NODE_SPEC, "node_modules/.bin/claude"),
+    "codex": Tool("codex", "node", NODE_SPEC, "node_modules/.bin/codex"),
 }
 
 
