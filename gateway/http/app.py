@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.catalog import load_catalog
 from gateway.errors import GatewayError, internal_error
-from gateway.http import admin, health, metrics, openai
+from gateway.http import admin, anthropic, explain, health, metrics, openai, responses_api
 from gateway.http.guard import Guard
 from gateway.http.record import RequestIds, RequestLog
 from gateway.http.responses import error_response
@@ -118,7 +118,10 @@ def create_app(gateway: Gateway) -> Starlette:
             # RFC 9110 requires Allow on a 405. Starlette's own lists only the first route matching the path, and
             # several routes share a path (GET, PATCH and DELETE /admin/teams/{name}): list them all.
             headers["Allow"] = allowed_methods(request.app.router.routes, request.scope)
-        return error_response(GatewayError(exc.status_code, text, "invalid_request_error", code, headers=headers))
+        error = GatewayError(exc.status_code, text, "invalid_request_error", code, headers=headers)
+        if request.url.path.startswith(anthropic.PATH):  # Anthropic's clients read Anthropic's error shape
+            return anthropic.error_response(error)
+        return error_response(error)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -129,6 +132,9 @@ def create_app(gateway: Gateway) -> Starlette:
     app = GatewayApp(
         routes=[
             *openai.routes(guard),
+            Route("/v1/route/explain", guard(explain.route_explain), methods=["POST"]),
+            *anthropic.routes(guard),
+            *responses_api.routes(guard),
             *admin.routes(guard),
             *health.routes(gateway),
             *metrics.routes(gateway),

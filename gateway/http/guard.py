@@ -28,6 +28,9 @@ log = logging.getLogger("gateway")
 
 Handler = Callable[[Gateway, Request, Principal], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
+# How a route's errors look: OpenAI's `{"error": {...}}` by default; a door with its own format (Anthropic's
+# Messages) gives its own, with the same status.
+ErrorRender = Callable[[GatewayError], Response]
 
 
 class Access(enum.Enum):
@@ -41,7 +44,13 @@ class Guard:
     def __init__(self, gateway: Gateway, request_log: RequestLog, ids: RequestIds) -> None:
         self.gateway, self.request_log, self.ids = gateway, request_log, ids
 
-    def __call__(self, handler: Handler, access: Access = Access.KEY, inference: bool = False) -> Endpoint:
+    def __call__(
+        self,
+        handler: Handler,
+        access: Access = Access.KEY,
+        inference: bool = False,
+        errors: ErrorRender = error_response,
+    ) -> Endpoint:
         gateway = self.gateway
 
         async def endpoint(request: Request) -> Response:
@@ -56,17 +65,17 @@ class Guard:
                 record.failed(error.status, error.code)
                 if error.code == "storage_unavailable":
                     gateway.metrics.storage_event("request", gateway.accounting.journal.pending)
-                response = error_response(error)
+                response = errors(error)
             except asyncio.CancelledError:
                 watch: DisconnectWatch | None = getattr(request.state, "disconnect", None)
                 if watch is None or not watch.absorb():
                     raise
                 if watch.shut_down and not watch.gone:
                     record.failed(503, "gateway_shutting_down")
-                    response = error_response(shutting_down())
+                    response = errors(shutting_down())
                 else:
                     record.failed(499, "client_closed_request")  # nobody receives this response
-                    response = error_response(
+                    response = errors(
                         GatewayError(
                             499, "The client closed the request.", "invalid_request_error", "client_closed_request"
                         )
@@ -74,7 +83,7 @@ class Guard:
             except Exception:
                 log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, record.id)
                 record.failed(500, "internal_error")
-                response = error_response(internal_error())
+                response = errors(internal_error())
             response.headers[REQUEST_ID_HEADER] = record.id
             if isinstance(response, EventStreamResponse):
                 response.on_close = record.response_sent

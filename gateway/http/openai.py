@@ -6,7 +6,6 @@ returns; everything between (routing, budgets, attempts, settlement) is `gateway
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,26 +15,16 @@ from starlette.routing import Route as HttpRoute
 
 from gateway.auth.principal import Principal
 from gateway.catalog import AUTO_MODEL, ModelConfig
-from gateway.errors import GatewayError, shutting_down
-from gateway.http.body import read_json_object
-from gateway.http.disconnect import DisconnectWatch
-from gateway.http.guard import Guard, Handler
+from gateway.errors import GatewayError
+from gateway.http.doors import front_door
+from gateway.http.guard import Guard
 from gateway.http.legacy import as_text_completion, prompt_as_chat
-from gateway.http.record import RequestRecord
-from gateway.http.responses import EventStreamResponse, json_bytes
-from gateway.pipeline.admit import predict_admission
-from gateway.pipeline.plan import Planner, allowed_for, plan
-from gateway.pipeline.request import Answer, Context, InferenceRequest
-from gateway.pipeline.serve import serve
+from gateway.http.responses import json_bytes
+from gateway.pipeline.plan import allowed_for
+from gateway.pipeline.request import InferenceRequest
 from gateway.pipeline.validation import check_chat, check_completion, check_embeddings
-from gateway.providers.sse import gateway_error_event
 from gateway.state import Gateway
 from gateway.types import Json
-
-SHUTTING_DOWN_EVENT = gateway_error_event(shutting_down())
-
-# A front door's parser: the HTTP request, its JSON body and size, the caller -> the pipeline's request.
-Parse = Callable[[Request, Json, int, Principal], InferenceRequest]
 
 
 def _mistral_client(request: Request) -> bool:
@@ -58,9 +47,18 @@ def completion_request(http: Request, body: Json, size: int, principal: Principa
     params = check_completion(body)
     if "fim" in params.needs:
         params.needs.discard("fim")
-        return InferenceRequest(principal, "fim", params, body, size, http.headers, reshape=as_text_completion)
+        return InferenceRequest(
+            principal, "fim", params, body, size, http.headers, reshape=as_text_completion, endpoint="completions"
+        )
     return InferenceRequest(
-        principal, "chat", params, prompt_as_chat(body), size, http.headers, reshape=as_text_completion
+        principal,
+        "chat",
+        params,
+        prompt_as_chat(body),
+        size,
+        http.headers,
+        reshape=as_text_completion,
+        endpoint="completions",
     )
 
 
@@ -68,68 +66,14 @@ def fim_request(http: Request, body: Json, size: int, principal: Principal) -> I
     """`POST /v1/fim/completions`: Mistral's FIM endpoint, passed through (Continue's Mistral provider posts here)."""
     params = check_completion(body)
     params.needs.discard("fim")
-    return InferenceRequest(principal, "fim", params, body, size, http.headers)
+    return InferenceRequest(principal, "fim", params, body, size, http.headers, endpoint="fim")
 
 
 def embeddings_request(http: Request, body: Json, size: int, principal: Principal) -> InferenceRequest:
     params = check_embeddings(body)
     if _mistral_client(http):
         body.pop("encoding_format", None)  # floats, as Mistral's API answers its SDK (gateway/emulators/README.md)
-    return InferenceRequest(principal, "embeddings", params, body, size, http.headers)
-
-
-def front_door(parse: Parse) -> Handler:
-    """A handler that reads the body, parses it with `parse`, serves it through the pipeline and renders the answer."""
-
-    async def handler(gateway: Gateway, http: Request, principal: Principal) -> Response:
-        body, size = await read_json_object(http, gateway.settings.max_body_bytes)
-        return await serve_http(gateway, http, parse(http, body, size, principal))
-
-    return handler
-
-
-async def serve_http(gateway: Gateway, http: Request, request: InferenceRequest) -> Response:
-    """Run the pipeline for an HTTP request, watching for the client leaving and for the end of the drain time at
-    shutdown; an answer as JSON, a stream as server-sent events (which watches on its own from then on)."""
-    record: RequestRecord = http.state.record
-    record.requested_model, record.stream = request.params.model, request.params.stream
-    http.state.disconnect = watch = DisconnectWatch(http.receive, gateway.drain_over, http.scope)
-    try:
-        answer = await serve(gateway, request, Context(record, lambda: watch.shut_down))
-    finally:
-        watch.stop()
-    if isinstance(answer, Answer):
-        return json_bytes(answer.body, headers=answer.headers)
-    return EventStreamResponse(
-        answer.events, headers=answer.headers, stop=gateway.drain_over, farewell=SHUTTING_DOWN_EVENT
-    )
-
-
-async def route_explain(gateway: Gateway, http: Request, principal: Principal) -> Response:
-    """`POST /v1/route/explain`: the full routing decision for a chat request body, without calling a provider
-    or reserving anything. The master key may explain for a team with `?team=NAME`."""
-    body, size = await read_json_object(http, gateway.settings.max_body_bytes)
-    params = check_chat(body)
-    team_name = http.query_params.get("team")
-    if team_name:
-        if not principal.is_admin:
-            raise GatewayError(
-                403,
-                "Only the master key may explain for another team ('team').",
-                "invalid_request_error",
-                "forbidden",
-                "team",
-            )
-        team = await gateway.store.get_team(team_name)
-        if team is None:
-            raise GatewayError(404, f"No team {team_name!r}.", "invalid_request_error", "team_not_found", "team")
-        principal = Principal(team, None, False)
-    request = InferenceRequest(principal, "chat", params, body, size, http.headers)
-    found = await plan(Planner.of(gateway), request)
-    explained = found.decision.explain(found.catalog, found.policy)
-    explained["team"] = principal.team.name
-    explained["admission"] = await predict_admission(gateway, request, found)
-    return json_bytes(orjson.dumps(explained))
+    return InferenceRequest(principal, "embeddings", params, body, size, http.headers, endpoint="embeddings")
 
 
 def model_card(gateway: Gateway, model: ModelConfig | None, principal: Principal) -> dict[str, Any]:
@@ -204,7 +148,6 @@ def routes(guard: Guard) -> list[HttpRoute]:
         HttpRoute("/v1/completions", guard(front_door(completion_request), inference=True), methods=["POST"]),
         HttpRoute("/v1/fim/completions", guard(front_door(fim_request), inference=True), methods=["POST"]),
         HttpRoute("/v1/embeddings", guard(front_door(embeddings_request), inference=True), methods=["POST"]),
-        HttpRoute("/v1/route/explain", guard(route_explain), methods=["POST"]),
         HttpRoute("/v1/models", guard(list_models), methods=["GET"]),
         HttpRoute("/v1/models/{model_id:path}", guard(get_model), methods=["GET"]),
     ]

@@ -22,6 +22,11 @@ from gateway.types import Json
 
 # Which provider call serves a request (`Adapter.chat`, `.fim`, `.embeddings`), and the capability it needs.
 Operation = Literal["chat", "fim", "embeddings"]
+# The front door a request came through (the ledger's `endpoint` column and the metrics' `endpoint` label: a
+# fixed set, so the label stays bounded). `/v1/chat/completions`, `/v1/completions`, `/v1/fim/completions`,
+# `/v1/embeddings`, `/v1/messages` (Anthropic), `/v1/responses` (OpenAI Responses).
+Endpoint = Literal["chat", "completions", "fim", "embeddings", "messages", "responses"]
+ENDPOINTS: tuple[Endpoint, ...] = ("chat", "completions", "fim", "embeddings", "messages", "responses")
 
 
 @dataclass(slots=True)
@@ -37,6 +42,7 @@ class InferenceRequest:
     # The front door's rendering of each answer and stream chunk (legacy completions), applied by the adapter
     # while it parses them anyway; None: the canonical shape goes out as it is.
     reshape: ChunkReshaper | None = None
+    endpoint: Endpoint = "chat"
 
 
 class Observer(Protocol):

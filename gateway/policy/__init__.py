@@ -4,7 +4,8 @@ A team names its policy (`default` unless it names another). A policy says which
 models the team may use, in which regions, in what order of preference, what to
 do when a prompt does not fit a model's window or the budget runs low, what to
 do with a request that names a model the policy forbids, and when to retry and
-fall back. `policies/README.md` documents every field.
+fall back, and which model a client-chosen name (Claude Code's `claude-...` ids) stands for (`aliases`).
+`policies/README.md` documents every field.
 
 This module only describes and checks policies; the routing pipeline applies
 them. What it gives the pipeline is pure: `Policy.candidates`, `Policy.fits`,
@@ -32,9 +33,12 @@ from gateway.policy.checks import (
 )
 from gateway.policy.schema import (
     CAPABILITIES,
+    CHEAPEST,
+    CLAUDE_CODE_ALIASES,
     DEFAULT_POLICY,
     FAILURE_KINDS,
     POLICIES_DIR_ENV,
+    Alias,
     BudgetRules,
     ContextRules,
     Fallbacks,
@@ -51,8 +55,11 @@ from gateway.policy.watcher import (
 )
 
 __all__ = [
+    "Alias",
     "BudgetRules",
     "CAPABILITIES",
+    "CHEAPEST",
+    "CLAUDE_CODE_ALIASES",
     "ContextRules",
     "DEFAULT_POLICY",
     "FAILURE_KINDS",

@@ -6,6 +6,7 @@ What it gives the routing pipeline is pure: `Policy.candidates`, `Policy.fits`, 
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Collection, Iterable
 from typing import Annotated, Any, Literal, get_args
 
@@ -20,7 +21,7 @@ from pydantic import (
     StrictInt,
 )
 
-from gateway.catalog import Capability, Catalog, ModelConfig
+from gateway.catalog import AUTO_MODEL, Capability, Catalog, ModelConfig
 
 DEFAULT_POLICY = "default"
 # A policy name (a file name, and a team field checked by the admin API).
@@ -29,6 +30,9 @@ POLICIES_DIR_ENV = "GATEWAY_POLICIES_DIR"
 CAPABILITIES: tuple[str, ...] = get_args(Capability)
 FAILURE_KINDS = ("connect", "timeout", "429", "5xx")  # or one status from 500 to 599
 NamedModel = Literal["honour", "reroute", "refuse"]
+# An alias's target besides a catalog model: `auto` (the policy chooses) or `cheapest` (auto, cheapest first).
+CHEAPEST = "cheapest"
+ALIAS_KEYWORDS = (AUTO_MODEL, CHEAPEST)
 Downgrade = Literal["cheaper_model", "lower_max_tokens"]
 
 
@@ -65,6 +69,45 @@ Millis = Annotated[StrictInt, Field(ge=0, le=300_000)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _glob(value: str) -> str:
+    """A model-name glob (fnmatch: `*`, `?`, `[seq]`, `[!seq]`): refuse what cannot be what the author meant."""
+    if not value:
+        raise ValueError("an empty pattern matches no model name")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{value!r} holds a space or a control character, which no model name has")
+    # fnmatch reads an unclosed `[` as a literal bracket, silently: almost always a typo for a set.
+    opened = value.find("[")
+    while opened != -1:
+        first = opened + 1 + (value[opened + 1 : opened + 2] == "!")  # `[!seq]` negates
+        closed = value.find("]", first + (value[first : first + 1] == "]"))  # a `]` first is a member
+        if closed == -1:
+            raise ValueError(f"{value!r}: '[' at position {opened} is not closed by ']'")
+        opened = value.find("[", closed + 1)
+    return value
+
+
+Glob = Annotated[str, AfterValidator(_glob)]
+
+
+class Alias(_Strict):
+    """One entry of `aliases`: a client-chosen model name matching `match` is routed as if it named `to`."""
+
+    match: Glob
+    to: str = Field(min_length=1)
+
+    def matches(self, name: str) -> bool:
+        """fnmatch, case-sensitive (model ids are: `Claude-...` is not Claude Code's)."""
+        return fnmatch.fnmatchcase(name, self.match)
+
+
+# Claude Code's own model ids (`claude-sonnet-4-5-20250929`, `claude-opus-4-1`, `claude-haiku-4-5-20251001`,
+# `claude-3-5-haiku-20241022`, ...; /work/shared/reference/providers.md, "Claude Code": it sends its `claude-...`
+# ids unless ANTHROPIC_MODEL / ANTHROPIC_SMALL_FAST_MODEL are set). Its small/fast model (haiku: titles,
+# summaries) goes to the cheapest allowed model, the others to the policy's choice. The shipped policy files
+# list these entries; the built-in policy (no policy directory) uses this constant.
+CLAUDE_CODE_ALIASES = (Alias(match="claude-*haiku*", to=CHEAPEST), Alias(match="claude-*", to=AUTO_MODEL))
 
 
 class ContextRules(_Strict):
@@ -119,6 +162,7 @@ class Policy(_Strict):
     budget: BudgetRules = BudgetRules()
     named_model: NamedModel = "refuse"
     fallbacks: Fallbacks = Fallbacks()
+    aliases: tuple[Alias, ...] = ()
 
     # -- helpers for the routing pipeline (pure) ------------------------------------------------
 
@@ -127,6 +171,11 @@ class Policy(_Strict):
         if self.models is not None and model.name not in self.models:
             return False
         return self.regions is None or catalog.provider_of(model).region in self.regions
+
+    def alias_for(self, name: str) -> tuple[int, Alias] | None:
+        """The first entry of `aliases` matching a requested model name, with its index (None: none matches).
+        The routing pipeline asks only for names that are neither `auto` nor a catalog model."""
+        return next(((index, alias) for index, alias in enumerate(self.aliases) if alias.matches(name)), None)
 
     def allowed(self, catalog: Catalog) -> list[ModelConfig]:
         """Every model this policy allows, in catalog order."""

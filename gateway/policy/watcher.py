@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.catalog import Catalog
 from gateway.policy.checks import PolicyError, Problem, check_policy_text, policy_files, policy_name
-from gateway.policy.schema import DEFAULT_POLICY, Policy
+from gateway.policy.schema import CLAUDE_CODE_ALIASES, DEFAULT_POLICY, Policy
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.policy")
@@ -96,8 +96,9 @@ def load_policies(directory: Path, catalog: Catalog) -> PolicySet:
 
 
 def builtin_policies() -> PolicySet:
-    """What a gateway without a usable default policy directory routes with: the permissive `default` only."""
-    return PolicySet("(built-in)", {DEFAULT_POLICY: Policy(name=DEFAULT_POLICY)})
+    """What a gateway without a usable default policy directory routes with: the permissive `default` only,
+    with the shipped policies' aliases for Claude Code's model ids."""
+    return PolicySet("(built-in)", {DEFAULT_POLICY: Policy(name=DEFAULT_POLICY, aliases=CLAUDE_CODE_ALIASES)})
 
 
 def policies_for_settings(settings: Settings, catalog: Catalog) -> PolicySet:
