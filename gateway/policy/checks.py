@@ -10,13 +10,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway.catalog import Catalog, ConfigError, ModelConfig, field_path
-from gateway.policy.schema import Policy
+from gateway.catalog import AUTO_MODEL, Catalog, ConfigError, ModelConfig, field_path
+from gateway.policy.schema import ALIAS_KEYWORDS, Policy
 
 log = logging.getLogger("gateway.policy")
 
@@ -96,10 +96,13 @@ def _fields_at(loc: Sequence[Any]) -> list[str]:
     """The field names allowed in the mapping an `extra_forbidden` error points into."""
     cls: type[BaseModel] = Policy
     for part in loc[:-1]:
-        info = cls.model_fields.get(part) if isinstance(part, str) else None
+        if isinstance(part, int):  # an entry of a list of mappings (`aliases[0]`): the entry's type, found below
+            continue
+        info = cls.model_fields.get(part)
         annotation = getattr(info, "annotation", None)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            cls = annotation
+        element = get_args(annotation)[0] if get_origin(annotation) is tuple else annotation  # tuple[Alias, ...]
+        if isinstance(element, type) and issubclass(element, BaseModel):
+            cls = element
         else:
             return []
     return list(cls.model_fields)
@@ -258,12 +261,75 @@ def _semantic_problems(policy: Policy, stem: str, catalog: Catalog) -> list[tupl
             if name in fallbacks.model_fields_set:
                 warn(("fallbacks", name), "unused: on_failure is empty, so no failure triggers a retry or a fallback")
 
+    found.extend(_alias_problems(policy, catalog))
+
     if policy.named_model == "honour" and policy.models is None:
         warn(
             ("named_model",),
             "'honour' only lets a request name a model outside this policy's models, and models is null (every model); "
             "a named model that the team, key or regions forbid is refused",
         )
+    return found
+
+
+def _alias_problems(policy: Policy, catalog: Catalog) -> list[tuple[tuple[Any, ...], str, bool]]:
+    """`aliases`: targets the catalog knows, patterns that can match a name aliases are asked about, entries an
+    earlier one does not shadow, and targets this policy lets through (`named_model` decides for the others)."""
+    found: list[tuple[tuple[Any, ...], str, bool]] = []
+    known = ", ".join(catalog.models)
+    # What a name never looked up in `aliases` can be: `auto`, a catalog name or an upstream id (`route.lookup`).
+    meaning_itself = {AUTO_MODEL, *catalog.models, *(m.upstream_model for m in catalog.models.values())}
+    seen: dict[str, int] = {}
+    catch_all: int | None = None
+    for index, alias in enumerate(policy.aliases):
+        at = ("aliases", index)
+        if catch_all is not None:
+            found.append(((*at, "match"), f"unreachable: aliases[{catch_all}] matches every name first ('*')", False))
+        elif alias.match in seen:
+            found.append(
+                ((*at, "match"), f"{alias.match!r} is listed twice (first at aliases[{seen[alias.match]}])", False)
+            )
+        elif not any(c in alias.match for c in "*?[") and alias.match in meaning_itself:
+            found.append(
+                (
+                    (*at, "match"),
+                    f"{alias.match!r} is 'auto' or a model of the catalog, which always means itself: "
+                    "aliases apply only to other names",
+                    False,
+                )
+            )
+        seen.setdefault(alias.match, index)
+        if alias.match.strip("*") == "" and catch_all is None:
+            catch_all = index
+        target = alias.to
+        if target in ALIAS_KEYWORDS:
+            continue
+        model = catalog.models.get(target)
+        if model is None:
+            found.append(
+                (
+                    (*at, "to"),
+                    f"unknown target {target!r}: an alias maps to 'auto', 'cheapest' or a catalog model (known: {known})",
+                    False,
+                )
+            )
+            continue
+        if policy.allows(catalog, model):
+            continue
+        honoured = policy.named_model == "honour" and (
+            policy.regions is None or catalog.provider_of(model).region in policy.regions
+        )
+        if honoured:
+            continue
+        why = (
+            f"model {target!r} is not in this policy's models"
+            if policy.models is not None and target not in policy.models
+            else f"model {target!r} runs in region {catalog.provider_of(model).region!r}, outside this policy's regions"
+        )
+        if policy.named_model == "reroute":
+            found.append(((*at, "to"), f"{why}: every request it maps is rerouted as 'auto' (write `to: auto`)", True))
+        else:
+            found.append(((*at, "to"), f"unreachable: {why}, so every request it maps is refused (named_model)", False))
     return found
 
 

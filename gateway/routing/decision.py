@@ -21,7 +21,17 @@ Route reason codes (`x-gateway-route-reason`, the ledger), short and stable:
 - `residency:REGIONS`   residency removed a model preferred over the chosen one (e.g. `residency:eu`);
 - `budget-downgrade`    the budget rules moved the request to a cheaper model (`prefer_cheapest_above_pct`, or
                         a reservation that did not fit the remaining budget: `cheaper_model`);
-- `rerouted`            a named model the policy forbids, routed as `auto` because of `named_model: reroute`.
+- `rerouted`            a named model the policy forbids, routed as `auto` because of `named_model: reroute`;
+- `alias`               a name that is neither `auto` nor a catalog model, mapped by the policy's `aliases`, served
+                        by the alias's first choice (what `pinned` or `preferred` says for a name the client chose;
+                        the more specific codes above win, and `explain()["alias"]` names the entry).
+
+Aliases: a requested name that is neither `auto` nor a catalog model (by name or upstream id) is looked up in the
+policy's `aliases` (first match wins). Its target is routed exactly as if the client had named it: a catalog
+model follows the named-model rules (`named_model` reroutes or refuses one the team may not use: an alias never
+widens), `auto` is `auto`, and `cheapest` is `auto` with the candidates ordered by expected cost, cheapest first.
+`RouteDecision.requested` stays the client's name (the ledger's `requested_model`). A name nothing maps is
+404 `model_not_found`, saying how to map it.
 """
 
 from __future__ import annotations
@@ -32,11 +42,12 @@ from typing import Any
 
 from gateway.catalog import AUTO_MODEL, Catalog, ModelConfig
 from gateway.errors import GatewayError, invalid_request
-from gateway.policy import Policy
+from gateway.policy import CHEAPEST, Alias, Policy
 from gateway.routing.route import Allowed, Route, lookup
 from gateway.tokens import Count
 
-REASON_CODES = ("pinned", "preferred", "context>WINDOW", "residency:REGIONS", "budget-downgrade", "rerouted")
+REASON_CODES = ("pinned", "preferred", "context>WINDOW", "residency:REGIONS", "budget-downgrade", "rerouted", "alias")
+ALIAS_REASON = "alias"
 STEPS = ("allowed", "residency", "capability", "context", "budget", "preference")
 
 
@@ -64,6 +75,27 @@ class Step:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class AliasUse:
+    """The entry of the policy's `aliases` that mapped the requested name: `aliases[index]`, `match` -> `to`."""
+
+    requested: str
+    index: int
+    alias: Alias
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "entry": f"aliases[{self.index}]",
+            "match": self.alias.match,
+            "to": self.alias.to,
+        }
+
+    def text(self) -> str:
+        """' (requested as 'claude-opus-4-1', mapped by aliases[1] 'claude-*')': for messages about the target."""
+        return f" (requested as '{self.requested}', mapped by aliases[{self.index}] '{self.alias.match}')"
+
+
 @dataclass
 class RouteDecision:
     """The outcome of `decide`: the candidates in order (the first serves; the rest are fallbacks), the reason
@@ -84,6 +116,7 @@ class RouteDecision:
     considered: list[ModelConfig] = field(default_factory=list)  # every model looked at, in preference order
     counts: Mapping[str, Count] | None = None  # prompt tokens per model (None: `prompt_tokens` for all)
     uncertain: list[str] = field(default_factory=list)  # models decided on an estimate a tokenizer can improve
+    alias: AliasUse | None = None  # the `aliases` entry that mapped `requested` (None: the name was used as it is)
 
     @property
     def ok(self) -> bool:
@@ -140,6 +173,7 @@ class RouteDecision:
         chosen = self.candidates[0] if self.ok else None
         return {
             "requested_model": self.requested,
+            "alias": self.alias.as_json() if self.alias is not None else None,
             "policy": self.policy,
             "capabilities": sorted(self.capabilities),
             "prompt_tokens": self.prompt_tokens,
@@ -225,8 +259,11 @@ def decide(request: DecisionRequest) -> RouteDecision:
         return _auto(request, decision)
     named = lookup(request.catalog, request.requested_model)
     if named is None:
-        decision.error = _not_found(request.requested_model)
-        return decision
+        return _aliased(request, decision)
+    return _named_or_rerouted(request, decision, named)
+
+
+def _named_or_rerouted(request: DecisionRequest, decision: RouteDecision, named: ModelConfig) -> RouteDecision:
     settled = _named(request, decision, named)
     if settled is not None:
         return settled
@@ -234,19 +271,53 @@ def decide(request: DecisionRequest) -> RouteDecision:
     return _auto(request, decision)
 
 
+def _aliased(request: DecisionRequest, decision: RouteDecision) -> RouteDecision:
+    """A name that is neither `auto` nor a catalog model: the policy's first matching alias says what it stands
+    for, and that is routed as if the client had named it (a model: the named-model rules, never wider)."""
+    found = request.policy.alias_for(request.requested_model)
+    if found is None:
+        decision.error = _not_found(request, decision)
+        return decision
+    decision.alias = AliasUse(request.requested_model, *found)
+    target = decision.alias.alias.to
+    if target in (AUTO_MODEL, CHEAPEST):
+        return _auto(request, decision, cheapest=target == CHEAPEST)
+    named = lookup(request.catalog, target)
+    if named is None:  # `gateway policy check` refuses this; a policy object built in code may still hold it
+        decision.error = GatewayError(
+            404,
+            f"The model '{target}'{decision.alias.text()} is not in the catalog: fix aliases[{found[0]}] of policy "
+            f"'{request.policy.name}' (policies/{request.policy.name}.yaml).",
+            "invalid_request_error",
+            "model_not_found",
+            "model",
+        )
+        return decision
+    return _named_or_rerouted(request, decision, named)
+
+
 # -- auto: the six steps over the whole catalog ----------------------------------------------------------------
 
 
-def _auto(request: DecisionRequest, decision: RouteDecision) -> RouteDecision:
-    """`auto` (or a rerouted named model): every step over the whole catalog, in preference order."""
+def _auto(request: DecisionRequest, decision: RouteDecision, cheapest: bool = False) -> RouteDecision:
+    """`auto` (or a rerouted named model): every step over the whole catalog, in preference order. `cheapest`
+    (an alias's target): in order of the request's expected cost instead, cheapest first (ties in preference order)."""
     decision.considered = _in_preference_order(request)
+    if cheapest:
+        decision.considered = request.policy.cheapest(
+            request.catalog, decision.considered, request.prompt_tokens, request.expected_output
+        )
     allowed = _filter(request, decision, decision.considered, "allowed", _allowed)
     preferred = [m for m in allowed if decision.capabilities <= m.capabilities]  # the policy's choice for this request
     alive = _filter(request, decision, allowed, "residency", _residency)
     alive = _filter(request, decision, alive, "capability", _capability)
     alive = _filter(request, decision, alive, "context", _context)
-    alive, moved = _budget(request, decision, alive)
-    _preference(decision, alive)
+    if cheapest:  # already cheapest first: nothing for the budget rules to move
+        decision.steps.append(Step("budget", note="alias to 'cheapest': the candidates are cheapest first already"))
+        moved = False
+    else:
+        alive, moved = _budget(request, decision, alive)
+    _preference(decision, alive, "cheapest first: " if cheapest else "")
     if not alive:
         summary = _summary(decision, preferred or decision.considered)
         decision.error = _no_route(f"No model can serve this request: {summary}.")
@@ -341,9 +412,9 @@ def _budget(
     return [first, *(m for m in alive if m.name != first.name)], True
 
 
-def _preference(decision: RouteDecision, alive: list[ModelConfig]) -> None:
+def _preference(decision: RouteDecision, alive: list[ModelConfig], how: str = "") -> None:
     """Step 6: `prefer`, then catalog order (kept through every step); the candidates are the outcome."""
-    decision.steps.append(Step("preference", note=" > ".join(m.name for m in alive)))
+    decision.steps.append(Step("preference", note=how + " > ".join(m.name for m in alive)))
     decision.candidates = alive
 
 
@@ -362,7 +433,7 @@ def _reason_code(request: DecisionRequest, decision: RouteDecision, preferred: l
         return f"residency:{','.join(sorted(decision.regions))}"
     if by_context:
         return f"context>{request.catalog.models[by_context[0].model].context_window}"
-    return "preferred"
+    return ALIAS_REASON if decision.alias is not None else "preferred"
 
 
 def _step(decision: RouteDecision, name: str) -> Step:
@@ -386,10 +457,23 @@ def _summary(decision: RouteDecision, considered: list[ModelConfig]) -> str:
     return "; ".join(parts)
 
 
-def _not_found(requested: str) -> GatewayError:
+# A client-chosen name is quoted in the 404 up to this length (the body limit is the only bound on it).
+_NAME_SHOWN = 120
+
+
+def _not_found(request: DecisionRequest, decision: RouteDecision) -> GatewayError:
+    """A name that is neither `auto`, a catalog model nor matched by an alias: which names would work, and how to
+    map this one (Claude Code and other tools send their own model ids)."""
+    name = request.requested_model
+    shown = name if len(name) <= _NAME_SHOWN else name[:_NAME_SHOWN] + "..."
+    policy = request.policy.name
+    usable = request.policy.candidates(request.catalog, (), regions=decision.regions, models=request.allowed.models)
+    names = ", ".join(["auto", *(m.name for m in usable)])
     return GatewayError(
         404,
-        f"The model '{requested}' does not exist or you do not have access to it.",
+        f"The model '{shown}' does not exist or you do not have access to it: it is not a model of the catalog "
+        f"and no alias of policy '{policy}' maps it. Name one of: {names}; or map this name with `aliases` in "
+        f'policies/{policy}.yaml (e.g. `- {{match: "{shown}", to: auto}}`; see policies/README.md).',
         "invalid_request_error",
         "model_not_found",
         "model",
@@ -437,9 +521,10 @@ def _named(request: DecisionRequest, decision: RouteDecision, model: ModelConfig
         return _with_fallbacks(request, _pinned(request, decision, model))
     if policy.named_model == "reroute":
         return None
+    via = decision.alias.text() if decision.alias is not None else ""
     decision.error = GatewayError(
         403,
-        f"Model '{model.name}' {refusal} (policy '{policy.name}' refuses named models it does not allow).",
+        f"Model '{model.name}'{via} {refusal} (policy '{policy.name}' refuses named models it does not allow).",
         "invalid_request_error",
         "model_not_allowed",
         "model",
@@ -472,8 +557,9 @@ def _pinned(request: DecisionRequest, decision: RouteDecision, model: ModelConfi
         capability = sorted(missing)[0]
         param = {"tools": "tools", "vision": "messages", "fim": "suffix"}.get(capability, "model")
         decision.steps.append(Step("capability", [Removal(model.name, f"lacks {', '.join(sorted(missing))}")]))
+        via = decision.alias.text() if decision.alias is not None else ""
         decision.error = invalid_request(
-            f"Model '{model.name}' does not support {capability}"
+            f"Model '{model.name}'{via} does not support {capability}"
             f" (it supports: {', '.join(sorted(model.capabilities))}).",
             param=param,
             code="unsupported_capability",
@@ -494,9 +580,10 @@ def _pinned(request: DecisionRequest, decision: RouteDecision, model: ModelConfi
             )
         )
         decision.steps.append(context)
+        via = decision.alias.text() if decision.alias is not None else ""
         decision.error = GatewayError(
             400,
-            f"This model's maximum context length is {_n(model.context_window)} tokens ({model.name}); the "
+            f"This model's maximum context length is {_n(model.context_window)} tokens ({model.name}{via}); the "
             f"prompt is {_n(count.tokens)} tokens {_HOW[count.method]}. Shorten the messages, or use model 'auto'.",
             "invalid_request_error",
             "context_length_exceeded",
@@ -514,5 +601,5 @@ def _pinned(request: DecisionRequest, decision: RouteDecision, model: ModelConfi
     decision.steps.append(Step("budget", note="pinned: the budget rules do not change the model"))
     decision.steps.append(Step("preference", note=model.name))
     decision.candidates = [model]
-    decision.reason = "pinned"
+    decision.reason = ALIAS_REASON if decision.alias is not None else "pinned"
     return decision
