@@ -21,6 +21,7 @@ FIXED_REASONS = frozenset(
         "pinned",
         "preferred",
         "rerouted",
+        "alias",
         "budget-downgrade",
         "fallback:connect",
         "fallback:timeout",
