@@ -293,7 +293,7 @@ def _alias_problems(policy: Policy, catalog: Catalog) -> list[tuple[tuple[Any, .
             found.append(
                 (
                     (*at, "match"),
-                    f"{alias.match!r} is 'auto' or a model of the catalog, which always means itself: "
+                    f"{alias.match!r} is 'auto', a catalog model or an upstream id, which always means itself: "
                     "aliases apply only to other names",
                     False,
                 )

@@ -84,12 +84,17 @@ BAD = [
     ),
     pytest.param(
         'aliases:\n  - {match: "kimi-k2.6", to: cheapest}\n',
-        "aliases[0].match: 'kimi-k2.6' is 'auto' or a model of the catalog, which always means itself",
+        "aliases[0].match: 'kimi-k2.6' is 'auto', a catalog model or an upstream id, which always means itself",
         id="catalog-name",
     ),
     pytest.param(
+        'aliases:\n  - {match: "codestral-latest", to: kimi-k2.6}\n',
+        "aliases[0].match: 'codestral-latest' is 'auto', a catalog model or an upstream id",
+        id="upstream-id",
+    ),
+    pytest.param(
         'aliases:\n  - {match: "auto", to: cheapest}\n',
-        "aliases[0].match: 'auto' is 'auto' or a model of the catalog",
+        "aliases[0].match: 'auto' is 'auto', a catalog model or an upstream id",
         id="auto",
     ),
     pytest.param(
