@@ -54,7 +54,9 @@ CHAT_FIELDS = frozenset(
 # `seed`, `parallel_tool_calls`, `prompt_cache_key` (Kimi caches prefixes by itself) and `safety_identifier`
 # are OpenAI best-effort hints Moonshot does not document: dropped, not forwarded. So is OpenAI's
 # `reasoning_effort` (Moonshot's own Kimi CLI sends it), which is not one of Kimi's documented parameters: where it
-# has a meaning for Kimi it is translated into `thinking` (see `settle_thinking`), else dropped.
+# has a meaning for Kimi it is translated into `thinking` (see `settle_thinking`), else dropped. `top_k` (Anthropic's
+# and Mistral's sampling cut-off, which the Messages door forwards) is not a Moonshot parameter either, and K2.5/K2.6
+# sample with fixed values: dropped.
 _DROPPED = HINT_FIELDS | {
     "stream_options",
     "seed",
@@ -62,6 +64,7 @@ _DROPPED = HINT_FIELDS | {
     "prompt_cache_key",
     "safety_identifier",
     "reasoning_effort",
+    "top_k",
 }
 # Message keys (same sources): `name`; assistant `tool_calls`, `reasoning_content` (replayed in thinking mode),
 # `partial` (partial mode); tool `tool_call_id`. The developer role is refused by Moonshot: sent as system.
