@@ -323,6 +323,8 @@ def _text(text: Any, chat: Json) -> None:
         if key not in ("format", "verbosity"):
             raise _bad(f"Unknown parameter 'text.{key}'.", f"text.{key}", "unknown_parameter")
     if text.get("verbosity") is not None:
+        if text["verbosity"] not in ("low", "medium", "high"):
+            raise _bad("'text.verbosity' must be 'low', 'medium' or 'high'.", "text.verbosity")
         chat["verbosity"] = text["verbosity"]
     form = text.get("format")
     if form is None:

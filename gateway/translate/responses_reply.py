@@ -85,6 +85,10 @@ def _dict(value: Any) -> Json:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
@@ -149,7 +153,7 @@ def response_from_chat(chat: Json, context: ReplyContext) -> Json:
     if isinstance(reasoning, str) and reasoning:
         output.append(reasoning_item(context, len(output), reasoning))
     content = message.get("content")
-    calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+    calls = [c for c in _list(message.get("tool_calls")) if isinstance(c, dict)]
     if isinstance(content, str) and (content or not calls):
         output.append(message_item(context, len(output), content, item_status))
     for position, call in enumerate(calls):
@@ -235,7 +239,7 @@ class ResponseStream:
         content = delta.get("content")
         if isinstance(content, str) and content:
             out.append(self._text("message", content))
-        for call in delta.get("tool_calls") or ():
+        for call in _list(delta.get("tool_calls")):
             if isinstance(call, dict):
                 out.append(self._call(call))
         if isinstance(choice.get("finish_reason"), str):
