@@ -1,6 +1,6 @@
 """`gateway clients TOOL`: ready configuration for coding tools that talk to the gateway.
 
-One module a tool (aider, continue_dev, opencode, vibe, kimi) turns a `Setup` (the gateway's URL, the key,
+One module a tool (aider, continue_dev, opencode, vibe, kimi, codex) turns a `Setup` (the gateway's URL, the key,
 the chosen model and the models the gateway lists) into the files that tool reads; common.py has the rest.
 """
 
@@ -22,6 +22,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "opencode": ("opencode", "."),  # the project: OpenCode reads ./opencode.json
     "vibe": ("vibe", "~/.vibe"),  # VIBE_HOME
     "kimi": ("kimi", "~/.kimi"),
+    "codex": ("codex", "~/.codex"),  # CODEX_HOME
 }
 
 
@@ -48,7 +49,7 @@ def cmd_clients(args: argparse.Namespace) -> int:
 
 def add_clients_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "clients", help="write ready configuration for Aider, Continue, OpenCode, Mistral Vibe or Kimi CLI"
+        "clients", help="write ready configuration for Aider, Continue, OpenCode, Mistral Vibe, Kimi CLI or Codex CLI"
     )
     parser.add_argument("tool", choices=tuple(TOOLS))
     parser.add_argument("--model", default="auto", help="the model the tool uses by default (default: auto)")
@@ -63,7 +64,7 @@ def add_clients_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument(
         "--dir",
         default=None,
-        help="where to write (default: ., or the tool's own directory: ~/.continue, ~/.vibe, ~/.kimi)",
+        help="where to write (default: ., or the tool's own directory: ~/.continue, ~/.vibe, ~/.kimi, ~/.codex)",
     )
     parser.add_argument("--print", action="store_true", help="print the files instead of writing them")
     parser.add_argument("--force", action="store_true", help="replace existing files that differ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ def test_every_tool_prints_its_configuration_without_writing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    for tool in ("aider", "continue", "opencode", "vibe", "kimi"):
+    for tool in ("aider", "continue", "opencode", "vibe", "kimi", "codex"):
         assert gateway_cli(["clients", tool, "--print", "--dir", str(tmp_path)]) == 0
         out = capsys.readouterr().out
         assert "http://127.0.0.1:4000/v1" in out and "# run:" in out, out
@@ -76,6 +77,47 @@ def test_existing_files_are_kept_unless_forced(tmp_path: Path, capsys: pytest.Ca
     assert json.loads((tmp_path / "opencode.json").read_text())["model"] == "gateway/auto"
     assert gateway_cli(["clients", "aider", "--model", "no-such-model", "--print"]) == 2
     assert gateway_cli(["clients", "aider", "--model", "mistral-embed", "--print"]) == 2
+
+
+def test_codex_config_names_the_gateway_as_a_responses_provider_and_keeps_the_key_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.toml: the provider (Responses wire API, the key's variable), the model and its window, telemetry
+    and plugin sync off; the key only in gateway.env (0600), quoted for the shell."""
+    monkeypatch.delenv("GATEWAY_API_KEY", raising=False)
+    key = "gw-test'$key"  # shell metacharacters: the env file must quote them
+    home = tmp_path / "codex"
+    assert gateway_cli(["clients", "codex", "--model", "mistral-medium-3.5", "--key", key, "--dir", str(home)]) == 0
+    assert "x-gateway-dropped-tools" in capsys.readouterr().out  # the web_search limitation is said
+    text = (home / "config.toml").read_text()
+    config = tomllib.loads(text)
+    assert (config["model"], config["model_provider"], config["model_context_window"]) == (
+        "mistral-medium-3.5",
+        "gateway",
+        262_144,
+    )
+    provider = config["model_providers"]["gateway"]
+    assert (provider["base_url"], provider["wire_api"], provider["env_key"]) == (
+        "http://127.0.0.1:4000/v1",
+        "responses",
+        "GATEWAY_API_KEY",
+    )
+    assert provider["request_max_retries"] == provider["stream_max_retries"] == 1
+    assert config["analytics"]["enabled"] is False and config["features"]["plugins"] is False
+    assert config["check_for_update_on_startup"] is False and config["otel"]["exporter"] == "none"
+    assert key not in text and "gw-" not in text.replace("gw-...", "")
+    assert oct((home / "config.toml").stat().st_mode & 0o777) != "0o600"  # no secret in it
+    env = home / "gateway.env"
+    assert oct(env.stat().st_mode & 0o777) == "0o600"
+    exports = [shlex.split(line) for line in env.read_text().splitlines() if line.startswith("export ")]
+    assert exports == [["export", f"GATEWAY_API_KEY={key}"]]
+
+    assert gateway_cli(["clients", "codex", "--dir", str(tmp_path / "open")]) == 0  # no key: keep an exported one
+    assert (
+        'export GATEWAY_API_KEY="${GATEWAY_API_KEY:-open-gateway}"' in (tmp_path / "open" / "gateway.env").read_text()
+    )
+    assert tomllib.loads((tmp_path / "open" / "config.toml").read_text())["model_context_window"] == 1_048_576
+    capsys.readouterr()
 
 
 @pytest.mark.slow
