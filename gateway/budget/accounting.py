@@ -82,6 +82,7 @@ class Served:
     region: str
     route_reason: str
     stream: bool
+    endpoint: str = "chat"  # the front door (`gateway.pipeline.request.Endpoint`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +451,7 @@ class Accounting:
             route_reason=served.route_reason,
             stream=served.stream,
             content=outcome.content if self.settings.ledger_content else None,
+            endpoint=served.endpoint,
         )
         after = await self._record(Settlement(row, ticket.scopes, ticket.hold))
         if after is not None:  # journaled: the soft limit is checked by whichever settlement follows it

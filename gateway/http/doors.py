@@ -85,6 +85,7 @@ async def _serve(gateway: Gateway, http: Request, request: InferenceRequest) -> 
     """Run the pipeline, watching for the client leaving and for the end of the drain time at shutdown."""
     record: RequestRecord = http.state.record
     record.requested_model, record.stream = request.params.model, request.params.stream
+    record.endpoint = request.endpoint
     http.state.disconnect = watch = DisconnectWatch(http.receive, gateway.drain_over, http.scope)
     try:
         return await serve(gateway, request, Context(record, lambda: watch.shut_down))

@@ -113,5 +113,6 @@ class Guard:
                 ttft=record.ttft,
                 waited=record.waited,
                 reason=record.reason,
+                endpoint=record.endpoint,
             )
         self.request_log.write(record)

@@ -55,10 +55,13 @@ class RequestIds:
 @dataclass(slots=True)
 class RequestRecord:
     id: str
-    endpoint: str
-    inference: bool  # chat, completions, FIM, embeddings: counted in gateway_requests_total
+    path: str
+    inference: bool  # chat, completions, FIM, embeddings, messages, responses: counted in gateway_requests_total
     started: float = field(default_factory=time.monotonic)
     at: float = field(default_factory=time.time)
+    # The front door (`gateway.pipeline.request.Endpoint`), as the ledger row names it; set once the door has read
+    # the request (None before that, and for routes that are no door: admin, models, explain).
+    endpoint: str | None = None
     team: str | None = None
     key_prefix: str | None = None
     requested_model: str | None = None
@@ -135,6 +138,7 @@ class RequestRecord:
         return {
             "time": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
             "request_id": self.id,
+            "path": self.path,
             "endpoint": self.endpoint,
             "team": self.team,
             "key_prefix": self.key_prefix,

@@ -37,6 +37,10 @@ STATUS_VALUES = (
     "other",
 )
 STREAM_VALUES = ("true", "false")
+# The front doors (`gateway.pipeline.request.ENDPOINTS`, the same set: tests/metrics/test_labels.py checks it; the
+# metrics sit below the pipeline, so they cannot import it): `/v1/chat/completions`, `/v1/completions`,
+# `/v1/fim/completions`, `/v1/embeddings`, `/v1/messages`, `/v1/responses`.
+ENDPOINT_VALUES = ("chat", "completions", "fim", "embeddings", "messages", "responses")
 TOKEN_TYPES = ("prompt", "completion", "cached")
 UPSTREAM_ERROR_KINDS = (
     "connect",
@@ -78,14 +82,15 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "gateway_requests_total",
         "counter",
-        ("model", "provider", "team", "status"),
+        ("model", "provider", "team", "status", "endpoint"),
         "Requests to the inference endpoints, by routed model (or the requested one if refused), provider "
-        "(`none` if none was called), team and HTTP status.",
+        "(`none` if none was called), team, HTTP status and front door (`endpoint`: `chat`, `completions`, "
+        "`fim`, `embeddings`, `messages`, `responses`; `none` if refused before the door read the body).",
     ),
     Family(
         "gateway_request_duration_seconds",
         "histogram",
-        ("model", "provider", "stream"),
+        ("model", "provider", "stream", "endpoint"),
         "Whole request time, from the first byte received to the last byte sent.",
         "seconds",
         DURATION_BUCKETS,
@@ -93,7 +98,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "gateway_time_to_first_token_seconds",
         "histogram",
-        ("model", "provider"),
+        ("model", "provider", "endpoint"),
         "Streaming requests: from the request's arrival to the first content chunk sent to the client.",
         "seconds",
         TTFT_BUCKETS,
@@ -109,21 +114,26 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "gateway_overhead_seconds",
         "histogram",
-        ("stream",),
+        ("stream", "endpoint"),
         "The gateway's own time per request that reached a provider: the whole request less the time spent "
-        "waiting on providers (and the policy's backoff between retries).",
+        "waiting on providers (and the policy's backoff between retries); by front door, whose translation "
+        "is part of it.",
         "seconds",
         OVERHEAD_BUCKETS,
     ),
     Family(
         "gateway_tokens_total",
         "counter",
-        ("model", "provider", "team", "type"),
+        ("model", "provider", "team", "type", "endpoint"),
         "Tokens as settled in the ledger: `prompt` (cached ones included), `completion`, `cached`.",
         "tokens",
     ),
     Family(
-        "gateway_spend_usd_total", "counter", ("model", "provider", "team"), "Cost as settled in the ledger.", "USD"
+        "gateway_spend_usd_total",
+        "counter",
+        ("model", "provider", "team", "endpoint"),
+        "Cost as settled in the ledger.",
+        "USD",
     ),
     Family(
         "gateway_budget_limit_usd",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from gateway.metrics.families import STATUS_VALUES
+from gateway.metrics.families import ENDPOINT_VALUES, STATUS_VALUES
 
 if TYPE_CHECKING:
     from gateway.catalog import Catalog
@@ -40,6 +40,7 @@ FIXED_REASONS = frozenset(
 )
 _UPSTREAM_5XX = re.compile(r"^fallback:upstream-5\d\d$")
 _STATUSES = frozenset(STATUS_VALUES)
+_ENDPOINTS = frozenset(ENDPOINT_VALUES)
 
 
 class Bounds:
@@ -75,6 +76,14 @@ class Bounds:
     def status(status: int) -> str:
         text = str(status)
         return text if text in _STATUSES else OTHER
+
+    @staticmethod
+    def endpoint(name: str | None) -> str:
+        """The front door; None: the request was refused before its door read it (a bad key, a body that is not
+        JSON)."""
+        if name is None:
+            return NONE
+        return name if name in _ENDPOINTS else OTHER
 
     @staticmethod
     def team(name: str | None) -> str:

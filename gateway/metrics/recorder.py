@@ -147,17 +147,20 @@ class Metrics:
         ttft: float | None,
         waited: float | None,
         reason: str | None,
+        endpoint: str | None,
     ) -> None:
         """One inference request ended (answered, refused or failed). `waited`: seconds spent on provider
-        calls and backoff (None: no provider was called, so no overhead is observed)."""
+        calls and backoff (None: no provider was called, so no overhead is observed). `endpoint`: its front
+        door (None: refused before the door read it)."""
         b = self.bounds
-        model_label, provider_label = b.model(model), b.provider(provider)
-        self._requests(model_label, provider_label, b.team(team), b.status(status)).inc()
-        self._duration(model_label, provider_label, "true" if stream else "false").observe(seconds)
+        model_label, provider_label, door = b.model(model), b.provider(provider), b.endpoint(endpoint)
+        streamed = "true" if stream else "false"
+        self._requests(model_label, provider_label, b.team(team), b.status(status), door).inc()
+        self._duration(model_label, provider_label, streamed, door).observe(seconds)
         if ttft is not None:
-            self._ttft(model_label, provider_label).observe(ttft)
+            self._ttft(model_label, provider_label, door).observe(ttft)
         if waited is not None:
-            self._overhead("true" if stream else "false").observe(max(seconds - waited, 0.0))
+            self._overhead(streamed, door).observe(max(seconds - waited, 0.0))
         if reason is not None:
             self._decisions(model_label if provider is not None else NONE, b.reason(reason)).inc()
 
@@ -176,10 +179,13 @@ class Metrics:
         b = self.bounds
         self._fallbacks(b.model(from_model), b.model(to_model), b.reason(reason)).inc()
 
-    def settled(self, model: str, provider: str, team: str, usage: Usage | None, cost_nanos: int) -> None:
-        """What the ledger row says (so the counters add up to the ledger)."""
+    def settled(
+        self, model: str, provider: str, team: str, usage: Usage | None, cost_nanos: int, *, endpoint: str
+    ) -> None:
+        """What the ledger row says (so the counters add up to the ledger, endpoint by endpoint too)."""
         b = self.bounds
         labels = (b.model(model), b.provider(provider), b.team(team))
+        door = b.endpoint(endpoint)
         if usage is not None:
             for kind, value in (
                 ("prompt", usage.prompt_tokens),
@@ -187,9 +193,9 @@ class Metrics:
                 ("cached", usage.cached_tokens),
             ):
                 if value:
-                    self._tokens(*labels, kind).inc(value)
+                    self._tokens(*labels, kind, door).inc(value)
         if cost_nanos:
-            self._spend(*labels).inc(usd_float(cost_nanos))
+            self._spend(*labels, door).inc(usd_float(cost_nanos))
 
     def estimate_ratio(self, model: str, estimated: int, reported: int) -> None:
         if estimated > 0 and reported > 0:

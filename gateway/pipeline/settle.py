@@ -40,10 +40,17 @@ class Settlement:
     async def settle(self, ticket: Ticket, route: Route, outcome: Outcome) -> Charged:
         """Write the request's ledger row (charging its real cost, releasing its reservation) and its metrics."""
         provider = route.provider
-        served = Served(provider.name, provider.region, route.reason, self.request.params.stream)
+        request = self.request
+        served = Served(provider.name, provider.region, route.reason, request.params.stream, request.endpoint)
         charged = await self.gateway.accounting.settle(ticket, served, outcome)
-        team = self.request.principal.team.name
-        self.gateway.metrics.settled(route.model.name, route.provider.name, team, charged.usage, charged.cost_nanos)
+        self.gateway.metrics.settled(
+            route.model.name,
+            provider.name,
+            request.principal.team.name,
+            charged.usage,
+            charged.cost_nanos,
+            endpoint=request.endpoint,
+        )
         self.observer.settled(charged)
         return charged
 

@@ -104,6 +104,9 @@ class LedgerRow:
     route_reason: str
     stream: bool
     content: str | None = None  # prompt and response text, only when explicitly enabled
+    # The front door (`gateway.pipeline.request.ENDPOINTS`); last and defaulted, so that journal lines written
+    # before the column existed (`gateway.budget.journal`) still read, as `chat` like the migrated rows.
+    endpoint: str = "chat"
 
 
 @dataclass(slots=True)
@@ -131,7 +134,7 @@ class SpendFilter:
     until: float | None = None
 
 
-GROUPS = ("team", "key", "model", "provider", "day")
+GROUPS = ("team", "key", "model", "provider", "endpoint", "day")
 
 
 @dataclass(slots=True)
@@ -240,7 +243,6 @@ class Store(ABC):
     @abstractmethod
     async def spend(self, filters: SpendFilter, group_by: str | None) -> list[SpendRow]: ...
 
-    @abstractmethod
     @abstractmethod
     async def ledger_rows(self, filters: SpendFilter, limit: int = 1000) -> list[LedgerRow]: ...
 

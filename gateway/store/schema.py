@@ -89,6 +89,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        3,
+        [
+            # The front door a request came through (`chat`, `completions`, `fim`, `embeddings`, `messages`,
+            # `responses`). Rows written before this migration all came through the OpenAI doors, almost all
+            # chat completions, and the door was not recorded: they read as `chat`. A constant default rewrites
+            # no row in either database (SQLite keeps it in the table's schema, PostgreSQL 11 and later in the
+            # catalogue), so the migration is instant however long the ledger.
+            "ALTER TABLE ledger ADD COLUMN endpoint TEXT NOT NULL DEFAULT 'chat'",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -48,7 +48,7 @@ KEY_COLUMNS = "id, team, name, prefix, key_hash, budget_nanos, models, expires_a
 MAINTENANCE_SECONDS = 1.0
 LEDGER_COLUMNS = (
     "id, ts, team, key_id, key_prefix, requested_model, model, provider, region, prompt_tokens, completion_tokens,"
-    " cached_tokens, cost_nanos, estimated, status, latency_ms, ttft_ms, route_reason, stream, content"
+    " cached_tokens, cost_nanos, estimated, status, latency_ms, ttft_ms, route_reason, stream, content, endpoint"
 )
 
 
@@ -512,7 +512,7 @@ class SqlStore(Store):
     def _record(self, cur: Any, settlement: Settlement) -> ScopeUsage:
         row = settlement.row
         cur.execute(
-            self._sql(f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES ({', '.join('?' * 20)})"),
+            self._sql(f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES ({', '.join('?' * 21)})"),
             (
                 row.id,
                 row.ts,
@@ -534,6 +534,7 @@ class SqlStore(Store):
                 row.route_reason,
                 row.stream,
                 row.content,
+                row.endpoint,
             ),
         )
         if settlement.hold is not None:
@@ -639,6 +640,7 @@ class SqlStore(Store):
             "key": "key_prefix",
             "model": "model",
             "provider": "provider",
+            "endpoint": "endpoint",
             "day": self.dialect.day_expr,
             None: "NULL",
         }[group_by]

@@ -27,6 +27,7 @@ from gateway.types import Usage
 LOG_FIELDS = {
     "time",
     "request_id",
+    "path",
     "endpoint",
     "team",
     "key_prefix",
@@ -155,7 +156,7 @@ def test_seconds_and_ttft_are_measured_from_arrival() -> None:
 
 def test_as_log_has_exactly_the_documented_fields() -> None:
     at = datetime(2024, 3, 1, 12, 30, 45, 123_456, tzinfo=UTC).timestamp()
-    rec = record(started=50.0, at=at, requested_model="auto", stream=True, attempts=2)
+    rec = record(started=50.0, at=at, requested_model="auto", stream=True, attempts=2, endpoint="chat")
     rec.identify(Principal(Team("eng"), key(), False))
     rec.routed(route())
     rec.settled(Charged(1_500_000, Usage(prompt_tokens=10, completion_tokens=4, cached_tokens=3), estimated=False))
@@ -167,7 +168,8 @@ def test_as_log_has_exactly_the_documented_fields() -> None:
     assert entry == {
         "time": "2024-03-01T12:30:45.123+00:00",
         "request_id": "req-1",
-        "endpoint": "/v1/chat/completions",
+        "path": "/v1/chat/completions",
+        "endpoint": "chat",
         "team": "eng",
         "key_prefix": "sk-gw-abcd",
         "requested_model": "auto",

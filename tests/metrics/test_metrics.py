@@ -81,6 +81,12 @@ def test_counts_tokens_spend_and_histograms_match_the_ledger(
     assert total(m, "gateway_requests_total", model="kimi-k2.6", provider="moonshot", team="web", status="200") == 2
     assert total(m, "gateway_requests_total", model="other", provider="none", status="404") == 1
     assert total(m, "gateway_requests_total", model="auto", provider="none", status="400") == 1
+    # Every one came through the chat door (refusals by routing included: the door had read them).
+    assert total(m, "gateway_requests_total", endpoint="chat") == 7
+    assert total(m, "gateway_spend_usd_total", endpoint="chat") == pytest.approx(
+        sum(r.cost_nanos for r in rows) / 1e9, abs=1e-9
+    )
+    assert {r.endpoint for r in rows} == {"chat"}
     for kind, field in (("prompt", "prompt_tokens"), ("completion", "completion_tokens"), ("cached", "cached_tokens")):
         assert total(m, "gateway_tokens_total", type=kind) == sum(getattr(r, field) for r in rows)
     for model in ("mistral-medium-3.5", "kimi-k2.6"):
@@ -117,6 +123,7 @@ def test_counts_tokens_spend_and_histograms_match_the_ledger(
     assert len(request_lines) == 7
     line = next(entry for entry in request_lines if entry["stream"])
     assert line["team"] == "web" and line["key_prefix"] == record.prefix and line["model"] == "kimi-k2.6"
+    assert line["path"] == CHAT and line["endpoint"] == "chat"
     assert line["provider"] == "moonshot" and line["region"] == "cn" and line["route_reason"] == "pinned"
     assert line["status"] == 200 and line["prompt_tokens"] > 0 and line["ttft_ms"] is not None
     assert line["cost_usd"] == pytest.approx(next(r.cost_nanos for r in rows if r.stream) / 1e9)
@@ -264,6 +271,7 @@ def test_hostile_model_names_and_headers_add_no_series(start_gateway: GatewayFac
         "type": set(TOKEN_TYPES),
         "kind": set(UPSTREAM_ERROR_KINDS),
         "stream": {"true", "false"},
+        "endpoint": {"chat", "none"},  # `none`: refused before the door read the body (a bad key, a bad body)
     }
     for name, labels in series(after):
         for label, value in labels:
@@ -376,8 +384,9 @@ def test_several_workers_sum_counters_and_do_not_multiply_budgets(tmp_path: Path
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
     logged = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    admin_lines = [line for line in logged if line["endpoint"].startswith("/admin/")]
+    admin_lines = [line for line in logged if line["path"].startswith("/admin/")]
     assert admin_lines and {line["key_prefix"] for line in admin_lines} == {"master"}  # the admin calls, audited
-    lines = [line for line in logged if line["endpoint"] == CHAT]
+    lines = [line for line in logged if line["path"] == CHAT]
+    assert {line["endpoint"] for line in lines} == {"chat"} and {line["endpoint"] for line in admin_lines} == {None}
     assert len(lines) == count
     assert len({line["pid"] for line in lines}) >= 2, "the requests did not reach several workers"

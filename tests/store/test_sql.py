@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from gateway.errors import StorageUnavailable
 from gateway.store import open_store
 from gateway.store.base import (
+    GROUPS,
     Conflict,
     HoldRequest,
     HoldResult,
@@ -36,6 +38,7 @@ from gateway.store.base import (
     key_scope,
     team_scope,
 )
+from gateway.store.schema import LATEST, MIGRATIONS
 
 POSTGRES_TEST_DB = os.environ.get("GATEWAY_TEST_POSTGRES_DB", "postgresql://postgres@127.0.0.1:5432/test")
 PERIOD = 1_700_000_000  # a period start (Unix seconds)
@@ -130,6 +133,7 @@ def ledger_row(row_id: str, cost: int, **fields: Any) -> LedgerRow:
         "route_reason": "cheapest",
         "stream": True,
         "content": None,
+        "endpoint": "chat",
     }
     values.update(fields)
     return LedgerRow(**values)
@@ -153,6 +157,77 @@ def test_open_migrates_once_and_data_survives_a_reopen(database_url: str) -> Non
     assert using(database_url, first) is True
     # A second open runs no migration twice (a re-run CREATE TABLE would fail) and sees the same data.
     assert using(database_url, second) == Team("eng", 5_000, created_at=1)
+
+
+@contextlib.contextmanager
+def raw_connection(url: str) -> Iterator[tuple[Any, str]]:
+    """The database at `url` through its driver alone (autocommit), and the driver's placeholder."""
+    if url.startswith("sqlite:///"):
+        db: Any = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        placeholder = "?"
+    else:
+        import psycopg
+
+        db, placeholder = psycopg.connect(url, autocommit=True), "%s"
+    try:
+        yield db, placeholder
+    finally:
+        db.close()
+
+
+# The ledger's columns as migration 1 made them (before migration 3 added `endpoint`), and a row as the previous
+# release wrote it.
+V2_LEDGER_COLUMNS = (
+    "id, ts, team, key_id, key_prefix, requested_model, model, provider, region, prompt_tokens, completion_tokens,"
+    " cached_tokens, cost_nanos, estimated, status, latency_ms, ttft_ms, route_reason, stream, content"
+)
+V2_ROW = ("old-1", 1_700_000_000.5, "eng", "k1", "sk-gw-k1", "auto", "mistral-small", "mistral", "eu")
+V2_ROW += (10, 5, 2, 700, False, 200, 12.5, 3.25, "preferred", True, None)
+
+
+def make_previous_schema(url: str) -> None:
+    """A database as the release before migration 3 left it: migrations 1 and 2 applied (recorded as the store
+    records them), holding a team and a ledger row."""
+    with raw_connection(url) as (db, ph):
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for version, statements in MIGRATIONS:
+            if version > 2:
+                break
+            for statement in statements:
+                db.execute(statement)
+            db.execute(f"INSERT INTO schema_version (version) VALUES ({ph})", (version,))
+        db.execute(
+            f"INSERT INTO teams (name, period, policy, created_at) VALUES ({ph}, {ph}, {ph}, {ph})",
+            ("eng", "monthly", "default", 1),
+        )
+        db.execute(f"INSERT INTO ledger ({V2_LEDGER_COLUMNS}) VALUES ({', '.join([ph] * 20)})", V2_ROW)
+
+
+def test_a_database_of_the_previous_schema_gains_the_endpoint_column_and_keeps_its_rows(database_url: str) -> None:
+    make_previous_schema(database_url)
+
+    async def main(store: Store) -> dict[str, Any]:
+        before = await store.ledger_rows(SpendFilter())
+        await store.record(Settlement(ledger_row("new-1", 40, ts=1_700_000_100.0, endpoint="fim"), []))
+        return {
+            "before": before,
+            "team": await store.get_team("eng"),
+            "rows": [(r.id, r.endpoint) for r in await store.ledger_rows(SpendFilter())],
+            "by_endpoint": [(r.group, r.requests, r.cost_nanos) for r in await store.spend(SpendFilter(), "endpoint")],
+        }
+
+    out = using(database_url, main)
+    # The old row, every field as it was written, reads as a chat completion (the only door it could have been,
+    # bar the legacy ones, and the column's default).
+    assert out["before"] == [LedgerRow(*V2_ROW, endpoint="chat")]
+    assert out["team"] == Team("eng", created_at=1)
+    assert out["rows"] == [("old-1", "chat"), ("new-1", "fim")]
+    assert out["by_endpoint"] == [("chat", 1, 700), ("fim", 1, 40)]
+    with raw_connection(database_url) as (db, _):
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
+    assert versions == [1, 2, 3] and LATEST == 3
+    # Opened again: nothing is migrated twice (a second ADD COLUMN would fail) and the rows are all there.
+    assert len(using(database_url, lambda store: store.ledger_rows(SpendFilter()))) == 2
 
 
 def unusable_sqlite_url(tmp_path: Path) -> str:
@@ -540,7 +615,17 @@ def test_usage_is_per_scope_and_per_period(database_url: str) -> None:
 DAY1, DAY2 = 1_704_067_200.0, 1_704_153_600.0  # 2024-01-01 and 2024-01-02, 00:00 UTC
 ROWS = [
     ledger_row("a", 100, ts=DAY1 + 10, key_id="k1", key_prefix="sk-1", model="m1", provider="p1", completion_tokens=3),
-    ledger_row("b", 200, ts=DAY1 + 20, team="eng", key_id="k2", key_prefix="sk-2", model="m2", provider="p1"),
+    ledger_row(
+        "b",
+        200,
+        ts=DAY1 + 20,
+        team="eng",
+        key_id="k2",
+        key_prefix="sk-2",
+        model="m2",
+        provider="p1",
+        endpoint="messages",
+    ),
     ledger_row(
         "c",
         400,
@@ -552,7 +637,17 @@ ROWS = [
         provider="p2",
         completion_tokens=7,
     ),
-    ledger_row("d", 800, ts=DAY2 + 40, key_id="k1", key_prefix="sk-1", model="m1", provider="p2", completion_tokens=11),
+    ledger_row(
+        "d",
+        800,
+        ts=DAY2 + 40,
+        key_id="k1",
+        key_prefix="sk-1",
+        model="m1",
+        provider="p2",
+        completion_tokens=11,
+        endpoint="responses",
+    ),
     ledger_row("e", 1, ts=DAY2 + 50, team="eng", model="m1", status=502, completion_tokens=0),
     ledger_row("f", 2, ts=DAY2 + 60, team="eng", model="m1", estimated=True, completion_tokens=99),
 ]
@@ -563,7 +658,7 @@ def test_spend_grouped_and_filtered(database_url: str) -> None:
         for row in ROWS:
             await store.record(Settlement(row, []))
         out: dict[str, Any] = {}
-        for group in ("team", "key", "model", "provider", "day"):
+        for group in GROUPS:
             out[group] = [(r.group, r.requests, r.cost_nanos) for r in await store.spend(SpendFilter(), group)]
         out["total"] = await store.spend(SpendFilter(), None)
         out["eng_m1"] = (await store.spend(SpendFilter(team="eng", model="m1"), None))[0].cost_nanos
@@ -583,6 +678,7 @@ def test_spend_grouped_and_filtered(database_url: str) -> None:
     assert out["key"] == [("master", 1, 400), ("sk-1", 2, 900), ("sk-2", 1, 200), ("sk-gw-k1", 2, 3)]
     assert out["model"] == [("m1", 5, 1_303), ("m2", 1, 200)]
     assert out["provider"] == [("mistral", 2, 3), ("p1", 2, 300), ("p2", 2, 1_200)]
+    assert out["endpoint"] == [("chat", 4, 503), ("messages", 1, 200), ("responses", 1, 800)]
     assert out["day"] == [("2024-01-01", 2, 300), ("2024-01-02", 4, 1_203)]
     (total,) = out["total"]
     assert (total.group, total.requests, total.cost_nanos) == (None, 6, 1_503)
@@ -610,4 +706,5 @@ def test_ledger_rows(database_url: str) -> None:
     assert out["all"] == ["a", "b", "c", "d", "e", "f"]
     assert out["limited"] == ["a", "b"]
     assert out["since"] == ["c", "d", "e", "f"]
-    assert out["rows"] == [ROWS[1]]  # every field read back as written (booleans as booleans)
+    assert out["rows"] == [ROWS[1]]  # every field read back as written (booleans as booleans, the endpoint)
+    assert out["rows"][0].endpoint == "messages"

@@ -100,6 +100,7 @@ def ledger_row(
     prompt: int = 10,
     completion: int = 5,
     cached: int = 0,
+    endpoint: str = "chat",
 ) -> LedgerRow:
     """A settled 200 row as the gateway would write it."""
     return LedgerRow(
@@ -122,6 +123,7 @@ def ledger_row(
         ttft_ms=None,
         route_reason="requested",
         stream=False,
+        endpoint=endpoint,
     )
 
 
