@@ -93,8 +93,8 @@ async def scrape(client: httpx.AsyncClient) -> Samples:
     return samples
 
 
-# (path, body, the door it names): every OpenAI door, chat both ways, legacy completions both ways (a chat turn,
-# and fill-in-the-middle with `suffix`).
+# (path, body, the door it names): every door, chat both ways, legacy completions both ways (a chat turn, and
+# fill-in-the-middle with `suffix`), Anthropic's Messages and OpenAI's Responses (each translated into a chat turn).
 DOORS = [
     ("/v1/chat/completions", {"model": "mistral-medium-3.5", "messages": HELLO}, "chat"),
     ("/v1/chat/completions", {"model": "kimi-k2.6", "messages": HELLO, "stream": True}, "chat"),
@@ -102,6 +102,8 @@ DOORS = [
     ("/v1/completions", {"model": "codestral", "prompt": "def add(a, b):", "suffix": "\n"}, "completions"),
     ("/v1/fim/completions", {"model": "codestral", "prompt": "def add(a, b):", "suffix": "\n"}, "fim"),
     ("/v1/embeddings", {"model": "mistral-embed", "input": "Hello there"}, "embeddings"),
+    ("/v1/messages", {"model": "mistral-medium-3.5", "max_tokens": 64, "messages": HELLO}, "messages"),
+    ("/v1/responses", {"model": "kimi-k2.6", "input": "Hello there", "stream": True}, "responses"),
 ]
 
 
@@ -125,6 +127,8 @@ def test_each_door_names_itself_in_the_ledger_the_metrics_and_the_log(tmp_path: 
             ("completions", "codestral", False),
             ("fim", "codestral", False),
             ("embeddings", "mistral-embed", False),
+            ("messages", "mistral-medium-3.5", False),
+            ("responses", "kimi-k2.6", True),
         ]
         by_endpoint = {r.group: r for r in await gateway.store.spend(SpendFilter(), "endpoint")}
         assert {door: row.requests for door, row in by_endpoint.items()} == {
@@ -132,10 +136,12 @@ def test_each_door_names_itself_in_the_ledger_the_metrics_and_the_log(tmp_path: 
             "completions": 2,
             "fim": 1,
             "embeddings": 1,
+            "messages": 1,
+            "responses": 1,
         }
 
         m = await scrape(client)
-        for door in ("chat", "completions", "fim", "embeddings"):
+        for door in ("chat", "completions", "fim", "embeddings", "messages", "responses"):
             mine = [r for r in rows if r.endpoint == door]
             assert total(m, "gateway_requests_total", endpoint=door, status="200") == len(mine), door
             assert total(m, "gateway_request_duration_seconds_count", endpoint=door) == len(mine), door
@@ -144,7 +150,8 @@ def test_each_door_names_itself_in_the_ledger_the_metrics_and_the_log(tmp_path: 
             assert abs(total(m, "gateway_spend_usd_total", endpoint=door) - spent) < 1e-12, door
             prompt = sum(r.prompt_tokens for r in mine)
             assert total(m, "gateway_tokens_total", endpoint=door, type="prompt") == prompt, door
-        assert total(m, "gateway_time_to_first_token_seconds_count", endpoint="chat") == 1  # the stream
+        assert total(m, "gateway_time_to_first_token_seconds_count", endpoint="chat") == 1  # the streams
+        assert total(m, "gateway_time_to_first_token_seconds_count", endpoint="responses") == 1
         assert total(m, "gateway_requests_total", endpoint="none", status="401") == 1
         assert total(m, "gateway_requests_total") == len(DOORS) + 1  # the admin call is not counted
 
