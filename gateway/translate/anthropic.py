@@ -90,9 +90,9 @@ EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "
 THINKING_DISPLAYS = (None, "summarized", "omitted", "updates")
 
 # Claude Code puts a billing line for Anthropic's servers first in `system` ("x-anthropic-billing-header:
-# cc_version=...; cc_entrypoint=...; cch=...;"). It is addressed to Anthropic, which strips it; forwarding it would
-# bill its tokens and, since it changes with the client's version and request, break the providers' prefix caching of
-# everything after it. Left out.
+# cc_version=2.1.197.fa9; cc_entrypoint=sdk-cli;": tests/clients/fixtures/claude_code_2.1.197_request.json). It is
+# addressed to Anthropic's billing, which strips it; forwarded, it would be billed as prompt tokens and, as it changes
+# with the client's version, restart the providers' prefix caching of everything after it. Left out.
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -231,7 +231,11 @@ Block = tuple[str, Json]  # (where, block): where names it in errors, as Anthrop
 
 def translate_messages(messages: Any) -> list[Json]:
     """Anthropic's turns -> OpenAI messages. Consecutive turns of one role are merged first, as Anthropic's API does
-    ("Consecutive user or assistant turns in your request will be combined into a single turn")."""
+    ("Consecutive user or assistant turns in your request will be combined into a single turn").
+
+    A `system` turn among the messages (Claude Code 2.1.197 sends one after the first user turn, under its
+    `mid-conversation-system-2026-04-07` beta: tests/clients/fixtures/claude_code_2.1.197_request.json) is a system
+    message where it stands; Mistral's adapter sends one that follows an assistant or tool turn as a user message."""
     if messages is None:
         raise _error("messages", "messages: field required.", "missing_required_parameter")
     if not isinstance(messages, list):
@@ -244,9 +248,13 @@ def translate_messages(messages: Any) -> list[Json]:
         if not isinstance(message, dict):
             raise _type_error(where, "an object")
         role = message.get("role")
-        if role not in ("user", "assistant"):
-            raise _error(f"{where}.role", f"{where}.role: must be 'user' or 'assistant' (got {_shown(role)}).")
+        if role not in ("user", "assistant", "system"):
+            raise _error(
+                f"{where}.role", f"{where}.role: must be 'user', 'assistant' or 'system' (got {_shown(role)})."
+            )
         blocks = _blocks(message.get("content"), f"{where}.content")
+        if not blocks and role != "assistant":
+            raise _error(f"{where}.content", f"{where}.content: a {role} turn must not be empty.")
         if turns and turns[-1][0] == role:
             turns[-1][1].extend(blocks)
         else:
@@ -255,6 +263,8 @@ def translate_messages(messages: Any) -> list[Json]:
     for role, blocks in turns:
         if role == "user":
             out.extend(_user_turn(blocks))
+        elif role == "system":
+            out.append({"role": "system", "content": _system_turn(blocks)})
         else:
             turn = _assistant_turn(blocks)
             if turn is not None:
@@ -265,6 +275,15 @@ def translate_messages(messages: Any) -> list[Json]:
         # (Kimi's `partial: true`, which its adapter makes of it; fields.KNOWN_MESSAGE_KEYS for the others).
         last["prefix"] = True
     return out
+
+
+def _system_turn(blocks: list[Block]) -> str:
+    texts = []
+    for where, block in blocks:
+        if block["type"] != "text":
+            raise _error(f"{where}.type", f"{where}: a system turn holds text blocks only.")
+        texts.append(_text(block, where))
+    return "\n\n".join(texts)
 
 
 def _shown(value: Any) -> str:
@@ -315,8 +334,6 @@ def _user_turn(blocks: list[Block]) -> list[Json]:
     content = moved + parts
     if content:
         out.append({"role": "user", "content": _content(content)})
-    elif not tools:
-        raise _error(blocks[0][0] if blocks else "messages", "A user turn must not be empty.")
     return out
 
 
