@@ -1,7 +1,8 @@
 """`gateway clients TOOL`: ready configuration for coding tools that talk to the gateway.
 
-One module a tool (aider, continue_dev, opencode, vibe, kimi, codex) turns a `Setup` (the gateway's URL, the key,
-the chosen model and the models the gateway lists) into the files that tool reads; common.py has the rest.
+One module a tool (aider, continue_dev, opencode, vibe, kimi, codex, claude_code) turns a `Setup` (the gateway's
+URL, the key, the chosen model and the models the gateway lists) into the files that tool reads; common.py has the
+rest.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "vibe": ("vibe", "~/.vibe"),  # VIBE_HOME
     "kimi": ("kimi", "~/.kimi"),
     "codex": ("codex", "~/.codex"),  # CODEX_HOME
+    "claude-code": ("claude_code", "."),  # the project: Claude Code reads ./.claude/settings.json (or ~/.claude/)
 }
 
 
@@ -49,7 +51,8 @@ def cmd_clients(args: argparse.Namespace) -> int:
 
 def add_clients_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "clients", help="write ready configuration for Aider, Continue, OpenCode, Mistral Vibe, Kimi CLI or Codex CLI"
+        "clients",
+        help="write ready configuration for Aider, Continue, OpenCode, Mistral Vibe, Kimi CLI, Codex CLI or Claude Code",
     )
     parser.add_argument("tool", choices=tuple(TOOLS))
     parser.add_argument("--model", default="auto", help="the model the tool uses by default (default: auto)")

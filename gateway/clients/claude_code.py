@@ -1,0 +1,102 @@
+"""Claude Code (npm `@anthropic-ai/claude-code`): `.claude/settings.json` whose `env` block points it at the gateway's
+Anthropic Messages door, and `.claude/gateway.env` with the same variables for a shell.
+
+Claude Code reads `env` from ~/.claude/settings.json, then the project's `.claude/settings.json` and
+`.claude/settings.local.json` (merged key by key; seen in 2.1.197's `--debug-file` log and tried), and applies it
+before it reads its own variables. It appends `/v1/messages` to ANTHROPIC_BASE_URL, so the URL is the gateway's
+root, without `/v1`; ANTHROPIC_AUTH_TOKEN is sent as `Authorization: Bearer` (ANTHROPIC_API_KEY would be sent as
+`x-api-key`; the gateway takes either). Captured from 2.1.197 `-p`: `POST /v1/messages?beta=true`, nothing else.
+
+The model variables are those 2.1.197 reads (strings of the binary, and its requests): ANTHROPIC_MODEL (the main
+model), ANTHROPIC_SMALL_FAST_MODEL and ANTHROPIC_DEFAULT_HAIKU_MODEL (background work), ANTHROPIC_DEFAULT_SONNET_MODEL
+and ANTHROPIC_DEFAULT_OPUS_MODEL (what `/model sonnet|opus` and sub-agents naming those families use). Without them
+it sends its own `claude-...` ids, which only a policy with `aliases` maps to models.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from gateway.clients.common import AUTO, KEY_ENV, ClientConfig, ClientModel, GeneratedFile, Setup
+
+SETTINGS = ".claude/settings.json"
+ENV_FILE = ".claude/gateway.env"
+CLAUDE_CODE_VERSION = "2.1.197"
+
+# Claude Code's switches for traffic other than the model's requests (its documentation's environment variables;
+# with these four, 2.1.197 `-p` opened no connection but the gateway's, checked with strace in
+# tests/clients/test_claude_code.py): usage telemetry (Statsig), error reports (Sentry), the self-updater, and the
+# rest (feature flags, release notes, the model-capabilities bootstrap).
+QUIET = {
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+}
+
+
+def small_model(setup: Setup) -> ClientModel:
+    """For Claude Code's background requests (titles, summaries, quick checks): the cheapest chat model with tools
+    that the gateway lists (with `--url`: the ones the key's team may use), else the chosen model."""
+    priced = [
+        m
+        for m in setup.chat_models()
+        if m.name != AUTO and "tools" in m.capabilities and m.input_per_million is not None
+    ]
+    if not priced:
+        return setup.chosen()
+    return min(priced, key=lambda m: (m.output_per_million or 0, m.input_per_million or 0, m.name))
+
+
+def environment(setup: Setup) -> dict[str, str]:
+    small = small_model(setup).name
+    env = {"ANTHROPIC_BASE_URL": setup.url.rstrip("/")}
+    if setup.key:
+        env["ANTHROPIC_AUTH_TOKEN"] = setup.key
+    env.update(
+        {
+            "ANTHROPIC_MODEL": setup.model,
+            "ANTHROPIC_DEFAULT_OPUS_MODEL": setup.model,
+            "ANTHROPIC_DEFAULT_SONNET_MODEL": setup.model,
+            "ANTHROPIC_DEFAULT_HAIKU_MODEL": small,
+            "ANTHROPIC_SMALL_FAST_MODEL": small,  # older name of the HAIKU one; 2.1.197 still reads it first
+            **QUIET,
+        }
+    )
+    return env
+
+
+def configure(setup: Setup) -> ClientConfig:
+    env = environment(setup)
+    settings = {"$schema": "https://json.schemastore.org/claude-code-settings.json", "env": env}
+    shell = ["# Written by `gateway clients claude-code`: `source .claude/gateway.env`, then run `claude`."]
+    shell += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    if not setup.key:
+        shell.append(f'export ANTHROPIC_AUTH_TOKEN="${KEY_ENV}"  # the gateway key, from your shell')
+    secret = bool(setup.key)
+    files = [
+        GeneratedFile(SETTINGS, json.dumps(settings, indent=2) + "\n", secret=secret),
+        GeneratedFile(ENV_FILE, "\n".join(shell) + "\n", secret=secret),
+    ]
+    run = [
+        f"npm install -g @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}   # tested version",
+        "claude                                      # interactive, in the directory holding .claude/",
+        'claude -p "Explain this repository"         # headless',
+        "claude --model kimi-k2.6                    # another model the gateway lists",
+    ]
+    notes = [
+        f"background requests use {env['ANTHROPIC_SMALL_FAST_MODEL']} (the cheapest chat model listed); "
+        "change ANTHROPIC_SMALL_FAST_MODEL and ANTHROPIC_DEFAULT_HAIKU_MODEL to taste.",
+    ]
+    if setup.key:
+        notes.append(
+            f"{SETTINGS} holds the key (mode 0600): keep it out of version control, or write it without --key "
+            f"and export ANTHROPIC_AUTH_TOKEN=${KEY_ENV} in your shell."
+        )
+    else:
+        notes.append(
+            f"no key written: export ANTHROPIC_AUTH_TOKEN=gw-... (or `source {ENV_FILE}` with {KEY_ENV} set); "
+            "without a key Claude Code answers 'Not logged in'."
+        )
+    return ClientConfig("Claude Code", files, run, notes)
