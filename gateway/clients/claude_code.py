@@ -49,6 +49,14 @@ def small_model(setup: Setup) -> ClientModel:
     return min(priced, key=lambda m: (m.output_per_million or 0, m.input_per_million or 0, m.name))
 
 
+def max_output_tokens(setup: Setup) -> int | None:
+    """The smallest output limit among the chat models listed: Claude Code sets `max_tokens` from its own idea of the
+    model (32000 for a name it does not know, 64000 for its own `claude-opus-4-8`), and the gateway refuses a
+    `max_tokens` over the served model's limit (400 invalid_value); `auto` and an alias may serve any of them."""
+    limits = [m.max_output_tokens for m in setup.chat_models() if m.name != AUTO and m.max_output_tokens > 0]
+    return min(limits) if limits else None
+
+
 def environment(setup: Setup) -> dict[str, str]:
     small = small_model(setup).name
     env = {"ANTHROPIC_BASE_URL": setup.url.rstrip("/")}
@@ -61,9 +69,12 @@ def environment(setup: Setup) -> dict[str, str]:
             "ANTHROPIC_DEFAULT_SONNET_MODEL": setup.model,
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": small,
             "ANTHROPIC_SMALL_FAST_MODEL": small,  # older name of the HAIKU one; 2.1.197 still reads it first
-            **QUIET,
         }
     )
+    limit = max_output_tokens(setup)
+    if limit:
+        env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(limit)
+    env.update(QUIET)
     return env
 
 

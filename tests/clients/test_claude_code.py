@@ -22,8 +22,13 @@ from typing import Any
 import pytest
 
 from gateway.cli.main import main as gateway_cli
+from tests.support import ROOT
 from tests.support.coding_tools import TEAM, ClientGateway, Installer, Tool, describe, need, offline_env, run_tool
 from tests.support.emulators import Script
+from tests.support.gateways import GatewayFactory
+from tests.support.metrics import scrape, total
+from tests.support.store import make_key, make_team
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -275,3 +280,101 @@ def test_claude_code_reaches_nothing_but_the_gateway(
     assert result.returncode == 0 and f"again ({tag})" in result.stdout, describe(result)
     assert refusing_proxy.asked, "no request through the proxy without the switches: this check proves nothing"
     assert all("anthropic.com" in line for line in refusing_proxy.asked), refusing_proxy.asked
+
+
+# -- Claude Code's own model names, through the policy's aliases --------------------------------------------------
+
+
+def test_claude_code_own_model_names_are_routed_by_the_policy_aliases(
+    installer: Installer,
+    client_gateway: ClientGateway,
+    mistral_script: Script,
+    moonshot_script: Script,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without the model variables, Claude Code sends its own id (`claude-opus-4-8` in 2.1.197); the default
+    policy's aliases map `claude-*` to auto, which serves it on Mistral Medium 3.5 (route reason `alias`)."""
+    claude = need(installer, "claude")
+    work = _project(tmp_path)
+    tag = "claude-code-aliases"
+    mistral_script.queue({"match": tag, "tools": True, "content": f"Aliased ({tag})."})
+    _configure(client_gateway, "auto", work)
+    capsys.readouterr()
+    settings = work / ".claude" / "settings.json"
+    config = json.loads(settings.read_text())
+    config["env"] = {name: value for name, value in config["env"].items() if not name.endswith("_MODEL")}
+    settings.write_text(json.dumps(config))
+
+    result = _claude(claude, work, tmp_path / "home", f"Say hello ({tag})")
+
+    assert result.returncode == 0 and f"Aliased ({tag})." in result.stdout, describe(result)
+    assert moonshot_script.chats() == [] and mistral_script.state()["queued"] == []
+    assert mistral_script.chats()[0]["max_tokens"] == 32768  # CLAUDE_CODE_MAX_OUTPUT_TOKENS (64000 otherwise)
+    rows = client_gateway.rows()
+    assert [(r.requested_model, r.model, r.route_reason, r.status) for r in rows] == [
+        ("claude-opus-4-8", "mistral-medium-3.5", "alias", 200)
+    ], rows
+
+
+# -- refusals ------------------------------------------------------------------------------------------------------
+
+
+MASTER_KEY = "master-key-for-refusals"
+
+
+@pytest.fixture()
+def refusing_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """Team `broke` (a budget of a millionth of a dollar) and team `eu-strict` (eu only, policy eu-only, which
+    refuses a named model it may not use instead of rerouting it)."""
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    make_team(db, "broke", "0.000001")
+    make_team(db, "eu-strict", "5.00", regions=["eu"], policy="eu-only")
+    keys = {team: make_key(db, team)[0] for team in ("broke", "eu-strict")}
+    server = start_gateway(database_url=db, master_key=MASTER_KEY, policies_dir=ROOT / "policies")
+    return server.url, keys
+
+
+def _messages(url: str, team: str) -> float:
+    """The Messages-door requests of `team` the gateway has counted (its metrics need the master key)."""
+    samples = scrape(url, headers={"authorization": f"Bearer {MASTER_KEY}"})
+    return total(samples, "gateway_requests_total", endpoint="messages", team=team)
+
+
+# team, model, what Claude Code prints (its own prefix, the status for a 4xx other than 429, the gateway's message)
+REFUSALS = {
+    "budget": ("broke", "auto", ["API Error: Request rejected (429)", "budget"]),
+    "policy": ("eu-strict", "kimi-k2.6", ["API Error: 403", "kimi-k2.6", "eu-only"]),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_claude_code_shows_a_refusal_at_once_and_leaves_the_file(
+    case: str,
+    installer: Installer,
+    refusing_gateway: tuple[str, dict[str, str]],
+    mistral_script: Script,
+    moonshot_script: Script,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refusal reaches Claude Code in Anthropic's error shape: it prints the gateway's message and exits 1. The
+    budget's 429 carries `x-should-retry: false`, so Claude Code does not retry it (it retries a plain 429 up to
+    ten times, for minutes): one request, no provider call, the file untouched."""
+    team, model, shown = REFUSALS[case]
+    claude = need(installer, "claude")
+    url, keys = refusing_gateway
+    work = _project(tmp_path)
+    command = ["clients", "claude-code", "--model", model, "--url", url, "--key", keys[team], "--dir", str(work)]
+    assert gateway_cli(command) == 0
+    capsys.readouterr()
+
+    result = _claude(claude, work, tmp_path / "home", "Read notes.txt, then add one to the launch code")
+
+    assert result.returncode == 1, describe(result)
+    printed = (result.stdout + result.stderr).replace("\n", " ")
+    assert all(text.casefold() in printed.casefold() for text in shown), describe(result)
+    counted = wait_until(lambda: _messages(url, team), what="the refused request in the metrics")
+    assert counted == 1  # not retried
+    assert mistral_script.chats() == [] and moonshot_script.chats() == []
+    assert (work / "notes.txt").read_text() == NOTES
