@@ -258,9 +258,6 @@ def test_refusals_are_in_anthropics_shape(tmp_path: Path) -> None:
             MESSAGES, content=b"{not json", headers={**api_key(key), "content-type": "application/json"}
         )
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
-        assert [r.status for r in await ledger(gateway)] == [429, 400, 404, 400, 400] or await ledger(
-            gateway
-        ) is not None
 
     run(tmp_path, {}, scenario)
 
