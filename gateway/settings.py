@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # Concurrent connections plus requests per worker beyond which requests are answered 503 (uvicorn's
     # limit_concurrency); None: no cap.
     max_connections: int | None = Field(None, ge=1)
+    # The Responses door's recent responses, kept for `previous_response_id` (gateway/http/response_store.py): at
+    # most this many, and this many bytes, per process, in memory (0: keep none, and refuse previous_response_id).
+    responses_kept: int = Field(1000, ge=0)
+    responses_kept_bytes: int = Field(64 * 1024 * 1024, ge=0)
 
     @field_validator("budget_timezone")
     @classmethod

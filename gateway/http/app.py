@@ -20,6 +20,7 @@ from gateway.errors import GatewayError, internal_error
 from gateway.http import admin, anthropic, explain, health, metrics, openai, responses_api
 from gateway.http.guard import Guard
 from gateway.http.record import RequestIds, RequestLog
+from gateway.http.response_store import ResponseStore
 from gateway.http.responses import error_response
 from gateway.settings import Settings
 from gateway.state import Gateway
@@ -146,6 +147,7 @@ def create_app(gateway: Gateway) -> Starlette:
     app.router.redirect_slashes = False  # (its Location would come from the Host header; see TrailingSlash)
     app.exact = exact_routes(app.router.routes)
     app.state.gateway = gateway
+    app.state.responses = ResponseStore(gateway.settings.responses_kept, gateway.settings.responses_kept_bytes)
     app.state.request_log = request_log
     return app
 

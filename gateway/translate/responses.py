@@ -68,7 +68,7 @@ ACCEPTED = frozenset(
         "max_tool_calls",  # limits built-in tool calls, and no built-in tool runs here
         "prompt_cache_retention",
         "background",  # only `false`
-        "previous_response_id",  # only null: responses are not kept (see `_previous`)
+        "previous_response_id",  # the door looks it up (gateway/http/response_store.py) and passes the history
         "top_logprobs",  # only null or 0: log probabilities are not translated
         "conversation",  # only null: conversations are not kept
         "prompt",  # only null: stored prompt templates do not exist here
@@ -172,11 +172,18 @@ class Translated:
     dropped_tools: list[str]
     echo: Json  # request fields the response object repeats (tools, tool_choice, instructions, ...)
     encrypted_reasoning: bool  # `include` asks for `reasoning.encrypted_content`
+    conversation: list[Json]  # the earlier turns and this request's input, as Responses items (to be kept)
 
 
-def translate_request(body: Json) -> Translated:
-    """A Responses request body -> the canonical chat body (validated afterwards by `check_chat`)."""
+def translate_request(body: Json, history: list[Json] | None = None) -> Translated:
+    """A Responses request body -> the canonical chat body (validated afterwards by `check_chat`). `history`: the
+    items of the response named by `previous_response_id`, which the caller looked up (they come first)."""
     _refuse_unknown(body)
+    given = body.get("input")
+    items: list[Any] = [{"role": "user", "content": given}] if isinstance(given, str) else []
+    if isinstance(given, list):
+        items = given
+    conversation = [*(history or []), *items]
     chat: Json = {"model": body.get("model")}
     names = ToolNames()
     tools, dropped = _tools(body.get("tools"), names)
@@ -187,7 +194,11 @@ def translate_request(body: Json) -> Translated:
             raise _type_error("instructions", "a string")
         if instructions:
             messages.append({"role": "system", "content": instructions})
-    messages.extend(_input(body.get("input"), names))
+    if given is not None and not isinstance(given, (str, list)):
+        raise _type_error("input", "a string or an array of items")
+    if not conversation:  # (a follow-up of a kept response may add nothing to its turns)
+        raise invalid_request("You must provide 'input'.", param="input", code="missing_required_parameter")
+    messages.extend(_input(conversation, names, len(history or ())))
     chat["messages"] = messages
     if tools:
         chat["tools"] = tools
@@ -218,7 +229,8 @@ def translate_request(body: Json) -> Translated:
     echo["reasoning"] = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else None
     echo["text"] = body.get("text") if isinstance(body.get("text"), dict) else {"format": {"type": "text"}}
     echo["truncation"] = body.get("truncation") or "disabled"
-    return Translated(chat, names, dropped, echo, "reasoning.encrypted_content" in include)
+    echo["previous_response_id"] = body.get("previous_response_id")
+    return Translated(chat, names, dropped, echo, "reasoning.encrypted_content" in include, conversation)
 
 
 def _refuse_unknown(body: Json) -> None:
@@ -232,15 +244,9 @@ def _refuse_unknown(body: Json) -> None:
             unknown[0],
             "unknown_parameter",
         )
-    if body.get("previous_response_id") is not None:
-        # Decided: responses are not kept (Codex sends `store: false` and replays the whole conversation). A
-        # store would be per process and lost on restart, so a follow-up could fail at random behind a balancer.
-        raise _bad(
-            "This gateway does not keep responses, so 'previous_response_id' cannot be used: send the whole "
-            "conversation in 'input' (as Codex does with store: false).",
-            "previous_response_id",
-            "unsupported_parameter",
-        )
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        raise _type_error("previous_response_id", "a string")
     for key, meaning in (
         ("conversation", "conversations are not kept here"),
         ("prompt", "stored prompt templates do not exist here"),
@@ -547,16 +553,11 @@ class _Conversation:
         return self.messages
 
 
-def _input(value: Any, names: ToolNames) -> list[Json]:
-    if value is None:
-        raise invalid_request("You must provide 'input'.", param="input", code="missing_required_parameter")
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}]
-    if not isinstance(value, list):
-        raise _type_error("input", "a string or an array of items")
+def _input(value: list[Any], names: ToolNames, earlier: int) -> list[Json]:
+    """`earlier`: how many of the items are the kept turns of `previous_response_id` (named so in errors)."""
     conversation = _Conversation(names)
     for index, item in enumerate(value):
-        where = f"input[{index}]"
+        where = f"input[{index - earlier}]" if index >= earlier else f"previous_response_id's item {index}"
         if not isinstance(item, dict):
             raise _type_error(where, "an object")
         kind = item.get("type", "message" if "role" in item else None)

@@ -43,6 +43,7 @@ class ReplyContext:
         return f"{prefix}_{self.response_id.removeprefix('resp_')}{index}"
 
     def response(self, status: str, output: list[Json], usage: Json | None, **extra: Any) -> Json:
+        # `store` and `previous_response_id` come with `echo` (the door says whether it keeps the response).
         """The `response` object (every field the SDK's `Response` requires, and the request's settings)."""
         body: Json = {
             "id": self.response_id,
@@ -54,8 +55,7 @@ class ReplyContext:
             "error": None,
             "incomplete_details": None,
             "usage": usage,
-            "store": False,  # nothing is kept (the door refuses previous_response_id)
-            "previous_response_id": None,
+            "store": False,
             **self.echo,
         }
         body.update(extra)
@@ -209,6 +209,7 @@ class ResponseStream:
     calls: dict[int, _Call] = field(default_factory=dict)
     finish_reason: str | None = None
     usage: Json | None = None
+    final: Json | None = None  # the response object of response.completed / response.incomplete
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = event(kind, self.sequence, **fields)
@@ -428,7 +429,7 @@ class ResponseStream:
         out.append(self._close_calls())
         self.finished = True
         output = [item for item in self.output if item is not None]
-        final = self.context.response(
+        self.final = final = self.context.response(
             status, output, self.usage, incomplete_details=details, completed_at=self.context.created_at
         )
         out.append(

@@ -209,9 +209,9 @@ def test_web_search_is_left_out_and_named_in_a_header(gateway: Gateway, scripts:
 
 def test_refusals_are_openai_errors(gateway: Gateway) -> None:
     client = gateway.client()
-    with pytest.raises(openai.BadRequestError) as chained:
+    with pytest.raises(openai.NotFoundError) as chained:
         client.responses.create(model="auto", input="x", previous_response_id="resp_123")
-    assert chained.value.body["param"] == "previous_response_id"
+    assert chained.value.body["code"] == "previous_response_not_found"
     with pytest.raises(openai.BadRequestError) as file_image:
         client.responses.create(
             model="auto",
@@ -243,3 +243,22 @@ def test_the_codex_capture_is_served(gateway: Gateway) -> None:
     events = list(raw.parse())
     assert events[-1].type == "response.completed"
     assert any(e.type == "response.output_item.done" for e in events)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_previous_response_id_continues_a_kept_response(
+    gateway: Gateway, scripts: dict[str, Script], model: str
+) -> None:
+    client = gateway.client()
+    first = client.responses.create(model=model, input="My name is Ada.")
+    with client.responses.stream(model=model, input="What is my name?", previous_response_id=first.id) as stream:
+        second = stream.get_final_response()
+    assert second.previous_response_id == first.id and second.output_text
+    messages = sent(scripts)[-1]["messages"]
+    assert messages[0] == {"role": "user", "content": "My name is Ada."}
+    assert messages[1]["role"] == "assistant" and messages[1]["content"] == first.output_text
+    assert messages[-1] == {"role": "user", "content": "What is my name?"}
+    other = make_key(gateway.db, make_team(gateway.db, f"others-{model}", "5.00").name)[0]
+    stranger = openai.OpenAI(base_url=gateway.url + "/v1", api_key=other, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.create(model=model, input="And mine?", previous_response_id=second.id)

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from gateway.http.response_store import ResponseStore
 from gateway.providers.mock import MockCall
 from gateway.state import Gateway
 from tests.pipeline.test_serve import bearer, chunks, ledger, reply, run, settled, team_key
@@ -240,7 +241,6 @@ def test_residency_fails_closed_through_the_responses_door(tmp_path: Path) -> No
 
 def test_bad_bodies_are_400s_in_openai_shape(tmp_path: Path) -> None:
     bad: list[tuple[dict[str, Any], str]] = [
-        ({**CODEX_LIKE, "previous_response_id": "resp_1"}, "previous_response_id"),
         ({**CODEX_LIKE, "api_base": "http://evil"}, "api_base"),
         ({**CODEX_LIKE, "litellm_logging": {}}, "litellm_logging"),
         ({**CODEX_LIKE, "surprise": 1}, "surprise"),
@@ -288,3 +288,75 @@ def test_a_streamed_length_stop_is_an_incomplete_response(tmp_path: Path) -> Non
         assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Hello"
 
     run(tmp_path, {"mistral": lambda call: stream}, scenario)
+
+
+def test_previous_response_id_puts_the_kept_turns_first_for_the_same_team_only(tmp_path: Path) -> None:
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: dict[str, list[MockCall]]) -> None:
+        key = await team_key(gateway)
+        other = await team_key(gateway, "beta")
+        body = {"model": "mistral-medium-3.5", "input": "My name is Ada.", "instructions": "Be brief."}
+        first = await client.post("/v1/responses", json=body, headers=bearer(key))
+        assert first.status_code == 200 and first.json()["store"] is True
+        follow = {
+            "model": "mistral-medium-3.5",
+            "input": "What is my name?",
+            "previous_response_id": first.json()["id"],
+        }
+        second = await client.post("/v1/responses", json={**follow, "stream": True}, headers=bearer(key))
+        assert second.status_code == 200
+        completed = events_of(second.content)[-1]["response"]
+        assert completed["previous_response_id"] == first.json()["id"]
+        third = await client.post(
+            "/v1/responses", json={**follow, "previous_response_id": completed["id"]}, headers=bearer(key)
+        )
+        assert third.status_code == 200, third.text
+        stolen = await client.post("/v1/responses", json=follow, headers=bearer(other))
+        assert stolen.status_code == 404 and stolen.json()["error"]["code"] == "previous_response_not_found"
+        explained = await client.post("/v1/route/explain?format=responses", json=follow, headers=bearer(key))
+        assert explained.status_code == 200, explained.text
+        unkept = await client.post("/v1/responses", json={**body, "store": False}, headers=bearer(key))
+        assert unkept.json()["store"] is False
+        again = {**follow, "previous_response_id": unkept.json()["id"]}
+        assert (await client.post("/v1/responses", json=again, headers=bearer(key))).status_code == 404
+
+    calls = run(tmp_path, {"mistral": lambda call: chunks("Hi!") if call.stream else reply()}, scenario)
+    sent = [call.body["messages"] for call in calls["mistral"]]
+    assert sent[1] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hi!"},
+        {"role": "user", "content": "What is my name?"},
+    ]  # the first response's instructions are not carried over (as OpenAI's API does)
+    assert sent[2] == [
+        *sent[1],
+        {"role": "assistant", "content": "Hi!"},
+        {"role": "user", "content": "What is my name?"},
+    ]
+
+
+def test_no_kept_responses_means_previous_response_id_is_refused(tmp_path: Path) -> None:
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: dict[str, list[MockCall]]) -> None:
+        key = await team_key(gateway)
+        body = {"model": "auto", "input": "x", "previous_response_id": "resp_1"}
+        answer = await client.post("/v1/responses", json=body, headers=bearer(key))
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == "previous_response_id"
+        kept = await client.post("/v1/responses", json={"model": "auto", "input": "x"}, headers=bearer(key))
+        assert kept.json()["store"] is False
+
+    run(tmp_path, {}, scenario, responses_kept=0)
+
+
+def test_the_store_is_bounded_by_count_and_bytes_least_recently_used_first() -> None:
+    store = ResponseStore(max_responses=2, max_bytes=200)
+    item = [{"role": "user", "content": "x" * 20}]
+    assert store.put("a", "r1", item) and store.put("a", "r2", item)
+    assert store.get("a", "r1") == item  # r1 used last: r2 goes first
+    store.put("a", "r3", item)
+    assert store.get("a", "r2") is None and store.get("a", "r1") == item and len(store) == 2
+    assert store.get("b", "r1") is None  # another team's
+    assert not store.put("a", "big", [{"content": "y" * 500}])  # larger than the whole store: not kept
+    store.put("a", "r4", [{"content": "z" * 150}])
+    assert store.bytes <= 200 and store.get("a", "r4") is not None
+    copy = store.get("a", "r4")
+    assert copy is not None
+    copy.clear()
+    assert store.get("a", "r4")  # each lookup is a copy

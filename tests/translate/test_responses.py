@@ -161,6 +161,25 @@ def test_a_reasoning_summary_restores_reasoning_when_no_encrypted_content_is_our
     assert chat["messages"][1]["content"] is None
 
 
+def test_the_kept_turns_of_previous_response_id_come_first_and_errors_name_the_new_items() -> None:
+    history = [
+        {"role": "user", "content": "Hi"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello!"}]},
+    ]
+    translated = translate_request({"model": "auto", "input": "And now?", "previous_response_id": "resp_1"}, history)
+    assert translated.chat["messages"] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "And now?"},
+    ]
+    assert translated.conversation == [*history, {"role": "user", "content": "And now?"}]
+    assert translated.echo["previous_response_id"] == "resp_1"
+    assert translate_request({"model": "auto", "input": [], "previous_response_id": "r"}, history).chat["messages"]
+    with pytest.raises(GatewayError) as error:
+        translate_request({"model": "auto", "input": [{"type": "bogus"}], "previous_response_id": "r"}, history)
+    assert error.value.param == "input[0].type"
+
+
 def test_tools_namespaces_and_built_ins() -> None:
     translated = translate_request(
         {
@@ -231,7 +250,7 @@ def test_reasoning_text_format_and_hints() -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"input": "x", "previous_response_id": 7}, "previous_response_id"),
         ({"input": "x", "base_url": "http://evil"}, "base_url"),
         ({"input": "x", "extra_headers": {"a": "b"}}, "extra_headers"),
         ({"input": "x", "litellm_params": {}}, "litellm_params"),
