@@ -18,6 +18,7 @@ refuses every CONNECT, and the test asserts that Codex asked it for nothing.
 from __future__ import annotations
 
 import json
+import shlex
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -30,7 +31,10 @@ from gateway.cli.main import main as gateway_cli
 from tests.support import ROOT
 from tests.support.coding_tools import TEAM, ClientGateway, Installer, Tool, describe, need, offline_env, run_tool
 from tests.support.emulators import Script
+from tests.support.gateways import GatewayFactory
 from tests.support.http import auth, post_json
+from tests.support.metrics import scrape, total
+from tests.support.store import make_key, make_team
 
 pytestmark = pytest.mark.slow
 
@@ -291,3 +295,71 @@ def test_captured_codex_request_is_served_and_names_the_dropped_web_search(
     (chat,) = mistral_script.chats()
     assert "web_search" not in _tool_names(chat)
     _check_ledger(client_gateway, "auto", 1)
+
+
+# -- refusals ----------------------------------------------------------------------------------------------------
+
+
+MASTER_KEY = "master-key-for-codex-refusals"
+
+
+@pytest.fixture()
+def refusing_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> tuple[ClientGateway, dict[str, str]]:
+    """Teams the gateway refuses: a spent budget, a policy that refuses Kimi, a team with no route to Kimi in the EU."""
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    keys = {}
+    make_team(db, "broke", "0.000001")
+    keys["broke"], _ = make_key(db, "broke")
+    make_team(db, "eu-strict", "5.00", regions=["eu"], policy="eu-only")
+    keys["eu-strict"], _ = make_key(db, "eu-strict")
+    make_team(db, "kimi-eu", "5.00", regions=["eu"], models=["kimi-k2.6"])
+    keys["kimi-eu"], record = make_key(db, "kimi-eu")
+    server = start_gateway(database_url=db, master_key=MASTER_KEY, policies_dir=ROOT / "policies")
+    return ClientGateway(server.url, keys["kimi-eu"], record.id, db, server), keys
+
+
+# team: the model asked for, the status the gateway answers, what Codex 0.171 prints, and how many requests it sends
+# (the first and `request_max_retries = 1` retry for a 403: Codex retries 401, 403 and 5xx, never 400 or 429).
+REFUSALS = {
+    "broke": ("auto", 429, "Quota exceeded. Check your plan and billing details.", 1),  # budget_exceeded
+    "eu-strict": ("kimi-k2.6", 403, "is not in the models of policy 'eu-only'", 2),  # model_not_allowed
+    "kimi-eu": ("auto", 400, '"code":"no_route"', 1),  # Codex prints a 400's body as it is
+}
+
+
+@pytest.mark.parametrize("team", list(REFUSALS))
+def test_codex_shows_a_refusal_and_edits_nothing(
+    team: str,
+    installer: Installer,
+    refusing_gateway: tuple[ClientGateway, dict[str, str]],
+    mistral_script: Script,
+    moonshot_script: Script,
+    proxy: RecordingProxy,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A budget refusal shows as Codex's own quota text (the gateway's message is not shown: the README says where
+    to look); a policy refusal and a request with no route show the gateway's message; Codex exits 1, edits
+    nothing, and no provider is called."""
+    model, status, shown, sent = REFUSALS[team]
+    codex = need(installer, "codex")
+    gateway, keys = refusing_gateway
+    work = _project(tmp_path)
+    codex_home = tmp_path / "codex-home"
+    # The writer lists the models as the key's team sees them, and kimi-eu has no route for `auto` (it says so):
+    # write the configuration as the unrestricted team "broke", then put the refused team's key in gateway.env.
+    gateway.key = keys["broke"]
+    _configure(gateway, model, codex_home)
+    (codex_home / "gateway.env").write_text(f"export GATEWAY_API_KEY={shlex.quote(keys[team])}\n")
+    capsys.readouterr()
+
+    result = _run_codex(codex, codex_home, work, tmp_path / "home", proxy, "Change the launch code to 4712")
+
+    assert result.returncode == 1, describe(result)
+    assert shown in result.stderr, describe(result)
+    assert (work / "notes.txt").read_text() == NOTES
+    assert mistral_script.chats() == [] and moonshot_script.chats() == []
+    samples = scrape(gateway.url, auth(MASTER_KEY))
+    assert total(samples, "gateway_requests_total", endpoint="responses", team=team, status=str(status)) == sent
+    assert total(samples, "gateway_requests_total", endpoint="responses") == sent
+    assert proxy.requests == []
