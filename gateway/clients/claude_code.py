@@ -36,24 +36,27 @@ QUIET = {
 }
 
 
+def usable(setup: Setup) -> list[ClientModel]:
+    """The chat models (not `auto`) the key may use: with `--url`, those the gateway's `auto` card says the team's
+    policy, models and regions leave (its listing names every catalog model); else every chat model listed."""
+    reaches = setup.models[AUTO].reaches
+    return [m for m in setup.chat_models() if m.name != AUTO and (not reaches or m.name in reaches)]
+
+
 def small_model(setup: Setup) -> ClientModel:
-    """For Claude Code's background requests (titles, summaries, quick checks): the cheapest chat model with tools
-    that the gateway lists (with `--url`: the ones the key's team may use), else the chosen model."""
-    priced = [
-        m
-        for m in setup.chat_models()
-        if m.name != AUTO and "tools" in m.capabilities and m.input_per_million is not None
-    ]
+    """For Claude Code's background requests (titles, summaries, quick checks): the cheapest usable chat model with
+    tools, else the chosen model."""
+    priced = [m for m in usable(setup) if "tools" in m.capabilities and m.input_per_million is not None]
     if not priced:
         return setup.chosen()
     return min(priced, key=lambda m: (m.output_per_million or 0, m.input_per_million or 0, m.name))
 
 
 def max_output_tokens(setup: Setup) -> int | None:
-    """The smallest output limit among the chat models listed: Claude Code sets `max_tokens` from its own idea of the
+    """The smallest output limit among the usable chat models: Claude Code sets `max_tokens` from its own idea of the
     model (32000 for a name it does not know, 64000 for its own `claude-opus-4-8`), and the gateway refuses a
     `max_tokens` over the served model's limit (400 invalid_value); `auto` and an alias may serve any of them."""
-    limits = [m.max_output_tokens for m in setup.chat_models() if m.name != AUTO and m.max_output_tokens > 0]
+    limits = [m.max_output_tokens for m in usable(setup) if m.max_output_tokens > 0]
     return min(limits) if limits else None
 
 

@@ -43,6 +43,7 @@ class ClientModel:
     cached_input_per_million: Decimal | None = None
     region: str | None = None
     fixed_sampling: bool = False
+    reaches: tuple[str, ...] = ()  # `auto` from a gateway's listing: the chat models the key's team may use
 
     @property
     def is_chat(self) -> bool:
@@ -121,6 +122,7 @@ def models_from_listing(cards: list[dict[str, Any]]) -> dict[str, ClientModel]:
             cached_input_per_million=_decimal(pricing.get("cached_input_per_million")),
             region=card.get("region"),
             fixed_sampling=bool(card.get("fixed_sampling", False)),
+            reaches=tuple(card.get("models") or ()),
         )
     return models
 
@@ -170,6 +172,7 @@ def with_auto(models: dict[str, ClientModel]) -> dict[str, ClientModel]:
             (m.cached_input_per_million for m in prices if m.cached_input_per_million is not None), default=None
         ),
         fixed_sampling=any(m.fixed_sampling for m in chat),
+        reaches=listed.reaches if listed else (),
     )
     return {AUTO: auto, **{name: m for name, m in models.items() if name != AUTO}}
 

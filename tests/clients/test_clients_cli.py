@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import tomllib
 from pathlib import Path
@@ -13,7 +14,9 @@ import yaml
 
 from gateway.cli.main import main as gateway_cli
 from tests.support.coding_tools import ClientGateway
+from tests.support.gateways import GatewayFactory
 from tests.support.http import Answer, auth, post_json
+from tests.support.store import make_key, make_team
 
 
 def test_every_tool_prints_its_configuration_without_writing(
@@ -183,3 +186,80 @@ def test_continue_autocomplete_and_embeddings_entries_reach_their_routes(
         ("mistral-embed", "coders"),
     ]
     assert all(r.cost_nanos > 0 and r.status == 200 for r in rows)
+
+
+def _exports(text: str) -> dict[str, str]:
+    """The variables an env file exports, as a shell would read them."""
+    exported = {}
+    for line in text.splitlines():
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").partition("=")
+            exported[name] = shlex.split(value, comments=True)[0] if value else ""
+    return exported
+
+
+def test_claude_code_settings_point_at_the_messages_door(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GATEWAY_API_KEY", raising=False)
+    command = ["clients", "claude-code", "--model", "mistral-medium-3.5", "--key", "gw-secret", "--dir", str(tmp_path)]
+    assert gateway_cli(command) == 0
+    out = capsys.readouterr().out
+    settings, env_file = tmp_path / ".claude" / "settings.json", tmp_path / ".claude" / "gateway.env"
+    assert f"wrote {settings}" in out and "claude -p" in out
+    env = json.loads(settings.read_text())["env"]
+    assert env == {
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:4000",  # Claude Code appends /v1/messages itself
+        "ANTHROPIC_AUTH_TOKEN": "gw-secret",
+        "ANTHROPIC_MODEL": "mistral-medium-3.5",
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": "mistral-medium-3.5",
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": "mistral-medium-3.5",
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": "kimi-k2.6",  # the cheapest chat model listed
+        "ANTHROPIC_SMALL_FAST_MODEL": "kimi-k2.6",
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "32768",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    assert _exports(env_file.read_text()) == env
+    for path in (settings, env_file):  # both hold the key
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path
+
+    # Without a key: none written, the env file takes it from $GATEWAY_API_KEY, and the files are not secret.
+    assert gateway_cli(["clients", "claude-code", "--dir", str(tmp_path / "open")]) == 0
+    assert "ANTHROPIC_AUTH_TOKEN=gw-..." in capsys.readouterr().out
+    env = json.loads((tmp_path / "open" / ".claude" / "settings.json").read_text())["env"]
+    assert "ANTHROPIC_AUTH_TOKEN" not in env and env["ANTHROPIC_MODEL"] == "auto"
+    exported = (tmp_path / "open" / ".claude" / "gateway.env").read_text()
+    assert 'export ANTHROPIC_AUTH_TOKEN="$GATEWAY_API_KEY"' in exported
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "open" / ".claude" / "settings.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_claude_code_env_file_quotes_what_a_shell_would_expand(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "gw-a$b c'd"  # not a real key's alphabet, but the file must survive any
+    assert gateway_cli(["clients", "claude-code", "--key", key, "--dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert _exports((tmp_path / ".claude" / "gateway.env").read_text())["ANTHROPIC_AUTH_TOKEN"] == key
+
+
+@pytest.mark.slow
+def test_claude_code_small_model_is_the_cheapest_the_team_may_use(
+    start_gateway: GatewayFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --url the models are those the key's team may use: for a team kept in the EU, Kimi K2.6 (the
+    cheapest otherwise) is not listed, so background requests go to Mistral Medium 3.5 too."""
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    make_team(db, "eu-team", "5.00", regions=["eu"])
+    key, _ = make_key(db, "eu-team")
+    server = start_gateway(database_url=db, master_key="master-key-for-clients-cli")
+    command = ["clients", "claude-code", "--url", server.url, "--key", key, "--dir", str(tmp_path / "eu")]
+    assert gateway_cli(command) == 0
+    capsys.readouterr()
+    env = json.loads((tmp_path / "eu" / ".claude" / "settings.json").read_text())["env"]
+    assert (env["ANTHROPIC_BASE_URL"], env["ANTHROPIC_AUTH_TOKEN"]) == (server.url, key)
+    assert env["ANTHROPIC_SMALL_FAST_MODEL"] == env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == "mistral-medium-3.5"
