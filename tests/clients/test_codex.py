@@ -190,8 +190,7 @@ def _check_ledger(gateway: ClientGateway, model: str, count: int) -> None:
         ), row
         assert row.prompt_tokens > 0 and row.completion_tokens > 0 and row.cost_nanos > 0, row
         assert row.stream, row
-        if hasattr(row, "endpoint"):  # the ledger's endpoint column (issue 14)
-            assert row.endpoint == "responses", row
+        assert row.endpoint == "responses", row  # the front door, in the ledger
 
 
 @pytest.mark.parametrize("model", list(ROUTES))
