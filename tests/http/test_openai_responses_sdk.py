@@ -11,10 +11,13 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.http.servers import ThreadedServer
 from tests.support.emulators import Script
 from tests.support.gateways import GatewayFactory
+from tests.support.http import request
 from tests.support.store import ledger, make_key, make_team
 
 pytestmark = pytest.mark.slow
@@ -262,3 +265,82 @@ def test_previous_response_id_continues_a_kept_response(
     stranger = openai.OpenAI(base_url=gateway.url + "/v1", api_key=other, max_retries=0)
     with pytest.raises(openai.NotFoundError):
         stranger.responses.create(model=model, input="And mine?", previous_response_id=second.id)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+ITEM = st.fixed_dictionaries(
+    {"type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "mcp_call"])},
+    optional={
+        "role": st.sampled_from(["user", "assistant", "developer", "system", "tool"]) | JSON,
+        "content": st.text(max_size=6)
+        | st.lists(
+            st.fixed_dictionaries({"type": st.text(max_size=12)}, optional={"text": JSON, "image_url": JSON}),
+            max_size=2,
+        ),
+        "call_id": JSON,
+        "name": st.sampled_from(["get_weather", "read_file"]) | JSON,
+        "namespace": st.just("files") | JSON,
+        "arguments": JSON,
+        "output": JSON,
+        "summary": JSON,
+        "encrypted_content": JSON,
+    },
+)
+FIELDS = [
+    "input",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "reasoning",
+    "text",
+    "include",
+    "metadata",
+    "store",
+    "stream",
+    "truncation",
+    "previous_response_id",
+    "prompt_cache_key",
+    "user",
+    "service_tier",
+]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    model=st.sampled_from(MODELS),
+    items=st.lists(ITEM, max_size=4),
+    fields=st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=3),
+    tools=st.lists(st.sampled_from([WEATHER, FILES, {"type": "web_search"}]), max_size=3),
+)
+def test_no_responses_body_gets_a_5xx(
+    gateway: Gateway, model: str, items: list[Any], fields: dict[str, Any], tools: list[Any]
+) -> None:
+    body = {"model": model, "input": items or "hi", "tools": tools, "max_output_tokens": 16, **fields}
+    answer = request(
+        gateway.url,
+        "POST",
+        "/v1/responses",
+        json.dumps(body).encode(),
+        {"content-type": "application/json", "authorization": f"Bearer {gateway.key}"},
+    )
+    assert answer.status < 500, (answer.status, body, answer.body[:300])
+    if answer.status >= 400:
+        assert answer.error["message"], body  # OpenAI's error shape
+    elif body.get("stream") is True:
+        last = [line for line in answer.body.decode().split("\n") if line.startswith("event: ")][-1]
+        assert last in ("event: response.completed", "event: response.incomplete", "event: response.failed")
+    else:
+        assert json.loads(answer.body)["object"] == "response"
