@@ -271,9 +271,14 @@ def translate_messages(messages: Any) -> list[Json]:
                 out.append(turn)
     last = out[-1] if out else None
     if last is not None and last["role"] == "assistant" and not last.get("tool_calls"):
-        # A last assistant turn is Anthropic's prefill: the answer continues it. That is Mistral's `prefix: true`
-        # (Kimi's `partial: true`, which its adapter makes of it; fields.KNOWN_MESSAGE_KEYS for the others).
-        last["prefix"] = True
+        if not last["content"]:
+            out.pop()  # nothing to continue (a last turn of thinking only): the answer starts afresh
+        else:
+            # A last assistant turn is Anthropic's prefill: the answer continues it. That is Mistral's `prefix:
+            # true` (Kimi's `partial: true`, which its adapter makes of it; fields.KNOWN_MESSAGE_KEYS for the others).
+            last["prefix"] = True
+    if not out:
+        raise _error("messages", "messages: nothing to answer (only empty assistant turns).")
     return out
 
 

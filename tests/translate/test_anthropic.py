@@ -169,6 +169,9 @@ def test_a_last_assistant_turn_is_a_prefill() -> None:
         "content": "1, 2,",
         "prefix": True,
     }
+    thinking_only = [messages[0], {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm"}]}]
+    assert translate(messages=thinking_only).body["messages"] == [{"role": "user", "content": "Count"}]
+    assert refused(body(messages=[{"role": "assistant", "content": []}])).param == "messages"
 
 
 def test_a_system_turn_among_the_messages_stays_where_it_is() -> None:
