@@ -299,3 +299,64 @@ def test_explain_reads_a_messages_body(tmp_path: Path) -> None:
         assert refused.status_code == 400
 
     run(tmp_path, {}, scenario)
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_deep_nesting_anywhere_is_served_or_refused_never_a_500(tmp_path: Path) -> None:
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: dict[str, list[MockCall]]) -> None:
+        key = await team_key(gateway)
+        call = {"type": "tool_use", "id": "t1", "name": "get_weather", "input": nested(100)}
+        result = {"type": "tool_result", "tool_use_id": "t1", "content": [nested(100)]}
+        schema = {"type": "object", "properties": nested(100)}
+        bodies = [
+            {**ASK, "messages": [ASK["messages"][0], {"role": "assistant", "content": [call]}]},
+            {
+                **ASK,
+                "messages": [
+                    ASK["messages"][0],
+                    {"role": "assistant", "content": [call]},
+                    {"role": "user", "content": [result]},
+                ],
+            },
+            {**ASK, "tools": [{**WEATHER, "input_schema": schema}]},
+            {**ASK, "metadata": nested(120)},
+            {**ASK, "thinking": nested(120)},
+        ]
+        statuses = []
+        for body in bodies:
+            answer = await client.post(MESSAGES, json=body, headers=api_key(key))
+            assert answer.status_code < 500, answer.text
+            statuses.append(answer.status_code)
+            if answer.status_code != 200:
+                assert answer.json()["error"]["type"] == "invalid_request_error"
+        deep = b'{"model": "auto", "max_tokens": 5, "messages": ' + b'{"a": ' * 1000 + b"1" + b"}" * 1000 + b"}"
+        answer = await client.post(MESSAGES, content=deep, headers={**api_key(key), "content-type": "application/json"})
+        statuses.append(answer.status_code)  # beyond what the body reader takes
+        assert statuses == [200, 400, 200, 400, 400, 400]  # a block inside a tool_result must be typed
+
+    run(tmp_path, {}, scenario)
+
+
+def test_claude_model_ids_are_served_through_the_policys_aliases(tmp_path: Path) -> None:
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: dict[str, list[MockCall]]) -> None:
+        key = await team_key(gateway)
+        # Claude Code's small/fast model asks for titles and summaries without tools: the cheapest model (codestral)
+        plain = {k: v for k, v in ASK.items() if k != "tools"}
+        for asked, served in [("claude-sonnet-4-5", "mistral-medium-3.5"), ("claude-haiku-4-5-20251001", "codestral")]:
+            answer = await client.post(MESSAGES, json={**plain, "model": asked}, headers=api_key(key))
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model"] == asked  # the name the client sent, as Anthropic answers
+            assert (answer.headers["x-gateway-model"], answer.headers["x-gateway-route-reason"]) == (served, "alias")
+        rows = sorted(await ledger(gateway), key=lambda r: r.ts)
+        assert [(r.endpoint, r.requested_model, r.model) for r in rows] == [
+            ("messages", "claude-sonnet-4-5", "mistral-medium-3.5"),
+            ("messages", "claude-haiku-4-5-20251001", "codestral"),
+        ]
+
+    run(tmp_path, {}, scenario)
