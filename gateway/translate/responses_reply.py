@@ -210,6 +210,7 @@ class ResponseStream:
     finish_reason: str | None = None
     usage: Json | None = None
     final: Json | None = None  # the response object of response.completed / response.incomplete
+    cost: Json | None = None  # the pipeline's `x_gateway` (the settled cost), passed on in the final response
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = event(kind, self.sequence, **fields)
@@ -229,6 +230,8 @@ class ResponseStream:
         out = [self._start()]
         if isinstance(chunk.get("usage"), dict):
             self.usage = usage_of(chunk["usage"])
+        if isinstance(chunk.get("x_gateway"), dict):
+            self.cost = chunk["x_gateway"]
         choices = chunk.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is None:
@@ -429,8 +432,9 @@ class ResponseStream:
         out.append(self._close_calls())
         self.finished = True
         output = [item for item in self.output if item is not None]
+        extra: Json = {"x_gateway": self.cost} if self.cost is not None else {}
         self.final = final = self.context.response(
-            status, output, self.usage, incomplete_details=details, completed_at=self.context.created_at
+            status, output, self.usage, incomplete_details=details, completed_at=self.context.created_at, **extra
         )
         out.append(
             self._event("response.completed" if status == "completed" else "response.incomplete", response=final)

@@ -147,6 +147,7 @@ def test_a_stream_renders_reasoning_text_and_calls_in_pieces_and_completes_with_
         assert done[0]["encrypted_content"]  # include asked for it
         completed = events[-1]["response"]
         assert completed["output"] == done and completed["usage"]["input_tokens"] == 20
+        assert completed["x_gateway"]["model"] == "kimi-k2.6" and completed["x_gateway"]["cost_usd"] > 0
         rows = await settled(gateway)
         assert [(r.endpoint, r.stream, r.prompt_tokens, r.completion_tokens) for r in rows] == [
             ("responses", True, 20, 7)

@@ -439,7 +439,9 @@ def test_a_streamed_answer_accumulated_by_the_sdk_is_the_complete_answer() -> No
     with client.responses.stream(model="auto", input="x") as stream:
         events = list(stream)
         final = stream.get_final_response()
-    assert unparsed(final.model_dump()) == openai.types.responses.Response.model_validate(whole).model_dump()
+    streamed = unparsed(final.model_dump())
+    assert streamed.pop("x_gateway") == {"cost_usd": 0.0001}  # the settled cost, as on the chat door's last chunk
+    assert streamed == openai.types.responses.Response.model_validate(whole).model_dump()
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert decode_reasoning(final.output[0].encrypted_content) == "Need files."
     # Each event is named twice, as OpenAI sends it: `event:` and the data's `type`.
