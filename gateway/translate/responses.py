@@ -15,6 +15,9 @@ The rules:
   `tool_choice` that forces a dropped tool is refused.
 - `namespace` tools are flattened into function tools named `<namespace>__<tool>` and restored on the way back
   (`ToolNames`).
+- `custom` (freeform) tools take one string, not JSON: each is sent as a function tool with a single string
+  argument `input` (its grammar, if any, told in the description: chat providers cannot constrain output by a
+  grammar), and its calls come back as `custom_tool_call` items with that string.
 - Nothing from an item or a field is copied into the chat body as it is: every message and tool is rebuilt from
   the keys named here, so nothing can be smuggled through to a provider (the forbidden control fields are refused
   by name at the top level as on the OpenAI doors).
@@ -88,7 +91,6 @@ BUILT_IN_TOOLS = (
     "computer_use_preview",
     "computer",
     "mcp",
-    "custom",
     "apply_patch",
     "tool_search",
     "programmatic_tool_calling",
@@ -137,6 +139,7 @@ class ToolNames:
 
     namespaces: dict[str, tuple[str, str]] = field(default_factory=dict)  # flat name -> (namespace, name)
     flat: dict[tuple[str, str], str] = field(default_factory=dict)
+    custom: set[str] = field(default_factory=set)  # chat names of `custom` (freeform) tools
 
     def add(self, namespace: str, name: str, where: str) -> str:
         joined = f"{namespace}{NAMESPACE_JOIN}{name}"
@@ -375,6 +378,8 @@ def _tools(tools: Any, names: ToolNames) -> tuple[list[Json], list[str]]:
         kind = tool["type"]
         if kind == "function":
             out.append(_function(tool, where, None, names))
+        elif kind == "custom":
+            out.append(_custom(tool, where, None, names))
         elif kind == "namespace":
             namespace = tool.get("name")
             if not isinstance(namespace, str) or not namespace:
@@ -386,13 +391,14 @@ def _tools(tools: Any, names: ToolNames) -> tuple[list[Json], list[str]]:
                 spot = f"{where}.tools[{position}]"
                 if not isinstance(member, dict):
                     raise _type_error(spot, "an object")
-                if member.get("type") != "function":
-                    dropped.append(f"{namespace}.{member.get('name')}:{member.get('type')}")
-                    continue
-                out.append(_function(member, spot, namespace, names))
+                if member.get("type") == "function":
+                    out.append(_function(member, spot, namespace, names))
+                elif member.get("type") == "custom":
+                    out.append(_custom(member, spot, namespace, names))
+                else:
+                    raise _bad(f"Unknown tool type {member.get('type')!r} in {spot}.", f"{spot}.type")
         elif kind.startswith(BUILT_IN_TOOLS):
-            label = f"{kind}:{tool['name']}" if kind == "custom" and isinstance(tool.get("name"), str) else kind
-            dropped.append(label)
+            dropped.append(kind)
         else:
             raise _bad(f"Unknown tool type {kind!r} in {where}.", f"{where}.type")
     seen: set[str] = set()
@@ -402,6 +408,46 @@ def _tools(tools: Any, names: ToolNames) -> tuple[list[Json], list[str]]:
             raise _bad(f"Two tools are named {name!r} (after flattening namespaces).", "tools")
         seen.add(name)
     return out, dropped
+
+
+# The one argument a custom tool's function takes.
+CUSTOM_PARAMETERS: Json = {
+    "type": "object",
+    "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
+    "required": ["input"],
+}
+
+
+def _custom(tool: Json, where: str, namespace: str | None, names: ToolNames) -> Json:
+    """A custom (freeform) tool as a function tool taking one string, `input`."""
+    for key in tool:
+        if key not in ("type", "name", "description", "format", "defer_loading"):
+            raise _bad(f"Unknown parameter '{where}.{key}'.", f"{where}.{key}", "unknown_parameter")
+    description = tool.get("description")
+    if description is not None and not isinstance(description, str):
+        raise _type_error(f"{where}.description", "a string")
+    form = tool.get("format")
+    text = description or ""
+    if isinstance(form, dict) and form.get("type") == "grammar":
+        definition, syntax = form.get("definition"), form.get("syntax")
+        if not isinstance(definition, str) or not isinstance(syntax, str):
+            raise _type_error(f"{where}.format", "a grammar with 'syntax' and 'definition' strings")
+        text += f"\n\nThe input must follow this {syntax} grammar:\n{definition}"
+    elif form is not None and not (isinstance(form, dict) and form.get("type") == "text"):
+        raise _bad(f"'{where}.format' must be of type 'text' or 'grammar'.", f"{where}.format")
+    function = _function(
+        {
+            "type": "function",
+            "name": tool.get("name"),
+            "description": text.strip() or None,
+            "parameters": CUSTOM_PARAMETERS,
+        },
+        where,
+        namespace,
+        names,
+    )
+    names.custom.add(function["function"]["name"])
+    return function
 
 
 def _function(tool: Json, where: str, namespace: str | None, names: ToolNames) -> Json:
@@ -456,7 +502,7 @@ def _tool_choice(choice: Any, names: ToolNames, dropped: list[str], chat: Json) 
     if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
         raise _bad("'tool_choice' must be 'none', 'auto', 'required' or an object with a 'type'.", "tool_choice")
     kind = choice["type"]
-    if kind == "function":
+    if kind in ("function", "custom"):
         name, namespace = choice.get("name"), choice.get("namespace")
         if not isinstance(name, str) or not (namespace is None or isinstance(namespace, str)):
             raise _type_error("tool_choice.name", "a string")
@@ -565,14 +611,16 @@ def _input(value: list[Any], names: ToolNames, earlier: int) -> list[Json]:
             _message_item(item, where, conversation)
         elif kind == "function_call":
             _call_item(item, where, conversation)
-        elif kind == "function_call_output":
+        elif kind == "function_call_output" or kind == "custom_tool_call_output":
             _output_item(item, where, conversation)
+        elif kind == "custom_tool_call":
+            _custom_call_item(item, where, conversation)
         elif kind == "reasoning":
             _reasoning_item(item, where, conversation)
         else:
             raise _bad(
                 f"{where} is an item of type {kind!r}, which cannot be sent to the providers behind this gateway "
-                "(only message, function_call, function_call_output and reasoning items can).",
+                "(message, function_call, custom_tool_call, their outputs and reasoning items can).",
                 f"{where}.type",
                 "unsupported_item",
             )
@@ -664,6 +712,22 @@ def _call_item(item: Json, where: str, conversation: _Conversation) -> None:
         raise _type_error(f"{where}.arguments", "a string (JSON)")
     if namespace is not None and not isinstance(namespace, str):
         raise _type_error(f"{where}.namespace", "a string")
+    conversation.call(call_id, conversation.names.to_chat(name, namespace), arguments)
+
+
+def _custom_call_item(item: Json, where: str, conversation: _Conversation) -> None:
+    """A custom tool's call, replayed as the function call it was sent as (its input as the `input` argument)."""
+    _only(item, where, ("call_id", "name", "input", "namespace", "caller"))
+    call_id, name, text, namespace = item.get("call_id"), item.get("name"), item.get("input"), item.get("namespace")
+    if not isinstance(call_id, str) or not call_id:
+        raise _type_error(f"{where}.call_id", "a non-empty string")
+    if not isinstance(name, str) or not name:
+        raise _type_error(f"{where}.name", "a non-empty string")
+    if not isinstance(text, str):
+        raise _type_error(f"{where}.input", "a string")
+    if namespace is not None and not isinstance(namespace, str):
+        raise _type_error(f"{where}.namespace", "a string")
+    arguments = orjson.dumps({"input": text}).decode()
     conversation.call(call_id, conversation.names.to_chat(name, namespace), arguments)
 
 

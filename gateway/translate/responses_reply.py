@@ -124,18 +124,42 @@ def message_item(context: ReplyContext, index: int, text: str, status: str = "co
     }
 
 
+def custom_input(arguments: str) -> str:
+    """A custom tool's input from the arguments of the function it was sent as (`{"input": "..."}`); arguments
+    that are not that shape are given as they are."""
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments
+    text = parsed.get("input") if isinstance(parsed, dict) else None
+    return text if isinstance(text, str) else arguments
+
+
 def call_item(
     context: ReplyContext, index: int, call_id: str, chat_name: str, arguments: str, status: str = "completed"
 ) -> Json:
+    """A chat tool call -> a `function_call` item, or a `custom_tool_call` item for a custom tool."""
     namespace, name = context.names.from_chat(chat_name)
-    item: Json = {
-        "id": context.item_id("fc", index),
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
+    item: Json
+    if chat_name in context.names.custom:
+        text = custom_input(arguments) if status == "completed" else ""
+        item = {
+            "id": context.item_id("ctc", index),
+            "type": "custom_tool_call",
+            "call_id": call_id,
+            "name": name,
+            "input": text,
+            "status": status,
+        }
+    else:
+        item = {
+            "id": context.item_id("fc", index),
+            "type": "function_call",
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
+            "status": status,
+        }
     if namespace is not None:
         item["namespace"] = namespace
     return item
@@ -389,6 +413,8 @@ class ResponseStream:
             fragment, call.pending = call.pending + fragment, ""
         if fragment:
             call.arguments += fragment
+            if call.name in self.context.names.custom:
+                return b"".join(out)  # a custom tool's input is sent whole when the call ends (it is inside JSON)
             out.append(
                 self._event(
                     "response.function_call_arguments.delta",
@@ -411,15 +437,20 @@ class ResponseStream:
                 out.append(self._event("response.output_item.added", output_index=call.output_index, item=item))
             item = call_item(self.context, call.output_index, call.call_id, call.name, call.arguments + call.pending)
             self.output[call.output_index] = item
-            out.append(
-                self._event(
-                    "response.function_call_arguments.done",
-                    item_id=item["id"],
-                    output_index=call.output_index,
-                    name=item["name"],
-                    arguments=item["arguments"],
+            if item["type"] == "custom_tool_call":
+                where = {"item_id": item["id"], "output_index": call.output_index}
+                out.append(self._event("response.custom_tool_call_input.delta", **where, delta=item["input"]))
+                out.append(self._event("response.custom_tool_call_input.done", **where, input=item["input"]))
+            else:
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.done",
+                        item_id=item["id"],
+                        output_index=call.output_index,
+                        name=item["name"],
+                        arguments=item["arguments"],
+                    )
                 )
-            )
             out.append(self._event("response.output_item.done", output_index=call.output_index, item=item))
         return b"".join(out)
 

@@ -210,6 +210,28 @@ def test_web_search_is_left_out_and_named_in_a_header(gateway: Gateway, scripts:
     assert forced.value.body["param"] == "tool_choice"
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_a_custom_tool_round_trip(gateway: Gateway, scripts: dict[str, Script], model: str) -> None:
+    patch = "*** Begin Patch\n*** Update File: notes.txt\n-4711\n+4712\n*** End Patch"
+    queue(
+        scripts,
+        {"content": "", "tool_calls": [{"name": "apply_patch", "arguments": {"input": patch}}], "after_tool": False},
+        {"content": "Patched.", "after_tool": True},
+    )
+    tool = {"type": "custom", "name": "apply_patch", "description": "Edit files with a patch."}
+    client = gateway.client()
+    question = [{"role": "user", "content": "Change 4711 to 4712 in notes.txt"}]
+    first = client.responses.create(model=model, input=question, tools=[tool])
+    call = next(item for item in first.output if item.type == "custom_tool_call")
+    assert (call.name, call.input) == ("apply_patch", patch)
+    history = question + [item.model_dump(exclude_none=True) for item in first.output]
+    history.append({"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Done"})
+    second = client.responses.create(model=model, input=history, tools=[tool])
+    assert second.output_text == "Patched."
+    turn = next(m for m in sent(scripts)[-1]["messages"] if m.get("tool_calls"))
+    assert json.loads(turn["tool_calls"][0]["function"]["arguments"]) == {"input": patch}
+
+
 def test_refusals_are_openai_errors(gateway: Gateway) -> None:
     client = gateway.client()
     with pytest.raises(openai.NotFoundError) as chained:

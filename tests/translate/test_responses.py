@@ -185,7 +185,7 @@ def test_tools_namespaces_and_built_ins() -> None:
         {
             "model": "auto",
             "input": "x",
-            "tools": [SHELL, FILES, {"type": "web_search"}, {"type": "custom", "name": "apply_patch"}],
+            "tools": [SHELL, FILES, {"type": "web_search"}, {"type": "file_search", "vector_store_ids": []}],
             "tool_choice": {"type": "function", "name": "read", "namespace": "files"},
             "parallel_tool_calls": True,
         }
@@ -206,9 +206,42 @@ def test_tools_namespaces_and_built_ins() -> None:
         },
     ]
     assert translated.chat["tool_choice"] == {"type": "function", "function": {"name": "files__read"}}
-    assert translated.dropped_tools == ["web_search", "custom:apply_patch"]
+    assert translated.dropped_tools == ["web_search", "file_search"]
     assert translated.names.from_chat("files__read") == ("files", "read")
     assert translated.names.from_chat("shell") == (None, "shell")
+
+
+PATCH_TOOL = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Edit files.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+}
+
+
+def test_a_custom_tool_is_a_function_of_one_string_and_its_calls_replay_as_that() -> None:
+    translated = translate_request(
+        {
+            "model": "auto",
+            "tools": [PATCH_TOOL],
+            "tool_choice": {"type": "custom", "name": "apply_patch"},
+            "input": [
+                {"role": "user", "content": "Fix it"},
+                {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "*** Begin Patch"},
+                {"type": "custom_tool_call_output", "call_id": "c1", "output": "Done"},
+            ],
+        }
+    )
+    function = translated.chat["tools"][0]["function"]
+    assert function["name"] == "apply_patch" and function["parameters"]["required"] == ["input"]
+    assert "lark grammar" in function["description"] and "start: /.+/" in function["description"]
+    assert translated.chat["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+    assert translated.chat["messages"][1]["tool_calls"][0]["function"] == {
+        "name": "apply_patch",
+        "arguments": '{"input":"*** Begin Patch"}',
+    }
+    assert translated.chat["messages"][2] == {"role": "tool", "tool_call_id": "c1", "content": "Done"}
+    assert translated.dropped_tools == [] and "apply_patch" in translated.names.custom
 
 
 def test_allowed_tools_narrow_the_tools_sent() -> None:
@@ -469,6 +502,41 @@ def test_codex_reads_what_it_needs_from_the_stream() -> None:
     assert completed["type"] == "response.completed" and completed["response"]["id"] == "resp_abc"
     usage = completed["response"]["usage"]
     assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == (30, 12, 42)
+
+
+def test_a_custom_tool_call_comes_back_as_a_custom_tool_call_both_ways() -> None:
+    names = ToolNames()
+    names.custom.add("apply_patch")
+    arguments = '{"input": "*** Begin Patch\\n*** End Patch"}'
+    call = {"id": "call_7", "type": "function", "function": {"name": "apply_patch", "arguments": arguments}}
+    chat = {
+        **COMPLETE,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "", "tool_calls": [call]},
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    whole = response_from_chat(chat, context(names=names))
+    response = sdk_client(orjson.dumps(whole), False).responses.create(model="auto", input="x")
+    item = response.output[0]
+    assert item.type == "custom_tool_call" and (item.name, item.call_id) == ("apply_patch", "call_7")
+    assert item.input == "*** Begin Patch\n*** End Patch"
+    pieces = [
+        delta(tool_calls=[{"index": 0, "id": "call_7", "function": {"name": "apply_patch", "arguments": '{"inp'}}]),
+        delta(finish="tool_calls", tool_calls=[{"index": 0, "function": {"arguments": arguments[5:]}}]),
+    ]
+    raw = sse_of(ResponseStream(context(names=names)), pieces)
+    with sdk_client(raw, True).responses.stream(model="auto", input="x") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [e.type for e in events if "custom_tool_call" in e.type] == [
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+    ]
+    assert final.output[0].type == "custom_tool_call" and final.output[0].input == item.input
 
 
 def test_length_is_incomplete_both_ways() -> None:
