@@ -29,8 +29,9 @@ from gateway.http.guard import Guard
 from gateway.http.response_store import ResponseStore
 from gateway.pipeline.request import InferenceRequest
 from gateway.pipeline.validation import check_chat
-from gateway.translate.responses import dropped_header, translate_request
+from gateway.translate.responses import translate_request
 from gateway.translate.responses_reply import ReplyContext, ResponseStream, response_from_chat
+from gateway.translate.responses_tools import dropped_header
 from gateway.types import Json
 
 PATH = "/v1/responses"

@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from gateway.translate.responses import ToolNames, encode_reasoning
+from gateway.translate.responses_items import encode_reasoning
+from gateway.translate.responses_tools import ToolNames
 from gateway.types import Json
 
 # Chat finish reasons that end a response early (`incomplete_details.reason` in Response).

@@ -20,13 +20,10 @@ from gateway.errors import GatewayError
 from gateway.pipeline.validation import check_chat
 from gateway.providers.mistral import MistralAdapter
 from gateway.providers.moonshot import MoonshotAdapter
-from gateway.translate.responses import (
-    ToolNames,
-    decode_reasoning,
-    encode_reasoning,
-    translate_request,
-)
+from gateway.translate.responses import translate_request
+from gateway.translate.responses_items import decode_reasoning, encode_reasoning
 from gateway.translate.responses_reply import ReplyContext, ResponseStream, response_from_chat
+from gateway.translate.responses_tools import ToolNames
 from tests.support.sse import frames
 
 FIXTURES = Path(__file__).resolve().parents[1] / "clients" / "fixtures"  # captured from Codex CLI 0.171 `exec`
@@ -276,6 +273,8 @@ def test_reasoning_text_format_and_hints() -> None:
         "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": True},
     }
     assert chat["prompt_cache_key"] == "k" and chat["metadata"] == {"team": "x"} and chat["stream"] is True
+    assert chat["user"] == "u" and "safety_identifier" not in chat
+    assert chat_of(input="x", safety_identifier="s")["user"] == "s"
     for absent in ("include", "client_metadata", "store", "truncation", "stream_options", "reasoning", "text"):
         assert absent not in chat
 
