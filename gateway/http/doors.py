@@ -110,12 +110,11 @@ async def serve_http(
     if isinstance(answer, Answer):
         body = orjson.dumps(renderer.reply(orjson.loads(answer.body)))
         return json_bytes(body, headers={**answer.headers, **renderer.headers})
-    farewell = renderer.error(orjson.loads(shutting_down().body())["error"])
     return EventStreamResponse(
         rendered_events(answer.events, renderer),
         headers={**answer.headers, **renderer.headers},
         stop=gateway.drain_over,
-        farewell=farewell,
+        farewell=lambda: renderer.error(orjson.loads(shutting_down().body())["error"]),
     )
 
 

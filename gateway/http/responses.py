@@ -38,13 +38,14 @@ class EventStreamResponse(Response):
         events: AsyncIterator[bytes],
         headers: Mapping[str, str] | None = None,
         stop: Drain | None = None,
-        farewell: bytes = b"",
+        farewell: bytes | Callable[[], bytes] = b"",
     ) -> None:
         self.events = events
         self.status_code = 200
         self.background = None
         self.on_close: Callable[[], None] | None = None  # after the last byte, or the client left
-        # Set when the gateway shuts down and its drain time is over: the stream ends with `farewell`.
+        # Set when the gateway shuts down and its drain time is over: the stream ends with `farewell` (or what it
+        # returns then: a door whose events are numbered renders it from the stream's state at that moment).
         self.stop, self.farewell = stop, farewell
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
@@ -68,7 +69,8 @@ class EventStreamResponse(Response):
                     await aclose()
                 if watch.shut_down and not watch.gone:
                     # The producer has ended (its ledger row is being written): say why, then end the body.
-                    await send({"type": "http.response.body", "body": self.farewell, "more_body": True})
+                    farewell = self.farewell() if callable(self.farewell) else self.farewell
+                    await send({"type": "http.response.body", "body": farewell, "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:
                 pass  # the client went away meanwhile

@@ -476,8 +476,8 @@ class ResponseStream:
     def error(self, error: Json) -> bytes:
         """The stream failed: `response.failed` with the error (what was done so far stays in `output`).
 
-        It changes nothing in the stream's state: the door computes its shutdown farewell with it before the
-        stream starts (doors.serve_http), and nothing follows a real error event."""
+        It changes nothing in the stream's state: nothing follows an error event (a real one, or the farewell
+        the door renders when the gateway's drain time ends, from the stream's state at that moment)."""
         if self.finished:
             return b""
         code = error.get("code") or error.get("type") or "server_error"
