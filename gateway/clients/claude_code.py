@@ -24,15 +24,17 @@ SETTINGS = ".claude/settings.json"
 ENV_FILE = ".claude/gateway.env"
 CLAUDE_CODE_VERSION = "2.1.197"
 
-# Claude Code's switches for traffic other than the model's requests (its documentation's environment variables;
-# with these four, 2.1.197 `-p` opened no connection but the gateway's, checked with strace in
-# tests/clients/test_claude_code.py): usage telemetry (Statsig), error reports (Sentry), the self-updater, and the
-# rest (feature flags, release notes, the model-capabilities bootstrap).
+# Claude Code's switches for traffic other than the model's requests (environment variables 2.1.197 reads): usage
+# telemetry, error reports, the self-updater, the rest of its non-essential traffic (feature flags, release notes,
+# the bootstrap), and the official plugin marketplace, which the interactive TUI otherwise fetches at start from
+# github.com and downloads.claude.ai even with the other four set (seen through a recording proxy). With these five,
+# neither `claude -p` nor the TUI connects to anything but the gateway (tests/clients/test_claude_code.py).
 QUIET = {
     "DISABLE_TELEMETRY": "1",
     "DISABLE_ERROR_REPORTING": "1",
     "DISABLE_AUTOUPDATER": "1",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
 }
 
 

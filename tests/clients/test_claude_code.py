@@ -10,11 +10,17 @@ Each test checks the file Claude Code edited, the answer it printed, what the pr
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import re
+import select
 import shutil
+import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -378,3 +384,114 @@ def test_claude_code_shows_a_refusal_at_once_and_leaves_the_file(
     assert counted == 1  # not retried
     assert mistral_script.chats() == [] and moonshot_script.chats() == []
     assert (work / "notes.txt").read_text() == NOTES
+
+
+# -- the interactive TUI -------------------------------------------------------------------------------------------
+
+ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[A-Za-z~]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]|\x1b[=>78]")
+
+
+class Terminal:
+    """Claude Code's TUI on a pseudo-terminal: what it drew so far (escape sequences and white space removed, since
+    the TUI moves the cursor between words), read until a text appears or a deadline passes."""
+
+    def __init__(self, command: list[str], cwd: Path, env: dict[str, str]) -> None:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: becomes the TUI, or ends (it must never go on running the tests)
+            try:
+                os.chdir(cwd)
+                os.execve(command[0], command, env)
+            finally:
+                os._exit(127)
+        self._pid, self._fd, self._drawn = pid, fd, b""
+
+    def wait_for(self, text: str, seconds: float = 60) -> None:
+        wanted = "".join(text.split()).encode()
+        deadline = time.monotonic() + seconds
+        while wanted not in "".join(ANSI.sub(b"", self._drawn).decode(errors="replace").split()).encode():
+            left = deadline - time.monotonic()
+            ready = select.select([self._fd], [], [], max(left, 0))[0] if left > 0 else []
+            if not ready:
+                tail = ANSI.sub(b"", self._drawn)[-1500:].decode(errors="replace")
+                pytest.fail(f"the TUI did not show {text!r} in {seconds} s; it shows:\n{tail}", pytrace=False)
+            try:
+                self._drawn += os.read(self._fd, 65536)
+            except OSError:  # the TUI exited
+                pytest.fail(f"the TUI exited before showing {text!r}", pytrace=False)
+
+    def type(self, text: str) -> None:
+        os.write(self._fd, text.encode())
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid, signal.SIGKILL)
+        os.waitpid(self._pid, 0)
+        os.close(self._fd)
+
+
+def test_claude_code_tui_answers_and_reaches_nothing_else(
+    installer: Installer,
+    client_gateway: ClientGateway,
+    mistral_script: Script,
+    moonshot_script: Script,
+    refusing_proxy: RefusingProxy,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`claude` as a person runs it (the TUI, on a pseudo-terminal), configured by the written settings: it answers
+    through the gateway, names the session on the small model, and asks the recording proxy for nothing. The TUI
+    does more at start than `-p`: without CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL it fetches the plugin
+    marketplace from github.com and downloads.claude.ai (checked by the second start)."""
+    claude = need(installer, "claude")
+    work = _project(tmp_path)
+    tag = "claude-code-tui"
+    answer = f"Hello from the gateway ({tag})"
+    mistral_script.queue({"match": tag, "tools": True, "content": answer})
+    _configure(client_gateway, "mistral-medium-3.5", work)
+    capsys.readouterr()
+
+    def returning_user(home: Path) -> dict[str, str]:
+        """A scratch HOME where the first start's questions (a theme, whether to trust the folder) are answered."""
+        home.mkdir()
+        projects = {str(work): {"hasTrustDialogAccepted": True}}
+        (home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True, "projects": projects}))
+        environment = offline_env(home, **_proxied(refusing_proxy.url), TERM="xterm-256color")
+        for name in ("NODE_OPTIONS", "CI", "NO_COLOR"):  # CI would make the TUI behave as in a pipeline
+            environment.pop(name)
+        return environment
+
+    terminal = Terminal([str(claude.path)], work, returning_user(tmp_path / "home"))
+    try:
+        terminal.wait_for("? for shortcuts")
+        terminal.type(f"Say hello ({tag})")
+        terminal.wait_for(f"Say hello ({tag})")
+        terminal.type("\r")
+        terminal.wait_for(answer)
+        titles = wait_until(moonshot_script.chats, what="the session title request on the small model")
+    finally:
+        terminal.close()
+    assert refusing_proxy.asked == []
+    # The TUI names the session with the small/fast model (kimi-k2.6, the cheapest listed): no tools, a JSON schema.
+    assert [(b["model"], b.get("tools"), b["response_format"]["type"]) for b in titles] == [
+        ("kimi-k2.6", None, "json_schema")
+    ], titles
+    rows = client_gateway.rows(wait_for=2)
+    assert sorted((r.requested_model, r.model, r.status, r.endpoint) for r in rows) == [
+        ("kimi-k2.6", "kimi-k2.6", 200, "messages"),
+        ("mistral-medium-3.5", "mistral-medium-3.5", 200, "messages"),
+    ], rows
+
+    # The same start without the marketplace switch asks the proxy for GitHub and Anthropic's download host (in a new
+    # HOME: once a start has passed the marketplace over, later starts in that HOME do not fetch it either).
+    settings = work / ".claude" / "settings.json"
+    config = json.loads(settings.read_text())
+    del config["env"]["CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL"]
+    settings.write_text(json.dumps(config))
+    terminal = Terminal([str(claude.path)], work, returning_user(tmp_path / "new-home"))
+    try:
+        terminal.wait_for("? for shortcuts")
+        wait_until(lambda: refusing_proxy.asked, 30, "the marketplace fetch through the proxy")
+    finally:
+        terminal.close()
+    hosts = {line.split()[1] for line in refusing_proxy.asked}
+    assert hosts <= {"github.com:443", "downloads.claude.ai:443"} and hosts, refusing_proxy.asked

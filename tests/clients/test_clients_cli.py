@@ -221,6 +221,7 @@ def test_claude_code_settings_point_at_the_messages_door(
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
     }
     assert _exports(env_file.read_text()) == env
     for path in (settings, env_file):  # both hold the key
