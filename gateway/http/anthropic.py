@@ -40,7 +40,9 @@ def _request(
 ) -> tuple[InferenceRequest, Translated]:
     translated = translate_request(body, counting=counting)
     params = check_chat(translated.body)  # the same checks as the chat door (types, forbidden fields, needs)
-    request = InferenceRequest(principal, "chat", params, translated.body, size, http.headers, endpoint="messages")
+    request = InferenceRequest(
+        principal, "chat", params, translated.body, size, http.headers, endpoint="messages", output_ceiling=True
+    )
     return request, translated
 
 

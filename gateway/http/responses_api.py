@@ -122,7 +122,9 @@ def parse_request(http: Request, body: Json, size: int, principal: Principal) ->
         echo=translated.echo,
         encrypted_reasoning=translated.encrypted_reasoning,
     )
-    request = InferenceRequest(principal, "chat", params, translated.chat, size, http.headers, endpoint="responses")
+    request = InferenceRequest(
+        principal, "chat", params, translated.chat, size, http.headers, endpoint="responses", output_ceiling=True
+    )
     keep = Keep(store, team, translated.conversation) if kept and store is not None else None
     return request, ResponsesRenderer(context, translated.dropped_tools, keep)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.auth.principal import Principal
 from gateway.budget.accounting import Ticket
+from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError
 from gateway.money import usd_text
 from gateway.pipeline.plan import Plan
@@ -31,6 +32,18 @@ def _smallest_budget(principal: Principal) -> int | None:
     return min(budgets) if budgets else None
 
 
+def fit_output(request: InferenceRequest, model: ModelConfig) -> None:
+    """For a door whose output limit is only a ceiling (`InferenceRequest.output_ceiling`): lower it to what
+    `model` can produce, in the body sent and in what the budget reserves. Other doors keep their 400."""
+    params, limit = request.params, model.max_output_tokens
+    if not request.output_ceiling or params.max_output is None or not limit or params.max_output <= limit:
+        return
+    params.max_output = limit
+    for name in ("max_tokens", "max_completion_tokens"):
+        if request.body.get(name) is not None:
+            request.body[name] = limit
+
+
 async def admit(
     gateway: Gateway, request: InferenceRequest, route: Route, found: Plan, dry_run: bool = False
 ) -> tuple[Ticket, Route]:
@@ -41,6 +54,7 @@ async def admit(
     it covers), before refusing with the first refusal. A large reservation, or one refused on the estimate,
     counts the prompt with the model's tokenizer first. `dry_run`: the same steps against the budgets as they
     are now, reserving nothing (what explain predicts)."""
+    fit_output(request, route.model)  # (a fallback's model may produce less than the first one)
     principal, params, body = request.principal, request.params, request.body
     accounting = gateway.accounting
     decision, policy, counts = found.decision, found.policy, found.counts
@@ -112,6 +126,7 @@ async def admit(
                 found.catalog, decision.candidates, counts.tokens, decision.expected_output, route.model
             ):
                 try:
+                    fit_output(request, model)
                     check_limits(model, params.n, params.max_output, params.max_output_param)
                 except GatewayError:
                     continue

@@ -43,6 +43,10 @@ class InferenceRequest:
     # while it parses them anyway; None: the canonical shape goes out as it is.
     reshape: ChunkReshaper | None = None
     endpoint: Endpoint = "chat"
+    # The output limit is a ceiling the client chose for another vendor's models (Claude Code asks Anthropic's
+    # Messages door for 32,000 or 64,000 tokens, Codex's Responses for OpenAI's): on the model that serves the
+    # request it is lowered to that model's own limit instead of refused (`pipeline.admit.fit_output`).
+    output_ceiling: bool = False
 
 
 class Observer(Protocol):

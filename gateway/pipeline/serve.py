@@ -6,7 +6,7 @@ observer's. Every front door calls `serve` and renders what it returns.
 
 from __future__ import annotations
 
-from gateway.pipeline.admit import admit
+from gateway.pipeline.admit import admit, fit_output
 from gateway.pipeline.attempts import Attempts
 from gateway.pipeline.plan import Planner, plan
 from gateway.pipeline.request import Answer, Context, InferenceRequest, StreamAnswer
@@ -22,8 +22,10 @@ async def serve(gateway: Gateway, request: InferenceRequest, context: Context) -
     found = await plan(Planner.of(gateway), request)
     decision = found.decision
     if decision.pinned and decision.considered:  # a named model's own limits, before any refusal of the policy's
+        fit_output(request, decision.considered[0])
         check_limits(decision.considered[0], params.n, params.max_output, params.max_output_param)
     route = decision.route(found.catalog)
+    fit_output(request, route.model)
     check_limits(route.model, params.n, params.max_output, params.max_output_param)
     ticket, route = await admit(gateway, request, route, found)
     settlement = Settlement(gateway, request, context.observer, found.counts)
