@@ -78,3 +78,49 @@ def test_readyz_says_draining_once_shutdown_begins(start_gateway: GatewayFactory
         return ready.status == 503 and ready.json()["status"] == "draining"
 
     assert wait_until(draining)
+
+
+def test_sigterm_ends_messages_and_responses_streams_in_their_own_format(
+    tmp_path: Path, mistral: ThreadedServer, moonshot: ThreadedServer, mistral_log: EmulatorControl
+) -> None:
+    """A stream of the Messages door outliving the drain ends with Anthropic's `error` event; one of the Responses
+    door with `response.failed`, numbered after the events already sent; both are settled."""
+    db = f"sqlite:///{tmp_path / 'drain.db'}"
+    make_team(db, "web", "5.00")
+    key, _ = make_key(db, "web")
+    env = {**provider_env(mistral, moonshot), "GATEWAY_SHUTDOWN_DRAIN_SECONDS": "2"}
+    process, url = start_cli_gateway(db, env)
+    try:
+        mistral_log.fault("first_token=60000", count=2)
+        message = {**BODY, "stream": True}
+        messages = begin_post_json(url, "/v1/messages", message, {"x-api-key": key}, timeout=60)
+        wait_until(lambda: len(mistral_log.requests()) == 1)
+        response = {"model": "mistral-medium-3.5", "input": "take your time", "stream": True, "max_output_tokens": 20}
+        responses = begin_post_json(url, "/v1/responses", response, auth(key), timeout=60)
+        wait_until(lambda: len(mistral_log.requests()) == 2)
+        process.send_signal(signal.SIGTERM)
+
+        answer = messages.getresponse()
+        assert answer.status == 200
+        raw = answer.read().decode()
+        last = raw.rstrip().split("\n\n")[-1]
+        assert last.startswith("event: error\n"), raw
+        error = json.loads(last.split("data: ", 1)[1])
+        assert error["type"] == "error" and error["error"]["type"] == "overloaded_error", error
+
+        answer = responses.getresponse()
+        assert answer.status == 200
+        decoded = sse.events(answer.read())
+        assert decoded[-1]["type"] == "response.failed", decoded[-1]
+        assert decoded[-1]["response"]["error"]["code"] == "gateway_shutting_down"
+        numbers = [event["sequence_number"] for event in decoded]
+        assert numbers == list(range(len(numbers))), numbers  # the farewell continues the stream's numbering
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert process.stderr is not None
+        log = process.stderr.read()
+        assert "Traceback" not in log, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+    rows = ledger(db, team="web")
+    assert sorted(r.endpoint for r in rows) == ["messages", "responses"], [(r.endpoint, r.status) for r in rows]
