@@ -1,11 +1,10 @@
 """Each request's front door, as the ledger row, the metrics and the request log line name it (the `endpoint`
-column of migration 3, the `endpoint` label, the log's `endpoint` field). In-process: the real app, budgets and
-settlement on SQLite, in front of `MockAdapter` providers."""
+column of migration 3, the `endpoint` label, the log's `endpoint` field). In-process (tests/support/inprocess.py):
+the real app, budgets and settlement on SQLite, in front of `MockAdapter` providers."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,21 +13,14 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.admin import service
 from gateway.budget.journal import SettlementJournal
-from gateway.catalog import load_catalog
-from gateway.http.app import create_app
-from gateway.providers.mock import MockAdapter, MockCall
-from gateway.settings import Settings
+from gateway.providers.mock import MockCall
 from gateway.state import Gateway
 from gateway.store import open_store
 from gateway.store.base import SpendFilter
+from tests.support.inprocess import HELLO, MASTER, bearer, run, team_key
 from tests.support.metrics import Samples, total
 from tests.support.store import ledger_row
-
-MASTER = "sk-master-endpoints"
-ENV = {"MISTRAL_API_KEY": "mistral-key", "MOONSHOT_API_KEY": "moonshot-key"}
-HELLO = [{"role": "user", "content": "Hello there"}]
 
 
 def answer(call: MockCall) -> Any:
@@ -57,34 +49,8 @@ def answer(call: MockCall) -> Any:
     }
 
 
-Scenario = Callable[[Gateway, httpx.AsyncClient, list[dict[str, Any]]], Awaitable[None]]
-
-
-def run(tmp_path: Path, scenario: Scenario) -> None:
-    """Run `scenario` against an in-process gateway whose providers answer with `answer`; its third argument
-    collects the request log's entries."""
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'gateway.db'}", data_dir=tmp_path, master_key=MASTER, request_log=False
-    )
-    gateway = Gateway(settings, load_catalog(None, ENV), adapters=lambda provider: MockAdapter(provider, answer))
-
-    async def main() -> None:
-        await gateway.start()
-        try:
-            app = create_app(gateway)
-            logged: list[dict[str, Any]] = []
-            app.state.request_log.listeners.append(logged.append)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-                await scenario(gateway, client, logged)
-        finally:
-            await gateway.close()
-
-    asyncio.run(main())
-
-
 async def scrape(client: httpx.AsyncClient) -> Samples:
-    answer = await client.get("/metrics", headers={"authorization": f"Bearer {MASTER}"})
+    answer = await client.get("/metrics", headers=bearer(MASTER))
     assert answer.status_code == 200
     samples: Samples = {}
     for family in text_string_to_metric_families(answer.text):
@@ -108,16 +74,17 @@ DOORS = [
 
 
 def test_each_door_names_itself_in_the_ledger_the_metrics_and_the_log(tmp_path: Path) -> None:
-    async def scenario(gateway: Gateway, client: httpx.AsyncClient, logged: list[dict[str, Any]]) -> None:
-        await service.create_team(gateway.store, {"name": "alpha", "budget_usd": "5.00"}, "UTC", gateway.catalog)
-        key = (await service.create_key(gateway.store, {"team": "alpha"}))["key"]
+    logged: list[dict[str, Any]] = []  # the request log's entries
+
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: dict[str, list[MockCall]]) -> None:
+        key = await team_key(gateway, budget_usd="5.00")
         for path, body, _ in DOORS:
-            reply = await client.post(path, json=body, headers={"authorization": f"Bearer {key}"})
+            reply = await client.post(path, json=body, headers=bearer(key))
             assert reply.status_code == 200, (path, reply.text)
         # Refused before the door read anything (a bad key): no door to name; an admin route is no door at all.
-        refused = await client.post("/v1/fim/completions", json=DOORS[4][1], headers={"authorization": "Bearer no"})
+        refused = await client.post("/v1/fim/completions", json=DOORS[4][1], headers=bearer("no"))
         assert refused.status_code == 401
-        assert (await client.get("/admin/teams", headers={"authorization": f"Bearer {MASTER}"})).status_code == 200
+        assert (await client.get("/admin/teams", headers=bearer(MASTER))).status_code == 200
 
         rows = await gateway.store.ledger_rows(SpendFilter())
         assert [(r.endpoint, r.model, r.stream) for r in rows] == [
@@ -161,7 +128,12 @@ def test_each_door_names_itself_in_the_ledger_the_metrics_and_the_log(tmp_path: 
             ("/admin/teams", None, 200),
         ]
 
-    run(tmp_path, scenario)
+    run(
+        tmp_path,
+        {"mistral": answer, "moonshot": answer},
+        scenario,
+        on_app=lambda app: app.state.request_log.listeners.append(logged.append),
+    )
 
 
 def test_a_settlement_journaled_before_the_upgrade_replays_as_chat(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from gateway.providers.mock import MockCall
 from gateway.providers.moonshot import MoonshotAdapter
 from gateway.state import Gateway
 from gateway.store.base import ScopeUsage, team_scope
-from tests.pipeline.test_serve import ENV, bearer, chunks, ledger, reply, run, settled, team_key
+from tests.support.inprocess import ENV, bearer, chunks, ledger, reply, run, settled, team_key
 from tests.support.sse import frames
 
 FIXTURES = Path(__file__).resolve().parents[1] / "clients" / "fixtures"

@@ -12,7 +12,7 @@ import httpx
 from gateway.http.response_store import ResponseStore
 from gateway.providers.mock import MockCall
 from gateway.state import Gateway
-from tests.pipeline.test_serve import bearer, chunks, ledger, reply, run, settled, team_key
+from tests.support.inprocess import bearer, chunks, ledger, reply, run, settled, team_key
 from tests.support.sse import frames
 
 WEB_SEARCH = {"type": "web_search"}

@@ -11,8 +11,8 @@ import httpx
 
 from gateway.providers.mock import MockCall
 from gateway.state import Gateway
-from tests.pipeline.test_serve import HELLO, bearer, ledger, run, team_key
 from tests.support import ROOT
+from tests.support.inprocess import HELLO, bearer, ledger, run, team_key
 
 CHAT = "/v1/chat/completions"
 HAIKU = "claude-haiku-4-5-20251001"

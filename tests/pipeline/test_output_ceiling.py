@@ -11,7 +11,7 @@ import httpx
 
 from gateway.providers.mock import MockCall
 from gateway.state import Gateway
-from tests.pipeline.test_serve import HELLO, bearer, ledger, reply, run, team_key, upstream_error
+from tests.support.inprocess import HELLO, bearer, ledger, reply, run, team_key, upstream_error
 
 CLAUDE_CODE_OPUS = {  # Claude Code 2.1.197 asks for 64,000 tokens for its opus model (tests/clients/test_claude_code.py)
     "model": "mistral-medium-3.5",
