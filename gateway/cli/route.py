@@ -82,12 +82,29 @@ def _headers(values: list[str]) -> dict[str, str]:
     return out
 
 
-def _via_http(url: str, team: str, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
+# --door: how the request file is read, as the gateway's door of that name reads it (`?format=` of the endpoint).
+DOORS = ("chat", "messages", "responses")
+
+
+def canonical_body(door: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The chat request a door makes of a body (Anthropic Messages, OpenAI Responses), or the chat body itself."""
+    if door == "messages":
+        from gateway.translate.anthropic import translate_request as messages_request
+
+        return messages_request(body).body
+    if door == "responses":
+        from gateway.translate.responses import translate_request as responses_request
+
+        return responses_request(body).chat
+    return body
+
+
+def _via_http(url: str, team: str, raw: bytes, headers: dict[str, str], door: str = "chat") -> dict[str, Any]:
     key = os.environ.get("GATEWAY_MASTER_KEY")
     if not key:
         raise RuntimeError("--url needs the master key in the environment variable GATEWAY_MASTER_KEY")
     request = urllib.request.Request(
-        url.rstrip("/") + "/v1/route/explain?" + urllib.parse.urlencode({"team": team}),
+        url.rstrip("/") + "/v1/route/explain?" + urllib.parse.urlencode({"team": team, "format": door}),
         data=raw,
         method="POST",
         headers={"authorization": f"Bearer {key}", "content-type": "application/json", **headers},
@@ -118,7 +135,8 @@ def _direct(args: argparse.Namespace, raw: bytes, headers: dict[str, str]) -> di
     gateway = Gateway(settings, load_catalog(config_path(args)))
     body = orjson.loads(raw)
     if not isinstance(body, dict):
-        raise RuntimeError("the request file must hold a JSON object (a chat request)")
+        raise RuntimeError(f"the request file must hold a JSON object (a {args.door} request)")
+    body = canonical_body(args.door, body)
     params = check_chat(body)
 
     async def run() -> dict[str, Any]:
@@ -147,7 +165,10 @@ def cmd_route_explain(args: argparse.Namespace) -> int:
     try:
         raw = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
         headers = _headers(args.header)
-        data = _via_http(args.url, args.team, raw, headers) if args.url else _direct(args, raw, headers)
+        if args.url:
+            data = _via_http(args.url, args.team, raw, headers, args.door)
+        else:
+            data = _direct(args, raw, headers)
     except (OSError, ConfigError, orjson.JSONDecodeError, ValueError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
@@ -165,10 +186,17 @@ def add_route_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     route = commands.add_parser("route", help="explain routing decisions")
     actions = route.add_subparsers(dest="route_command", required=True, metavar="ACTION")
     explain = actions.add_parser(
-        "explain", help="the routing decision for a chat request file, as a table (no provider is called)"
+        "explain", help="the routing decision for a request file, as a table (no provider is called)"
     )
     explain.add_argument("--team", required=True, help="the team whose policy, models and regions apply")
-    explain.add_argument("--file", required=True, help="a chat request body (JSON); '-' reads stdin")
+    explain.add_argument("--file", required=True, help="a request body (JSON); '-' reads stdin")
+    explain.add_argument(
+        "--door",
+        choices=DOORS,
+        default="chat",
+        help="how to read the file: a chat completions body (default), an Anthropic Messages body (Claude Code) or an "
+        "OpenAI Responses body (Codex)",
+    )
     explain.add_argument(
         "--header",
         action="append",

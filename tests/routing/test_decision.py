@@ -518,6 +518,35 @@ def test_cli_route_explain_direct(
     assert "-> mistral-medium-3.5 (mistral, eu), reason preferred" in capsys.readouterr().out
 
 
+def test_cli_route_explain_reads_messages_and_responses_bodies(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--door messages|responses` reads the file as that door does: Claude Code's model id through the aliases, an
+    Anthropic-defined tool left out; a Responses body with Codex's built-in web_search."""
+    from gateway.cli.main import main
+
+    make_team(db, "eu", None, regions=["eu"])
+    monkeypatch.chdir(ROOT)
+    request = tmp_path / "request.json"
+    message = {
+        "model": "claude-sonnet-4-5-20250929",
+        "max_tokens": 32000,
+        "system": [{"type": "text", "text": "You are terse."}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+    }
+    request.write_text(json.dumps(message))
+    argv = ["route", "explain", "--team", "eu", "--file", str(request), "--database-url", db, "--format", "json"]
+    assert main([*argv, "--door", "messages"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["model"], data["reason"], data["alias"]["to"]) == ("mistral-medium-3.5", "alias", "auto")
+    assert data["requested_model"] == "claude-sonnet-4-5-20250929"
+    responses = {"model": "auto", "input": "hi", "tools": [{"type": "web_search"}], "store": False}
+    request.write_text(json.dumps(responses))
+    assert main([*argv, "--door", "responses"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "mistral-medium-3.5"
+
+
 @pytest.mark.slow
 def test_policies_reload_without_restart_and_a_broken_edit_keeps_the_last_good_version(
     start_gateway: GatewayFactory, tmp_path: Path
