@@ -1,4 +1,5 @@
-"""Aliases never change what a decision may do (hypothesis, over the random scenarios of `test_properties`).
+"""Aliases never change what a decision may do (hypothesis, over the random scenarios of
+tests/support/routing_scenarios.py).
 
 For any policy, team, key, header, request size and counts: a name mapped to a catalog model or `auto` decides
 exactly as naming that target does (same candidates, refusal, pinned/rerouted, steps; only the reason `pinned` or
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from gateway.catalog import AUTO_MODEL
 from gateway.policy import Alias, Policy
 from gateway.routing import DecisionRequest, RouteDecision, decide
-from tests.routing.test_properties import Scenario, names, scenarios
+from tests.support.routing_scenarios import Scenario, names, scenarios
 
 ALIASES = settings(
     max_examples=400, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None, deadline=None

@@ -12,7 +12,9 @@ what two of them need is here.
 - metrics: scraping /metrics into samples;
 - waiting: bounded polling;
 - forwarder: a TCP forwarder to take a database away and give it back;
-- coding_tools: the real coding tools, installed and run offline.
+- coding_tools: the real coding tools, installed and run offline;
+- inprocess: the gateway in-process (real app and SQLite, `MockAdapter` providers) and what a scenario asks of it;
+- routing_scenarios: random `decide` scenarios (hypothesis) for the routing property tests.
 
 `ROOT` is the repository's root, whatever the depth of the test that needs a file from it.
 """
