@@ -6,18 +6,17 @@ exception classes; for mistral-medium-3.5, kimi-k2.6 and auto, each checked agai
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 
-from gateway.http.servers import ThreadedServer
 from tests.support.emulators import Script
 from tests.support.gateways import GatewayFactory
 from tests.support.store import ledger, make_key, make_team
+from tests.support.team_gateway import TeamGateway, start_team_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +29,9 @@ WEATHER = {
 }
 
 
-class Gateway:
-    def __init__(self, url: str, key: str, poor_key: str, db: str) -> None:
-        self.url, self.key, self.poor_key, self.db = url, key, poor_key, db
+@dataclass
+class Gateway(TeamGateway):
+    poor_key: str  # a key of team `broke`, whose budget no request fits
 
     def client(self, key: str | None = None, bearer: bool = False) -> anthropic.Anthropic:
         """Anthropic's client as Claude Code configures it: the key as x-api-key (ANTHROPIC_API_KEY), or as
@@ -42,33 +41,14 @@ class Gateway:
             return anthropic.Anthropic(base_url=self.url, auth_token=secret, max_retries=0)
         return anthropic.Anthropic(base_url=self.url, api_key=secret, max_retries=0)
 
-    def rows(self, count: int) -> list[Any]:
-        """The ledger once it has `count` rows (a stream's row is written as the stream ends)."""
-        deadline = time.monotonic() + 10
-        while len(rows := ledger(self.db)) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return sorted(rows, key=lambda r: r.ts)
-
 
 @pytest.fixture(scope="module")
 def gateway(start_gateway: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> Gateway:
     db = f"sqlite:///{tmp_path_factory.mktemp('messages') / 'ledger.db'}"
-    make_team(db, "coders", "5.00")
     make_team(db, "broke", "0.000001")
-    key, _ = make_key(db, "coders")
     poor, _ = make_key(db, "broke")
-    server = start_gateway(database_url=db, master_key="master-key-for-messages-tests")
-    return Gateway(server.url, key, poor, db)
-
-
-@pytest.fixture()
-def scripts(mistral: ThreadedServer, moonshot: ThreadedServer) -> Iterator[dict[str, Script]]:
-    both = {"mistral": Script(mistral.url), "moonshot": Script(moonshot.url)}
-    for script in both.values():
-        script.clear()
-    yield both
-    for script in both.values():
-        script.clear()  # other tests rely on the emulators' generated replies
+    server, key = start_team_gateway(start_gateway, db, "master-key-for-messages-tests")
+    return Gateway(server.url, key, db, poor)
 
 
 def only_sent(scripts: dict[str, Script]) -> dict[str, Any]:

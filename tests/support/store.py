@@ -79,6 +79,15 @@ def ledger(url: str, **filters: Any) -> list[LedgerRow]:
     return on_store(url, lambda s: s.ledger_rows(SpendFilter(**filters), limit=100_000))
 
 
+def ledger_at_least(url: str, count: int, seconds: float = 10.0) -> list[LedgerRow]:
+    """The ledger, oldest first, once it holds `count` rows (settlement may trail the response: a stream's row is
+    written as the stream ends); after `seconds`, what it holds then (the caller's assertions name what is missing)."""
+    deadline = time.monotonic() + seconds
+    while len(rows := ledger(url)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sorted(rows, key=lambda r: r.ts)
+
+
 def team_usage(url: str, team: Team) -> ScopeUsage:
     start, _ = period_window(team.period, "UTC", datetime.now(UTC))
     return on_store(url, lambda s: s.usage(team_scope(team.name), start))

@@ -20,7 +20,7 @@ from gateway.errors import GatewayError
 from gateway.pipeline.validation import check_chat
 from gateway.providers.mistral import MistralAdapter
 from gateway.providers.moonshot import MoonshotAdapter
-from gateway.translate.responses import translate_request
+from gateway.translate.responses import KNOWN_FIELDS, translate_request
 from gateway.translate.responses_items import decode_reasoning, encode_reasoning
 from gateway.translate.responses_reply import ReplyContext, ResponseStream, response_from_chat
 from gateway.translate.responses_tools import ToolNames
@@ -597,27 +597,9 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=10,
 )
-FIELDS = sorted(
-    {
-        "input",
-        "instructions",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "max_output_tokens",
-        "temperature",
-        "top_p",
-        "reasoning",
-        "text",
-        "include",
-        "metadata",
-        "store",
-        "stream",
-        "truncation",
-        "previous_response_id",
-        "prompt_cache_key",
-    }
-)
+# Every top-level field the door reads (its own table: the fuzz reaches each one the door learns), `model` set
+# on its own.
+FIELDS = sorted(KNOWN_FIELDS - {"model"})
 ITEM_TYPES = ["message", "function_call", "function_call_output", "reasoning", "web_search_call", None]
 
 
