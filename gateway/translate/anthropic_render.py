@@ -42,6 +42,7 @@ import orjson
 from gateway.errors import GatewayError
 from gateway.providers.base import usage_from
 from gateway.translate.anthropic import Translated
+from gateway.translate.common import json_object
 from gateway.types import Json
 
 STOP_REASONS = {
@@ -138,11 +139,8 @@ def tool_input(arguments: Any) -> Json:
         return arguments
     if not isinstance(arguments, str) or not arguments.strip():
         return {}
-    try:
-        parsed = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {"_raw": arguments}
-    return parsed if isinstance(parsed, dict) else {"_raw": arguments}
+    parsed = json_object(arguments)
+    return parsed if parsed is not None else {"_raw": arguments}
 
 
 def _split(content: Any) -> tuple[str, str]:

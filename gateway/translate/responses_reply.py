@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway.translate.common import json_object
 from gateway.translate.responses_items import encode_reasoning
 from gateway.translate.responses_tools import ToolNames
 from gateway.types import Json
@@ -128,11 +129,8 @@ def message_item(context: ReplyContext, index: int, text: str, status: str = "co
 def custom_input(arguments: str) -> str:
     """A custom tool's input from the arguments of the function it was sent as (`{"input": "..."}`); arguments
     that are not that shape are given as they are."""
-    try:
-        parsed = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return arguments
-    text = parsed.get("input") if isinstance(parsed, dict) else None
+    parsed = json_object(arguments)
+    text = parsed.get("input") if parsed is not None else None
     return text if isinstance(text, str) else arguments
 
 
