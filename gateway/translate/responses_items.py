@@ -208,14 +208,20 @@ def _image(part: Json, where: str) -> Json:
     return {"type": "image_url", "image_url": image}
 
 
-def _call_item(item: Json, where: str, conversation: _Conversation) -> None:
-    _only(item, where, ("call_id", "name", "arguments", "namespace", "caller"))
-    call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
-    namespace = item.get("namespace")
+def _call_id_and_name(item: Json, where: str) -> tuple[str, str]:
+    """The `call_id` and `name` of a replayed call (a function's or a custom tool's), each a non-empty string."""
+    call_id, name = item.get("call_id"), item.get("name")
     if not isinstance(call_id, str) or not call_id:
         raise bad_type(f"{where}.call_id", "a non-empty string")
     if not isinstance(name, str) or not name:
         raise bad_type(f"{where}.name", "a non-empty string")
+    return call_id, name
+
+
+def _call_item(item: Json, where: str, conversation: _Conversation) -> None:
+    _only(item, where, ("call_id", "name", "arguments", "namespace", "caller"))
+    call_id, name = _call_id_and_name(item, where)
+    arguments, namespace = item.get("arguments"), item.get("namespace")
     if not isinstance(arguments, str):
         raise bad_type(f"{where}.arguments", "a string (JSON)")
     if namespace is not None and not isinstance(namespace, str):
@@ -226,11 +232,8 @@ def _call_item(item: Json, where: str, conversation: _Conversation) -> None:
 def _custom_call_item(item: Json, where: str, conversation: _Conversation) -> None:
     """A custom tool's call, replayed as the function call it was sent as (its input as the `input` argument)."""
     _only(item, where, ("call_id", "name", "input", "namespace", "caller"))
-    call_id, name, text, namespace = item.get("call_id"), item.get("name"), item.get("input"), item.get("namespace")
-    if not isinstance(call_id, str) or not call_id:
-        raise bad_type(f"{where}.call_id", "a non-empty string")
-    if not isinstance(name, str) or not name:
-        raise bad_type(f"{where}.name", "a non-empty string")
+    call_id, name = _call_id_and_name(item, where)
+    text, namespace = item.get("input"), item.get("namespace")
     if not isinstance(text, str):
         raise bad_type(f"{where}.input", "a string")
     if namespace is not None and not isinstance(namespace, str):
