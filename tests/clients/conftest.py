@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.http.servers import ThreadedServer
-from tests.support.coding_tools import TEAM, ClientGateway, Installer
+from tests.support import ROOT
+from tests.support.coding_tools import REFUSALS_MASTER_KEY, TEAM, ClientGateway, Installer
 from tests.support.emulators import Script
 from tests.support.gateways import GatewayFactory
 from tests.support.store import make_key, make_team
@@ -33,6 +34,24 @@ def client_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> ClientGatew
     key, record = make_key(db, TEAM)
     server = start_gateway(database_url=db, master_key="master-key-for-client-tests")
     return ClientGateway(server.url, key, record.id, db, server)
+
+
+@pytest.fixture()
+def refusing_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> tuple[ClientGateway, dict[str, str]]:
+    """A gateway (policies of policies/, master key `REFUSALS_MASTER_KEY`) with teams it refuses, and their keys by
+    team: `broke` (a budget of a millionth of a dollar), `eu-strict` (eu only, policy eu-only, which refuses a named
+    model it may not use instead of rerouting it), `kimi-eu` (eu only, Kimi only: no route). The ClientGateway
+    holds kimi-eu's key."""
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    keys = {}
+    make_team(db, "broke", "0.000001")
+    keys["broke"], _ = make_key(db, "broke")
+    make_team(db, "eu-strict", "5.00", regions=["eu"], policy="eu-only")
+    keys["eu-strict"], _ = make_key(db, "eu-strict")
+    make_team(db, "kimi-eu", "5.00", regions=["eu"], models=["kimi-k2.6"])
+    keys["kimi-eu"], record = make_key(db, "kimi-eu")
+    server = start_gateway(database_url=db, master_key=REFUSALS_MASTER_KEY, policies_dir=ROOT / "policies")
+    return ClientGateway(server.url, keys["kimi-eu"], record.id, db, server), keys
 
 
 @pytest.fixture()

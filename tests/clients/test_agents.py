@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main as gateway_cli
-from tests.support.coding_tools import TEAM, ClientGateway, Installer, describe, need, offline_env, run_tool
+from tests.support.coding_tools import (
+    ClientGateway,
+    Installer,
+    check_turn_rows,
+    describe,
+    need,
+    offline_env,
+    run_tool,
+)
 from tests.support.emulators import Script
 
 pytestmark = pytest.mark.slow
@@ -19,17 +27,7 @@ ROUTES = {"auto": ("mistral-medium-3.5", "preferred"), "kimi-k2.6": ("kimi-k2.6"
 def _expect(client_gateway: ClientGateway, script: Script, model: str, answer: str, result) -> None:
     served, reason = ROUTES[model]
     assert answer in result.stdout.replace("\n", " ") or answer in result.stdout, describe(result)
-    rows = client_gateway.rows()
-    assert rows, "no ledger row"
-    for row in rows:
-        assert (row.team, row.requested_model, row.model, row.route_reason, row.status) == (
-            TEAM,
-            model,
-            served,
-            reason,
-            200,
-        )
-        assert row.prompt_tokens > 0 and row.completion_tokens > 0 and row.cost_nanos > 0
+    check_turn_rows(client_gateway.rows(), model, served, reason)
     with_tools = [body for body in script.chats() if body.get("tools")]
     assert with_tools, "the tool offered the model no tools"
     if served == "kimi-k2.6":  # K2.6's default reached Kimi: thinking on (a one-turn answer needs no change)

@@ -28,12 +28,19 @@ from typing import Any
 import pytest
 
 from gateway.cli.main import main as gateway_cli
-from tests.support import ROOT
-from tests.support.coding_tools import TEAM, ClientGateway, Installer, Tool, describe, need, offline_env, run_tool
+from tests.support.coding_tools import (
+    REFUSALS_MASTER_KEY,
+    ClientGateway,
+    Installer,
+    Tool,
+    check_turn_rows,
+    describe,
+    need,
+    offline_env,
+    run_tool,
+)
 from tests.support.emulators import Script
-from tests.support.gateways import GatewayFactory
 from tests.support.metrics import scrape, total
-from tests.support.store import make_key, make_team
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -130,17 +137,7 @@ def _check_ledger(gateway: ClientGateway, model: str, count: int) -> None:
     served, reason, _ = ROUTES[model]
     rows = gateway.rows(wait_for=count)
     assert len(rows) == count, rows
-    for row in rows:
-        assert (row.team, row.requested_model, row.model, row.route_reason, row.status) == (
-            TEAM,
-            model,
-            served,
-            reason,
-            200,
-        ), row
-        assert row.prompt_tokens > 0 and row.completion_tokens > 0 and row.cost_nanos > 0, row
-        assert row.stream, row  # Claude Code streams every turn
-        assert row.endpoint == "messages", row
+    check_turn_rows(rows, model, served, reason, stream=True, endpoint="messages")  # Claude Code streams every turn
 
 
 def _check_kimi_thinking(loop: list[dict[str, Any]]) -> None:
@@ -326,24 +323,9 @@ def test_claude_code_own_model_names_are_routed_by_the_policy_aliases(
 # -- refusals ------------------------------------------------------------------------------------------------------
 
 
-MASTER_KEY = "master-key-for-refusals"
-
-
-@pytest.fixture()
-def refusing_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> tuple[str, dict[str, str]]:
-    """Team `broke` (a budget of a millionth of a dollar) and team `eu-strict` (eu only, policy eu-only, which
-    refuses a named model it may not use instead of rerouting it)."""
-    db = f"sqlite:///{tmp_path / 'ledger.db'}"
-    make_team(db, "broke", "0.000001")
-    make_team(db, "eu-strict", "5.00", regions=["eu"], policy="eu-only")
-    keys = {team: make_key(db, team)[0] for team in ("broke", "eu-strict")}
-    server = start_gateway(database_url=db, master_key=MASTER_KEY, policies_dir=ROOT / "policies")
-    return server.url, keys
-
-
 def _messages(url: str, team: str) -> float:
     """The Messages-door requests of `team` the gateway has counted (its metrics need the master key)."""
-    samples = scrape(url, headers={"authorization": f"Bearer {MASTER_KEY}"})
+    samples = scrape(url, headers={"authorization": f"Bearer {REFUSALS_MASTER_KEY}"})
     return total(samples, "gateway_requests_total", endpoint="messages", team=team)
 
 
@@ -358,7 +340,7 @@ REFUSALS = {
 def test_claude_code_shows_a_refusal_at_once_and_leaves_the_file(
     case: str,
     installer: Installer,
-    refusing_gateway: tuple[str, dict[str, str]],
+    refusing_gateway: tuple[ClientGateway, dict[str, str]],
     mistral_script: Script,
     moonshot_script: Script,
     tmp_path: Path,
@@ -369,7 +351,8 @@ def test_claude_code_shows_a_refusal_at_once_and_leaves_the_file(
     ten times, for minutes): one request, no provider call, the file untouched."""
     team, model, shown = REFUSALS[case]
     claude = need(installer, "claude")
-    url, keys = refusing_gateway
+    gateway, keys = refusing_gateway
+    url = gateway.url
     work = _project(tmp_path)
     command = ["clients", "claude-code", "--model", model, "--url", url, "--key", keys[team], "--dir", str(work)]
     assert gateway_cli(command) == 0

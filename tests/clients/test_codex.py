@@ -29,12 +29,20 @@ import pytest
 
 from gateway.cli.main import main as gateway_cli
 from tests.support import ROOT
-from tests.support.coding_tools import TEAM, ClientGateway, Installer, Tool, describe, need, offline_env, run_tool
+from tests.support.coding_tools import (
+    REFUSALS_MASTER_KEY,
+    ClientGateway,
+    Installer,
+    Tool,
+    check_turn_rows,
+    describe,
+    need,
+    offline_env,
+    run_tool,
+)
 from tests.support.emulators import Script
-from tests.support.gateways import GatewayFactory
 from tests.support.http import auth, post_json
 from tests.support.metrics import scrape, total
-from tests.support.store import make_key, make_team
 
 pytestmark = pytest.mark.slow
 
@@ -180,17 +188,7 @@ def _check_ledger(gateway: ClientGateway, model: str, count: int) -> None:
     served, reason = ROUTES[model]
     rows = gateway.rows(wait_for=count)
     assert len(rows) == count, rows
-    for row in rows:
-        assert (row.team, row.requested_model, row.model, row.route_reason, row.status) == (
-            TEAM,
-            model,
-            served,
-            reason,
-            200,
-        ), row
-        assert row.prompt_tokens > 0 and row.completion_tokens > 0 and row.cost_nanos > 0, row
-        assert row.stream, row
-        assert row.endpoint == "responses", row  # the front door, in the ledger
+    check_turn_rows(rows, model, served, reason, stream=True, endpoint="responses")  # the front door, in the ledger
 
 
 @pytest.mark.parametrize("model", list(ROUTES))
@@ -299,24 +297,6 @@ def test_captured_codex_request_is_served_and_names_the_dropped_web_search(
 # -- refusals ----------------------------------------------------------------------------------------------------
 
 
-MASTER_KEY = "master-key-for-codex-refusals"
-
-
-@pytest.fixture()
-def refusing_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> tuple[ClientGateway, dict[str, str]]:
-    """Teams the gateway refuses: a spent budget, a policy that refuses Kimi, a team with no route to Kimi in the EU."""
-    db = f"sqlite:///{tmp_path / 'ledger.db'}"
-    keys = {}
-    make_team(db, "broke", "0.000001")
-    keys["broke"], _ = make_key(db, "broke")
-    make_team(db, "eu-strict", "5.00", regions=["eu"], policy="eu-only")
-    keys["eu-strict"], _ = make_key(db, "eu-strict")
-    make_team(db, "kimi-eu", "5.00", regions=["eu"], models=["kimi-k2.6"])
-    keys["kimi-eu"], record = make_key(db, "kimi-eu")
-    server = start_gateway(database_url=db, master_key=MASTER_KEY, policies_dir=ROOT / "policies")
-    return ClientGateway(server.url, keys["kimi-eu"], record.id, db, server), keys
-
-
 # team: the model asked for, the status the gateway answers, what Codex 0.171 prints, and how many requests it sends
 # (the first and `request_max_retries = 1` retry for a 403: Codex retries 401, 403 and 5xx, never 400 or 429).
 REFUSALS = {
@@ -358,7 +338,7 @@ def test_codex_shows_a_refusal_and_edits_nothing(
     assert shown in result.stderr, describe(result)
     assert (work / "notes.txt").read_text() == NOTES
     assert mistral_script.chats() == [] and moonshot_script.chats() == []
-    samples = scrape(gateway.url, auth(MASTER_KEY))
+    samples = scrape(gateway.url, auth(REFUSALS_MASTER_KEY))
     assert total(samples, "gateway_requests_total", endpoint="responses", team=team, status=str(status)) == sent
     assert total(samples, "gateway_requests_total", endpoint="responses") == sent
     assert proxy.requests == []

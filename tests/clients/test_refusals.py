@@ -10,26 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main as gateway_cli
-from tests.support import ROOT
-from tests.support.coding_tools import CLIENT_TESTS, Installer, describe, need, offline_env, run_tool
-from tests.support.gateways import GatewayFactory
-from tests.support.store import make_key, make_team
+from tests.support.coding_tools import CLIENT_TESTS, ClientGateway, Installer, describe, need, offline_env, run_tool
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-def refusing_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> tuple[str, dict[str, str]]:
-    db = f"sqlite:///{tmp_path / 'ledger.db'}"
-    keys = {}
-    make_team(db, "broke", "0.000001")
-    keys["broke"], _ = make_key(db, "broke")
-    make_team(db, "eu-strict", "5.00", regions=["eu"], policy="eu-only")
-    keys["eu-strict"], _ = make_key(db, "eu-strict")
-    make_team(db, "kimi-eu", "5.00", regions=["eu"], models=["kimi-k2.6"])
-    keys["kimi-eu"], _ = make_key(db, "kimi-eu")
-    server = start_gateway(database_url=db, master_key="master-key-for-refusals", policies_dir=ROOT / "policies")
-    return server.url, keys
 
 
 @pytest.mark.parametrize(
@@ -46,11 +29,12 @@ def test_node_sdk_sees_the_refusal_as_an_openai_error(
     status: int,
     code: str,
     installer: Installer,
-    refusing_gateway: tuple[str, dict[str, str]],
+    refusing_gateway: tuple[ClientGateway, dict[str, str]],
     tmp_path: Path,
 ) -> None:
     sdk = need(installer, "node-openai")
-    url, keys = refusing_gateway
+    gateway, keys = refusing_gateway
+    url = gateway.url
     env = offline_env(
         tmp_path / "home", CLIENTS_NODE_DIR=str(sdk.directory), GATEWAY_URL=url, GATEWAY_KEY=keys[team], MODEL=model
     )
@@ -64,12 +48,13 @@ def test_node_sdk_sees_the_refusal_as_an_openai_error(
 
 def test_aider_shows_a_policy_refusal_and_leaves_the_file(
     installer: Installer,
-    refusing_gateway: tuple[str, dict[str, str]],
+    refusing_gateway: tuple[ClientGateway, dict[str, str]],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     aider = need(installer, "aider")
-    url, keys = refusing_gateway
+    gateway, keys = refusing_gateway
+    url = gateway.url
     work = tmp_path / "project"
     work.mkdir()
     (work / "hello.py").write_text("x = 1\n")

@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import pytest
 
 from gateway.http.servers import ThreadedServer
 from tests.support import ROOT
-from tests.support.store import ledger
+from tests.support.store import ledger_at_least
 
 CLIENT_TESTS = ROOT / "tests" / "clients"  # the Node scripts the tests run, and offline_guard.cjs
 CACHE = Path(os.environ.get("GATEWAY_CLIENTS_CACHE", ROOT / ".cache" / "clients"))
@@ -251,6 +250,8 @@ def need(installer: Installer, name: str) -> Tool:
 DEAD_PROXY = "http://127.0.0.1:9"  # nothing listens there: a request through it is refused at once
 RUN_TIMEOUT_S = 180
 TEAM = "coders"
+# The master key of the clients' conftest's `refusing_gateway` (a test reads that gateway's metrics with it).
+REFUSALS_MASTER_KEY = "master-key-for-refusals"
 
 
 @dataclass
@@ -267,12 +268,25 @@ class ClientGateway:
 
     def rows(self, wait_for: int = 1, timeout: float = 10.0) -> list[Any]:
         """The ledger's rows (at least `wait_for` of them: settlement may trail the response by a moment)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = ledger(self.db)
-            if len(rows) >= wait_for or time.monotonic() > deadline:
-                return sorted(rows, key=lambda r: r.ts)
-            time.sleep(0.1)
+        return ledger_at_least(self.db, wait_for, timeout)
+
+
+def check_turn_rows(rows: list[Any], requested: str, served: str, reason: str, **fields: Any) -> None:
+    """Every ledger row is a turn of team `coders` served as routed: the model the tool asked for, the one that
+    served it, the route's reason, status 200, tokens both ways and a cost; and each of `fields` (endpoint, stream)
+    as given."""
+    assert rows, "no ledger row"
+    for row in rows:
+        assert (row.team, row.requested_model, row.model, row.route_reason, row.status) == (
+            TEAM,
+            requested,
+            served,
+            reason,
+            200,
+        ), row
+        assert row.prompt_tokens > 0 and row.completion_tokens > 0 and row.cost_nanos > 0, row
+        for name, value in fields.items():
+            assert getattr(row, name) == value, (name, row)
 
 
 # -- running a tool --------------------------------------------------------------------------------------------
