@@ -14,7 +14,8 @@ what two of them need is here.
 - forwarder: a TCP forwarder to take a database away and give it back;
 - coding_tools: the real coding tools, installed and run offline;
 - inprocess: the gateway in-process (real app and SQLite, `MockAdapter` providers) and what a scenario asks of it;
-- routing_scenarios: random `decide` scenarios (hypothesis) for the routing property tests.
+- routing_scenarios: random `decide` scenarios (hypothesis) for the routing property tests;
+- team_gateway: a real gateway with its own ledger and a team's key, for the SDK suites.
 
 `ROOT` is the repository's root, whatever the depth of the test that needs a file from it.
 """
