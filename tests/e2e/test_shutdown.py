@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,14 @@ pytestmark = pytest.mark.slow
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "mistral-medium-3.5", "messages": [{"role": "user", "content": "take your time"}], "max_tokens": 20}
+
+
+def exited_cleanly(process: subprocess.Popen[str]) -> None:
+    """Ended by the signal it was sent (uvicorn re-raises SIGTERM once it has shut down cleanly), no traceback."""
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert process.stderr is not None
+    log = process.stderr.read()
+    assert "Traceback" not in log, log
 
 
 def test_sigterm_drains_then_ends_what_is_left_with_a_clear_error(
@@ -52,11 +61,7 @@ def test_sigterm_drains_then_ends_what_is_left_with_a_clear_error(
             assert events[-1]["error"]["code"] == "gateway_shutting_down", events[-1]
         refused = waiting.getresponse()
         assert refused.status == 503 and json.loads(refused.read())["error"]["code"] == "gateway_shutting_down"
-        # Ended by the signal it was sent (uvicorn re-raises SIGTERM once it has shut down cleanly).
-        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
-        assert process.stderr is not None
-        log = process.stderr.read()
-        assert "Traceback" not in log, log
+        exited_cleanly(process)
     finally:
         if process.poll() is None:
             process.kill()
@@ -115,10 +120,7 @@ def test_sigterm_ends_messages_and_responses_streams_in_their_own_format(
         assert decoded[-1]["response"]["error"]["code"] == "gateway_shutting_down"
         numbers = [event["sequence_number"] for event in decoded]
         assert numbers == list(range(len(numbers))), numbers  # the farewell continues the stream's numbering
-        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
-        assert process.stderr is not None
-        log = process.stderr.read()
-        assert "Traceback" not in log, log
+        exited_cleanly(process)
     finally:
         if process.poll() is None:
             process.kill()
