@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from load import BODY_SIZES, MODE_BODIES, MODES, check_answer, run_wrk, write_bodies  # noqa: E402
+from load import BODY_SIZES, DOOR_PATHS, DOORS, MODE_BODIES, MODES, check_answer, run_wrk, write_bodies  # noqa: E402
 from procs import RssSampler, Service, cpu_seconds, free_port, http_get, hwm_kb, rss_kb  # noqa: E402
 from report import (  # noqa: E402
     GATEWAY,
@@ -46,6 +46,7 @@ from report import (  # noqa: E402
     UPSTREAM,
     Cell,
     TargetInfo,
+    doors_table,
     side_by_side,
     summary,
     table,
@@ -62,6 +63,8 @@ BUDGET_USD = "1000000"
 # What model-gateway+budget runs (within --bodies/--modes): enough to show the ledger's cost.
 BUDGET_BODIES = ("2KB",)
 BUDGET_MODES = ("json", "stream")
+# The targets that serve the translating doors (--doors); the others (and upstream direct) speak chat only.
+DOOR_TARGETS = (GATEWAY, GATEWAY_BUDGET)
 
 
 class Interrupted(Exception):
@@ -100,6 +103,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(MODES),
         help="comma list of json, stream, stream100 (100 small SSE chunks, one upstream write each; 2KB only, "
         f"not for {GATEWAY_BUDGET})",
+    )
+    p.add_argument(
+        "--doors",
+        default="chat",
+        help=f"comma list of {', '.join(DOORS)} (default chat): the front doors {' and '.join(DOOR_TARGETS)} run "
+        "every cell through, the same request in each door's format, one door after the other per cell; the other "
+        "targets and upstream direct run chat only",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument("--litellm-venv", type=Path, default=ROOT / ".bench" / "litellm-venv")
@@ -233,6 +243,7 @@ class Bench:
         self.concs = [int(c) for c in _csv(args.concurrency)]
         self.modes = _choose(args.modes, MODES, "mode")
         self.targets = _choose(args.targets, TARGETS[1:], "target")
+        self.doors = _choose(args.doors, DOORS, "door")
         self.cells: list[Cell] = []
         self.infos: dict[str, TargetInfo] = {}
         self.services: list[Service] = []
@@ -253,6 +264,9 @@ class Bench:
             return [pair for pair in pairs if pair in wanted]
         return pairs
 
+    def doors_of(self, name: str) -> list[str]:
+        return self.doors if name in DOOR_TARGETS else ["chat"]
+
     def run_target(
         self,
         name: str,
@@ -270,6 +284,7 @@ class Bench:
         self.infos[name] = info
         bodies = self.body_files
         pairs = self.matrix(name)
+        doors = self.doors_of(name)
         if not pairs:
             info.error = "no cells for this target within --modes/--bodies"
             print(f"[{name}] skipped: {info.error}", flush=True)
@@ -292,22 +307,26 @@ class Bench:
                 flush=True,
             )
             for mode, body in pairs:
-                problem = check_answer(port, bodies[(mode, body)].read_bytes(), mode, key)
-                if problem:
-                    info.checks.append(f"{mode} {body}: {problem}")
-                    print(f"[{name}]   check {mode} {body}: {problem}", flush=True)
-                else:
-                    info.answered += 1
+                for door in doors:
+                    problem = check_answer(port, bodies[door][(mode, body)].read_bytes(), mode, key, door=door)
+                    where = f"{mode} {body}" + ("" if door == "chat" else f" /{door}")
+                    if problem:
+                        info.checks.append(f"{where}: {problem}")
+                        print(f"[{name}]   check {where}: {problem}", flush=True)
+                    else:
+                        info.answered += 1
             for mode, body in pairs:
                 for conc in self.concs:
-                    self.run_cell(name, svc, port, mode, body, conc, key)
+                    for door in doors:  # the doors back to back: their cells are measured close in time
+                        self.run_cell(name, svc, port, mode, body, conc, key, door)
             for mode in dict.fromkeys(m for m, _ in pairs):  # still right after the load?
                 body = next(b for m, b in pairs if m == mode)
-                problem = check_answer(port, bodies[(mode, body)].read_bytes(), mode, key)
-                if problem:
-                    info.checks.append(f"after load, {mode} {body}: {problem}")
-                else:
-                    info.answered += 1
+                for door in doors:
+                    problem = check_answer(port, bodies[door][(mode, body)].read_bytes(), mode, key, door=door)
+                    if problem:
+                        info.checks.append(f"after load, {mode} {body} /{door}: {problem}")
+                    else:
+                        info.answered += 1
         except Interrupted:
             raise
         except Exception as exc:  # one broken target must not lose the others' numbers
@@ -360,10 +379,12 @@ class Bench:
             before = now
         return time.perf_counter() - start
 
-    def run_cell(self, name: str, svc: Service, port: int, mode: str, body: str, conc: int, key: str) -> None:
-        cell = Cell(name, mode, body, conc)
+    def run_cell(
+        self, name: str, svc: Service, port: int, mode: str, body: str, conc: int, key: str, door: str = "chat"
+    ) -> None:
+        cell = Cell(name, mode, body, conc, door=door)
         self.cells.append(cell)
-        label = f"[{name}] {mode:9} {body:>5} c={conc:<3}"
+        label = f"[{name}] {mode:9} {body:>5} c={conc:<3}" + ("" if door == "chat" else f" /{door}")
         # LiteLLM finishes no such request within a 1 s cell (about 2 s each at c=32 for stream100).
         if self.quick and name == LITELLM and (body == "4MB" or mode == "stream100") and conc > 1:
             cell.skipped = "--quick"
@@ -373,19 +394,22 @@ class Bench:
             cell.skipped = "target not running"
             print(f"{label} skipped: target not running", flush=True)
             return
-        body_file = self.body_files[(mode, body)]
+        body_file = self.body_files[door][(mode, body)]
+        path = DOOR_PATHS[door]
         threads = 1
         info = self.infos[name]
         try:
             self.settle(svc)
             if self.warmup and body != "4MB":
-                warm = run_wrk(port, body_file, conc, self.warmup, key, self.load_core, self.args.wrk_timeout, threads)
+                warm = run_wrk(
+                    port, body_file, conc, self.warmup, key, self.load_core, self.args.wrk_timeout, threads, path
+                )
                 info.answered += warm.requests - warm.non2xx
                 self.settle(svc)
             duration = self.cell_duration(body)
             pids = svc.pids()
             cpu0 = cpu_seconds(pids)
-            result = run_wrk(port, body_file, conc, duration, key, self.load_core, self.args.wrk_timeout, threads)
+            result = run_wrk(port, body_file, conc, duration, key, self.load_core, self.args.wrk_timeout, threads, path)
         except Interrupted:
             cell.skipped = "interrupted"
             raise
@@ -409,7 +433,7 @@ class Bench:
         self.work.mkdir(parents=True, exist_ok=True)
         if self.pin:
             os.sched_setaffinity(0, {1})  # the driver itself stays off the proxy's core
-        self.body_files = write_bodies(self.work / "bodies")
+        self.body_files = {door: write_bodies(self.work / "bodies", door) for door in DOORS}
         py = sys.executable
         started = time.time()
 
@@ -549,6 +573,7 @@ class Bench:
             ),
             "wrk": _version(["wrk", "-v"]).split(" [")[0],
             "python": platform.python_version(),
+            "doors": ", ".join(self.doors) + f" ({' and '.join(DOOR_TARGETS)}; the other targets: chat)",
             "per cell": f"{self.duration} s (4MB: {self.cell_duration('4MB')} s), warm-up {self.warmup} s, "
             f"wrk -t1, timeout {self.args.wrk_timeout} s",
         }
@@ -592,6 +617,7 @@ class Bench:
         cells_md = table(self.cells, targets, self.bodies, self.concs)
         sides_md = side_by_side(self.cells, self.bodies, self.concs)
         infos_md = target_table([self.infos[t] for t in targets])
+        doors_md = doors_table(self.cells, self.bodies, self.concs, self.doors) if self.doors != ["chat"] else ""
         summary_md, verdicts = summary(self.cells, self.infos)
         elapsed = time.time() - started
         header = "\n".join(f"- {k}: {v}" for k, v in meta.items())
@@ -602,7 +628,7 @@ class Bench:
             f"The passthrough is Starlette + uvicorn + aiohttp forwarding the bytes (tests/bench/passthrough.py). "
             f"Ratios: gateway / LiteLLM req/s, gateway / passthrough CPU µs per request and added p50; in bold "
             f"where issue 13 sets a target. ⚠: a cell with non-2xx answers or errors.\n\n"
-            f"{sides_md}\n## Processes\n\n{infos_md}\n## Targets\n\n{summary_md}"
+            f"{sides_md}\n{doors_md}## Processes\n\n{infos_md}\n## Targets\n\n{summary_md}"
         )
         print("\n" + doc, flush=True)
         (self.work / "results.md").write_text(doc)

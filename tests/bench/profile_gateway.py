@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from driver import MASTER_KEY, base_env, make_gateway, pinned, render_template  # noqa: E402
-from load import BODY_SIZES, MODE_BODIES, MODES, check_answer, run_wrk, write_bodies  # noqa: E402
+from load import BODY_SIZES, DOOR_PATHS, DOORS, MODE_BODIES, MODES, check_answer, run_wrk, write_bodies  # noqa: E402
 from procs import Service, cpu_seconds, free_port, http_get  # noqa: E402
 from stacks import read, report  # noqa: E402
 
@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="profile model-gateway under load (use tests/bench/run.sh --profile)")
     p.add_argument("--modes", default="json,stream", help=f"comma list of {', '.join(MODES)}")
     p.add_argument("--body", default="2KB", choices=tuple(BODY_SIZES))
+    p.add_argument(
+        "--door", default="chat", choices=DOORS, help="the front door the load goes to (the same request in its format)"
+    )
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--duration", type=int, default=10, help="seconds of load per pass")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
@@ -97,12 +100,13 @@ class Profiler:
             if args.body not in MODE_BODIES[mode]:
                 raise SystemExit(f"profile_gateway.py: mode {mode} has no {args.body} body")
         self.services: list[Service] = []
+        self.path = DOOR_PATHS[args.door]
 
     def run_load(self, gateway: Service, port: int, body: Path, seconds: int) -> tuple[float, float, int]:
         """(2xx req/s, the gateway's CPU µs per 2xx answer, 2xx answers) of one wrk run."""
         pids = gateway.pids()
         cpu0 = cpu_seconds(pids)
-        result = run_wrk(port, body, self.args.concurrency, seconds, MASTER_KEY, self.load_core)
+        result = run_wrk(port, body, self.args.concurrency, seconds, MASTER_KEY, self.load_core, path=self.path)
         cpu1 = cpu_seconds(pids)
         if result.error:
             raise RuntimeError(result.error)
@@ -172,7 +176,7 @@ class Profiler:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.pin:
             os.sched_setaffinity(0, {1})
-        bodies = write_bodies(self.work / "bodies")
+        bodies = write_bodies(self.work / "bodies", a.door)
         up_port = free_port()
         upstream = Service(
             "upstream",
@@ -190,7 +194,7 @@ class Profiler:
             self.services.append(upstream)
             upstream.wait_ready(lambda: http_get(f"http://127.0.0.1:{up_port}/v1/models")[0] == 200, timeout=30)
             for mode in self.modes:
-                label = f"{mode}-{a.body}-c{a.concurrency}"
+                label = f"{mode}-{a.body}-c{a.concurrency}" + ("" if a.door == "chat" else f"-{a.door}")
                 body = bodies[(mode, a.body)]
                 print(f"\n== {label} ==", flush=True)
                 if use_cprofile:
@@ -198,10 +202,10 @@ class Profiler:
                     continue
                 gateway, port = self.start("model-gateway", "profile-gateway.log")
                 try:
-                    problem = check_answer(port, body.read_bytes(), mode, MASTER_KEY)
+                    problem = check_answer(port, body.read_bytes(), mode, MASTER_KEY, door=self.args.door)
                     if problem:
                         raise RuntimeError(f"the gateway answers wrongly: {problem}")
-                    run_wrk(port, body, a.concurrency, 2, MASTER_KEY, self.load_core)  # warm-up
+                    run_wrk(port, body, a.concurrency, 2, MASTER_KEY, self.load_core, path=self.path)  # warm-up
                     rps, us, n = self.run_load(gateway, port, body, a.duration)
                     print(f"  without profiler: {rps:,.0f} req/s, {us:.0f} µs CPU/req ({n} requests)", flush=True)
                     collapsed = self.out / f"{label}.collapsed"
@@ -247,7 +251,7 @@ class Profiler:
         wrap = [sys.executable, "-m", "cProfile", "-o", str(stats)]
         gateway, port = self.start("model-gateway", "profile-gateway.log", wrap=wrap)
         try:
-            problem = check_answer(port, body.read_bytes(), mode, MASTER_KEY)
+            problem = check_answer(port, body.read_bytes(), mode, MASTER_KEY, door=self.args.door)
             if problem:
                 raise RuntimeError(f"the gateway answers wrongly: {problem}")
             rps, us, n = self.run_load(gateway, port, body, a.duration)

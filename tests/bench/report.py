@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from load import MODES, WrkResult
+from load import DOORS, MODES, WrkResult
 
 UPSTREAM = "upstream direct"
 GATEWAY = "model-gateway"
@@ -35,6 +35,7 @@ class Cell:
     result: WrkResult | None = None
     cpu_us_per_req: float | None = None
     skipped: str | None = None
+    door: str = "chat"  # the front door the requests went to (see load.DOORS)
 
 
 @dataclass
@@ -62,9 +63,9 @@ def _rps(value: float | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
-def find(cells: list[Cell], target: str, mode: str, body: str, conc: int) -> Cell | None:
+def find(cells: list[Cell], target: str, mode: str, body: str, conc: int, door: str = "chat") -> Cell | None:
     for c in cells:
-        if (c.target, c.mode, c.body, c.conc) == (target, mode, body, conc):
+        if (c.target, c.mode, c.body, c.conc, c.door) == (target, mode, body, conc, door):
             return c
     return None
 
@@ -95,11 +96,11 @@ def table(cells: list[Cell], targets: list[str], bodies: list[str], concs: list[
     for mode in MODES:
         for body in bodies:
             for conc in concs:
-                for target in targets:
-                    cell = find(cells, target, mode, body, conc)
+                for target, door in ((t, d) for t in targets for d in DOORS):
+                    cell = find(cells, target, mode, body, conc, door)
                     if cell is None:
                         continue
-                    lead = f"| {mode} | {body} | {conc} | {target} |"
+                    lead = f"| {mode} | {body} | {conc} | {target}{'' if door == 'chat' else f' /{door}'} |"
                     if cell.skipped:
                         rows.append(f"{lead} skipped: {cell.skipped} | | | | | | | |")
                         continue
@@ -359,3 +360,61 @@ def ledger_cost(cells: list[Cell]) -> tuple[str, dict[str, Any]]:
     )
     note = "" if clean else " (non-2xx or errors seen, or a cell missing: read with care)"
     return f"{head} {'; '.join(parts)}{note}", out
+
+
+def _p50(cell: Cell | None) -> float | None:
+    return None if cell is None or cell.result is None or cell.result.error else cell.result.p50_ms
+
+
+def doors_table(cells: list[Cell], bodies: list[str], concs: list[int], doors: list[str]) -> str:
+    """Issue 14: per gateway target and load, each front door's req/s, p50 and CPU µs/req, and each translating
+    door's CPU per request over the chat door's (ratio, and the difference: the door's own work, which should stay
+    flat as bodies grow)."""
+    others = [d for d in doors if d != "chat"]
+    head = (
+        f"| target | mode | body | conc | req/s {' / '.join(doors)} | p50 ms {' / '.join(doors)} | "
+        f"CPU µs/req {' / '.join(doors)} | "
+        + " | ".join(f"{d} ÷ chat CPU (extra µs)" for d in others)
+        + " |\n|---|---|---|---:|---:|---:|---:|"
+        + "---:|" * len(others)
+        + "\n"
+    )
+    rows = []
+    for target in (GATEWAY, GATEWAY_BUDGET):
+        for mode in MODES:
+            for body in bodies:
+                for conc in concs:
+                    row = {d: find(cells, target, mode, body, conc, d) for d in doors}
+                    if all(c is None for c in row.values()):
+                        continue
+
+                    def each(kind: str, fmt: Callable[[float], str], row: dict[str, Cell | None] = row) -> str:
+                        out = []
+                        for door in doors:
+                            cell = row[door]
+                            value = _p50(cell) if kind == "p50" else figure(cells, kind, cell)
+                            out.append("-" if value is None else fmt(value) + ("" if clean(cell) else "⚠"))
+                        return " / ".join(out)
+
+                    ratios = []
+                    chat = figure(cells, "cpu", row.get("chat"))
+                    for door in others:
+                        mine = figure(cells, "cpu", row[door])
+                        if chat is None or mine is None or chat <= 0:
+                            ratios.append("n/a")
+                        else:
+                            ratios.append(f"{mine / chat:.2f}x ({mine - chat:+.0f})")
+                    rows.append(
+                        f"| {target} | {mode} | {body} | {conc} | {each('rps', _rps)} | "
+                        f"{each('p50', lambda v: f'{v:.2f}')} | {each('cpu', lambda v: f'{v:.0f}')} | "
+                        + " | ".join(ratios)
+                        + " |"
+                    )
+    if not rows:
+        return ""
+    return (
+        "## Front doors (issue 14): the same requests through chat, Messages and Responses\n\n"
+        "The translating doors turn the request into the chat request and render the answer (a stream event by "
+        "event). ÷ chat: the door's CPU µs per request over the chat door's in the same load (in brackets, the "
+        "difference in µs: the door's own work).\n\n" + head + "\n".join(rows) + "\n\n"
+    )

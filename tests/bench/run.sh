@@ -8,7 +8,8 @@
 #
 # Other options go to the driver (see `--help`), e.g. --targets model-gateway
 # (of model-gateway, model-gateway+budget, litellm-proxy), --bodies 2KB,
-# --concurrency 32, --modes stream (of json, stream, stream100), --no-pin.
+# --concurrency 32, --modes stream (of json, stream, stream100), --no-pin,
+# --doors chat,messages,responses (the gateway's front doors, issue 14).
 #
 # It installs what it needs and skips what is already there: wrk (Debian
 # package), and LiteLLM Proxy 1.108.7 into its own virtual environment
@@ -79,7 +80,17 @@ have_litellm() {
     [[ -x "$LITELLM_VENV/bin/litellm" ]] &&
         [[ "$("$LITELLM_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" == "$LITELLM_VERSION" ]]
 }
-if ! have_litellm; then
+# LiteLLM is installed only when it runs: --targets without litellm-proxy needs none.
+wants_litellm() {
+    local prev="" arg
+    for arg in "$@"; do
+        if [[ "$prev" == "--targets" ]]; then [[ "$arg" == *litellm-proxy* ]] && return 0 || return 1; fi
+        if [[ "$arg" == --targets=* ]]; then [[ "$arg" == *litellm-proxy* ]] && return 0 || return 1; fi
+        prev="$arg"
+    done
+    return 0 # the default targets include it
+}
+if wants_litellm "$@" && ! have_litellm; then
     echo "bench: installing litellm[proxy]==$LITELLM_VERSION into $LITELLM_VENV (log: $BENCH/litellm-install.log)" >&2
     rm -rf "$LITELLM_VENV"
     BASE_PY="$("$PROJECT_PY" -c 'import sys; print(sys._base_executable)')"
