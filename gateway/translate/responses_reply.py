@@ -208,7 +208,7 @@ class _Call:
     output_index: int
     call_id: str
     name: str
-    arguments: str = ""
+    parts: list[str] = field(default_factory=list)  # the argument fragments sent so far (joined once, at the end)
     pending: str = ""  # argument fragments that came before the call's name (sent once it is known)
     opened: bool = False
     done: bool = False
@@ -228,7 +228,10 @@ class ResponseStream:
     finished: bool = False
     output: list[Json | None] = field(default_factory=list)  # done items by output_index (None: still open)
     open_kind: str | None = None  # "reasoning" or "message"
-    open_text: str = ""
+    # The open item's text as it came, joined once when it closes (a `+=` on an attribute copies the whole text at
+    # every delta: quadratic in the answer's length), and its id (made once, not per delta).
+    open_parts: list[str] = field(default_factory=list)
+    open_id: str = ""
     calls: dict[int, _Call] = field(default_factory=dict)
     finish_reason: str | None = None
     usage: Json | None = None
@@ -279,24 +282,22 @@ class ResponseStream:
             out.append(self._close_text())
             out.append(self._open_text(kind))
         index = len(self.output) - 1
-        self.open_text += text
+        self.open_parts.append(text)
         if kind == "reasoning":
-            item_id = self.context.item_id("rs", index)
             out.append(
                 self._event(
                     "response.reasoning_summary_text.delta",
-                    item_id=item_id,
+                    item_id=self.open_id,
                     output_index=index,
                     summary_index=0,
                     delta=text,
                 )
             )
         else:
-            item_id = self.context.item_id("msg", index)
             out.append(
                 self._event(
                     "response.output_text.delta",
-                    item_id=item_id,
+                    item_id=self.open_id,
                     output_index=index,
                     content_index=0,
                     delta=text,
@@ -308,10 +309,11 @@ class ResponseStream:
     def _open_text(self, kind: str) -> bytes:
         index = len(self.output)
         self.output.append(None)
-        self.open_kind, self.open_text = kind, ""
+        self.open_kind, self.open_parts = kind, []
+        self.open_id = self.context.item_id("rs" if kind == "reasoning" else "msg", index)
         if kind == "reasoning":
             item = {
-                "id": self.context.item_id("rs", index),
+                "id": self.open_id,
                 "type": "reasoning",
                 "summary": [],
                 "status": "in_progress",
@@ -324,7 +326,7 @@ class ResponseStream:
                 part={"type": "summary_text", "text": ""},
             )
         item = {
-            "id": self.context.item_id("msg", index),
+            "id": self.open_id,
             "type": "message",
             "role": "assistant",
             "status": "in_progress",
@@ -339,10 +341,11 @@ class ResponseStream:
         )
 
     def _close_text(self, status: str = "completed") -> bytes:
-        kind, text = self.open_kind, self.open_text
+        kind = self.open_kind
         if kind is None:
             return b""
-        self.open_kind, self.open_text = None, ""
+        text = "".join(self.open_parts)
+        self.open_kind, self.open_parts = None, []
         index = len(self.output) - 1
         if kind == "reasoning":
             item = reasoning_item(self.context, index, text)
@@ -411,7 +414,7 @@ class ResponseStream:
             out.append(self._event("response.output_item.added", output_index=call.output_index, item=item))
             fragment, call.pending = call.pending + fragment, ""
         if fragment:
-            call.arguments += fragment
+            call.parts.append(fragment)
             if call.name in self.context.names.custom:
                 return b"".join(out)  # a custom tool's input is sent whole when the call ends (it is inside JSON)
             out.append(
@@ -434,7 +437,9 @@ class ResponseStream:
                 call.opened = True
                 item = call_item(self.context, call.output_index, call.call_id, call.name, "", "in_progress")
                 out.append(self._event("response.output_item.added", output_index=call.output_index, item=item))
-            item = call_item(self.context, call.output_index, call.call_id, call.name, call.arguments + call.pending)
+            item = call_item(
+                self.context, call.output_index, call.call_id, call.name, "".join(call.parts) + call.pending
+            )
             self.output[call.output_index] = item
             if item["type"] == "custom_tool_call":
                 where = {"item_id": item["id"], "output_index": call.output_index}
