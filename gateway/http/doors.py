@@ -4,7 +4,10 @@ the answer.
 The OpenAI doors (gateway/http/openai.py) answer in the canonical shape itself. A translating door (Anthropic's
 Messages, OpenAI's Responses) gives a `Renderer`: the pipeline still serves an OpenAI chat request and answers in
 OpenAI's chat shape, and the renderer turns the complete answer, or each event of the stream, into the door's
-own format. Errors keep their status; the door's guard renders them in the door's shape.
+own format. Each stream chunk reaches the renderer already parsed: it is the request's `reshape`, which the relay
+calls with the chunk it parsed (one parse per event); what the pipeline itself adds in OpenAI's shape (an error
+event, [DONE]) is rendered by `rendered_events`. Errors keep their status; the door's guard renders them in the
+door's shape.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ async def serve_http(
     on), rendered by `renderer` when the door has its own format."""
     if renderer is not None and request.params.stream:
         request.params.include_usage = True  # the renderer reads the settled usage from the pipeline's last chunk
+        request.reshape = renderer.chunk  # each chunk, as the relay parsed it, into the door's events
     answer = await _serve(gateway, http, request)
     if renderer is None:
         if isinstance(answer, Answer):
@@ -119,14 +123,21 @@ async def serve_http(
 
 
 async def rendered_events(events: AsyncIterator[bytes], renderer: Renderer) -> AsyncIterator[bytes]:
-    """The pipeline's OpenAI SSE bytes, event by event, through `renderer`. Every piece the pipeline yields holds
-    whole events (the relay yields what it parsed, the pipeline its own events), so pieces are split, not
-    buffered; what arrived in one piece leaves in one write."""
+    """The stream in the door's format. The chunks are the door's events already (the relay called the renderer);
+    an event in OpenAI's shape (`data: ...` at the start of an event: the relay's or the settlement's error, the
+    end's [DONE], or a chunk of an adapter that did not reshape) goes through `renderer` here. Every piece the
+    pipeline yields holds whole events, so pieces are split, not buffered; a piece without OpenAI events (the
+    door's own start with `event:`) passes as it is."""
     try:
         async for piece in events:
+            if not piece.startswith(b"data:") and b"\n\ndata:" not in piece:
+                yield piece
+                continue
             out: list[bytes] = []
             for event in piece.split(b"\n\n"):
                 if not event.startswith(b"data:"):
+                    if event:
+                        out.append(event + b"\n\n")  # one of the door's own events
                     continue
                 payload = event[5:].strip()
                 if payload == b"[DONE]":

@@ -21,7 +21,11 @@ CHAT = "chat"
 FIM = "fim"
 EMBEDDINGS = "embeddings"
 
-ChunkReshaper = Callable[[Json], Json]
+# A front door's rendering of the canonical (OpenAI chat) answer, applied where the adapter has it parsed anyway:
+# a complete answer or a stream chunk in another shape (legacy text completions: a dict), or, for a stream only, the
+# SSE bytes of the door's own events (the Messages and Responses doors' renderers: the relay hands them each chunk
+# it parsed, so no event is parsed twice).
+ChunkReshaper = Callable[[Json], Json | bytes]
 
 
 class ChunkAction(enum.Enum):
@@ -30,6 +34,17 @@ class ChunkAction(enum.Enum):
     KEEP = 0  # forward the provider's bytes unchanged
     CHANGED = 1  # re-encode the (modified) chunk
     DROP = 2  # do not forward
+
+
+def reshaped(reply: Json, reshape: ChunkReshaper | None) -> Json:
+    """A complete answer through the door's reshaper (a door that renders bytes does so for stream chunks only:
+    its complete answers are rendered by the door itself)."""
+    if reshape is None:
+        return reply
+    shaped = reshape(reply)
+    if isinstance(shaped, bytes):
+        raise TypeError("a reshaper that renders bytes is for stream chunks only")
+    return shaped
 
 
 def usage_from(raw: Any) -> Usage | None:

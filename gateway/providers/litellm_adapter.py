@@ -24,11 +24,11 @@ import orjson
 
 from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError
-from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome, StreamReply
+from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome, StreamReply, reshaped
 from gateway.providers.fields import Shape, rebuild
 from gateway.providers.openai_compatible import OPENAI_MESSAGES, usage_from
 from gateway.providers.replies import conform_chat_chunk, conform_reply
-from gateway.providers.sse import error_event, sse, took
+from gateway.providers.sse import encoded, error_event, took
 from gateway.types import Json
 
 # The OpenAI parameters in litellm.completion's signature (litellm 1.x, `inspect.signature`) that it translates
@@ -126,8 +126,7 @@ class LitellmAdapter(Adapter):
             usage = usage_from(reply.get("usage"))
             if usage is not None:
                 reply["usage"] = usage.as_openai()
-            if reshape is not None:
-                reply = reshape(reply)
+            reply = reshaped(reply, reshape)
             return Reply(body=orjson.dumps(reply), usage=usage)
         outcome = StreamOutcome()
         return StreamReply(events=self._relay(result, outcome, reshape), outcome=outcome)
@@ -139,7 +138,7 @@ class LitellmAdapter(Adapter):
                 if not took(chunk, outcome):
                     continue
                 conform_chat_chunk(chunk)  # `finish_reason: null` until the last chunk, as OpenAI streams it
-                yield sse(reshape(chunk) if reshape else chunk)
+                yield encoded(chunk, reshape)
         except Exception as exc:
             outcome.error = "stream_cut"
             yield error_event(f"{self.name} failed mid-stream: {type(exc).__name__}", "upstream_stream_cut")

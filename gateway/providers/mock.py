@@ -24,8 +24,16 @@ from dataclasses import dataclass
 import orjson
 
 from gateway.catalog import ModelConfig, Provider
-from gateway.providers.base import Adapter, ChunkReshaper, Reply, StreamOutcome, StreamReply, usage_from
-from gateway.providers.sse import sse, took
+from gateway.providers.base import (
+    Adapter,
+    ChunkReshaper,
+    Reply,
+    StreamOutcome,
+    StreamReply,
+    reshaped,
+    usage_from,
+)
+from gateway.providers.sse import encoded, took
 from gateway.types import Json
 
 
@@ -75,7 +83,7 @@ class MockAdapter(Adapter):
         if not call.stream:
             assert isinstance(answer, dict), "a non-streaming call is answered with a reply body (a dict)"
             usage = usage_from(answer.get("usage"))
-            return Reply(orjson.dumps(reshape(answer) if reshape is not None else answer), usage)
+            return Reply(orjson.dumps(reshaped(answer, reshape)), usage)
         assert not isinstance(answer, dict), "a streaming call is answered with chunks"
         outcome = StreamOutcome()
         return StreamReply(self._events(answer, outcome, reshape), outcome)
@@ -94,5 +102,5 @@ class MockAdapter(Adapter):
 
         async for chunk in each():
             if took(chunk, outcome):
-                yield sse(reshape(chunk) if reshape is not None else chunk)
+                yield encoded(chunk, reshape)
         outcome.completed = True

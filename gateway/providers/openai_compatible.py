@@ -19,7 +19,16 @@ from yarl import URL
 from gateway import __version__
 from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError
-from gateway.providers.base import Adapter, ChunkAction, ChunkReshaper, Reply, StreamOutcome, StreamReply, usage_from
+from gateway.providers.base import (
+    Adapter,
+    ChunkAction,
+    ChunkReshaper,
+    Reply,
+    StreamOutcome,
+    StreamReply,
+    reshaped,
+    usage_from,
+)
 from gateway.providers.fields import (
     CHAT_REQUEST,
     COMPLETION_REQUEST,
@@ -220,6 +229,6 @@ class OpenAICompatibleAdapter(Adapter):
             reply["usage"] = normal
             changed = True
         if reshape is not None:
-            reply = reshape(reply)
+            reply = reshaped(reply, reshape)
             changed = True
         return Reply(body=orjson.dumps(reply) if changed else body, usage=usage)

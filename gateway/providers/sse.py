@@ -45,6 +45,14 @@ def sse(obj: Json) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+def encoded(chunk: Json, reshape: ChunkReshaper | None) -> bytes:
+    """A stream chunk on the wire: OpenAI's chunk, the door's reshaped chunk, or the door's own events."""
+    if reshape is None:
+        return sse(chunk)
+    shaped = reshape(chunk)
+    return shaped if isinstance(shaped, bytes) else sse(shaped)
+
+
 def error_event(message: str, code: str) -> bytes:
     return sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": code}})
 
@@ -178,7 +186,7 @@ async def relay_events(
                     continue
                 relayed(chunk, outcome)
                 if reshape is not None:
-                    out.append(sse(reshape(chunk)))
+                    out.append(encoded(chunk, reshape))
                 elif action is ChunkAction.CHANGED:
                     out.append(sse(chunk))
                 else:
@@ -241,10 +249,17 @@ def stream_end(outcome: StreamOutcome, include_usage: bool, reshape: ChunkReshap
     `x_gateway`: the settled cost), then [DONE]."""
     if not include_usage or outcome.usage is None:
         return DONE
-    chunk = _usage_chunk(outcome.meta, outcome, reshape)
+    chunk = _usage_chunk(outcome.meta, outcome)
     if extra:
-        chunk["x_gateway"] = extra
-    return sse(chunk) + DONE
+        chunk["x_gateway"] = extra  # (a door rendering its own events reads the settled cost here)
+    if reshape is None:
+        return sse(chunk) + DONE
+    shaped = reshape(chunk)
+    if isinstance(shaped, bytes):
+        return shaped + DONE
+    if extra:
+        shaped["x_gateway"] = extra
+    return sse(shaped) + DONE
 
 
 def took(chunk: Json, outcome: StreamOutcome) -> bool:
@@ -299,7 +314,7 @@ def _data_of(event: bytes) -> bytes | None:
     return b"\n".join(lines) if lines else None
 
 
-def _usage_chunk(meta: Json, outcome: StreamOutcome, reshape: ChunkReshaper | None) -> Json:
+def _usage_chunk(meta: Json, outcome: StreamOutcome) -> Json:
     assert outcome.usage is not None
     chunk: Json = {
         # OpenAI's schema requires strings: a stream whose chunks carried no id or model still gets them.
@@ -310,4 +325,4 @@ def _usage_chunk(meta: Json, outcome: StreamOutcome, reshape: ChunkReshaper | No
         "choices": [],
         "usage": outcome.usage.as_openai(),
     }
-    return reshape(chunk) if reshape is not None else chunk
+    return chunk

@@ -11,10 +11,11 @@ the benchmark's own request bodies (load.make_body: 2 KB, 200 KB, 4 MB) and upst
   (gateway/http/openai.py `chat_request`: `check_chat`). Reading and parsing the body is common to all three.
 - **answer**: a complete answer: the chat door sends the pipeline's bytes as they are; a translating door parses
   them, renders (`Renderer.reply`) and serialises (gateway/http/doors.py `serve_http`).
-- **stream**, **stream100**: the pipeline's SSE bytes through doors.py `rendered_events` (split, parse every event a
-  second time, `Renderer.chunk`/`end`), as the relay yields them (`stream`: the upstream's 6 events in one piece;
-  stream100: one piece per event, 102 of them), then the settled usage chunk and [DONE] the pipeline adds. The chat
-  door relays the bytes untouched.
+- **stream**, **stream100**: each chunk the relay parsed (a parse every door pays, not counted) through the door's
+  renderer (`Renderer.chunk`, the request's `reshape`), as the relay yields them (`stream`: the upstream's 6 events
+  in one piece; stream100: one piece per event, 102 of them), then the settled usage chunk and [DONE] the pipeline
+  adds, all through doors.py `rendered_events` (which passes the door's events on and renders [DONE]). The chat
+  door relays the provider's bytes untouched.
 
 Each figure is the best of --runs rounds of the median time per call (µs): the machine's other load adds to a
 median, not to the best round.
@@ -90,9 +91,30 @@ async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def _render_stream(pieces: list[bytes], renderer: Renderer) -> int:
+def _parsed(pieces: list[bytes]) -> list[list[Any]]:
+    """Each piece's events as the relay has them: parsed once (for every door: the chat door parses them too), or
+    the bytes it passes on as they are ([DONE])."""
+    out: list[list[Any]] = []
+    for piece in pieces:
+        events: list[Any] = []
+        for event in piece.split(b"\n\n"):
+            if event.startswith(b"data:"):
+                payload = event[5:].strip()
+                events.append(event + b"\n\n" if payload == b"[DONE]" else orjson.loads(payload))
+        out.append(events)
+    return out
+
+
+async def _relayed(parsed: list[list[Any]], renderer: Renderer) -> AsyncIterator[bytes]:
+    """What the relay and the pipeline yield for a translating door: each parsed chunk through the door's renderer
+    (its `reshape`), what is no chunk as it is."""
+    for events in parsed:
+        yield b"".join(event if isinstance(event, bytes) else renderer.chunk(event) for event in events)
+
+
+async def _render_stream(parsed: list[list[Any]], renderer: Renderer) -> int:
     size = 0
-    async for data in rendered_events(_pieces(pieces), renderer):
+    async for data in rendered_events(_relayed(parsed, renderer), renderer):
         size += len(data)
     return size
 
@@ -125,12 +147,12 @@ def _door_parts(door: str, http: Request, principal: Principal, loop: asyncio.Ab
             _, renderer = parse(http, body, 2048, principal)
             out["answer"] = _time(lambda: orjson.dumps(renderer.reply(orjson.loads(COMPLETION))), runs)  # noqa: B023
             continue
-        pieces = _stream_pieces(mode)
+        parsed = _parsed(_stream_pieces(mode))
         base = _time(lambda: parse(http, body, 2048, principal), runs)  # noqa: B023 (called before the loop moves)
 
         def work() -> object:
             _, renderer = parse(http, body, 2048, principal)  # noqa: B023
-            return loop.run_until_complete(_render_stream(pieces, renderer))  # noqa: B023
+            return loop.run_until_complete(_render_stream(parsed, renderer))  # noqa: B023
 
         out[mode] = max(0.0, _time(work, runs) - base)
     return out
