@@ -272,6 +272,26 @@ def test_changed_chunks_are_re_encoded_dropped_ones_neither_sent_nor_counted_and
     assert relayed_events(writes) == [sse.sse({"reshaped": "keep"}), sse.sse({"reshaped": "fixed"})]
 
 
+def test_a_reshaper_returning_bytes_renders_the_doors_own_events_from_the_parsed_chunk() -> None:
+    """A translating door's renderer (the Messages and Responses doors) gets each chunk the relay parsed, and its
+    bytes go out as they are; the settled usage chunk reaches it with the cost, and [DONE] follows."""
+    seen: list[Json] = []
+
+    def render(chunk: Json) -> bytes:
+        seen.append(chunk)
+        text = chunk["choices"][0]["delta"]["content"] if chunk["choices"] else "usage"
+        return b"event: door\ndata: " + orjson.dumps({"text": text}) + b"\n\n"
+
+    reads = [b"data: " + chunk(t) + b"\n\n" for t in ("one", "two")] + [b"data: [DONE]\n\n"]
+    writes, outcome, _ = relay(reads, reshape=render)
+    assert b"".join(writes) == b"".join(b'event: door\ndata: {"text":"%s"}\n\n' % t for t in (b"one", b"two"))
+    assert [c["choices"][0]["delta"]["content"] for c in seen] == ["one", "two"] and outcome.chunks == 2
+    outcome.usage = Usage(prompt_tokens=3, completion_tokens=2)
+    end = sse.stream_end(outcome, True, render, {"cost_usd": 0.5})
+    assert end == b'event: door\ndata: {"text":"usage"}\n\n' + sse.DONE
+    assert seen[-1]["x_gateway"] == {"cost_usd": 0.5} and seen[-1]["usage"]["completion_tokens"] == 2
+
+
 def test_the_outcome_counts_text_reasoning_and_tool_arguments_and_keeps_a_transcript() -> None:
     body = {
         "id": "c",
