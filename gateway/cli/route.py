@@ -48,6 +48,9 @@ def render_explain(data: dict[str, Any]) -> str:
         )
     lines.append(table(header, rows))
     lines.append("")
+    alias = data.get("alias")
+    if alias:
+        lines.append(f"alias: {alias['requested']} matches {alias['entry']} {alias['match']!r} -> {alias['to']}")
     for step in data["steps"]:
         if step["note"]:
             lines.append(f"{step['step']}: {step['note']}")

@@ -3,7 +3,7 @@
     .venv/bin/python tests/bench/tokens_bench.py [--runs N]
 
 Bodies are chat requests of English prose and Python source from the standard library with JSON and
-Chinese/Japanese mixed in (tests/test_tokens.py's generators); "4 MB x1000" spreads the same size
+Chinese/Japanese mixed in (tests/support/token_texts.py's generators); "4 MB x1000" spreads the same size
 over 1,000 messages. Times are medians. "decision" is `TokenCounter.count` with the model's prompt
 budget (window - 32,768 expected output) as the limit, tokenizers already loaded; "loop stall" is
 the longest an asyncio loop went without running while `count_async` made the Kimi decision.
@@ -29,11 +29,7 @@ from gateway.tokens import TokenCounter, estimate  # noqa: E402
 from gateway.tokens.heuristic import MISTRAL as MISTRAL_FAMILY  # noqa: E402
 from gateway.tokens.heuristic import collect  # noqa: E402
 from gateway.tokens.vocab import count_texts, load_o200k, load_tekken  # noqa: E402
-
-try:  # tests/ split into packages: tests/tokens/test_tokens.py, formerly tests/test_tokens.py
-    from tests.tokens.test_tokens import cjk, code, json_text, prose
-except ModuleNotFoundError:
-    from tests.test_tokens import cjk, code, json_text, prose
+from tests.support.token_texts import cjk, code, json_text, prose  # noqa: E402
 
 OUTPUT = 32_768
 MISTRAL = ModelConfig(

@@ -541,6 +541,8 @@ def test_cli_route_explain_reads_messages_and_responses_bodies(
     data = json.loads(capsys.readouterr().out)
     assert (data["model"], data["reason"], data["alias"]["to"]) == ("mistral-medium-3.5", "alias", "auto")
     assert data["requested_model"] == "claude-sonnet-4-5-20250929"
+    assert main([*argv[:-2], "--door", "messages"]) == 0  # the table says which alias applied
+    assert "alias: claude-sonnet-4-5-20250929 matches aliases[1] 'claude-*' -> auto" in capsys.readouterr().out
     responses = {"model": "auto", "input": "hi", "tools": [{"type": "web_search"}], "store": False}
     request.write_text(json.dumps(responses))
     assert main([*argv, "--door", "responses"]) == 0

@@ -16,6 +16,7 @@ what two of them need is here.
 - inprocess: the gateway in-process (real app and SQLite, `MockAdapter` providers) and what a scenario asks of it;
 - routing_scenarios: random `decide` scenarios (hypothesis) for the routing property tests;
 - team_gateway: a real gateway with its own ledger and a team's key, for the SDK suites.
+- token_texts: deterministic texts (prose, code, JSON, CJK, mixed) for token counting and its benchmark.
 
 `ROOT` is the repository's root, whatever the depth of the test that needs a file from it.
 """
