@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.catalog import FORBIDDEN_FIELDS, FORBIDDEN_PREFIXES
-from gateway.errors import invalid_request
+from gateway.errors import GatewayError, invalid_request
 
 # Never taken from a client: upstream URLs, keys and headers are configuration only, and litellm's own
 # control arguments (fallbacks with their own api_base, mock answers, routing lists) are not requests.
@@ -32,32 +32,39 @@ class Request:
     min_output: int = 0  # Mistral's `min_tokens` (FIM): the provider generates at least this many per answer
 
 
-def _type_error(param: str, expected: str) -> Exception:
+def type_error(param: str, expected: str) -> GatewayError:
+    """400 `invalid_type` naming the parameter (the OpenAI doors' wording, the Responses door's too)."""
     return invalid_request(f"Invalid type for '{param}': expected {expected}.", param=param, code="invalid_type")
 
 
-def _common(body: dict[str, Any]) -> tuple[str, bool, bool]:
+def refuse_forbidden(body: dict[str, Any]) -> None:
+    """400 `forbidden_parameter` for a top-level field that could move, re-key or re-head a request (every door,
+    before it reads anything else)."""
     for key in FORBIDDEN_FIELDS:
         if key in body:
             raise invalid_request(f"Parameter '{key}' cannot be set by clients.", param=key, code="forbidden_parameter")
     for key in body:
         if key.startswith(FORBIDDEN_PREFIXES):
             raise invalid_request(f"Parameter '{key}' cannot be set by clients.", param=key, code="forbidden_parameter")
+
+
+def _common(body: dict[str, Any]) -> tuple[str, bool, bool]:
+    refuse_forbidden(body)
     model = body.get("model")
     if model is None:
         raise invalid_request("You must provide a model parameter.", param="model", code="missing_required_parameter")
     if not isinstance(model, str) or not model.strip():
-        raise _type_error("model", "a non-empty string")
+        raise type_error("model", "a non-empty string")
     stream = body.get("stream", False)
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
-        raise _type_error("stream", "a boolean")
+        raise type_error("stream", "a boolean")
     options = body.get("stream_options")
     include_usage = False
     if options is not None:
         if not isinstance(options, dict):
-            raise _type_error("stream_options", "an object")
+            raise type_error("stream_options", "an object")
         include_usage = options.get("include_usage") is True
         if not stream:
             raise invalid_request(
@@ -71,7 +78,7 @@ def _int(body: dict[str, Any], key: str, minimum: int, maximum: int | None = Non
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise _type_error(key, "an integer")
+        raise type_error(key, "an integer")
     if value < minimum:
         raise invalid_request(f"'{key}' must be at least {minimum}.", param=key, code="invalid_value")
     if maximum is not None and value > maximum:
@@ -84,7 +91,7 @@ def _number(body: dict[str, Any], key: str, low: float, high: float) -> None:
     if value is None:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise _type_error(key, "a number")
+        raise type_error(key, "a number")
     if not low <= value <= high:
         raise invalid_request(f"'{key}' must be between {low} and {high}.", param=key, code="invalid_value")
 
@@ -109,9 +116,9 @@ def _sampling(body: dict[str, Any]) -> tuple[int, int | None]:
     max_completion = _int(body, "max_completion_tokens", 1, MAX_OUTPUT_TOKENS)
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str | list):
-        raise _type_error("stop", "a string or a list of strings")
+        raise type_error("stop", "a string or a list of strings")
     if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
-        raise _type_error("stop", "a string or a list of strings")
+        raise type_error("stop", "a string or a list of strings")
     if max_completion is not None and max_tokens is not None:
         return n, min(max_completion, max_tokens)
     return n, max_completion if max_completion is not None else max_tokens
@@ -123,13 +130,13 @@ def check_chat(body: dict[str, Any]) -> Request:
     if messages is None:
         raise invalid_request("You must provide 'messages'.", param="messages", code="missing_required_parameter")
     if not isinstance(messages, list):
-        raise _type_error("messages", "an array")
+        raise type_error("messages", "an array")
     if not messages:
         raise invalid_request("'messages' must contain at least one message.", param="messages", code="empty_array")
     needs: set[str] = set()
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _type_error(f"messages[{index}]", "an object")
+            raise type_error(f"messages[{index}]", "an object")
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:  # a list or object role is unhashable: no TypeError
             raise invalid_request(
@@ -139,15 +146,15 @@ def check_chat(body: dict[str, Any]) -> Request:
         if isinstance(content, list):
             for part in content:
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise _type_error(f"messages[{index}].content", "a string or an array of typed parts")
+                    raise type_error(f"messages[{index}].content", "a string or an array of typed parts")
                 if part["type"] in ("image_url", "input_image", "image"):
                     needs.add("vision")
         elif content is not None and not isinstance(content, str):
-            raise _type_error(f"messages[{index}].content", "a string or an array of parts")
+            raise type_error(f"messages[{index}].content", "a string or an array of parts")
     tools = body.get("tools", body.get("functions"))
     if tools is not None:
         if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-            raise _type_error("tools", "an array of objects")
+            raise type_error("tools", "an array of objects")
         if tools:
             needs.add("tools")
     response_format = body.get("response_format")
@@ -176,10 +183,10 @@ def check_completion(body: dict[str, Any]) -> Request:
     if prompt is None:
         raise invalid_request("You must provide 'prompt'.", param="prompt", code="missing_required_parameter")
     if not isinstance(prompt, str):
-        raise _type_error("prompt", "a string (one prompt per request)")
+        raise type_error("prompt", "a string (one prompt per request)")
     suffix = body.get("suffix")
     if suffix is not None and not isinstance(suffix, str):
-        raise _type_error("suffix", "a string")
+        raise type_error("suffix", "a string")
     n, max_output = _sampling(body)
     minimum = _int(body, "min_tokens", 0, MAX_OUTPUT_TOKENS) or 0
     if max_output is not None and minimum > max_output:
@@ -199,7 +206,7 @@ def check_embeddings(body: dict[str, Any]) -> Request:
         raise invalid_request("You must provide 'input'.", param="input", code="missing_required_parameter")
     ok = isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
     if not ok:
-        raise _type_error("input", "a string or a non-empty array of strings")
+        raise type_error("input", "a string or a non-empty array of strings")
     _int(body, "dimensions", 1)
     if body.get("encoding_format") not in (None, "float", "base64"):  # null is the default, float
         raise invalid_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")

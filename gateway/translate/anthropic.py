@@ -19,8 +19,8 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from gateway.catalog import FORBIDDEN_FIELDS, FORBIDDEN_PREFIXES
 from gateway.errors import GatewayError, invalid_request
+from gateway.pipeline.validation import refuse_forbidden
 from gateway.types import Json
 
 # Translated into the canonical body.
@@ -166,12 +166,10 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 
 def _refuse_unknown(body: Json) -> None:
-    for key in body:
-        # The OpenAI doors' hostility rules (validation.py): upstream URLs, keys, headers and litellm's controls are
-        # never taken from a client. Anthropic's own `fallbacks` (substitute models on a refusal) shares a name with
-        # litellm's and is refused with them: fallbacks here are the team's policy.
-        if key in FORBIDDEN_FIELDS or key.startswith(FORBIDDEN_PREFIXES):
-            raise _error(key, f"Parameter '{key}' cannot be set by clients.", "forbidden_parameter")
+    # The OpenAI doors' hostility rules: upstream URLs, keys, headers and litellm's controls are never taken from a
+    # client. Anthropic's own `fallbacks` (substitute models on a refusal) shares a name with litellm's and is refused
+    # with them: fallbacks here are the team's policy.
+    refuse_forbidden(body)
     unknown = sorted(key for key in body if key not in KNOWN_FIELDS)
     if unknown:
         raise _error(

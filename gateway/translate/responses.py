@@ -28,10 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.catalog import FORBIDDEN_FIELDS, FORBIDDEN_PREFIXES
 from gateway.errors import invalid_request
+from gateway.pipeline.validation import refuse_forbidden, type_error
 from gateway.translate.responses_items import input_messages
-from gateway.translate.responses_tools import ToolNames, bad_type, bad_value, translate_tool_choice, translate_tools
+from gateway.translate.responses_tools import ToolNames, bad_value, translate_tool_choice, translate_tools
 from gateway.types import Json
 
 # Top-level fields of ResponseCreateParams this door reads (translated, or accepted as hints). Anything else is
@@ -105,11 +105,11 @@ def translate_request(body: Json, history: list[Json] | None = None) -> Translat
     instructions = body.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
-            raise bad_type("instructions", "a string")
+            raise type_error("instructions", "a string")
         if instructions:
             messages.append({"role": "system", "content": instructions})
     if given is not None and not isinstance(given, (str, list)):
-        raise bad_type("input", "a string or an array of items")
+        raise type_error("input", "a string or an array of items")
     if not conversation:  # (a follow-up of a kept response may add nothing to its turns)
         raise invalid_request("You must provide 'input'.", param="input", code="missing_required_parameter")
     messages.extend(input_messages(conversation, names, len(history or ())))
@@ -148,9 +148,7 @@ def translate_request(body: Json, history: list[Json] | None = None) -> Translat
 
 
 def _refuse_unknown(body: Json) -> None:
-    for key in body:
-        if key in FORBIDDEN_FIELDS or key.startswith(FORBIDDEN_PREFIXES):
-            raise bad_value(f"Parameter '{key}' cannot be set by clients.", key, "forbidden_parameter")
+    refuse_forbidden(body)
     unknown = sorted(key for key in body if key not in KNOWN_FIELDS)
     if unknown:
         raise bad_value(
@@ -160,7 +158,7 @@ def _refuse_unknown(body: Json) -> None:
         )
     previous = body.get("previous_response_id")
     if previous is not None and not isinstance(previous, str):
-        raise bad_type("previous_response_id", "a string")
+        raise type_error("previous_response_id", "a string")
     for key, meaning in (
         ("conversation", "conversations are not kept here"),
         ("prompt", "stored prompt templates do not exist here"),
@@ -175,9 +173,9 @@ def _refuse_unknown(body: Json) -> None:
         raise bad_value("'truncation' must be 'auto' or 'disabled'.", "truncation")
     for key in ("client_metadata", "stream_options"):
         if body.get(key) is not None and not isinstance(body[key], dict):
-            raise bad_type(key, "an object")
+            raise type_error(key, "an object")
     if body.get("store") is not None and not isinstance(body["store"], bool):
-        raise bad_type("store", "a boolean")
+        raise type_error("store", "a boolean")
 
 
 def _copy(body: Json, chat: Json) -> None:
@@ -196,23 +194,23 @@ def _copy(body: Json, chat: Json) -> None:
         if value is not None:
             chat[target] = value
     if "parallel_tool_calls" in chat and not isinstance(chat["parallel_tool_calls"], bool):
-        raise bad_type("parallel_tool_calls", "a boolean")
+        raise type_error("parallel_tool_calls", "a boolean")
     for key in ("prompt_cache_key", "user", "service_tier"):
         if key in chat and not isinstance(chat[key], str):
-            raise bad_type(key, "a string")
+            raise type_error(key, "a string")
     # `safety_identifier` is OpenAI's successor of `user` for the same purpose (telling end users apart for abuse
     # detection): sent as chat's `user`, the hint every kind takes or drops (Mistral refuses `safety_identifier`).
     safety = body.get("safety_identifier")
     if safety is not None:
         if not isinstance(safety, str):
-            raise bad_type("safety_identifier", "a string")
+            raise type_error("safety_identifier", "a string")
         chat.setdefault("user", safety)
     metadata = body.get("metadata")
     if metadata is not None:
         # OpenAI's Metadata: at most 16 pairs of strings (keys up to 64 characters, values up to 512). Checked so
         # that only such strings reach a provider that reads `metadata` (Mistral).
         if not isinstance(metadata, dict) or len(metadata) > 16:
-            raise bad_type("metadata", "an object of at most 16 string values")
+            raise type_error("metadata", "an object of at most 16 string values")
         for key, value in metadata.items():
             if len(key) > 64 or not isinstance(value, str) or len(value) > 512:
                 raise bad_value(
@@ -226,7 +224,7 @@ def _reasoning(reasoning: Any, chat: Json) -> None:
     if reasoning is None:
         return
     if not isinstance(reasoning, dict):
-        raise bad_type("reasoning", "an object")
+        raise type_error("reasoning", "an object")
     for key in reasoning:
         if key not in ("effort", "summary", "generate_summary", "context", "mode"):
             raise bad_value(f"Unknown parameter 'reasoning.{key}'.", f"reasoning.{key}", "unknown_parameter")
@@ -246,7 +244,7 @@ def _text(text: Any, chat: Json) -> None:
     if text is None:
         return
     if not isinstance(text, dict):
-        raise bad_type("text", "an object")
+        raise type_error("text", "an object")
     for key in text:
         if key not in ("format", "verbosity"):
             raise bad_value(f"Unknown parameter 'text.{key}'.", f"text.{key}", "unknown_parameter")
@@ -258,7 +256,7 @@ def _text(text: Any, chat: Json) -> None:
     if form is None:
         return
     if not isinstance(form, dict):
-        raise bad_type("text.format", "an object")
+        raise type_error("text.format", "an object")
     kind = form.get("type")
     if kind == "text":
         return
@@ -279,5 +277,5 @@ def _include(include: Any) -> list[str]:
     if include is None:
         return []
     if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
-        raise bad_type("include", "an array of strings")
+        raise type_error("include", "an array of strings")
     return include

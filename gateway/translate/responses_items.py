@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from gateway.translate.responses_tools import ToolNames, bad_type, bad_value
+from gateway.pipeline.validation import type_error
+from gateway.translate.responses_tools import ToolNames, bad_value
 from gateway.types import Json
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -113,7 +114,7 @@ def input_messages(value: list[Any], names: ToolNames, earlier: int) -> list[Jso
     for index, item in enumerate(value):
         where = f"input[{index - earlier}]" if index >= earlier else f"previous_response_id's item {index}"
         if not isinstance(item, dict):
-            raise bad_type(where, "an object")
+            raise type_error(where, "an object")
         kind = item.get("type", "message" if "role" in item else None)
         if kind == "message":
             _message_item(item, where, conversation)
@@ -153,7 +154,7 @@ def _message_item(item: Json, where: str, conversation: _Conversation) -> None:
         conversation.message(role, content)
         return
     if not isinstance(content, list):
-        raise bad_type(f"{where}.content", "a string or an array of parts")
+        raise type_error(f"{where}.content", "a string or an array of parts")
     parts = [_part(part, f"{where}.content[{i}]", role) for i, part in enumerate(content)]
     if all(part["type"] == "text" for part in parts):
         texts = [part["text"] for part in parts]
@@ -169,17 +170,17 @@ def _message_item(item: Json, where: str, conversation: _Conversation) -> None:
 
 def _part(part: Any, where: str, role: str) -> Json:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-        raise bad_type(where, "an object with a 'type'")
+        raise type_error(where, "an object with a 'type'")
     kind = part["type"]
     if kind in ("input_text", "output_text", "text"):
         text = part.get("text")
         if not isinstance(text, str):
-            raise bad_type(f"{where}.text", "a string")
+            raise type_error(f"{where}.text", "a string")
         return {"type": "text", "text": text}
     if kind == "refusal" and role == "assistant":
         refusal = part.get("refusal")
         if not isinstance(refusal, str):
-            raise bad_type(f"{where}.refusal", "a string")
+            raise type_error(f"{where}.refusal", "a string")
         return {"type": "text", "text": refusal}
     if kind == "input_image":
         return _image(part, where)
@@ -201,7 +202,7 @@ def _image(part: Json, where: str) -> Json:
         )
     url = part.get("image_url")
     if not isinstance(url, str) or not url:
-        raise bad_type(f"{where}.image_url", "a URL string")
+        raise type_error(f"{where}.image_url", "a URL string")
     image: Json = {"url": url}
     if part.get("detail") in ("low", "high", "auto"):
         image["detail"] = part["detail"]
@@ -212,9 +213,9 @@ def _call_id_and_name(item: Json, where: str) -> tuple[str, str]:
     """The `call_id` and `name` of a replayed call (a function's or a custom tool's), each a non-empty string."""
     call_id, name = item.get("call_id"), item.get("name")
     if not isinstance(call_id, str) or not call_id:
-        raise bad_type(f"{where}.call_id", "a non-empty string")
+        raise type_error(f"{where}.call_id", "a non-empty string")
     if not isinstance(name, str) or not name:
-        raise bad_type(f"{where}.name", "a non-empty string")
+        raise type_error(f"{where}.name", "a non-empty string")
     return call_id, name
 
 
@@ -223,9 +224,9 @@ def _call_item(item: Json, where: str, conversation: _Conversation) -> None:
     call_id, name = _call_id_and_name(item, where)
     arguments, namespace = item.get("arguments"), item.get("namespace")
     if not isinstance(arguments, str):
-        raise bad_type(f"{where}.arguments", "a string (JSON)")
+        raise type_error(f"{where}.arguments", "a string (JSON)")
     if namespace is not None and not isinstance(namespace, str):
-        raise bad_type(f"{where}.namespace", "a string")
+        raise type_error(f"{where}.namespace", "a string")
     conversation.call(call_id, conversation.names.to_chat(name, namespace), arguments)
 
 
@@ -235,9 +236,9 @@ def _custom_call_item(item: Json, where: str, conversation: _Conversation) -> No
     call_id, name = _call_id_and_name(item, where)
     text, namespace = item.get("input"), item.get("namespace")
     if not isinstance(text, str):
-        raise bad_type(f"{where}.input", "a string")
+        raise type_error(f"{where}.input", "a string")
     if namespace is not None and not isinstance(namespace, str):
-        raise bad_type(f"{where}.namespace", "a string")
+        raise type_error(f"{where}.namespace", "a string")
     arguments = orjson.dumps({"input": text}).decode()
     conversation.call(call_id, conversation.names.to_chat(name, namespace), arguments)
 
@@ -246,18 +247,18 @@ def _output_item(item: Json, where: str, conversation: _Conversation) -> None:
     _only(item, where, ("call_id", "output", "name", "namespace", "caller"))
     call_id, output = item.get("call_id"), item.get("output")
     if not isinstance(call_id, str) or not call_id:
-        raise bad_type(f"{where}.call_id", "a non-empty string")
+        raise type_error(f"{where}.call_id", "a non-empty string")
     if isinstance(output, str):
         conversation.result(call_id, output, [])
         return
     if not isinstance(output, list):
-        raise bad_type(f"{where}.output", "a string or an array of parts")
+        raise type_error(f"{where}.output", "a string or an array of parts")
     texts: list[str] = []
     images: list[Json] = []
     for position, part in enumerate(output):
         spot = f"{where}.output[{position}]"
         if not isinstance(part, dict):
-            raise bad_type(spot, "an object")
+            raise type_error(spot, "an object")
         if part.get("type") == "input_text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif part.get("type") == "input_image":
@@ -287,10 +288,10 @@ def _reasoning_item(item: Json, where: str, conversation: _Conversation) -> None
         if parts is None:
             continue
         if not isinstance(parts, list):
-            raise bad_type(f"{where}.{key}", "an array")
+            raise type_error(f"{where}.{key}", "an array")
         texts = [p.get("text") for p in parts if isinstance(p, dict) and p.get("type") == kind]
         if not all(isinstance(t, str) for t in texts):
-            raise bad_type(f"{where}.{key}", f"an array of {kind} parts")
+            raise type_error(f"{where}.{key}", f"an array of {kind} parts")
         if texts:
             conversation.think("\n\n".join(str(t) for t in texts))
             return

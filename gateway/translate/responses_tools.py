@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import GatewayError, invalid_request
+from gateway.pipeline.validation import type_error
 from gateway.types import Json
 
 # Built-in tool types of tool_param.py (and their dated variants, matched by prefix). None runs behind this
@@ -40,10 +41,6 @@ NAMESPACE_JOIN = "__"
 
 def bad_value(message: str, param: str, code: str = "invalid_value") -> GatewayError:
     return invalid_request(message, param=param, code=code)
-
-
-def bad_type(param: str, expected: str) -> GatewayError:
-    return bad_value(f"Invalid type for '{param}': expected {expected}.", param, "invalid_type")
 
 
 @dataclass(slots=True)
@@ -83,13 +80,13 @@ def translate_tools(tools: Any, names: ToolNames) -> tuple[list[Json], list[str]
     if tools is None:
         return [], []
     if not isinstance(tools, list):
-        raise bad_type("tools", "an array")
+        raise type_error("tools", "an array")
     out: list[Json] = []
     dropped: list[str] = []
     for index, tool in enumerate(tools):
         where = f"tools[{index}]"
         if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-            raise bad_type(where, "an object with a 'type'")
+            raise type_error(where, "an object with a 'type'")
         kind = tool["type"]
         if kind == "function":
             out.append(_function(tool, where, None, names))
@@ -98,14 +95,14 @@ def translate_tools(tools: Any, names: ToolNames) -> tuple[list[Json], list[str]
         elif kind == "namespace":
             namespace = tool.get("name")
             if not isinstance(namespace, str) or not namespace:
-                raise bad_type(f"{where}.name", "a non-empty string")
+                raise type_error(f"{where}.name", "a non-empty string")
             inner = tool.get("tools")
             if not isinstance(inner, list):
-                raise bad_type(f"{where}.tools", "an array")
+                raise type_error(f"{where}.tools", "an array")
             for position, member in enumerate(inner):
                 spot = f"{where}.tools[{position}]"
                 if not isinstance(member, dict):
-                    raise bad_type(spot, "an object")
+                    raise type_error(spot, "an object")
                 if member.get("type") == "function":
                     out.append(_function(member, spot, namespace, names))
                 elif member.get("type") == "custom":
@@ -140,13 +137,13 @@ def _custom(tool: Json, where: str, namespace: str | None, names: ToolNames) -> 
             raise bad_value(f"Unknown parameter '{where}.{key}'.", f"{where}.{key}", "unknown_parameter")
     description = tool.get("description")
     if description is not None and not isinstance(description, str):
-        raise bad_type(f"{where}.description", "a string")
+        raise type_error(f"{where}.description", "a string")
     form = tool.get("format")
     text = description or ""
     if isinstance(form, dict) and form.get("type") == "grammar":
         definition, syntax = form.get("definition"), form.get("syntax")
         if not isinstance(definition, str) or not isinstance(syntax, str):
-            raise bad_type(f"{where}.format", "a grammar with 'syntax' and 'definition' strings")
+            raise type_error(f"{where}.format", "a grammar with 'syntax' and 'definition' strings")
         text += f"\n\nThe input must follow this {syntax} grammar:\n{definition}"
     elif form is not None and not (isinstance(form, dict) and form.get("type") == "text"):
         raise bad_value(f"'{where}.format' must be of type 'text' or 'grammar'.", f"{where}.format")
@@ -168,7 +165,7 @@ def _custom(tool: Json, where: str, namespace: str | None, names: ToolNames) -> 
 def _function(tool: Json, where: str, namespace: str | None, names: ToolNames) -> Json:
     name = tool.get("name")
     if not isinstance(name, str):
-        raise bad_type(f"{where}.name", "a string")
+        raise type_error(f"{where}.name", "a string")
     for key in tool:
         if key not in (
             "type",
@@ -194,17 +191,17 @@ def _function(tool: Json, where: str, namespace: str | None, names: ToolNames) -
     description = tool.get("description")
     if description is not None:
         if not isinstance(description, str):
-            raise bad_type(f"{where}.description", "a string")
+            raise type_error(f"{where}.description", "a string")
         function["description"] = description
     parameters = tool.get("parameters")
     if parameters is not None:
         if not isinstance(parameters, dict):
-            raise bad_type(f"{where}.parameters", "an object (a JSON schema)")
+            raise type_error(f"{where}.parameters", "an object (a JSON schema)")
         function["parameters"] = parameters
     strict = tool.get("strict")
     if strict is not None:
         if not isinstance(strict, bool):
-            raise bad_type(f"{where}.strict", "a boolean")
+            raise type_error(f"{where}.strict", "a boolean")
         function["strict"] = strict
     return {"type": "function", "function": function}
 
@@ -220,7 +217,7 @@ def translate_tool_choice(choice: Any, names: ToolNames, dropped: list[str], cha
     if kind in ("function", "custom"):
         name, namespace = choice.get("name"), choice.get("namespace")
         if not isinstance(name, str) or not (namespace is None or isinstance(namespace, str)):
-            raise bad_type("tool_choice.name", "a string")
+            raise type_error("tool_choice.name", "a string")
         flat = names.to_chat(name, namespace)
         if not any(tool["function"]["name"] == flat for tool in chat.get("tools", ())):
             raise bad_value(f"'tool_choice' names the function {name!r}, which is not among 'tools'.", "tool_choice")
