@@ -65,4 +65,6 @@ def as_text_completion(answer: Json) -> Json:
     }
     if answer.get("usage") is not None:
         out["usage"] = answer["usage"]
+    if "x_gateway" in answer:  # the settled cost on a stream's usage chunk (providers/sse.stream_end)
+        out["x_gateway"] = answer["x_gateway"]
     return out

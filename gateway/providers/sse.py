@@ -251,15 +251,8 @@ def stream_end(outcome: StreamOutcome, include_usage: bool, reshape: ChunkReshap
         return DONE
     chunk = _usage_chunk(outcome.meta, outcome)
     if extra:
-        chunk["x_gateway"] = extra  # (a door rendering its own events reads the settled cost here)
-    if reshape is None:
-        return sse(chunk) + DONE
-    shaped = reshape(chunk)
-    if isinstance(shaped, bytes):
-        return shaped + DONE
-    if extra:
-        shaped["x_gateway"] = extra
-    return sse(shaped) + DONE
+        chunk["x_gateway"] = extra  # (a door's reshaper passes it on, or renders it in its own events)
+    return encoded(chunk, reshape) + DONE
 
 
 def took(chunk: Json, outcome: StreamOutcome) -> bool:

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 import pytest
 
+from gateway.http.legacy import as_text_completion
 from gateway.providers import sse
 from gateway.providers.base import ChunkAction, StreamOutcome
 from gateway.providers.sse import DONE, MALFORMED_TOLERANCE, relay_events
@@ -572,3 +573,8 @@ def test_stream_end_sends_the_usage_chunk_only_if_asked_then_done() -> None:
     }
     no_usage = StreamOutcome(completed=True)
     assert end(no_usage, True, None, None) == DONE  # the provider reported none: nothing to send
+    # A reshaped stream (legacy text completions) keeps the settled cost on its usage chunk.
+    legacy, _ = end(outcome, True, as_text_completion, {"cost_usd": 0.25}).split(b"\n\n", 1)
+    shaped = orjson.loads(legacy.removeprefix(b"data: "))
+    assert shaped["object"] == "text_completion" and shaped["x_gateway"] == {"cost_usd": 0.25}
+    assert shaped["usage"]["completion_tokens"] == 3
