@@ -56,8 +56,9 @@ def small_model(setup: Setup) -> ClientModel:
 
 def max_output_tokens(setup: Setup) -> int | None:
     """The smallest output limit among the usable chat models: Claude Code sets `max_tokens` from its own idea of the
-    model (32000 for a name it does not know, 64000 for its own `claude-opus-4-8`), and the gateway refuses a
-    `max_tokens` over the served model's limit (400 invalid_value); `auto` and an alias may serve any of them."""
+    model (32000 for a name it does not know, 64000 for its own `claude-opus-4-8`) and plans its context window with
+    it; the Messages door lowers a larger one to the served model's limit, but Claude Code's own planning is right
+    only when it asks for what the models produce (`auto` and an alias may serve any of them)."""
     limits = [m.max_output_tokens for m in usable(setup) if m.max_output_tokens > 0]
     return min(limits) if limits else None
 
