@@ -44,6 +44,14 @@ def fit_output(request: InferenceRequest, model: ModelConfig) -> None:
             request.body[name] = limit
 
 
+def fit_limits(request: InferenceRequest, model: ModelConfig) -> None:
+    """The request within `model`'s limits: its output limit lowered where it is only a ceiling (`fit_output`), then
+    `n` and the output limit checked (400 naming the parameter)."""
+    fit_output(request, model)
+    params = request.params
+    check_limits(model, params.n, params.max_output, params.max_output_param)
+
+
 async def admit(
     gateway: Gateway, request: InferenceRequest, route: Route, found: Plan, dry_run: bool = False
 ) -> tuple[Ticket, Route]:
@@ -126,8 +134,7 @@ async def admit(
                 found.catalog, decision.candidates, counts.tokens, decision.expected_output, route.model
             ):
                 try:
-                    fit_output(request, model)
-                    check_limits(model, params.n, params.max_output, params.max_output_param)
+                    fit_limits(request, model)
                 except GatewayError:
                     continue
                 cheaper = Route(model, found.catalog.provider_of(model), "budget-downgrade")

@@ -6,27 +6,23 @@ observer's. Every front door calls `serve` and renders what it returns.
 
 from __future__ import annotations
 
-from gateway.pipeline.admit import admit, fit_output
+from gateway.pipeline.admit import admit, fit_limits
 from gateway.pipeline.attempts import Attempts
 from gateway.pipeline.plan import Planner, plan
 from gateway.pipeline.request import Answer, Context, InferenceRequest, StreamAnswer
 from gateway.pipeline.settle import Settlement
 from gateway.providers.base import Reply
-from gateway.routing.route import check_limits
 from gateway.state import Gateway
 
 
 async def serve(gateway: Gateway, request: InferenceRequest, context: Context) -> Answer | StreamAnswer:
     """Serve one request through the whole pipeline; a refusal or a failure raises its GatewayError."""
-    params = request.params
     found = await plan(Planner.of(gateway), request)
     decision = found.decision
     if decision.pinned and decision.considered:  # a named model's own limits, before any refusal of the policy's
-        fit_output(request, decision.considered[0])
-        check_limits(decision.considered[0], params.n, params.max_output, params.max_output_param)
+        fit_limits(request, decision.considered[0])
     route = decision.route(found.catalog)
-    fit_output(request, route.model)
-    check_limits(route.model, params.n, params.max_output, params.max_output_param)
+    fit_limits(request, route.model)
     ticket, route = await admit(gateway, request, route, found)
     settlement = Settlement(gateway, request, context.observer, found.counts)
     ticket, route, reply, started = await Attempts(gateway, request, context, found, settlement).run(ticket, route)
