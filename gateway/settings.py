@@ -69,6 +69,26 @@ class Settings(BaseSettings):
     # most this many, and this many bytes, per process, in memory (0: keep none, and refuse previous_response_id).
     responses_kept: int = Field(1000, ge=0)
     responses_kept_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    # Rate limits and provider queues (gateway/limits/). With a Redis URL every node shares them there (atomic
+    # scripts); without one a single worker keeps them in memory and several workers share a SQLite file in
+    # data_dir (never a silent per-worker copy). Each Redis call gives up after `redis_timeout_seconds`; when Redis
+    # cannot be reached, `fail_open` lets requests through unlimited (budgets still hold: they are in the
+    # database) and `fail_closed` refuses them with 503; either is logged, counted and shown by /readyz.
+    redis_url: SecretStr | None = None
+    redis_timeout_seconds: float = Field(0.25, gt=0, le=10)
+    redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    # After a failed Redis call, calls fail at once for this long instead of each waiting for the timeout.
+    redis_retry_seconds: float = Field(1.0, gt=0)
+    # Keys of this gateway's state in Redis start with this (several gateways, or tests, can share one Redis).
+    redis_prefix: str = Field("gateway", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # A request waits at most this long in a provider's queue for capacity (`limits:` in the catalog) before the
+    # deployment counts as unavailable for it (the next candidate of the decision, or 429 with Retry-After).
+    provider_queue_wait_seconds: float = Field(10.0, ge=0)
+    # Gateway keys are cached per process. With an invalidation channel (PostgreSQL LISTEN/NOTIFY) a cached key
+    # lives this long; without one (SQLite, or the channel down) at most `key_cache_fallback_seconds`, so a
+    # revoked key is refused everywhere within that.
+    key_cache_seconds: float = Field(30.0, ge=0)
+    key_cache_fallback_seconds: float = Field(1.0, ge=0)
 
     @field_validator("budget_timezone")
     @classmethod

@@ -76,6 +76,9 @@ class Authenticator:
         if not self.is_master(key):
             raise _unauthorized("Incorrect API key provided.")
 
+    def changed(self) -> None:
+        """Teams or keys were changed through this process (the admin API): forget what is cached of them."""
+
     async def principal(self, request: Request) -> Principal:
         key = presented_key(request)
         if self.is_master(key):

@@ -83,7 +83,9 @@ class LimitStore(ABC):
     kind: str  # "memory", "sqlite", "redis"
 
     @abstractmethod
-    async def acquire(self, wants: Sequence[Want], holder: str, lease_seconds: float, now: float | None = None) -> Grant:
+    async def acquire(
+        self, wants: Sequence[Want], holder: str, lease_seconds: float, now: float | None = None
+    ) -> Grant:
         """Take every want, or none: rates by GCRA, concurrency as a lease `holder` keeps until `release` or for
         `lease_seconds`. A want whose cost exceeds its limit's amount is refused with `too_large`. `now`: for
         tests, the time (seconds, `time.time()` scale) the store should use."""

@@ -14,6 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """A caller's rate limits (gateway/limits/): requests and tokens per minute, concurrent requests; None: none."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.max_concurrent is not None
+
+
+NO_RATES = Rates()
+
+
 @dataclass(slots=True)
 class Team:
     name: str
@@ -24,6 +39,8 @@ class Team:
     models: list[str] | None = None  # None: any model
     policy: str = "default"
     created_at: int = 0
+    rates: Rates = NO_RATES
+    model_rates: dict[str, Rates] = field(default_factory=dict)  # a team's limits on one model, by model name
 
 
 @dataclass(slots=True)
@@ -38,6 +55,7 @@ class KeyRecord:
     expires_at: int | None = None
     created_at: int = 0
     revoked_at: int | None = None
+    rates: Rates = NO_RATES
 
 
 @dataclass(slots=True)
