@@ -150,6 +150,14 @@ class Fallbacks(_Strict):
         return min(self.backoff_ms * 2 ** (attempt - 1), self.max_backoff_ms) / 1000
 
 
+class QueueRules(_Strict):
+    """Provider queues (the catalog's `limits:`): this policy's teams' share of a provider's capacity when requests
+    wait for it. Teams are served by weighted fair queueing: a team of weight 2 gets twice the turns of a team of
+    weight 1 while both wait, and a team flooding the queue never starves another team's single request."""
+
+    weight: Annotated[Number, Field(gt=0, le=1000)] = 1
+
+
 class Policy(_Strict):
     """One policy file. Every field but `name` (which defaults to the file name) has a default."""
 
@@ -163,6 +171,7 @@ class Policy(_Strict):
     named_model: NamedModel = "refuse"
     fallbacks: Fallbacks = Fallbacks()
     aliases: tuple[Alias, ...] = ()
+    queue: QueueRules = QueueRules()
 
     # -- helpers for the routing pipeline (pure) ------------------------------------------------
 
