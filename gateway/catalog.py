@@ -56,6 +56,21 @@ class Timeouts(BaseModel):
     total: float = Field(900.0, gt=0)
 
 
+class CapacityLimits(BaseModel):
+    """What a provider's account (`limits` on a provider: scope "provider:NAME") or one deployment (`limits` on a
+    model entry: scope "deployment:PROVIDER:MODEL") accepts: concurrent requests, requests and tokens per minute.
+    A request to a model is held to both. The gateway never sends more; a request that would exceed them waits in
+    the provider's queue (gateway/limits/provider_queue.py) for at most `max_wait_seconds` (default: the setting
+    `provider_queue_wait_seconds`; a model entry's wins over its provider's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int | None = Field(None, ge=1)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_wait_seconds: float | None = Field(None, ge=0)
+
+
 class ProviderConfig(BaseModel):
     """A provider as written in the file."""
 
@@ -73,6 +88,7 @@ class ProviderConfig(BaseModel):
     # openai-compatible only: request fields beyond OpenAI's that this server takes (vLLM's `top_k`, `min_p`,
     # `repetition_penalty`, ...). Forwarded as they are; never one that could move or re-key a request.
     extra_fields: list[str] = Field(default_factory=list)
+    limits: CapacityLimits | None = None  # the account's: every model of this provider shares them
 
     @field_validator("extra_fields")
     @classmethod
@@ -130,6 +146,7 @@ class ModelConfig(BaseModel):
     # default bound keeps one request from multiplying its cost without limit (OpenAI allows 128).
     max_n: int = Field(DEFAULT_MAX_N, ge=1, le=128)
     litellm_name: str | None = None
+    limits: CapacityLimits | None = None  # this deployment's, on top of its provider's
 
     @field_validator("name")
     @classmethod
@@ -177,6 +194,7 @@ class Provider:
     timeouts: Timeouts
     demo: bool = False
     extra_fields: frozenset[str] = frozenset()
+    limits: CapacityLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +316,7 @@ def load_catalog(path: Path | None, env: Mapping[str, str] | None = None) -> Cat
             timeouts=p.timeouts,
             demo=demo is not None,
             extra_fields=frozenset(p.extra_fields),
+            limits=p.limits,
         )
     models = {m.name: m for m in spec.models}
     return Catalog(

@@ -114,3 +114,71 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.port == 4100 and settings.max_body_bytes == 65536 and settings.host == "127.0.0.1"
     assert settings.master_key.get_secret_value() == "mk" and "mk" not in repr(settings)
+
+
+LIMITED = """
+providers:
+  - {name: p, kind: mistral, region: eu, base_url: 'http://x', limits: {concurrency: 2, rpm: 60, tpm: 500000}}
+  - {name: q, kind: mistral, region: eu, base_url: 'http://y'}
+models:
+  - {name: m, provider: p, upstream_model: u, context_window: 10, max_output_tokens: 1, price: {input: 1, output: 1},
+     limits: {concurrency: 1, max_wait_seconds: 0}}
+  - {name: n, provider: q, upstream_model: u, context_window: 10, max_output_tokens: 1, price: {input: 1, output: 1}}
+"""
+
+
+def test_limits_reach_the_provider_and_the_model(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(LIMITED)
+    catalog = load_catalog(path, {})
+    account, unlimited = catalog.providers["p"].limits, catalog.providers["q"].limits
+    assert account is not None and (account.concurrency, account.rpm, account.tpm) == (2, 60, 500_000)
+    assert account.max_wait_seconds is None and unlimited is None
+    deployment = catalog.models["m"].limits
+    assert deployment is not None and (deployment.concurrency, deployment.rpm, deployment.tpm) == (1, None, None)
+    assert deployment.max_wait_seconds == 0 and catalog.models["n"].limits is None
+
+
+def test_changed_limits_make_another_catalog(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(LIMITED)
+    before = load_catalog(path, {})
+    assert load_catalog(path, {}).same_as(before)
+    path.write_text(LIMITED.replace("concurrency: 2", "concurrency: 3"))
+    assert not load_catalog(path, {}).same_as(before)
+
+
+def test_the_built_in_catalog_and_the_example_declare_no_limits() -> None:
+    example = Path(__file__).resolve().parents[1] / "config" / "catalog.example.yaml"
+    for catalog in (load_catalog(None, {}), load_catalog(example, {})):
+        assert all(p.limits is None for p in catalog.providers.values())
+        assert all(m.limits is None for m in catalog.models.values())
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        ("{concurrency: 0}", "providers[0].limits.concurrency: Input should be greater than or equal to 1"),
+        ("{rpm: -5}", "providers[0].limits.rpm: Input should be greater than or equal to 1"),
+        ("{tpm: lots}", "providers[0].limits.tpm: Input should be a valid integer"),
+        ("{rpm: 1.5}", "providers[0].limits.rpm: Input should be a valid integer"),
+        ("{max_wait_seconds: -1}", "providers[0].limits.max_wait_seconds: Input should be greater than or equal to 0"),
+        ("{requests: 3}", "providers[0].limits.requests: Extra inputs are not permitted"),
+        ("60", "providers[0].limits: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_provider_limits_name_the_problem(tmp_path: Path, limits: str, problem: str) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(LIMITED.replace("limits: {concurrency: 2, rpm: 60, tpm: 500000}", f"limits: {limits}"))
+    with pytest.raises(ConfigError) as error:
+        load_catalog(path, {})
+    assert problem in str(error.value)
+
+
+def test_bad_model_limits_name_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(LIMITED.replace("limits: {concurrency: 1, max_wait_seconds: 0}", "limits: {tpm: 0, burst: 2}"))
+    with pytest.raises(ConfigError) as error:
+        load_catalog(path, {})
+    assert "models[0].limits.tpm: Input should be greater than or equal to 1" in str(error.value)
+    assert "models[0].limits.burst: Extra inputs are not permitted" in str(error.value)
