@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,17 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 SHUTDOWN_GRACE_SECONDS = 5
+
+
+def limits_home(settings: Settings) -> str:
+    """Where the limits' state lives, in words (the Redis URL without its password)."""
+    if settings.redis_url is not None:
+        url = urllib.parse.urlsplit(settings.redis_url.get_secret_value())
+        where = f"{url.scheme}://{url.hostname}:{url.port or 6379}{url.path}"
+        return f"shared by every node in Redis at {where} ({settings.redis_failure} when it cannot be reached)"
+    if settings.workers > 1:
+        return f"shared by this node's {settings.workers} workers in {settings.data_dir / 'limits.db'}"
+    return "in this process's memory (set GATEWAY_REDIS_URL to share them between nodes)"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -73,6 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         say("  set the provider keys to talk to the real APIs.")
     if settings.master_key is None:
         say(f"OPEN: GATEWAY_MASTER_KEY is not set; anyone who can reach {settings.host}:{settings.port} can use /v1.")
+    say(f"rate limits and provider capacity: {limits_home(settings)}")
     say(f"listening on http://{settings.host}:{settings.port}/v1 with {settings.workers} worker(s)")
     metrics_dir = _metrics_across_workers(settings.workers)
     from gateway.http.servers import server_options  # keep-alive, header and body deadlines, connection cap
