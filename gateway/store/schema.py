@@ -100,6 +100,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE ledger ADD COLUMN endpoint TEXT NOT NULL DEFAULT 'chat'",
         ],
     ),
+    (
+        4,
+        [
+            # Rate limits (gateway/limits/): requests and tokens per minute and concurrent requests of a team and
+            # of a key, NULL for no limit, and a team's limits on single models as JSON ({MODEL: {rpm, tpm,
+            # max_concurrent}}, NULL for none). Nullable columns without a default rewrite no row in either
+            # database: instant, and existing teams and keys read as having no limit.
+            "ALTER TABLE teams ADD COLUMN rpm BIGINT",
+            "ALTER TABLE teams ADD COLUMN tpm BIGINT",
+            "ALTER TABLE teams ADD COLUMN max_concurrent BIGINT",
+            "ALTER TABLE teams ADD COLUMN model_limits TEXT",
+            "ALTER TABLE api_keys ADD COLUMN rpm BIGINT",
+            "ALTER TABLE api_keys ADD COLUMN tpm BIGINT",
+            "ALTER TABLE api_keys ADD COLUMN max_concurrent BIGINT",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

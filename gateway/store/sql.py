@@ -30,6 +30,7 @@ from gateway.store.base import (
     Instance,
     KeyRecord,
     LedgerRow,
+    Rates,
     Scope,
     ScopeUsage,
     Settlement,
@@ -43,8 +44,16 @@ from gateway.store.base import (
 from gateway.store.group_commit import GroupCommit
 from gateway.store.schema import MIGRATIONS
 
-TEAM_COLUMNS = "name, budget_nanos, period, soft_limit_pct, regions, models, policy, created_at"
-KEY_COLUMNS = "id, team, name, prefix, key_hash, budget_nanos, models, expires_at, created_at, revoked_at"
+TEAM_COLUMNS = (
+    "name, budget_nanos, period, soft_limit_pct, regions, models, policy, created_at,"
+    " rpm, tpm, max_concurrent, model_limits"
+)
+KEY_COLUMNS = (
+    "id, team, name, prefix, key_hash, budget_nanos, models, expires_at, created_at, revoked_at,"
+    " rpm, tpm, max_concurrent"
+)
+TEAM_WIDTH = len(TEAM_COLUMNS.split(","))
+KEY_WIDTH = len(KEY_COLUMNS.split(","))
 MAINTENANCE_SECONDS = 1.0
 LEDGER_COLUMNS = (
     "id, ts, team, key_id, key_prefix, requested_model, model, provider, region, prompt_tokens, completion_tokens,"
@@ -68,11 +77,59 @@ class Dialect:
 
 
 def _team(row: Sequence[Any]) -> Team:
-    return Team(row[0], row[1], row[2], row[3], from_json_list(row[4]), from_json_list(row[5]), row[6], row[7])
+    return Team(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        from_json_list(row[4]),
+        from_json_list(row[5]),
+        row[6],
+        row[7],
+        Rates(row[8], row[9], row[10]),
+        _model_rates(row[11]),
+    )
 
 
 def _key(row: Sequence[Any]) -> KeyRecord:
-    return KeyRecord(row[0], row[1], row[2], row[3], row[4], row[5], from_json_list(row[6]), row[7], row[8], row[9])
+    return KeyRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        from_json_list(row[6]),
+        row[7],
+        row[8],
+        row[9],
+        Rates(row[10], row[11], row[12]),
+    )
+
+
+def _model_rates_json(model_rates: dict[str, Rates]) -> str | None:
+    """A team's limits on single models as the `model_limits` column holds them: {MODEL: {rpm, tpm,
+    max_concurrent}} with only the limits set; NULL when there are none."""
+    entries = {
+        model: {name: value for name, value in _rate_fields(rates) if value is not None}
+        for model, rates in model_rates.items()
+        if rates
+    }
+    return orjson.dumps(entries).decode() if entries else None
+
+
+def _model_rates(text: str | None) -> dict[str, Rates]:
+    if text is None:
+        return {}
+    entries: dict[str, dict[str, int]] = orjson.loads(text)
+    return {
+        model: Rates(entry.get("rpm"), entry.get("tpm"), entry.get("max_concurrent"))
+        for model, entry in entries.items()
+    }
+
+
+def _rate_fields(rates: Rates) -> tuple[tuple[str, int | None], ...]:
+    return (("rpm", rates.rpm), ("tpm", rates.tpm), ("max_concurrent", rates.max_concurrent))
 
 
 def _ledger(row: Sequence[Any]) -> LedgerRow:
@@ -295,7 +352,7 @@ class SqlStore(Store):
     # -- teams ---------------------------------------------------------------------------
     async def create_team(self, team: Team) -> None:
         await self._write(
-            f"INSERT INTO teams ({TEAM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO teams ({TEAM_COLUMNS}) VALUES ({', '.join('?' * TEAM_WIDTH)})",
             (
                 team.name,
                 team.budget_nanos,
@@ -305,6 +362,10 @@ class SqlStore(Store):
                 as_json_list(team.models),
                 team.policy,
                 team.created_at,
+                team.rates.rpm,
+                team.rates.tpm,
+                team.rates.max_concurrent,
+                _model_rates_json(team.model_rates),
             ),
         )
 
@@ -317,8 +378,8 @@ class SqlStore(Store):
 
     async def update_team(self, team: Team) -> None:
         await self._write(
-            "UPDATE teams SET budget_nanos = ?, period = ?, soft_limit_pct = ?, regions = ?, models = ?, policy = ?"
-            " WHERE name = ?",
+            "UPDATE teams SET budget_nanos = ?, period = ?, soft_limit_pct = ?, regions = ?, models = ?, policy = ?,"
+            " rpm = ?, tpm = ?, max_concurrent = ?, model_limits = ? WHERE name = ?",
             (
                 team.budget_nanos,
                 team.period,
@@ -326,6 +387,10 @@ class SqlStore(Store):
                 as_json_list(team.regions),
                 as_json_list(team.models),
                 team.policy,
+                team.rates.rpm,
+                team.rates.tpm,
+                team.rates.max_concurrent,
+                _model_rates_json(team.model_rates),
                 team.name,
             ),
         )
@@ -343,7 +408,7 @@ class SqlStore(Store):
     # -- keys ----------------------------------------------------------------------------
     async def create_key(self, key: KeyRecord) -> None:
         await self._write(
-            f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({', '.join('?' * KEY_WIDTH)})",
             (
                 key.id,
                 key.team,
@@ -355,6 +420,9 @@ class SqlStore(Store):
                 key.expires_at,
                 key.created_at,
                 key.revoked_at,
+                key.rates.rpm,
+                key.rates.tpm,
+                key.rates.max_concurrent,
             ),
         )
 
@@ -369,7 +437,7 @@ class SqlStore(Store):
         if not rows:
             return None
         row = rows[0]
-        return _key(row[:10]), (_team(row[10:]) if row[10] is not None else None)
+        return _key(row[:KEY_WIDTH]), (_team(row[KEY_WIDTH:]) if row[KEY_WIDTH] is not None else None)
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         rows = await self._read(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))

@@ -29,6 +29,7 @@ from gateway.store.base import (
     Instance,
     KeyRecord,
     LedgerRow,
+    Rates,
     Scope,
     ScopeUsage,
     Settlement,
@@ -185,17 +186,22 @@ V2_ROW = ("old-1", 1_700_000_000.5, "eng", "k1", "sk-gw-k1", "auto", "mistral-sm
 V2_ROW += (10, 5, 2, 700, False, 200, 12.5, 3.25, "preferred", True, None)
 
 
+def migrate_up_to(db: Any, placeholder: str, last: int) -> None:
+    """Apply migrations 1 to `last` on a raw connection, recorded as the store records them."""
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, statements in MIGRATIONS:
+        if version > last:
+            break
+        for statement in statements:
+            db.execute(statement)
+        db.execute(f"INSERT INTO schema_version (version) VALUES ({placeholder})", (version,))
+
+
 def make_previous_schema(url: str) -> None:
     """A database as the release before migration 3 left it: migrations 1 and 2 applied (recorded as the store
     records them), holding a team and a ledger row."""
     with raw_connection(url) as (db, ph):
-        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for version, statements in MIGRATIONS:
-            if version > 2:
-                break
-            for statement in statements:
-                db.execute(statement)
-            db.execute(f"INSERT INTO schema_version (version) VALUES ({ph})", (version,))
+        migrate_up_to(db, ph, 2)
         db.execute(
             f"INSERT INTO teams (name, period, policy, created_at) VALUES ({ph}, {ph}, {ph}, {ph})",
             ("eng", "monthly", "default", 1),
@@ -225,9 +231,49 @@ def test_a_database_of_the_previous_schema_gains_the_endpoint_column_and_keeps_i
     assert out["by_endpoint"] == [("chat", 1, 700), ("fim", 1, 40)]
     with raw_connection(database_url) as (db, _):
         versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
-    assert versions == [1, 2, 3] and LATEST == 3
+    assert versions == [version for version, _ in MIGRATIONS] and LATEST >= 3
     # Opened again: nothing is migrated twice (a second ADD COLUMN would fail) and the rows are all there.
     assert len(using(database_url, lambda store: store.ledger_rows(SpendFilter()))) == 2
+
+
+# A team and a key as the release before migration 4 (rate limits) wrote them: every column of migration 1.
+V3_TEAM = ("eng", 5_000, "weekly", 80, '["eu"]', '["mistral-small"]', "eu-only", 1)
+V3_KEY = ("k1", "eng", "ci", "sk-gw-aaaa", "hash-1", 500, '["mistral-small"]', 1_800_000_000, 10, None)
+
+
+def test_a_database_of_schema_3_gains_the_rate_limit_columns_and_keeps_its_teams_and_keys(database_url: str) -> None:
+    with raw_connection(database_url) as (db, ph):
+        migrate_up_to(db, ph, 3)
+        db.execute(f"INSERT INTO teams VALUES ({', '.join([ph] * 8)})", V3_TEAM)
+        db.execute(f"INSERT INTO api_keys VALUES ({', '.join([ph] * 10)})", V3_KEY)
+
+    old_team = Team("eng", 5_000, "weekly", 80, ["eu"], ["mistral-small"], "eu-only", 1)
+    old_key = KeyRecord("k1", "eng", "ci", "sk-gw-aaaa", "hash-1", 500, ["mistral-small"], 1_800_000_000, 10)
+    limited = replace(old_team, rates=Rates(60, None, 2), model_rates={"mistral-small": Rates(tpm=9_000)})
+
+    async def main(store: Store) -> dict[str, Any]:
+        out: dict[str, Any] = {"team": await store.get_team("eng"), "by_hash": await store.key_and_team("hash-1")}
+        await store.update_team(limited)
+        await store.create_key(KeyRecord("k2", "eng", "new", "sk-gw-bbbb", "hash-2", rates=Rates(tpm=1_000)))
+        out["updated"] = await store.key_and_team("hash-2")
+        return out
+
+    out = using(database_url, main)
+    # The old rows, every field as written, have no limits (NULL columns).
+    assert out["team"] == old_team and out["team"].rates == Rates() and out["team"].model_rates == {}
+    assert out["by_hash"] == (old_key, old_team)
+    assert out["updated"] == (
+        KeyRecord("k2", "eng", "new", "sk-gw-bbbb", "hash-2", rates=Rates(tpm=1_000)),
+        limited,
+    )
+    with raw_connection(database_url) as (db, _):
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
+        stored = db.execute("SELECT rpm, tpm, max_concurrent, model_limits FROM teams").fetchall()
+    assert versions == [1, 2, 3, 4]
+    # Only the limits that are set are stored, in the JSON the column documents.
+    assert [tuple(row) for row in stored] == [(60, None, 2, '{"mistral-small":{"tpm":9000}}')]
+    # Opened again: nothing is migrated twice (a second ADD COLUMN would fail).
+    assert using(database_url, lambda store: store.get_team("eng")) == limited
 
 
 def unusable_sqlite_url(tmp_path: Path) -> str:
@@ -298,6 +344,41 @@ def test_teams_crud(database_url: str) -> None:
     )
     assert (out["deleted"], out["deleted_again"]) == (True, False)
     assert out["after"] == ["b-team", "c-team"]
+
+
+def test_rate_limits_of_teams_and_keys_round_trip(database_url: str) -> None:
+    every_limit = Rates(600, 2_000_000, 16)
+    team = Team(
+        "eng",
+        rates=every_limit,
+        model_rates={"kimi-k2": Rates(rpm=3), "mistral-small": Rates(tpm=500_000, max_concurrent=1)},
+        created_at=1,
+    )
+    big = Rates(rpm=9_000_000_000_000_000_000)  # a BIGINT's range, near its top
+    key = KeyRecord("k1", "eng", "ci", "sk-gw-aaaa", "hash-1", rates=Rates(rpm=30, max_concurrent=4), created_at=2)
+
+    async def main(store: Store) -> dict[str, Any]:
+        await store.create_team(team)
+        await store.create_team(Team("big", rates=big))
+        await store.create_key(key)
+        out: dict[str, Any] = {
+            "got": await store.get_team("eng"),
+            "listed": await store.list_teams(),
+            "key": await store.get_key("k1"),
+            "keys": await store.list_keys("eng"),
+            "by_hash": await store.key_and_team("hash-1"),
+        }
+        # Clearing: no rates, no model rates (an entry without any limit is not kept either).
+        await store.update_team(replace(team, rates=Rates(tpm=5), model_rates={"kimi-k2": Rates()}))
+        out["cleared"] = await store.get_team("eng")
+        return out
+
+    out = using(database_url, main)
+    assert out["got"] == team
+    assert out["listed"] == [Team("big", rates=big), team]
+    assert out["key"] == key and out["keys"] == [key]
+    assert out["by_hash"] == (key, team)
+    assert out["cleared"] == replace(team, rates=Rates(tpm=5), model_rates={})
 
 
 def test_keys_crud_and_the_one_read_of_the_request_path(database_url: str) -> None:
