@@ -1,0 +1,199 @@
+"""The limits' algorithm over plain numbers: no I/O, no clock. Every store (memory, SQLite, Redis's Lua in
+`redis_scripts`) computes exactly this, so they agree to the last bit.
+
+Why GCRA (the generic cell rate algorithm) for requests and tokens per minute, and not a fixed window:
+a fixed window counts what was taken since the minute began and refuses past the limit, so traffic that is steady
+at the limit is refused whenever a window boundary falls badly, and a client that bursts at the end of one window
+and the start of the next gets twice the limit. LiteLLM's shared fixed window blocks keys at about 70% of their
+TPM, with minutes of lockout. GCRA keeps one number per limit, the theoretical arrival time (TAT): the time at
+which the limit would be whole again if nothing else came. Each unit moves it on by the emission interval
+T = 60 s / amount; a request fits while the TAT stays within one period (60 s) of now. So a fresh limit admits a
+full minute's worth at once and then exactly its steady rate: a key with 60 RPM that sends one request per second
+forever is never refused (whatever the jitter), and steady traffic at 10,000 TPM gets all of it (>= 95% with
+requests of random sizes; the tests simulate both). A refusal says exactly when the request would fit.
+
+Concurrent requests are leases: {holder: expires_at}. A holder that never gives its slot back (its process was
+SIGKILLed) loses it when the lease ends, so slots never leak.
+
+Several wants are all-or-nothing: every one is checked against the state the earlier ones left, and only if all
+fit is anything written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gateway.limits.base import PERIOD_SECONDS, Grant, Limit, State, Want
+
+# Float rounding must not refuse the last unit of a burst (7 * (60 / 7) is 60.00000000000001). A microsecond is
+# more than the rounding of a TAT near time.time()'s values (~2.4e-7 s) and less than one unit of any limit below
+# 60 million per minute.
+EPSILON = 1e-6
+# A full concurrency limit retries after the earliest lease expiry, but no later than this: slots are usually
+# given back (`release`) long before their lease ends.
+CONCURRENCY_RETRY_SECONDS = 0.05
+# Stores drop a limit's state this long after it became idle (whole again, no lease, no block): idle state is the
+# same as no state, the grace only keeps keys from vanishing between two calls.
+IDLE_GRACE_SECONDS = 60.0
+# The member of a Redis concurrency ZSET that holds the block (its score is the end of the block).
+BLOCK_MEMBER = "\x00block"
+
+
+def interval(amount: int) -> float:
+    """The emission interval T: seconds one unit of the limit occupies."""
+    return PERIOD_SECONDS / amount
+
+
+# Rates (rpm, tpm): the state is the TAT (0 for a limit never used).
+
+
+def rate_take(tat: float, amount: int, cost: int, now: float) -> tuple[float | None, float]:
+    """(the new TAT, 0) if `cost` fits now; (None, seconds until it would) if not."""
+    new_tat = max(tat, now) + cost * interval(amount)
+    if new_tat - now > PERIOD_SECONDS + EPSILON:
+        return None, new_tat - now - PERIOD_SECONDS
+    return new_tat, 0.0
+
+
+def rate_remaining(tat: float, amount: int, now: float) -> int:
+    """Units that would fit now."""
+    ahead = max(0.0, tat - now)
+    units = math.floor((PERIOD_SECONDS - ahead + EPSILON) / interval(amount))
+    return min(amount, max(0, units))
+
+
+def rate_reset(tat: float, now: float) -> float:
+    """Seconds until the limit is whole again."""
+    return max(0.0, tat - now)
+
+
+def rate_settle(tat: float, amount: int, delta: int, now: float) -> float:
+    """The TAT after `delta` more units (negative: given back, but never to before now: the past is not credit)."""
+    return max(max(tat, now) + delta * interval(amount), now)
+
+
+def rate_block(tat: float, seconds: float, now: float) -> float:
+    """The TAT such that nothing fits until now + seconds (and then the steady rate, not a burst)."""
+    return max(tat, now + seconds + PERIOD_SECONDS)
+
+
+# Concurrency: the state is the leases {holder: expires_at} and the end of a block (0: none).
+
+
+def live_leases(leases: Mapping[str, float], now: float) -> dict[str, float]:
+    """The leases that have not ended (one ending exactly now has)."""
+    return {holder: expires for holder, expires in leases.items() if expires > now}
+
+
+def lease_take(leases: Mapping[str, float], blocked_until: float, amount: int, holder: str, now: float) -> float | None:
+    """None if `holder` may take (or renew) a slot now among these live leases; else seconds to retry after."""
+    if blocked_until > now:
+        return blocked_until - now
+    if holder in leases or len(leases) < amount:
+        return None
+    return min(min(leases.values()) - now, CONCURRENCY_RETRY_SECONDS)
+
+
+def lease_remaining(leases: Mapping[str, float], blocked_until: float, amount: int, now: float) -> int:
+    if blocked_until > now:
+        return 0
+    return max(0, amount - len(leases))
+
+
+def lease_reset(blocked_until: float, now: float) -> float:
+    """0 unless blocked: a slot comes back whenever a holder releases it."""
+    return max(0.0, blocked_until - now)
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One limit's stored state: a rate's TAT, or a concurrency limit's live leases and block."""
+
+    tat: float = 0.0
+    leases: Mapping[str, float] = field(default_factory=dict)
+    blocked_until: float = 0.0
+
+    def idle_at(self) -> float:
+        """When this state becomes the same as none at all."""
+        return max(self.tat, self.blocked_until, *self.leases.values())
+
+    def pruned(self, now: float) -> Cell:
+        """Without ended leases and an ended block."""
+        blocked = self.blocked_until if self.blocked_until > now else 0.0
+        return Cell(self.tat, live_leases(self.leases, now), blocked)
+
+
+def check_wants(wants: Sequence[Want], holder: str, lease_seconds: float) -> None:
+    """Programming errors every store refuses the same way, before touching its state."""
+    if lease_seconds <= 0:
+        raise ValueError(f"lease_seconds must be > 0, not {lease_seconds}")
+    if holder == BLOCK_MEMBER:
+        raise ValueError("that holder name is reserved")
+    for want in wants:
+        if want.cost < 0:
+            raise ValueError(f"a want's cost must be >= 0, not {want.cost} ({want.limit.key})")
+        if want.limit.amount < 1:
+            raise ValueError(f"a limit's amount must be >= 1, not {want.limit.amount} ({want.limit.key})")
+
+
+def state(cell: Cell, limit: Limit, now: float) -> State:
+    if limit.kind == "concurrency":
+        live = live_leases(cell.leases, now)
+        remaining = lease_remaining(live, cell.blocked_until, limit.amount, now)
+        return State(limit, remaining, lease_reset(cell.blocked_until, now))
+    return State(limit, rate_remaining(cell.tat, limit.amount, now), rate_reset(cell.tat, now))
+
+
+def acquire(
+    cells: Mapping[str, Cell], wants: Sequence[Want], holder: str, lease_seconds: float, now: float
+) -> tuple[Grant, dict[str, Cell]]:
+    """Take every want or none. `cells` holds the stored state of the wants' limits (a missing one is fresh).
+
+    Returns the grant and the cells to store: on success the new state of every limit taken; on refusal the
+    same cells with ended leases pruned (nothing taken). A want costing more than its limit is refused
+    `too_large` before anything else, since no retry can make it fit."""
+    work = {want.limit.key: cells.get(want.limit.key, Cell()).pruned(now) for want in wants}
+    before = dict(work)
+
+    def refused(limit: Limit, retry_after: float, too_large: bool = False) -> tuple[Grant, dict[str, Cell]]:
+        states = tuple(state(before[w.limit.key], w.limit, now) for w in wants)
+        return Grant(False, states, limit, retry_after, too_large), before
+
+    for want in wants:
+        if want.cost > want.limit.amount:
+            return refused(want.limit, 0.0, too_large=True)
+    for want in wants:
+        limit, cell = want.limit, work[want.limit.key]
+        if limit.kind == "concurrency":
+            retry_after = lease_take(cell.leases, cell.blocked_until, limit.amount, holder, now)
+            if retry_after is not None:
+                return refused(limit, retry_after)
+            work[limit.key] = Cell(cell.tat, {**cell.leases, holder: now + lease_seconds}, cell.blocked_until)
+        else:
+            tat, retry_after = rate_take(cell.tat, limit.amount, want.cost, now)
+            if tat is None:
+                return refused(limit, retry_after)
+            work[limit.key] = Cell(tat, cell.leases, cell.blocked_until)
+    return Grant(True, tuple(state(work[w.limit.key], w.limit, now) for w in wants)), work
+
+
+def settle(cell: Cell, limit: Limit, delta: int, now: float) -> Cell:
+    if limit.kind == "concurrency":
+        return cell  # nothing to correct: a slot is a slot
+    return Cell(rate_settle(cell.tat, limit.amount, delta, now), cell.leases, cell.blocked_until)
+
+
+def release(cell: Cell, holder: str) -> Cell:
+    """Without `holder`'s lease. (No clock: ended leases are pruned by the next call that has one.)"""
+    return Cell(cell.tat, {h: e for h, e in cell.leases.items() if h != holder}, cell.blocked_until)
+
+
+def block(cell: Cell, limit: Limit, seconds: float, now: float) -> Cell:
+    if seconds < 0:
+        raise ValueError(f"a block lasts >= 0 seconds, not {seconds}")
+    if limit.kind == "concurrency":
+        pruned = cell.pruned(now)
+        return Cell(pruned.tat, pruned.leases, max(pruned.blocked_until, now + seconds))
+    return Cell(rate_block(cell.tat, seconds, now), cell.leases, cell.blocked_until)
