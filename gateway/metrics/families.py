@@ -55,12 +55,21 @@ UPSTREAM_ERROR_KINDS = (
 RELOAD_RESULTS = ("success", "failure")
 STORAGE_STAGES = ("request", "journaled", "lost")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+# Rate limits (`gateway.limits`): whose limit refused a request (or, for a provider or deployment, made it wait past
+# the bound), and which of its limits.
+LIMIT_SCOPES = ("team", "key", "team_model", "provider", "deployment")
+LIMIT_KINDS = ("rpm", "tpm", "concurrency")
+# What the gateway did when its limit store (Redis) could not be reached (`GATEWAY_REDIS_FAILURE`).
+STORE_OUTCOMES = ("fail_open", "fail_closed")
 
 # Seconds. Whole requests run from milliseconds (short answers) to minutes (long streamed answers).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 # The gateway's own time: tenths of a millisecond (small bodies) to tens of milliseconds (megabyte bodies).
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# Waiting for a provider's capacity: most requests do not wait (0 falls in the first bucket), a slot freed by a call
+# ending comes in milliseconds to seconds, a full minute's window in up to 60 s (no queue waits longer).
+QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 # Estimated over reported prompt tokens: 1.0 is exact, above 1 the estimate was high.
 RATIO_BUCKETS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0, 1.02, 1.05, 1.1, 1.2, 1.3, 1.5, 2.0)
 
@@ -237,6 +246,56 @@ FAMILIES: tuple[Family, ...] = (
         (),
         "Ledger rows in the local journal, not yet written to the database.",
         combine="livesum",
+    ),
+    Family(
+        "gateway_rate_limited_total",
+        "counter",
+        ("scope", "limit"),
+        "Requests refused with 429 `rate_limit_exceeded` by a caller's limit (`scope`: `team`, `key`, `team_model`), "
+        "or that waited for a provider's capacity past the queue's bound (`provider`, `deployment`): moved to "
+        "another deployment or refused. `limit`: `rpm`, `tpm` or `concurrency`.",
+    ),
+    Family(
+        "gateway_provider_queue_depth",
+        "gauge",
+        ("provider",),
+        "Requests waiting in this process for a provider's capacity (its deployments' queues together).",
+        combine="livesum",
+    ),
+    Family(
+        "gateway_provider_queue_wait_seconds",
+        "histogram",
+        ("provider",),
+        "Time each request to a provider with declared limits waited for its capacity: 0 for those admitted at "
+        "once, the whole wait for those that gave up at the bound.",
+        "seconds",
+        QUEUE_WAIT_BUCKETS,
+    ),
+    Family(
+        "gateway_provider_capacity_used_ratio",
+        "gauge",
+        ("provider", "limit"),
+        "Share of a provider's declared limit (`rpm`, `tpm`, `concurrency`) in use, 0 to 1, as the last request "
+        "to take or give back capacity saw it (shared by every node through the limit store); 0 where the provider "
+        "declares no such limit.",
+        "ratio",
+        # The state is shared (Redis, or the node's store): the freshest view of any worker is the right one.
+        combine="livemostrecent",
+    ),
+    Family(
+        "gateway_limits_store_errors_total",
+        "counter",
+        ("outcome",),
+        "Requests for which the limit store (Redis) could not be reached: let through without the shared limits "
+        "(`fail_open`) or refused with 503 (`fail_closed`), as `GATEWAY_REDIS_FAILURE` says.",
+    ),
+    Family(
+        "gateway_limits_store_up",
+        "gauge",
+        (),
+        "1 while the limit store answers, 0 after a call to it failed (until one succeeds again).",
+        # One worker that cannot reach the store is enough to show it down.
+        combine="livemin",
     ),
     Family("gateway_build_info", "gauge", ("version",), "Always 1; the running version in the label.", combine="max"),
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from gateway.metrics.families import ENDPOINT_VALUES, STATUS_VALUES
+from gateway.metrics.families import ENDPOINT_VALUES, LIMIT_KINDS, LIMIT_SCOPES, STATUS_VALUES, STORE_OUTCOMES
 
 if TYPE_CHECKING:
     from gateway.catalog import Catalog
@@ -41,6 +41,10 @@ FIXED_REASONS = frozenset(
 _UPSTREAM_5XX = re.compile(r"^fallback:upstream-5\d\d$")
 _STATUSES = frozenset(STATUS_VALUES)
 _ENDPOINTS = frozenset(ENDPOINT_VALUES)
+_LIMIT_KINDS = frozenset(LIMIT_KINDS)
+_STORE_OUTCOMES = frozenset(STORE_OUTCOMES)
+# `gateway.limits.base.Limit.scope` spells a team's limit on one model `team-model`; the label says `team_model`.
+_SCOPES = {scope: scope for scope in LIMIT_SCOPES} | {"team-model": "team_model"}
 
 
 class Bounds:
@@ -89,3 +93,19 @@ class Bounds:
     def team(name: str | None) -> str:
         """Team names come from the database, where only the master key creates them: bounded by configuration."""
         return name if name else NONE
+
+    @staticmethod
+    def scope(name: str) -> str:
+        """Whose limit: a scope's kind (`team`, `key`, `team_model`, `provider`, `deployment`), given bare or as a
+        limit's whole scope (`team:web`, `team-model:web:kimi-k2.6`: the part before the first colon)."""
+        return _SCOPES.get(name.partition(":")[0], OTHER)
+
+    @staticmethod
+    def limit(kind: str) -> str:
+        """Which limit: `rpm`, `tpm`, `concurrency`."""
+        return kind if kind in _LIMIT_KINDS else OTHER
+
+    @staticmethod
+    def store_outcome(outcome: str) -> str:
+        """What an unreachable limit store led to: `fail_open`, `fail_closed`."""
+        return outcome if outcome in _STORE_OUTCOMES else OTHER

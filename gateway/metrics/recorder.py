@@ -8,12 +8,22 @@ gauges are read from the database at scrape time, so N workers never multiply th
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from gateway.metrics.families import BY_NAME, MULTIPROC_ENV, STORAGE_STAGES, UPSTREAM_ERROR_KINDS, Family
+from gateway.metrics.families import (
+    BY_NAME,
+    LIMIT_KINDS,
+    LIMIT_SCOPES,
+    MULTIPROC_ENV,
+    STORAGE_STAGES,
+    STORE_OUTCOMES,
+    UPSTREAM_ERROR_KINDS,
+    Family,
+)
 from gateway.metrics.labels import NONE, Bounds
 from gateway.money import usd_float
 
@@ -88,6 +98,20 @@ class Metrics:
         for stage in STORAGE_STAGES:
             self.storage_errors.labels(stage)  # at 0, so an alert on increase() has a series
         self.journal_pending.set(0)
+        self.rate_limited_total = make("gateway_rate_limited_total")
+        self.queue = make("gateway_provider_queue_depth")
+        self.queue_wait = make("gateway_provider_queue_wait_seconds")
+        self.capacity = make("gateway_provider_capacity_used_ratio")
+        self.store_errors = make("gateway_limits_store_errors_total")
+        self.store_up = make("gateway_limits_store_up")
+        for scope in LIMIT_SCOPES:  # at 0: an alert on rate() sees the first refusal
+            for kind in LIMIT_KINDS:
+                self.rate_limited_total.labels(scope, kind)
+        for outcome in STORE_OUTCOMES:
+            self.store_errors.labels(outcome)
+        # Up until a call to the store fails: the in-memory and SQLite stores always answer, and the limits layer
+        # reports Redis's state as it changes.
+        self.store_up.set(1)
         self.build_info = make("gateway_build_info")
         self.build_info.labels(version).set(1)
         for result in ("success", "failure"):
@@ -110,6 +134,12 @@ class Metrics:
         )
         self._upstream_errors, self._inflight = Children(self.upstream_errors), Children(self.inflight)
         self._estimate_error = Children(self.estimate_error)
+        self._rate_limited, self._queue, self._queue_wait = (
+            Children(self.rate_limited_total),
+            Children(self.queue),
+            Children(self.queue_wait),
+        )
+        self._capacity = Children(self.capacity)
         self.set_catalog(catalog)
 
     def set_catalog(self, catalog: Catalog) -> None:
@@ -121,13 +151,22 @@ class Metrics:
             self.inflight.labels(provider)
             for kind in UPSTREAM_ERROR_KINDS:  # at 0: rate() and increase() see the first error
                 self.upstream_errors.labels(provider, kind)
+            # Every provider's queue is shown from the start (empty, nothing waited, nothing of a limit used).
+            self.queue.labels(provider)
+            self.queue_wait.labels(provider)
+            for limit in LIMIT_KINDS:
+                # Set, not only created: a "mostrecent" gauge shows no value that was never written. Only once,
+                # so a reload does not wipe what the last acquire saw.
+                if (provider, limit) not in self._capacity.children:
+                    self._capacity(provider, limit).set(0)
 
     def budgeted_team(self, team: str) -> None:
         """A team with a budget exists (seen at scrape time): its soft-limit counter starts at 0."""
         self.soft_limits.labels(self.bounds.team(team))
 
     def close(self) -> None:
-        """This process is leaving: its live gauges (in-flight, circuits) stop counting in multiprocess mode."""
+        """This process is leaving: its live gauges (in-flight, circuits, queues, the limit store) stop counting in
+        multiprocess mode."""
         if self.multiprocess:
             from prometheus_client import multiprocess
 
@@ -219,3 +258,39 @@ class Metrics:
     def circuit_changed(self, deployment: str, state: int) -> None:
         provider, _, model = deployment.partition("/")
         self.circuits.labels(self.bounds.provider(provider), self.bounds.model(model)).set(state)
+
+    # -- rate limits and provider queues (gateway.limits) -------------------------------------------
+
+    def rate_limited(self, scope: str, limit: str) -> None:
+        """A request refused by a caller's limit (`scope` `team`, `key`, `team_model`), or one that waited for a
+        provider's (`provider`, `deployment`) capacity past the queue's bound. `scope` may be a limit's whole
+        scope (`team:web`); `limit`: `rpm`, `tpm`, `concurrency`. Anything else is counted as `other`."""
+        b = self.bounds
+        self._rate_limited(b.scope(scope), b.limit(limit)).inc()
+
+    def queue_depth(self, provider: str, depth: int) -> None:
+        """Requests of this process now waiting for `provider`'s capacity (all its deployments' queues)."""
+        self._queue(self.bounds.provider(provider)).set(max(depth, 0))
+
+    def queue_waited(self, provider: str, seconds: float) -> None:
+        """A request to `provider` got its capacity (or gave up) after `seconds`: called for every request to a
+        provider with declared limits, 0 for those that did not wait, so the histogram's count is all of them and
+        its quantiles say how long a request waits, not only how long the unlucky ones do."""
+        self._queue_wait(self.bounds.provider(provider)).observe(max(seconds, 0.0))
+
+    def capacity_used(self, provider: str, limit: str, ratio: float) -> None:
+        """The share of `provider`'s `limit` (`rpm`, `tpm`, `concurrency`) in use, as the last acquire (or release)
+        saw it; held to 0..1 (a settlement above the limit is full, not more)."""
+        if math.isfinite(ratio):
+            b = self.bounds
+            self._capacity(b.provider(provider), b.limit(limit)).set(min(max(ratio, 0.0), 1.0))
+
+    def limits_store_unavailable(self, outcome: str) -> None:
+        """A request met an unreachable limit store and was let through (`fail_open`) or refused
+        (`fail_closed`); the store counts as down until `limits_store_up(True)`."""
+        self.store_errors.labels(self.bounds.store_outcome(outcome)).inc()
+        self.store_up.set(0)
+
+    def limits_store_up(self, up: bool) -> None:
+        """Whether the limit store answers (after a call to it, or a probe)."""
+        self.store_up.set(1 if up else 0)
