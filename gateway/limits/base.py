@@ -76,6 +76,11 @@ class LimitsUnavailable(Exception):
         self.detail = detail
 
 
+class LimitsMisconfigured(Exception):
+    """The limit store answers but cannot do its job (a Redis proxy that refuses Lua scripts): the gateway must
+    not start, since falling back to per-node limits would silently multiply every limit by the node count."""
+
+
 class LimitStore(ABC):
     """Where limits' state lives. Every method is atomic across every process sharing the store, and bounded in
     time: a store that cannot answer raises `LimitsUnavailable` (never hangs)."""
@@ -106,6 +111,11 @@ class LimitStore(ABC):
     async def block(self, limit: Limit, seconds: float, now: float | None = None) -> None:
         """Nothing fits in this limit for `seconds` (a provider answered 429 with Retry-After): a rate's state is
         moved so that it is full until then; a concurrency limit refuses new holders until then."""
+
+    async def open(self) -> None:
+        """Connect and check the store before the gateway serves (awaited once at start, safe for every kind):
+        `LimitsUnavailable` if it cannot be reached now, `LimitsMisconfigured` if it can never work."""
+        return None  # a store in memory has nothing to connect to
 
     @abstractmethod
     async def ping(self) -> bool:
