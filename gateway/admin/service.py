@@ -7,13 +7,20 @@ the API turns into an OpenAI-style error and the CLI into a message.
 
 Money is exact nano-dollar integers in the store; results carry both an exact
 `*_nanos` integer and a `*_usd` number (for display; never summed).
+
+Rate limits (`rpm`, `tpm`, `max_concurrent` of a team and of a key, and a team's
+`model_limits` per model) are whole numbers >= 1, null for no limit. Their
+current use lives in the gateway's limit store, not in the database: the team
+views take an optional `peek` (the running gateway's `LimitStore.peek`) and show
+`rate_usage: null` without one (the CLI's direct mode).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -25,15 +32,36 @@ from gateway.auth.principal import ADMIN_TEAM
 from gateway.budget.periods import PERIODS, period_window
 from gateway.catalog import Catalog
 from gateway.errors import GatewayError
+from gateway.limits.base import Limit, LimitsUnavailable, State
+from gateway.limits.callers import rate_limits
+from gateway.limits.callers import team_model_scope as limit_team_model_scope
+from gateway.limits.callers import team_scope as limit_team_scope
 from gateway.money import usd_float, usd_text, usd_to_nanos
 from gateway.policy.schema import POLICY_PATTERN
 from gateway.store import Store
-from gateway.store.base import GROUPS, Conflict, KeyRecord, SpendFilter, SpendRow, Team, key_scope, team_scope
+from gateway.store.base import (
+    GROUPS,
+    NO_RATES,
+    Conflict,
+    KeyRecord,
+    Rates,
+    SpendFilter,
+    SpendRow,
+    Team,
+    key_scope,
+    team_scope,
+)
 
 TEAM_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 MAX_BUDGET_USD = Decimal(9_000_000_000)  # a signed 64-bit nano-dollar column holds about 9.2e9 USD
 MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z: larger numbers are almost surely milliseconds
 SHOWN_ONCE = "Store this key now: it is shown only once and cannot be recovered."
+RATE_FIELDS = ("rpm", "tpm", "max_concurrent")
+MAX_RATE = 1_000_000_000_000  # far above any provider's tier (Moonshot's top: 5M TPM), far below a BIGINT's range
+# The limit kinds of gateway/limits/ by the field names of the admin API.
+RATE_FIELD_OF_KIND = {"rpm": "rpm", "tpm": "tpm", "concurrency": "max_concurrent"}
+
+Peek = Callable[[Sequence[Limit]], Awaitable[tuple[State, ...]]]
 
 
 # -- input models ------------------------------------------------------------------------------
@@ -84,6 +112,62 @@ def _check_soft_limit(value: int | None) -> int | None:
     return value
 
 
+def _rate(value: Any) -> int | None:
+    """A rate limit: a whole number from 1 to MAX_RATE, or None (no limit). Not a bool, not 60.0, not "60"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE:
+        raise ValueError(f"must be a whole number from 1 to {MAX_RATE}, or null")
+    return value
+
+
+ModelLimitsPatch = dict[str, dict[str, int | None] | None]
+
+
+def _model_limits_patch(value: Any) -> ModelLimitsPatch | None:
+    """{MODEL: {rpm, tpm, max_concurrent}}: each model's entry an object of (some of) those fields, each a whole
+    number >= 1 or null; an entry may be null (on PATCH: that model's limits are removed)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("must be an object {MODEL: {rpm, tpm, max_concurrent}}, or null")
+    out: ModelLimitsPatch = {}
+    for model, entry in value.items():
+        name = str(model).strip()
+        if not name:
+            raise ValueError("must not contain an empty model name")
+        if entry is None:
+            out[name] = None
+            continue
+        if not isinstance(entry, dict):
+            raise ValueError(f"{name!r} must be an object of rpm, tpm and max_concurrent, or null")
+        unknown = [field for field in entry if field not in RATE_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r} in {name!r} (use {', '.join(RATE_FIELDS)})")
+        limits: dict[str, int | None] = {}
+        for field, amount in entry.items():
+            try:
+                limits[field] = _rate(amount)
+            except ValueError as exc:
+                raise ValueError(f"{name!r}: {field} {exc}") from None
+        out[name] = limits
+    return out
+
+
+def _merged_model_rates(current: Mapping[str, Rates], patch: ModelLimitsPatch) -> dict[str, Rates]:
+    """`current` with `patch` applied the way PATCH applies a body to a team (a JSON merge patch): a model not
+    named keeps its limits, a null entry removes them, and within an entry a field not given keeps its value and
+    a null one clears it. A model left without any limit is dropped."""
+    out = dict(current)
+    for model, entry in patch.items():
+        rates = NO_RATES if entry is None else replace(out.get(model, NO_RATES), **entry)
+        if rates:
+            out[model] = rates
+        else:
+            out.pop(model, None)
+    return out
+
+
 class TeamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,11 +178,17 @@ class TeamCreate(BaseModel):
     regions: list[StrictStr] | None = None
     models: list[StrictStr] | None = None
     policy: StrictStr = Field("default", pattern=POLICY_PATTERN)
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    model_limits: ModelLimitsPatch | None = None
 
     _budget = field_validator("budget_usd", mode="before")(_decimal_usd)
     _period = field_validator("period")(_check_period)
     _soft = field_validator("soft_limit_pct")(_check_soft_limit)
     _lists = field_validator("regions", "models")(_names)
+    _rates = field_validator(*RATE_FIELDS, mode="before")(_rate)
+    _model_limits = field_validator("model_limits", mode="before")(_model_limits_patch)
 
     @field_validator("name")
     @classmethod
@@ -119,10 +209,16 @@ class TeamUpdate(BaseModel):
     regions: list[StrictStr] | None = None
     models: list[StrictStr] | None = None
     policy: StrictStr | None = Field(None, pattern=POLICY_PATTERN)
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    model_limits: ModelLimitsPatch | None = None  # merged into the team's (see `_merged_model_rates`)
 
     _budget = field_validator("budget_usd", mode="before")(_decimal_usd)
     _soft = field_validator("soft_limit_pct")(_check_soft_limit)
     _lists = field_validator("regions", "models")(_names)
+    _rates = field_validator(*RATE_FIELDS, mode="before")(_rate)
+    _model_limits = field_validator("model_limits", mode="before")(_model_limits_patch)
 
     @field_validator("period")
     @classmethod
@@ -150,9 +246,13 @@ class KeyCreate(BaseModel):
     budget_usd: Decimal | None = None
     models: list[StrictStr] | None = None
     expires_at: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
 
     _budget = field_validator("budget_usd", mode="before")(_decimal_usd)
     _lists = field_validator("models")(_names)
+    _rates = field_validator(*RATE_FIELDS, mode="before")(_rate)
 
     @field_validator("expires_at", mode="before")
     @classmethod
@@ -261,6 +361,10 @@ def _nanos(amount: Decimal | None) -> int | None:
     return usd_to_nanos(amount) if amount is not None else None
 
 
+def rates_view(rates: Rates) -> dict[str, int | None]:
+    return {"rpm": rates.rpm, "tpm": rates.tpm, "max_concurrent": rates.max_concurrent}
+
+
 def team_view(team: Team) -> dict[str, Any]:
     return {
         "name": team.name,
@@ -270,6 +374,8 @@ def team_view(team: Team) -> dict[str, Any]:
         "regions": team.regions,
         "models": team.models,
         "policy": team.policy,
+        **rates_view(team.rates),
+        "model_limits": {model: rates_view(team.model_rates[model]) for model in sorted(team.model_rates)},
         "created_at": iso(team.created_at),
     }
 
@@ -289,6 +395,7 @@ def key_view(key: KeyRecord, now: float) -> dict[str, Any]:
         "name": key.name,
         **_money("budget", key.budget_nanos),
         "models": key.models,
+        **rates_view(key.rates),
         "expires_at": iso(key.expires_at),
         "created_at": iso(key.created_at),
         "revoked_at": iso(key.revoked_at),
@@ -314,6 +421,23 @@ def _check_models(models: list[str] | None, catalog: Catalog | None) -> None:
             "invalid_request_error",
             "unknown_model",
             "models",
+        )
+
+
+def _check_limit_models(patch: ModelLimitsPatch | None, catalog: Catalog | None) -> None:
+    """Models given limits must be in the catalog (a typo would limit nothing); removing a model's limits is
+    allowed whatever the catalog holds now."""
+    if patch is None or catalog is None:
+        return
+    setting = [m for m, entry in patch.items() if entry is not None and any(v is not None for v in entry.values())]
+    unknown = [m for m in setting if m not in catalog.models]
+    if unknown:
+        raise GatewayError(
+            400,
+            f"Invalid 'model_limits': unknown model {unknown[0]!r} (the catalog has: {', '.join(catalog.models)}).",
+            "invalid_request_error",
+            "unknown_model",
+            "model_limits",
         )
 
 
@@ -353,9 +477,73 @@ def _team_not_found(name: str) -> GatewayError:
 # -- teams -------------------------------------------------------------------------------------
 
 
-async def team_status(store: Store, team: Team, tz: str, now: datetime | None = None) -> dict[str, Any]:
-    """The team with its spend in the current period: spent, reserved by requests in flight, remaining."""
-    start, end = period_window(team.period, tz, _now(now))
+def _team_limits(team: Team) -> list[tuple[str | None, Limit]]:
+    """The team's limits, each with the model it applies to (None: the team's own, on every model)."""
+    limits: list[tuple[str | None, Limit]] = [
+        (None, lim) for lim in rate_limits(limit_team_scope(team.name), team.rates)
+    ]
+    for model in sorted(team.model_rates):
+        scope = limit_team_model_scope(team.name, model)
+        limits += [(model, lim) for lim in rate_limits(scope, team.model_rates[model])]
+    return limits
+
+
+def _use(state: State) -> dict[str, Any]:
+    amount = state.limit.amount
+    remaining = max(0, min(amount, state.remaining))
+    return {
+        "limit": amount,
+        "used": amount - remaining,
+        "remaining": remaining,
+        "reset_seconds": round(max(0.0, state.reset_seconds), 3),
+    }
+
+
+async def rate_usages(teams: Sequence[Team], peek: Peek | None) -> list[dict[str, Any] | None]:
+    """For each team, the current use of each of its limits: {FIELD: {limit, used, remaining, reset_seconds},
+    "models": {MODEL: {FIELD: ...}}} with only the limits that are set; None when it cannot be known here (no
+    limit store, or it cannot be reached). One `peek` for all the teams."""
+    limits = [_team_limits(team) for team in teams]
+    wanted = [lim for team_limits in limits for _, lim in team_limits]
+    states: Sequence[State] = ()
+    known = True
+    if wanted:
+        if peek is None:
+            known = False
+        else:
+            try:
+                states = await peek(wanted)
+            except LimitsUnavailable:  # a team's settings must stay readable while Redis is down
+                known = False
+    out: list[dict[str, Any] | None] = []
+    position = 0
+    for team_limits in limits:
+        if team_limits and not known:
+            out.append(None)
+            continue
+        own: dict[str, Any] = {}
+        models: dict[str, dict[str, Any]] = {}
+        for model, _ in team_limits:
+            state = states[position]
+            position += 1
+            place = own if model is None else models.setdefault(model, {})
+            place[RATE_FIELD_OF_KIND[state.limit.kind]] = _use(state)
+        out.append({**own, "models": models})
+    return out
+
+
+async def team_status(
+    store: Store, team: Team, tz: str, now: datetime | None = None, peek: Peek | None = None
+) -> dict[str, Any]:
+    """The team with its spend in the current period (spent, reserved by requests in flight, remaining) and the
+    current use of its rate limits (`rate_usages`)."""
+    return await _team_status(store, team, tz, _now(now), (await rate_usages([team], peek))[0])
+
+
+async def _team_status(
+    store: Store, team: Team, tz: str, now: datetime, rate_usage: dict[str, Any] | None
+) -> dict[str, Any]:
+    start, end = period_window(team.period, tz, now)
     usage = await store.usage(team_scope(team.name), start)
     remaining = team.budget_nanos - usage.spent_nanos - usage.reserved_nanos if team.budget_nanos is not None else None
     return {
@@ -365,6 +553,7 @@ async def team_status(store: Store, team: Team, tz: str, now: datetime | None = 
         **_money("spent", usage.spent_nanos),
         **_money("reserved", usage.reserved_nanos),
         **_money("remaining", remaining),
+        "rate_usage": rate_usage,
     }
 
 
@@ -375,12 +564,14 @@ async def create_team(
     catalog: Catalog | None = None,
     now: datetime | None = None,
     policies: Collection[str] | None = None,
+    peek: Peek | None = None,
 ) -> dict[str, Any]:
-    """Create a team. `catalog` and `policies` (the names of the policies in use) check its models, regions and
-    policy; None skips that check."""
+    """Create a team. `catalog` and `policies` (the names of the policies in use) check its models (and those of
+    its model_limits), regions and policy; None skips that check. `peek`: see `rate_usages`."""
     spec: TeamCreate = _validate(TeamCreate, body)
     _check_regions(spec.regions, catalog)
     _check_models(spec.models, catalog)
+    _check_limit_models(spec.model_limits, catalog)
     _check_policy(spec.policy, policies)
     moment = _now(now)
     team = Team(
@@ -392,6 +583,8 @@ async def create_team(
         models=spec.models,
         policy=spec.policy,
         created_at=int(moment.timestamp()),
+        rates=Rates(spec.rpm, spec.tpm, spec.max_concurrent),
+        model_rates=_merged_model_rates({}, spec.model_limits or {}),
     )
     try:
         await store.create_team(team)
@@ -403,19 +596,25 @@ async def create_team(
             "duplicate",
             "name",
         ) from exc
-    return await team_status(store, team, tz, moment)
+    return await team_status(store, team, tz, moment, peek)
 
 
-async def get_team(store: Store, name: str, tz: str, now: datetime | None = None) -> dict[str, Any]:
+async def get_team(
+    store: Store, name: str, tz: str, now: datetime | None = None, peek: Peek | None = None
+) -> dict[str, Any]:
     team = await store.get_team(name)
     if team is None:
         raise _team_not_found(name)
-    return await team_status(store, team, tz, now)
+    return await team_status(store, team, tz, now, peek)
 
 
-async def list_teams(store: Store, tz: str, now: datetime | None = None) -> list[dict[str, Any]]:
+async def list_teams(
+    store: Store, tz: str, now: datetime | None = None, peek: Peek | None = None
+) -> list[dict[str, Any]]:
     moment = _now(now)
-    return [await team_status(store, team, tz, moment) for team in await store.list_teams()]
+    teams = await store.list_teams()
+    usages = await rate_usages(teams, peek)
+    return [await _team_status(store, team, tz, moment, usage) for team, usage in zip(teams, usages, strict=True)]
 
 
 async def update_team(
@@ -426,7 +625,10 @@ async def update_team(
     catalog: Catalog | None = None,
     now: datetime | None = None,
     policies: Collection[str] | None = None,
+    peek: Peek | None = None,
 ) -> dict[str, Any]:
+    """Change the fields given (null clears a limit or a restriction); `model_limits` is merged into the team's
+    (see `_merged_model_rates`)."""
     if "name" in body:
         raise GatewayError(
             400, "Invalid 'name': a team cannot be renamed.", "invalid_request_error", "invalid_value", "name"
@@ -451,8 +653,15 @@ async def update_team(
     if spec.policy is not None:
         _check_policy(spec.policy, policies)
         team.policy = spec.policy
+    rates = {field: getattr(spec, field) for field in RATE_FIELDS if field in given}
+    if rates:
+        team.rates = replace(team.rates, **rates)
+    if "model_limits" in given:
+        _check_limit_models(spec.model_limits, catalog)
+        patch = spec.model_limits
+        team.model_rates = {} if patch is None else _merged_model_rates(team.model_rates, patch)
     await store.update_team(team)
-    return await team_status(store, team, tz, now)
+    return await team_status(store, team, tz, now, peek)
 
 
 async def delete_team(store: Store, name: str) -> dict[str, Any]:
@@ -510,6 +719,7 @@ async def create_key(
         models=spec.models,
         expires_at=spec.expires_at,
         created_at=int(moment),
+        rates=Rates(spec.rpm, spec.tpm, spec.max_concurrent),
     )
     await store.create_key(record)
     return {**key_view(record, moment), "key": plaintext, "note": SHOWN_ONCE}

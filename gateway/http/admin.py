@@ -48,41 +48,65 @@ async def _body(gateway: Gateway, request: Request) -> dict[str, Any]:
     return body
 
 
+def _peek(gateway: Gateway) -> management.Peek | None:
+    """The limit store's `peek`, for the rate limits' current use in team views (None: not known here)."""
+    limit_store = getattr(gateway, "limit_store", None)
+    return limit_store.peek if limit_store is not None else None
+
+
+def _changed(gateway: Gateway, value: Any, status: int = 200) -> Response:
+    """A team or key was changed: what this process has cached of teams and keys is forgotten first, so the
+    answer is not out before the change applies here (other nodes learn it from the database's notifications)."""
+    gateway.auth.changed()
+    return _json(value, status)
+
+
 async def create_team(gateway: Gateway, request: Request) -> Response:
     body = await _body(gateway, request)
     team = await management.create_team(
-        gateway.store, body, gateway.settings.budget_timezone, gateway.catalog, policies=gateway.policy_set()
+        gateway.store,
+        body,
+        gateway.settings.budget_timezone,
+        gateway.catalog,
+        policies=gateway.policy_set(),
+        peek=_peek(gateway),
     )
-    return _json(team, 201)
+    return _changed(gateway, team, 201)
 
 
 async def list_teams(gateway: Gateway, request: Request) -> Response:
     _query(request, ())
-    teams = await management.list_teams(gateway.store, gateway.settings.budget_timezone)
+    teams = await management.list_teams(gateway.store, gateway.settings.budget_timezone, peek=_peek(gateway))
     return _json({"object": "list", "data": teams})
 
 
 async def get_team(gateway: Gateway, request: Request) -> Response:
     name = request.path_params["name"]
-    return _json(await management.get_team(gateway.store, name, gateway.settings.budget_timezone))
+    return _json(await management.get_team(gateway.store, name, gateway.settings.budget_timezone, peek=_peek(gateway)))
 
 
 async def update_team(gateway: Gateway, request: Request) -> Response:
     name = request.path_params["name"]
     body = await _body(gateway, request)
     team = await management.update_team(
-        gateway.store, name, body, gateway.settings.budget_timezone, gateway.catalog, policies=gateway.policy_set()
+        gateway.store,
+        name,
+        body,
+        gateway.settings.budget_timezone,
+        gateway.catalog,
+        policies=gateway.policy_set(),
+        peek=_peek(gateway),
     )
-    return _json(team)
+    return _changed(gateway, team)
 
 
 async def delete_team(gateway: Gateway, request: Request) -> Response:
-    return _json(await management.delete_team(gateway.store, request.path_params["name"]))
+    return _changed(gateway, await management.delete_team(gateway.store, request.path_params["name"]))
 
 
 async def create_key(gateway: Gateway, request: Request) -> Response:
     body = await _body(gateway, request)
-    return _json(await management.create_key(gateway.store, body, gateway.catalog), 201)
+    return _changed(gateway, await management.create_key(gateway.store, body, gateway.catalog), 201)
 
 
 async def list_keys(gateway: Gateway, request: Request) -> Response:
@@ -97,7 +121,7 @@ async def get_key(gateway: Gateway, request: Request) -> Response:
 
 
 async def revoke_key(gateway: Gateway, request: Request) -> Response:
-    return _json(await management.revoke_key(gateway.store, request.path_params["key_id"]))
+    return _changed(gateway, await management.revoke_key(gateway.store, request.path_params["key_id"]))
 
 
 async def spend(gateway: Gateway, request: Request) -> Response:

@@ -21,8 +21,11 @@ from gateway.admin.service import SHOWN_ONCE, parse_time
 from gateway.auth.keys import hash_key
 from gateway.catalog import Catalog, ModelConfig, Price, Provider, Timeouts
 from gateway.errors import GatewayError
+from gateway.limits.base import Limit, LimitsUnavailable, State
+from gateway.limits.callers import caller_limits, model_limits, wants
+from gateway.limits.memory import MemoryLimitStore
 from gateway.store import open_store
-from gateway.store.base import HoldRequest, LedgerRow, Scope, Settlement, Store, key_scope, team_scope
+from gateway.store.base import HoldRequest, LedgerRow, Rates, Scope, Settlement, Store, Team, key_scope, team_scope
 
 T = TypeVar("T")
 TZ = "UTC"
@@ -149,6 +152,10 @@ def test_create_team_returns_its_status_with_exact_money(tmp_path: Path) -> None
         "regions": ["eu"],
         "models": ["mistral-small"],
         "policy": "eu-only",
+        "rpm": None,
+        "tpm": None,
+        "max_concurrent": None,
+        "model_limits": {},
         "created_at": "2024-03-15T12:00:00Z",
         "period_start": "2024-03-01T00:00:00Z",
         "period_resets_at": "2024-04-01T00:00:00Z",
@@ -158,6 +165,7 @@ def test_create_team_returns_its_status_with_exact_money(tmp_path: Path) -> None
         "reserved_nanos": 0,
         "remaining_usd": 12.345678901,
         "remaining_nanos": 12_345_678_901,
+        "rate_usage": {"models": {}},  # no limits: nothing to peek at, so known even without a limit store
     }
     assert (stored.budget_nanos, stored.regions, stored.created_at) == (12_345_678_901, ["eu"], int(NOW.timestamp()))
 
@@ -578,3 +586,187 @@ def test_parse_time(value: Any, seconds: int) -> None:
 def test_parse_time_refuses(value: Any) -> None:
     with pytest.raises(ValueError):
         parse_time(value)
+
+
+# -- rate limits -------------------------------------------------------------------------------------
+
+LIMITED = {
+    "name": "eng",
+    "rpm": 60,
+    "tpm": 100_000,
+    "max_concurrent": 4,
+    "model_limits": {"kimi-k2": {"rpm": 3, "max_concurrent": 2}, "mistral-small": {"tpm": 500_000}},
+}
+
+
+def test_rate_limits_of_a_team_are_stored_and_shown(tmp_path: Path) -> None:
+    async def main(store: Store) -> tuple[dict[str, Any], Any]:
+        view = await service.create_team(store, LIMITED, TZ, catalog(), NOW, POLICIES)
+        return view, await store.get_team("eng")
+
+    view, stored = using(tmp_path, main)
+    assert (view["rpm"], view["tpm"], view["max_concurrent"]) == (60, 100_000, 4)
+    assert view["model_limits"] == {  # by model name, every field shown (null: no limit)
+        "kimi-k2": {"rpm": 3, "tpm": None, "max_concurrent": 2},
+        "mistral-small": {"rpm": None, "tpm": 500_000, "max_concurrent": None},
+    }
+    assert stored.rates == Rates(60, 100_000, 4)
+    assert stored.model_rates == {"kimi-k2": Rates(rpm=3, max_concurrent=2), "mistral-small": Rates(tpm=500_000)}
+    # Without a limit store (the CLI on the database), the current use of set limits is not known here.
+    assert view["rate_usage"] is None
+
+
+def test_update_team_rate_limits_like_every_other_field(tmp_path: Path) -> None:
+    async def main(store: Store) -> list[dict[str, Any]]:
+        await service.create_team(store, LIMITED, TZ, catalog(), NOW, POLICIES)
+        changes = [
+            {"budget_usd": 5},  # rates not given: kept
+            {"rpm": None, "max_concurrent": 8},  # null clears one, a number sets another, tpm is kept
+            # model_limits is merged: kimi-k2's rpm cleared and tpm set (its max_concurrent kept), mistral-small's
+            # removed, and a model not named keeps its limits.
+            {"model_limits": {"kimi-k2": {"rpm": None, "tpm": 7_000}, "mistral-small": None}},
+            {"model_limits": {}},  # an empty patch changes nothing
+            {"model_limits": {"kimi-k2": {"tpm": None, "max_concurrent": None}}},  # left without a limit: dropped
+        ]
+        views = [await service.update_team(store, "eng", change, TZ, catalog(), NOW, POLICIES) for change in changes]
+        await service.update_team(store, "eng", {"model_limits": {"kimi-k2": {"rpm": 1}}}, TZ, catalog(), NOW)
+        views.append(await service.update_team(store, "eng", {"model_limits": None}, TZ, catalog(), NOW))  # all gone
+        views.append(await service.get_team(store, "eng", TZ, NOW))
+        return views
+
+    kept, cleared, merged, unchanged, dropped, emptied, read_back = using(tmp_path, main)
+    assert (kept["rpm"], kept["tpm"], kept["max_concurrent"], kept["budget_nanos"]) == (60, 100_000, 4, 5 * 10**9)
+    assert kept["model_limits"] == service.team_view(team_of(LIMITED))["model_limits"]
+    assert (cleared["rpm"], cleared["tpm"], cleared["max_concurrent"]) == (None, 100_000, 8)
+    assert merged["model_limits"] == {"kimi-k2": {"rpm": None, "tpm": 7_000, "max_concurrent": 2}}
+    assert unchanged == merged
+    assert dropped["model_limits"] == {}
+    assert emptied["model_limits"] == {} and emptied["rate_usage"] is None  # the team's own limits remain
+    assert read_back == emptied
+
+
+def team_of(body: dict[str, Any]) -> Team:
+    """The team a create body describes (rate limits only)."""
+    models = body.get("model_limits") or {}
+    return Team(
+        body["name"],
+        rates=Rates(body.get("rpm"), body.get("tpm"), body.get("max_concurrent")),
+        model_rates={m: Rates(e.get("rpm"), e.get("tpm"), e.get("max_concurrent")) for m, e in models.items()},
+    )
+
+
+BAD_RATES = [
+    ({"rpm": 0}, "rpm", "from 1 to"),
+    ({"tpm": -5}, "tpm", "from 1 to"),
+    ({"max_concurrent": 1_000_000_000_001}, "max_concurrent", "from 1 to 1000000000000"),
+    ({"rpm": True}, "rpm", "whole number"),
+    ({"rpm": 60.0}, "rpm", "whole number"),
+    ({"tpm": "1000"}, "tpm", "whole number"),
+    ({"model_limits": ["kimi-k2"]}, "model_limits", "must be an object"),
+    ({"model_limits": {"kimi-k2": 3}}, "model_limits", "'kimi-k2' must be an object of rpm, tpm and max_concurrent"),
+    ({"model_limits": {"kimi-k2": {"rpn": 3}}}, "model_limits", "unknown field 'rpn' in 'kimi-k2'"),
+    ({"model_limits": {"kimi-k2": {"rpm": 0}}}, "model_limits", "'kimi-k2': rpm must be a whole number from 1"),
+    ({"model_limits": {"kimi-k2": {"tpm": 2.5}}}, "model_limits", "'kimi-k2': tpm must be a whole number"),
+    ({"model_limits": {" ": {"rpm": 1}}}, "model_limits", "empty model name"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param", "says"), BAD_RATES)
+def test_bad_rate_limits_are_refused_naming_the_field(fields: dict[str, Any], param: str, says: str) -> None:
+    for call in (
+        lambda store: service.create_team(store, {"name": "eng", **fields}, TZ, catalog(), NOW, POLICIES),
+        lambda store: service.update_team(store, "eng", fields, TZ, catalog(), NOW, POLICIES),
+    ):
+        error = refused_before_the_store(call)
+        assert (error.status, error.code, error.param) == (400, "invalid_value", param)
+        assert says in error.message and error.message.startswith(f"Invalid '{param}': ")
+    if param != "model_limits":
+        error = refused_before_the_store(lambda store: service.create_key(store, {"team": "eng", **fields}))
+        assert (error.status, error.param) == (400, param) and says in error.message
+
+
+def test_model_limits_on_a_model_outside_the_catalog_are_refused_naming_it(tmp_path: Path) -> None:
+    body = {"name": "eng", "model_limits": {"kimi-k2": {"rpm": 3}, "gpt-4o": {"rpm": 3}}}
+    error = refused_before_the_store(lambda store: service.create_team(store, body, TZ, catalog(), NOW))
+    assert (error.status, error.code, error.param) == (400, "unknown_model", "model_limits")
+    assert "unknown model 'gpt-4o'" in error.message and "mistral-small" in error.message
+
+    async def main(store: Store) -> dict[str, Any]:
+        await service.create_team(store, {"name": "eng", "model_limits": {"old-model": {"rpm": 1}}}, TZ, now=NOW)
+        with pytest.raises(GatewayError) as caught:  # setting a limit on it again is refused...
+            await service.update_team(store, "eng", {"model_limits": {"old-model": {"rpm": 2}}}, TZ, catalog(), NOW)
+        assert caught.value.param == "model_limits" and "'old-model'" in caught.value.message
+        # ... removing it is not (a model that left the catalog must not keep its limits stuck)
+        return await service.update_team(store, "eng", {"model_limits": {"old-model": None}}, TZ, catalog(), NOW)
+
+    assert using(tmp_path, main)["model_limits"] == {}
+
+
+def test_a_key_has_its_own_rate_limits(tmp_path: Path) -> None:
+    async def main(store: Store) -> tuple[dict[str, Any], dict[str, Any], Any, list[dict[str, Any]]]:
+        await service.create_team(store, {"name": "eng", "rpm": 100}, TZ, now=NOW)
+        made = await service.create_key(store, {"team": "eng", "rpm": 30, "max_concurrent": 2}, now=NOW)
+        bare = await service.create_key(store, {"team": "eng"}, now=NOW)
+        found = await store.key_and_team(hash_key(made["key"]))
+        return made, bare, found, await service.list_keys(store, TZ, "eng", NOW)
+
+    made, bare, found, listed = using(tmp_path, main)
+    assert (made["rpm"], made["tpm"], made["max_concurrent"]) == (30, None, 2)
+    assert (bare["rpm"], bare["tpm"], bare["max_concurrent"]) == (None, None, None)
+    key, team = found  # the request path's one read has both the key's and the team's
+    assert (key.rates, team.rates) == (Rates(rpm=30, max_concurrent=2), Rates(rpm=100))
+    assert {k["id"]: (k["rpm"], k["max_concurrent"]) for k in listed} == {made["id"]: (30, 2), bare["id"]: (None, None)}
+
+
+def test_rate_usage_shows_each_set_limit_as_the_limit_store_has_it(tmp_path: Path) -> None:
+    """Requests taken through the limit store (as the pipeline takes them) show as used, per limit and model."""
+    limits = MemoryLimitStore()
+    moment = 1_000_000.0
+
+    async def peek(wanted: Any) -> tuple[State, ...]:
+        return await limits.peek(wanted, now=moment)
+
+    async def main(store: Store) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        await service.create_team(store, LIMITED, TZ, catalog(), NOW)
+        await service.create_team(store, {"name": "ops"}, TZ, now=NOW)
+        team = await store.get_team("eng")
+        assert team is not None
+        taken = caller_limits(team, None) + model_limits(team, "kimi-k2")
+        for holder in ("a", "b"):  # two requests of 1,000 tokens each, on kimi-k2, both still running
+            grant = await limits.acquire(wants(taken, 1_000), holder, 60, now=moment)
+            assert grant.ok
+        shown = await service.get_team(store, "eng", TZ, NOW, peek)
+        return shown, await service.list_teams(store, TZ, NOW, peek)
+
+    shown, listed = using(tmp_path, main)
+    usage = shown["rate_usage"]
+    assert usage["rpm"] == {"limit": 60, "used": 2, "remaining": 58, "reset_seconds": 2.0}
+    assert usage["tpm"]["limit"] == 100_000 and usage["tpm"]["used"] == 2_000 and usage["tpm"]["remaining"] == 98_000
+    assert usage["max_concurrent"] == {"limit": 4, "used": 2, "remaining": 2, "reset_seconds": 0.0}
+    assert usage["models"]["kimi-k2"]["rpm"] == {"limit": 3, "used": 2, "remaining": 1, "reset_seconds": 40.0}
+    assert usage["models"]["kimi-k2"]["max_concurrent"] == {"limit": 2, "used": 2, "remaining": 0, "reset_seconds": 0.0}
+    assert set(usage["models"]["kimi-k2"]) == {"rpm", "max_concurrent"}  # only the limits that are set
+    assert usage["models"]["mistral-small"] == {
+        "tpm": {"limit": 500_000, "used": 0, "remaining": 500_000, "reset_seconds": 0.0}
+    }
+    assert [t["name"] for t in listed] == ["eng", "ops"]
+    assert listed[0] == shown and listed[1]["rate_usage"] == {"models": {}}
+
+
+def test_rate_usage_is_null_when_the_limit_store_cannot_be_reached(tmp_path: Path) -> None:
+    async def unreachable(wanted: Any) -> tuple[State, ...]:
+        raise LimitsUnavailable("redis: timed out")
+
+    async def no_call(wanted: list[Limit]) -> tuple[State, ...]:
+        raise AssertionError("peek called for a team without limits")
+
+    async def main(store: Store) -> tuple[dict[str, Any], dict[str, Any]]:
+        await service.create_team(store, {"name": "eng", "rpm": 5}, TZ, now=NOW)
+        await service.create_team(store, {"name": "ops"}, TZ, now=NOW)
+        return await service.get_team(store, "eng", TZ, NOW, unreachable), await service.get_team(
+            store, "ops", TZ, NOW, no_call
+        )
+
+    limited, unlimited = using(tmp_path, main)
+    assert limited["rate_usage"] is None and limited["rpm"] == 5  # the team's settings stay readable
+    assert unlimited["rate_usage"] == {"models": {}}
