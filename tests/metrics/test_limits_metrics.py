@@ -5,6 +5,7 @@ several worker processes."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -236,6 +237,19 @@ def test_the_exposition_has_the_new_families_with_help_and_type(metrics: Metrics
         exposed = name.removesuffix("_total") if family.kind == "counter" else name
         assert families[exposed].type == family.kind, name
         assert families[exposed].documentation == family.help, name
+
+
+def test_the_dashboard_has_a_row_for_them() -> None:
+    """deploy/grafana/dashboard.json: the row "Rate limits and provider queues" holds a panel on each new family
+    (tests/e2e/test_deploy.py checks every query's metrics, labels and PromQL)."""
+    panels = json.loads((ROOT / "deploy" / "grafana" / "dashboard.json").read_text())["panels"]
+    (row,) = [i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Rate limits and provider queues"]
+    following = [i for i, p in enumerate(panels) if p["type"] == "row" and i > row]
+    in_row = panels[row + 1 : following[0] if following else len(panels)]
+    exprs = " ".join(t["expr"] for p in in_row for t in p["targets"])
+    for name in NEW_FAMILIES:
+        assert name in exprs, name
+    assert "histogram_quantile(0.95, sum by (provider, le) (rate(gateway_provider_queue_wait_seconds_bucket" in exprs
 
 
 # -- a real gateway, and several workers ---------------------------------------------------------------
