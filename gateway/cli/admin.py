@@ -257,14 +257,46 @@ def _name_list(value: str) -> list[str] | None:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _percent(value: str) -> int | str | None:
+def _whole(value: str) -> int | str | None:
+    """A whole number, or None for 'none'; anything else is passed on as it is, for the service to refuse with a
+    message naming its field (soft_limit_pct, rpm, ...)."""
     text = _nullable(value)
     if text is None:
         return None
     try:
         return int(text)
     except ValueError:
-        return text  # refused by the service with a message naming soft_limit_pct
+        return text
+
+
+MODEL_LIMIT_SYNTAX = "use MODEL:rpm=N,tpm=N,max_concurrent=N (N a whole number or 'none'), MODEL:none, or none"
+
+
+def _model_limits(values: list[str]) -> dict[str, Any] | None:
+    """`--model-limit` options as the API's `model_limits`: `MODEL:rpm=N,...` sets (on update, merges into) that
+    model's limits, `MODEL:none` removes them, a lone `none` removes every model's. Limit names are checked by
+    the service, which names the field."""
+    if any(value.strip().lower() in NULL_WORDS for value in values):
+        if len(values) > 1:
+            raise CliError("--model-limit none removes every model's limits: give it alone")
+        return None
+    out: dict[str, Any] = {}
+    for value in values:
+        model, colon, spec = value.partition(":")
+        model, spec = model.strip(), spec.strip()
+        if not colon or not model or not spec:
+            raise CliError(f"--model-limit {value!r}: {MODEL_LIMIT_SYNTAX}")
+        if spec.lower() in NULL_WORDS:
+            out[model] = None
+            continue
+        entry = out.get(model) or {}
+        for pair in spec.split(","):
+            name, equals, amount = pair.partition("=")
+            if not equals or not name.strip():
+                raise CliError(f"--model-limit {value!r}: {MODEL_LIMIT_SYNTAX}")
+            entry[name.strip().replace("-", "_")] = _whole(amount.strip())
+        out[model] = entry
+    return out
 
 
 def _expiry(value: str) -> int | str | None:
@@ -281,18 +313,25 @@ def _expiry(value: str) -> int | str | None:
 TEAM_FIELDS = (
     ("budget", "budget_usd", _budget),
     ("period", "period", str),
-    ("soft_limit", "soft_limit_pct", _percent),
+    ("soft_limit", "soft_limit_pct", _whole),
     ("regions", "regions", _name_list),
     ("models", "models", _name_list),
     ("policy", "policy", str),
+    ("rpm", "rpm", _whole),
+    ("tpm", "tpm", _whole),
+    ("max_concurrent", "max_concurrent", _whole),
 )
+RATE_OPTIONS = (("rpm", "rpm"), ("tpm", "tpm"), ("max_concurrent", "max_concurrent"))
 
 
 def _team_body(args: argparse.Namespace) -> dict[str, Any]:
     """Only the options given: for `update`, an absent option leaves the field as it is."""
-    return {
+    body: dict[str, Any] = {
         field: convert(getattr(args, dest)) for dest, field, convert in TEAM_FIELDS if getattr(args, dest) is not None
     }
+    if args.model_limit:
+        body["model_limits"] = _model_limits(args.model_limit)
+    return body
 
 
 def _print_json(value: Any) -> None:
@@ -327,7 +366,8 @@ def cmd_teams_update(args: argparse.Namespace) -> int:
     body = _team_body(args)
     if not body:
         raise CliError(
-            "nothing to update: give at least one of --budget, --period, --soft-limit, --regions, --models, --policy"
+            "nothing to update: give at least one of --budget, --period, --soft-limit, --regions, --models, --policy,"
+            " --rpm, --tpm, --max-concurrent, --model-limit"
         )
     return _show(args, backend_for(args).update_team(args.name, body), render_team)
 
@@ -347,6 +387,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         body["models"] = _name_list(args.models)
     if args.expires is not None:
         body["expires_at"] = _expiry(args.expires)
+    for dest, field in RATE_OPTIONS:
+        if getattr(args, dest) is not None:
+            body[field] = _whole(getattr(args, dest))
     return _show(args, backend_for(args).create_key(body), render_new_key)
 
 
@@ -423,6 +466,24 @@ def _team_options(parser: argparse.ArgumentParser, creating: bool) -> None:
     parser.add_argument("--regions", default=None, help="comma-separated allowed regions ('any': no restriction)")
     parser.add_argument("--models", default=None, help="comma-separated allowed models ('any': no restriction)")
     parser.add_argument("--policy", default="default" if creating else None, help="routing policy name")
+    _rate_options(parser, "the team's")
+    parser.add_argument(
+        "--model-limit",
+        dest="model_limit",
+        action="append",
+        default=None,
+        metavar="MODEL:rpm=N,tpm=N,max_concurrent=N",
+        help="the team's limits on one model (repeatable; 'MODEL:none' removes that model's, 'none' every model's;"
+        + (" on update, limits not named are kept)" if not creating else ")"),
+    )
+
+
+def _rate_options(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument("--rpm", default=None, help=f"{whose} requests per minute ('none': no limit)")
+    parser.add_argument("--tpm", default=None, help=f"{whose} tokens per minute, prompt and output ('none': no limit)")
+    parser.add_argument(
+        "--max-concurrent", dest="max_concurrent", default=None, help=f"{whose} concurrent requests ('none': no limit)"
+    )
 
 
 def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -458,6 +519,7 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     create_key.add_argument("--budget", default=None, help="the key's own budget in USD per team period")
     create_key.add_argument("--models", default=None, help="comma-separated models this key may use")
     create_key.add_argument("--expires", default=None, help="ISO-8601, Unix seconds, or a duration such as 30d or 12h")
+    _rate_options(create_key, "the key's own")
     create_key.set_defaults(func=_guarded(cmd_keys_create))
     list_keys = key_commands.add_parser("list", parents=[common], help="list keys (prefixes only)")
     list_keys.add_argument("--team", default=None)

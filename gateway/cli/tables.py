@@ -58,6 +58,51 @@ def _soft(team: Mapping[str, Any]) -> str:
     return f"{team['soft_limit_pct']}%" if team.get("soft_limit_pct") else "-"
 
 
+RATE_FIELDS = (("rpm", "rpm"), ("tpm", "tpm"), ("max_concurrent", "max concurrent"))
+UNKNOWN_USE = "known only by a running gateway (ask it: --url)"
+
+
+def rates_text(rates: Mapping[str, Any]) -> str | None:
+    """`rpm=60,max_concurrent=4`: the limits set (the syntax of `--model-limit`), or None when none is."""
+    return ",".join(f"{field}={rates[field]}" for field, _ in RATE_FIELDS if rates.get(field) is not None) or None
+
+
+def _model_limits_text(team: Mapping[str, Any]) -> str | None:
+    limits = team.get("model_limits") or {}
+    return " ".join(f"{model}:{rates_text(rates)}" for model, rates in limits.items()) or None
+
+
+def _use_text(field: str, use: Mapping[str, Any] | None) -> str:
+    if use is None:
+        return ""
+    if field == "max_concurrent":
+        return f" ({use['used']} in use, {use['remaining']} free)"
+    return f" ({use['used']} used, {use['remaining']} left, whole in {use['reset_seconds']:g}s)"
+
+
+def _limit_lines(team: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The team's rate limits, each with its current use when the view has it (`rate_usage`)."""
+    usage = team.get("rate_usage") or {}
+    lines: list[tuple[str, Any]] = [
+        (label, f"{team[field]}{_use_text(field, usage.get(field))}" if team.get(field) is not None else "no limit")
+        for field, label in RATE_FIELDS
+    ]
+    models = team.get("model_limits") or {}
+    used_by_model = usage.get("models") or {}
+    texts = []
+    for model, rates in models.items():
+        use = used_by_model.get(model) or {}
+        parts = [
+            f"{label} {rates[f]}{_use_text(f, use.get(f))}" for f, label in RATE_FIELDS if rates.get(f) is not None
+        ]
+        texts.append(f"{model}: {', '.join(parts)}")
+    lines.append(("model limits", texts[0] if texts else "none"))
+    lines += [("", text) for text in texts[1:]]
+    if team.get("rate_usage", {}) is None and (models or any(team.get(f) is not None for f, _ in RATE_FIELDS)):
+        lines.append(("limits' use", UNKNOWN_USE))
+    return lines
+
+
 def render_team(team: Mapping[str, Any]) -> str:
     return _details(
         [
@@ -73,6 +118,7 @@ def render_team(team: Mapping[str, Any]) -> str:
             ("regions", team["regions"] if team["regions"] is not None else "any"),
             ("models", team["models"] if team["models"] is not None else "any"),
             ("policy", team["policy"]),
+            *_limit_lines(team),
             ("created", team["created_at"]),
         ]
     )
@@ -93,6 +139,10 @@ def render_teams(teams: Sequence[Mapping[str, Any]]) -> str:
         "REGIONS",
         "MODELS",
         "POLICY",
+        "RPM",
+        "TPM",
+        "CONCURRENT",
+        "MODEL LIMITS",
     )
     rows = [
         (
@@ -107,16 +157,20 @@ def render_teams(teams: Sequence[Mapping[str, Any]]) -> str:
             t["regions"] or "any",
             t["models"] or "any",
             t["policy"],
+            t.get("rpm"),
+            t.get("tpm"),
+            t.get("max_concurrent"),
+            _model_limits_text(t),
         )
         for t in teams
     ]
-    return table(headers, rows, right=(1, 3, 4, 5))
+    return table(headers, rows, right=(1, 3, 4, 5, 11, 12, 13))
 
 
 def render_keys(keys: Sequence[Mapping[str, Any]]) -> str:
     if not keys:
         return "no keys"
-    headers = ("ID", "PREFIX", "TEAM", "NAME", "BUDGET", "SPENT", "MODELS", "EXPIRES", "STATUS")
+    headers = ("ID", "PREFIX", "TEAM", "NAME", "BUDGET", "SPENT", "MODELS", "LIMITS", "EXPIRES", "STATUS")
     rows = [
         (
             k["id"],
@@ -126,6 +180,7 @@ def render_keys(keys: Sequence[Mapping[str, Any]]) -> str:
             usd(k["budget_nanos"]),
             usd(k.get("spent_nanos")),
             k["models"] or "any",
+            rates_text(k),
             k["expires_at"] or "never",
             k["status"],
         )
@@ -142,6 +197,7 @@ def render_new_key(key: Mapping[str, Any]) -> str:
             ("name", key["name"] or "-"),
             ("budget", usd(key["budget_nanos"]) if key["budget_nanos"] is not None else "team budget only"),
             ("models", key["models"] if key["models"] is not None else "the team's"),
+            ("limits", rates_text(key) or "the team's only"),
             ("expires", key["expires_at"] or "never"),
         ]
     )

@@ -269,3 +269,106 @@ def test_cli_on_postgresql(start_gateway: GatewayFactory) -> None:
             assert local.ok("teams", "list") == remote.ok("teams", "list")
         finally:
             server.stop()  # before the database is dropped
+
+
+# -- rate limits -----------------------------------------------------------------------------------------
+
+
+def test_rate_limits_on_the_database(direct: tuple[Cli, str]) -> None:
+    cli, _ = direct
+    out = cli.ok(
+        "teams",
+        "create",
+        "alpha",
+        "--rpm",
+        "600",
+        "--max-concurrent",
+        "8",
+        "--model-limit",
+        "kimi-k2.6:rpm=3,max-concurrent=1",
+        "--model-limit",
+        "codestral:tpm=50000",
+    )
+    lines = out.splitlines()
+    assert "rpm             600" in lines and "tpm             no limit" in lines and "max concurrent  8" in lines
+    assert (
+        "model limits    codestral: tpm 50000" in lines
+        and "                kimi-k2.6: rpm 3, max concurrent 1" in lines
+    )
+    # The CLI on the database has no limit store: it says where the current use is known.
+    assert any(line.startswith("limits' use") and "running gateway" in line for line in lines)
+
+    shown = cli.json("teams", "show", "alpha")
+    assert (shown["rpm"], shown["tpm"], shown["max_concurrent"], shown["rate_usage"]) == (600, None, 8, None)
+    assert shown["model_limits"] == {
+        "codestral": {"rpm": None, "tpm": 50_000, "max_concurrent": None},
+        "kimi-k2.6": {"rpm": 3, "tpm": None, "max_concurrent": 1},
+    }
+
+    # On update, --model-limit merges: kimi-k2.6's rpm cleared and tpm set, codestral's removed.
+    options = "--tpm 90000 --rpm none --model-limit kimi-k2.6:rpm=none,tpm=7000 --model-limit codestral:none"
+    updated = cli.json("teams", "update", "alpha", *options.split())
+    assert (updated["rpm"], updated["tpm"], updated["max_concurrent"]) == (None, 90_000, 8)
+    assert updated["model_limits"] == {"kimi-k2.6": {"rpm": None, "tpm": 7_000, "max_concurrent": 1}}
+
+    listing = cli.ok("teams", "list").splitlines()
+    assert listing[0].split()[-5:] == ["RPM", "TPM", "CONCURRENT", "MODEL", "LIMITS"]
+    assert listing[1].endswith("kimi-k2.6:tpm=7000,max_concurrent=1")
+    assert cli.json("teams", "update", "alpha", "--model-limit", "none")["model_limits"] == {}
+
+    out = cli.ok("keys", "create", "--team", "alpha", "--rpm", "30", "--tpm", "20000")
+    assert "limits   rpm=30,tpm=20000" in out.splitlines()
+    (key,) = cli.json("keys", "list", "--team", "alpha")
+    assert (key["rpm"], key["tpm"], key["max_concurrent"]) == (30, 20_000, None)
+    keys = cli.ok("keys", "list").splitlines()
+    assert "LIMITS" in keys[0].split() and "rpm=30,tpm=20000" in keys[1].split()
+
+
+def test_bad_rate_limits_on_the_cli(direct: tuple[Cli, str]) -> None:
+    cli, _ = direct
+    cli.ok("teams", "create", "alpha", "--rpm", "10")
+    assert "Invalid 'rpm'" in cli.fails(2, "teams", "create", "beta", "--rpm", "0")
+    assert "Invalid 'tpm'" in cli.fails(2, "teams", "update", "alpha", "--tpm", "lots")
+    assert "Invalid 'max_concurrent'" in cli.fails(2, "keys", "create", "--team", "alpha", "--max-concurrent", "-1")
+    unknown = cli.fails(2, "teams", "update", "alpha", "--model-limit", "gpt-9:rpm=1")
+    assert "Invalid 'model_limits'" in unknown and "'gpt-9'" in unknown
+    assert "unknown field 'rps'" in cli.fails(2, "teams", "update", "alpha", "--model-limit", "codestral:rps=1")
+    for bad in ("codestral", "codestral:", ":rpm=1", "codestral:rpm"):
+        assert "MODEL:rpm=N" in cli.fails(2, "teams", "update", "alpha", "--model-limit", bad), bad
+    assert "give it alone" in cli.fails(
+        2, "teams", "update", "alpha", "--model-limit", "none", "--model-limit", "codestral:rpm=1"
+    )
+    assert "--rpm" in cli.fails(2, "teams", "update", "alpha")  # nothing to update names the new options too
+    (team,) = cli.json("teams", "list")
+    assert (team["rpm"], team["tpm"], team["model_limits"]) == (10, None, {})  # nothing changed
+    assert cli.json("keys", "list") == []
+
+
+def test_rate_limits_through_a_running_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path}/shared.db"
+    server = start_gateway(master_key=MASTER_KEY, database_url=database_url)
+    remote = Cli(clean_env(GATEWAY_MASTER_KEY=MASTER_KEY), "--url", server.url)
+    local = Cli(clean_env(GATEWAY_DATABASE_URL=database_url))
+
+    remote.ok("teams", "create", "alpha", "--tpm", "100000", "--model-limit", "codestral:max_concurrent=2")
+    remote.ok("teams", "update", "alpha", "--model-limit", "kimi-k2.6:rpm=6")
+    assert "Invalid 'model_limits'" in remote.fails(2, "teams", "update", "alpha", "--model-limit", "gpt-9:rpm=1")
+    key = remote.ok("keys", "create", "--team", "alpha", "--max-concurrent", "3").splitlines()[0]
+    assert chat(server.url, key).status == 200
+
+    fields = ("rpm", "tpm", "max_concurrent", "model_limits")
+    shown = local.json("teams", "show", "alpha")
+    assert {f: shown[f] for f in fields} == {
+        "rpm": None,
+        "tpm": 100_000,
+        "max_concurrent": None,
+        "model_limits": {
+            "codestral": {"rpm": None, "tpm": None, "max_concurrent": 2},
+            "kimi-k2.6": {"rpm": 6, "tpm": None, "max_concurrent": None},
+        },
+    }
+    assert {f: shown[f] for f in fields} == {
+        f: v for f, v in remote.json("teams", "show", "alpha").items() if f in fields
+    }
+    (listed,) = local.json("keys", "list")
+    assert listed["max_concurrent"] == 3 and remote.json("keys", "list") == [listed]

@@ -11,14 +11,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.budget.periods import period_window
+from gateway.limits.callers import caller_limits, model_limits, wants
+from gateway.limits.memory import MemoryLimitStore
 from gateway.money import usd_to_nanos
+from gateway.state import Gateway
 from gateway.store.base import GROUPS, HoldRequest, KeyRecord, LedgerRow, Scope, team_scope
 from tests.support.admin import DAY, MASTER_KEY, Admin, chat, expected_groups, insert_key, sample_ledger, totals, unique
 from tests.support.gateways import GatewayFactory
 from tests.support.http import request
+from tests.support.inprocess import MASTER, bearer, run
 from tests.support.postgres import fresh_database
 from tests.support.store import ledger_row, on_store, record
 
@@ -470,3 +475,129 @@ def _no_filter() -> Any:
     from gateway.store.base import SpendFilter
 
     return SpendFilter()
+
+
+# -- rate limits ------------------------------------------------------------------------------------------
+
+
+def test_rate_limits_of_teams_and_keys(shared: tuple[Admin, str]) -> None:
+    admin, _ = shared
+    name = unique("limits")
+    created = admin.ok(
+        "POST",
+        "/admin/teams",
+        {
+            "name": name,
+            "rpm": 600,
+            "tpm": 1_000_000,
+            "max_concurrent": 8,
+            "model_limits": {"kimi-k2.6": {"rpm": 3, "max_concurrent": 1}, "codestral": {"tpm": 50_000}},
+        },
+        status=201,
+    )
+    assert (created["rpm"], created["tpm"], created["max_concurrent"]) == (600, 1_000_000, 8)
+    assert created["model_limits"] == {
+        "codestral": {"rpm": None, "tpm": 50_000, "max_concurrent": None},
+        "kimi-k2.6": {"rpm": 3, "tpm": None, "max_concurrent": 1},
+    }
+    shown = admin.ok("GET", f"/admin/teams/{name}")
+    assert {k: shown[k] for k in ("rpm", "tpm", "max_concurrent", "model_limits")} == {
+        k: created[k] for k in ("rpm", "tpm", "max_concurrent", "model_limits")
+    }
+
+    patched = admin.ok(
+        "PATCH",
+        f"/admin/teams/{name}",
+        {"rpm": None, "model_limits": {"kimi-k2.6": {"rpm": 5}, "codestral": None}},
+    )
+    assert (patched["rpm"], patched["tpm"], patched["max_concurrent"]) == (None, 1_000_000, 8)
+    assert patched["model_limits"] == {"kimi-k2.6": {"rpm": 5, "tpm": None, "max_concurrent": 1}}  # merged
+    assert admin.ok("PATCH", f"/admin/teams/{name}", {"model_limits": None})["model_limits"] == {}
+
+    key = admin.ok("POST", "/admin/keys", {"team": name, "rpm": 30, "tpm": 20_000}, status=201)
+    assert (key["rpm"], key["tpm"], key["max_concurrent"]) == (30, 20_000, None)
+    (listed,) = admin.ok("GET", f"/admin/keys?team={name}")["data"]
+    assert (listed["rpm"], listed["tpm"], listed["max_concurrent"]) == (30, 20_000, None)
+    assert admin.ok("GET", f"/admin/keys/{key['id']}") == listed
+    assert chat(admin.url, key["key"]).status == 200  # a key with limits works (far from them)
+
+
+BAD_LIMITS = [
+    ({"rpm": 0}, "rpm", "invalid_value"),
+    ({"tpm": "lots"}, "tpm", "invalid_value"),
+    ({"max_concurrent": 2.5}, "max_concurrent", "invalid_value"),
+    ({"rpm": False}, "rpm", "invalid_value"),
+    ({"model_limits": {"gpt-9": {"rpm": 1}}}, "model_limits", "unknown_model"),
+    ({"model_limits": {"codestral": {"rps": 1}}}, "model_limits", "invalid_value"),
+    ({"model_limits": {"codestral": {"rpm": -1}}}, "model_limits", "invalid_value"),
+    ({"model_limits": "codestral"}, "model_limits", "invalid_value"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param", "code"), BAD_LIMITS, ids=[str(f) for f, _, _ in BAD_LIMITS])
+def test_bad_rate_limits_name_the_field(
+    shared: tuple[Admin, str], fields: dict[str, Any], param: str, code: str
+) -> None:
+    admin, _ = shared
+    name = unique("badlimit")
+    answer = admin.call("POST", "/admin/teams", {"name": name, **fields})
+    assert answer.status == 400, answer.body
+    assert (answer.error["param"], answer.error["code"], answer.error["type"]) == (param, code, "invalid_request_error")
+    assert f"'{param}'" in answer.error["message"]
+    assert admin.call("GET", f"/admin/teams/{name}").status == 404  # nothing half-created
+
+    admin.ok("POST", "/admin/teams", {"name": name, "rpm": 10}, status=201)
+    answer = admin.call("PATCH", f"/admin/teams/{name}", fields)
+    assert answer.status == 400 and answer.error["param"] == param
+    assert admin.ok("GET", f"/admin/teams/{name}")["rpm"] == 10  # nothing changed
+    if param != "model_limits":
+        answer = admin.call("POST", "/admin/keys", {"team": name, **fields})
+        assert answer.status == 400 and answer.error["param"] == param
+        assert admin.ok("GET", f"/admin/keys?team={name}")["data"] == []
+    if "gpt-9" in str(fields):
+        assert "'gpt-9'" in answer.error["message"]
+
+
+def test_team_views_show_the_limit_stores_current_use_and_changes_reach_auth(tmp_path: Path) -> None:
+    """In-process (a limit store the test drives as the pipeline would): GET /admin/teams/{name} shows each set
+    limit's use from `gateway.limit_store`, and every successful team or key change calls `auth.changed()`."""
+    seen: dict[str, Any] = {}
+
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient, _: Any) -> None:
+        store = MemoryLimitStore()
+        gateway.limit_store = store  # type: ignore[attr-defined,unused-ignore]  # (until state.py makes it)
+        changes: list[str] = []
+        gateway.auth.changed = lambda: changes.append("changed")  # type: ignore[method-assign]
+        master = bearer(MASTER)
+
+        async def call(method: str, path: str, body: Any = None) -> httpx.Response:
+            return await client.request(method, path, json=body, headers=master)
+
+        body = {"name": "eng", "rpm": 60, "max_concurrent": 4, "model_limits": {"kimi-k2.6": {"tpm": 10_000}}}
+        assert (await call("POST", "/admin/teams", body)).status_code == 201
+        assert (await call("POST", "/admin/teams", {"name": "eng"})).status_code == 400  # no change: not told
+        key = (await call("POST", "/admin/keys", {"team": "eng", "rpm": 5})).json()
+        team = await gateway.store.get_team("eng")
+        assert team is not None
+        taken = caller_limits(team, None) + model_limits(team, "kimi-k2.6")
+        for holder in ("r1", "r2", "r3"):  # three requests of 2,000 tokens on kimi-k2.6, still running
+            assert (await store.acquire(wants(taken, 2_000), holder, 60)).ok
+        seen["shown"] = (await call("GET", "/admin/teams/eng")).json()
+        seen["listed"] = (await call("GET", "/admin/teams")).json()["data"]
+        assert (await call("PATCH", "/admin/teams/eng", {"tpm": 0})).status_code == 400
+        assert (await call("PATCH", "/admin/teams/eng", {"tpm": 9_000})).status_code == 200
+        assert (await call("DELETE", f"/admin/keys/{key['id']}")).status_code == 200
+        assert (await call("DELETE", "/admin/teams/eng")).status_code == 200
+        seen["changes"] = list(changes)
+
+    run(tmp_path, {}, scenario)
+    usage = seen["shown"]["rate_usage"]
+    assert usage["rpm"]["limit"] == 60 and usage["rpm"]["used"] == 3 and usage["rpm"]["remaining"] == 57
+    assert 0 < usage["rpm"]["reset_seconds"] <= 3.0
+    assert usage["max_concurrent"] == {"limit": 4, "used": 3, "remaining": 1, "reset_seconds": 0.0}
+    # (The store's clock runs between the takes and the look: a rate gives back 1/60 of its limit a second.)
+    assert 5_900 <= usage["models"]["kimi-k2.6"]["tpm"]["used"] <= 6_000
+    assert "tpm" not in usage  # only the limits that are set
+    assert seen["listed"][0]["rate_usage"]["max_concurrent"]["used"] == 3
+    # Created team, created key, patched team, revoked key, deleted team: five; the refusals changed nothing.
+    assert seen["changes"] == ["changed"] * 5
