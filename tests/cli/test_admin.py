@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gateway.cli.tables import render_team
 from gateway.money import usd_to_nanos
 from gateway.store.base import GROUPS
 from tests.support.admin import MASTER_KEY, chat, expected_groups, insert_key, sample_ledger, totals
@@ -372,3 +373,38 @@ def test_rate_limits_through_a_running_gateway(start_gateway: GatewayFactory, tm
     }
     (listed,) = local.json("keys", "list")
     assert listed["max_concurrent"] == 3 and remote.json("keys", "list") == [listed]
+
+
+def test_teams_show_renders_each_limits_current_use() -> None:
+    team = {
+        "name": "alpha",
+        "budget_nanos": None,
+        "period": "total",
+        "regions": None,
+        "models": None,
+        "policy": "default",
+        "created_at": "2026-01-01T00:00:00Z",
+        "rpm": 60,
+        "tpm": None,
+        "max_concurrent": 4,
+        "model_limits": {"kimi-k2.6": {"rpm": 3, "tpm": 9000, "max_concurrent": None}},
+        "rate_usage": {
+            "rpm": {"limit": 60, "used": 2, "remaining": 58, "reset_seconds": 2.0},
+            "max_concurrent": {"limit": 4, "used": 1, "remaining": 3, "reset_seconds": 0.0},
+            "models": {
+                "kimi-k2.6": {
+                    "rpm": {"limit": 3, "used": 1, "remaining": 2, "reset_seconds": 20.0},
+                    "tpm": {"limit": 9000, "used": 450, "remaining": 8550, "reset_seconds": 3.125},
+                }
+            },
+        },
+    }
+    lines = render_team(team).splitlines()
+    assert "rpm             60 (2 used, 58 left, whole in 2s)" in lines
+    assert "tpm             no limit" in lines
+    assert "max concurrent  4 (1 in use, 3 free)" in lines
+    assert (
+        "model limits    kimi-k2.6: rpm 3 (1 used, 2 left, whole in 20s), tpm 9000 (450 used, 8550 left, whole in 3.125s)"
+        in lines
+    )
+    assert not any(line.startswith("limits' use") for line in lines)  # known: nothing to explain
