@@ -26,7 +26,7 @@ def rate_headers(states: Iterable[State]) -> dict[str, str]:
     by. Concurrency has no OpenAI header (a refusal by it names it in its message and `Retry-After`)."""
     tightest: dict[str, State] = {}
     for state in states:
-        kind = state.limit.kind
+        kind: str = state.limit.kind
         if kind in HEADER_SUFFIX and (kind not in tightest or state.remaining < tightest[kind].remaining):
             tightest[kind] = state
     headers: dict[str, str] = {}

@@ -415,8 +415,13 @@ def test_the_known_fields_are_the_sdks() -> None:
 
 
 # Any JSON value, nested a little.
+# What orjson.loads can give a door: integers within 64 bits (a longer one is read as a float).
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=12,
 )

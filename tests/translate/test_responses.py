@@ -592,8 +592,13 @@ def test_an_empty_stream_still_completes() -> None:
 
 # --- hostile input ---------------------------------------------------------------------------------------------
 
+# What orjson.loads can give a door: integers within 64 bits (a longer one is read as a float).
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=10,
 )
