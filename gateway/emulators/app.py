@@ -1,8 +1,13 @@
 """What both emulators share: per-app state, the /v1 request pipeline, control endpoints.
 
 Every /v1 request goes through the same steps, in the order a real deployment shows them:
-log it, pick its fault, wait the latency, hang / drop / fail on demand, check the key,
-refuse unparsable JSON, then hand it to the provider's handler.
+log it, pick its fault, wait at the gate if a test closed it, wait the latency, hang / drop / fail
+on demand, check the key, refuse unparsable JSON, then hand it to the provider's handler.
+
+`/_emulator/stats` counts the /v1 requests in flight (from the request's arrival to the last byte of
+its answer, streams included), the most ever in flight at once and the requests since the last reset,
+so a test can check that the gateway never sent a provider more than its concurrency limit;
+`/_emulator/hold` closes a gate that keeps /v1 requests in flight (unanswered) until it is opened.
 """
 
 from __future__ import annotations
@@ -103,6 +108,31 @@ class EmulatorState:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     loop: asyncio.AbstractEventLoop | None = None
     hanging: int = 0
+    in_flight: int = 0  # /v1 requests arrived and not yet fully answered
+    max_in_flight: int = 0  # the most at once since the last reset
+    served: int = 0  # /v1 requests since the last reset
+    gate: asyncio.Event = field(default_factory=asyncio.Event)  # set: open (requests pass); cleared by /hold
+    held: int = 0  # requests waiting at the closed gate
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    def arrived(self) -> None:
+        self.in_flight += 1
+        self.served += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def answered(self) -> None:
+        self.in_flight -= 1
+
+    def stats(self) -> dict[str, int | bool]:
+        return {
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "requests": self.served,
+            "held": self.held,
+            "holding": not self.gate.is_set(),
+        }
 
     def next_fault(self, header: str | None) -> Fault:
         """Header first, then the control queue, then the server-wide option."""
@@ -126,6 +156,20 @@ def _parse_body(raw: bytes) -> tuple[Any, str | None]:
         return orjson.loads(raw), None
     except orjson.JSONDecodeError as exc:
         return None, str(exc)
+
+
+async def _wait_at_gate(emu: EmulatorState) -> None:
+    """While a test holds the gate closed, requests wait here (in flight, unanswered); stopping ends the wait."""
+    if emu.gate.is_set():
+        return
+    waiters = [asyncio.ensure_future(emu.gate.wait()), asyncio.ensure_future(emu.stopping.wait())]
+    emu.held += 1
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        emu.held -= 1
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _hang(request: Request, emu: EmulatorState) -> None:
@@ -177,6 +221,7 @@ def _v1_route(method: str, path: str, handler: Handler) -> Route:
             fault = emu.next_fault(request.headers.get("x-emulator-fault"))
         except FaultSyntaxError as exc:
             return JSONResponse({"emulator_error": str(exc)}, status_code=400)
+        await _wait_at_gate(emu)
         await sleep_ms(emu.options.latency_ms + fault.latency_ms)
         if fault.hang:
             await _hang(request, emu)
@@ -234,12 +279,40 @@ async def _clear_requests(request: Request) -> Response:
     return JSONResponse([])
 
 
+async def _show_stats(request: Request) -> Response:
+    return JSONResponse(request.app.state.emulator.stats())
+
+
+async def _reset_stats(request: Request) -> Response:
+    """The counts start again: requests from 0, the most in flight from what is in flight now."""
+    emu: EmulatorState = request.app.state.emulator
+    emu.served = 0
+    emu.max_in_flight = emu.in_flight
+    return JSONResponse(emu.stats())
+
+
+async def _close_gate(request: Request) -> Response:
+    emu: EmulatorState = request.app.state.emulator
+    emu.gate.clear()
+    return JSONResponse(emu.stats())
+
+
+async def _open_gate(request: Request) -> Response:
+    emu: EmulatorState = request.app.state.emulator
+    emu.gate.set()
+    return JSONResponse(emu.stats())
+
+
 CONTROL_ROUTES = [
     Route("/_emulator/faults", _queue_fault, methods=["POST"]),
     Route("/_emulator/faults", _clear_faults, methods=["DELETE"]),
     Route("/_emulator/faults", _show_faults, methods=["GET"]),
     Route("/_emulator/requests", _list_requests, methods=["GET"]),
     Route("/_emulator/requests", _clear_requests, methods=["DELETE"]),
+    Route("/_emulator/stats", _show_stats, methods=["GET"]),
+    Route("/_emulator/stats", _reset_stats, methods=["DELETE"]),
+    Route("/_emulator/hold", _close_gate, methods=["POST"]),
+    Route("/_emulator/hold", _open_gate, methods=["DELETE"]),
     *SCRIPT_ROUTES,  # scripted replies (script.py)
 ]
 
@@ -254,12 +327,20 @@ class EmulatorApp(Starlette):
     """A Starlette app that turns DropConnection into a real, silent disconnect."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Counted here, around the whole exchange: a streamed answer is still in flight after its endpoint returned.
+        counted = scope["type"] == "http" and scope["path"].startswith("/v1/")
+        emu: EmulatorState = self.state.emulator
+        if counted:
+            emu.arrived()
         try:
             await super().__call__(scope, receive, send)
         except BaseException as exc:
             if not _is_drop(exc):
                 raise
             return CONNECTION_DROPPED  # type: ignore[return-value]  # see CONNECTION_DROPPED
+        finally:
+            if counted:
+                emu.answered()
 
 
 class _HideDrops(logging.Filter):

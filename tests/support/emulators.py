@@ -55,6 +55,17 @@ class EmulatorControl:
     def fault(self, fault: str, count: int = 1) -> None:
         self._call("POST", "/_emulator/faults", {"fault": fault, "count": count})
 
+    def stats(self) -> dict[str, Any]:
+        """/v1 requests in flight now, the most at once and the count since `reset_stats`; `held` at the gate."""
+        return self._call("GET", "/_emulator/stats")
+
+    def reset_stats(self) -> None:
+        self._call("DELETE", "/_emulator/stats")
+
+    def hold(self, closed: bool = True) -> None:
+        """Close the gate (requests stay in flight, unanswered) or, with closed=False, open it."""
+        self._call("POST" if closed else "DELETE", "/_emulator/hold")
+
 
 class Script(EmulatorControl):
     """An emulator's control endpoints: scripted replies, and (inherited) the log of what reached it and faults."""
