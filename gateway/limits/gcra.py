@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 from gateway.limits.base import PERIOD_SECONDS, Grant, Limit, State, Want
 
-# Float rounding must not refuse the last unit of a burst (7 * (60 / 7) is 60.00000000000001). A microsecond is
-# more than the rounding of a TAT near time.time()'s values (~2.4e-7 s) and less than one unit of any limit below
-# 60 million per minute.
-EPSILON = 1e-6
+# Float rounding must not refuse the last unit of a burst (7 * (60 / 7) is 60.00000000000001). Rates are computed
+# on `ahead` (TAT - now: tens of seconds, rounded to ~1e-14 s), never on time.time()'s values themselves (rounded to
+# 2.4e-7 s, which would cost a unit of many bursts), so a nanosecond is plenty and far below one unit of any limit.
+EPSILON = 1e-9
 # A full concurrency limit retries after the earliest lease expiry, but no later than this: slots are usually
 # given back (`release`) long before their lease ends.
 CONCURRENCY_RETRY_SECONDS = 0.05
@@ -46,37 +46,42 @@ def interval(amount: int) -> float:
     return PERIOD_SECONDS / amount
 
 
-# Rates (rpm, tpm): the state is the TAT (0 for a limit never used).
+def split(now: float) -> tuple[float, float]:
+    """`now` as whole seconds and the rest (both exact: Sterbenz)."""
+    whole = float(math.floor(now))
+    return whole, now - whole
 
 
-def rate_take(tat: float, amount: int, cost: int, now: float) -> tuple[float | None, float]:
-    """(the new TAT, 0) if `cost` fits now; (None, seconds until it would) if not."""
-    new_tat = max(tat, now) + cost * interval(amount)
-    if new_tat - now > PERIOD_SECONDS + EPSILON:
-        return None, new_tat - now - PERIOD_SECONDS
-    return new_tat, 0.0
+# Rates (rpm, tpm) over `ahead`: how far the TAT is past now (negative or 0: the limit is whole).
 
 
-def rate_remaining(tat: float, amount: int, now: float) -> int:
+def rate_take(ahead: float, amount: int, cost: int) -> tuple[float | None, float]:
+    """(the new ahead, 0) if `cost` fits now; (None, seconds until it would) if not."""
+    new_ahead = max(ahead, 0.0) + cost * interval(amount)
+    if new_ahead > PERIOD_SECONDS + EPSILON:
+        return None, new_ahead - PERIOD_SECONDS
+    return new_ahead, 0.0
+
+
+def rate_remaining(ahead: float, amount: int) -> int:
     """Units that would fit now."""
-    ahead = max(0.0, tat - now)
-    units = math.floor((PERIOD_SECONDS - ahead + EPSILON) / interval(amount))
+    units = math.floor((PERIOD_SECONDS - max(ahead, 0.0) + EPSILON) / interval(amount))
     return min(amount, max(0, units))
 
 
-def rate_reset(tat: float, now: float) -> float:
+def rate_reset(ahead: float) -> float:
     """Seconds until the limit is whole again."""
-    return max(0.0, tat - now)
+    return max(ahead, 0.0)
 
 
-def rate_settle(tat: float, amount: int, delta: int, now: float) -> float:
-    """The TAT after `delta` more units (negative: given back, but never to before now: the past is not credit)."""
-    return max(max(tat, now) + delta * interval(amount), now)
+def rate_settle(ahead: float, amount: int, delta: int) -> float:
+    """`ahead` after `delta` more units (negative: given back, but never to before now: the past is not credit)."""
+    return max(max(ahead, 0.0) + delta * interval(amount), 0.0)
 
 
-def rate_block(tat: float, seconds: float, now: float) -> float:
-    """The TAT such that nothing fits until now + seconds (and then the steady rate, not a burst)."""
-    return max(tat, now + seconds + PERIOD_SECONDS)
+def rate_block(ahead: float, seconds: float) -> float:
+    """`ahead` such that nothing fits for `seconds` (and then the steady rate, not a burst)."""
+    return max(ahead, seconds + PERIOD_SECONDS)
 
 
 # Concurrency: the state is the leases {holder: expires_at} and the end of a block (0: none).
@@ -109,20 +114,32 @@ def lease_reset(blocked_until: float, now: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """One limit's stored state: a rate's TAT, or a concurrency limit's live leases and block."""
+    """One limit's stored state: a rate's TAT, or a concurrency limit's live leases and block.
 
-    tat: float = 0.0
+    The TAT is kept as `tat_sec + tat_off` (whole seconds of the last write's time, and the rest), so that
+    `ahead` is exact to ~1e-14 s; (0, 0) is a limit never used."""
+
+    tat_sec: float = 0.0
+    tat_off: float = 0.0
     leases: Mapping[str, float] = field(default_factory=dict)
     blocked_until: float = 0.0
 
+    def ahead(self, now: float) -> float:
+        now_sec, now_frac = split(now)
+        return (self.tat_sec - now_sec) + (self.tat_off - now_frac)
+
+    def with_ahead(self, ahead: float, now: float) -> Cell:
+        now_sec, now_frac = split(now)
+        return Cell(now_sec, now_frac + ahead, self.leases, self.blocked_until)
+
     def idle_at(self) -> float:
-        """When this state becomes the same as none at all."""
-        return max(self.tat, self.blocked_until, *self.leases.values())
+        """When this state becomes the same as none at all (to the second: for sweeping)."""
+        return max(self.tat_sec + self.tat_off, self.blocked_until, *self.leases.values())
 
     def pruned(self, now: float) -> Cell:
         """Without ended leases and an ended block."""
         blocked = self.blocked_until if self.blocked_until > now else 0.0
-        return Cell(self.tat, live_leases(self.leases, now), blocked)
+        return Cell(self.tat_sec, self.tat_off, live_leases(self.leases, now), blocked)
 
 
 def check_wants(wants: Sequence[Want], holder: str, lease_seconds: float) -> None:
@@ -143,7 +160,8 @@ def state(cell: Cell, limit: Limit, now: float) -> State:
         live = live_leases(cell.leases, now)
         remaining = lease_remaining(live, cell.blocked_until, limit.amount, now)
         return State(limit, remaining, lease_reset(cell.blocked_until, now))
-    return State(limit, rate_remaining(cell.tat, limit.amount, now), rate_reset(cell.tat, now))
+    ahead = cell.ahead(now)
+    return State(limit, rate_remaining(ahead, limit.amount), rate_reset(ahead))
 
 
 def acquire(
@@ -170,24 +188,26 @@ def acquire(
             retry_after = lease_take(cell.leases, cell.blocked_until, limit.amount, holder, now)
             if retry_after is not None:
                 return refused(limit, retry_after)
-            work[limit.key] = Cell(cell.tat, {**cell.leases, holder: now + lease_seconds}, cell.blocked_until)
+            leases = {**cell.leases, holder: now + lease_seconds}
+            work[limit.key] = Cell(cell.tat_sec, cell.tat_off, leases, cell.blocked_until)
         else:
-            tat, retry_after = rate_take(cell.tat, limit.amount, want.cost, now)
-            if tat is None:
+            ahead, retry_after = rate_take(cell.ahead(now), limit.amount, want.cost)
+            if ahead is None:
                 return refused(limit, retry_after)
-            work[limit.key] = Cell(tat, cell.leases, cell.blocked_until)
+            work[limit.key] = cell.with_ahead(ahead, now)
     return Grant(True, tuple(state(work[w.limit.key], w.limit, now) for w in wants)), work
 
 
 def settle(cell: Cell, limit: Limit, delta: int, now: float) -> Cell:
     if limit.kind == "concurrency":
         return cell  # nothing to correct: a slot is a slot
-    return Cell(rate_settle(cell.tat, limit.amount, delta, now), cell.leases, cell.blocked_until)
+    return cell.with_ahead(rate_settle(cell.ahead(now), limit.amount, delta), now)
 
 
 def release(cell: Cell, holder: str) -> Cell:
     """Without `holder`'s lease. (No clock: ended leases are pruned by the next call that has one.)"""
-    return Cell(cell.tat, {h: e for h, e in cell.leases.items() if h != holder}, cell.blocked_until)
+    leases = {h: e for h, e in cell.leases.items() if h != holder}
+    return Cell(cell.tat_sec, cell.tat_off, leases, cell.blocked_until)
 
 
 def block(cell: Cell, limit: Limit, seconds: float, now: float) -> Cell:
@@ -195,5 +215,5 @@ def block(cell: Cell, limit: Limit, seconds: float, now: float) -> Cell:
         raise ValueError(f"a block lasts >= 0 seconds, not {seconds}")
     if limit.kind == "concurrency":
         pruned = cell.pruned(now)
-        return Cell(pruned.tat, pruned.leases, max(pruned.blocked_until, now + seconds))
-    return Cell(rate_block(cell.tat, seconds, now), cell.leases, cell.blocked_until)
+        return Cell(pruned.tat_sec, pruned.tat_off, pruned.leases, max(pruned.blocked_until, now + seconds))
+    return cell.with_ahead(rate_block(cell.ahead(now), seconds), now)

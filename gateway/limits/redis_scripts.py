@@ -3,7 +3,7 @@ Redis. They compute exactly what `gcra` computes in Python (same formulas, same 
 numbers cross as strings formatted `%.17g` so that nothing is rounded), checked by tests/limits/test_stores.py.
 
 The time is Redis's own (`TIME`), not the nodes' clocks, unless the caller passes one (tests). A rate limit's key
-holds its TAT as a string; a concurrency limit's key is a sorted set of holder -> lease expiry, plus the member
+holds its TAT as the string "SECONDS OFFSET" (`gcra.Cell`: whole seconds and the rest); a concurrency limit's key is a sorted set of holder -> lease expiry, plus the member
 `gcra.BLOCK_MEMBER` whose score is the end of a block. Every key written is given an expiry (its state's idle time
 plus `gcra.IDLE_GRACE_SECONDS`), so limits nobody uses disappear.
 """
@@ -24,29 +24,42 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 
+-- The time of this call, and its whole seconds and the rest (gcra.split); set by each script with clock().
+local NOW, NOW_SEC, NOW_FRAC
+
 local function clock(arg)
   if arg ~= '' then
-    return tonumber(arg)
+    local now = tonumber(arg)
+    local whole = math.floor(now)
+    return now, whole, now - whole
   end
   local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local whole, frac = tonumber(t[1]), tonumber(t[2]) / 1000000
+  return whole + frac, whole, frac
 end
 
 local function interval(amount)
   return PERIOD / amount
 end
 
-local function keep_ms(idle, now)
-  return math.ceil((math.max(idle, now) - now + GRACE) * 1000)
+-- Milliseconds to keep a key whose state is idle `ahead` seconds from now.
+local function keep_ms(ahead)
+  return math.ceil((math.max(ahead, 0) + GRACE) * 1000)
 end
 
--- A rate's cell is {{tat}}; a concurrency limit's {{leases = {{holder = expiry}}, n = live leases, blocked}}.
-local function load(key, kind, now)
+-- A rate's cell is {{sec, off}} (its TAT, as gcra.Cell); a concurrency limit's
+-- {{leases = {{holder = expiry}}, n = live leases, blocked}}.
+local function load(key, kind)
   if kind ~= 'concurrency' then
-    return {{tat = tonumber(redis.call('GET', key)) or 0}}
+    local value = redis.call('GET', key)
+    if not value then
+      return {{sec = 0, off = 0}}
+    end
+    local sec, off = string.match(value, '^(%S+) (%S+)$')
+    return {{sec = tonumber(sec), off = tonumber(off)}}
   end
   local cell = {{leases = {{}}, n = 0, blocked = 0}}
-  local flat = redis.call('ZRANGEBYSCORE', key, '(' .. fmt(now), '+inf', 'WITHSCORES')
+  local flat = redis.call('ZRANGEBYSCORE', key, '(' .. fmt(NOW), '+inf', 'WITHSCORES')
   for i = 1, #flat, 2 do
     local member, score = flat[i], tonumber(flat[i + 1])
     if member == BLOCK then
@@ -61,7 +74,7 @@ end
 
 local function copy(cell)
   if cell.leases == nil then
-    return {{tat = cell.tat}}
+    return {{sec = cell.sec, off = cell.off}}
   end
   local leases = {{}}
   for holder, expiry in pairs(cell.leases) do
@@ -70,17 +83,25 @@ local function copy(cell)
   return {{leases = leases, n = cell.n, blocked = cell.blocked}}
 end
 
-local function rate_take(tat, amount, cost, now)
-  local new_tat = math.max(tat, now) + cost * interval(amount)
-  if new_tat - now > PERIOD + EPSILON then
-    return nil, new_tat - now - PERIOD
-  end
-  return new_tat, 0
+local function ahead(cell)
+  return (cell.sec - NOW_SEC) + (cell.off - NOW_FRAC)
 end
 
-local function lease_take(cell, amount, holder, now)
-  if cell.blocked > now then
-    return cell.blocked - now
+local function set_ahead(cell, value)
+  cell.sec, cell.off = NOW_SEC, NOW_FRAC + value
+end
+
+local function rate_take(value, amount, cost)
+  local new_ahead = math.max(value, 0) + cost * interval(amount)
+  if new_ahead > PERIOD + EPSILON then
+    return nil, new_ahead - PERIOD
+  end
+  return new_ahead, 0
+end
+
+local function lease_take(cell, amount, holder)
+  if cell.blocked > NOW then
+    return cell.blocked - NOW
   end
   if cell.leases[holder] ~= nil or cell.n < amount then
     return nil
@@ -91,32 +112,32 @@ local function lease_take(cell, amount, holder, now)
       earliest = expiry
     end
   end
-  return math.min(earliest - now, RETRY_CAP)
+  return math.min(earliest - NOW, RETRY_CAP)
 end
 
 -- remaining, reset (as gcra.state)
-local function state(cell, kind, amount, now)
+local function state(cell, kind, amount)
   if kind == 'concurrency' then
-    if cell.blocked > now then
-      return 0, math.max(0, cell.blocked - now)
+    if cell.blocked > NOW then
+      return 0, math.max(0, cell.blocked - NOW)
     end
     return math.max(0, amount - cell.n), 0
   end
-  local ahead = math.max(0, cell.tat - now)
-  local units = math.floor((PERIOD - ahead + EPSILON) / interval(amount))
-  return math.min(amount, math.max(0, units)), math.max(0, cell.tat - now)
+  local value = ahead(cell)
+  local units = math.floor((PERIOD - math.max(value, 0) + EPSILON) / interval(amount))
+  return math.min(amount, math.max(0, units)), math.max(value, 0)
 end
 
-local function save_rate(key, tat, now)
-  redis.call('SET', key, fmt(tat), 'PX', keep_ms(tat, now))
+local function save_rate(key, cell)
+  redis.call('SET', key, fmt(cell.sec) .. ' ' .. fmt(cell.off), 'PX', keep_ms(ahead(cell)))
 end
 
-local function keep_leases(key, now)
+local function keep_leases(key)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   if #last == 0 then
     return
   end
-  redis.call('PEXPIRE', key, keep_ms(tonumber(last[2]), now))
+  redis.call('PEXPIRE', key, keep_ms(tonumber(last[2]) - NOW))
 end
 """
 
@@ -126,7 +147,7 @@ end
 ACQUIRE = (
     PRELUDE
     + """
-local now = clock(ARGV[1])
+NOW, NOW_SEC, NOW_FRAC = clock(ARGV[1])
 local holder, lease = ARGV[2], tonumber(ARGV[3])
 local kinds, amounts, costs = {}, {}, {}
 local before, work = {}, {}
@@ -134,7 +155,7 @@ for i = 1, #KEYS do
   kinds[i], amounts[i], costs[i] = ARGV[1 + 3 * i], tonumber(ARGV[2 + 3 * i]), tonumber(ARGV[3 + 3 * i])
   local key = KEYS[i]
   if before[key] == nil then
-    before[key] = load(key, kinds[i], now)
+    before[key] = load(key, kinds[i])
     work[key] = copy(before[key])
   end
 end
@@ -142,7 +163,7 @@ end
 local function answer(ok, index, retry_after, too_large, cells)
   local reply = {ok, index, fmt(retry_after), too_large}
   for i = 1, #KEYS do
-    local remaining, reset = state(cells[KEYS[i]], kinds[i], amounts[i], now)
+    local remaining, reset = state(cells[KEYS[i]], kinds[i], amounts[i])
     reply[#reply + 1] = remaining
     reply[#reply + 1] = fmt(reset)
   end
@@ -157,20 +178,20 @@ end
 for i = 1, #KEYS do
   local cell = work[KEYS[i]]
   if kinds[i] == 'concurrency' then
-    local retry_after = lease_take(cell, amounts[i], holder, now)
+    local retry_after = lease_take(cell, amounts[i], holder)
     if retry_after ~= nil then
       return answer(0, i, retry_after, 0, before)
     end
     if cell.leases[holder] == nil then
       cell.n = cell.n + 1
     end
-    cell.leases[holder] = now + lease
+    cell.leases[holder] = NOW + lease
   else
-    local tat, retry_after = rate_take(cell.tat, amounts[i], costs[i], now)
-    if tat == nil then
+    local new_ahead, retry_after = rate_take(ahead(cell), amounts[i], costs[i])
+    if new_ahead == nil then
       return answer(0, i, retry_after, 0, before)
     end
-    cell.tat = tat
+    set_ahead(cell, new_ahead)
   end
 end
 
@@ -181,11 +202,11 @@ for i = 1, #KEYS do
     saved[key] = true
     local cell = work[key]
     if kinds[i] == 'concurrency' then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now))
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(NOW))
       redis.call('ZADD', key, fmt(cell.leases[holder]), holder)
-      keep_leases(key, now)
+      keep_leases(key)
     else
-      save_rate(key, cell.tat, now)
+      save_rate(key, cell)
     end
   end
 end
@@ -197,13 +218,14 @@ return answer(1, 0, 0, 0, work)
 SETTLE = (
     PRELUDE
     + """
-local now = clock(ARGV[1])
+NOW, NOW_SEC, NOW_FRAC = clock(ARGV[1])
 if ARGV[2] == 'concurrency' then
   return 0
 end
 local amount, delta = tonumber(ARGV[3]), tonumber(ARGV[4])
-local tat = load(KEYS[1], ARGV[2], now).tat
-save_rate(KEYS[1], math.max(math.max(tat, now) + delta * interval(amount), now), now)
+local cell = load(KEYS[1], ARGV[2])
+set_ahead(cell, math.max(math.max(ahead(cell), 0) + delta * interval(amount), 0))
+save_rate(KEYS[1], cell)
 return 1
 """
 )
@@ -220,11 +242,11 @@ return #KEYS
 PEEK = (
     PRELUDE
     + """
-local now = clock(ARGV[1])
+NOW, NOW_SEC, NOW_FRAC = clock(ARGV[1])
 local reply = {}
 for i = 1, #KEYS do
   local kind, amount = ARGV[2 * i], tonumber(ARGV[1 + 2 * i])
-  local remaining, reset = state(load(KEYS[i], kind, now), kind, amount, now)
+  local remaining, reset = state(load(KEYS[i], kind), kind, amount)
   reply[#reply + 1] = remaining
   reply[#reply + 1] = fmt(reset)
 end
@@ -236,15 +258,16 @@ return reply
 BLOCK = (
     PRELUDE
     + """
-local now = clock(ARGV[1])
+NOW, NOW_SEC, NOW_FRAC = clock(ARGV[1])
 local kind, seconds = ARGV[2], tonumber(ARGV[3])
 local key = KEYS[1]
+local cell = load(key, kind)
 if kind == 'concurrency' then
-  local blocked = math.max(load(key, kind, now).blocked, now + seconds)
-  redis.call('ZADD', key, fmt(blocked), BLOCK)
-  keep_leases(key, now)
+  redis.call('ZADD', key, fmt(math.max(cell.blocked, NOW + seconds)), BLOCK)
+  keep_leases(key)
 else
-  save_rate(key, math.max(load(key, kind, now).tat, now + seconds + PERIOD), now)
+  set_ahead(cell, math.max(ahead(cell), seconds + PERIOD))
+  save_rate(key, cell)
 end
 return 1
 """

@@ -26,7 +26,8 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS limit_cells (
     key TEXT PRIMARY KEY,
-    tat REAL NOT NULL,
+    tat_sec REAL NOT NULL,         -- the TAT is tat_sec + tat_off (gcra.Cell)
+    tat_off REAL NOT NULL,
     leases TEXT NOT NULL,          -- JSON {holder: expires_at}
     blocked_until REAL NOT NULL,
     idle_at REAL NOT NULL          -- from then on the cell is the same as none (gcra.Cell.idle_at)
@@ -146,8 +147,9 @@ class SqliteLimitStore(LimitStore):
             result, changed = run(cells, at)
             rows = [_row(key, cell) for key, cell in changed.items() if cells.get(key, gcra.Cell()) != cell]
             db.executemany(
-                "INSERT INTO limit_cells (key, tat, leases, blocked_until, idle_at) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET tat = excluded.tat, leases = excluded.leases,"
+                "INSERT INTO limit_cells (key, tat_sec, tat_off, leases, blocked_until, idle_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET tat_sec = excluded.tat_sec, tat_off = excluded.tat_off,"
+                " leases = excluded.leases,"
                 " blocked_until = excluded.blocked_until, idle_at = excluded.idle_at",
                 rows,
             )
@@ -167,9 +169,12 @@ class SqliteLimitStore(LimitStore):
         if not wanted:
             return {}
         marks = ", ".join("?" * len(wanted))
-        rows = db.execute(f"SELECT key, tat, leases, blocked_until FROM limit_cells WHERE key IN ({marks})", wanted)
-        return {key: gcra.Cell(tat, orjson.loads(leases), blocked) for key, tat, leases, blocked in rows}
+        rows = db.execute(
+            f"SELECT key, tat_sec, tat_off, leases, blocked_until FROM limit_cells WHERE key IN ({marks})", wanted
+        )
+        return {key: gcra.Cell(sec, off, orjson.loads(leases), blocked) for key, sec, off, leases, blocked in rows}
 
 
-def _row(key: str, cell: gcra.Cell) -> tuple[str, float, str, float, float]:
-    return key, cell.tat, orjson.dumps(dict(cell.leases)).decode(), cell.blocked_until, cell.idle_at()
+def _row(key: str, cell: gcra.Cell) -> tuple[str, float, float, str, float, float]:
+    leases = orjson.dumps(dict(cell.leases)).decode()
+    return key, cell.tat_sec, cell.tat_off, leases, cell.blocked_until, cell.idle_at()

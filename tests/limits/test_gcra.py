@@ -9,71 +9,78 @@ import random
 import pytest
 
 from gateway.limits import gcra
-from gateway.limits.base import Limit, Want
+from gateway.limits.base import Grant, Limit, LimitKind, Want
 
-START = 1_000_000.0
+# A time of today's magnitude (time.time()), where a double's step is 2.4e-7 s: the rates must be exact there.
+START = 1_760_000_000.123
+
+
+def take(cell: gcra.Cell, amount: int, cost: int, now: float, kind: LimitKind = "rpm") -> tuple[gcra.Cell, Grant]:
+    """One request on one rate limit; the cell after it."""
+    limit = Limit("key:k", kind, amount)
+    grant, cells = gcra.acquire({limit.key: cell}, [Want(limit, cost)], "r", 30, now)
+    return cells[limit.key], grant
 
 
 def test_60_rpm_sent_once_a_second_with_jitter_is_never_refused() -> None:
     rng = random.Random(15)
-    tat = 0.0
+    cell = gcra.Cell()
     for second in range(10_000):
-        now = START + second + rng.uniform(-0.2, 0.2)
-        new_tat, retry_after = gcra.rate_take(tat, 60, 1, now)
-        assert new_tat is not None, f"refused at second {second} (retry after {retry_after})"
-        tat = new_tat
+        cell, grant = take(cell, 60, 1, START + second + rng.uniform(-0.2, 0.2))
+        assert grant.ok, f"refused at second {second} (retry after {grant.retry_after})"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_10000_tpm_of_steady_requests_of_random_sizes_gets_at_least_95_percent(seed: int) -> None:
-    """Requests of 50..950 tokens (mean 500) every 3 s: exactly 10,000 tokens a minute offered, for 30 minutes.
-    What is refused is lost (the client does not retry), so this is the worst case for over-blocking."""
+    """Requests of 50..950 tokens (mean 500) every 3 s: 10,000 tokens a minute offered, for 30 minutes. What is
+    refused is lost (the client does not retry), so this is the worst case for over-blocking."""
     rng = random.Random(seed)
     minutes, amount, every = 30, 10_000, 3.0
-    tat, admitted, offered, now = 0.0, 0, 0, START
+    cell, admitted, offered, now = gcra.Cell(), 0, 0, START
     while now < START + minutes * 60:
         cost = rng.randint(50, 950)
         offered += cost
-        new_tat, _ = gcra.rate_take(tat, amount, cost, now)
-        if new_tat is not None:
-            tat, admitted = new_tat, admitted + cost
+        cell, grant = take(cell, amount, cost, now, "tpm")
+        admitted += cost if grant.ok else 0
         now += every
     assert offered == pytest.approx(amount * minutes, rel=0.05)
     assert admitted >= 0.95 * amount * minutes
 
 
 def test_a_fresh_limit_admits_a_minute_at_once_then_the_steady_rate() -> None:
-    tat = 0.0
-    for _ in range(60):
-        new_tat, _ = gcra.rate_take(tat, 60, 1, START)
-        assert new_tat is not None
-        tat = new_tat
-    assert gcra.rate_remaining(tat, 60, START) == 0
-    assert gcra.rate_take(tat, 60, 1, START) == (None, pytest.approx(1.0))
-    assert gcra.rate_take(tat, 60, 1, START + 0.999)[0] is None
-    tat = gcra.rate_take(tat, 60, 1, START + 1.0)[0] or 0.0
-    assert tat > 0
-    assert gcra.rate_take(tat, 60, 1, START + 1.0) == (None, pytest.approx(1.0))  # one, not a second burst
-    assert gcra.rate_reset(tat, START + 1.0) == pytest.approx(60.0)
+    cell = gcra.Cell()
+    for left in range(59, -1, -1):
+        cell, grant = take(cell, 60, 1, START)
+        assert grant.ok and grant.states[0].remaining == left
+    refused = take(cell, 60, 1, START)[1]
+    assert not refused.ok and refused.retry_after == pytest.approx(1.0, abs=1e-9)
+    assert not take(cell, 60, 1, START + 0.999)[1].ok
+    cell, grant = take(cell, 60, 1, START + 1.0)
+    assert grant.ok
+    assert take(cell, 60, 1, START + 1.0)[1].retry_after == pytest.approx(1.0, abs=1e-9)  # one, not a new burst
+    assert gcra.state(cell, Limit("key:k", "rpm", 60), START + 1.0).reset_seconds == pytest.approx(60.0, abs=1e-9)
 
 
-def test_an_amount_that_does_not_divide_60_still_admits_its_whole_burst() -> None:
-    """7 * (60 / 7) is 60.00000000000001: the last unit of the burst must not be refused by rounding."""
-    tat = 0.0
-    for left in range(7, 0, -1):
-        assert gcra.rate_remaining(tat, 7, START) == left
-        tat = gcra.rate_take(tat, 7, 1, START)[0] or 0.0
-    assert gcra.rate_remaining(tat, 7, START) == 0
-    assert gcra.rate_take(tat, 7, 1, START)[0] is None
+@pytest.mark.parametrize("amount", [*range(1, 200), 500, 1000, 3000, 10_000])
+def test_a_burst_at_one_instant_admits_exactly_the_amount(amount: int) -> None:
+    """At today's times a TAT computed in absolute seconds is rounded to 2.4e-7 s per request and a burst of
+    14 at 14 RPM got 13; on `ahead`, whatever the amount, exactly the amount fits (7 * (60 / 7) is not 60)."""
+    cell, admitted, now = gcra.Cell(), 0, START + random.Random(amount).uniform(0, 1e6)
+    while True:
+        cell, grant = take(cell, amount, 1, now)
+        if not grant.ok:
+            break
+        admitted += 1
+        assert grant.states[0].remaining == amount - admitted
+    assert admitted == amount
 
 
 def test_retry_after_is_exactly_when_the_request_fits() -> None:
-    tat = gcra.rate_take(0.0, 1000, 900, START)[0] or 0.0
-    fits, retry_after = gcra.rate_take(tat, 1000, 300, START)
-    assert fits is None
-    assert retry_after == pytest.approx(200 * 60 / 1000)
-    assert gcra.rate_take(tat, 1000, 300, START + retry_after - 0.01)[0] is None
-    assert gcra.rate_take(tat, 1000, 300, START + retry_after)[0] is not None
+    cell = take(gcra.Cell(), 1000, 900, START, "tpm")[0]
+    grant = take(cell, 1000, 300, START, "tpm")[1]
+    assert not grant.ok and grant.retry_after == pytest.approx(200 * 60 / 1000, abs=1e-9)
+    assert not take(cell, 1000, 300, START + grant.retry_after - 0.01, "tpm")[1].ok
+    assert take(cell, 1000, 300, START + grant.retry_after, "tpm")[1].ok
 
 
 def test_settle_gives_back_what_was_not_used_but_never_the_past() -> None:
@@ -86,10 +93,9 @@ def test_settle_gives_back_what_was_not_used_but_never_the_past() -> None:
     assert gcra.state(cell, limit, START).remaining == 500
     # An idle limit is whole; giving back more does not make it more than whole (no credit for the past).
     idle = gcra.settle(gcra.Cell(), limit, -5000, START)
-    assert idle.tat == START
+    assert idle.ahead(START) == 0
     assert gcra.state(idle, limit, START).remaining == 1000
-    assert gcra.rate_take(idle.tat, 1000, 1000, START)[0] is not None
-    assert gcra.rate_take(idle.tat, 1000, 1001, START)[0] is None
+    assert take(idle, 1000, 1000, START, "tpm")[1].ok
 
 
 def test_a_settlement_past_the_limit_is_owed_by_the_next_requests() -> None:
@@ -98,7 +104,7 @@ def test_a_settlement_past_the_limit_is_owed_by_the_next_requests() -> None:
     cell = gcra.settle(cells[limit.key], limit, +1000, START)  # used 1,500: more than a minute's worth
     assert gcra.state(cell, limit, START).remaining == 0
     grant, _ = gcra.acquire({limit.key: cell}, [Want(limit, 1)], "r2", 30, START)
-    assert not grant.ok and grant.retry_after == pytest.approx(30.0 + 0.06)
+    assert not grant.ok and grant.retry_after == pytest.approx(30.0 + 0.06, abs=1e-9)
 
 
 def test_a_cost_larger_than_the_limit_is_too_large_and_takes_nothing() -> None:
@@ -127,7 +133,7 @@ def test_a_blocked_rate_admits_nothing_until_the_block_ends_then_the_steady_rate
     assert grant.ok
     assert not gcra.acquire(cells, [Want(limit, 1)], "r", 30, START + 11.0)[0].ok
     # A shorter block does not shorten a longer one.
-    assert gcra.block(cell, limit, 1.0, START).tat == cell.tat
+    assert gcra.block(cell, limit, 1.0, START) == cell
 
 
 def test_concurrency_leases_are_taken_released_and_end_on_their_own() -> None:
