@@ -9,7 +9,9 @@ one of its deployments), ordered by weighted fair queueing between teams:
   served first; `virtual_now` is the finish of the last request served. A team that floods the queue pushes
   only its own requests back: another team's single request finishes one step after the present and is served
   after at most about one request of each other waiting team. A team of weight 2 gets twice the turns of a team
-  of weight 1 while both wait.
+  of weight 1 while both wait. The queues of one provider's deployments share one virtual clock, and a seat given
+  back wakes their heads lowest finish first: a team flooding one model does not starve another model's team of
+  the account they share.
 - only the head of a queue asks the store (no thundering herd): when it is refused it waits for a release on
   this node (an event), for the store's `retry_after` (requests and tokens per minute: exact), or, when the
   concurrency it waits for is held by other nodes, a short poll (`POLL_SECONDS`), never past its deadline.
