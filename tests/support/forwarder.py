@@ -1,8 +1,9 @@
 """A TCP forwarder the test controls, to put in front of PostgreSQL or Redis and take them away.
 
 `stop()` closes the listening socket and every forwarded connection at once (as a database that went away
-would look to the gateway); `start()` listens again on the same port. The machine's own services are never
-touched.
+would look to the gateway); `start()` listens again on the same port. `hang()` keeps the port open but answers
+nothing (a paused server, a network black hole: only a timeout ends a call); `answer()` ends that. The machine's
+own services are never touched.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class Forwarder:
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._hanging = False
 
     def start(self) -> Forwarder:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -38,6 +40,20 @@ class Forwarder:
             except OSError:
                 pass
             listener.close()
+        self._cut()
+
+    def hang(self) -> None:
+        """The service stops answering but still accepts: the open connections are cut, and new ones are read
+        from and never answered."""
+        self._hanging = True
+        self._cut()
+
+    def answer(self) -> None:
+        """Forward new connections again (after `hang`)."""
+        self._hanging = False
+        self._cut()  # the connections that were never answered
+
+    def _cut(self) -> None:
         with self._lock:
             connections, self._connections = self._connections, set()
         for connection in connections:
@@ -53,6 +69,11 @@ class Forwarder:
                 client, _ = listener.accept()
             except OSError:
                 return  # stopped
+            if self._hanging:
+                with self._lock:
+                    self._connections.add(client)
+                threading.Thread(target=_swallow, args=(client,), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -67,6 +88,15 @@ class Forwarder:
                 self._connections.update((client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+
+def _swallow(client: socket.socket) -> None:
+    """Read what the client sends and answer nothing, until the connection is cut."""
+    try:
+        while client.recv(65536):
+            pass
+    except OSError:
+        pass
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
