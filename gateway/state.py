@@ -12,6 +12,8 @@ from gateway.auth.principal import Authenticator
 from gateway.budget.accounting import Accounting
 from gateway.catalog import Catalog, ModelConfig, Provider
 from gateway.errors import GatewayError
+from gateway.limits.provider_queue import ProviderQueues
+from gateway.limits.stores import open_limit_store
 from gateway.metrics import Metrics
 from gateway.policy import DEFAULT_POLICY, Policy, PolicyError, PolicySet, PolicyWatcher
 from gateway.providers import Adapter, build_adapter
@@ -66,7 +68,14 @@ class Gateway:
             if store is not None
             else open_store(settings.resolved_database_url(), wal_limit_bytes=settings.sqlite_wal_limit_bytes)
         )
-        self.auth = Authenticator(settings.master_key, self.store)
+        # Gateway keys cached per process; PostgreSQL's LISTEN/NOTIFY tells every node of a change at once.
+        self.auth = Authenticator(
+            settings.master_key,
+            self.store,
+            database_url=settings.resolved_database_url(),
+            cache_seconds=settings.key_cache_seconds,
+            fallback_seconds=settings.key_cache_fallback_seconds,
+        )
         self.metrics = Metrics(catalog, __version__)
         self.accounting = Accounting(
             self.store, settings, on_soft_limit=self.metrics.soft_limit_crossed, on_storage=self.metrics.storage_event
@@ -75,6 +84,15 @@ class Gateway:
             settings.circuit_failures, settings.circuit_cooldown_seconds, on_change=self.metrics.circuit_changed
         )
         self.tokens = TokenCounter()  # error statistics of our prompt counts against what providers report
+        # Rate limits and provider capacity: in memory, in a SQLite file shared by this node's workers, or in Redis
+        # shared by every node (gateway.limits.stores).
+        self.limit_store = open_limit_store(settings, on_unavailable=self.metrics.limits_store_unavailable)
+        self.provider_queues = ProviderQueues(
+            self.limit_store,
+            on_depth=self.metrics.queue_depth,
+            on_wait=self.metrics.queue_waited,
+            on_capacity=self.metrics.capacity_used,
+        )
         self._background: set[asyncio.Task[Any]] = set()
         initial = {name: build(p) for name, p in catalog.providers.items()}
         # The catalog, adapters and policies in use, and their reload (SIGHUP, `POST /admin/reload`, edits).
@@ -95,7 +113,9 @@ class Gateway:
         self._drain_over: Drain | None = None
 
     async def start(self) -> None:
+        await self.limit_store.open()  # (Redis: refuses to start when scripts cannot run, never a per-pod fallback)
         await self.store.open()
+        await self.auth.start()  # (after the store: the tables its triggers watch exist)
         await self.reloader.report_unknown_team_policies()
         await self.accounting.start()
         await self.reloader.start()  # the adapters, then the file polling and SIGHUP (if anything is reloadable)
@@ -107,8 +127,11 @@ class Gateway:
         if self._background:  # (the retired adapters' timers among them, cancelled: closed below, now)
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.accounting.close()
+        await self.provider_queues.close()
         await self.reloader.close()
+        await self.auth.close()
         await self.store.close()
+        await self.limit_store.close()
 
     # -- the configuration in use and its reload (gateway.reload.Reloader) ------------------------
 
@@ -158,6 +181,13 @@ class Gateway:
     @property
     def reloadable(self) -> bool:
         return self.reloader.reloadable
+
+    def limits_status(self) -> dict[str, Any]:
+        """The limit store for /readyz: its kind, whether it answers, and what happens when it does not."""
+        status = getattr(self.limit_store, "status", None)
+        if status is not None:
+            return dict(status())
+        return {"kind": self.limit_store.kind, "reachable": True, "on_failure": self.settings.redis_failure}
 
     def policy_status(self) -> dict[str, object]:
         return self.reloader.policy_status()

@@ -27,7 +27,10 @@ def routes(gateway: Gateway) -> list[Route]:
             for name, p in catalog.providers.items()
         }
         storage = await gateway.store.ping() if gateway.started else False
-        ready = gateway.started and storage and not gateway.draining
+        limits = gateway.limits_status()
+        # Refusing every request (fail_closed with the limit store unreachable) is not ready; fail_open is.
+        limits_ok = limits["reachable"] or limits["on_failure"] != "fail_closed"
+        ready = gateway.started and storage and limits_ok and not gateway.draining
         body = {
             "status": "ready" if ready else "draining" if gateway.draining else "starting",
             "mode": "demo" if catalog.demo else "live",
@@ -39,6 +42,9 @@ def routes(gateway: Gateway) -> list[Route]:
             "storage": {"kind": gateway.store.url_scheme, "reachable": storage},
             "catalog": gateway.catalog_status(),
             "policies": gateway.policy_status(),
+            "limits": limits,
+            "provider_queues": gateway.provider_queues.status(),
+            "key_cache": gateway.auth.status(),
         }
         if catalog.demo:
             body["notice"] = "demo mode: answers come from the built-in provider emulators, not the real APIs"

@@ -16,7 +16,11 @@ import time
 
 from gateway.budget.accounting import Outcome, Ticket
 from gateway.errors import GatewayError
+from gateway.limits.base import LimitsUnavailable
+from gateway.limits.headers import describe, retry_headers
+from gateway.limits.provider_queue import provider_feedback
 from gateway.pipeline.admit import admit
+from gateway.pipeline.limits import LEASE_MARGIN_SECONDS
 from gateway.pipeline.plan import Plan
 from gateway.pipeline.request import Context, InferenceRequest
 from gateway.pipeline.settle import Settlement
@@ -73,6 +77,15 @@ class Attempts:
                 await self._give_back(ticket, route, following)
                 ticket, route = await admit(gateway, self.request, following, self.found)
                 continue
+            unavailable = await self._capacity(route)
+            if unavailable is not None:  # the team's limit on this model, or the provider's capacity in time
+                following = self.failover.skip(route)
+                if following is None:
+                    await self.settlement.settle(ticket, route, Outcome(429))
+                    raise unavailable
+                await self._give_back(ticket, route, following)
+                ticket, route = await admit(gateway, self.request, following, self.found)
+                continue
             observer.attempts += 1
             started = time.monotonic()
             gateway.metrics.upstream_started(route.provider.name)
@@ -82,6 +95,7 @@ class Attempts:
                 self.settlement.upstream_ended(route, started)
                 failure = classify(error)
                 self._failed(route, circuit, failure)
+                await self._provider_said(route, error)
                 step = self.failover.next(route, error)
                 if step is None:
                     await self.settlement.settle(ticket, route, Outcome(error.status))
@@ -105,6 +119,49 @@ class Attempts:
                 raise
             gateway.circuits.succeeded(circuit)
             return ticket, route, reply, started
+
+    async def _capacity(self, route: Route) -> GatewayError | None:
+        """Take what `route` needs of the rate limits (the team's on its model) and of its provider's capacity
+        (waiting a fair turn); the refusal that makes the route unavailable for this request, or None."""
+        limits = self.settlement.limits
+        lease = route.provider.timeouts.total + LEASE_MARGIN_SECONDS
+        try:
+            await limits.take_model(route, lease)
+        except GatewayError as error:
+            if error.status != 429:
+                raise
+            return error
+        refused = await limits.seat_for(route, self.found.policy.queue.weight, lease)
+        if refused is None:
+            return None
+        timeout, max_wait = refused
+        if timeout.too_large:
+            why = f"it needs more than the {describe(timeout.limit)} on its own"
+            headers = {"x-should-retry": "false"}
+        else:
+            why = f"the {describe(timeout.limit)} has no room for it within {max_wait:g} s"
+            headers = retry_headers(timeout.retry_after)
+        return GatewayError(
+            429,
+            f"{route.model.name} at {route.provider.name} cannot take this request now: {why}.",
+            "tokens" if timeout.limit.kind == "tpm" else "requests",
+            "rate_limit_exceeded",
+            headers=headers,
+        )
+
+    async def _provider_said(self, route: Route, error: GatewayError) -> None:
+        """A failed call gives its seat back; a provider's 429 (or its headers saying nothing is left) holds every
+        node off its capacity for the time it asked."""
+        limits = self.settlement.limits
+        await limits.leave_seat(0)
+        if error.upstream_status is None:
+            return
+        seconds = provider_feedback(error.upstream_status, error.headers)
+        if seconds is not None:
+            try:
+                await self.gateway.provider_queues.busy(route.provider, route.model, seconds)
+            except LimitsUnavailable:
+                pass  # (fail_open: the provider's own 429s keep coming, and are retried as before)
 
     def _circuit_refusal(self, route: Route, circuit: str) -> GatewayError:
         if self.gateway.circuits.held(circuit):

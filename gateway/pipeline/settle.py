@@ -19,6 +19,7 @@ import orjson
 from gateway.budget.accounting import Charged, Outcome, Served, Ticket
 from gateway.errors import GatewayError
 from gateway.money import usd_text
+from gateway.pipeline.limits import RequestLimits
 from gateway.pipeline.request import Answer, InferenceRequest, Observer, StreamAnswer, route_headers
 from gateway.providers.base import Reply, StreamReply
 from gateway.providers.sse import gateway_error_event, stream_end
@@ -32,17 +33,32 @@ from gateway.types import Usage
 class Settlement:
     """Settles one request (whichever route served it) and tells its observer and the metrics."""
 
-    def __init__(self, gateway: Gateway, request: InferenceRequest, observer: Observer, counts: PromptCounts) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        request: InferenceRequest,
+        observer: Observer,
+        counts: PromptCounts,
+        limits: RequestLimits,
+    ) -> None:
         self.gateway, self.request, self.observer, self.counts = gateway, request, observer, counts
+        self.limits = limits
         # What the ledger stores when GATEWAY_LEDGER_CONTENT is on: the request and the answer.
         self.request_body = dict(request.body) if gateway.settings.ledger_content else None
 
     async def settle(self, ticket: Ticket, route: Route, outcome: Outcome) -> Charged:
-        """Write the request's ledger row (charging its real cost, releasing its reservation) and its metrics."""
+        """Write the request's ledger row (charging its real cost, releasing its reservation) and its metrics, and
+        give back its rate limits and provider capacity (tokens corrected to what was used)."""
         provider = route.provider
         request = self.request
         served = Served(provider.name, provider.region, route.reason, request.params.stream, request.endpoint)
-        charged = await self.gateway.accounting.settle(ticket, served, outcome)
+        try:
+            charged = await self.gateway.accounting.settle(ticket, served, outcome)
+        except BaseException:
+            await self.limits.settle(None)
+            raise
+        used = charged.usage.total_tokens if outcome.status == 200 or outcome.prompt_sent else None
+        await self.limits.settle(used)
         self.gateway.metrics.settled(
             route.model.name,
             provider.name,

@@ -1,0 +1,184 @@
+"""The rate limits of one request: its caller's (team, key, team on a model) and its provider's capacity.
+
+Taken around the provider call, like the budget's ticket: the caller's limits before admission (a refused request
+writes nothing to the database), the team's limit on a model and the provider's capacity for each route that is
+tried (a route without capacity in time is skipped like an open circuit, so a fallback never leaves the allowed
+regions), and all of it given back at settlement, where the tokens reserved are corrected to the real usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from gateway.errors import GatewayError
+from gateway.limits.base import Grant, Limit, LimitsUnavailable, State, Want
+from gateway.limits.callers import caller_limits, model_limits, wants
+from gateway.limits.headers import describe, rate_headers, retry_headers, scope_kind
+from gateway.limits.provider_queue import QueueTimeout, Seat, max_wait_for
+from gateway.pipeline.request import InferenceRequest
+from gateway.routing.route import Route
+from gateway.state import Gateway
+
+log = logging.getLogger("gateway")
+
+# A concurrency slot is leased for the provider's whole time limit plus this, so that a slot outlives its request
+# only when the process holding it died (SIGKILL): then it comes back when the lease ends.
+LEASE_MARGIN_SECONDS = 60.0
+
+
+def limits_unavailable(gateway: Gateway) -> GatewayError:
+    """`fail_closed` and the limit store cannot be reached: refused before anything is spent or sent."""
+    return GatewayError(
+        503,
+        "The gateway's rate-limit store cannot be reached and this gateway refuses requests until it can "
+        "(GATEWAY_REDIS_FAILURE=fail_closed); nothing was sent to a provider. Try again shortly.",
+        "server_error",
+        "rate_limits_unavailable",
+        headers=retry_headers(gateway.settings.redis_retry_seconds),
+    )
+
+
+def rate_limited(limit: Limit, grant: Grant, headers: dict[str, str]) -> GatewayError:
+    """429 `rate_limit_exceeded` naming the limit, with when to retry (or, for a request larger than the limit
+    itself, that retrying cannot help)."""
+    if grant.too_large:
+        message = (
+            f"Request too large: it needs more than the {describe(limit)}; send a smaller request "
+            "(fewer prompt tokens or a lower max_tokens), or ask an administrator to raise the limit."
+        )
+        return GatewayError(
+            429, message, _error_type(limit), "rate_limit_exceeded", headers={**headers, "x-should-retry": "false"}
+        )
+    message = f"Rate limit reached: the {describe(limit)}. Retry after {max(grant.retry_after, 0.001):.3g} s."
+    return GatewayError(
+        429,
+        message,
+        _error_type(limit),
+        "rate_limit_exceeded",
+        headers={**headers, **retry_headers(grant.retry_after)},
+    )
+
+
+def _error_type(limit: Limit) -> str:
+    """OpenAI's error `type` of a rate-limit refusal: `tokens` for a tokens-per-minute limit, else `requests`."""
+    return "tokens" if limit.kind == "tpm" else "requests"
+
+
+class RequestLimits:
+    """What one request holds of rate limits and provider capacity, until `settle`."""
+
+    def __init__(self, gateway: Gateway, request: InferenceRequest, tokens: int) -> None:
+        self.gateway, self.request = gateway, request
+        self.tokens = tokens  # reserved in every tpm limit: the prompt's count and the expected output
+        self.holder = "req_" + secrets.token_hex(8)
+        self.headers: dict[str, str] = {}  # the x-ratelimit-* headers every response of this request carries
+        self._taken: list[Want] = []  # the caller's wants held (tpm corrected and slots released at settle)
+        self._states: dict[Limit, State] = {}
+        self._model: str | None = None  # the model whose team-model limits are held
+        self._model_taken: list[Want] = []
+        self.seat: Seat | None = None
+        self.settled = False
+
+    # -- the caller's limits ------------------------------------------------------------------
+
+    async def take_caller(self, lease_seconds: float) -> None:
+        """The team's and the key's limits: taken, or 429 (503 when the store cannot be reached, `fail_closed`)."""
+        principal = self.request.principal
+        limits = caller_limits(principal.team, principal.key)
+        if limits:
+            self._taken = await self._acquire(wants(limits, self.tokens), lease_seconds)
+
+    async def take_model(self, route: Route, lease_seconds: float) -> None:
+        """The team's limits on the route's model (held once per model: a retry of the same model keeps them, a
+        fallback to another model gives them back and takes the other's)."""
+        model = route.model.name
+        if model == self._model:
+            return
+        await self._give_back(self._model_taken, used=0)
+        self._model, self._model_taken = None, []
+        limits = model_limits(self.request.principal.team, model)
+        if limits:
+            self._model_taken = await self._acquire(wants(limits, self.tokens), lease_seconds)
+        self._model = model
+
+    async def _acquire(self, wanted: list[Want], lease_seconds: float) -> list[Want]:
+        gateway = self.gateway
+        try:
+            grant = await gateway.limit_store.acquire(wanted, self.holder, lease_seconds)
+        except LimitsUnavailable:
+            raise limits_unavailable(gateway) from None
+        if grant.degraded:
+            return []  # fail_open: nothing was taken, so nothing is given back
+        self._states.update({state.limit: state for state in grant.states})
+        self.headers = rate_headers(self._states.values())
+        if not grant.ok:
+            limit = grant.refused or wanted[0].limit
+            gateway.metrics.rate_limited(scope_kind(limit), limit.kind)
+            raise rate_limited(limit, grant, self.headers)
+        return wanted
+
+    # -- the provider's capacity --------------------------------------------------------------
+
+    async def seat_for(self, route: Route, weight: float, lease_seconds: float) -> tuple[QueueTimeout, float] | None:
+        """A seat in the route's provider capacity (waiting its fair turn), or the QueueTimeout that makes the
+        route unavailable for this request (with the wait it was allowed). The previous route's seat, if any, is
+        given back first."""
+        await self.leave_seat(None)
+        gateway = self.gateway
+        max_wait = max_wait_for(route.provider, route.model, gateway.settings.provider_queue_wait_seconds)
+        try:
+            self.seat = await gateway.provider_queues.enter(
+                route.provider,
+                route.model,
+                self.request.principal.team.name,
+                weight,
+                self.tokens,
+                self.holder,
+                max_wait,
+                lease_seconds,
+            )
+        except QueueTimeout as timeout:
+            gateway.metrics.rate_limited(scope_kind(timeout.limit), timeout.limit.kind)
+            return timeout, max_wait
+        except LimitsUnavailable:
+            raise limits_unavailable(gateway) from None
+        return None
+
+    async def leave_seat(self, used_tokens: int | None) -> None:
+        seat, self.seat = self.seat, None
+        if seat is not None:
+            try:
+                await self.gateway.provider_queues.leave(seat, used_tokens)
+            except LimitsUnavailable as error:
+                log.warning("provider capacity not given back (the limit store cannot be reached): %s", error.detail)
+
+    # -- the end --------------------------------------------------------------------------------
+
+    async def settle(self, used_tokens: int | None) -> None:
+        """Give everything back: the seat and the slots; tokens corrected from the reservation to `used_tokens`
+        (None: the request never reached a provider, so none were used). Called once per request, from its
+        settlement or from the path that refused it; a second call does nothing."""
+        if self.settled:
+            return
+        self.settled = True
+        used = used_tokens or 0
+        await self.leave_seat(used_tokens)
+        await self._give_back(self._taken, used)
+        await self._give_back(self._model_taken, used)
+        self._taken, self._model_taken = [], []
+
+    async def _give_back(self, taken: list[Want], used: int) -> None:
+        if not taken:
+            return
+        store = self.gateway.limit_store
+        try:
+            slots = [want.limit for want in taken if want.limit.kind == "concurrency"]
+            if slots:
+                await store.release(slots, self.holder)
+            for want in taken:
+                if want.limit.kind == "tpm" and used != want.cost:
+                    await store.settle(want.limit, used - want.cost)
+        except LimitsUnavailable as error:
+            # The slots come back when their leases end; the tokens stay counted as reserved.
+            log.warning("rate limits not settled (the limit store cannot be reached): %s", error.detail)
