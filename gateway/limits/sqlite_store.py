@@ -113,7 +113,7 @@ class SqliteLimitStore(LimitStore):
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # locked past the busy timeout, a file or folder not writable
             raise LimitsUnavailable(f"limits file {self.path}: {type(exc).__name__}: {exc}") from exc
 
     def _connection(self) -> sqlite3.Connection:
