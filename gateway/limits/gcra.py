@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 
 from gateway.limits.base import PERIOD_SECONDS, Grant, Limit, State, Want
 
-# Float rounding must not refuse the last unit of a burst (7 * (60 / 7) is 60.00000000000001). Rates are computed
-# on `ahead` (TAT - now: tens of seconds, rounded to ~1e-14 s), never on time.time()'s values themselves (rounded to
-# 2.4e-7 s, which would cost a unit of many bursts), so a nanosecond is plenty and far below one unit of any limit.
+# Float rounding must not refuse the last unit of a burst (17 requests of 60 / 17 s add up to 60.00000000000002).
+# Rates are computed on `ahead` (TAT - now: tens of seconds, rounded to ~1e-14 s), never on time.time()'s values
+# themselves (rounded to 2.4e-7 s, which cost a unit of many bursts), so a nanosecond is plenty, and far below one
+# unit of any limit.
 EPSILON = 1e-9
 # A full concurrency limit retries after the earliest lease expiry, but no later than this: slots are usually
 # given back (`release`) long before their lease ends.

@@ -64,7 +64,7 @@ def test_a_fresh_limit_admits_a_minute_at_once_then_the_steady_rate() -> None:
 @pytest.mark.parametrize("amount", [*range(1, 200), 500, 1000, 3000, 10_000])
 def test_a_burst_at_one_instant_admits_exactly_the_amount(amount: int) -> None:
     """At today's times a TAT computed in absolute seconds is rounded to 2.4e-7 s per request and a burst of
-    14 at 14 RPM got 13; on `ahead`, whatever the amount, exactly the amount fits (7 * (60 / 7) is not 60)."""
+    14 at 14 RPM got 13; on `ahead`, whatever the amount, exactly the amount fits (17 times 60 / 17 is not 60)."""
     cell, admitted, now = gcra.Cell(), 0, START + random.Random(amount).uniform(0, 1e6)
     while True:
         cell, grant = take(cell, amount, 1, now)
