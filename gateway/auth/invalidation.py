@@ -97,6 +97,7 @@ def apply(payload: str, target: Forgets) -> None:
 
 class Invalidation(Protocol):
     name: str
+    notifications: int  # changes heard so far
 
     def healthy(self) -> bool: ...
 
@@ -109,6 +110,7 @@ class NoInvalidation:
     """No channel (SQLite): the cache keeps keys for its fallback lifetime only."""
 
     name = "none"
+    notifications = 0
 
     def healthy(self) -> bool:
         return False
@@ -149,7 +151,6 @@ class PostgresListener:
         self._listening = False
         self._alive_at = float("-inf")
         self._task: asyncio.Task[None] | None = None
-        self._first_attempt: asyncio.Event | None = None
         self._closing: asyncio.Event | None = None
         self.backend_pid: int | None = None  # the listening connection's server process (tests end it)
         self.connections = 0  # successful LISTENs so far
@@ -163,11 +164,18 @@ class PostgresListener:
         in the background: the cache works meanwhile with its fallback lifetime)."""
         if self._task is not None:
             return
-        self._first_attempt = asyncio.Event()
+        first_attempt = asyncio.Event()
         self._closing = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="gateway-auth-listener")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_attempt.wait(), CONNECT_TIMEOUT_SECONDS + 5)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(self._closing, first_attempt), name="gateway-auth-listener"
+        )
+        waiter = asyncio.ensure_future(first_attempt.wait())
+        try:
+            await asyncio.wait(
+                [waiter, self._task], timeout=CONNECT_TIMEOUT_SECONDS + 5, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -176,14 +184,17 @@ class PostgresListener:
         if self._closing is not None:
             self._closing.set()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Bounded: the loop also ends by itself once `closing` is set, should a cancellation be lost inside a
+        # library call (asyncio.wait_for in Python 3.11 can swallow one that races with a result).
+        await asyncio.wait([task], timeout=CONNECT_TIMEOUT_SECONDS + 5)
+        if not task.done():
+            log.warning("key cache: the listener did not stop in time")
         self._listening = False
 
-    async def _run(self) -> None:
+    async def _run(self, closing: asyncio.Event, first_attempt: asyncio.Event) -> None:
         backoff = 0.0
         failing = False
-        while True:
+        while not closing.is_set():
             connection: Any = None
             try:
                 connection = await self._connect()
@@ -198,8 +209,8 @@ class PostgresListener:
                 if failing:
                     log.warning("key cache: listening for changes to teams and keys again")
                 failing, backoff = False, 0.0
-                self._attempted()
-                await self._listen(connection)
+                first_attempt.set()
+                await self._listen(connection, closing)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -218,9 +229,10 @@ class PostgresListener:
                 if connection is not None:
                     with contextlib.suppress(Exception):
                         await connection.close()
-            self._attempted()
+            first_attempt.set()
             backoff = min(RECONNECT_BACKOFF[1], max(RECONNECT_BACKOFF[0], backoff * 2))
-            await self._pause(backoff * random.uniform(0.5, 1.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), backoff * random.uniform(0.5, 1.0))
 
     async def _connect(self) -> Any:
         import psycopg
@@ -238,21 +250,38 @@ class PostgresListener:
         )
 
     async def _install(self, connection: Any) -> None:
-        """The notify function and triggers, created if missing (the functions replaced: their text may be newer)."""
-        async with connection.transaction():
-            await connection.execute(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK})")
-            await connection.execute(NOTIFY_FUNCTION)
-            await connection.execute(TRIGGER_FUNCTION)
-            for table, trigger, when in TRIGGERS:
-                cursor = await connection.execute(
-                    "SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s", (table, trigger)
-                )
-                if await cursor.fetchone() is None:
-                    await connection.execute(f"CREATE TRIGGER {trigger} {when} EXECUTE FUNCTION gateway_auth_changed()")
+        """The notify function and triggers, created if missing (the functions replaced: their text may be newer).
 
-    async def _listen(self, connection: Any) -> None:
+        A database user that may not create them (not the tables' owner) can still use them once an owner has:
+        then the installed ones are used as they are."""
+        import psycopg
+
+        try:
+            async with connection.transaction():
+                await connection.execute(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK})")
+                await connection.execute(NOTIFY_FUNCTION)
+                await connection.execute(TRIGGER_FUNCTION)
+                for table, trigger, when in TRIGGERS:
+                    if not await self._has_trigger(connection, table, trigger):
+                        await connection.execute(
+                            f"CREATE TRIGGER {trigger} {when} EXECUTE FUNCTION gateway_auth_changed()"
+                        )
+        except psycopg.errors.InsufficientPrivilege:
+            for table, trigger, _ in TRIGGERS:
+                if not await self._has_trigger(connection, table, trigger):
+                    raise
+            log.info("key cache: not allowed to update the notify triggers; using the ones installed")
+
+    @staticmethod
+    async def _has_trigger(connection: Any, table: str, trigger: str) -> bool:
+        cursor = await connection.execute(
+            "SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s", (table, trigger)
+        )
+        return await cursor.fetchone() is not None
+
+    async def _listen(self, connection: Any, closing: asyncio.Event) -> None:
         """Apply notifications as they come; between two, every `probe_seconds`, check the connection answers."""
-        while True:
+        while not closing.is_set():
             async for notification in connection.notifies(timeout=self._probe_seconds):
                 self.notifications += 1
                 apply(notification.payload, self._target)
@@ -260,16 +289,6 @@ class PostgresListener:
             # (notifications that arrive during the probe are kept by psycopg for the next `notifies`)
             await asyncio.wait_for(connection.execute("SELECT 1"), self._probe_timeout)
             self._alive_at = self._clock()
-
-    def _attempted(self) -> None:
-        if self._first_attempt is not None:
-            self._first_attempt.set()
-
-    async def _pause(self, seconds: float) -> None:
-        if self._closing is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
 
 
 def channel_for(database_url: str | None, target: Forgets) -> Invalidation:

@@ -108,6 +108,7 @@ class Authenticator:
             "hits": self.keys.hits,
             "misses": self.keys.misses,
             "reads": self.keys.reads,
+            "notifications": channel.notifications,
         }
 
     @property

@@ -110,16 +110,22 @@ def nodes(database: str) -> Iterator[tuple[Node, Node]]:
         b.close()
 
 
-def add_team_and_key(node: Node) -> tuple[str, str, KeyRecord]:
+def add_team_and_key(node: Node, *listening: Node) -> tuple[str, str, KeyRecord]:
+    """A new team and a key of it, written through `node`'s store; returns once every node in `listening` heard
+    of both writes (a notification heard later would make it read the key again, which the tests count)."""
     team = unique("team")
     key = generate_key()
     record = KeyRecord(new_key_id(), team, "test", visible_prefix(key), hash_key(key), created_at=int(time.time()))
+    heard = [other.listener.notifications for other in listening]
 
     async def add() -> None:
         await node.store.create_team(Team(team, created_at=int(time.time())))
         await node.store.create_key(record)
 
     node.call(add())
+    for other, before in zip(listening, heard, strict=True):
+        # Two transactions, two notifications (`team:NAME`, `key:HASH`).
+        wait_until(lambda: other.listener.notifications >= before + 2, 5, "the writes heard")  # noqa: B023
     return team, key, record
 
 
@@ -150,7 +156,7 @@ def execute(url: str, *statements: str, params: tuple[Any, ...] = ()) -> None:
 def test_a_key_revoked_through_one_node_is_refused_on_the_other_within_a_second(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
     assert b.status()["healthy"] and b.status()["lifetime_seconds"] == 30.0
-    _, key, record = add_team_and_key(a)
+    _, key, record = add_team_and_key(a, b)
     cached(b, key)
     a.call(a.store.revoke_key(record.id, int(time.time())))
     refused_within_a_second(b, key, "has been revoked")
@@ -161,14 +167,14 @@ def test_a_revocation_in_sql_by_hand_reaches_the_other_node_and_a_rolled_back_on
     database: str, nodes: tuple[Node, Node]
 ) -> None:
     a, b = nodes
-    _, key, record = add_team_and_key(a)
+    _, key, record = add_team_and_key(a, b)
     cached(b, key)
     reads = b.status()["reads"]
     with psycopg.connect(database) as connection:  # a transaction that is rolled back notifies nothing
         connection.execute("UPDATE api_keys SET revoked_at = 1 WHERE id = %s", (record.id,))
         connection.rollback()
     # Notifications arrive in commit order: once a later commit's has reached B, the rolled-back one would have.
-    _, marker_key, _ = add_team_and_key(a)
+    _, marker_key, _ = add_team_and_key(a, b)
     notifications = b.listener.notifications
     execute(
         database,
@@ -186,7 +192,7 @@ def test_a_key_made_on_one_node_works_on_the_other_at_once_though_it_was_refused
     nodes: tuple[Node, Node],
 ) -> None:
     a, b = nodes
-    team, _, _ = add_team_and_key(a)
+    team, _, _ = add_team_and_key(a, b)
     key = generate_key()
     for _ in range(3):
         assert b.check(key) == "Incorrect API key provided."
@@ -200,8 +206,8 @@ def test_a_key_made_on_one_node_works_on_the_other_at_once_though_it_was_refused
 
 def test_a_team_deleted_on_one_node_is_refused_on_the_other(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
-    team, key, _ = add_team_and_key(a)
-    _, other_key, _ = add_team_and_key(a)
+    team, key, _ = add_team_and_key(a, b)
+    _, other_key, _ = add_team_and_key(a, b)
     cached(b, key)
     cached(b, other_key)
     a.call(a.store.delete_team(team))
@@ -214,7 +220,7 @@ def test_a_killed_listener_connection_is_replaced_and_the_cache_forgets_what_it_
     database: str, nodes: tuple[Node, Node]
 ) -> None:
     a, b = nodes
-    _, key, record = add_team_and_key(a)
+    _, key, record = add_team_and_key(a, b)
     cached(b, key)
     listener = b.listener
     pid, connections = listener.backend_pid, listener.connections
@@ -237,8 +243,8 @@ def test_while_the_listener_cannot_reach_the_database_keys_live_the_fallback_lif
     b = Node(database, listen_url=listen_url, fallback_seconds=1.0)  # its store reaches the database directly
     try:
         assert b.status()["healthy"]
-        _, key, record = add_team_and_key(a)
-        _, other_key, other = add_team_and_key(a)
+        _, key, record = add_team_and_key(a, b)
+        _, other_key, other = add_team_and_key(a, b)
         cached(b, key)
 
         forwarder.stop()  # B's listener loses its connection, and cannot connect again
@@ -254,7 +260,7 @@ def test_while_the_listener_cannot_reach_the_database_keys_live_the_fallback_lif
         forwarder.start()
         wait_until(lambda: b.status()["healthy"], 15, "the channel back")
         assert b.status()["lifetime_seconds"] == 30.0
-        _, key, record = add_team_and_key(a)
+        _, key, record = add_team_and_key(a, b)
         cached(b, key)
         notifications = b.listener.notifications
         a.call(a.store.revoke_key(record.id, int(time.time())))
@@ -281,6 +287,32 @@ def test_the_triggers_are_installed_once_however_many_nodes_start(database: str,
     ]
 
 
+def test_a_database_user_that_may_not_create_triggers_uses_those_an_owner_installed(
+    database: str, nodes: tuple[Node, Node]
+) -> None:
+    """The gateway may run as a user that does not own the tables: once a node running as the owner (or an
+    administrator) installed the triggers, the others listen without being allowed to create them."""
+    role = unique("gateway_listener").replace("-", "_")
+    parts = urllib.parse.urlsplit(database)
+    as_role = urllib.parse.urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+    execute(database, f'CREATE ROLE "{role}" LOGIN', f'GRANT SELECT ON teams, api_keys TO "{role}"')
+    a, _ = nodes  # (the fixture's nodes installed the triggers)
+    restricted = Node(database, listen_url=as_role)
+    try:
+        assert restricted.status()["healthy"]
+        _, key, record = add_team_and_key(a, restricted)
+        cached(restricted, key)
+        a.call(a.store.revoke_key(record.id, int(time.time())))
+        refused_within_a_second(restricted, key, "has been revoked")
+    finally:
+        restricted.close()
+        execute(database, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+
+
+def key_cache(url: str) -> dict[str, Any]:
+    return request(url, "GET", "/readyz").json()["key_cache"]
+
+
 def test_two_gateway_processes_a_key_revoked_on_one_is_refused_by_the_other_within_a_second() -> None:
     # No fallback within the test's time: only the notification can make node 2 refuse the key it keeps.
     env = {"GATEWAY_MASTER_KEY": MASTER_KEY, "GATEWAY_KEY_CACHE_FALLBACK_SECONDS": "60"}
@@ -290,13 +322,16 @@ def test_two_gateway_processes_a_key_revoked_on_one_is_refused_by_the_other_with
             node2, url2 = start_cli_gateway(database, env)
             try:
                 admin1 = Admin(url1)
+                heard = key_cache(url2)["notifications"]
                 team = unique("nodes")
                 admin1.ok("POST", "/admin/teams", {"name": team}, status=201)
                 created = admin1.ok("POST", "/admin/keys", {"team": team, "name": "two-nodes"}, status=201)
                 key = created["key"]
+                # Node 2 heard of both (else a notification arriving later would have it read the key again).
+                wait_until(lambda: key_cache(url2)["notifications"] >= heard + 2, 5, "node 2 heard the writes")
                 for _ in range(20):
                     assert request(url2, "GET", "/v1/models", None, auth(key)).status == 200
-                cache = request(url2, "GET", "/readyz").json()["key_cache"]
+                cache = key_cache(url2)
                 assert cache["invalidation"] == "postgres-listen" and cache["healthy"], cache
                 assert cache["reads"] == 1 and cache["hits"] == 19, cache  # 20 requests, 1 database read
 

@@ -106,6 +106,7 @@ def test_repeated_requests_with_one_key_read_the_database_once(tmp_path: Path) -
             "hits": 199,
             "misses": 1,
             "reads": 1,
+            "notifications": 0,
         }
 
     on_sqlite(tmp_path, main)
