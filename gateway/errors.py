@@ -27,6 +27,8 @@ class GatewayError(Exception):
         self.param = param
         self.headers = dict(headers or {})
         self.upstream_status: int | None = None  # the provider's own status, when this maps a provider error
+        # The provider's rate-limit headers (`x-ratelimit-*`, `retry-after`), for the provider queues; never sent on.
+        self.upstream_limits: dict[str, str] = {}
 
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.code, self.param)

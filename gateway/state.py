@@ -12,6 +12,7 @@ from gateway.auth.principal import Authenticator
 from gateway.budget.accounting import Accounting
 from gateway.catalog import Catalog, ModelConfig, Provider
 from gateway.errors import GatewayError
+from gateway.limits.leases import Leases
 from gateway.limits.provider_queue import ProviderQueues
 from gateway.limits.stores import open_limit_store
 from gateway.metrics import Metrics
@@ -86,7 +87,10 @@ class Gateway:
         self.tokens = TokenCounter()  # error statistics of our prompt counts against what providers report
         # Rate limits and provider capacity: in memory, in a SQLite file shared by this node's workers, or in Redis
         # shared by every node (gateway.limits.stores).
-        self.limit_store = open_limit_store(settings, on_unavailable=self.metrics.limits_store_unavailable)
+        self.limit_store = open_limit_store(
+            settings, on_unavailable=self.metrics.limits_store_unavailable, on_state=self.metrics.limits_store_up
+        )
+        self.leases = Leases(self.limit_store)  # concurrency slots, renewed while their requests run
         self.provider_queues = ProviderQueues(
             self.limit_store,
             on_depth=self.metrics.queue_depth,
@@ -114,6 +118,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.limit_store.open()  # (Redis: refuses to start when scripts cannot run, never a per-pod fallback)
+        self.leases.start()
         await self.store.open()
         await self.auth.start()  # (after the store: the tables its triggers watch exist)
         await self.reloader.report_unknown_team_policies()
@@ -128,6 +133,7 @@ class Gateway:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.accounting.close()
         await self.provider_queues.close()
+        await self.leases.close()
         await self.reloader.close()
         await self.auth.close()
         await self.store.close()

@@ -34,12 +34,14 @@ class GuardedLimitStore(LimitStore):
         retry_seconds: float,
         on_unavailable: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_state: Callable[[bool], None] | None = None,
     ) -> None:
         self.inner = inner
         self.kind = inner.kind
         self.failure: Failure = failure
         self.retry_seconds = retry_seconds
         self._on_unavailable = on_unavailable
+        self._on_state = on_state  # told True / False when the store becomes reachable / unreachable (a gauge)
         self._clock = clock
         self._since: float | None = None  # unix time the outage began; None: reachable
         self._error = ""
@@ -133,6 +135,8 @@ class GuardedLimitStore(LimitStore):
         self._error = detail
         if self._since is None:
             self._since = time.time()
+            if self._on_state is not None:
+                self._on_state(False)
             what = "let through without limits" if self.failure == "fail_open" else "refused (503)"
             log.warning(
                 "rate limit store (%s) unreachable: %s; requests are %s (%s) until it answers, tried again every %g s",
@@ -147,3 +151,5 @@ class GuardedLimitStore(LimitStore):
         if self._since is not None:
             log.warning("rate limit store (%s) reachable again after %.1f s", self.kind, time.time() - self._since)
             self._since, self._error = None, ""
+            if self._on_state is not None:
+                self._on_state(True)

@@ -27,9 +27,14 @@ SQLITE_BUSY_SECONDS = 2.0
 LIMITS_FILE = "limits.db"
 
 
-def open_limit_store(settings: Settings, on_unavailable: Callable[[str], None] | None = None) -> LimitStore:
+def open_limit_store(
+    settings: Settings,
+    on_unavailable: Callable[[str], None] | None = None,
+    on_state: Callable[[bool], None] | None = None,
+) -> LimitStore:
     """The store for these settings (not yet opened: `await store.open()`). `on_unavailable(outcome)` is called
-    with "fail_open" or "fail_closed" for each request answered without the store (Redis or SQLite)."""
+    with "fail_open" or "fail_closed" for each request answered without the store (Redis or SQLite); `on_state(up)`
+    when it becomes reachable or unreachable."""
     inner: LimitStore
     if settings.redis_url is not None:
         inner = RedisLimitStore(
@@ -39,4 +44,6 @@ def open_limit_store(settings: Settings, on_unavailable: Callable[[str], None] |
         inner = SqliteLimitStore(settings.data_dir / LIMITS_FILE, SQLITE_BUSY_SECONDS)
     else:
         return MemoryLimitStore()
-    return GuardedLimitStore(inner, settings.redis_failure, settings.redis_retry_seconds, on_unavailable)
+    return GuardedLimitStore(
+        inner, settings.redis_failure, settings.redis_retry_seconds, on_unavailable, on_state=on_state
+    )

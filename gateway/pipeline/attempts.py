@@ -20,7 +20,6 @@ from gateway.limits.base import LimitsUnavailable
 from gateway.limits.headers import describe, retry_headers
 from gateway.limits.provider_queue import provider_feedback
 from gateway.pipeline.admit import admit
-from gateway.pipeline.limits import LEASE_MARGIN_SECONDS
 from gateway.pipeline.plan import Plan
 from gateway.pipeline.request import Context, InferenceRequest
 from gateway.pipeline.settle import Settlement
@@ -95,7 +94,7 @@ class Attempts:
                 self.settlement.upstream_ended(route, started)
                 failure = classify(error)
                 self._failed(route, circuit, failure)
-                await self._provider_said(route, error)
+                await self._provider_said(route, error, failure)
                 step = self.failover.next(route, error)
                 if step is None:
                     await self.settlement.settle(ticket, route, Outcome(error.status))
@@ -118,20 +117,21 @@ class Attempts:
                 gateway.in_background(self.settlement.settle(ticket, route, Outcome(status, prompt_sent=left)))
                 raise
             gateway.circuits.succeeded(circuit)
+            if reply.upstream_limits:  # the provider's headers may say its account has nothing left
+                await self._provider_answered(route, reply.upstream_limits)
             return ticket, route, reply, started
 
     async def _capacity(self, route: Route) -> GatewayError | None:
         """Take what `route` needs of the rate limits (the team's on its model) and of its provider's capacity
         (waiting a fair turn); the refusal that makes the route unavailable for this request, or None."""
         limits = self.settlement.limits
-        lease = route.provider.timeouts.total + LEASE_MARGIN_SECONDS
         try:
-            await limits.take_model(route, lease)
+            await limits.take_model(route)
         except GatewayError as error:
             if error.status != 429:
                 raise
             return error
-        refused = await limits.seat_for(route, self.found.policy.queue.weight, lease)
+        refused = await limits.seat_for(route, self.found.policy.queue.weight)
         if refused is None:
             return None
         timeout, max_wait = refused
@@ -149,19 +149,27 @@ class Attempts:
             headers=headers,
         )
 
-    async def _provider_said(self, route: Route, error: GatewayError) -> None:
+    async def _provider_said(self, route: Route, error: GatewayError, failure: Failure) -> None:
         """A failed call gives its seat back; a provider's 429 (or its headers saying nothing is left) holds every
         node off its capacity for the time it asked."""
         limits = self.settlement.limits
         await limits.leave_seat(0)
-        if error.upstream_status is None:
+        if error.upstream_status is None or failure.account_exhausted:  # (no wait cures an empty account)
             return
-        seconds = provider_feedback(error.upstream_status, error.headers)
+        seconds = provider_feedback(error.upstream_status, error.upstream_limits or error.headers)
         if seconds is not None:
             try:
                 await self.gateway.provider_queues.busy(route.provider, route.model, seconds)
             except LimitsUnavailable:
                 pass  # (fail_open: the provider's own 429s keep coming, and are retried as before)
+
+    async def _provider_answered(self, route: Route, headers: dict[str, str]) -> None:
+        seconds = provider_feedback(200, headers)
+        if seconds is not None:
+            try:
+                await self.gateway.provider_queues.busy(route.provider, route.model, seconds)
+            except LimitsUnavailable:
+                pass
 
     def _circuit_refusal(self, route: Route, circuit: str) -> GatewayError:
         if self.gateway.circuits.held(circuit):

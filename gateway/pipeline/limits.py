@@ -22,10 +22,6 @@ from gateway.state import Gateway
 
 log = logging.getLogger("gateway")
 
-# A concurrency slot is leased for the provider's whole time limit plus this, so that a slot outlives its request
-# only when the process holding it died (SIGKILL): then it comes back when the lease ends.
-LEASE_MARGIN_SECONDS = 60.0
-
 
 def limits_unavailable(gateway: Gateway) -> GatewayError:
     """`fail_closed` and the limit store cannot be reached: refused before anything is spent or sent."""
@@ -78,18 +74,19 @@ class RequestLimits:
         self._model: str | None = None  # the model whose team-model limits are held
         self._model_taken: list[Want] = []
         self.seat: Seat | None = None
+        self._seats = 0  # seats taken so far (each attempt's has a holder of its own)
         self.settled = False
 
     # -- the caller's limits ------------------------------------------------------------------
 
-    async def take_caller(self, lease_seconds: float) -> None:
+    async def take_caller(self) -> None:
         """The team's and the key's limits: taken, or 429 (503 when the store cannot be reached, `fail_closed`)."""
         principal = self.request.principal
         limits = caller_limits(principal.team, principal.key)
         if limits:
-            self._taken = await self._acquire(wants(limits, self.tokens), lease_seconds)
+            self._taken = await self._acquire(wants(limits, self.tokens))
 
-    async def take_model(self, route: Route, lease_seconds: float) -> None:
+    async def take_model(self, route: Route) -> None:
         """The team's limits on the route's model (held once per model: a retry of the same model keeps them, a
         fallback to another model gives them back and takes the other's)."""
         model = route.model.name
@@ -99,13 +96,13 @@ class RequestLimits:
         self._model, self._model_taken = None, []
         limits = model_limits(self.request.principal.team, model)
         if limits:
-            self._model_taken = await self._acquire(wants(limits, self.tokens), lease_seconds)
+            self._model_taken = await self._acquire(wants(limits, self.tokens))
         self._model = model
 
-    async def _acquire(self, wanted: list[Want], lease_seconds: float) -> list[Want]:
+    async def _acquire(self, wanted: list[Want]) -> list[Want]:
         gateway = self.gateway
         try:
-            grant = await gateway.limit_store.acquire(wanted, self.holder, lease_seconds)
+            grant = await gateway.limit_store.acquire(wanted, self.holder, gateway.leases.lease_seconds)
         except LimitsUnavailable:
             raise limits_unavailable(gateway) from None
         if grant.degraded:
@@ -116,11 +113,12 @@ class RequestLimits:
             limit = grant.refused or wanted[0].limit
             gateway.metrics.rate_limited(scope_kind(limit), limit.kind)
             raise rate_limited(limit, grant, self.headers)
+        gateway.leases.hold(self.holder, (want.limit for want in wanted))
         return wanted
 
     # -- the provider's capacity --------------------------------------------------------------
 
-    async def seat_for(self, route: Route, weight: float, lease_seconds: float) -> tuple[QueueTimeout, float] | None:
+    async def seat_for(self, route: Route, weight: float) -> tuple[QueueTimeout, float] | None:
         """A seat in the route's provider capacity (waiting its fair turn), or the QueueTimeout that makes the
         route unavailable for this request (with the wait it was allowed). The previous route's seat, if any, is
         given back first."""
@@ -134,20 +132,23 @@ class RequestLimits:
                 self.request.principal.team.name,
                 weight,
                 self.tokens,
-                self.holder,
+                f"{self.holder}:{self._seats}",  # one holder per attempt: a seat given back late frees only its own
                 max_wait,
-                lease_seconds,
+                gateway.leases.lease_seconds,
             )
         except QueueTimeout as timeout:
             gateway.metrics.rate_limited(scope_kind(timeout.limit), timeout.limit.kind)
             return timeout, max_wait
         except LimitsUnavailable:
             raise limits_unavailable(gateway) from None
+        self._seats += 1
+        gateway.leases.hold(self.seat.holder, self.seat.limits)
         return None
 
     async def leave_seat(self, used_tokens: int | None) -> None:
         seat, self.seat = self.seat, None
         if seat is not None:
+            self.gateway.leases.drop(seat.holder)
             try:
                 await self.gateway.provider_queues.leave(seat, used_tokens)
             except LimitsUnavailable as error:
@@ -174,6 +175,7 @@ class RequestLimits:
         store = self.gateway.limit_store
         try:
             slots = [want.limit for want in taken if want.limit.kind == "concurrency"]
+            self.gateway.leases.drop(self.holder, slots)
             if slots:
                 await store.release(slots, self.holder)
             for want in taken:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from gateway.errors import GatewayError
 from gateway.pipeline.admit import admit, fit_limits
 from gateway.pipeline.attempts import Attempts
-from gateway.pipeline.limits import LEASE_MARGIN_SECONDS, RequestLimits
+from gateway.pipeline.limits import RequestLimits
 from gateway.pipeline.plan import Planner, plan
 from gateway.pipeline.request import Answer, Context, InferenceRequest, StreamAnswer
 from gateway.pipeline.settle import Settlement
@@ -28,7 +28,7 @@ async def serve(gateway: Gateway, request: InferenceRequest, context: Context) -
     # Rate limits before the budget: a refused request (a runaway loop) writes nothing to the database.
     limits = RequestLimits(gateway, request, found.counts.tokens + decision.expected_output * request.params.n)
     try:
-        await limits.take_caller(route.provider.timeouts.total + LEASE_MARGIN_SECONDS)
+        await limits.take_caller()
         ticket, route = await admit(gateway, request, route, found)
     except BaseException as error:
         await limits.settle(None)

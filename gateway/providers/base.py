@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,7 @@ class Reply:
     body: bytes
     usage: Usage | None
     headers: dict[str, str] = field(default_factory=dict)
+    upstream_limits: dict[str, str] = field(default_factory=dict)  # `rate_limit_headers` of the provider's answer
 
 
 @dataclass(slots=True)
@@ -97,6 +98,17 @@ class StreamReply:
     events: AsyncIterator[bytes]
     outcome: StreamOutcome
     headers: dict[str, str] = field(default_factory=dict)
+    upstream_limits: dict[str, str] = field(default_factory=dict)
+
+
+def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """What a provider's answer says of its account's capacity (`x-ratelimit-*`, `retry-after`), lower-cased: read
+    by the provider queues (gateway/limits/feedback.py), never passed to the client."""
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if name[:12].lower() == "x-ratelimit-" or name.lower() == "retry-after"
+    }
 
 
 class Adapter(ABC):

@@ -26,6 +26,7 @@ from gateway.providers.base import (
     Reply,
     StreamOutcome,
     StreamReply,
+    rate_limit_headers,
     reshaped,
     usage_from,
 )
@@ -76,6 +77,9 @@ class OpenAICompatibleAdapter(Adapter):
         super().__init__(provider)
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, URL] = {}
+        # A provider whose account has declared limits: its answers' rate-limit headers are read (the provider
+        # queues hold off when they say nothing is left); others skip the work.
+        self._limited = getattr(provider, "limits", None) is not None
         # The catalog's `extra_fields` (openai-compatible servers' own parameters) join OpenAI's.
         extra = frozenset(getattr(provider, "extra_fields", ()) or ())
         self._chat, self._completion, self._embeddings = (
@@ -194,10 +198,15 @@ class OpenAICompatibleAdapter(Adapter):
         try:
             if response.status != 200:
                 body = await response.read()
-                raise map_status_error(self.name, response.status, body, response.headers)
+                error = map_status_error(self.name, response.status, body, response.headers)
+                error.upstream_limits = rate_limit_headers(response.headers)
+                raise error
             if not stream:
                 body = await response.read()
-                return self._complete(body, reshape)
+                reply = self._complete(body, reshape)
+                if self._limited:
+                    reply.upstream_limits = rate_limit_headers(response.headers)
+                return reply
         except TimeoutError as exc:
             raise timeout_error(self.name, "reading the answer") from exc
         except aiohttp.ClientError as exc:
@@ -212,7 +221,8 @@ class OpenAICompatibleAdapter(Adapter):
             raise GatewayError(502, f"{self.name} did not answer with a stream", "upstream_error", "upstream_malformed")
         outcome = StreamOutcome()
         events = relay_events(response, self.name, self.fix_chunk, outcome, reshape, self.max_event_bytes)
-        return StreamReply(events=events, outcome=outcome)
+        limits = rate_limit_headers(response.headers) if self._limited else {}
+        return StreamReply(events=events, outcome=outcome, upstream_limits=limits)
 
     def _complete(self, body: bytes, reshape: ChunkReshaper | None) -> Reply:
         try:
