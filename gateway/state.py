@@ -119,6 +119,13 @@ class Gateway:
     async def start(self) -> None:
         await self.limit_store.open()  # (Redis: refuses to start when scripts cannot run, never a per-pod fallback)
         self.leases.start()
+        if self.limit_store.kind != "redis" and self.store.url_scheme.startswith("postgres"):
+            # A shared database says several nodes may run: each would keep its own limits (never silently).
+            log.warning(
+                "rate limits and provider capacity are kept on this node (%s) while the database is shared: with "
+                "several nodes, each allows the full limits; set GATEWAY_REDIS_URL to share them",
+                self.limit_store.kind,
+            )
         await self.store.open()
         await self.auth.start()  # (after the store: the tables its triggers watch exist)
         await self.reloader.report_unknown_team_policies()
