@@ -752,7 +752,8 @@ async def get_key(store: Store, key_id: str, tz: str, now: datetime | None = Non
 
 
 async def revoke_key(store: Store, key_id: str, now: datetime | None = None) -> dict[str, Any]:
-    """Revoke at once (every worker looks keys up per request); revoking twice is not an error."""
+    """Revoke at once (every process's key cache hears of it from the database, or keeps a key at most its fallback
+    lifetime); revoking twice is not an error."""
     moment = _now(now).timestamp()
     key = await store.get_key(key_id)
     if key is None:

@@ -19,6 +19,7 @@ from tests.support.admin import MASTER_KEY, chat, expected_groups, insert_key, s
 from tests.support.gateways import GATEWAY, GatewayFactory, clean_env
 from tests.support.postgres import fresh_database
 from tests.support.store import record
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -256,7 +257,8 @@ def test_cli_on_postgresql(start_gateway: GatewayFactory) -> None:
             assert chat(server.url, key).status == 200
             (listed,) = remote.json("keys", "list")
             local.ok("keys", "revoke", listed["id"])
-            assert chat(server.url, key).status == 401
+            # The server caches keys; the database's notification of the CLI's write reaches it within a second.
+            wait_until(lambda: chat(server.url, key).status == 401, seconds=2, what="the revoked key refused")
 
             keys = (insert_key(database_url, "alpha")[1], insert_key(database_url, "alpha")[1])
             rows = sample_ledger(("alpha", "beta"), keys)
