@@ -18,6 +18,7 @@ from gateway.http.body import read_json_object
 from gateway.http.doors import Parse
 from gateway.http.responses import json_bytes
 from gateway.pipeline.admit import predict_admission
+from gateway.pipeline.limits import predict_limits, reserved_tokens
 from gateway.pipeline.plan import Planner, plan
 from gateway.state import Gateway
 
@@ -57,4 +58,6 @@ async def route_explain(gateway: Gateway, http: Request, principal: Principal) -
     explained["team"] = principal.team.name
     explained["format"] = name
     explained["admission"] = await predict_admission(gateway, request, found)
+    route = found.decision.route(found.catalog) if found.decision.ok else None
+    explained["rate_limits"] = await predict_limits(gateway, request, reserved_tokens(found, request), route)
     return json_bytes(orjson.dumps(explained))

@@ -15,10 +15,12 @@ from gateway.errors import GatewayError
 from gateway.limits.base import Grant, Limit, LimitsUnavailable, State, Want
 from gateway.limits.callers import caller_limits, model_limits, wants
 from gateway.limits.headers import describe, rate_headers, retry_headers, scope_kind
-from gateway.limits.provider_queue import QueueTimeout, Seat, max_wait_for
+from gateway.limits.provider_queue import QueueTimeout, Seat, limits_for, max_wait_for
+from gateway.pipeline.plan import Plan
 from gateway.pipeline.request import InferenceRequest
 from gateway.routing.route import Route
 from gateway.state import Gateway
+from gateway.types import Json
 
 log = logging.getLogger("gateway")
 
@@ -54,6 +56,12 @@ def rate_limited(limit: Limit, grant: Grant, headers: dict[str, str]) -> Gateway
         "rate_limit_exceeded",
         headers={**headers, **retry_headers(grant.retry_after)},
     )
+
+
+def reserved_tokens(found: Plan, request: InferenceRequest) -> int:
+    """What a request takes of a tokens-per-minute limit before its call: its prompt's count and its expected
+    output (`max_tokens`, or the default expected output) for each of its answers."""
+    return found.counts.tokens + found.decision.expected_output * request.params.n
 
 
 def _error_type(limit: Limit) -> str:
@@ -184,3 +192,33 @@ class RequestLimits:
         except LimitsUnavailable as error:
             # The slots come back when their leases end; the tokens stay counted as reserved.
             log.warning("rate limits not settled (the limit store cannot be reached): %s", error.detail)
+
+
+async def predict_limits(gateway: Gateway, request: InferenceRequest, tokens: int, route: Route | None) -> Json | None:
+    """What the rate limits say of this request now (explain), taking nothing: each limit of the caller, of the
+    team on the chosen model and of its provider's capacity, what is left of it and whether this request fits;
+    None when no limit applies."""
+    principal = request.principal
+    limits = caller_limits(principal.team, principal.key)
+    if route is not None:
+        limits += model_limits(principal.team, route.model.name) + limits_for(route.provider, route.model)
+    if not limits:
+        return None
+    try:
+        states = await gateway.limit_store.peek(limits)
+    except LimitsUnavailable:
+        return {"reachable": False, "on_failure": gateway.settings.redis_failure}
+    shown = []
+    for want, state in zip(wants(limits, tokens), states, strict=True):
+        shown.append(
+            {
+                "scope": want.limit.scope,
+                "limit": want.limit.kind,
+                "amount": want.limit.amount,
+                "remaining": state.remaining,
+                "reset_seconds": round(state.reset_seconds, 3),
+                "takes": want.cost,
+                "fits": want.cost <= state.remaining,
+            }
+        )
+    return {"reachable": True, "tokens_reserved": tokens, "fits": all(item["fits"] for item in shown), "limits": shown}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from gateway.errors import GatewayError
 from gateway.pipeline.admit import admit, fit_limits
 from gateway.pipeline.attempts import Attempts
-from gateway.pipeline.limits import RequestLimits
+from gateway.pipeline.limits import RequestLimits, reserved_tokens
 from gateway.pipeline.plan import Planner, plan
 from gateway.pipeline.request import Answer, Context, InferenceRequest, StreamAnswer
 from gateway.pipeline.settle import Settlement
@@ -26,7 +26,7 @@ async def serve(gateway: Gateway, request: InferenceRequest, context: Context) -
     route = decision.route(found.catalog)
     fit_limits(request, route.model)
     # Rate limits before the budget: a refused request (a runaway loop) writes nothing to the database.
-    limits = RequestLimits(gateway, request, found.counts.tokens + decision.expected_output * request.params.n)
+    limits = RequestLimits(gateway, request, reserved_tokens(found, request))
     try:
         await limits.take_caller()
         ticket, route = await admit(gateway, request, route, found)

@@ -243,3 +243,21 @@ def test_fail_closed_refuses_with_503_before_anything_is_spent_when_the_limit_st
 
 def test_the_scopes_the_key_and_team_limits_are_kept_under() -> None:
     assert team_scope("a") == "team:a" and key_scope("key_1") == "key:key_1"
+
+
+def test_explain_shows_each_limit_what_is_left_and_whether_the_request_fits_taking_nothing(tmp_path: Path) -> None:
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: dict[str, list[MockCall]]) -> None:
+        key = await team_key(gateway, "mu", rpm=1, tpm=100_000)
+        for expected_fit in (True, True):  # explaining takes nothing: twice the same answer
+            explained = (await client.post("/v1/route/explain", json=ask(), headers=bearer(key))).json()
+            limits = explained["rate_limits"]
+            assert limits["fits"] is expected_fit and limits["reachable"] is True
+            assert [(item["scope"], item["limit"], item["remaining"]) for item in limits["limits"]] == [
+                ("team:mu", "rpm", 1),
+                ("team:mu", "tpm", 100_000),
+            ]
+        assert (await client.post(CHAT, json=ask(), headers=bearer(key))).status_code == 200
+        after = (await client.post("/v1/route/explain", json=ask(), headers=bearer(key))).json()["rate_limits"]
+        assert after["fits"] is False and after["limits"][0]["remaining"] == 0
+
+    run(tmp_path, {}, scenario)
