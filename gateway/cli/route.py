@@ -70,6 +70,17 @@ def render_explain(data: dict[str, Any]) -> str:
             f"-> admission now: {admission['model']} ({admission['provider']}, {admission['region']}), reason "
             f"{admission['reason']}, max_tokens {admission['max_tokens']}, reserves ${admission['reservation_usd']}"
         )
+    limits = data.get("rate_limits")
+    if limits is not None and not limits.get("reachable", True):
+        lines.append(f"-> rate limits now: unknown (the limit store cannot be reached; {limits['on_failure']})")
+    elif limits is not None:
+        full = [item for item in limits["limits"] if not item["fits"]]
+        words = "; ".join(
+            f"{item['scope']} {item['limit']} {item['amount']}: {item['remaining']} left, needs {item['takes']}, "
+            f"whole in {item['reset_seconds']:g} s"
+            for item in full
+        )
+        lines.append(f"-> rate limits now: {'refused by ' + words if full else 'fit'}")
     return "\n".join(lines)
 
 
