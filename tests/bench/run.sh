@@ -5,6 +5,7 @@
 #   bash tests/bench/run.sh --quick      # smoke run, 1 s per cell (~1 minute)
 #   bash tests/bench/run.sh --duration 10
 #   bash tests/bench/run.sh --profile    # the gateway alone under py-spy, 2 KB json and stream at c=32
+#   bash tests/bench/run.sh --limits     # issue 15: what rate limits cost (tests/bench/limits_bench.py, ~8 min)
 #
 # Other options go to the driver (see `--help`), e.g. --targets model-gateway
 # (of model-gateway, model-gateway+budget, litellm-proxy), --bodies 2KB,
@@ -21,6 +22,10 @@
 # there, see `run.sh --profile --help`): it installs py-spy into its own
 # virtual environment .bench/tools-venv (not LiteLLM), and writes
 # .bench/profile/<load>.{collapsed,txt,svg}.
+#
+# --limits runs tests/bench/limits_bench.py instead (options after it go there, see `run.sh --limits --help`;
+# with --profile CONFIG it installs py-spy as above and profiles that configuration's gateway). It needs the
+# machine's PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379), not LiteLLM.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -32,14 +37,26 @@ PROJECT_PY="$ROOT/.venv/bin/python"
 PY_SPY_VERSION="0.4.3"
 TOOLS_VENV="$BENCH/tools-venv"
 
+LIMITS=0
+for arg in "$@"; do
+    if [[ "$arg" == "--limits" ]]; then LIMITS=1; fi
+done
 PROFILE=0
 args=()
 for arg in "$@"; do
-    if [[ "$arg" == "--profile" ]]; then PROFILE=1; else args+=("$arg"); fi
+    if [[ "$arg" == "--limits" ]]; then
+        continue
+    elif [[ "$arg" == "--profile" ]]; then
+        PROFILE=1
+        if [[ $LIMITS -eq 1 ]]; then args+=("$arg"); fi # limits_bench.py's own: --profile CONFIG
+    else
+        args+=("$arg")
+    fi
 done
 set -- ${args[@]+"${args[@]}"}
 SCRIPT="tests/bench/driver.py"
 if [[ $PROFILE -eq 1 ]]; then SCRIPT="tests/bench/profile_gateway.py"; fi
+if [[ $LIMITS -eq 1 ]]; then SCRIPT="tests/bench/limits_bench.py"; fi
 
 for arg in "$@"; do
     if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
@@ -74,8 +91,9 @@ if [[ $PROFILE -eq 1 ]]; then
             echo "bench: installing py-spy failed (see $BENCH/tools-install.log); --cprofile works without it" >&2
         }
     fi
-    exec "$PROJECT_PY" tests/bench/profile_gateway.py "$@"
+    exec "$PROJECT_PY" "$SCRIPT" "$@"
 fi
+if [[ $LIMITS -eq 1 ]]; then exec "$PROJECT_PY" "$SCRIPT" "$@"; fi
 have_litellm() {
     [[ -x "$LITELLM_VENV/bin/litellm" ]] &&
         [[ "$("$LITELLM_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" == "$LITELLM_VERSION" ]]
