@@ -104,7 +104,8 @@ def _check_rpm_headers(answers: list[Answer], amount: int) -> None:
             assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests", error
             assert f"limit of {amount} requests per minute" in error["message"], error
             assert int(answer.headers["retry-after"]) >= 1, answer.headers
-            assert int(answer.headers["retry-after-ms"]) >= 1, answer.headers
+            # Exact: a unit of the limit comes back within one interval (60 s / 30 = 2 s) of a refusal.
+            assert 1 <= int(answer.headers["retry-after-ms"]) <= math.ceil(60_000 / amount), answer.headers
             assert remaining == 0, answer.headers
 
 
