@@ -179,6 +179,7 @@ def test_at_capacity_a_request_moves_to_the_next_candidate_or_gets_429_and_an_eu
             # `auto`: mistral-medium-3.5 cannot take it in time, so the next candidate of the default policy does.
             moved = chat(node.url, key, chat_body("auto"))
             _served_by(moved, "kimi-k2.6", "moonshot")
+            # (which fallback it names: test_a_request_moved_for_want_of_capacity_does_not_say_the_circuit_was_open)
             assert moved.headers["x-gateway-route-reason"].startswith("fallback:"), moved.headers
             assert world.moonshot.stats()["requests"] == 1
 
@@ -200,6 +201,32 @@ def test_at_capacity_a_request_moves_to_the_next_candidate_or_gets_429_and_an_eu
         assert answer.headers["x-gateway-region"] == "eu"
         assert world.moonshot.stats()["requests"] == 1
         assert world.mistral.stats()["max_in_flight"] == CONCURRENCY
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug (reported to the lead): a route skipped for want of provider capacity is reported as "
+    "`fallback:circuit-open` (Attempts._capacity's refusal goes through Failover.skip's default reason) although "
+    "no circuit is open; the ledger, x-gateway-route-reason and gateway_fallbacks_total say so",
+)
+def test_a_request_moved_for_want_of_capacity_does_not_say_the_circuit_was_open(tmp_path: Path) -> None:
+    with (
+        setup(tmp_path) as world,
+        gateway_processes(world.database, world.env) as (node,),
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        key = make_key(node.url, make_team(node.url, "default"))
+        world.mistral.hold()
+        held = [_in_background(pool, lambda: chat(node.url, key, chat_body("codestral"))) for _ in range(2)]
+        try:
+            wait_until(lambda: world.mistral.stats()["held"] == CONCURRENCY, 15, "Mistral's 2 seats taken")
+            moved = chat(node.url, key, chat_body("auto"))
+        finally:
+            world.mistral.hold(closed=False)
+        for future in held:
+            future.result(30)
+        _served_by(moved, "kimi-k2.6", "moonshot")
+        assert moved.headers["x-gateway-route-reason"] != "fallback:circuit-open", moved.headers
 
 
 # -- a provider's 429 holds every node off ----------------------------------------------------------------------
