@@ -27,6 +27,10 @@ def routes(gateway: Gateway) -> list[Route]:
             for name, p in catalog.providers.items()
         }
         storage = await gateway.store.ping() if gateway.started else False
+        if gateway.started:
+            # Asked, not remembered: a node that fail_closed took out of the load balancer must see the store come
+            # back without a request to find out, and an idle node must see it go (bounded by the Redis timeout).
+            await gateway.limit_store.ping()
         limits = gateway.limits_status()
         # Refusing every request (fail_closed with the limit store unreachable) is not ready; fail_open is.
         limits_ok = limits["reachable"] or limits["on_failure"] != "fail_closed"

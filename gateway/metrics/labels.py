@@ -26,6 +26,7 @@ FIXED_REASONS = frozenset(
         "fallback:connect",
         "fallback:timeout",
         "fallback:circuit-open",
+        "fallback:capacity",
         "fallback:upstream-429",
         "fallback:quota-exhausted",
         # refusals (model `none`)

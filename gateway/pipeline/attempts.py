@@ -46,6 +46,11 @@ async def call(adapter: Adapter, request: InferenceRequest, route: Route, body: 
     )
 
 
+# The route reason of a request moved to the next candidate because a route had no capacity for it in time (the
+# provider's limits, or the team's limit on that model).
+CAPACITY_FALLBACK = "fallback:capacity"
+
+
 class Attempts:
     """The attempts of one request, from its admitted first route to the one that answers."""
 
@@ -78,7 +83,7 @@ class Attempts:
                 continue
             unavailable = await self._capacity(route)
             if unavailable is not None:  # the team's limit on this model, or the provider's capacity in time
-                following = self.failover.skip(route)
+                following = self.failover.skip(route, CAPACITY_FALLBACK)
                 if following is None:
                     await self.settlement.settle(ticket, route, Outcome(429))
                     raise unavailable

@@ -367,12 +367,6 @@ def _check_unavailable(answer: Answer) -> None:
     assert int(answer.headers["retry-after"]) >= 1, answer.headers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug (reported to the lead): /readyz shows the limit store's state as the requests last found it "
-    "and never asks it, so under fail_closed a node taken out of the load balancer by its 503 never becomes ready "
-    "again when Redis is back (no request comes to find out), and an idle node says ready while Redis is gone",
-)
 def test_fail_closed_readyz_follows_redis_without_traffic(
     providers: dict[str, str], database: str, prefix: str, tmp_path: Path
 ) -> None:

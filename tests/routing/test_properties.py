@@ -863,7 +863,7 @@ def fits_by_count(
 
 ROUTE_REASON = re.compile(
     r"^(pinned|preferred|rerouted|budget-downgrade|context>\d+|residency:[a-z0-9,-]+"
-    r"|fallback:(upstream-\d{3}|connect|timeout|circuit-open))$"
+    r"|fallback:(upstream-\d{3}|connect|timeout|circuit-open|capacity))$"
 )
 
 
