@@ -39,6 +39,7 @@ from typing import Any
 
 from gateway.catalog import CapacityLimits, ModelConfig, Provider
 from gateway.limits.base import Grant, Limit, LimitKind, LimitStore, LimitsUnavailable, State, Want
+from gateway.limits.callers import wants
 from gateway.limits.feedback import provider_feedback
 
 __all__ = [
@@ -376,7 +377,7 @@ class ProviderQueues:
         lease_seconds: float,
     ) -> Seat:
         queue = self._queue(provider, limits)
-        wants = [Want(limit, tokens if limit.kind == "tpm" else 1) for limit in limits]
+        wanted = wants(limits, tokens)
         started = time.monotonic()
         deadline = started + max_wait
         if queue.blocked_until > deadline and queue.blocked_by is not None:
@@ -389,7 +390,7 @@ class ProviderQueues:
                 pause = deadline - time.monotonic()
                 if queue.head() is waiter and not queue.trying:
                     waiter.wake.clear()
-                    grant = await self._try(queue, wants, holder, lease_seconds, tokens)
+                    grant = await self._try(queue, wanted, holder, lease_seconds, tokens)
                     now = time.monotonic()
                     if grant.ok:
                         queue.served(waiter)

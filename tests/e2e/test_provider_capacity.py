@@ -31,7 +31,6 @@ from tests.support.admin import MASTER_KEY
 from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, EmulatorControl, provider_env
 from tests.support.http import Answer, auth
 from tests.support.limits import (
-    REDIS_URL,
     GatewayProcess,
     Timed,
     catalog_with_limits,
@@ -41,11 +40,11 @@ from tests.support.limits import (
     make_key,
     make_team,
     percentile,
-    redis_prefix,
     timed,
 )
 from tests.support.metrics import scrape, total
 from tests.support.postgres import fresh_database
+from tests.support.redis_keys import REDIS_URL, redis_prefix
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow

@@ -33,8 +33,6 @@ from tests.support.http import Answer, auth, post_all, post_json, request
 from tests.support.limits import (
     CHAT,
     RATE_HEADERS,
-    REDIS_PORT,
-    REDIS_URL,
     TOKEN_HEADERS,
     chat,
     chat_body,
@@ -43,11 +41,11 @@ from tests.support.limits import (
     make_key,
     make_team,
     paced,
-    redis_prefix,
     timed,
 )
 from tests.support.metrics import scrape, total
 from tests.support.postgres import fresh_database
+from tests.support.redis_keys import REDIS_PORT, REDIS_URL, redis_prefix
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import redis
 
 from gateway.catalog import CapacityLimits, ModelConfig, Provider, Timeouts
 from gateway.limits.base import Grant, Limit, LimitStore, State, Want
@@ -28,8 +27,8 @@ from gateway.limits.provider_queue import (
     provider_scope,
 )
 from gateway.limits.redis_store import RedisLimitStore
+from tests.support.redis_keys import REDIS_URL, delete_prefix
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 LEASE = 60.0
 LONG_WAIT = 30.0  # a bound no test reaches: the scenarios end on conditions
 
@@ -137,13 +136,7 @@ def new_store(request: pytest.FixtureRequest) -> Iterator[Callable[[], Any]]:
 
     yield stores
     if request.param == "redis":
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}:*"))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        delete_prefix(prefix)
 
 
 def run(coroutine: Awaitable[Any]) -> Any:

@@ -16,7 +16,7 @@ from gateway.limits.base import Limit, LimitStore, Want
 from gateway.limits.memory import MemoryLimitStore
 from gateway.limits.redis_store import RedisLimitStore
 from gateway.limits.sqlite_store import SqliteLimitStore
-from tests.limits.conftest import REDIS_URL
+from tests.support.redis_keys import REDIS_URL
 
 T0 = 1_760_000_000.25
 RPM30 = Limit("key:shared", "rpm", 30)

@@ -26,7 +26,7 @@ from gateway.limits.redis_store import RedisLimitStore
 from gateway.limits.sqlite_store import SqliteLimitStore
 from gateway.limits.stores import open_limit_store
 from gateway.settings import Settings
-from tests.limits.conftest import REDIS_URL, delete_prefix
+from tests.support.redis_keys import REDIS_URL, delete_prefix
 
 T0 = 1_760_000_000.123  # a time of today's magnitude (time.time())
 Scenario = Callable[[LimitStore], Awaitable[None]]

@@ -8,7 +8,6 @@ import math
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -16,15 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis
 import yaml
 
 from tests.support.admin import MASTER_KEY, Admin, unique
 from tests.support.gateways import GATEWAY, bare_env, free_port, stop, wait_for_startup
 from tests.support.http import Answer, auth, post_json, request
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_PORT = 6379
 CHAT = "/v1/chat/completions"
 BUILTIN_CATALOG = Path(__file__).resolve().parents[2] / "gateway" / "defaults" / "catalog.yaml"
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -35,21 +31,6 @@ T = TypeVar("T")
 
 
 # -- Redis: a prefix of the test's own, deleted by that prefix afterwards (never a flush: the Redis is shared) ----
-
-
-@contextmanager
-def redis_prefix(name: str = "test-e2e-limits") -> Iterator[str]:
-    prefix = f"{name}-{uuid.uuid4().hex}"
-    try:
-        yield prefix
-    finally:
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
 
 
 # -- gateway processes -----------------------------------------------------------------------------------------
