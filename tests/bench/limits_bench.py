@@ -172,6 +172,8 @@ class Deployment:
     nodes: list[Service] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
     key: str = ""
+    team: str = ""
+    prefix: str = ""  # its keys in Redis (the nodes of one configuration share them, configurations do not)
     env: dict[str, str] = field(default_factory=dict)  # for the CLI on its database
     database: str | None = None  # PostgreSQL database name
     answered: int = 0  # 2xx answers, warm-ups and checks included (the ledger must hold at least as many rows)
@@ -421,9 +423,9 @@ class LimitsBench:
             raise RuntimeError(f"gateway {' '.join(argv[:2])} exited {out.returncode}: {out.stderr.strip()[-400:]}")
         return out.stdout
 
-    def create_team_and_key(self, env: dict[str, str], limits: bool) -> str:
-        team = ["teams", "create", TEAM]
-        key = ["keys", "create", "--team", TEAM, "--name", "bench", "--format", "json"]
+    def create_team_and_key(self, env: dict[str, str], limits: bool, name: str) -> str:
+        team = ["teams", "create", name]
+        key = ["keys", "create", "--team", name, "--name", "bench", "--format", "json"]
         if limits:
             team += ["--rpm", str(TEAM_LIMITS["rpm"]), "--tpm", str(TEAM_LIMITS["tpm"])]
             team += ["--max-concurrent", str(TEAM_LIMITS["max_concurrent"])]
@@ -438,6 +440,9 @@ class LimitsBench:
     def start(self, config: Config, up_port: int, plain: Path, limited: Path) -> Deployment:
         dep = Deployment(config)
         self.deployments[config.name] = dep
+        # A team and a Redis prefix of its own: what one configuration holds is seen apart from the others'.
+        dep.team = f"{TEAM}-pg" if config.postgres else f"{TEAM}-{config.name}"
+        dep.prefix = f"{self.prefix}-{config.name}"
         if config.passthrough:
             port = free_port()
             argv = [sys.executable, str(HERE / "passthrough.py"), "--port", str(port)]
@@ -470,13 +475,13 @@ class LimitsBench:
             if database_url is not None:
                 env["GATEWAY_DATABASE_URL"] = database_url
             if config.redis:
-                env.update(GATEWAY_REDIS_URL=REDIS_URL, GATEWAY_REDIS_PREFIX=self.prefix)
+                env.update(GATEWAY_REDIS_URL=REDIS_URL, GATEWAY_REDIS_PREFIX=dep.prefix)
             if index == 0:
                 dep.env = env
                 if config.postgres and self.postgres_key:  # the team and key of the first such configuration
                     dep.key = self.postgres_key
                 else:
-                    dep.key = self.create_team_and_key(env, config.callers)
+                    dep.key = self.create_team_and_key(env, config.callers, dep.team)
                     if config.postgres:
                         self.postgres_key = dep.key
             svc.spawn()
@@ -588,9 +593,15 @@ class LimitsBench:
                 )
 
     def check_after(self, dep: Deployment) -> None:
-        """No request was rate limited; with limits on, every request went through the provider's capacity."""
+        """No request was rate limited; with limits on, every request went through the provider's capacity; once
+        the nodes are idle, no concurrency slot is held (a slot kept after its request ended is a leak)."""
         if dep.config.passthrough:
             return
+        self.settle([pid for svc in dep.nodes for pid in svc.pids()])
+        held = self.slots_held(dep)
+        dep.notes.append(f"slots held after the load: {held}")
+        if any(held.values()):
+            dep.checks.append(f"concurrency slots still held with nothing in flight: {held}")
         for port in dep.ports:
             try:
                 refused = sum(metric_values(port, "gateway_rate_limited_total").values())
@@ -611,15 +622,38 @@ class LimitsBench:
             if not dep.config.providers and seated:
                 dep.checks.append(f":{port}: no provider limits, but {seated:.0f} requests waited for capacity")
         if dep.config.redis:
-            keys = redis_keys(self.prefix)
+            keys = redis_keys(dep.prefix)
             if not keys:
-                dep.checks.append(f"no Redis keys under {self.prefix}: the limits were not in Redis")
+                dep.checks.append(f"no Redis keys under {dep.prefix}: the limits were not in Redis")
             else:
                 dep.notes.append(f"{len(keys)} Redis keys under the run's prefix")
 
+    def slots_held(self, dep: Deployment) -> dict[str, int]:
+        """Concurrency slots held now: the team's (GET /admin/teams, from the limit store), each node's seats at the
+        provider (/readyz), and on Redis the live leases of every concurrency limit of the configuration."""
+        held: dict[str, int] = {}
+        port = dep.ports[0]
+        if dep.config.callers:
+            status, raw = http_get(
+                f"http://127.0.0.1:{port}/admin/teams/{dep.team}", headers={"Authorization": f"Bearer {MASTER_KEY}"}
+            )
+            usage = (json.loads(raw).get("rate_usage") or {}).get("max_concurrent") if status == 200 else None
+            held["team"] = -1 if usage is None else int(usage["used"])
+        if dep.config.providers:
+            for index, node in enumerate(dep.ports):
+                queues = json.loads(http_get(f"http://127.0.0.1:{node}/readyz")[1]).get("provider_queues", {})
+                held[f"seats on node {index + 1}"] = int(queues.get(PROVIDER, {}).get("seats", 0))
+        if dep.config.redis:
+            client, now = redis_client(), time.time()
+            for key in redis_keys(dep.prefix):
+                if key.endswith(b":concurrency"):
+                    live = client.zrangebyscore(key, f"({now!r}", "+inf")
+                    held[key.decode().split(":limit:", 1)[1]] = sum(1 for m in live if not m.startswith(b"\x00"))
+        return held
+
     def check_ledger(self, dep: Deployment, answered: int) -> None:
         """After the node(s) stopped: a ledger row for every 2xx answer (wrk's abandoned requests may add a few)."""
-        spend = json.loads(self.cli(dep.env, "spend", "--format", "json", "--team", TEAM))["total"]
+        spend = json.loads(self.cli(dep.env, "spend", "--format", "json", "--team", dep.team))["total"]
         note = f"ledger: {spend['requests']} rows for {answered} 2xx answers"
         dep.notes.append(note)
         if spend["requests"] < answered:
@@ -650,7 +684,7 @@ class LimitsBench:
             os.killpg(monitor.pid, signal.SIGTERM)
             monitor.wait(5)
         dep.answered += ok
-        sent, inside = count_monitor(out_path.read_text(errors="replace").splitlines(), self.prefix, names)
+        sent, inside = count_monitor(out_path.read_text(errors="replace").splitlines(), dep.prefix, names)
         return {
             "requests": requests,
             "ok": ok,
@@ -679,7 +713,8 @@ class LimitsBench:
         plain, limited = self.catalogs(up_port)
         meta = {
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "commit": gateway_version(self.args.gateway_src),
+            "gateway": gateway_version(self.args.gateway_src),
+            "bench": gateway_version(None),
             "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
             f"Linux {platform.release()}, load average {os.getloadavg()[0]:.1f} at the start",
             "pinning": "gateways and passthrough on core 0; wrk, upstream and this script on core 1"
@@ -745,10 +780,10 @@ class LimitsBench:
             except Exception as exc:
                 postgres[0].checks.append(f"ledger not read: {type(exc).__name__}: {exc}")
         try:
-            deleted = delete_redis_keys(self.prefix)
-            print(f"deleted the run's {deleted} Redis keys ({self.prefix}:*)", flush=True)
+            deleted = delete_redis_keys(f"{self.prefix}-*")
+            print(f"deleted the run's {deleted} Redis keys ({self.prefix}-*)", flush=True)
         except Exception as exc:
-            print(f"the run's Redis keys ({self.prefix}:*) not deleted: {exc}", flush=True)
+            print(f"the run's Redis keys ({self.prefix}-*) not deleted: {exc}", flush=True)
         self.cleanup.close()
 
     # -- the profile -----------------------------------------------------------------------------------------------
