@@ -170,7 +170,15 @@ def test_budget_gauges_follow_reservation_and_settlement(
 
     connection = begin_post_json(url, CHAT, {"model": "kimi-k2.6", "messages": SHORT, "max_tokens": 4000}, auth(key))
     try:
-        during = scrape_when(url, lambda m: total(m, "gateway_budget_reserved_usd", team="capped") > 0, "a reservation")
+        # The reservation commits before the provider call starts (a scrape can fall between the two): wait for both.
+        during = scrape_when(
+            url,
+            lambda m: (
+                total(m, "gateway_budget_reserved_usd", team="capped") > 0
+                and total(m, "gateway_inflight_requests", provider="moonshot") > 0
+            ),
+            "a reservation and the call in flight",
+        )
         reserved = total(during, "gateway_budget_reserved_usd", team="capped")
         assert total(during, "gateway_inflight_requests", provider="moonshot") == 1
         assert total(during, "gateway_budget_remaining_usd", team="capped") == pytest.approx(2 - spent - reserved)
