@@ -252,6 +252,11 @@ class ProviderQueues:
         self._hold_seconds: dict[str, float] = {}  # provider -> average time a seat is held
         self._background: set[asyncio.Task[Any]] = set()
 
+    @property
+    def _in_memory(self) -> bool:
+        """The store answers without suspending (this process's memory)."""
+        return self.store.kind == "memory"
+
     # -- entering and leaving ---------------------------------------------------------------------------------
 
     async def enter(
@@ -284,6 +289,9 @@ class ProviderQueues:
             return
         seat.left = True
         if not seat.limits:
+            return
+        if self._in_memory:  # nothing suspends, so a cancellation cannot interrupt it
+            await self._give_back(seat, used_tokens)
             return
         task = asyncio.create_task(self._give_back(seat, used_tokens))
         self._keep(task)
@@ -383,12 +391,31 @@ class ProviderQueues:
         if queue.blocked_until > deadline and queue.blocked_by is not None:
             self._waited(provider, 0.0)
             raise QueueTimeout(queue.blocked_until - started, queue.blocked_by)
+        if queue.head() is None and not queue.trying and queue.blocked_until <= started:
+            # Nobody waits here: the request asks the store at once, as the head it would be (most requests, when
+            # the provider is not at capacity). Refused, it joins the queue like any other.
+            if self._in_memory:  # (nothing suspends: no task is needed to keep a grant from a cancelled caller)
+                grant = await self.store.acquire(wanted, holder, lease_seconds)
+            else:
+                grant = await self._try(queue, wanted, holder, lease_seconds, tokens)
+            if grant.ok:
+                return self._seated(provider, limits, holder, tokens, grant, 0.0)
+            now = time.monotonic()
+            try:  # the refusal says how long to pause before asking again (or that it is too late already)
+                first_pause: float | None = self._refused(queue, provider, grant, now, deadline)
+            except QueueTimeout:
+                self._waited(provider, now - started)
+                raise
+        else:
+            first_pause = None
         waiter = queue.push(team, weight)
         self._set_depth(provider, 1)
         try:
             while True:
                 pause = deadline - time.monotonic()
-                if queue.head() is waiter and not queue.trying:
+                if first_pause is not None:
+                    pause, first_pause = first_pause, None
+                elif queue.head() is waiter and not queue.trying:
                     waiter.wake.clear()
                     grant = await self._try(queue, wanted, holder, lease_seconds, tokens)
                     now = time.monotonic()
