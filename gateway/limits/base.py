@@ -103,6 +103,16 @@ class LimitStore(ABC):
     async def release(self, limits: Sequence[Limit], holder: str) -> None:
         """Give back `holder`'s concurrency slots in these limits (unknown holders are ignored)."""
 
+    async def give_back(
+        self, holder: str, slots: Sequence[Limit], settles: Sequence[tuple[Limit, int]], now: float | None = None
+    ) -> None:
+        """A request's end in one call: `holder`'s slots in `slots` released and each rate in `settles` corrected
+        by its delta (`release` and `settle` together: one round trip where the store is remote)."""
+        if slots:
+            await self.release(slots, holder)
+        for limit, delta in settles:
+            await self.settle(limit, delta, now)
+
     @abstractmethod
     async def peek(self, limits: Sequence[Limit], now: float | None = None) -> tuple[State, ...]:
         """The limits as they stand, taking nothing."""

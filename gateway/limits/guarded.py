@@ -92,6 +92,14 @@ class GuardedLimitStore(LimitStore):
         except LimitsUnavailable:
             pass  # the lease ends on its own
 
+    async def give_back(
+        self, holder: str, slots: Sequence[Limit], settles: Sequence[tuple[Limit, int]], now: float | None = None
+    ) -> None:
+        try:
+            await self._guard(lambda: self.inner.give_back(holder, slots, settles, now))
+        except LimitsUnavailable:
+            pass  # the leases end on their own; a rate is whole again within a minute
+
     async def peek(self, limits: Sequence[Limit], now: float | None = None) -> tuple[State, ...]:
         """Raises `LimitsUnavailable` in either mode: there is nothing true to show."""
         return await self._guard(lambda: self.inner.peek(limits, now))

@@ -300,13 +300,11 @@ class ProviderQueues:
 
     async def _give_back(self, seat: Seat, used_tokens: int | None) -> None:
         slots = [limit for limit in seat.limits if limit.kind == "concurrency"]
+        settles = []
+        if used_tokens is not None and used_tokens != seat.tokens:
+            settles = [(limit, used_tokens - seat.tokens) for limit in seat.limits if limit.kind == "tpm"]
         try:
-            if slots:
-                await self.store.release(slots, seat.holder)
-            if used_tokens is not None and used_tokens != seat.tokens:
-                for limit in seat.limits:
-                    if limit.kind == "tpm":
-                        await self.store.settle(limit, used_tokens - seat.tokens)
+            await self.store.give_back(seat.holder, slots, settles)  # (one round trip)
         except LimitsUnavailable as exc:
             log.warning("provider limits: could not give back %s's seat (%s); its lease ends it", seat.provider, exc)
         finally:

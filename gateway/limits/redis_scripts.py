@@ -238,6 +238,27 @@ end
 return #KEYS
 """
 
+# A request's end in one round trip: RELEASE then SETTLE. KEYS: the concurrency limits to release, then the rates to
+# correct. ARGV: now, the holder, how many keys are concurrency limits, then kind, amount and delta of each rate.
+GIVE_BACK = (
+    PRELUDE
+    + """
+NOW, NOW_SEC, NOW_FRAC = clock(ARGV[1])
+local holder, slots = ARGV[2], tonumber(ARGV[3])
+for i = 1, slots do
+  redis.call('ZREM', KEYS[i], holder)
+end
+for i = slots + 1, #KEYS do
+  local j = 4 + 3 * (i - slots - 1)
+  local kind, amount, delta = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  local cell = load(KEYS[i], kind)
+  set_ahead(cell, math.max(math.max(ahead(cell), 0) + delta * interval(amount), 0))
+  save_rate(KEYS[i], cell)
+end
+return #KEYS
+"""
+)
+
 # KEYS: the limits. ARGV: now, then kind and amount of each. Returns remaining and reset of each. Writes nothing.
 PEEK = (
     PRELUDE

@@ -34,6 +34,7 @@ SCRIPTS = {
     "acquire": redis_scripts.ACQUIRE,
     "settle": redis_scripts.SETTLE,
     "release": redis_scripts.RELEASE,
+    "give_back": redis_scripts.GIVE_BACK,
     "peek": redis_scripts.PEEK,
     "block": redis_scripts.BLOCK,
 }
@@ -103,6 +104,18 @@ class RedisLimitStore(LimitStore):
         slots = [self.key(limit) for limit in limits if limit.kind == "concurrency"]
         if slots:
             await self._run("release", slots, [holder])
+
+    async def give_back(
+        self, holder: str, slots: Sequence[Limit], settles: Sequence[tuple[Limit, int]], now: float | None = None
+    ) -> None:
+        released = [self.key(limit) for limit in slots if limit.kind == "concurrency"]
+        rates = [(limit, delta) for limit, delta in settles if limit.kind != "concurrency"]
+        if not released and not rates:
+            return
+        args: list[str | int] = [_now(now), holder, len(released)]
+        for limit, delta in rates:
+            args += [limit.kind, limit.amount, delta]
+        await self._run("give_back", released + [self.key(limit) for limit, _ in rates], args)
 
     async def peek(self, limits: Sequence[Limit], now: float | None = None) -> tuple[State, ...]:
         args: list[str | int] = [_now(now)]

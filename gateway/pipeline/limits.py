@@ -173,22 +173,17 @@ class RequestLimits:
         self.settled = True
         used = used_tokens or 0
         await self.leave_seat(used_tokens)
-        await self._give_back(self._taken, used)
-        await self._give_back(self._model_taken, used)
+        await self._give_back(self._taken + self._model_taken, used)  # (one round trip for all of them)
         self._taken, self._model_taken = [], []
 
     async def _give_back(self, taken: list[Want], used: int) -> None:
         if not taken:
             return
-        store = self.gateway.limit_store
+        slots = [want.limit for want in taken if want.limit.kind == "concurrency"]
+        settles = [(want.limit, used - want.cost) for want in taken if want.limit.kind == "tpm" and used != want.cost]
+        self.gateway.leases.drop(self.holder, slots)
         try:
-            slots = [want.limit for want in taken if want.limit.kind == "concurrency"]
-            self.gateway.leases.drop(self.holder, slots)
-            if slots:
-                await store.release(slots, self.holder)
-            for want in taken:
-                if want.limit.kind == "tpm" and used != want.cost:
-                    await store.settle(want.limit, used - want.cost)
+            await self.gateway.limit_store.give_back(self.holder, slots, settles)
         except LimitsUnavailable as error:
             # The slots come back when their leases end; the tokens stay counted as reserved.
             log.warning("rate limits not settled (the limit store cannot be reached): %s", error.detail)

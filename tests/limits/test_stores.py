@@ -214,6 +214,24 @@ def test_the_stores_own_clock(make_store: Factory) -> None:
     run(make_store, scenario)
 
 
+def test_give_back_releases_and_settles_in_one_call_as_release_and_settle_do(make_store: Factory) -> None:
+    tpm, slots, rpm = Limit("key:gb", "tpm", 600), Limit("key:gb", "concurrency", 1), Limit("key:gb", "rpm", 60)
+
+    async def scenario(store: LimitStore) -> None:
+        assert (await store.acquire([Want(tpm, 300), Want(slots, 1), Want(rpm, 1)], "a", 30, now=T0)).ok
+        # 300 tokens reserved, 120 used: 180 given back; the slot released; the rpm left as it is.
+        await store.give_back("a", [slots], [(tpm, -180)], now=T0)
+        assert await store.peek([tpm, slots, rpm], now=T0) == (
+            State(tpm, 480, 12.0),
+            State(slots, 1, 0.0),
+            State(rpm, 59, 1.0),
+        )
+        await store.give_back("nobody", [slots], [], now=T0)  # nothing held: nothing happens
+        assert (await store.acquire([Want(slots, 1)], "b", 30, now=T0)).ok
+
+    run(make_store, scenario)
+
+
 # The same operations on every store give the same answers as the algorithm in Python (the memory store).
 
 SCOPES = ("key:a", "team:b")
