@@ -295,7 +295,9 @@ def postgres_backend_pids(database: str) -> list[int]:
 
 def metric_values(port: int, name: str) -> dict[str, float]:
     """`name`'s samples on a node's /metrics, by their label text (`{...}`, or '' without labels)."""
-    status, raw = http_get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    status, raw = http_get(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=15.0
+    )
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}")
     out: dict[str, float] = {}
@@ -623,11 +625,12 @@ class LimitsBench:
         """No request was rate limited; with limits on, every request went through the provider's capacity."""
         if dep.config.passthrough:
             return
+        self.settle([pid for svc in dep.nodes for pid in svc.pids()])
         for port in dep.ports:
             try:
                 refused = sum(metric_values(port, "gateway_rate_limited_total").values())
                 waits = metric_values(port, "gateway_provider_queue_wait_seconds_count")
-                status, raw = http_get(f"http://127.0.0.1:{port}/readyz")
+                status, raw = http_get(f"http://127.0.0.1:{port}/readyz", timeout=15.0)
             except (OSError, RuntimeError, ValueError) as exc:
                 dep.checks.append(f":{port}: metrics not read: {exc}")
                 continue
