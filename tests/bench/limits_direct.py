@@ -7,7 +7,7 @@ the gateway's batching (a request that waits longer leaves the event loop and th
 wake-up); this measures only what the pipeline calls, with the benchmark's limits (limits_bench.TEAM_LIMITS, ...):
 
 - **team + key limits**: what `RequestLimits` does for a request with the team's and the key's rpm, tpm and
-  max_concurrent: one `acquire` of the six limits, a `release` of the two slots, a `settle` of each tpm limit (the
+  max_concurrent: one `acquire` of the six limits, then one `give_back` of the two slots and of each tpm limit (the
   tokens reserved corrected to the real usage): in memory, and on Redis (as the gateway has it: a
   `GuardedLimitStore` over a `RedisLimitStore`), with 0, 32 and 1,000 other requests holding a slot in each
   concurrency limit;
@@ -86,14 +86,11 @@ async def _direct_async(prefix: str) -> list[tuple[str, str, str, str, str]]:
     rows: list[tuple[str, str, str, str, str]] = []
 
     async def caller_round(store: Any, holder: str) -> None:
-        """What RequestLimits does for the team's and the key's limits: take all, give the slots back, correct
-        each tokens-per-minute limit."""
+        """What RequestLimits does for the team's and the key's limits: take all; at the end give the slots back
+        and correct each tokens-per-minute limit, in one `give_back` (one round trip on Redis)."""
         grant = await store.acquire([Want(lm, tokens if lm.kind == "tpm" else 1) for lm in limits], holder, 60.0)
         assert grant.ok, grant
-        await store.release(slots, holder)
-        for limit in limits:
-            if limit.kind == "tpm":
-                await store.settle(limit, used - tokens)
+        await store.give_back(holder, slots, [(lm, used - tokens) for lm in limits if lm.kind == "tpm"])
 
     def timed(n: int, redis: bool, call: Callable[[int], Awaitable[None]]) -> Awaitable[tuple[float, float | None]]:
         async def run() -> tuple[float, float | None]:
@@ -128,7 +125,7 @@ async def _direct_async(prefix: str) -> list[tuple[str, str, str, str, str]]:
             cpu, rds = await timed(n, name == "Redis", lambda i, s=store: caller_round(s, f"req-{i}"))
             rows.append(
                 (
-                    "team + key limits: acquire (6 limits), release (2 slots), settle (2 tpm)",
+                    "team + key limits: acquire (6 limits), give back (2 slots, 2 tpm corrections)",
                     name,
                     str(in_flight),
                     f"{cpu:.0f}",
@@ -151,7 +148,7 @@ async def _direct_async(prefix: str) -> list[tuple[str, str, str, str, str]]:
         cpu, rds = await timed(n, name == "Redis", seat)
         rows.append(
             (
-                "provider capacity: enter the queue (3 limits), leave (release, settle)",
+                "provider capacity: enter the queue (3 limits), leave (give back)",
                 name,
                 "0",
                 f"{cpu:.0f}",
