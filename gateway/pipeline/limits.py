@@ -8,6 +8,7 @@ regions), and all of it given back at settlement, where the tokens reserved are 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
@@ -171,10 +172,19 @@ class RequestLimits:
         if self.settled:
             return
         self.settled = True
-        used = used_tokens or 0
+        taken, self._taken, self._model_taken = self._taken + self._model_taken, [], []
+        if not taken and self.seat is None:
+            return
+        if self.gateway.limit_store.kind == "memory":  # nothing suspends: a cancellation cannot cut it short
+            await self._finish(taken, used_tokens)
+            return
+        # A request cancelled while it gives back (the client left as its answer was settled) must still give
+        # back: in a task of its own, shielded, or its slots would stay taken until their leases end.
+        await asyncio.shield(self.gateway.in_background(self._finish(taken, used_tokens)))
+
+    async def _finish(self, taken: list[Want], used_tokens: int | None) -> None:
         await self.leave_seat(used_tokens)
-        await self._give_back(self._taken + self._model_taken, used)  # (one round trip for all of them)
-        self._taken, self._model_taken = [], []
+        await self._give_back(taken, used_tokens or 0)  # (one round trip for all of them)
 
     async def _give_back(self, taken: list[Want], used: int) -> None:
         if not taken:

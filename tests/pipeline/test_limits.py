@@ -7,15 +7,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 
+from gateway.auth.principal import Principal
 from gateway.limits.base import Grant, Limit, LimitStore, LimitsUnavailable, State, Want
 from gateway.limits.callers import key_scope, team_scope
 from gateway.limits.guarded import GuardedLimitStore
+from gateway.limits.leases import Leases
+from gateway.limits.memory import MemoryLimitStore
+from gateway.pipeline.limits import RequestLimits
 from gateway.providers.mock import MockCall
 from gateway.state import Gateway
+from gateway.store.base import Rates, Team
 from tests.support.inprocess import HELLO, bearer, chunks, ledger, reply, run, settled, team_key
 
 CHAT = "/v1/chat/completions"
@@ -261,3 +267,46 @@ def test_explain_shows_each_limit_what_is_left_and_whether_the_request_fits_taki
         assert after["fits"] is False and after["limits"][0]["remaining"] == 0
 
     run(tmp_path, {}, scenario)
+
+
+class SuspendingStore(MemoryLimitStore):
+    """A store that suspends in give_back (as Redis does), until the test opens its gate."""
+
+    kind = "redis"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def give_back(
+        self, holder: str, slots: Sequence[Limit], settles: Sequence[tuple[Limit, int]], now: float | None = None
+    ) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().give_back(holder, slots, settles, now)
+
+
+def test_a_request_cancelled_while_it_gives_back_still_gives_its_slot_back() -> None:
+    async def main() -> None:
+        store = SuspendingStore()
+        background: list[asyncio.Task[Any]] = []
+
+        def in_background(coroutine: Any) -> asyncio.Task[Any]:
+            background.append(asyncio.get_running_loop().create_task(coroutine))
+            return background[-1]
+
+        gateway = SimpleNamespace(limit_store=store, leases=Leases(store), in_background=in_background)
+        team = Team("nu", rates=Rates(max_concurrent=1))
+        request = SimpleNamespace(principal=Principal(team, None, False))
+        limits = RequestLimits(gateway, request, 10)  # type: ignore[arg-type]
+        await limits.take_caller()
+        slot = Limit(team_scope("nu"), "concurrency", 1)
+        assert (await store.peek([slot]))[0].remaining == 0
+        settling = asyncio.create_task(limits.settle(5))
+        await store.entered.wait()
+        settling.cancel()  # the client left while its request gave back
+        store.gate.set()
+        await asyncio.gather(*background)
+        assert (await store.peek([slot]))[0].remaining == 1
+
+    asyncio.run(main())
