@@ -389,13 +389,17 @@ class ProviderQueues:
         if queue.blocked_until > deadline and queue.blocked_by is not None:
             self._waited(provider, 0.0)
             raise QueueTimeout(queue.blocked_until - started, queue.blocked_by)
-        if queue.head() is None and not queue.trying and queue.blocked_until <= started:
-            # Nobody waits here: the request asks the store at once, as the head it would be (most requests, when
-            # the provider is not at capacity). Refused, it joins the queue like any other.
+        if queue.fairness.waiting == 0 and not queue.trying and queue.blocked_until <= started:
+            # Nobody waits for this provider (in any of its deployments' queues, which share its account): the
+            # request asks the store at once, as the head it would be (most requests, when the provider is not at
+            # capacity). Refused, it joins the queue like any other.
             if self._in_memory:  # (nothing suspends: no task is needed to keep a grant from a cancelled caller)
                 grant = await self.store.acquire(wanted, holder, lease_seconds)
             else:
-                grant = await self._try(queue, wanted, holder, lease_seconds, tokens)
+                try:
+                    grant = await self._try(queue, wanted, holder, lease_seconds, tokens)
+                finally:
+                    queue.poke()  # a waiter that became the head while this one asked may ask now
             if grant.ok:
                 return self._seated(provider, limits, holder, tokens, grant, 0.0)
             now = time.monotonic()
@@ -427,9 +431,14 @@ class ProviderQueues:
                     raise QueueTimeout(queue.blocked_until - time.monotonic(), queue.blocked_by)
                 if pause <= 0:
                     raise self._timeout(queue, waiter, limits)
+                if queue.trying and queue.head() is waiter:
+                    # Another request is asking the store for this queue: its answer pokes the head. A wake set
+                    # before that must not make this loop spin without ever suspending.
+                    waiter.wake.clear()
                 try:
                     async with asyncio.timeout(max(pause, MIN_PAUSE_SECONDS)):
                         await waiter.wake.wait()
+                    waiter.wake.clear()  # (woken once per wake: a wake left set would make the loop spin)
                 except TimeoutError:
                     pass
         except QueueTimeout:

@@ -81,7 +81,13 @@ class Attempts:
                 await self._give_back(ticket, route, following)
                 ticket, route = await admit(gateway, self.request, following, self.found)
                 continue
-            unavailable = await self._capacity(route)
+            try:
+                unavailable = await self._capacity(route)
+            except BaseException:
+                # The client left while the request waited for capacity, or the limit store refused (fail_closed):
+                # nothing reached the provider, so no ledger row; its reservation and its limits are given back.
+                gateway.in_background(self._abandon(ticket))
+                raise
             if unavailable is not None:  # the team's limit on this model, or the provider's capacity in time
                 following = self.failover.skip(route, CAPACITY_FALLBACK)
                 if following is None:
@@ -153,6 +159,12 @@ class Attempts:
             "rate_limit_exceeded",
             headers=headers,
         )
+
+    async def _abandon(self, ticket: Ticket) -> None:
+        try:
+            await self.gateway.accounting.release(ticket)
+        finally:
+            await self.settlement.limits.settle(None)
 
     async def _provider_said(self, route: Route, error: GatewayError, failure: Failure) -> None:
         """A failed call gives its seat back; a provider's 429 (or its headers saying nothing is left) holds every
