@@ -72,7 +72,7 @@ def test_a_keys_own_limit_holds_beside_its_teams(tmp_path: Path) -> None:
         other = await client.post(CHAT, json=ask(), headers=bearer(loose))
         assert other.status_code == 200 and other.headers["x-ratelimit-limit-requests"] == "100"
         # Two of the team's 100 taken: the refused request took nothing from the team either (all or nothing).
-        assert other.headers["x-ratelimit-remaining-requests"] == "98"
+        assert int(other.headers["x-ratelimit-remaining-requests"]) >= 98  # (one comes back every 0.6 s)
 
     run(tmp_path, {}, scenario)
 
