@@ -501,11 +501,8 @@ class ProviderQueues:
         """A grant nobody will use: its slots released, its request and tokens given back to the rates."""
         try:
             slots = [want.limit for want in wants if want.limit.kind == "concurrency"]
-            if slots:
-                await self.store.release(slots, holder)
-            for want in wants:
-                if want.limit.kind != "concurrency":
-                    await self.store.settle(want.limit, -want.cost)
+            settles = [(want.limit, -want.cost) for want in wants if want.limit.kind != "concurrency"]
+            await self.store.give_back(holder, slots, settles)  # (one round trip, as a seat's end)
         except LimitsUnavailable as exc:
             log.warning("provider limits: could not give back an unused grant at %s (%s)", provider, exc)
         finally:
