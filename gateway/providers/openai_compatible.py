@@ -18,7 +18,7 @@ from yarl import URL
 
 from gateway import __version__
 from gateway.catalog import ModelConfig
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, invalid_request
 from gateway.providers.base import (
     Adapter,
     ChunkAction,
@@ -43,7 +43,7 @@ from gateway.providers.fields import (
 from gateway.providers.replies import conform_reply
 from gateway.providers.sse import DEFAULT_MAX_EVENT_BYTES, relay_events
 from gateway.providers.upstream_errors import connect_error, map_status_error, timeout_error
-from gateway.types import Json
+from gateway.types import Json, Usage
 
 __all__ = ["HINT_FIELDS", "OpenAICompatibleAdapter", "usage_from"]
 
@@ -159,6 +159,26 @@ class OpenAICompatibleAdapter(Adapter):
         """A provider's quirk in one streamed choice, fixed in place; whether it changed."""
         return False
 
+    # -- batch lines (gateway/providers/batches) ---------------------------------------------
+    def batch_body(self, endpoint: str, body: Json, model: ModelConfig) -> Json:
+        """One batch line's body as the interactive path sends the same request (the `prepare_*` hooks), with
+        `model` the upstream id. A line is answered whole, so `stream` and `stream_options` are left out."""
+        if endpoint == "/v1/chat/completions":
+            out = self.prepare_chat(body, model, False)
+        elif endpoint == "/v1/embeddings":
+            out = self.prepare_embeddings(body, model)
+        else:
+            raise invalid_request(f"batch endpoint {endpoint!r} is not supported", param="endpoint")
+        out.pop("stream", None)
+        out.pop("stream_options", None)
+        return out
+
+    def batch_answer(self, body: Json) -> tuple[Json, Usage | None]:
+        """One batch line's answer (a 200 body from the provider's result file) as the interactive path returns
+        the same answer: the provider's reply fixes applied and usage normalised, in place."""
+        _, usage = self._conform(body)
+        return body, usage
+
     # -- the calls -----------------------------------------------------------------------
     async def chat(
         self, body: Json, model: ModelConfig, *, stream: bool, include_usage: bool, reshape: ChunkReshaper | None = None
@@ -224,6 +244,16 @@ class OpenAICompatibleAdapter(Adapter):
         limits = rate_limit_headers(response.headers) if self._limited else {}
         return StreamReply(events=events, outcome=outcome, upstream_limits=limits)
 
+    def _conform(self, reply: Json) -> tuple[bool, Usage | None]:
+        """A complete answer made OpenAI-shaped in place (`fix_reply`) and its usage normalised: whether anything
+        changed, and the usage. The interactive path (`_complete`) and batch results (`batch_answer`) share it."""
+        changed = self.fix_reply(reply)
+        usage = usage_from(reply.get("usage"))
+        if usage is not None and reply["usage"] != (normal := usage.as_openai()):
+            reply["usage"] = normal
+            changed = True
+        return changed, usage
+
     def _complete(self, body: bytes, reshape: ChunkReshaper | None) -> Reply:
         try:
             reply = orjson.loads(body)
@@ -233,11 +263,7 @@ class OpenAICompatibleAdapter(Adapter):
             ) from exc
         if not isinstance(reply, dict):
             raise GatewayError(502, f"{self.name} sent a malformed answer", "upstream_error", "upstream_malformed")
-        changed = self.fix_reply(reply)
-        usage = usage_from(reply.get("usage"))
-        if usage is not None and reply["usage"] != (normal := usage.as_openai()):
-            reply["usage"] = normal
-            changed = True
+        changed, usage = self._conform(reply)
         if reshape is not None:
             reply = reshaped(reply, reshape)
             changed = True

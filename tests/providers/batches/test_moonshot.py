@@ -1,0 +1,332 @@
+"""Moonshot's batch client against a fake Kimi platform that checks the wire format of Moonshot's batch guide and
+API reference (OpenAI-shaped: OpenAI's files and batch references) and feeds back batches and result files,
+including lines the client must survive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from gateway.errors import GatewayError
+from gateway.providers.batches import build_batch_api
+from gateway.providers.batches.base import JobStatus, UpstreamLine
+from gateway.providers.batches.moonshot import MoonshotBatchApi, completion_window, job_status
+from gateway.providers.moonshot import MoonshotAdapter
+from tests.providers.batches.fake_provider import (
+    ALLOWED_HEADERS,
+    KEY,
+    FakeProvider,
+    jsonl,
+    model,
+    provider,
+    serving,
+)
+
+UPSTREAM = "kimi-k2.6"
+BATCH = {
+    "id": "batch_abc123",
+    "object": "batch",
+    "endpoint": "/v1/chat/completions",
+    "input_file_id": "file-in-1",
+    "completion_window": "1d",
+    "status": "validating",
+    "created_at": 1,
+    "request_counts": {"total": 0, "completed": 0, "failed": 0},
+}
+
+
+def api(base_url: str) -> MoonshotBatchApi:
+    p = provider("moonshot", base_url)
+    built = build_batch_api(p, MoonshotAdapter(p))
+    assert isinstance(built, MoonshotBatchApi)
+    return built
+
+
+def fake() -> FakeProvider:
+    return FakeProvider(job_path="/v1/batches", created=dict(BATCH))
+
+
+LINES = [
+    UpstreamLine(
+        "line-2",
+        {
+            "messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            "temperature": 0,  # fixed on K2.6: left out, as the guide says and the interactive path does
+            "max_tokens": 100,
+            "stream": False,
+        },
+    ),
+    UpstreamLine("line-5", {"messages": [{"role": "user", "content": "again"}]}),
+]
+
+
+@pytest.mark.slow
+def test_submit_uploads_openai_shaped_lines_naming_the_model() -> None:
+    async def main() -> None:
+        provider_ = fake()
+        async with serving(provider_) as url:
+            client = api(url)
+            try:
+                submitted = await client.submit(
+                    "/v1/chat/completions", model(UPSTREAM, fixed_sampling=True), LINES, 24, {"gateway_batch": "b1"}
+                )
+            finally:
+                await client.close()
+        assert (submitted.file_id, submitted.job_id) == ("file-in-1", "batch_abc123")
+        (upload,) = provider_.of("POST", "/v1/files")
+        assert upload.headers["content-type"].startswith("multipart/form-data")
+        assert set(upload.fields) == {"purpose", "file"} and upload.fields["purpose"] == "batch"
+        assert upload.fields["file"][0].endswith(".jsonl")  # Moonshot requires the extension
+        lines = provider_.uploaded_lines()
+        assert [set(line) for line in lines] == [{"custom_id", "method", "url", "body"}] * 2
+        assert all(line["method"] == "POST" and line["url"] == "/v1/chat/completions" for line in lines)
+        assert [line["custom_id"] for line in lines] == ["line-2", "line-5"]
+        # One model per file, on every line; the body as the interactive path sends it.
+        assert {line["body"]["model"] for line in lines} == {UPSTREAM}
+        first = lines[0]["body"]
+        assert first["messages"][0] == {"role": "system", "content": "be brief"}
+        assert first["max_completion_tokens"] == 100
+        assert not {"temperature", "max_tokens", "stream", "stream_options"} & set(first)
+        (create,) = provider_.of("POST", "/v1/batches")
+        assert create.json == {
+            "input_file_id": "file-in-1",
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "1d",
+            "metadata": {"gateway_batch": "b1"},
+        }
+        for request in provider_.received:
+            assert request.headers["authorization"] == f"Bearer {KEY}"
+            assert set(request.headers) <= ALLOWED_HEADERS, request.headers
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("hours", "window"),
+    [(0, "12h"), (1, "12h"), (12, "12h"), (20, "20h"), (24, "1d"), (36, "36h"), (72, "3d"), (168, "7d"), (1000, "7d")],
+)
+def test_completion_window(hours: int, window: str) -> None:
+    assert completion_window(hours) == window
+
+
+def test_only_chat_completions_are_batched() -> None:
+    async def main() -> None:
+        client = api("http://127.0.0.1:9/v1")  # refused before anything is sent
+        try:
+            with pytest.raises(GatewayError) as refused:
+                await client.submit(
+                    "/v1/embeddings", model("moonshot-embed"), [UpstreamLine("line-0", {"input": "x"})], 24, {}
+                )
+        finally:
+            await client.close()
+        assert refused.value.status == 400 and refused.value.param == "endpoint"
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_a_refused_batch_is_mapped_and_its_file_deleted() -> None:
+    async def main() -> None:
+        provider_ = fake()
+        provider_.refuse["POST /v1/batches"] = (
+            403,
+            {
+                "error": {
+                    "message": "Your account is suspended, please check your balance",
+                    "type": "exceeded_current_quota_error",
+                }
+            },
+        )
+        async with serving(provider_) as url:
+            client = api(url)
+            try:
+                with pytest.raises(GatewayError) as refused:
+                    await client.submit("/v1/chat/completions", model(UPSTREAM), LINES, 24, {})
+            finally:
+                await client.close()
+        assert refused.value.status == 503 and refused.value.code == "upstream_quota_exhausted"
+        assert provider_.of("DELETE", "/v1/files/file-in-1")
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_a_line_the_adapter_refuses_names_the_line() -> None:
+    async def main() -> None:
+        provider_ = fake()
+        async with serving(provider_) as url:
+            client = api(url)
+            try:
+                bad = UpstreamLine("line-8", {"messages": [{"role": "user", "content": "x"}], "no_such_field": 1})
+                with pytest.raises(GatewayError) as refused:
+                    await client.submit("/v1/chat/completions", model(UPSTREAM), [LINES[1], bad], 24, {})
+            finally:
+                await client.close()
+        assert refused.value.status == 400 and refused.value.message.startswith("line-8: ")
+        assert not provider_.received  # nothing uploaded
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_poll_and_cancel() -> None:
+    async def main() -> None:
+        provider_ = fake()
+        provider_.statuses = [
+            dict(BATCH, status="in_progress", request_counts={"total": 3, "completed": 1, "failed": 0}),
+            dict(BATCH, status="finalizing"),
+            dict(
+                BATCH,
+                status="completed",
+                output_file_id="file-out",
+                error_file_id="file-err",
+                request_counts={"total": 3, "completed": 2, "failed": 1},
+            ),
+        ]
+        provider_.cancelled = dict(BATCH, status="cancelling")
+        async with serving(provider_) as url:
+            client = api(url)
+            try:
+                seen = [await client.status("batch_abc123") for _ in range(3)]
+                cancelling = await client.cancel("batch_abc123")
+            finally:
+                await client.close()
+        assert [s.state for s in seen] == ["running", "running", "succeeded"]
+        assert seen[0].total == 3 and seen[0].completed == 1
+        assert seen[2] == JobStatus("succeeded", "completed", "file-out", "file-err", None, 3, 2, 1)
+        assert cancelling.state == "cancelling"
+        assert len(provider_.of("GET", "/v1/batches/batch_abc123")) == 3
+        assert provider_.of("POST", "/v1/batches/batch_abc123/cancel")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("word", "state"),
+    [
+        ("validating", "queued"),
+        ("in_progress", "running"),
+        ("finalizing", "running"),
+        ("completed", "succeeded"),
+        ("failed", "failed"),
+        ("expired", "expired"),
+        ("cancelling", "cancelling"),
+        ("cancelled", "cancelled"),
+    ],
+)
+def test_status_words(word: str, state: str) -> None:
+    assert job_status("moonshot", dict(BATCH, status=word)).state == state
+
+
+def test_a_failed_batch_says_why() -> None:
+    errors = {"object": "list", "data": [{"code": "invalid_model", "message": "model mismatch", "line": 2}]}
+    assert (
+        job_status("moonshot", dict(BATCH, status="failed", errors=errors)).error
+        == "invalid_model: model mismatch (line 2)"
+    )
+    assert job_status("moonshot", dict(BATCH, status="failed", errors="bad file")).error == "bad file"
+
+
+ANSWER = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": UPSTREAM,
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Hello", "reasoning_content": "think"},
+            # Moonshot's usage inside the choice (providers.md): moved out, as on the interactive path.
+            "usage": {"prompt_tokens": 90, "completion_tokens": 50, "total_tokens": 140, "cached_tokens": 90},
+        }
+    ],
+}
+
+
+@pytest.mark.slow
+def test_results_read_both_files_and_survive_bad_lines(caplog: pytest.LogCaptureFixture) -> None:
+    output = jsonl(
+        {
+            "id": "batch_req_1",
+            "custom_id": "line-2",
+            "response": {"status_code": 200, "request_id": "req-1", "body": ANSWER},
+            "error": None,
+        },
+        b'{"id": "batch_req_2", "custom_id": "line-',  # cut short
+        {"id": "batch_req_3", "custom_id": "injected", "response": {"status_code": 200, "body": ANSWER}, "error": None},
+    )
+    errors = jsonl(
+        # OpenAI's request-output with an error and no response.
+        {
+            "id": "batch_req_4",
+            "custom_id": "line-5",
+            "response": None,
+            "error": {"code": "server_error", "message": "boom"},
+        },
+        # The provider's refusal of one line, its error body in the response.
+        {
+            "id": "batch_req_5",
+            "custom_id": "line-6",
+            "response": {
+                "status_code": 400,
+                "request_id": "req-5",
+                "body": {"error": {"message": "Input token length too long", "type": "invalid_request_error"}},
+            },
+            "error": None,
+        },
+        {"id": "batch_req_6", "custom_id": "line-7"},
+    )
+
+    async def main() -> list:
+        provider_ = fake()
+        provider_.files = {"file-out": output, "file-err": errors}
+        async with serving(provider_) as url:
+            client = api(url)
+            try:
+                return await client.results(JobStatus("succeeded", "completed", "file-out", "file-err"))
+            finally:
+                await client.close()
+
+    with caplog.at_level(logging.WARNING, logger="gateway.batches"):
+        outcomes = {o.id: o for o in asyncio.run(main())}
+    assert set(outcomes) == {"line-2", "line-5", "line-6"}
+    answered = outcomes["line-2"]
+    assert answered.status_code == 200 and "usage" not in answered.body["choices"][0]
+    assert answered.usage is not None and (answered.usage.prompt_tokens, answered.usage.cached_tokens) == (90, 90)
+    assert answered.body["usage"] == answered.usage.as_openai()
+    assert answered.body["choices"][0]["logprobs"] is None  # OpenAI's schema, as conform_reply makes it
+    failed = outcomes["line-5"]
+    assert failed.status_code == 500 and failed.usage is None
+    assert failed.body == {
+        "error": {
+            "message": "moonshot returned 500: boom",
+            "type": "upstream_error",
+            "param": None,
+            "code": "server_error",
+        }
+    }
+    refused = outcomes["line-6"]
+    assert refused.status_code == 400
+    assert refused.body["error"]["message"] == "moonshot returned 400: Input token length too long"
+    assert refused.body["error"]["type"] == "invalid_request_error"
+    said = caplog.text
+    assert "not a JSON object" in said and "never sent" in said and "neither response nor error" in said
+
+
+@pytest.mark.slow
+def test_a_missing_result_file_is_an_error() -> None:
+    async def main() -> None:
+        provider_ = fake()
+        async with serving(provider_) as url:
+            client = api(url)
+            try:
+                with pytest.raises(GatewayError) as missing:
+                    await client.results(JobStatus("succeeded", "completed", "file-gone", None))
+            finally:
+                await client.close()
+        assert missing.value.status == 400 and missing.value.upstream_status == 404
+
+    asyncio.run(main())
