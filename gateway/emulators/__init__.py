@@ -3,7 +3,8 @@
 Real HTTP servers used by demo mode, by the test suite and by `gateway emulate`.
 Everything mutable lives on the app (app.state.emulator), so one process can run
 many emulators. Control endpoints under /_emulator/ queue faults and show what the
-emulator received; see app.py and faults.py.
+emulator received; see app.py and faults.py. Each also serves its provider's Files and Batch APIs, whose jobs
+progress by time or by the /_emulator/batches control endpoints; see batch_jobs.py.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.emulators.app import EmulatorApp, EmulatorState, build_app
-from gateway.emulators.mistral import MistralProvider
-from gateway.emulators.moonshot import MoonshotProvider
+from gateway.emulators.mistral_batch import MistralWithBatches
+from gateway.emulators.moonshot_batch import MoonshotWithBatches
 from gateway.emulators.options import KINDS, EmulatorOptions
 from gateway.http.servers import ThreadedServer
 
@@ -24,7 +25,8 @@ GRACEFUL_SHUTDOWN_S = 3
 
 
 def _build(kind: str, options: EmulatorOptions | None) -> EmulatorApp:
-    providers = {"mistral": MistralProvider, "moonshot": MoonshotProvider}
+    # Each provider's interactive API with its Files and Batch APIs (mistral_batch.py, moonshot_batch.py).
+    providers = {"mistral": MistralWithBatches, "moonshot": MoonshotWithBatches}
     if kind not in providers:
         raise ValueError(f"unknown emulator kind {kind!r}; expected one of {', '.join(KINDS)}")
     return build_app(providers[kind](), options or EmulatorOptions())

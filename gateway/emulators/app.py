@@ -2,7 +2,9 @@
 
 Every /v1 request goes through the same steps, in the order a real deployment shows them:
 log it, pick its fault, wait at the gate if a test closed it, wait the latency, hang / drop / fail
-on demand, check the key, refuse unparsable JSON, then hand it to the provider's handler.
+on demand, check the key, refuse unparsable JSON, then hand it to the provider's handler. A provider's upload
+routes (`Provider.upload_routes`, e.g. `POST /v1/files`) take multipart/form-data instead of JSON: the same
+steps, with the form (fields as text, files as `Upload`) as the handler's body and no JSON parse.
 
 `/_emulator/stats` counts the /v1 requests in flight (from the request's arrival to the last byte of
 its answer, streams included), the most ever in flight at once and the requests since the last reset,
@@ -23,11 +25,14 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.emulators.batch_jobs import BATCH_ROUTES, BatchBook
 from gateway.emulators.cache import PrefixCache
 from gateway.emulators.faults import NO_FAULT, DropConnection, Fault, FaultQueue, FaultSyntaxError, parse_fault
 from gateway.emulators.options import EmulatorOptions
@@ -47,6 +52,15 @@ class Stream:
 
 
 Reply = dict | list | Response | Stream
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file part of a multipart/form-data body (an upload route's `Call.body` maps field names to text or these)."""
+
+    filename: str
+    content: bytes
+    content_type: str | None
 
 
 @dataclass
@@ -69,6 +83,11 @@ class Provider(ABC):
 
     @abstractmethod
     def routes(self) -> list[tuple[str, str, Handler]]: ...  # (method, path, handler)
+
+    def upload_routes(self) -> list[tuple[str, str, Handler]]:
+        """Routes whose body is multipart/form-data (file uploads): their handler gets the form, never a JSON
+        parse error."""
+        return []
 
     @abstractmethod
     def auth_error(self, key_sent: bool) -> Response: ...
@@ -113,9 +132,11 @@ class EmulatorState:
     served: int = 0  # /v1 requests since the last reset
     gate: asyncio.Event = field(default_factory=asyncio.Event)  # set: open (requests pass); cleared by /hold
     held: int = 0  # requests waiting at the closed gate
+    batches: BatchBook = field(init=False)  # files and batch jobs (batch_jobs.py), set from the options
 
     def __post_init__(self) -> None:
         self.gate.set()
+        self.batches = BatchBook(self.options.batch_seconds, self.options.batch_hold)
 
     def arrived(self) -> None:
         self.in_flight += 1
@@ -209,13 +230,51 @@ def _render(reply: Reply, call: Call, headers: dict[str, str]) -> Response:
     return Response(payload, media_type="application/json", headers=headers)
 
 
-def _v1_route(method: str, path: str, handler: Handler) -> Route:
+async def _parse_form(request: Request) -> dict[str, str | Upload] | None:
+    """A multipart/form-data (or urlencoded) body as field name -> text or Upload; None if it cannot be read."""
+    try:
+        form = await request.form()
+    except (MultiPartException, ValueError):
+        return None
+    fields: dict[str, str | Upload] = {}
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                fields[name] = Upload(value.filename or "", await value.read(), value.content_type)
+            else:
+                fields[name] = value
+    finally:
+        await form.close()
+    return fields
+
+
+def _logged_form(fields: dict[str, str | Upload] | None) -> Any:
+    """What the request log shows of a form: its text fields, and each file's name and size."""
+    if fields is None:
+        return None
+    return {
+        name: {"filename": value.filename, "bytes": len(value.content)} if isinstance(value, Upload) else value
+        for name, value in fields.items()
+    }
+
+
+def _v1_route(method: str, path: str, handler: Handler, upload: bool = False) -> Route:
     async def endpoint(request: Request) -> Response:
         emu: EmulatorState = request.app.state.emulator
-        raw = await request.body()
-        body, json_error = _parse_body(raw)
+        body: Any
+        if upload:
+            body, json_error = await _parse_form(request), None
+            logged = _logged_form(body)
+        else:
+            body, json_error = _parse_body(await request.body())
+            logged = body
         emu.requests.append(
-            {"method": request.method, "path": request.url.path, "headers": dict(request.headers.items()), "body": body}
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "headers": dict(request.headers.items()),
+                "body": logged,
+            }
         )
         try:
             fault = emu.next_fault(request.headers.get("x-emulator-fault"))
@@ -314,6 +373,7 @@ CONTROL_ROUTES = [
     Route("/_emulator/hold", _close_gate, methods=["POST"]),
     Route("/_emulator/hold", _open_gate, methods=["DELETE"]),
     *SCRIPT_ROUTES,  # scripted replies (script.py)
+    *BATCH_ROUTES,  # batch jobs: list, drive, configure (batch_jobs.py)
 ]
 
 
@@ -370,6 +430,7 @@ def build_app(provider: Provider, options: EmulatorOptions) -> EmulatorApp:
         return provider.not_found(request.url.path)
 
     routes = [_v1_route(method, path, handler) for method, path, handler in provider.routes()]
+    routes += [_v1_route(method, path, handler, upload=True) for method, path, handler in provider.upload_routes()]
     app = EmulatorApp(
         routes=routes + CONTROL_ROUTES, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found}
     )

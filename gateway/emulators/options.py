@@ -19,6 +19,10 @@ class EmulatorOptions:
     tokens_per_chunk: int = 1
     fault: str | None = None  # server-wide fault, same syntax as the x-emulator-fault header
     default_max_tokens: int = 64  # reply length cap when the request gives no max_tokens
+    # Batch jobs (batch_jobs.py): how long a job runs after its creation (0: it ends on the first status read),
+    # and whether new jobs start held (they stay queued until a test lets them run).
+    batch_seconds: float = 0
+    batch_hold: bool = False
 
     def key_for(self, kind: str) -> str:
         return self.api_key if self.api_key is not None else f"demo-key-{kind}"
