@@ -7,7 +7,7 @@ its batch reader (mistralai/extra/batch/client.py), summed up in ../shared/refer
 - `POST /v1/files`, multipart: `purpose=batch` and the JSONL `file`; each line `{"custom_id", "body"}`, the body
   the endpoint's request without `model` (the job names the one model it runs);
 - `POST /v1/batch/jobs` `{"input_files": [id], "endpoint", "model", "metadata", "timeout_hours"}` (timeout_hours:
-  an integer, default 24; no maximum is documented);
+  an integer, "defaults to 24 hours and should be lower than 7 days", the guide's FAQ);
 - `GET /v1/batch/jobs/{id}`, `POST /v1/batch/jobs/{id}/cancel`: a BatchJob (`status`, `output_file`,
   `error_file`, `errors: [{"message", "count"}]`, `total_requests`, `succeeded_requests`, `failed_requests`);
 - results with `GET /v1/files/{id}/content`: lines `{"id", "custom_id", "response": {"status_code", "body"},
@@ -42,6 +42,8 @@ STATES: dict[str, JobState] = {
     "CANCELLATION_REQUESTED": "cancelling",
     "CANCELLED": "cancelled",
 }
+# timeout_hours: at least 1 (an integer number of hours), "lower than 7 days" (the guide's FAQ).
+MIN_TIMEOUT_HOURS, MAX_TIMEOUT_HOURS = 1, 7 * 24 - 1
 # The endpoints the gateway batches (Mistral's APIEndpoint also has FIM, moderations, OCR: not offered).
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 
@@ -65,7 +67,7 @@ class MistralBatchApi(HttpBatchApi):
             "input_files": [file_id],
             "endpoint": endpoint,
             "model": model.upstream_model,
-            "timeout_hours": max(1, window_hours),
+            "timeout_hours": min(max(window_hours, MIN_TIMEOUT_HOURS), MAX_TIMEOUT_HOURS),
         }
         if metadata:
             job["metadata"] = metadata

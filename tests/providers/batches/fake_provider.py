@@ -4,6 +4,7 @@ answers from what the test set: the job's statuses in turn, the result files' by
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from gateway.catalog import ModelConfig, Price, Provider, Timeouts
+from gateway.providers.batches.base import BatchApi, JobStatus
 
 KEY = "sk-fake-provider-key-0123456789"
 # What the batch client may send, and nothing else (no header a line or a client could have set).
@@ -55,9 +57,9 @@ class FakeProvider:
     def of(self, method: str, path: str) -> list[Received]:
         return [r for r in self.received if r.method == method and r.path == path]
 
-    def uploaded_lines(self) -> list[Json]:
-        (upload,) = self.of("POST", "/v1/files")
-        _, _, content = upload.fields["file"]
+    def uploaded_lines(self, which: int = 0) -> list[Json]:
+        """The lines of the `which`-th uploaded file."""
+        _, _, content = self.of("POST", "/v1/files")[which].fields["file"]
         return [orjson.loads(line) for line in content.splitlines()]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -145,3 +147,15 @@ def model(upstream: str, **extra: Any) -> ModelConfig:
 
 def jsonl(*items: Any) -> bytes:
     return b"".join((item if isinstance(item, bytes) else orjson.dumps(item)) + b"\n" for item in items)
+
+
+async def poll_until_done(client: BatchApi, job_id: str, seconds: float = 15.0) -> JobStatus:
+    """The job's status once it ended, read every 20 ms; AssertionError after `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        status = await client.status(job_id)
+        if status.state in ("succeeded", "failed", "expired", "cancelled"):
+            return status
+        assert loop.time() < deadline, f"job {job_id} still {status.upstream_status} after {seconds} s"
+        await asyncio.sleep(0.02)

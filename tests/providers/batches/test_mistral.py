@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from gateway.errors import GatewayError
+from gateway.http.servers import ThreadedServer
 from gateway.providers.batches import build_batch_api
 from gateway.providers.batches.base import JobStatus, UpstreamLine
 from gateway.providers.batches.mistral import MistralBatchApi, job_status
@@ -23,9 +24,12 @@ from tests.providers.batches.fake_provider import (
     FakeProvider,
     jsonl,
     model,
+    poll_until_done,
     provider,
     serving,
 )
+from tests.support import http
+from tests.support.emulators import MISTRAL_KEY
 
 UPSTREAM = "mistral-medium-2508"
 JOB_ID = "b888f774-3e7c-4135-a18c-6b985523c4bc"
@@ -124,15 +128,18 @@ def test_embeddings_lines_are_translated_and_an_unknown_line_id_is_refused() -> 
             try:
                 line = UpstreamLine("line-1", {"input": ["a", "b"], "dimensions": 256, "encoding_format": "float"})
                 await client.submit("/v1/embeddings", model("mistral-embed"), [line], 0, {})
+                await client.submit("/v1/embeddings", model("mistral-embed"), [line], 500, {})
                 with pytest.raises(ValueError):
                     await client.submit("/v1/embeddings", model("mistral-embed"), [UpstreamLine("x", {})], 24, {})
             finally:
                 await client.close()
+        assert len(provider_.of("POST", "/v1/files")) == 2  # the refused line id: nothing uploaded
         assert provider_.uploaded_lines() == [
             {"custom_id": "line-1", "body": {"input": ["a", "b"], "output_dimension": 256}}
         ]
-        (create,) = provider_.of("POST", "/v1/batch/jobs")
+        create, longest = provider_.of("POST", "/v1/batch/jobs")
         assert create.json["endpoint"] == "/v1/embeddings" and create.json["timeout_hours"] == 1  # at least an hour
+        assert longest.json["timeout_hours"] == 167  # "lower than 7 days" (Mistral's batch guide)
         assert "metadata" not in create.json
 
     asyncio.run(main())
@@ -374,3 +381,52 @@ def test_batch_answer_matches_the_interactive_answer() -> None:
     reply = adapter._complete(orjson.dumps(ANSWER), None)
     answer, usage = adapter.batch_answer(orjson.loads(orjson.dumps(ANSWER)))
     assert orjson.loads(reply.body) == answer and reply.usage == usage
+
+
+@pytest.mark.slow
+def test_end_to_end_on_the_emulator(mistral: ThreadedServer) -> None:
+    """Against Mistral's emulator (gateway/emulators/mistral_batch.py): submit, poll to SUCCESS, read both files.
+    A conversation ending on an assistant turn is refused by mistral-common: its line is in the error file."""
+    lines = [
+        UpstreamLine("line-0", {"messages": [{"role": "user", "content": "hello there"}], "max_completion_tokens": 12}),
+        UpstreamLine(
+            "line-1", {"messages": [{"role": "developer", "content": "brief"}, {"role": "user", "content": "hi"}]}
+        ),
+        UpstreamLine(
+            "line-2", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+        ),
+    ]
+
+    async def main() -> tuple[JobStatus, list, str]:
+        p = provider("mistral", mistral.url + "/v1", key=MISTRAL_KEY)
+        client = build_batch_api(p, MistralAdapter(p))
+        assert client is not None
+        try:
+            submitted = await client.submit(
+                "/v1/chat/completions", model("mistral-medium-3.5"), lines, 24, {"gateway_batch": "b"}
+            )
+            status = await poll_until_done(client, submitted.job_id)
+            return status, await client.results(status), submitted.job_id
+        finally:
+            await client.close()
+
+    status, outcomes, job_id = asyncio.run(main())
+    assert (status.state, status.upstream_status, status.total, status.completed, status.failed) == (
+        "succeeded",
+        "SUCCESS",
+        3,
+        2,
+        1,
+    )
+    by_id = {o.id: o for o in outcomes}
+    assert set(by_id) == {"line-0", "line-1", "line-2"}
+    for line_id in ("line-0", "line-1"):
+        answered = by_id[line_id]
+        assert answered.status_code == 200 and answered.usage is not None and answered.usage.prompt_tokens > 0
+        assert answered.body["usage"] == answered.usage.as_openai()
+        assert isinstance(answered.body["choices"][0]["message"]["content"], str)
+    refused = by_id["line-2"]
+    assert refused.status_code == 400 and refused.usage is None
+    assert refused.body["error"]["message"].startswith("mistral returned 400: Expected last role User or Tool")
+    seen = http.request(mistral.url, "GET", f"/_emulator/batches/{job_id}", None, {}, timeout=10).json()
+    assert all("model" not in body for body in seen["bodies"]) and seen["model"] == "mistral-medium-3.5"

@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from gateway.errors import GatewayError
+from gateway.http.servers import ThreadedServer
 from gateway.providers.batches import build_batch_api
 from gateway.providers.batches.base import JobStatus, UpstreamLine
 from gateway.providers.batches.moonshot import MoonshotBatchApi, completion_window, job_status
@@ -20,9 +21,12 @@ from tests.providers.batches.fake_provider import (
     FakeProvider,
     jsonl,
     model,
+    poll_until_done,
     provider,
     serving,
 )
+from tests.support import http
+from tests.support.emulators import MOONSHOT_KEY
 
 UPSTREAM = "kimi-k2.6"
 BATCH = {
@@ -330,3 +334,49 @@ def test_a_missing_result_file_is_an_error() -> None:
         assert missing.value.status == 400 and missing.value.upstream_status == 404
 
     asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_end_to_end_on_the_emulator(moonshot: ThreadedServer) -> None:
+    """Against Moonshot's emulator (gateway/emulators/moonshot_batch.py): submit, poll to completed, read both
+    files. K2.6 refuses a temperature other than its fixed one: with the model not marked `fixed_sampling` the
+    line is sent as it is, and its refusal is in the error file."""
+    lines = [
+        UpstreamLine("line-0", {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 12}),
+        UpstreamLine(
+            "line-1", {"messages": [{"role": "developer", "content": "brief"}, {"role": "user", "content": "hi"}]}
+        ),
+        UpstreamLine("line-2", {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.3}),
+    ]
+
+    async def main() -> tuple[JobStatus, list, str]:
+        p = provider("moonshot", moonshot.url + "/v1", key=MOONSHOT_KEY)
+        client = build_batch_api(p, MoonshotAdapter(p))
+        assert client is not None
+        try:
+            submitted = await client.submit("/v1/chat/completions", model(UPSTREAM), lines, 36, {"gateway_batch": "b"})
+            status = await poll_until_done(client, submitted.job_id)
+            return status, await client.results(status), submitted.job_id
+        finally:
+            await client.close()
+
+    status, outcomes, job_id = asyncio.run(main())
+    assert (status.state, status.upstream_status, status.total, status.completed, status.failed) == (
+        "succeeded",
+        "completed",
+        3,
+        2,
+        1,
+    )
+    by_id = {o.id: o for o in outcomes}
+    assert set(by_id) == {"line-0", "line-1", "line-2"}
+    for line_id in ("line-0", "line-1"):
+        answered = by_id[line_id]
+        assert answered.status_code == 200 and answered.usage is not None and answered.usage.prompt_tokens > 0
+        assert answered.body["usage"] == answered.usage.as_openai()
+        assert all("usage" not in choice for choice in answered.body["choices"])
+    refused = by_id["line-2"]
+    assert refused.status_code == 400 and refused.usage is None
+    assert refused.body["error"]["message"].startswith("moonshot returned 400: invalid temperature")
+    seen = http.request(moonshot.url, "GET", f"/_emulator/batches/{job_id}", None, {}, timeout=10).json()
+    assert {body["model"] for body in seen["bodies"]} == {UPSTREAM}
