@@ -208,14 +208,20 @@ class HttpBatchApi(BatchApi):
         status = status if isinstance(status, int) and not isinstance(status, bool) else None
         body = response.get("body")
         if error is None and status == 200:
+            unreadable = LineOutcome(
+                line_id,
+                502,
+                error_json(f"{self.name} sent a malformed answer", "upstream_error", "upstream_malformed"),
+                None,
+            )
             if not isinstance(body, dict):
-                return LineOutcome(
-                    line_id,
-                    502,
-                    error_json(f"{self.name} sent a malformed answer", "upstream_error", "upstream_malformed"),
-                    None,
-                )
-            answer, usage = self.adapter.batch_answer(body)
+                return unreadable
+            try:
+                answer, usage = self.adapter.batch_answer(body)
+            except (AttributeError, KeyError, TypeError, ValueError):
+                # An answer in no shape the provider's reply fixes know: this line fails, not the whole job.
+                log.warning("%s: result file %s line %d: an answer in no known shape", self.name, file_id, number)
+                return unreadable
             return LineOutcome(line_id, 200, answer, usage)
         return LineOutcome(line_id, *self.line_error(status, body, error), None)
 

@@ -304,6 +304,11 @@ def test_results_read_both_files_and_survive_bad_lines(caplog: pytest.LogCapture
         {"id": "r2", "custom_id": "client-id-7", "response": {"status_code": 200, "body": ANSWER}, "error": None},
         b"",
         {"id": "r3", "custom_id": "line-9", "response": {"status_code": 200, "body": None}, "error": None},
+        # An answer the reply fixes cannot read (usage not an object of numbers): that line fails, not the job.
+        {
+            "custom_id": "line-10",
+            "response": {"status_code": 200, "body": {"choices": [], "usage": {"prompt_tokens": "x"}}},
+        },
     )
     errors = jsonl(
         # The SDK's own example of a failed line (mistralai extra/tests/test_batch.py): no body, a string error.
@@ -338,7 +343,8 @@ def test_results_read_both_files_and_survive_bad_lines(caplog: pytest.LogCapture
 
     with caplog.at_level(logging.WARNING, logger="gateway.batches"):
         outcomes = {o.id: o for o in asyncio.run(main())}
-    assert set(outcomes) == {"line-0", "line-3", "line-4", "line-5", "line-9"}
+    assert set(outcomes) == {"line-0", "line-3", "line-4", "line-5", "line-9", "line-10"}
+    assert outcomes["line-10"].status_code == 502
     answered = outcomes["line-0"]
     assert answered.status_code == 200
     # Mistral's reply fixes, as on the interactive path: text content, OpenAI's finish reason, usage normalised.
