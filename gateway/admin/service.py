@@ -269,6 +269,7 @@ class SpendQuery(BaseModel):
     provider: StrictStr | None = None
     since: float | None = None
     until: float | None = None
+    batch: StrictStr | None = None  # a batch's id: only its lines
     group_by: StrictStr | None = None
     format: StrictStr = "json"
 
@@ -788,7 +789,7 @@ def _spend_row(row: SpendRow, group_by: str | None) -> dict[str, Any]:
 async def spend_report(store: Store, params: Mapping[str, Any] | SpendQuery) -> dict[str, Any]:
     """Ledger totals, filtered and grouped; `total` is the sum of `rows` (computed by the database too)."""
     query = params if isinstance(params, SpendQuery) else parse_spend_query(params)
-    filters = SpendFilter(query.team, query.key, query.model, query.provider, query.since, query.until)
+    filters = SpendFilter(query.team, query.key, query.model, query.provider, query.since, query.until, query.batch)
     rows = await store.spend(filters, query.group_by) if query.group_by else []
     total = (await store.spend(filters, None))[0]
     return {
@@ -801,6 +802,7 @@ async def spend_report(store: Store, params: Mapping[str, Any] | SpendQuery) -> 
             "provider": query.provider,
             "since": iso(query.since),
             "until": iso(query.until),
+            "batch": query.batch,
         },
         "rows": [_spend_row(r, query.group_by) for r in rows],
         "total": _spend_row(total, None),

@@ -412,6 +412,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
         "provider": args.provider,
         "since": args.since,
         "until": args.until,
+        "batch": args.batch,
         "group_by": args.group_by,
     }
     report = backend_for(args).spend({k: v for k, v in params.items() if v is not None})
@@ -537,5 +538,6 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         )
     spend.add_argument("--since", default=None, help="from this time (ISO-8601 or Unix seconds), inclusive")
     spend.add_argument("--until", default=None, help="up to this time (ISO-8601 or Unix seconds), exclusive")
+    spend.add_argument("--batch", default=None, help="only the lines of this batch (its id)")
     spend.add_argument("--group-by", dest="group_by", choices=GROUPS, default=None)
     spend.set_defaults(func=_guarded(cmd_spend))

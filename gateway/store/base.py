@@ -125,6 +125,10 @@ class LedgerRow:
     # The front door (`gateway.pipeline.request.ENDPOINTS`); last and defaulted, so that journal lines written
     # before the column existed (`gateway.budget.journal`) still read, as `chat` like the migrated rows.
     endpoint: str = "chat"
+    # A line of a batch (issue 16): the batch's id and the line's `custom_id`; None for every other request. Last
+    # and defaulted for the same reason as `endpoint`.
+    batch_id: str | None = None
+    custom_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -150,9 +154,10 @@ class SpendFilter:
     provider: str | None = None
     since: float | None = None
     until: float | None = None
+    batch: str | None = None  # only the lines of this batch (its id)
 
 
-GROUPS = ("team", "key", "model", "provider", "endpoint", "day")
+GROUPS = ("team", "key", "model", "provider", "endpoint", "day", "batch")
 
 
 @dataclass(slots=True)
@@ -174,6 +179,10 @@ class Store(ABC):
     """A database holding teams, keys, budget usage and the ledger."""
 
     url_scheme: str
+    # Files, batches, their lines and provider jobs (issue 16): a `gateway.store.batches.BatchStore`, which is not
+    # named here because that module imports this one (no import cycles, pyproject.toml [tool.importlinter]);
+    # `SqlStore.batches` carries the type.
+    batches: Any
 
     @abstractmethod
     async def open(self) -> None:

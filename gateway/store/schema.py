@@ -116,6 +116,119 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE api_keys ADD COLUMN max_concurrent BIGINT",
         ],
     ),
+    (
+        5,
+        [
+            # Batches (issue 16, gateway/store/batches.py). Uploaded files: their row, and (location `db`) their
+            # content in parts of `file_parts`, in order of `seq`. BYTEA is PostgreSQL's binary type; SQLite gives
+            # the declared type NUMERIC affinity, which converts text but stores a blob exactly as given.
+            """CREATE TABLE files (
+                id TEXT PRIMARY KEY,
+                team TEXT NOT NULL,
+                key_id TEXT,
+                purpose TEXT NOT NULL,
+                filename TEXT NOT NULL,
+                bytes BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                location TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                lines BIGINT NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX files_team_created ON files (team, created_at)",
+            "CREATE INDEX files_created ON files (created_at)",
+            """CREATE TABLE file_parts (
+                file_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                data BYTEA NOT NULL,
+                PRIMARY KEY (file_id, seq)
+            )""",
+            # A batch as OpenAI describes it, plus its budget and its lease. JSON text: `metadata` ({str: str}),
+            # `errors` (OpenAI's `errors.data`), `plan` (routing's choice), and `scopes`, the budget scopes its
+            # lines are charged to, as [[name, period_start, budget_nanos or null], ...]. `lease_owner` is the
+            # gateway process advancing the batch until `lease_until` (Unix seconds; 0: never leased).
+            """CREATE TABLE batches (
+                id TEXT PRIMARY KEY,
+                team TEXT NOT NULL,
+                key_id TEXT,
+                key_prefix TEXT,
+                input_file_id TEXT NOT NULL,
+                endpoint TEXT NOT NULL,
+                completion_window TEXT NOT NULL,
+                status TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                metadata TEXT,
+                in_progress_at BIGINT,
+                finalizing_at BIGINT,
+                completed_at BIGINT,
+                failed_at BIGINT,
+                expired_at BIGINT,
+                cancelling_at BIGINT,
+                cancelled_at BIGINT,
+                errors TEXT,
+                total BIGINT NOT NULL DEFAULT 0,
+                completed BIGINT NOT NULL DEFAULT 0,
+                failed BIGINT NOT NULL DEFAULT 0,
+                hold_id TEXT,
+                scopes TEXT NOT NULL,
+                reserved_nanos BIGINT NOT NULL DEFAULT 0,
+                lease_owner TEXT,
+                lease_until BIGINT NOT NULL DEFAULT 0,
+                plan TEXT
+            )""",
+            "CREATE INDEX batches_team_created ON batches (team, created_at)",
+            "CREATE INDEX batches_created ON batches (created_at)",
+            "CREATE INDEX batches_lease ON batches (status, lease_until)",
+            # One row per line of the batch's input file (`idx`: 0-based among its non-empty lines).
+            """CREATE TABLE batch_lines (
+                batch_id TEXT NOT NULL,
+                idx INTEGER NOT NULL,
+                custom_id TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                state TEXT NOT NULL,
+                body TEXT,
+                model TEXT,
+                provider TEXT,
+                region TEXT,
+                route_reason TEXT,
+                reserved_nanos BIGINT NOT NULL DEFAULT 0,
+                job_id TEXT,
+                status_code INTEGER,
+                response TEXT,
+                prompt_tokens BIGINT NOT NULL DEFAULT 0,
+                completion_tokens BIGINT NOT NULL DEFAULT 0,
+                cached_tokens BIGINT NOT NULL DEFAULT 0,
+                cost_nanos BIGINT NOT NULL DEFAULT 0,
+                list_cost_nanos BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (batch_id, idx)
+            )""",
+            "CREATE INDEX batch_lines_state ON batch_lines (batch_id, state)",
+            # The jobs on providers' batch APIs carrying a batch's lines.
+            """CREATE TABLE batch_jobs (
+                id TEXT PRIMARY KEY,
+                batch_id TEXT NOT NULL,
+                provider TEXT NOT NULL,
+                model TEXT NOT NULL,
+                state TEXT NOT NULL,
+                lines BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                upstream_file_id TEXT,
+                upstream_id TEXT,
+                upstream_status TEXT,
+                output_file_id TEXT,
+                error_file_id TEXT,
+                error TEXT
+            )""",
+            "CREATE INDEX batch_jobs_batch ON batch_jobs (batch_id)",
+            # A ledger row of a batch's line names its batch and the line's custom_id (spend by batch). Nullable
+            # columns without a default rewrite no row in either database: instant, and every earlier row reads as
+            # no batch's.
+            "ALTER TABLE ledger ADD COLUMN batch_id TEXT",
+            "ALTER TABLE ledger ADD COLUMN custom_id TEXT",
+            "CREATE INDEX ledger_batch ON ledger (batch_id)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

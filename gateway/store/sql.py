@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -41,6 +41,8 @@ from gateway.store.base import (
     as_json_list,
     from_json_list,
 )
+from gateway.store.batch_sql import SqlBatchStore
+from gateway.store.batches import BatchStore
 from gateway.store.group_commit import GroupCommit
 from gateway.store.schema import MIGRATIONS
 
@@ -55,10 +57,13 @@ KEY_COLUMNS = (
 TEAM_WIDTH = len(TEAM_COLUMNS.split(","))
 KEY_WIDTH = len(KEY_COLUMNS.split(","))
 MAINTENANCE_SECONDS = 1.0
+T = TypeVar("T")
 LEDGER_COLUMNS = (
     "id, ts, team, key_id, key_prefix, requested_model, model, provider, region, prompt_tokens, completion_tokens,"
-    " cached_tokens, cost_nanos, estimated, status, latency_ms, ttft_ms, route_reason, stream, content, endpoint"
+    " cached_tokens, cost_nanos, estimated, status, latency_ms, ttft_ms, route_reason, stream, content, endpoint,"
+    " batch_id, custom_id"
 )
+LEDGER_WIDTH = len(LEDGER_COLUMNS.split(","))
 
 
 @dataclass(frozen=True)
@@ -276,6 +281,7 @@ class SqlStore(Store):
         self._commits = GroupCommit(self._writer.submit, self._run_batch)
         self._maintainer = _Thread("store-maintenance", dialect.connect, dialect.lost) if dialect.maintenance else None
         self._maintenance: asyncio.Task[None] | None = None
+        self.batches: BatchStore = SqlBatchStore(self)  # on the same threads and connections
 
     def _sql(self, text: str) -> str:
         return text if self.dialect.placeholder == "?" else text.replace("?", self.dialect.placeholder)
@@ -348,6 +354,11 @@ class SqlStore(Store):
             return await self._writer.call(lambda db: _in_transaction(db, self.dialect.begin_write, run))
         except self.dialect.integrity_errors as exc:
             raise Conflict(str(exc)) from exc
+
+    async def _transact(self, work: Callable[[Any], T]) -> T:
+        """`work(cursor)` in one write transaction on the writer thread (committed if it returns)."""
+        result: T = await self._writer.call(lambda db: _in_transaction(db, self.dialect.begin_write, work))
+        return result
 
     # -- teams ---------------------------------------------------------------------------
     async def create_team(self, team: Team) -> None:
@@ -579,8 +590,29 @@ class SqlStore(Store):
 
     def _record(self, cur: Any, settlement: Settlement) -> ScopeUsage:
         row = settlement.row
+        self._insert_ledger(cur, row)
+        if settlement.hold is not None:
+            self._release(cur, settlement.hold.id)
+        first = ScopeUsage()
+        lead = settlement.scopes[0] if settlement.scopes else None
+        # The same lock order as `_usage_rows` (sorted by scope), or two nodes' batches can deadlock.
+        for scope in sorted(settlement.scopes, key=lambda s: (s.name, s.period_start)):
+            cur.execute(
+                self._sql(
+                    "INSERT INTO budget_usage (scope, period_start, spent_nanos) VALUES (?, ?, ?)"
+                    " ON CONFLICT (scope, period_start) DO UPDATE SET spent_nanos = budget_usage.spent_nanos + ?"
+                    " RETURNING spent_nanos, reserved_nanos"
+                ),
+                (scope.name, scope.period_start, row.cost_nanos, row.cost_nanos),
+            )
+            spent, reserved = cur.fetchone()
+            if scope is lead:
+                first = ScopeUsage(spent, reserved)
+        return first
+
+    def _insert_ledger(self, cur: Any, row: LedgerRow) -> None:
         cur.execute(
-            self._sql(f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES ({', '.join('?' * 21)})"),
+            self._sql(f"INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES ({', '.join('?' * LEDGER_WIDTH)})"),
             (
                 row.id,
                 row.ts,
@@ -603,26 +635,10 @@ class SqlStore(Store):
                 row.stream,
                 row.content,
                 row.endpoint,
+                row.batch_id,
+                row.custom_id,
             ),
         )
-        if settlement.hold is not None:
-            self._release(cur, settlement.hold.id)
-        first = ScopeUsage()
-        lead = settlement.scopes[0] if settlement.scopes else None
-        # The same lock order as `_usage_rows` (sorted by scope), or two nodes' batches can deadlock.
-        for scope in sorted(settlement.scopes, key=lambda s: (s.name, s.period_start)):
-            cur.execute(
-                self._sql(
-                    "INSERT INTO budget_usage (scope, period_start, spent_nanos) VALUES (?, ?, ?)"
-                    " ON CONFLICT (scope, period_start) DO UPDATE SET spent_nanos = budget_usage.spent_nanos + ?"
-                    " RETURNING spent_nanos, reserved_nanos"
-                ),
-                (scope.name, scope.period_start, row.cost_nanos, row.cost_nanos),
-            )
-            spent, reserved = cur.fetchone()
-            if scope is lead:
-                first = ScopeUsage(spent, reserved)
-        return first
 
     async def release_expired(self, now: int) -> int:
         def run(cur: Any) -> int:
@@ -685,7 +701,12 @@ class SqlStore(Store):
     def _where(self, filters: SpendFilter) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
-        for column, value in (("team", filters.team), ("model", filters.model), ("provider", filters.provider)):
+        for column, value in (
+            ("team", filters.team),
+            ("model", filters.model),
+            ("provider", filters.provider),
+            ("batch_id", filters.batch),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -710,6 +731,7 @@ class SqlStore(Store):
             "provider": "provider",
             "endpoint": "endpoint",
             "day": self.dialect.day_expr,
+            "batch": "batch_id",
             None: "NULL",
         }[group_by]
         where, params = self._where(filters)

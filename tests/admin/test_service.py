@@ -483,6 +483,7 @@ def test_spend_report_grouped_with_its_total(tmp_path: Path) -> None:
         "provider": None,
         "since": None,
         "until": None,
+        "batch": None,
     }
     assert report["rows"] == [
         {
@@ -544,6 +545,38 @@ def test_spend_csv_writes_an_empty_cell_for_a_null_group(tmp_path: Path) -> None
         ",2,107,20,0,2.001250001",
         "gw-aaaaaaa,1,100,10,0,0.000000003",
     ]
+
+
+def test_spend_report_groups_and_filters_by_batch(tmp_path: Path) -> None:
+    async def main(store: Store) -> list[dict[str, Any]]:
+        await with_ledger(store)
+        for row in (
+            ledger_row("batch-0", 40, DAY1 + 2, batch_id="batch_abc", custom_id="req-0"),
+            ledger_row("batch-1", 2, DAY1 + 3, batch_id="batch_abc", custom_id="req-1"),
+            ledger_row("other-0", 7, DAY1 + 4, batch_id="batch_xyz", custom_id="req-0", team="ops"),
+        ):
+            await store.record(Settlement(row, []))
+        return [
+            await service.spend_report(store, {"group_by": "batch"}),
+            await service.spend_report(store, {"batch": "batch_abc", "group_by": "team"}),
+        ]
+
+    by_batch, one = using(tmp_path, main)
+    assert {r["batch"]: (r["requests"], r["cost_nanos"]) for r in by_batch["rows"]} == {
+        None: (3, 2_001_250_004),
+        "batch_abc": (2, 42),
+        "batch_xyz": (1, 7),
+    }
+    assert by_batch["total"]["cost_nanos"] == 2_001_250_053
+    assert one["filters"]["batch"] == "batch_abc"
+    assert [(r["team"], r["requests"], r["cost_nanos"]) for r in one["rows"]] == [("eng", 2, 42)]
+    # The CSV names the grouping and leaves the requests of no batch an empty cell.
+    assert sorted(service.spend_csv(by_batch).splitlines()[1:]) == [
+        ",3,207,30,0,2.001250004",
+        "batch_abc,2,200,20,0,0.000000042",
+        "batch_xyz,1,100,10,0,0.000000007",
+    ]
+    assert service.spend_csv(by_batch).splitlines()[0].startswith("batch,requests,")
 
 
 @pytest.mark.parametrize(

@@ -203,6 +203,11 @@ def test_spend_on_the_database(direct: tuple[Cli, str]) -> None:
     )
     by_key = cli.json("spend", "--key", keys[0].prefix, "--since", "2026-03-10", "--until", "2026-03-11")
     assert by_key["total"]["requests"] == 2
+    one_batch = cli.json("spend", "--batch", "batch_one", "--group-by", "team")
+    assert one_batch["filters"]["batch"] == "batch_one"
+    assert [(r["team"], r["cost_nanos"]) for r in one_batch["rows"]] == [
+        ("alpha", sum(r.cost_nanos for r in rows if r.batch_id == "batch_one"))
+    ]
 
 
 # -- against a running gateway --------------------------------------------------------------------------

@@ -410,6 +410,8 @@ def test_spend_filters(fresh: tuple[Admin, str]) -> None:
         ]
     )
     assert total(team="nobody")["requests"] == 0
+    assert total(batch="batch_one") == totals([r for r in rows if r.batch_id == "batch_one"])
+    assert total(batch="batch_one", team="beta")["requests"] == 0
     report = admin.spend(team="alpha", group_by="key", since="2026-03-10").json()
     assert report["filters"]["team"] == "alpha" and report["filters"]["since"] == "2026-03-10T00:00:00Z"
     assert {r["key"] for r in report["rows"]} == {keys[0].prefix, keys[1].prefix, None}

@@ -269,7 +269,7 @@ def test_a_database_of_schema_3_gains_the_rate_limit_columns_and_keeps_its_teams
     with raw_connection(database_url) as (db, _):
         versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
         stored = db.execute("SELECT rpm, tpm, max_concurrent, model_limits FROM teams").fetchall()
-    assert versions == [1, 2, 3, 4]
+    assert versions == [version for version, _ in MIGRATIONS] and versions[:4] == [1, 2, 3, 4]
     # Only the limits that are set are stored, in the JSON the column documents.
     assert [tuple(row) for row in stored] == [(60, None, 2, '{"mistral-small":{"tpm":9000}}')]
     # Opened again: nothing is migrated twice (a second ADD COLUMN would fail).

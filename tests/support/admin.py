@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -54,16 +54,25 @@ def insert_key(url: str, team: str, **fields: Any) -> tuple[str, KeyRecord]:
 
 
 def sample_ledger(teams: tuple[str, str], keys: tuple[KeyRecord, KeyRecord]) -> list[LedgerRow]:
-    """Rows over two teams, two keys (and no key), two models and providers, three front doors and three days."""
+    """Rows over two teams, two keys (and no key), two models and providers, three front doors, three days, and two
+    batches (and none)."""
     base = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
     a, b = teams
     return [
-        ledger_row(a, 1_234_567, ts=base, key=keys[0], prompt=100, completion=40, cached=20),
+        replace(
+            ledger_row(a, 1_234_567, ts=base, key=keys[0], prompt=100, completion=40, cached=20),
+            batch_id="batch_one",
+            custom_id="req-1",
+        ),
         ledger_row(
             a, 2_000_000_001, ts=base + 60, key=keys[0], model="codestral", provider="mistral", prompt=7, endpoint="fim"
         ),
-        ledger_row(a, 3, ts=base + DAY, key=keys[1], completion=1),
-        ledger_row(a, 999_999_999, ts=base + DAY + 5, model="mistral-medium-3.5", provider="mistral"),
+        replace(ledger_row(a, 3, ts=base + DAY, key=keys[1], completion=1), batch_id="batch_two", custom_id="req-1"),
+        replace(
+            ledger_row(a, 999_999_999, ts=base + DAY + 5, model="mistral-medium-3.5", provider="mistral"),
+            batch_id="batch_one",
+            custom_id="req-2",
+        ),
         ledger_row(
             b, 42_000_000, ts=base + 2 * DAY, model="codestral", provider="mistral", cached=3, endpoint="messages"
         ),
@@ -80,6 +89,7 @@ def expected_groups(rows: list[LedgerRow], group_by: str) -> dict[Any, dict[str,
         "provider": lambda r: r.provider,
         "endpoint": lambda r: r.endpoint,
         "day": lambda r: datetime.fromtimestamp(r.ts, UTC).strftime("%Y-%m-%d"),
+        "batch": lambda r: r.batch_id,
     }[group_by]
     out: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in rows:
