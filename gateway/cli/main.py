@@ -19,6 +19,7 @@ import orjson
 from gateway import __version__
 from gateway.catalog import DEMO_UPSTREAMS_ENV, ConfigError, load_catalog, needs_demo
 from gateway.cli.admin import add_admin_commands
+from gateway.cli.batch import add_batch_commands
 from gateway.cli.common import config_path
 from gateway.cli.policy import add_policy_commands
 from gateway.cli.route import add_route_commands
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_commands(commands)
     add_policy_commands(commands)
     add_route_commands(commands)
+    add_batch_commands(commands)
     from gateway.clients import add_clients_command  # `gateway clients TOOL`
 
     add_clients_command(commands)
