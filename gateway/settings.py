@@ -89,6 +89,20 @@ class Settings(BaseSettings):
     # revoked key is refused everywhere within that.
     key_cache_seconds: float = Field(30.0, ge=0)
     key_cache_fallback_seconds: float = Field(1.0, ge=0)
+    # Batches (gateway/batches/, `POST /v1/files` + `POST /v1/batches`). An uploaded file may be this large (OpenAI's
+    # and Moonshot's limit); files up to `batch_file_inline_bytes` are kept in the database (every node reads them),
+    # larger ones in data_dir/files (several nodes then need a shared data directory, or a larger inline limit).
+    batch_file_max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    batch_file_inline_bytes: int = Field(4 * 1024 * 1024, ge=0)
+    batch_max_lines: int = Field(50_000, ge=1)  # lines in one batch (OpenAI's limit)
+    # Every this often a node takes the lease of the active batches nobody holds and moves them forward (submits,
+    # polls the providers' jobs, settles lines); a lease lasts `batch_lease_seconds` and is renewed while held, so a
+    # node that dies hands its batches to another within that.
+    batch_poll_seconds: float = Field(10.0, gt=0)
+    batch_lease_seconds: float = Field(60.0, gt=0)
+    # Lines run through the interactive pipeline (no batch API, or a window shorter than the provider's): at most
+    # this many at once per node (each also waits its turn in the provider's queue, `limits:` in the catalog).
+    batch_interactive_concurrency: int = Field(4, ge=1, le=256)
 
     @field_validator("budget_timezone")
     @classmethod

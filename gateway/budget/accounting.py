@@ -83,6 +83,7 @@ class Served:
     route_reason: str
     stream: bool
     endpoint: str = "chat"  # the front door (`gateway.pipeline.request.Endpoint`)
+    batch: tuple[str, str] | None = None  # (batch id, custom_id) of a batch line run interactively
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +453,8 @@ class Accounting:
             stream=served.stream,
             content=outcome.content if self.settings.ledger_content else None,
             endpoint=served.endpoint,
+            batch_id=served.batch[0] if served.batch is not None else None,
+            custom_id=served.batch[1] if served.batch is not None else None,
         )
         after = await self._record(Settlement(row, ticket.scopes, ticket.hold))
         if after is not None:  # journaled: the soft limit is checked by whichever settlement follows it

@@ -15,9 +15,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.batches.service import Batches
 from gateway.catalog import load_catalog
 from gateway.errors import GatewayError, internal_error
-from gateway.http import admin, anthropic, explain, health, metrics, openai, responses_api
+from gateway.http import admin, anthropic, batches, explain, health, metrics, openai, responses_api
 from gateway.http.guard import Guard
 from gateway.http.record import RequestIds, RequestLog
 from gateway.http.response_store import ResponseStore
@@ -97,6 +98,7 @@ def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        app.state.batches.start()  # (after the store: batches advance from what the database holds)
         settings = gateway.settings
         port = None
         if settings.metrics_port is not None:
@@ -106,6 +108,7 @@ def create_app(gateway: Gateway) -> Starlette:
         finally:
             if port is not None:
                 port.close()
+            await app.state.batches.close()
             await gateway.close()
             gateway.metrics.close()
 
@@ -136,6 +139,7 @@ def create_app(gateway: Gateway) -> Starlette:
             Route("/v1/route/explain", guard(explain.route_explain), methods=["POST"]),
             *anthropic.routes(guard),
             *responses_api.routes(guard),
+            *batches.routes(guard),
             *admin.routes(guard),
             *health.routes(gateway),
             *metrics.routes(gateway),
@@ -147,6 +151,7 @@ def create_app(gateway: Gateway) -> Starlette:
     app.router.redirect_slashes = False  # (its Location would come from the Host header; see TrailingSlash)
     app.exact = exact_routes(app.router.routes)
     app.state.gateway = gateway
+    app.state.batches = Batches(gateway)
     app.state.responses = ResponseStore(gateway.settings.responses_kept, gateway.settings.responses_kept_bytes)
     app.state.request_log = request_log
     return app

@@ -47,6 +47,9 @@ class InferenceRequest:
     # Messages door for 32,000 or 64,000 tokens, Codex's Responses for OpenAI's): on the model that serves the
     # request it is lowered to that model's own limit instead of refused (`pipeline.admit.fit_output`).
     output_ceiling: bool = False
+    # A line of a batch run through the pipeline (gateway/batches/runner.py): (batch id, custom_id), written on its
+    # ledger row so that spend groups by batch; None for every other request.
+    batch: tuple[str, str] | None = None
 
 
 class Observer(Protocol):

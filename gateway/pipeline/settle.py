@@ -51,7 +51,9 @@ class Settlement:
         give back its rate limits and provider capacity (tokens corrected to what was used)."""
         provider = route.provider
         request = self.request
-        served = Served(provider.name, provider.region, route.reason, request.params.stream, request.endpoint)
+        served = Served(
+            provider.name, provider.region, route.reason, request.params.stream, request.endpoint, request.batch
+        )
         try:
             charged = await self.gateway.accounting.settle(ticket, served, outcome)
         except BaseException:

@@ -158,6 +158,26 @@ class QueueRules(_Strict):
     weight: Annotated[Number, Field(gt=0, le=1000)] = 1
 
 
+BatchPrefer = Literal["cheapest", "policy"]
+NoBatchApi = Literal["interactive", "refuse"]
+
+
+class BatchRules(_Strict):
+    """Batches (`POST /v1/batches`): how their lines are routed. Every line passes the same steps as a request
+    (residency fails closed, capabilities, context fit, the team's and key's models); then `prefer: cheapest`
+    orders the candidates of a line that names no model (`auto` or an alias to it) by their expected cost at batch
+    prices (the catalog's `batch_discount`), `policy` keeps the policy's own order. A line whose model's provider has
+    no batch API, or whose provider cannot finish within the batch's window, runs through the interactive pipeline
+    at normal prices (`without_batch_api: interactive`) or fails (`refuse`). When the batch's reservation does not
+    fit the budget, `on_reservation_too_large` applies, batch-wide: `cheaper_model` moves lines that name no model to
+    the cheapest allowed candidate at batch prices, `lower_max_tokens` lowers each line's output limit (not below
+    `budget.max_tokens_floor`); then 429 `budget_exceeded`. Default: the policy's `budget.on_reservation_too_large`."""
+
+    prefer: BatchPrefer = "cheapest"
+    without_batch_api: NoBatchApi = "interactive"
+    on_reservation_too_large: tuple[Downgrade, ...] | None = None
+
+
 class Policy(_Strict):
     """One policy file. Every field but `name` (which defaults to the file name) has a default."""
 
@@ -172,6 +192,7 @@ class Policy(_Strict):
     fallbacks: Fallbacks = Fallbacks()
     aliases: tuple[Alias, ...] = ()
     queue: QueueRules = QueueRules()
+    batch: BatchRules = BatchRules()
 
     # -- helpers for the routing pipeline (pure) ------------------------------------------------
 

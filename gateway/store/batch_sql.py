@@ -384,6 +384,27 @@ class SqlBatchStore(BatchStore):
         )
         return {(mode, state): int(count) for mode, state, count in rows}
 
+    async def totals(self, batch_id: str) -> dict[str, int]:
+        used = await self._store._read(
+            "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
+            " COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(cost_nanos), 0) FROM ledger WHERE batch_id = ?",
+            (batch_id,),
+        )
+        # Lines answered on a batch API know their interactive price too; the others ran at it (difference 0).
+        saved = await self._store._read(
+            "SELECT COALESCE(SUM(list_cost_nanos - cost_nanos), 0) FROM batch_lines"
+            " WHERE batch_id = ? AND mode = 'batch' AND state = 'done'",
+            (batch_id,),
+        )
+        prompt, completion, cached, cost = (int(value) for value in used[0])
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cached_tokens": cached,
+            "cost_nanos": cost,
+            "list_cost_nanos": cost + int(saved[0][0]),
+        }
+
     async def assign_lines(self, batch_id: str, indexes: Sequence[int], job_id: str | None, state: str) -> None:
         """As the interface says, for the lines among `indexes` that have not ended (an ended line keeps its end)."""
         text = self._sql(

@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from gateway.store.base import HoldRequest, HoldResult, LedgerRow, Scope
 
 # OpenAI's batch statuses (https://platform.openai.com/docs/api-reference/batch/object).
-BATCH_STATUSES = ("validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled")
+BATCH_STATUSES = (
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
 BATCH_ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")  # a node must lease and advance these
 BATCH_DONE = ("failed", "completed", "expired", "cancelled")
 
@@ -177,7 +186,9 @@ class BatchStore(ABC):
 
     # -- batches -------------------------------------------------------------------------------------------
     @abstractmethod
-    async def create_batch(self, batch: BatchRecord, lines: Sequence[BatchLine], hold: HoldRequest | None) -> HoldResult:
+    async def create_batch(
+        self, batch: BatchRecord, lines: Sequence[BatchLine], hold: HoldRequest | None
+    ) -> HoldResult:
         """In one transaction: take `hold` (refused: nothing written, the refusal returned), insert the batch and
         its lines. With no hold, always ok."""
 
@@ -226,6 +237,12 @@ class BatchStore(ABC):
         (if any) inserted and charged to the batch's scopes, its `reserved_nanos` given back from the batch's hold,
         and the batch's counts moved. False: the line had ended already (nothing written: settling twice counts
         once)."""
+
+    @abstractmethod
+    async def totals(self, batch_id: str) -> dict[str, int]:
+        """What the batch's lines used and cost so far, from the ledger (every answered line has its row there,
+        whichever way it ran): `prompt_tokens`, `completion_tokens`, `cached_tokens`, `cost_nanos`, and
+        `list_cost_nanos`, the same usage at interactive prices (the saving is the difference)."""
 
     @abstractmethod
     async def release_hold(self, batch: BatchRecord) -> None:
