@@ -13,6 +13,7 @@ before refusing with 429 `budget_exceeded`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from gateway.store.base import Scope
 from gateway.types import Usage
 
 BATCH, INTERACTIVE, INVALID = "batch", "interactive", "invalid"
+YIELD_EVERY = 100  # lines planned between two turns of the event loop
 
 
 def price(model: ModelConfig, prompt_tokens: int, output_tokens: int, batch: bool) -> int:
@@ -191,7 +193,11 @@ class BatchPlanner:
         gateway, policy = self.gateway, self.policy
         spent = await spent_fraction(gateway.store, gateway.accounting.window, self.principal, policy)
         operation, _ = ENDPOINTS[endpoint]
-        plans = [await self._route(line, operation, window, spent) for line in lines]
+        plans = []
+        for line in lines:
+            plans.append(await self._route(line, operation, window, spent))
+            if len(plans) % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a large batch is planned in slices: the requests in flight keep being served
         out = BatchPlan(plans, window, residency=sorted(self.regions) if self.regions is not None else None)
         out.scopes = gateway.accounting.scopes(self.principal, datetime.now(UTC))
         out.room_nanos = await self._room(out.scopes)

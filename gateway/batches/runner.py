@@ -15,8 +15,10 @@ again (the provider then runs them twice; only one result per line is settled).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
+import struct
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -157,7 +159,9 @@ class BatchRunner:
             await self._cancel_jobs(jobs)
         else:
             await self._submit(batch, jobs)
-            self._start_interactive(batch)
+            counts = await self.store.line_counts(batch.id)
+            if counts.get(("interactive", "pending")) or counts.get(("interactive", "submitted")):
+                self._start_interactive(batch)  # (lines submitted by a node that died run again here)
         await self._poll(batch, jobs, ending)
         await self._finish_if_done(batch, jobs, ending)
 
@@ -302,7 +306,7 @@ class BatchRunner:
             if line is not None:
                 await self._settle_answer(batch, line, outcome)
         # Lines the provider gave no result for: never answered (nothing charged).
-        state = {"expired": "expired", "cancelled": "cancelled"}.get(job.state) or ending
+        state = ending or {"expired": "expired", "cancelled": "cancelled"}.get(job.state)
         for line in lines.values():
             if state is not None:
                 await self.store.settle_line(batch, line.index, LineResult(state, None, None))
@@ -350,7 +354,10 @@ class BatchRunner:
             batch_id=batch.id,
             custom_id=line.custom_id,
         )
-        result = LineResult("done", outcome.status_code, orjson.dumps(outcome.body).decode(), row, listed)
+        body = outcome.body
+        if operation == "embeddings" and outcome.status_code == 200:
+            body = as_asked(orjson.loads(line.body or "{}"), body)
+        result = LineResult("done", outcome.status_code, orjson.dumps(body).decode(), row, listed)
         if await self.store.settle_line(batch, line.index, result):
             self.gateway.metrics.settled(
                 row.model, row.provider, batch.team, usage, cost, endpoint=door if operation else "chat"
@@ -447,6 +454,19 @@ class BatchRunner:
         await self.store.update_batch(fresh)
         await self.store.release_lease(fresh.id, self.owner)
         log.info("batch %s %s: %d completed, %d failed", fresh.id, status, fresh.completed, fresh.failed)
+
+
+def as_asked(request: dict[str, Any], answer: Any) -> Any:
+    """An embeddings answer in the encoding its line asked for: a provider's batch API answers floats (Mistral's
+    encodes only on its interactive endpoint, where gateway/providers/mistral.py does it), OpenAI's `base64` is
+    the vector's little-endian float32 bytes."""
+    if request.get("encoding_format") != "base64" or request.get("output_dtype") not in (None, "float"):
+        return answer
+    for item in answer.get("data") or () if isinstance(answer, dict) else ():
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, list) and all(isinstance(v, (int, float)) for v in vector):
+            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return answer
 
 
 def _line_index(upstream_id: str) -> int | None:

@@ -26,7 +26,7 @@ import pytest
 
 from gateway.emulators import EmulatorOptions, start_emulator
 from gateway.http.servers import ThreadedServer
-from tests.support.admin import Admin
+from tests.support.admin import MASTER_KEY, Admin
 from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, provider_env
 from tests.support.http import request
 from tests.support.limits import GatewayProcess, gateway_processes, make_key, make_team, start_gateway_process
@@ -296,3 +296,161 @@ def test_a_provider_job_that_expires_expires_its_unanswered_lines(
         errors = results(sdk, done.error_file_id)
         assert {e["error"]["code"] for e in errors.values()} == {"batch_expired"}
         assert reserved(gateway, team) == 0
+
+
+def test_lines_that_cannot_wait_run_through_the_pipeline_at_list_price(
+    tmp_path: Path, emulators: tuple[ThreadedServer, ThreadedServer]
+) -> None:
+    """A one-hour window is shorter than Moonshot's shortest (12 h): Kimi's lines run interactively, Mistral's on
+    its batch API."""
+    mistral, moonshot = emulators
+    with gateway_processes(sqlite(tmp_path), environment(tmp_path, emulators)) as (gateway,):
+        team = make_team(gateway.url, "hurry", budget_usd="5")
+        sdk = client(gateway, make_key(gateway.url, team))
+        lines = [line(f"k{i}", "kimi-k2.6") for i in range(3)] + [line("m", "mistral-medium-3.5")]
+        batch = submit(sdk, lines, window="1h")
+        done = finished(sdk, batch.id)
+        assert done.status == "completed" and done.request_counts.completed == 4
+        assert set(results(sdk, done.output_file_id)) == {"k0", "k1", "k2", "m"}
+        assert emulator_jobs(moonshot) == []
+        chats = [
+            r
+            for r in request(moonshot.url, "GET", "/_emulator/requests").json()
+            if r["path"].endswith("/chat/completions")
+        ]
+        assert len(chats) == 3
+        assert len(emulator_jobs(mistral)) == 1
+        plan = (done.model_extra or {})["x_gateway"]["plan"]
+        modes = {m["model"]: (m["batch_api_lines"], m["interactive_lines"]) for m in plan["models"]}
+        assert modes == {"kimi-k2.6": (0, 3), "mistral-medium-3.5": (1, 0)}
+        assert ledger(gateway, batch.id)[0]["requests"] == 4
+        assert reserved(gateway, team) == 0
+
+
+def test_a_batch_past_its_window_expires_what_is_unfinished(
+    tmp_path: Path, emulators: tuple[ThreadedServer, ThreadedServer]
+) -> None:
+    """The batch's own window passes (its expiry moved to now in the database: time driven explicitly): its job is
+    cancelled at the provider, its lines end `batch_expired`, its hold is released."""
+    import sqlite3
+
+    mistral, _ = emulators
+    emulator_control(mistral, {"batch_hold": True})
+    with gateway_processes(sqlite(tmp_path), environment(tmp_path, emulators)) as (gateway,):
+        team = make_team(gateway.url, "late", budget_usd="5", policy="eu-only", regions=["eu"])
+        sdk = client(gateway, make_key(gateway.url, team))
+        batch = submit(sdk, [line(f"l{i}", "mistral-medium-3.5") for i in range(3)])
+        wait_until(lambda: jobs_recorded(sdk, batch.id), 30, "the gateway recorded Mistral's job")
+        with sqlite3.connect(tmp_path / "gateway.db") as db:
+            db.execute("UPDATE batches SET expires_at = created_at WHERE id = ?", (batch.id,))
+        job = emulator_jobs(mistral)[0]
+        wait_until(lambda: emulator_jobs(mistral)[0]["state"] != "queued", 30, "the expired batch's job was cancelled")
+        emulator_control(mistral, {"action": "run"}, job["id"])
+        done = finished(sdk, batch.id)
+        assert done.status == "expired" and done.expired_at is not None
+        errors = results(sdk, done.error_file_id)
+        assert {e["error"]["code"] for e in errors.values()} == {"batch_expired"} and len(errors) == 3
+        assert reserved(gateway, team) == 0
+        assert ledger(gateway, batch.id) == [] or ledger(gateway, batch.id)[0]["requests"] == 0
+
+
+def test_files_and_batches_belong_to_their_team(
+    tmp_path: Path, emulators: tuple[ThreadedServer, ThreadedServer]
+) -> None:
+    """Another team's key finds nothing (404, empty lists); the master key sees every team's. Files above the
+    inline limit live in the data directory, survive a restart, and go when deleted."""
+    env = environment(tmp_path, emulators, GATEWAY_BATCH_FILE_INLINE_BYTES="0")
+    with gateway_processes(sqlite(tmp_path), env) as (gateway,):
+        owner = client(gateway, make_key(gateway.url, make_team(gateway.url, "owner")))
+        other = client(gateway, make_key(gateway.url, make_team(gateway.url, "other")))
+        content = jsonl([line("a", "mistral-medium-3.5")])
+        uploaded = owner.files.create(file=("in.jsonl", io.BytesIO(content)), purpose="batch")
+        batch = owner.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        for call in (
+            lambda: other.files.retrieve(uploaded.id),
+            lambda: other.files.content(uploaded.id),
+            lambda: other.files.delete(uploaded.id),
+            lambda: other.batches.retrieve(batch.id),
+            lambda: other.batches.cancel(batch.id),
+            lambda: other.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            ),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                call()
+        assert other.batches.list().data == [] and other.files.list().data == []
+        admin = client(gateway, MASTER_KEY)
+        assert batch.id in {b.id for b in admin.batches.list().data}
+        assert (tmp_path / "data" / "files" / uploaded.id).is_file()
+    with gateway_processes(sqlite(tmp_path), env) as (gateway,):
+        owner_again = openai.OpenAI(base_url=gateway.url + "/v1", api_key=owner.api_key, max_retries=0)
+        assert owner_again.files.content(uploaded.id).content == content
+        assert owner_again.files.delete(uploaded.id).deleted
+        with pytest.raises(openai.NotFoundError):
+            owner_again.files.retrieve(uploaded.id)
+        assert not (tmp_path / "data" / "files" / uploaded.id).exists()
+
+
+def test_hostile_uploads_and_bodies_get_clear_errors(
+    tmp_path: Path, emulators: tuple[ThreadedServer, ThreadedServer]
+) -> None:
+    env = environment(tmp_path, emulators, GATEWAY_BATCH_FILE_MAX_BYTES="4096")
+    with gateway_processes(sqlite(tmp_path), env) as (gateway,):
+        key = make_key(gateway.url, make_team(gateway.url, "hostile"))
+        sdk = client(gateway, key)
+        with pytest.raises(openai.APIStatusError) as too_large:
+            sdk.files.create(file=("big.jsonl", io.BytesIO(b"x" * 100_000)), purpose="batch")
+        assert too_large.value.status_code == 413
+        with pytest.raises(openai.BadRequestError) as purpose:
+            sdk.files.create(file=("in.jsonl", io.BytesIO(b"{}\n")), purpose="fine-tune")
+        assert purpose.value.code == "invalid_value"
+        headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+        for body, code in (
+            (b'{"input_file_id": "file-nope", "endpoint": "/v1/chat/completions"}', 404),
+            (b'{"input_file_id": "x", "endpoint": "/v1/completions"}', 400),
+            (b'{"input_file_id": "x", "endpoint": "/v1/chat/completions", "completion_window": "99d"}', 400),
+            (b'{"input_file_id": "x", "endpoint": "/v1/chat/completions", "metadata": {"a": 1}}', 400),
+            (b"[]", 400),
+            (b"not json", 400),
+        ):
+            answer = request(gateway.url, "POST", "/v1/batches", body, headers)
+            assert answer.status == code, (body, answer.status, answer.body)
+            assert answer.json()["error"]["message"]
+        answer = request(
+            gateway.url, "POST", "/v1/files", b"junk", {**headers, "content-type": "multipart/form-data; boundary=zz"}
+        )
+        assert answer.status == 400 and answer.json()["error"]["message"]
+        answer = request(gateway.url, "GET", "/v1/batches?limit=1000", None, headers)
+        assert answer.status == 400
+
+
+def test_embeddings_batch_on_mistral_in_the_encoding_each_line_asked(
+    tmp_path: Path, emulators: tuple[ThreadedServer, ThreadedServer]
+) -> None:
+    import base64
+    import struct
+
+    mistral, _ = emulators
+    with gateway_processes(sqlite(tmp_path), environment(tmp_path, emulators)) as (gateway,):
+        sdk = client(gateway, make_key(gateway.url, make_team(gateway.url, "embed")))
+        lines = [
+            {"custom_id": "f", "url": "/v1/embeddings", "body": {"model": "auto", "input": ["a", "b"]}},
+            {
+                "custom_id": "b",
+                "url": "/v1/embeddings",
+                "body": {"model": "auto", "input": "c", "encoding_format": "base64"},
+            },
+        ]
+        uploaded = sdk.files.create(file=("e.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
+        batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
+        done = finished(sdk, batch.id)
+        assert done.status == "completed" and done.request_counts.completed == 2
+        out = results(sdk, done.output_file_id)
+        floats = out["f"]["response"]["body"]["data"]
+        assert len(floats) == 2 and all(isinstance(x, float) for x in floats[0]["embedding"])
+        encoded = out["b"]["response"]["body"]["data"][0]["embedding"]
+        vector = struct.unpack(f"<{len(base64.b64decode(encoded)) // 4}f", base64.b64decode(encoded))
+        assert len(vector) == len(floats[0]["embedding"])
+        assert [job["model"] for job in emulator_jobs(mistral)] == ["mistral-embed"]
