@@ -239,14 +239,26 @@ class BatchRunner:
 
     async def _fail_lines(self, batch: BatchRecord, lines: list[BatchLine], error: GatewayError) -> None:
         for line in lines:
-            await self.store.settle_line(batch, line.index, LineResult("failed", error.status, error_body(error)))
+            await self._settle(batch, line, LineResult("failed", error.status, error_body(error)))
+
+    async def _settle(self, batch: BatchRecord, line: BatchLine, result: LineResult) -> bool:
+        """Settle one line (once: False if it had ended already) and count how it ended."""
+        if not await self.store.settle_line(batch, line.index, result):
+            return False
+        if result.state == "done":
+            outcome = "answered" if result.status_code == 200 else "failed"
+        else:
+            outcome = result.state
+        saved = result.list_cost_nanos - result.row.cost_nanos if result.row is not None else 0
+        self.gateway.metrics.batch_line(line.provider, line.mode, outcome, saved, line.model)
+        return True
 
     async def _close_unsent(self, batch: BatchRecord, state: str) -> None:
         """A cancelled or expired batch: lines not yet sent never will be (nothing charged for them)."""
         running = self._running.get(batch.id, set())
         for line in await self._lines(batch, ["pending", "submitted"]):
             if line.state == "pending" or (line.mode == "interactive" and line.index not in running):
-                await self.store.settle_line(batch, line.index, LineResult(state, None, None))
+                await self._settle(batch, line, LineResult(state, None, None))
 
     async def _cancel_jobs(self, jobs: list[ProviderJob]) -> None:
         for job in jobs:
@@ -309,7 +321,7 @@ class BatchRunner:
         state = ending or {"expired": "expired", "cancelled": "cancelled"}.get(job.state)
         for line in lines.values():
             if state is not None:
-                await self.store.settle_line(batch, line.index, LineResult(state, None, None))
+                await self._settle(batch, line, LineResult(state, None, None))
             else:
                 error = GatewayError(
                     502,
@@ -318,7 +330,7 @@ class BatchRunner:
                     "upstream_error",
                     "no_result",
                 )
-                await self.store.settle_line(batch, line.index, LineResult("failed", 502, error_body(error)))
+                await self._settle(batch, line, LineResult("failed", 502, error_body(error)))
 
     async def _settle_answer(self, batch: BatchRecord, line: BatchLine, outcome: LineOutcome) -> None:
         catalog = self.gateway.catalog
@@ -358,7 +370,7 @@ class BatchRunner:
         if operation == "embeddings" and outcome.status_code == 200:
             body = as_asked(orjson.loads(line.body or "{}"), body)
         result = LineResult("done", outcome.status_code, orjson.dumps(body).decode(), row, listed)
-        if await self.store.settle_line(batch, line.index, result):
+        if await self._settle(batch, line, result):
             self.gateway.metrics.settled(
                 row.model, row.provider, batch.team, usage, cost, endpoint=door if operation else "chat"
             )
@@ -401,7 +413,7 @@ class BatchRunner:
     async def _run_line(self, batch: BatchRecord, principal: Principal | None, line: BatchLine) -> None:
         async with self._seats:
             status, response = await self._call(batch, principal, line)
-        await self.store.settle_line(batch, line.index, LineResult("done", status, response))
+        await self._settle(batch, line, LineResult("done", status, response))
 
     async def _call(self, batch: BatchRecord, principal: Principal | None, line: BatchLine) -> tuple[int, str]:
         if principal is None:
@@ -452,6 +464,7 @@ class BatchRunner:
             fresh.expired_at = now
         await self.store.release_hold(fresh)
         await self.store.update_batch(fresh)
+        self.gateway.metrics.batch_status(status)
         await self.store.release_lease(fresh.id, self.owner)
         log.info("batch %s %s: %d completed, %d failed", fresh.id, status, fresh.completed, fresh.failed)
 

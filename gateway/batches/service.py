@@ -181,6 +181,11 @@ class Batches:
                 "insufficient_quota",
                 "budget_exceeded",
             )
+        metrics = self.gateway.metrics
+        metrics.batch_status("created")
+        for line in lines:
+            if line.mode == INVALID:
+                metrics.batch_line(None, INVALID, "failed")
         self.runner.wake()
         return batch
 

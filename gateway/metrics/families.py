@@ -58,6 +58,10 @@ CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 # Rate limits (`gateway.limits`): whose limit refused a request (or, for a provider or deployment, made it wait past
 # the bound), and which of its limits.
 LIMIT_SCOPES = ("team", "key", "team_model", "provider", "deployment")
+# Batches (`gateway.batches`): how a line ran, how it ended, and what a batch's status became.
+BATCH_MODES = ("batch", "interactive", "invalid")
+BATCH_OUTCOMES = ("answered", "failed", "expired", "cancelled")
+BATCH_STATUSES = ("created", "completed", "expired", "cancelled", "failed")
 LIMIT_KINDS = ("rpm", "tpm", "concurrency")
 # What the gateway did when its limit store (Redis) could not be reached (`GATEWAY_REDIS_FAILURE`).
 STORE_OUTCOMES = ("fail_open", "fail_closed")
@@ -296,6 +300,29 @@ FAMILIES: tuple[Family, ...] = (
         "1 while the limit store answers, 0 after a call to it failed (until one succeeds again).",
         # One worker that cannot reach the store is enough to show it down.
         combine="livemin",
+    ),
+    Family(
+        "gateway_batch_lines_total",
+        "counter",
+        ("provider", "mode", "outcome"),
+        "Lines of batches that ended (`POST /v1/batches`): `mode` `batch` (on the provider's batch API, at batch "
+        "prices), `interactive` (through the pipeline: no batch API, or a window too short for it) or `invalid` "
+        "(refused when the batch was created: provider `none`); `outcome` `answered` (status 200), `failed`, "
+        "`expired` or `cancelled`.",
+    ),
+    Family(
+        "gateway_batches_total",
+        "counter",
+        ("status",),
+        "Batches created (`created`) and ended (`completed`, `expired`, `cancelled`, `failed`).",
+    ),
+    Family(
+        "gateway_batch_saved_usd_total",
+        "counter",
+        ("model", "provider"),
+        "What batch lines answered on a provider's batch API saved: the same usage at interactive prices, less what "
+        "was charged at batch prices (the catalog's `batch_discount`).",
+        "USD",
     ),
     Family("gateway_build_info", "gauge", ("version",), "Always 1; the running version in the label.", combine="max"),
 )

@@ -9,7 +9,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from gateway.metrics.families import ENDPOINT_VALUES, LIMIT_KINDS, LIMIT_SCOPES, STATUS_VALUES, STORE_OUTCOMES
+from gateway.metrics.families import (
+    BATCH_MODES,
+    BATCH_OUTCOMES,
+    BATCH_STATUSES,
+    ENDPOINT_VALUES,
+    LIMIT_KINDS,
+    LIMIT_SCOPES,
+    STATUS_VALUES,
+    STORE_OUTCOMES,
+)
 
 if TYPE_CHECKING:
     from gateway.catalog import Catalog
@@ -44,6 +53,7 @@ _STATUSES = frozenset(STATUS_VALUES)
 _ENDPOINTS = frozenset(ENDPOINT_VALUES)
 _LIMIT_KINDS = frozenset(LIMIT_KINDS)
 _STORE_OUTCOMES = frozenset(STORE_OUTCOMES)
+_BATCH_VALUES = frozenset(BATCH_MODES) | frozenset(BATCH_OUTCOMES) | frozenset(BATCH_STATUSES)
 # `gateway.limits.base.Limit.scope` spells a team's limit on one model `team-model`; the label says `team_model`.
 _SCOPES = {scope: scope for scope in LIMIT_SCOPES} | {"team-model": "team_model"}
 
@@ -105,6 +115,11 @@ class Bounds:
     def limit(kind: str) -> str:
         """Which limit: `rpm`, `tpm`, `concurrency`."""
         return kind if kind in _LIMIT_KINDS else OTHER
+
+    @staticmethod
+    def batch(value: str) -> str:
+        """A batch line's mode or outcome, or a batch's status (`gateway.metrics.families.BATCH_*`)."""
+        return value if value in _BATCH_VALUES else OTHER
 
     @staticmethod
     def store_outcome(outcome: str) -> str:

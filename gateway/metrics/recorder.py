@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from gateway.metrics.families import (
+    BATCH_STATUSES,
     BY_NAME,
     LIMIT_KINDS,
     LIMIT_SCOPES,
@@ -112,6 +113,11 @@ class Metrics:
         # Up until a call to the store fails: the in-memory and SQLite stores always answer, and the limits layer
         # reports Redis's state as it changes.
         self.store_up.set(1)
+        self.batch_lines = make("gateway_batch_lines_total")
+        self.batches = make("gateway_batches_total")
+        self.batch_saved = make("gateway_batch_saved_usd_total")
+        for status in BATCH_STATUSES:
+            self.batches.labels(status)
         self.build_info = make("gateway_build_info")
         self.build_info.labels(version).set(1)
         for result in ("success", "failure"):
@@ -284,6 +290,19 @@ class Metrics:
         if math.isfinite(ratio):
             b = self.bounds
             self._capacity(b.provider(provider), b.limit(limit)).set(min(max(ratio, 0.0), 1.0))
+
+    def batch_line(
+        self, provider: str | None, mode: str, outcome: str, saved_nanos: int = 0, model: str | None = None
+    ) -> None:
+        """A batch line ended (how it ran, how it ended) and, answered on a batch API, what it saved."""
+        b = self.bounds
+        self.batch_lines.labels(b.provider(provider), b.batch(mode), b.batch(outcome)).inc()
+        if saved_nanos > 0:
+            self.batch_saved.labels(b.model(model), b.provider(provider)).inc(usd_float(saved_nanos))
+
+    def batch_status(self, status: str) -> None:
+        """A batch was created, or ended with this status."""
+        self.batches.labels(self.bounds.batch(status)).inc()
 
     def limits_store_unavailable(self, outcome: str) -> None:
         """A request met an unreachable limit store and was let through (`fail_open`) or refused

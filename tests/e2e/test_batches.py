@@ -28,8 +28,9 @@ from gateway.emulators import EmulatorOptions, start_emulator
 from gateway.http.servers import ThreadedServer
 from tests.support.admin import MASTER_KEY, Admin
 from tests.support.emulators import MISTRAL_KEY, MOONSHOT_KEY, provider_env
-from tests.support.http import request
+from tests.support.http import auth, request
 from tests.support.limits import GatewayProcess, gateway_processes, make_key, make_team, start_gateway_process
+from tests.support.metrics import scrape, total
 from tests.support.postgres import fresh_database
 from tests.support.waiting import wait_until
 
@@ -171,6 +172,14 @@ def test_openai_sdk_batch_runs_on_both_batch_apis_at_batch_prices(
         rows = ledger(gateway, batch.id)
         assert len(rows) == 1 and rows[0]["batch"] == batch.id and rows[0]["requests"] == 5
         assert rows[0]["cost_nanos"] == gateway_view["cost_nanos"]
+        samples = scrape(gateway.url, auth(MASTER_KEY))
+        assert total(samples, "gateway_batch_lines_total", provider="mistral", mode="batch", outcome="answered") == 3
+        assert total(samples, "gateway_batch_lines_total", provider="moonshot", mode="batch", outcome="answered") == 2
+        assert total(samples, "gateway_batch_lines_total", mode="invalid", outcome="failed") == 2
+        assert total(samples, "gateway_batches_total", status="created") == 1
+        assert total(samples, "gateway_batches_total", status="completed") == 1
+        saved = total(samples, "gateway_batch_saved_usd_total", provider="mistral")
+        assert abs(saved - float(gateway_view["saved_usd"])) < 1e-6
         team_view = Admin(gateway.url).ok("GET", f"/admin/teams/{team}")
         assert team_view["reserved_nanos"] == 0  # the batch's hold is released
         assert team_view["spent_nanos"] == gateway_view["cost_nanos"]
