@@ -21,6 +21,9 @@ from gateway.types import Json, Usage
 BatchEndpoint = Literal["/v1/chat/completions", "/v1/embeddings"]
 # A job's state as the gateway sees it (gateway.store.batches.JOB_STATES).
 JobState = Literal["queued", "running", "succeeded", "failed", "expired", "cancelling", "cancelled"]
+# The metadata key naming the gateway's job row on each provider job it submits (the runner sends
+# `{"gateway_batch": ..., "gateway_job": ...}`): `BatchApi.find_job` looks a job up by it.
+GATEWAY_JOB = "gateway_job"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ class JobStatus:
     total: int | None = None
     completed: int | None = None
     failed: int | None = None
+    job_id: str | None = None  # the provider's id for the job (None when its answer did not say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,15 @@ class BatchApi(ABC):
 
     @abstractmethod
     async def status(self, job_id: str) -> JobStatus: ...
+
+    @abstractmethod
+    async def find_job(self, gateway_job: str, created_after: int) -> JobStatus | None:
+        """The provider's job whose metadata says `gateway_job` == `gateway_job`, created at or after
+        `created_after` (Unix seconds, the provider's clock), with its id (`JobStatus.job_id`); None when the
+        provider lists none. For a node that died between asking the provider for a job and recording its id: the
+        job it may have created is found instead of submitted again. Newest first: when two jobs carry the tag,
+        the newest is returned. The search is bounded (a few thousand of the provider's newest jobs): past that it
+        answers None, with a warning. Raises GatewayError when the provider refuses the listing."""
 
     @abstractmethod
     async def cancel(self, job_id: str) -> JobStatus:

@@ -11,23 +11,41 @@ its batch reader (mistralai/extra/batch/client.py), summed up in ../shared/refer
 - `GET /v1/batch/jobs/{id}`, `POST /v1/batch/jobs/{id}/cancel`: a BatchJob (`status`, `output_file`,
   `error_file`, `errors: [{"message", "count"}]`, `total_requests`, `succeeded_requests`, `failed_requests`);
 - results with `GET /v1/files/{id}/content`: lines `{"id", "custom_id", "response": {"status_code", "body"},
-  "error"}`.
+  "error"}`;
+- `GET /v1/batch/jobs` lists jobs (`{"object": "list", "data": [BatchJob], "total"}`, the SDK's
+  ListBatchJobsResponse), its query the SDK's JobsAPIRoutesBatchGetBatchJobsRequest: `page` (from 0), `page_size`
+  (default 100), `created_after` (a date-time), `order_by` (`-created`, newest first, by default), and `metadata`,
+  sent "form, explode": each key its own parameter, as the guide's `?status=RUNNING&job_type=testing` filters by
+  metadata key `job_type`.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError, invalid_request
-from gateway.providers.batches.base import BatchEndpoint, JobState, JobStatus, LineOutcome, Submitted, UpstreamLine
+from gateway.providers.batches.base import (
+    GATEWAY_JOB,
+    BatchEndpoint,
+    JobState,
+    JobStatus,
+    LineOutcome,
+    Submitted,
+    UpstreamLine,
+)
 from gateway.providers.batches.upstream import (
+    LIST_PAGE_SIZE,
+    LIST_PAGES,
     HttpBatchApi,
     check_line_ids,
     count_field,
     jsonl,
     known_state,
     malformed,
+    search_exhausted,
+    search_page,
     text_field,
 )
 from gateway.types import Json
@@ -100,6 +118,31 @@ class MistralBatchApi(HttpBatchApi):
     async def results(self, status: JobStatus) -> list[LineOutcome]:
         return await self.read_results((status.output_file_id, status.error_file_id))
 
+    async def find_job(self, gateway_job: str, created_after: int) -> JobStatus | None:
+        """`GET /v1/batch/jobs` filtered by the tag and the time, newest first, page after page. Each job listed is
+        checked again here (a filter the API left unapplied finds nothing it should not)."""
+        query = {
+            GATEWAY_JOB: gateway_job,
+            # A second early: whether Mistral's "after" includes the instant itself is not documented (search_page
+            # then applies the bound exactly); written as the SDK writes a datetime (ISO 8601, UTC as "Z").
+            "created_after": datetime.fromtimestamp(max(created_after - 1, 0), UTC).isoformat().replace("+00:00", "Z"),
+            "order_by": "-created",
+            "page_size": str(LIST_PAGE_SIZE),
+        }
+        for page in range(LIST_PAGES):
+            listed = await self.call_json("GET", self.url("batch", "jobs").with_query({**query, "page": str(page)}))
+            jobs = listed.get("data")
+            if not isinstance(jobs, list):
+                raise malformed(self.name, "GET /batch/jobs")
+            found, done = search_page(jobs, gateway_job, created_after)
+            if found is not None:
+                return job_status(self.name, found)
+            total = count_field(listed.get("total"))
+            if done or len(jobs) < LIST_PAGE_SIZE or (total is not None and (page + 1) * LIST_PAGE_SIZE >= total):
+                return None
+        search_exhausted(self.name, gateway_job)
+        return None
+
 
 def job_status(provider: str, job: Json) -> JobStatus:
     """A BatchJob as the gateway sees it."""
@@ -115,6 +158,7 @@ def job_status(provider: str, job: Json) -> JobStatus:
         total=count_field(job.get("total_requests")),
         completed=count_field(job.get("succeeded_requests")),
         failed=count_field(job.get("failed_requests")),
+        job_id=text_field(job.get("id")),
     )
 
 

@@ -15,7 +15,11 @@ https://platform.openai.com/docs/api-reference/files); summed up in ../shared/re
   in_progress, finalizing, completed, expired, cancelling, cancelled; `output_file_id`, `error_file_id`,
   `request_counts: {"total", "completed", "failed"}`; OpenAI's `errors: {"data": [{"code", "message", "line"}]}`);
 - results with `GET /v1/files/{id}/content`: OpenAI's lines `{"id", "custom_id", "response": {"status_code",
-  "request_id", "body"}, "error": {"code", "message"} | null}`.
+  "request_id", "body"}, "error": {"code", "message"} | null}`;
+- `GET /v1/batches?limit=&after=` lists batches newest first (https://platform.kimi.ai/docs/api/batch-list; OpenAI's
+  https://platform.openai.com/docs/api-reference/batch/list): `limit` 1 to 100 (default 20), `after` the id of
+  the last batch of the page before, the answer `{"object": "list", "data", "has_more"}` (OpenAI adds
+  `first_id`, `last_id`); no filter by metadata or time.
 """
 
 from __future__ import annotations
@@ -26,12 +30,16 @@ from gateway.catalog import ModelConfig
 from gateway.errors import GatewayError, invalid_request
 from gateway.providers.batches.base import BatchEndpoint, JobState, JobStatus, LineOutcome, Submitted, UpstreamLine
 from gateway.providers.batches.upstream import (
+    LIST_PAGE_SIZE,
+    LIST_PAGES,
     HttpBatchApi,
     check_line_ids,
     count_field,
     jsonl,
     known_state,
     malformed,
+    search_exhausted,
+    search_page,
     text_field,
 )
 from gateway.types import Json
@@ -110,6 +118,30 @@ class MoonshotBatchApi(HttpBatchApi):
     async def results(self, status: JobStatus) -> list[LineOutcome]:
         return await self.read_results((status.output_file_id, status.error_file_id))
 
+    async def find_job(self, gateway_job: str, created_after: int) -> JobStatus | None:
+        """`GET /v1/batches`, newest first, page after page: until the tagged batch, the end of the list
+        (`has_more` false) or a batch created before `created_after`."""
+        query = {"limit": str(LIST_PAGE_SIZE)}
+        for _ in range(LIST_PAGES):
+            listed = await self.call_json("GET", self.url("batches").with_query(query))
+            batches = listed.get("data")
+            if not isinstance(batches, list):
+                raise malformed(self.name, "GET /batches")
+            found, done = search_page(batches, gateway_job, created_after)
+            if found is not None:
+                return job_status(self.name, found)
+            if done or listed.get("has_more") is not True or not batches:
+                return None
+            # The cursor: the page's last batch (what OpenAI's `last_id` says; Moonshot's reference shows only
+            # `has_more`).
+            last = batches[-1]
+            cursor = text_field(last.get("id")) if isinstance(last, dict) else None
+            if cursor is None:
+                raise malformed(self.name, "GET /batches (a batch without an id)")
+            query = {"limit": str(LIST_PAGE_SIZE), "after": cursor}
+        search_exhausted(self.name, gateway_job)
+        return None
+
 
 def job_status(provider: str, batch: Json) -> JobStatus:
     upstream = batch.get("status")
@@ -126,6 +158,7 @@ def job_status(provider: str, batch: Json) -> JobStatus:
         total=count_field(counts.get("total")),
         completed=count_field(counts.get("completed")),
         failed=count_field(counts.get("failed")),
+        job_id=text_field(batch.get("id")),
     )
 
 

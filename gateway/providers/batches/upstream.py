@@ -26,7 +26,7 @@ from yarl import URL
 from gateway import __version__
 from gateway.catalog import Provider
 from gateway.errors import GatewayError
-from gateway.providers.batches.base import BatchApi, JobState, LineOutcome
+from gateway.providers.batches.base import GATEWAY_JOB, BatchApi, JobState, LineOutcome
 from gateway.providers.openai_compatible import OpenAICompatibleAdapter
 from gateway.providers.upstream_errors import connect_error, map_status_error, provider_message, timeout_error
 from gateway.types import Json
@@ -41,6 +41,13 @@ POOL_SIZE = 16
 # What a result file's name says of the upload (Moonshot requires the `.jsonl` extension: its "Create Batch"
 # limits, https://platform.kimi.ai/docs/api/batch-create).
 UPLOAD_NAME = "gateway-batch.jsonl"
+# `find_job` reads the provider's job list newest first, 100 jobs a page (the largest page both lists take:
+# Mistral's page_size defaults to 100, the mistralai SDK's JobsAPIRoutesBatchGetBatchJobsRequest; OpenAI's and
+# Moonshot's `limit` is 1 to 100, https://platform.openai.com/docs/api-reference/batch/list), for at most 20 pages:
+# the job it looks for was created moments before its node died, so it is among the newest; a provider listing
+# 2,000 newer jobs answers None rather than keep a recovering runner paging.
+LIST_PAGE_SIZE = 100
+LIST_PAGES = 20
 
 
 class HttpBatchApi(BatchApi):
@@ -256,6 +263,32 @@ def known_state(provider: str, states: Mapping[str, JobState], upstream: str) ->
         log.warning("%s: unknown batch job status %r, taken as running", provider, upstream)
         return "running"
     return state
+
+
+def search_page(jobs: list[Any], gateway_job: str, created_after: int) -> tuple[Json | None, bool]:
+    """One page of a provider's jobs, newest first: the first whose metadata says `gateway_job` and that was created
+    at or after `created_after`, and whether the search ends here (found, or a job created before `created_after`
+    reached: every later page lists older ones still). A job that does not say when it was created is judged by
+    its metadata alone (the tag names one gateway job; the time only bounds the search)."""
+    for job in jobs:
+        if not isinstance(job, dict):
+            continue
+        created = count_field(job.get("created_at"))
+        if created is not None and created < created_after:
+            return None, True
+        metadata = job.get("metadata")
+        if isinstance(metadata, dict) and metadata.get(GATEWAY_JOB) == gateway_job:
+            return job, True
+    return None, False
+
+
+def search_exhausted(provider: str, gateway_job: str) -> None:
+    log.warning(
+        "%s: no batch job tagged %s among the newest %d jobs listed; searched no further",
+        provider,
+        gateway_job,
+        LIST_PAGES * LIST_PAGE_SIZE,
+    )
 
 
 def text_field(value: Any) -> str | None:

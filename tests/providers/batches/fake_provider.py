@@ -5,7 +5,7 @@ answers from what the test set: the job's statuses in turn, the result files' by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -33,6 +33,7 @@ class Received:
     headers: dict[str, str]
     json: Any = None
     fields: dict[str, Any] = field(default_factory=dict)  # multipart: name -> str, or (filename, type, bytes)
+    query: dict[str, str] = field(default_factory=dict)  # decoded, one value per name
 
 
 @dataclass
@@ -48,6 +49,8 @@ class FakeProvider:
     redirect: dict[str, str] = field(default_factory=dict)  # "METHOD path" -> Location
     received: list[Received] = field(default_factory=list)
     uploaded_id: str = "file-in-1"
+    # GET `job_path` (the job list): the answer to the query it was sent with.
+    listing: Callable[[dict[str, str]], Json] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -57,13 +60,22 @@ class FakeProvider:
     def of(self, method: str, path: str) -> list[Received]:
         return [r for r in self.received if r.method == method and r.path == path]
 
+    def listed(self) -> list[dict[str, str]]:
+        """The queries of the job list's requests, in order."""
+        return [r.query for r in self.received if r.method == "GET" and r.path.split("?")[0] == self.job_path]
+
     def uploaded_lines(self, which: int = 0) -> list[Json]:
         """The lines of the `which`-th uploaded file."""
         _, _, content = self.of("POST", "/v1/files")[which].fields["file"]
         return [orjson.loads(line) for line in content.splitlines()]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        record = Received(request.method, request.raw_path, {k.lower(): v for k, v in request.headers.items()})
+        record = Received(
+            request.method,
+            request.raw_path,
+            {k.lower(): v for k, v in request.headers.items()},
+            query=dict(request.query),
+        )
         self.received.append(record)
         if request.content_type == "multipart/form-data":
             reader = await request.multipart()
@@ -83,6 +95,8 @@ class FakeProvider:
             status, body = self.refuse[where]
             return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
         path = request.raw_path
+        if request.method == "GET" and request.rel_url.raw_path == self.job_path and self.listing is not None:
+            return _json(self.listing(dict(request.query)))
         if request.method == "POST" and path == "/v1/files":
             return _json({"id": self.uploaded_id, "object": "file", "purpose": "batch", "filename": "x.jsonl"})
         if request.method == "DELETE" and path.startswith("/v1/files/"):

@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -14,7 +18,7 @@ import pytest
 from gateway.errors import GatewayError
 from gateway.http.servers import ThreadedServer
 from gateway.providers.batches import build_batch_api
-from gateway.providers.batches.base import JobStatus, UpstreamLine
+from gateway.providers.batches.base import GATEWAY_JOB, JobStatus, UpstreamLine
 from gateway.providers.batches.mistral import MistralBatchApi, job_status
 from gateway.providers.mistral import MistralAdapter
 from gateway.providers.openai_compatible import OpenAICompatibleAdapter
@@ -239,7 +243,7 @@ def test_poll_cancel_and_status_words() -> None:
             2,
             1,
         )
-        assert done == JobStatus("succeeded", "SUCCESS", "file-out", "file-err", None, 2, 1, 1)
+        assert done == JobStatus("succeeded", "SUCCESS", "file-out", "file-err", None, 2, 1, 1, job_id=JOB_ID)
         assert cancelling.state == "cancelling"
         # An id is one quoted path segment: it cannot reach another path.
         assert provider_.of("POST", "/v1/batch/jobs/weird%2F..%2Fid/cancel")
@@ -262,6 +266,112 @@ def test_poll_cancel_and_status_words() -> None:
 )
 def test_status_words(word: str, state: str) -> None:
     assert job_status("mistral", dict(JOB, status=word)).state == state
+
+
+NOW = 1_700_000_000  # 2023-11-14T22:13:20Z
+
+
+def listed_job(index: int, created_at: int, metadata: Any, **more: Any) -> dict[str, Any]:
+    return dict(JOB, id=f"job-{index}", created_at=created_at, metadata=metadata, **more)
+
+
+def mistral_list(jobs: list[Any]) -> Callable[[dict[str, str]], dict[str, Any]]:
+    """Mistral's job list over `jobs` (newest first), by `page` and `page_size`, with `total`; it applies no filter,
+    as a provider that ignored one would, so the client's own checks are what the tests see."""
+
+    def answer(query: dict[str, str]) -> dict[str, Any]:
+        page, size = int(query["page"]), int(query["page_size"])
+        return {"object": "list", "data": jobs[page * size : (page + 1) * size], "total": len(jobs)}
+
+    return answer
+
+
+def find(provider_: FakeProvider, gateway_job: str, created_after: int = NOW) -> JobStatus | None:
+    async def main() -> JobStatus | None:
+        async with serving(provider_) as url:
+            client = api(url)
+            try:
+                return await client.find_job(gateway_job, created_after)
+            finally:
+                await client.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_find_job_pages_to_the_tagged_job() -> None:
+    tag = "job_7"
+    others = [
+        "not a job",
+        listed_job(1, NOW + 900, None),
+        listed_job(2, NOW + 800, {"gateway_batch": tag}),  # the tag's value under another key
+        listed_job(3, NOW + 700, {GATEWAY_JOB: tag + "x"}),
+    ] + [listed_job(10 + i, NOW + 600 - i, {"gateway_batch": "b", GATEWAY_JOB: f"other-{i}"}) for i in range(226)]
+    target = listed_job(99, NOW + 5, {"gateway_batch": "b", GATEWAY_JOB: tag}, status="RUNNING", total_requests=4)
+    older_twin = listed_job(98, NOW + 1, {"gateway_batch": "b", GATEWAY_JOB: tag}, status="QUEUED")
+    provider_ = fake()
+    provider_.listing = mistral_list([*others, target, older_twin])
+    found = find(provider_, tag)
+    assert found is not None
+    assert (found.job_id, found.state, found.upstream_status, found.total) == ("job-99", "running", "RUNNING", 4)
+    queries = provider_.listed()
+    assert [q["page"] for q in queries] == ["0", "1", "2"]  # the target is the 231st job: page 2 of 100
+    for query in queries:
+        # The tag as a metadata filter (a key of its own, as the guide's curl writes `job_type=testing`); the time
+        # a second early (Mistral does not say whether "after" includes the instant), as the SDK writes it.
+        assert query == {
+            GATEWAY_JOB: tag,
+            "created_after": "2023-11-14T22:13:19Z",
+            "order_by": "-created",
+            "page_size": "100",
+            "page": query["page"],
+        }
+
+
+@pytest.mark.slow
+def test_find_job_ignores_other_tags_and_older_jobs_and_stops_there() -> None:
+    tag = "job_7"
+    jobs = [listed_job(i, NOW + 500 - i, {GATEWAY_JOB: f"other-{i}"}) for i in range(120)]
+    # Tagged, but created a second before the bound (a provider whose "after" includes that second lists it).
+    jobs.append(listed_job(200, NOW - 1, {GATEWAY_JOB: tag}))
+    jobs += [listed_job(300 + i, NOW - 10 - i, {GATEWAY_JOB: tag}) for i in range(200)]
+    provider_ = fake()
+    provider_.listing = mistral_list(jobs)
+    assert find(provider_, tag) is None
+    # Newest first: once a job older than the bound is listed, every later page is older still.
+    assert [q["page"] for q in provider_.listed()] == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_find_job_not_found_ends_with_the_list() -> None:
+    provider_ = fake()
+    provider_.listing = mistral_list([listed_job(i, NOW + i, {GATEWAY_JOB: f"other-{i}"}) for i in range(200)])
+    assert find(provider_, "job_7") is None
+    assert [q["page"] for q in provider_.listed()] == ["0", "1"]  # total 200: two full pages, not a third
+    empty = fake()
+    empty.listing = mistral_list([])
+    assert find(empty, "job_7") is None
+    assert len(empty.listed()) == 1
+
+
+@pytest.mark.slow
+def test_find_job_searches_a_bounded_number_of_pages(caplog: pytest.LogCaptureFixture) -> None:
+    provider_ = fake()
+    page = [listed_job(i, NOW + 1000, {GATEWAY_JOB: "other"}) for i in range(100)]
+    provider_.listing = lambda query: {"object": "list", "data": page, "total": 10**6}
+    with caplog.at_level(logging.WARNING, logger="gateway.batches"):
+        assert find(provider_, "job_7") is None
+    assert len(provider_.listed()) == 20
+    assert "no batch job tagged job_7 among the newest 2000" in caplog.text
+
+
+@pytest.mark.slow
+def test_find_job_refuses_a_list_it_cannot_read() -> None:
+    provider_ = fake()
+    provider_.listing = lambda query: {"object": "list", "total": 3}
+    with pytest.raises(GatewayError) as unreadable:
+        find(provider_, "job_7")
+    assert unreadable.value.status == 502 and unreadable.value.code == "upstream_malformed"
 
 
 def test_a_failed_job_says_why() -> None:
@@ -436,3 +546,37 @@ def test_end_to_end_on_the_emulator(mistral: ThreadedServer) -> None:
     assert refused.body["error"]["message"].startswith("mistral returned 400: Expected last role User or Tool")
     seen = http.request(mistral.url, "GET", f"/_emulator/batches/{job_id}", None, {}, timeout=10).json()
     assert all("model" not in body for body in seen["bodies"]) and seen["model"] == "mistral-medium-3.5"
+
+
+@pytest.mark.slow
+def test_find_job_on_the_emulator(mistral: ThreadedServer) -> None:
+    """A job submitted with the gateway's tags is found by its `gateway_job` with the id `submit` returned, and the
+    status `status` reads; a tag no job carries finds nothing."""
+    tag = f"job_{uuid.uuid4().hex}"
+    line = UpstreamLine("line-0", {"messages": [{"role": "user", "content": "hello"}], "max_completion_tokens": 5})
+
+    async def main() -> None:
+        p = provider("mistral", mistral.url + "/v1", key=MISTRAL_KEY)
+        client = build_batch_api(p, MistralAdapter(p))
+        assert client is not None
+        try:
+            since = int(time.time())
+            submitted = await client.submit(
+                "/v1/chat/completions",
+                model("mistral-medium-3.5"),
+                [line],
+                24,
+                {"gateway_batch": "b", GATEWAY_JOB: tag},
+            )
+            found = await client.find_job(tag, since)
+            assert found is not None and found.job_id == submitted.job_id
+            assert found.state in ("queued", "running", "succeeded")
+            done = await poll_until_done(client, submitted.job_id)
+            assert await client.find_job(tag, since) == done
+            assert done.job_id == submitted.job_id and done.state == "succeeded"
+            assert await client.find_job(f"job_{uuid.uuid4().hex}", since) is None
+            assert await client.find_job(tag, since + 3600) is None  # created before the bound
+        finally:
+            await client.close()
+
+    asyncio.run(main())

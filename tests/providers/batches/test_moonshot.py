@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from gateway.errors import GatewayError
 from gateway.http.servers import ThreadedServer
 from gateway.providers.batches import build_batch_api
-from gateway.providers.batches.base import JobStatus, UpstreamLine
+from gateway.providers.batches.base import GATEWAY_JOB, JobStatus, UpstreamLine
 from gateway.providers.batches.moonshot import MoonshotBatchApi, completion_window, job_status
 from gateway.providers.moonshot import MoonshotAdapter
 from tests.providers.batches.fake_provider import (
@@ -199,7 +203,9 @@ def test_poll_and_cancel() -> None:
                 await client.close()
         assert [s.state for s in seen] == ["running", "running", "succeeded"]
         assert seen[0].total == 3 and seen[0].completed == 1
-        assert seen[2] == JobStatus("succeeded", "completed", "file-out", "file-err", None, 3, 2, 1)
+        assert seen[2] == JobStatus(
+            "succeeded", "completed", "file-out", "file-err", None, 3, 2, 1, job_id="batch_abc123"
+        )
         assert cancelling.state == "cancelling"
         assert len(provider_.of("GET", "/v1/batches/batch_abc123")) == 3
         assert provider_.of("POST", "/v1/batches/batch_abc123/cancel")
@@ -222,6 +228,113 @@ def test_poll_and_cancel() -> None:
 )
 def test_status_words(word: str, state: str) -> None:
     assert job_status("moonshot", dict(BATCH, status=word)).state == state
+
+
+NOW = 1_700_000_000
+
+
+def listed_batch(index: int, created_at: Any, metadata: Any, **more: Any) -> dict[str, Any]:
+    return dict(BATCH, id=f"batch_{index}", created_at=created_at, metadata=metadata, **more)
+
+
+def openai_list(batches: list[Any]) -> Callable[[dict[str, str]], dict[str, Any]]:
+    """OpenAI's (Moonshot's) batch list over `batches` (newest first): `limit` batches after the `after` cursor,
+    and `has_more`."""
+
+    def answer(query: dict[str, str]) -> dict[str, Any]:
+        ids = [b["id"] if isinstance(b, dict) else None for b in batches]
+        start = ids.index(query["after"]) + 1 if "after" in query else 0
+        page = batches[start : start + int(query["limit"])]
+        return {"object": "list", "data": page, "has_more": start + len(page) < len(batches)}
+
+    return answer
+
+
+def find(provider_: FakeProvider, gateway_job: str, created_after: int = NOW) -> JobStatus | None:
+    async def main() -> JobStatus | None:
+        async with serving(provider_) as url:
+            client = api(url)
+            try:
+                return await client.find_job(gateway_job, created_after)
+            finally:
+                await client.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_find_job_pages_to_the_tagged_batch() -> None:
+    tag = "job_7"
+    others = [
+        "not a batch",
+        listed_batch(1, NOW + 900, None),
+        listed_batch(2, NOW + 800, {"gateway_batch": tag}),  # the tag's value under another key
+        listed_batch(3, NOW + 700, {GATEWAY_JOB: tag.upper()}),
+    ] + [listed_batch(10 + i, NOW + 600 - i, {"gateway_batch": "b", GATEWAY_JOB: f"other-{i}"}) for i in range(146)]
+    target = listed_batch(
+        99,
+        NOW,  # created at the bound itself: "at or after"
+        {"gateway_batch": "b", GATEWAY_JOB: tag},
+        status="in_progress",
+        request_counts={"total": 4, "completed": 1, "failed": 0},
+    )
+    older_twin = listed_batch(98, NOW, {"gateway_batch": "b", GATEWAY_JOB: tag}, status="validating")
+    provider_ = fake()
+    provider_.listing = openai_list([*others, target, older_twin])
+    found = find(provider_, tag)
+    assert found is not None
+    assert (found.job_id, found.state, found.total, found.completed) == ("batch_99", "running", 4, 1)
+    # 100 a page, the next page after the last batch of the one before.
+    assert provider_.listed() == [{"limit": "100"}, {"limit": "100", "after": "batch_105"}]
+
+
+@pytest.mark.slow
+def test_find_job_ignores_other_tags_and_stops_at_an_older_batch() -> None:
+    tag = "job_7"
+    batches = [listed_batch(i, NOW + 500 - i, {GATEWAY_JOB: f"other-{i}"}) for i in range(120)]
+    batches.append(listed_batch(200, NOW - 1, {GATEWAY_JOB: tag}))  # tagged, but a second before the bound
+    batches += [listed_batch(300 + i, NOW - 10 - i, {GATEWAY_JOB: tag}) for i in range(200)]
+    provider_ = fake()
+    provider_.listing = openai_list(batches)
+    assert find(provider_, tag) is None
+    assert len(provider_.listed()) == 2  # the older batch is on the second page: no third asked for
+
+
+@pytest.mark.slow
+def test_find_job_not_found_ends_with_has_more() -> None:
+    provider_ = fake()
+    # Batches that say nothing of their creation time are judged by their tag alone.
+    provider_.listing = openai_list([listed_batch(i, None, {GATEWAY_JOB: f"other-{i}"}) for i in range(150)])
+    assert find(provider_, "job_7") is None
+    assert len(provider_.listed()) == 2
+    untimed = fake()
+    untimed.listing = openai_list([listed_batch(1, None, {GATEWAY_JOB: "job_7"})])
+    found = find(untimed, "job_7")
+    assert found is not None and found.job_id == "batch_1"
+    empty = fake()
+    empty.listing = openai_list([])
+    assert find(empty, "job_7") is None and len(empty.listed()) == 1
+
+
+@pytest.mark.slow
+def test_find_job_searches_a_bounded_number_of_pages(caplog: pytest.LogCaptureFixture) -> None:
+    provider_ = fake()
+    page = [listed_batch(i, NOW + 1000, {GATEWAY_JOB: "other"}) for i in range(100)]
+    provider_.listing = lambda query: {"object": "list", "data": page, "has_more": True}
+    with caplog.at_level(logging.WARNING, logger="gateway.batches"):
+        assert find(provider_, "job_7") is None
+    assert len(provider_.listed()) == 20
+    assert "no batch job tagged job_7 among the newest 2000" in caplog.text
+
+
+@pytest.mark.slow
+def test_find_job_refuses_a_list_it_cannot_read() -> None:
+    for answer in ({"object": "list", "has_more": False}, {"object": "list", "data": [{"x": 1}], "has_more": True}):
+        provider_ = fake()
+        provider_.listing = lambda query, answer=answer: answer
+        with pytest.raises(GatewayError) as unreadable:
+            find(provider_, "job_7")
+        assert unreadable.value.status == 502 and unreadable.value.code == "upstream_malformed"
 
 
 def test_a_failed_batch_says_why() -> None:
@@ -380,3 +493,33 @@ def test_end_to_end_on_the_emulator(moonshot: ThreadedServer) -> None:
     assert refused.body["error"]["message"].startswith("moonshot returned 400: invalid temperature")
     seen = http.request(moonshot.url, "GET", f"/_emulator/batches/{job_id}", None, {}, timeout=10).json()
     assert {body["model"] for body in seen["bodies"]} == {UPSTREAM}
+
+
+@pytest.mark.slow
+def test_find_job_on_the_emulator(moonshot: ThreadedServer) -> None:
+    """A batch submitted with the gateway's tags is found by its `gateway_job` with the id `submit` returned, and
+    the status `status` reads; a tag no batch carries finds nothing."""
+    tag = f"job_{uuid.uuid4().hex}"
+    line = UpstreamLine("line-0", {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 5})
+
+    async def main() -> None:
+        p = provider("moonshot", moonshot.url + "/v1", key=MOONSHOT_KEY)
+        client = build_batch_api(p, MoonshotAdapter(p))
+        assert client is not None
+        try:
+            since = int(time.time())
+            submitted = await client.submit(
+                "/v1/chat/completions", model(UPSTREAM), [line], 24, {"gateway_batch": "b", GATEWAY_JOB: tag}
+            )
+            found = await client.find_job(tag, since)
+            assert found is not None and found.job_id == submitted.job_id
+            assert found.state in ("queued", "running", "succeeded")
+            done = await poll_until_done(client, submitted.job_id)
+            assert await client.find_job(tag, since) == done
+            assert done.job_id == submitted.job_id and done.state == "succeeded"
+            assert await client.find_job(f"job_{uuid.uuid4().hex}", since) is None
+            assert await client.find_job(tag, since + 3600) is None  # created before the bound
+        finally:
+            await client.close()
+
+    asyncio.run(main())
