@@ -154,6 +154,7 @@ class BatchRunner:
             ending = "cancelled"
         elif now >= batch.expires_at:
             ending = "expired"
+        await self._resolve(batch, jobs)
         if ending is not None:
             await self._close_unsent(batch, ending)
             await self._cancel_jobs(jobs)
@@ -181,6 +182,9 @@ class BatchRunner:
         groups: dict[str, list[BatchLine]] = {}
         for line in pending:
             groups.setdefault(line.model or "", []).append(line)
+        for job in jobs:
+            if job.state == "submitting" and job.model in groups:
+                del groups[job.model]  # not known yet whether the provider has them: never sent twice
         window = max(1, (batch.expires_at - batch.created_at) // 3600)
         for name, lines in groups.items():
             model = self.gateway.catalog.models.get(name)
@@ -230,6 +234,40 @@ class BatchRunner:
             await self.store.save_job(job)
             await self.store.assign_lines(batch.id, [line.index for line in lines], job.id, "submitted")
             jobs.append(job)
+
+    async def _resolve(self, batch: BatchRecord, jobs: list[ProviderJob]) -> None:
+        """Jobs left `submitting` (their node died, or stopped, while the provider was asked): the provider is asked
+        whether it took each one (by the job's id in its metadata). Taken: the job is recorded and carries its
+        model's pending lines (the lines it was made of: nothing else sends them meanwhile); not taken: it is marked
+        failed and the lines are sent again. While the provider cannot say, the job stays as it is and its lines wait
+        (never sent twice)."""
+        stuck = [job for job in jobs if job.state == "submitting" and job.upstream_id is None]
+        if not stuck:
+            return
+        pending = [line for line in await self._lines(batch, ["pending"]) if line.mode == "batch"]
+        for job in stuck:
+            api = await self.apis.for_provider(job.provider)
+            try:
+                found = await api.find_job(job.id, job.created_at - 300) if api is not None else None
+            except GatewayError as error:
+                log.warning("looking up job %s at %s failed: %s", job.id, job.provider, error.message)
+                continue
+            if found is None or found.job_id is None:
+                job.state, job.error, job.updated_at = "failed", "the provider never created it", int(time.time())
+                await self.store.save_job(job)
+                continue
+            self._update_job(job, found)
+            job.upstream_id = found.job_id
+            job.state = "queued"  # (whatever it is now: the next poll reads it, and its results if it has ended)
+            await self.store.save_job(job)
+            indexes = [line.index for line in pending if line.model == job.model]
+            await self.store.assign_lines(batch.id, indexes, job.id, "submitted")
+            log.warning(
+                "job %s of %s, created at %s by a node that stopped before recording it, taken over",
+                job.id,
+                batch.id,
+                job.provider,
+            )
 
     @staticmethod
     def _sent_body(line: BatchLine) -> dict[str, Any]:
