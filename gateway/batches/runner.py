@@ -8,8 +8,8 @@ at a time); each job is polled, and a finished job's results are settled line by
 price, the line's share of the batch's hold given back); a cancelled or expired batch has its jobs cancelled and
 its unsent lines closed; when no line is left running the batch ends and what remains of its hold is released.
 
-Known limit: a node killed between a provider accepting a job and the database recording it submits those lines
-again (the provider then runs them twice; only one result per line is settled).
+A node killed between asking a provider to take a job and recording its answer leaves the job `submitting`; the
+next round asks the provider for a job tagged with its id (metadata) before sending those lines again (`_resolve`).
 """
 
 from __future__ import annotations
