@@ -84,6 +84,7 @@ class Served:
     stream: bool
     endpoint: str = "chat"  # the front door (`gateway.pipeline.request.Endpoint`)
     batch: tuple[str, str] | None = None  # (batch id, custom_id) of a batch line run interactively
+    decision: str | None = None  # what the routing decision read, as JSON (`gateway.replay.inputs`): LedgerRow.decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +456,7 @@ class Accounting:
             endpoint=served.endpoint,
             batch_id=served.batch[0] if served.batch is not None else None,
             custom_id=served.batch[1] if served.batch is not None else None,
+            decision=served.decision,
         )
         after = await self._record(Settlement(row, ticket.scopes, ticket.hold))
         if after is not None:  # journaled: the soft limit is checked by whichever settlement follows it

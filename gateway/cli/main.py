@@ -22,6 +22,7 @@ from gateway.cli.admin import add_admin_commands
 from gateway.cli.batch import add_batch_commands
 from gateway.cli.common import config_path
 from gateway.cli.policy import add_policy_commands
+from gateway.cli.replay import add_replay_command
 from gateway.cli.route import add_route_commands
 from gateway.settings import Settings
 from gateway.store import storage_problem
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_commands(commands)
     add_policy_commands(commands)
     add_route_commands(commands)
+    add_replay_command(commands)
     add_batch_commands(commands)
     from gateway.clients import add_clients_command  # `gateway clients TOOL`
 

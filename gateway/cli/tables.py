@@ -264,3 +264,57 @@ def render_models(catalog: Catalog, differences: Mapping[str, Sequence[Differenc
         lines.append("* differs from litellm's bundled catalog (the configured value is used):")
         lines.extend(f"  {d.model}: {d.field} is {d.ours} here, {d.litellm} in litellm" for d in notes)
     return "\n".join(lines)
+
+
+def _usd_text(text: str) -> str:
+    """An exact `usd_text` amount ('0.001250000') as `usd` shows it ($0.00125)."""
+    return usd(int(Decimal(text) * NANOS_PER_USD))
+
+
+def _replay_figures(row: Mapping[str, Any]) -> list[Any]:
+    return [
+        row["requests_before"],
+        row["requests_after"],
+        _usd_text(row["cost_before_usd"]),
+        _usd_text(row["cost_after_usd"]),
+    ]
+
+
+def render_replay(report: Mapping[str, Any]) -> str:
+    """`gateway replay`: a policy replay's report (`ReplayReport.as_dict()`), what happened next to what the replayed
+    policies would have done: requests and cost per model, provider and team, region moves and refusals."""
+    rows, cost, filters = report["rows"], report["cost"], report["filters"]
+    skipped = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in rows["skipped"].items()) or "none"
+    delta = cost["delta_pct"]
+    lines = [
+        f"policies {report['policies']['source']} ({', '.join(report['policies']['names'])})",
+        f"team {filters['team'] or 'all'}  from {filters['since']}  to {filters['until'] or 'now'}",
+        f"requests replayed {rows['replayed']} ({rows['approximated']} approximated: recorded before their inputs were)"
+        f"  skipped {skipped}",
+        f"changed model {rows['changed_model']}  moved region {rows['moved_region']}  refused {rows['refused']}"
+        f"  over budget {rows['over_budget']}",
+        f"cost {_usd_text(cost['before_usd'])} -> {_usd_text(cost['after_usd'])}"
+        f" ({'+' if cost['delta_nanos'] >= 0 else '-'}{_usd_text(cost['delta_usd'].lstrip('-'))}"
+        + (f", {delta:+g}%" if delta is not None else "")
+        + ")",
+        "",
+    ]
+    figures = ["BEFORE", "AFTER", "COST BEFORE", "COST AFTER"]
+    models = [[m["model"], m["provider"], m["region"], *_replay_figures(m)] for m in report["models"]]
+    lines += [table(["MODEL", "PROVIDER", "REGION", *figures], models, right=(3, 4, 5, 6)), ""]
+    providers = [[p["provider"], p["region"], *_replay_figures(p)] for p in report["providers"]]
+    lines += [table(["PROVIDER", "REGION", *figures], providers, right=(2, 3, 4, 5)), ""]
+    teams = [
+        [t["team"], t["policy"], *_replay_figures(t), t["refused"], t["changed_model"], t["moved_region"]]
+        for t in report["teams"]
+    ]
+    headers = ["TEAM", "POLICY", *figures, "REFUSED", "CHANGED", "MOVED"]
+    lines.append(table(headers, teams, right=(2, 3, 4, 5, 6, 7, 8)))
+    if report["region_moves"]:
+        moves = [[m["from"], m["to"], m["requests"]] for m in report["region_moves"]]
+        lines += ["", table(["REGION FROM", "TO", "REQUESTS"], moves, right=(2,))]
+    for refused in report["refused"]:
+        lines += ["", f"refused {refused['requests']}: {refused['status']} {refused['code']}"]
+        for example in refused["examples"]:
+            lines.append(f"  {example['id']} {example['ts']} team {example['team']}: {example['message']}")
+    return "\n".join(lines)

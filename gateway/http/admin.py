@@ -1,4 +1,4 @@
-"""Admin API (master key only): teams, keys, spend.
+"""Admin API (master key only): teams, keys, spend, policy replay.
 
 Thin handlers over `gateway.admin.service`, which the CLI's direct-database mode
 uses too, so both give the same answers and the same errors.
@@ -20,6 +20,7 @@ from gateway.errors import GatewayError
 from gateway.http.body import read_json_object
 from gateway.http.guard import Access, Guard
 from gateway.http.responses import json_bytes
+from gateway.replay.service import replay_request
 from gateway.state import Gateway
 
 Handler = Callable[[Gateway, Request], Awaitable[Response]]
@@ -155,6 +156,20 @@ async def reload(gateway: Gateway, request: Request) -> Response:
     )
 
 
+async def policy_replay(gateway: Gateway, request: Request) -> Response:
+    """`POST /admin/replay`: what other policies would have done to the ledger's traffic (gateway/replay/service.py
+    says what the body holds); reads the ledger, never writes it, calls no provider."""
+    report = await replay_request(
+        gateway.store,
+        gateway.catalog,
+        gateway.policy_set(),
+        await _body(gateway, request),
+        default_expected_output=gateway.settings.default_expected_output_tokens,
+        timezone=gateway.settings.budget_timezone,
+    )
+    return _json(report)
+
+
 def _master_only(handler: Handler) -> Callable[[Gateway, Request, Principal], Awaitable[Response]]:
     async def endpoint(gateway: Gateway, request: Request, principal: Principal) -> Response:
         return await handler(gateway, request)
@@ -180,4 +195,5 @@ def routes(guard: Guard) -> list[Route]:
         route("/admin/keys/{key_id}", revoke_key, "DELETE"),
         route("/admin/spend", spend, "GET"),
         route("/admin/reload", reload, "POST"),
+        route("/admin/replay", policy_replay, "POST"),
     ]

@@ -20,9 +20,11 @@ from gateway.budget.accounting import Charged, Outcome, Served, Ticket
 from gateway.errors import GatewayError
 from gateway.money import usd_text
 from gateway.pipeline.limits import RequestLimits
+from gateway.pipeline.plan import RESIDENCY_HEADER
 from gateway.pipeline.request import Answer, InferenceRequest, Observer, StreamAnswer, route_headers
 from gateway.providers.base import Reply, StreamReply
 from gateway.providers.sse import gateway_error_event, stream_end
+from gateway.replay.inputs import encode_inputs, residency_regions
 from gateway.routing.counting import PromptCounts
 from gateway.routing.failover import STREAM_FAILURES
 from gateway.routing.route import Route
@@ -52,7 +54,13 @@ class Settlement:
         provider = route.provider
         request = self.request
         served = Served(
-            provider.name, provider.region, route.reason, request.params.stream, request.endpoint, request.batch
+            provider.name,
+            provider.region,
+            route.reason,
+            request.params.stream,
+            request.endpoint,
+            request.batch,
+            self._inputs(),
         )
         try:
             charged = await self.gateway.accounting.settle(ticket, served, outcome)
@@ -71,6 +79,24 @@ class Settlement:
         )
         self.observer.settled(charged)
         return charged
+
+    def _inputs(self) -> str:
+        """What the routing decision read, for the ledger row (policy replay, `gateway.replay.inputs`): the prompt's
+        counts as they ended (refined ones included), never its text."""
+        request = self.request
+        params, asked = request.params, request.asked_max_output
+        expected = (
+            0 if request.operation == "embeddings" else (asked or self.gateway.settings.default_expected_output_tokens)
+        )
+        return encode_inputs(
+            self.counts.by_model,
+            self.counts.tokens,
+            {request.operation, *params.needs},
+            asked,
+            params.n,
+            residency_regions(request.headers.get(RESIDENCY_HEADER)),
+            expected,
+        )
 
     def upstream_ended(self, route: Route, started: float) -> None:
         seconds = time.monotonic() - started

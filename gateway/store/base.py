@@ -8,10 +8,11 @@ transaction (group commit), and each caller resumes once its batch committed.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,11 @@ class LedgerRow:
     # and defaulted for the same reason as `endpoint`.
     batch_id: str | None = None
     custom_id: str | None = None
+    # What the routing decision read (issue 17, policy replay), as the JSON text `gateway.replay.inputs` writes and
+    # reads: prompt tokens counted per model, capabilities, max_tokens, n, the residency header; never prompt text.
+    # None for rows written before migration 6 and for lines run on a provider's batch API. Last and defaulted for
+    # the journal's sake, as `endpoint`.
+    decision: str | None = None
 
 
 @dataclass(slots=True)
@@ -158,6 +164,73 @@ class SpendFilter:
 
 
 GROUPS = ("team", "key", "model", "provider", "endpoint", "day", "batch")
+
+
+@dataclass(slots=True)
+class LedgerFilter:
+    """Which ledger rows a page shows (the console's requests table, replay): every field that is set must match.
+
+    `key` matches a key's id or the start of its visible prefix; `status` one HTTP status; `errors` True only
+    statuses of 400 and above, False only those below; `search` is a case-insensitive substring of the model, the
+    provider, the route reason or the team. `since` is inclusive, `until` exclusive (Unix seconds)."""
+
+    team: str | None = None
+    key: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    region: str | None = None
+    route_reason: str | None = None
+    status: int | None = None
+    errors: bool | None = None
+    endpoint: str | None = None
+    batch: str | None = None  # a batch's id: only its lines
+    since: float | None = None
+    until: float | None = None
+    search: str | None = None
+
+
+# How a page of the ledger is ordered: newest or oldest first (by time, then id), or the most expensive or the
+# slowest first (then newest first).
+LEDGER_ORDERS = ("newest", "oldest", "cost", "latency")
+DAILY_GROUPS = ("model", "provider")
+LATENCY_SAMPLE = 10_000  # the most recent rows whose latencies give latency_stats' percentiles
+
+
+class LedgerPage(NamedTuple):
+    rows: list[LedgerRow]  # without `content` (a row's own read, `ledger_row`, has it)
+    total: int | None  # rows matching the filters, whatever the page (None: not counted, `count=False`)
+
+
+class DailySpend(NamedTuple):
+    day: str  # YYYY-MM-DD, UTC
+    group: str  # the model or the provider
+    cost_nanos: int
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyStats:
+    """Interactive requests (not batch lines) since a moment: how many, how many failed (status 400 and above), and
+    the median and 95th percentile of their latency and time to first token (ms; None when there are none), from
+    the `sampled` most recent ones (at most LATENCY_SAMPLE)."""
+
+    requests: int
+    errors: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    sampled: int
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """The nearest-rank percentile of `values` (sorted or not): the smallest value with at least `pct`% of the
+    values at or below it; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
 
 
 @dataclass(slots=True)
@@ -272,6 +345,38 @@ class Store(ABC):
 
     @abstractmethod
     async def ledger_rows(self, filters: SpendFilter, limit: int = 1000) -> list[LedgerRow]: ...
+
+    @abstractmethod
+    async def ledger_page(
+        self,
+        filters: LedgerFilter,
+        order: str = "newest",
+        *,
+        after: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        count: bool = True,
+    ) -> LedgerPage:
+        """One page of the ledger rows matching `filters`, in `order` (LEDGER_ORDERS), and how many match in all.
+        Paging: `after` a row's id (the rows that follow it in `order`: a cursor that stays put while rows are
+        added; newest and oldest only) or `offset` rows skipped. `count=False` leaves the total out (None)."""
+
+    @abstractmethod
+    async def ledger_row(self, row_id: str) -> LedgerRow | None:
+        """One row, with its content (when GATEWAY_LEDGER_CONTENT stored any)."""
+
+    @abstractmethod
+    async def daily_spend(
+        self, team: str | None, since: float, group_by: str = "model", until: float | None = None
+    ) -> list[DailySpend]:
+        """Cost and requests per UTC day and model (or provider: DAILY_GROUPS), of one team or all (None), oldest
+        day first."""
+
+    @abstractmethod
+    async def latency_stats(
+        self, since: float, until: float | None = None, team: str | None = None, sample: int = LATENCY_SAMPLE
+    ) -> LatencyStats:
+        """Requests, errors and latency percentiles of the interactive requests since `since`."""
 
 
 def team_scope(name: str) -> str:

@@ -229,6 +229,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX ledger_batch ON ledger (batch_id)",
         ],
     ),
+    (
+        6,
+        [
+            # What the routing decision read, per request (issue 17, policy replay: `gateway.replay`), as JSON text:
+            # {"counts": {MODEL: prompt tokens counted for it}, "tokens": the model-neutral count, "capabilities":
+            # [...], "max_tokens": N or null, "n": N, "residency": [REGION, ...] or null, "expected_output": N}.
+            # Never prompt text. A nullable column without a default rewrites no row in either database: instant,
+            # and every earlier row reads as having no recorded inputs (replay approximates those).
+            "ALTER TABLE ledger ADD COLUMN decision TEXT",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -23,12 +23,19 @@ import orjson
 
 from gateway.errors import StorageUnavailable
 from gateway.store.base import (
+    DAILY_GROUPS,
     GROUPS,
+    LATENCY_SAMPLE,
+    LEDGER_ORDERS,
     Conflict,
+    DailySpend,
     HoldRequest,
     HoldResult,
     Instance,
     KeyRecord,
+    LatencyStats,
+    LedgerFilter,
+    LedgerPage,
     LedgerRow,
     Rates,
     Scope,
@@ -40,6 +47,7 @@ from gateway.store.base import (
     Team,
     as_json_list,
     from_json_list,
+    percentile,
 )
 from gateway.store.batch_sql import SqlBatchStore
 from gateway.store.batches import BatchStore
@@ -61,9 +69,20 @@ T = TypeVar("T")
 LEDGER_COLUMNS = (
     "id, ts, team, key_id, key_prefix, requested_model, model, provider, region, prompt_tokens, completion_tokens,"
     " cached_tokens, cost_nanos, estimated, status, latency_ms, ttft_ms, route_reason, stream, content, endpoint,"
-    " batch_id, custom_id"
+    " batch_id, custom_id, decision"
 )
 LEDGER_WIDTH = len(LEDGER_COLUMNS.split(","))
+# A page of the ledger leaves each row's content out (it may be megabytes per row): `ledger_row` reads it.
+PAGE_COLUMNS = LEDGER_COLUMNS.replace(" content,", " NULL,")
+# The columns a page's free-text search looks in, and the character that escapes LIKE's wildcards in its pattern.
+SEARCHED_COLUMNS = ("model", "provider", "route_reason", "team")
+LIKE_ESCAPE = "!"
+PAGE_ORDERS = {
+    "newest": "ts DESC, id DESC",
+    "oldest": "ts ASC, id ASC",
+    "cost": "cost_nanos DESC, ts DESC, id DESC",
+    "latency": "latency_ms DESC, ts DESC, id DESC",
+}
 
 
 @dataclass(frozen=True)
@@ -637,6 +656,7 @@ class SqlStore(Store):
                 row.endpoint,
                 row.batch_id,
                 row.custom_id,
+                row.decision,
             ),
         )
 
@@ -747,3 +767,125 @@ class SqlStore(Store):
         where, params = self._where(filters)
         rows = await self._read(f"SELECT {LEDGER_COLUMNS} FROM ledger{where} ORDER BY ts LIMIT ?", [*params, limit])
         return [_ledger(r) for r in rows]
+
+    # -- the console's reads (issue 17) ------------------------------------------------------------
+    def _ledger_where(self, filters: LedgerFilter) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("team", filters.team),
+            ("model", filters.model),
+            ("provider", filters.provider),
+            ("region", filters.region),
+            ("route_reason", filters.route_reason),
+            ("status", filters.status),
+            ("endpoint", filters.endpoint),
+            ("batch_id", filters.batch),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if filters.key is not None:
+            clauses.append(f"(key_id = ? OR key_prefix LIKE ? ESCAPE '{LIKE_ESCAPE}')")
+            params += [filters.key, _like_text(filters.key) + "%"]
+        if filters.errors is not None:
+            clauses.append("status >= 400" if filters.errors else "status < 400")
+        if filters.since is not None:
+            clauses.append("ts >= ?")
+            params.append(filters.since)
+        if filters.until is not None:
+            clauses.append("ts < ?")
+            params.append(filters.until)
+        if filters.search:
+            pattern = "%" + _like_text(filters.search.lower()) + "%"
+            clauses.append(
+                "(" + " OR ".join(f"LOWER({c}) LIKE ? ESCAPE '{LIKE_ESCAPE}'" for c in SEARCHED_COLUMNS) + ")"
+            )
+            params += [pattern] * len(SEARCHED_COLUMNS)
+        return clauses, params
+
+    async def ledger_page(
+        self,
+        filters: LedgerFilter,
+        order: str = "newest",
+        *,
+        after: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        count: bool = True,
+    ) -> LedgerPage:
+        if order not in LEDGER_ORDERS:
+            raise ValueError(f"order must be one of {', '.join(LEDGER_ORDERS)}")
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        if after is not None and order not in ("newest", "oldest"):
+            raise ValueError("after pages only in newest or oldest order (use offset)")
+        clauses, params = self._ledger_where(filters)
+        total: int | None = None
+        if count:
+            where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+            total = int((await self._read(f"SELECT COUNT(*) FROM ledger{where}", params))[0][0])
+        if after is not None:
+            # The rows after the cursor row in (ts, id) order; a cursor whose row does not exist matches nothing.
+            op = "<" if order == "newest" else ">"
+            clauses = [
+                *clauses,
+                f"(ts {op} (SELECT ts FROM ledger WHERE id = ?)"
+                f" OR (ts = (SELECT ts FROM ledger WHERE id = ?) AND id {op} ?))",
+            ]
+            params = [*params, after, after, after]
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = await self._read(
+            f"SELECT {PAGE_COLUMNS} FROM ledger{where} ORDER BY {PAGE_ORDERS[order]} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return LedgerPage([_ledger(r) for r in rows], total)
+
+    async def ledger_row(self, row_id: str) -> LedgerRow | None:
+        rows = await self._read(f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE id = ?", (row_id,))
+        return _ledger(rows[0]) if rows else None
+
+    async def daily_spend(
+        self, team: str | None, since: float, group_by: str = "model", until: float | None = None
+    ) -> list[DailySpend]:
+        if group_by not in DAILY_GROUPS:
+            raise ValueError(f"group_by must be one of {', '.join(DAILY_GROUPS)}")
+        clauses, params = self._ledger_where(LedgerFilter(team=team, since=since, until=until))
+        day = self.dialect.day_expr
+        rows = await self._read(
+            f"SELECT {day}, {group_by}, COALESCE(SUM(cost_nanos), 0), COUNT(*) FROM ledger"
+            f" WHERE {' AND '.join(clauses)} GROUP BY {day}, {group_by} ORDER BY 1, 2",
+            params,
+        )
+        return [DailySpend(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    async def latency_stats(
+        self, since: float, until: float | None = None, team: str | None = None, sample: int = LATENCY_SAMPLE
+    ) -> LatencyStats:
+        # Batch lines are left out: a line run on a provider's batch API records the batch's age as its latency.
+        # Neither database is asked for percentiles (SQLite has none): they come from the most recent `sample`
+        # rows, so the cost of the read is bounded however long the window.
+        clauses, params = self._ledger_where(LedgerFilter(team=team, since=since, until=until))
+        where = " WHERE " + " AND ".join([*clauses, "batch_id IS NULL"])
+        counted = await self._read(
+            f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) FROM ledger{where}", params
+        )
+        recent = await self._read(
+            f"SELECT latency_ms, ttft_ms FROM ledger{where} ORDER BY ts DESC LIMIT ?", [*params, max(sample, 0)]
+        )
+        latencies = [float(r[0]) for r in recent]
+        ttfts = [float(r[1]) for r in recent if r[1] is not None]
+        return LatencyStats(
+            int(counted[0][0]),
+            int(counted[0][1]),
+            percentile(latencies, 50),
+            percentile(latencies, 95),
+            percentile(ttfts, 50),
+            percentile(ttfts, 95),
+            len(recent),
+        )
+
+
+def _like_text(text: str) -> str:
+    """`text` matched literally by LIKE (its wildcards and the escape character escaped)."""
+    return "".join(LIKE_ESCAPE + c if c in ("%", "_", LIKE_ESCAPE) else c for c in text)

@@ -204,7 +204,7 @@ def test_a_database_of_schema_4_gains_the_batch_tables_and_the_ledgers_batch_col
     assert out["file"] == [b"{}\n"]
     with raw_connection(database_url) as (db, _):
         versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
-    assert versions == [version for version, _ in MIGRATIONS] and versions[-1] == 5
+    assert versions == [version for version, _ in MIGRATIONS] and versions[:5] == [1, 2, 3, 4, 5]
     # Opened again: nothing is migrated twice (a second CREATE TABLE would fail) and the rows are all there.
     assert len(using(database_url, lambda store: store.ledger_rows(SpendFilter()))) == 2
 
