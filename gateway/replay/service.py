@@ -131,8 +131,9 @@ async def replay_request(
     if team is not None and not isinstance(team, str):
         raise _bad("team", "must be a team's name")
     now = time.time()
-    since = parse_moment(body.get("since") or DEFAULT_SINCE, "since", now)
-    until = parse_moment(body["until"], "until", now) if body.get("until") not in (None, "") else None
+    given_since, given_until = body.get("since"), body.get("until")
+    since = parse_moment(DEFAULT_SINCE if given_since is None or given_since == "" else given_since, "since", now)
+    until = None if given_until is None or given_until == "" else parse_moment(given_until, "until", now)
     if until is not None and until <= since:
         raise _bad("until", "must be later than since")
     try:
