@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.batches.service import Batches
 from gateway.catalog import load_catalog
+from gateway.console import routes as console_routes
 from gateway.errors import GatewayError, internal_error
 from gateway.http import admin, anthropic, batches, explain, health, metrics, openai, responses_api
 from gateway.http.guard import Guard
@@ -143,6 +144,9 @@ def create_app(gateway: Gateway) -> Starlette:
             *admin.routes(guard),
             *health.routes(gateway),
             *metrics.routes(gateway),
+            # The web console for the people who run the gateway, after every API route (its exact paths are
+            # looked up like the API's, its others are matched only once no API route did).
+            *console_routes(gateway, explain=explain.route_explain),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: unexpected},
