@@ -61,3 +61,19 @@ def test_residency_is_read_as_routing_reads_the_header() -> None:
 
 def _with(decision: str) -> LedgerRow:
     return row(catalog(), "kimi-k2.6", decision=decision)
+
+
+def test_the_journal_keeps_the_inputs_and_reads_lines_written_before_them() -> None:
+    from dataclasses import asdict
+
+    from gateway.budget.journal import _decode, _encode
+    from gateway.store.base import Settlement
+
+    recorded = row(catalog(), "kimi-k2.6")
+    assert recorded.decision is not None
+    assert _decode(_encode(Settlement(recorded, []))).row == recorded
+    # A line journaled by the release before migration 6: no `decision` key at all.
+    old = asdict(recorded)
+    del old["decision"]
+    line = orjson.dumps({"row": old, "scopes": [], "hold": None})
+    assert _decode(line).row.decision is None
