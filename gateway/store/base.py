@@ -172,7 +172,8 @@ class LedgerFilter:
 
     `key` matches a key's id or the start of its visible prefix; `status` one HTTP status; `errors` True only
     statuses of 400 and above, False only those below; `search` is a case-insensitive substring of the model, the
-    provider, the route reason or the team. `since` is inclusive, `until` exclusive (Unix seconds)."""
+    provider, the route reason or the team; `in_batch` True only batches' lines, False only other requests. `since` is
+    inclusive, `until` exclusive (Unix seconds)."""
 
     team: str | None = None
     key: str | None = None
@@ -184,6 +185,7 @@ class LedgerFilter:
     errors: bool | None = None
     endpoint: str | None = None
     batch: str | None = None  # a batch's id: only its lines
+    in_batch: bool | None = None  # True: only batches' lines, False: only other requests
     since: float | None = None
     until: float | None = None
     search: str | None = None

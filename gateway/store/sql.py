@@ -790,6 +790,8 @@ class SqlStore(Store):
             params += [filters.key, _like_text(filters.key) + "%"]
         if filters.errors is not None:
             clauses.append("status >= 400" if filters.errors else "status < 400")
+        if filters.in_batch is not None:
+            clauses.append("batch_id IS NOT NULL" if filters.in_batch else "batch_id IS NULL")
         if filters.since is not None:
             clauses.append("ts >= ?")
             params.append(filters.since)

@@ -66,6 +66,8 @@ def test_pages_are_newest_first_with_the_total_and_every_filter(database_url: st
             "ok": await ids(store, f(errors=False, team="ops")),
             "endpoint": await ids(store, f(endpoint="fim")),
             "batch": await ids(store, f(batch="batch_1")),
+            "in a batch": await ids(store, f(in_batch=True)),
+            "no batch": await ids(store, f(in_batch=False, team="web")),
             "window": await ids(store, f(since=DAY1 + 20, until=DAY2 + 20)),
             "none": await ids(store, f(team="nobody")),
         }
@@ -83,6 +85,8 @@ def test_pages_are_newest_first_with_the_total_and_every_filter(database_url: st
     assert out["ok"] == (["g"], 1)
     assert out["endpoint"] == (["c"], 1)
     assert out["batch"] == (["f"], 1)
+    assert out["in a batch"] == (["f"], 1)
+    assert out["no batch"] == (["d", "b", "a"], 3)
     assert out["window"] == (["c", "b"], 2)  # since inclusive (b), until exclusive (d)
     assert out["none"] == ([], 0)
 
