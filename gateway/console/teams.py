@@ -28,12 +28,12 @@ DAY = 86400
 
 
 def _number(text: str) -> int | str | None:
-    """A whole number typed in a form (`1,000` too); empty is None; anything else is passed on as typed, so the
-    service refuses it with its own message."""
-    cleaned = text.strip().replace(",", "").replace("_", "")
+    """A whole number typed in a form; empty is None; anything else is passed on as typed, so the service refuses
+    it with its own message (no thousands separators: `1,5` would be read differently in half the world)."""
+    cleaned = text.strip()
     if not cleaned:
         return None
-    return int(cleaned) if cleaned.isdigit() else text.strip()
+    return int(cleaned) if cleaned.isdigit() else cleaned
 
 
 def _choices(form: Form, name: str) -> list[str] | None:

@@ -25,7 +25,7 @@ def console_post_paths(client: httpx.AsyncClient, key_id: str) -> list[str]:
     paths = []
     for route in app.router.routes:
         if isinstance(route, Route) and route.path.startswith("/ui") and "POST" in (route.methods or ()):
-            paths.append(route.path.replace("{name}", "alpha").replace("{key_id}", key_id))
+            paths.append(route.path.replace("{name:path}", "alpha").replace("{key_id}", key_id))
     return paths
 
 
