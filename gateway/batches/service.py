@@ -25,6 +25,7 @@ from gateway.batches.render import batch_object, generated_file, generated_file_
 from gateway.batches.runner import BatchRunner, error_body
 from gateway.batches.windows import window_hours
 from gateway.errors import GatewayError, invalid_request
+from gateway.money import usd_text
 from gateway.state import Gateway
 from gateway.store.base import HoldRequest
 from gateway.store.batches import BatchLine, BatchRecord, BatchStore, FileRecord
@@ -176,8 +177,8 @@ class Batches:
         if not result.ok:  # spent meanwhile by requests in flight: refused as admission refuses
             raise GatewayError(
                 429,
-                f"Budget exceeded for team {batch.team!r}: this batch needs up to ${reserved / 1e9:.6f} and the budget's"
-                " room went to requests in flight meanwhile.",
+                f"Budget exceeded for team {batch.team!r}: this batch needs up to ${usd_text(reserved)} and what its"
+                " budget had left went to requests in flight meanwhile.",
                 "insufficient_quota",
                 "budget_exceeded",
             )

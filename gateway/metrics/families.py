@@ -313,8 +313,8 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "gateway_batches_total",
         "counter",
-        ("status",),
-        "Batches created (`created`) and ended (`completed`, `expired`, `cancelled`, `failed`).",
+        ("state",),
+        "Batches created (`state` `created`) and ended (`completed`, `expired`, `cancelled`, `failed`).",
     ),
     Family(
         "gateway_batch_saved_usd_total",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from gateway.metrics.families import (
+    BATCH_OUTCOMES,
     BATCH_STATUSES,
     BY_NAME,
     LIMIT_KINDS,
@@ -116,8 +117,14 @@ class Metrics:
         self.batch_lines = make("gateway_batch_lines_total")
         self.batches = make("gateway_batches_total")
         self.batch_saved = make("gateway_batch_saved_usd_total")
-        for status in BATCH_STATUSES:
-            self.batches.labels(status)
+        for state in BATCH_STATUSES:  # at 0: every family has series from the start (a dashboard or alert reads them)
+            self.batches.labels(state)
+        self.batch_lines.labels(NONE, "invalid", "failed")
+        for model in catalog.models.values():
+            if model.price.batch_discount:
+                self.batch_saved.labels(model.name, model.provider)
+            for outcome in BATCH_OUTCOMES:
+                self.batch_lines.labels(model.provider, "batch", outcome)
         self.build_info = make("gateway_build_info")
         self.build_info.labels(version).set(1)
         for result in ("success", "failure"):
@@ -300,9 +307,9 @@ class Metrics:
         if saved_nanos > 0:
             self.batch_saved.labels(b.model(model), b.provider(provider)).inc(usd_float(saved_nanos))
 
-    def batch_status(self, status: str) -> None:
-        """A batch was created, or ended with this status."""
-        self.batches.labels(self.bounds.batch(status)).inc()
+    def batch_status(self, state: str) -> None:
+        """A batch was created, or ended in this state."""
+        self.batches.labels(self.bounds.batch(state)).inc()
 
     def limits_store_unavailable(self, outcome: str) -> None:
         """A request met an unreachable limit store and was let through (`fail_open`) or refused

@@ -176,8 +176,8 @@ def test_openai_sdk_batch_runs_on_both_batch_apis_at_batch_prices(
         assert total(samples, "gateway_batch_lines_total", provider="mistral", mode="batch", outcome="answered") == 3
         assert total(samples, "gateway_batch_lines_total", provider="moonshot", mode="batch", outcome="answered") == 2
         assert total(samples, "gateway_batch_lines_total", mode="invalid", outcome="failed") == 2
-        assert total(samples, "gateway_batches_total", status="created") == 1
-        assert total(samples, "gateway_batches_total", status="completed") == 1
+        assert total(samples, "gateway_batches_total", state="created") == 1
+        assert total(samples, "gateway_batches_total", state="completed") == 1
         saved = total(samples, "gateway_batch_saved_usd_total", provider="mistral")
         assert abs(saved - float(gateway_view["saved_usd"])) < 1e-6
         team_view = Admin(gateway.url).ok("GET", f"/admin/teams/{team}")
