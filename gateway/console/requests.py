@@ -33,8 +33,9 @@ FILTER_FIELDS = (
     ("until", "Until"),
     ("q", "Search"),
 )
-KNOWN = {name for name, _ in FILTER_FIELDS} | {"order", "page", "errors"}
+KNOWN = {name for name, _ in FILTER_FIELDS} | {"order", "page", "errors", "lines"}
 ERRORS = {"": None, "errors": True, "ok": False}
+LINES = {"": None, "batch": True, "interactive": False}  # batches' lines, or the other requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ def _bad(field: str, message: str) -> GatewayError:
 def read_query(params: dict[str, str], now: float) -> Query:
     values = {name: params.get(name, "").strip() for name, _ in FILTER_FIELDS}
     values["errors"] = params.get("errors", "").strip()
+    values["lines"] = params.get("lines", "").strip()
     order = params.get("order", "").strip() or "newest"
     if order not in LEDGER_ORDERS:
         raise _bad("order", f"use one of {', '.join(LEDGER_ORDERS)}")
@@ -73,6 +75,8 @@ def read_query(params: dict[str, str], now: float) -> Query:
         raise _bad("status", "an HTTP status such as 200 or 429")
     if values["errors"] not in ERRORS:
         raise _bad("errors", "errors, ok or empty")
+    if values["lines"] not in LINES:
+        raise _bad("lines", "batch, interactive or empty")
     filters = LedgerFilter(
         team=values["team"] or None,
         key=values["key"] or None,
@@ -83,6 +87,7 @@ def read_query(params: dict[str, str], now: float) -> Query:
         status=int(status) if status else None,
         errors=ERRORS[values["errors"]],
         endpoint=values["endpoint"] or None,
+        in_batch=LINES[values["lines"]],
         since=moment(values["since"], now, "since"),
         until=moment(values["until"], now, "until"),
         search=values["q"] or None,
@@ -101,7 +106,8 @@ async def requests_page(view: View) -> Response:
     except GatewayError as error:
         if error.status >= 500:
             raise
-        values = {name: params.get(name, "") for name, _ in FILTER_FIELDS} | {"errors": params.get("errors", "")}
+        values = {name: params.get(name, "") for name, _ in FILTER_FIELDS}
+        values |= {"errors": params.get("errors", ""), "lines": params.get("lines", "")}
         return _render(view, 400, Query(values, LedgerFilter(), "newest", 1), [], 0, error.message)
     page = await gateway.store.ledger_page(
         query.filters, query.order, offset=(query.page - 1) * PAGE_SIZE, limit=PAGE_SIZE

@@ -46,6 +46,8 @@ def test_filters_by_any_column_search_and_order(tmp_path: Path) -> None:
             region="eu",
             route_reason="pinned",
             latency_ms=900.0,
+            batch_id="batch_1",
+            custom_id="line-1",
         )
         await record(gateway, web, ops, old)
         await login(client)
@@ -63,6 +65,8 @@ def test_filters_by_any_column_search_and_order(tmp_path: Path) -> None:
             "errors=errors": [ops.id],
             "errors=ok": [web.id, old.id],
             "endpoint=chat": [ops.id, web.id, old.id],
+            "lines=batch": [old.id],
+            "lines=interactive": [ops.id, web.id],
             "since=1d": [ops.id, web.id],
             "until=1d": [old.id],
             "q=RESIDENCY": [ops.id],
@@ -92,6 +96,7 @@ def test_bad_filters_are_answered_on_the_page(tmp_path: Path) -> None:
             ("order=random", "order"),
             ("page=0", "page"),
             ("colour=red", "colour"),
+            ("lines=some", "lines"),
         ):
             page = await client.get(f"/ui/requests?{query}")
             assert page.status_code == 400, query
