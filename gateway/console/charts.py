@@ -35,6 +35,7 @@ class Label:
     text: str
     anchor: str = "start"  # SVG text-anchor
     kind: str = "value"  # CSS class: value, axis, name
+    upright: bool = False  # written bottom to top (a column's total where columns are narrow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +173,10 @@ def columns(
         if d in stacks:
             slot = names.index(name) if name in kept else names.index(OTHER)
             stacks[d][slot] += nanos
-    left, area_width, area_height, top_margin = 70, 640, 180, 20
+    left, area_width, area_height = 70, 640, 180
+    slot_width = area_width / len(days) if days else area_width
+    upright = slot_width < 34  # a total written across a narrow column would overlap its neighbours'
+    top_margin = 50 if upright else 20
     keys, legend_height = legend(names, left + area_width + 20)
     height = legend_height + top_margin + area_height + 40
     chart = Chart(chart_id, title, left + area_width + 20, height, legend=keys)
@@ -181,7 +185,6 @@ def columns(
         return chart
     base = legend_height + top_margin + area_height
     scale = area_height / peak
-    slot_width = area_width / len(days)
     width = max(2.0, slot_width * 0.7)
     every = max(1, round(len(days) / 10))  # about ten date labels on the axis
     for index, d in enumerate(days):
@@ -195,7 +198,11 @@ def columns(
             chart.bars.append(Bar(x, y, width, h, series, f"{d}, {names[series]}: {money(nanos)}"))
         total = sum(stacks[d])
         if total > 0:
-            chart.labels.append(Label(x + width / 2, y - 4, compact_money(total), "middle", "value small"))
+            text = compact_money(total)
+            if upright:
+                chart.labels.append(Label(x + width / 2 + 3, y - 4, text, "start", "value small", upright=True))
+            else:
+                chart.labels.append(Label(x + width / 2, y - 4, text, "middle", "value small"))
         if index % every == 0:
             chart.labels.append(Label(x + width / 2, base + 16, d[5:], "middle", "axis"))
     chart.lines.append(Line(left, base, left + area_width, base, "axis"))

@@ -61,6 +61,13 @@ def when(seconds: float | str | None, none: str = DASH) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def stamp(seconds: float | None, none: str = DASH) -> str:
+    """`2026-12-07 14:03:22`: a table's time, its column saying UTC."""
+    if seconds is None:
+        return none
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def day(seconds: float | None, none: str = DASH) -> str:
     if seconds is None:
         return none
@@ -78,6 +85,7 @@ FILTERS: dict[str, Callable[..., str]] = {
     "percent": percent,
     "millis": millis,
     "when": when,
+    "stamp": stamp,
     "day": day,
     "listed": listed,
 }
