@@ -223,3 +223,17 @@ def test_after_login_only_console_paths_are_followed() -> None:
     assert safe_next("/ui/teams?x=1") == "/ui/teams?x=1"
     for target in ("https://evil.example/", "//evil.example", "/\\evil.example", "/admin/teams", "", None):
         assert safe_next(target) == "/ui"
+
+
+def test_the_console_leaves_the_apis_answers_alone(tmp_path: Path) -> None:
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient) -> None:
+        await login(client)
+        assert (await client.get("/ui/teams/")).status_code == 200  # a trailing slash, served as without
+        head = await client.head("/ui/requests")
+        assert head.status_code == 200 and head.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        unknown = await client.get("/v1/nothing-here")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+        admin = await client.get("/admin/teams")  # the session cookie is no key for the API (Path=/ui anyway)
+        assert admin.status_code == 401
+
+    run_console(tmp_path, scenario)
