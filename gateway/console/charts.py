@@ -173,7 +173,7 @@ def columns(
         if d in stacks:
             slot = names.index(name) if name in kept else names.index(OTHER)
             stacks[d][slot] += nanos
-    left, area_width, area_height = 70, 640, 180
+    left, area_width, area_height = 96, 640, 180  # (room on the left for an exact amount: `$0.0004176`)
     slot_width = area_width / len(days) if days else area_width
     upright = slot_width < 34  # a total written across a narrow column would overlap its neighbours'
     top_margin = 50 if upright else 20

@@ -14,14 +14,16 @@ DASH = "\u2013"
 
 
 def money(nanos: int | None, none: str = DASH) -> str:
-    """`$1,234.56`; an amount under a cent is written exactly (`$0.0000405`), as a request's cost often is."""
+    """`$1,234.56`; under $1,000 an amount with a part below a cent is written exactly (`$0.0000405`, `$74.9995824`),
+    as requests' costs and what a budget has left after them often are: a small spend never disappears in rounding."""
     if nanos is None:
         return none
     sign = "-" if nanos < 0 else ""
     amount = Decimal(abs(nanos)) / NANOS_PER_USD
-    if amount >= Decimal("0.01") or amount == 0:
-        return f"{sign}${amount.quantize(Decimal('0.01'), ROUND_HALF_EVEN):,}"
-    return f"{sign}${amount.quantize(Decimal('0.000000001')):f}".rstrip("0")
+    cents = amount.quantize(Decimal("0.01"), ROUND_HALF_EVEN)
+    if cents == amount or amount >= 1000:
+        return f"{sign}${cents:,}"
+    return f"{sign}${amount.quantize(Decimal('0.000000001')):,f}".rstrip("0")
 
 
 def usd(value: Any, none: str = DASH) -> str:

@@ -11,6 +11,7 @@ def test_money_is_money_and_exact_under_a_cent() -> None:
     assert money(1_234_567_890_123) == "$1,234.57"
     assert money(10_000_000) == "$0.01"
     assert money(40_500) == "$0.0000405"
+    assert money(74_999_582_400) == "$74.9995824"  # a budget's remainder after a small spend keeps it
     assert money(-5_000) == "-$0.000005"
     assert money(None) == "\u2013" and money(None, "no limit") == "no limit"
     assert usd("0.001250000") == "$0.00125" and usd("12.5") == "$12.50"

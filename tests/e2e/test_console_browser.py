@@ -8,9 +8,9 @@ against a real `gateway serve` process whose providers are the built-in emulator
 - What the browser itself must not do: run a team named `<script>...` (it shows as text, no script element is
   created, no alert opens), or accept a form whose CSRF token was removed from the page (403, nothing changed).
 
-Every page of the journey is photographed at 1400x1000 (tests/e2e/screenshots/console-<page>.png): the overview
-and the replay page are kept in the repository (the README shows them), the others go to the test's temporary
-directory. Every wait is Selenium's WebDriverWait on a condition of the page, never a sleep.
+Every page of the journey is photographed at 1400x1000 into the test's temporary folder; with
+GATEWAY_UPDATE_SCREENSHOTS=1 the overview and the replay page go to tests/e2e/screenshots/console-<page>.png instead,
+the pictures the README shows. Every wait is Selenium's WebDriverWait on a condition of the page, never a sleep.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ TEAM = "research"
 # The eu-only policy as the team's (default) policy: the Kimi request would be refused, the Mistral ones stay.
 EU_ONLY_AS_DEFAULT = (ROOT / "policies" / "eu-only.yaml").read_text().replace("name: eu-only", "name: default")
 SCRIPT = "<script>alert(1)</script>"
-# Money as the console writes it: $1,234.56, or an amount under a cent exactly ($0.0000405).
-MONEY = re.compile(r"^\$(\d{1,3}(,\d{3})*\.\d{2}|0\.0\d*[1-9])$")
+# Money as the console writes it: $1,234.56, or exactly when a part is below a cent ($0.0000405, $74.9995824).
+MONEY = re.compile(r"^\$\d{1,3}(,\d{3})*\.\d{2,9}$")
 
 
 # -- the gateway and the browser ------------------------------------------------------------------------------
@@ -156,7 +156,10 @@ def screenshot(driver: WebDriver, page: str, tmp_path: Path, scroll_to: str | No
         driver.execute_script("arguments[0].scrollIntoView(true);", element(driver, scroll_to))
     else:
         driver.execute_script("window.scrollTo(0, 0);")
-    directory = KEPT_SCREENSHOTS if page in KEPT else tmp_path / "screenshots"
+    # The README's two pictures are rewritten only on purpose (GATEWAY_UPDATE_SCREENSHOTS=1): a test run leaves the
+    # tracked files alone; every page is photographed into the test's own folder either way.
+    keep = page in KEPT and os.environ.get("GATEWAY_UPDATE_SCREENSHOTS") == "1"
+    directory = KEPT_SCREENSHOTS if keep else tmp_path / "screenshots"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"console-{page}.png"
     assert driver.save_screenshot(str(path)), path
