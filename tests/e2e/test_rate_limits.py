@@ -75,7 +75,10 @@ def prefix() -> Iterator[str]:
 
 
 def _env(providers: dict[str, str], data_dir: Path, **settings: str) -> dict[str, str]:
-    return {**providers, "GATEWAY_DATA_DIR": str(data_dir), **settings}
+    # Redis calls may take up to 5 s here (the gateway's default is 0.25 s): on a loaded machine a slow call would
+    # otherwise count as Redis being away, and fail_open would let a burst through unlimited (a CI run saw 70 of 80
+    # admitted at 30 RPM). The outage tests below set their own timeout, which is what they test.
+    return {**providers, "GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_REDIS_TIMEOUT_SECONDS": "5", **settings}
 
 
 def _burst(urls: list[str], key: str, count: int) -> tuple[list[Answer], float]:
