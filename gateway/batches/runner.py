@@ -457,6 +457,19 @@ class BatchRunner:
         if principal is None:
             error = GatewayError(403, f"Team {batch.team!r} no longer exists.", "invalid_request_error", "team_deleted")
             return error.status, error_body(error)
+        ledger_id = request_id(batch.id, line.index)
+        earlier = await self.gateway.store.ledger_row(ledger_id)
+        if earlier is not None:
+            # Settled just before the node running it stopped (its answer went with that node): charged once, never
+            # sent again.
+            error = GatewayError(
+                502 if earlier.status == 200 else earlier.status,
+                f"This request ended (status {earlier.status}) on a gateway node that stopped before it could record "
+                f"the answer; it is not sent again (ledger row {ledger_id}).",
+                "upstream_error",
+                "answer_lost",
+            )
+            return error.status, error_body(error)
         body: dict[str, Any] = orjson.loads(line.body or "{}")
         if line.model:
             body["model"] = line.model  # where the batch's plan routed it (its policy step for this line)
@@ -474,6 +487,7 @@ class BatchRunner:
                 headers,
                 endpoint=door,
                 batch=(batch.id, line.custom_id),
+                ledger_id=ledger_id,
             )
             answer = await serve(self.gateway, request, Context(_LineObserver()))
         except GatewayError as error:

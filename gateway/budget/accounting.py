@@ -72,6 +72,7 @@ class Ticket:
     reserved_nanos: int = 0  # the worst-case cost held (0: no budget to enforce)
     output_tokens: int = 0  # the output (all answers) the reservation covers: what the provider may produce
     prompt_estimate: int = 0  # the best guess of the prompt's tokens (billed when the provider never reports usage)
+    ledger_id: str | None = None  # the ledger row's id, when the request has one already (else `id`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +319,7 @@ class Accounting:
         min_output: int | None = None,
         prompt_estimate: int | None = None,
         dry_run: bool = False,
+        ledger_id: str | None = None,
     ) -> Ticket:
         """Reserve the request's worst case (`prompt_tokens`, an upper bound, plus `worst_output` tokens of
         output over all its answers) on its team and key; when that does not fit but `min_output` does,
@@ -337,6 +339,7 @@ class Accounting:
             ts=now.timestamp(),
             output_tokens=worst_output,
             prompt_estimate=prompt_tokens if prompt_estimate is None else prompt_estimate,
+            ledger_id=ledger_id,
         )
         if all(scope.budget_nanos is None for scope in scopes):
             return ticket  # nothing to enforce: no reservation, no write before the call
@@ -433,7 +436,7 @@ class Accounting:
         cost = cost_nanos(ticket.model, usage)
         key = ticket.principal.key
         row = LedgerRow(
-            id=ticket.id,
+            id=ticket.ledger_id or ticket.id,
             ts=ticket.ts,
             team=ticket.principal.team.name,
             key_id=key.id if key else None,

@@ -87,6 +87,7 @@ async def admit(
             min_output=minimum,
             prompt_estimate=count.tokens if count is not None else counts.tokens,
             dry_run=dry_run,
+            ledger_id=request.ledger_id,
         )
 
     async def counted_better(model_route: Route) -> bool:

@@ -50,6 +50,9 @@ class InferenceRequest:
     # A line of a batch run through the pipeline (gateway/batches/runner.py): (batch id, custom_id), written on its
     # ledger row so that spend groups by batch; None for every other request.
     batch: tuple[str, str] | None = None
+    # The ledger row's id when the request has one already (a batch line: a node that takes over a batch finds the
+    # row of a line answered just before another node stopped, instead of sending it again); None: a fresh id.
+    ledger_id: str | None = None
     # `max_tokens` as the client asked, before admission lowers it to what the budget pays for (or to the model's
     # limit where it is a ceiling): what the routing decision priced, recorded on the ledger row for policy replay.
     asked_max_output: int | None = field(init=False)

@@ -139,3 +139,43 @@ def test_interactive_lines_run_through_the_pipeline_and_are_settled(tmp_path: Pa
         assert int(view["x_gateway"]["cost_nanos"]) == sum(row.cost_nanos for row in rows)
 
     run(tmp_path, {}, scenario)
+
+
+def test_an_interactive_line_settled_before_its_node_stopped_is_not_sent_again(tmp_path: Path) -> None:
+    """Lines run on the pipeline have the ledger ids of their lines: a node taking a batch over finds the row of a line
+    the stopped node had settled, and charges and sends nothing for it."""
+    from gateway.batches.render import request_id
+    from gateway.store.base import LedgerRow, Settlement
+
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: Any) -> None:
+        key = await team_key(gateway, budget_usd="5")
+        data = content(*(chat(f"l{i}", "mistral-medium-3.5", max_tokens=8) for i in range(3)))
+        uploaded = await client.post(
+            "/v1/files", headers=bearer(key), files={"file": ("in.jsonl", data)}, data={"purpose": "batch"}
+        )
+        created = await client.post(
+            "/v1/batches", headers=bearer(key), json={"input_file_id": uploaded.json()["id"], "endpoint": CHAT}
+        )
+        batch_id = created.json()["id"]
+        earlier = LedgerRow(
+            request_id(batch_id, 1), 1.0, "alpha", None, None, "mistral-medium-3.5", "mistral-medium-3.5", "mistral",
+            "eu", 12, 3, 0, 41_000, False, 200, 10.0, None, "pinned", False, batch_id=batch_id, custom_id="l1",
+        )  # fmt: skip
+        await gateway.store.record(Settlement(earlier, []))
+        batches: Batches = client._transport.app.state.batches  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (view := (await client.get(f"/v1/batches/{batch_id}", headers=bearer(key))).json())[
+            "status"
+        ] != "completed":
+            assert loop.time() < deadline, view["status"]
+            await batches.runner.round()
+            await asyncio.sleep(0.01)
+        assert len(calls["mistral"]) == 2
+        rows = sorted((row.id, row.custom_id) for row in await ledger(gateway) if row.batch_id == batch_id)
+        assert rows == [(request_id(batch_id, i), f"l{i}") for i in range(3)]
+        errors = await client.get(f"/v1/files/{view['error_file_id']}/content", headers=bearer(key))
+        lost = [json.loads(line) for line in errors.text.splitlines()]
+        assert [(e["custom_id"], e["response"]["body"]["error"]["code"]) for e in lost] == [("l1", "answer_lost")]
+
+    run(tmp_path, {}, scenario)
