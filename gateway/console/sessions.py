@@ -76,7 +76,7 @@ class Sessions:
         if not token or len(token) > 200:
             return None
         payload, _, signature = token.rpartition(".")
-        if not hmac.compare_digest(self._sign(key, payload), signature):
+        if not _same(self._sign(key, payload), signature):
             return None
         version, _, rest = payload.partition(".")
         expires, _, sid = rest.partition(".")
@@ -106,7 +106,13 @@ class Sessions:
         return self._sign(self._csrf_key, session.sid)
 
     def csrf_ok(self, session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf(session), token or "")
+        return bool(token) and _same(self.csrf(session), token or "")
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time equality of a token we made and one a client sent, which may hold any character (compared as
+    UTF-8 bytes: `hmac.compare_digest` refuses non-ASCII strings with a TypeError, which would be a 500)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
 
 
 def cookie_header(name: str, value: str, max_age: int, secure: bool) -> str:

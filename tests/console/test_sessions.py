@@ -71,3 +71,15 @@ def test_the_cookie_is_http_only_strict_and_secure_only_over_tls() -> None:
     plain = cookie_header("gateway_console", "v", 60, secure=False)
     assert plain == "gateway_console=v; Path=/ui; Max-Age=60; HttpOnly; SameSite=Strict"
     assert cookie_header("gateway_console", "v", 60, secure=True).endswith("; Secure")
+
+
+def test_tokens_with_any_characters_are_refused_not_an_error() -> None:
+    """A client may send any character in a cookie or a form field: refused like any wrong token (a TypeError from
+    comparing non-ASCII text in constant time would be a 500)."""
+    sessions = Sessions("master")
+    token, session = sessions.issue()
+    payload, _, _ = token.rpartition(".")
+    for forged in (f"{payload}.\u00e9\u00e9\u00e9", "v1.1.\u00e9.\u00e9", "\udcff", token + "\u2028"):
+        assert sessions.check(forged) is None
+        assert sessions.check_login(forged) is None
+        assert sessions.csrf_ok(session, forged) is False

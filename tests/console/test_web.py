@@ -237,3 +237,21 @@ def test_the_console_leaves_the_apis_answers_alone(tmp_path: Path) -> None:
         assert admin.status_code == 401
 
     run_console(tmp_path, scenario)
+
+
+def test_a_hostile_cookie_or_token_is_refused_never_a_500(tmp_path: Path) -> None:
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient) -> None:
+        token = await login(client)
+        refused = await post(
+            client, "/ui/teams", "caf\u00e9-\u00e9\u00e9", name="evil", budget_usd="1", period="monthly"
+        )
+        assert refused.status_code == 403
+        assert await gateway.store.get_team("evil") is None
+        accepted = await post(client, "/ui/teams", token, name="fine", budget_usd="1", period="monthly")
+        assert accepted.status_code in (200, 303)
+        client.cookies.clear()
+        hostile = "gateway_console=v1.9999999999.\u00e9.\u00e9".encode("latin-1")  # (bytes a browser may send)
+        page = await client.get("/ui", headers=[(b"cookie", hostile)])
+        assert page.status_code == 303 and page.headers["location"].startswith("/ui/login")
+
+    run_console(tmp_path, scenario)
