@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS limit_cells (
 SWEEP_EVERY = 1000
 
 
+OPEN_RETRY_SECONDS = 10.0  # how long opening the file is tried again while another process holds it locked
+
+
 class SqliteLimitStore(LimitStore):
     kind = "sqlite"
 
@@ -119,19 +122,35 @@ class SqliteLimitStore(LimitStore):
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_seconds)
-            try:
-                db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_seconds * 1000)}")
-                db.execute("PRAGMA journal_mode=WAL")
-                # The state is minutes long at most: losing the last commits to a power cut only forgets some
-                # use, so no fsync per transaction.
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute(SCHEMA)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
+            # Workers starting together open a new file at the same instant: switching it to WAL takes a lock that
+            # SQLite refuses at once ("database is locked"), without waiting out the busy timeout. So the opening is
+            # tried again for a while (a backoff on this store's own thread), then the error stands.
+            deadline = time.monotonic() + max(self.busy_timeout_seconds, OPEN_RETRY_SECONDS)
+            pause = 0.005
+            while True:
+                try:
+                    self._db = self._open()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                        raise
+                time.sleep(pause)  # (retry backoff, not synchronisation)
+                pause = min(pause * 2, 0.2)
         return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_seconds)
+        try:
+            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_seconds * 1000)}")
+            db.execute("PRAGMA journal_mode=WAL")
+            # The state is minutes long at most: losing the last commits to a power cut only forgets some
+            # use, so no fsync per transaction.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _write(
         self,

@@ -50,3 +50,55 @@ def test_a_file_that_cannot_be_created_is_unavailable(tmp_path: Path) -> None:
         await store.close()
 
     asyncio.run(main())
+
+
+def test_opening_a_file_another_process_holds_locked_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers starting together switch a new file to WAL at the same instant and SQLite refuses one at once
+    ("database is locked", without its busy timeout): the opening is tried again; another error is not."""
+
+    from gateway.limits import sqlite_store
+
+    store = sqlite_store.SqliteLimitStore(tmp_path / "limits.db")
+    real, calls = store._open, []
+
+    def locked_twice() -> sqlite3.Connection:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real()
+
+    monkeypatch.setattr(store, "_open", locked_twice)
+
+    async def main() -> None:
+        await store.open()
+        await store.close()
+
+    asyncio.run(main())
+    assert len(calls) == 3
+
+    broken = sqlite_store.SqliteLimitStore(tmp_path / "other.db")
+    monkeypatch.setattr(broken, "_open", lambda: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+
+    async def fails() -> None:
+        try:
+            await broken.open()
+        finally:
+            await broken.close()
+
+    with pytest.raises(LimitsUnavailable, match="disk I/O error"):
+        asyncio.run(fails())
+
+    stuck = sqlite_store.SqliteLimitStore(tmp_path / "stuck.db", busy_timeout_seconds=0.05)
+    monkeypatch.setattr(sqlite_store, "OPEN_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(stuck, "_open", lambda: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")))
+
+    async def gives_up() -> None:
+        try:
+            await stuck.open()
+        finally:
+            await stuck.close()
+
+    with pytest.raises(LimitsUnavailable, match="locked"):
+        asyncio.run(gives_up())
