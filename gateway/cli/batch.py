@@ -457,8 +457,12 @@ def render_cancelled(batch: Mapping[str, Any]) -> str:
     )
 
 
-def _print_json(value: Any) -> None:
-    print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+def _emit(args: argparse.Namespace, value: Any, render: Callable[[Any], str]) -> None:
+    """What a command prints: the gateway's JSON with `--json`, else its rendering."""
+    if args.json:
+        print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(value))
 
 
 # -- commands ------------------------------------------------------------------------------------------------
@@ -482,10 +486,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if refused.status < 500:  # refused, nothing created: the uploaded file would only be litter
             _forget(client, uploaded["id"])
         raise
-    if args.json:
-        _print_json(batch)
-    else:
-        print(render_submitted(batch))
+    _emit(args, batch, render_submitted)
     return 0
 
 
@@ -498,10 +499,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         explained = client.call("POST", "/v1/batches/explain", batch_body(args, uploaded["id"]))
     finally:
         _forget(client, uploaded["id"])
-    if args.json:
-        _print_json(explained)
-    else:
-        print(render_explained(explained))
+    _emit(args, explained, render_explained)
     return 0 if explained.get("admitted") else 1
 
 
@@ -515,28 +513,19 @@ def _forget(client: Client, file_id: str) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     listing = client_for(args).call("GET", "/v1/batches", query={"limit": args.limit, "after": args.after})
-    if args.json:
-        _print_json(listing)
-    else:
-        print(render_list(listing))
+    _emit(args, listing, render_list)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     batch = client_for(args).call("GET", f"/v1/batches/{quote(args.id)}")
-    if args.json:
-        _print_json(batch)
-    else:
-        print(render_batch(batch))
+    _emit(args, batch, render_batch)
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     batch = client_for(args).call("POST", f"/v1/batches/{quote(args.id)}/cancel")
-    if args.json:
-        _print_json(batch)
-    else:
-        print(render_cancelled(batch))
+    _emit(args, batch, render_cancelled)
     return 0
 
 
