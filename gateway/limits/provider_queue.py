@@ -10,8 +10,9 @@ one of its deployments), ordered by weighted fair queueing between teams:
   only its own requests back: another team's single request finishes one step after the present and is served
   after at most about one request of each other waiting team. A team of weight 2 gets twice the turns of a team
   of weight 1 while both wait. The queues of one provider's deployments share one virtual clock, and a seat given
-  back wakes their heads lowest finish first: a team flooding one model does not starve another model's team of
-  the account they share.
+  back wakes the one head with the lowest finish among them (which passes the turn on when what refused it was
+  its own deployment's room): a team flooding one model does not starve another model's team of the account
+  they share.
 - only the head of a queue asks the store (no thundering herd): when it is refused it waits for a release on
   this node (an event), for the store's `retry_after` (requests and tokens per minute: exact), or, when the
   concurrency it waits for is held by other nodes, a short poll (`POLL_SECONDS`), never past its deadline.
@@ -89,6 +90,12 @@ def _scope_limits(scope: str, limits: CapacityLimits | None) -> list[Limit]:
     return [Limit(scope, kind, amount) for kind, amount in figures if amount is not None]
 
 
+def _refuses_everyone(limit: Limit | None, provider: str) -> bool:
+    """A refusal that every request to the provider would get now: the account's concurrency or requests per
+    minute (a deployment's limits, and tokens, refuse one request and may let another through)."""
+    return limit is None or (limit.scope == provider_scope(provider) and limit.kind in ("concurrency", "rpm"))
+
+
 def limits_for(provider: Provider, model: ModelConfig) -> list[Limit]:
     """The limits a request to `model` is held to: its provider's (the account's) then its deployment's, each in
     the order rpm, tpm, concurrency. Empty when neither declares any."""
@@ -139,6 +146,7 @@ class _Waiter:
     team: str
     start: float  # virtual start and finish times (weighted fair queueing)
     finish: float
+    seq: int = 0  # arrival order: ties of finish go to the earlier arrival
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     gone: bool = False  # served, or left the queue
 
@@ -195,7 +203,8 @@ class _Queue:
 
     def push(self, team: str, weight: float) -> _Waiter:
         waiter = self.fairness.tag(team, weight)
-        heapq.heappush(self.heap, (waiter.finish, next(self.fairness.order), waiter))
+        waiter.seq = next(self.fairness.order)
+        heapq.heappush(self.heap, (waiter.finish, waiter.seq, waiter))
         return waiter
 
     def head(self) -> _Waiter | None:
@@ -206,14 +215,6 @@ class _Queue:
 
     def ahead_of(self, waiter: _Waiter) -> int:
         return sum(1 for finish, _, other in self.heap if not other.gone and finish < waiter.finish)
-
-    def served(self, waiter: _Waiter) -> None:
-        self.fairness.served(waiter)
-        self.poke()
-
-    def abandoned(self, waiter: _Waiter) -> None:
-        self.fairness.abandoned(waiter)
-        self.poke()
 
     def poke(self) -> None:
         """Wake the head: it asks the store again."""
@@ -422,10 +423,15 @@ class ProviderQueues:
                     grant = await self._try(queue, wanted, holder, lease_seconds, tokens)
                     now = time.monotonic()
                     if grant.ok:
-                        queue.served(waiter)
+                        queue.fairness.served(waiter)
+                        self._poke(provider)  # the next turn asks: there may be room for it too
                         return self._seated(provider, limits, holder, tokens, grant, now - started)
                     if queue.head() is not waiter:
                         queue.poke()  # another waiter became the head while this one asked
+                    if not _refuses_everyone(grant.refused, provider):
+                        # Refused by what only this request lacks (its deployment's room, or tokens): the next turn
+                        # in another deployment's queue may fit, so it asks (the turn passes forward, never back).
+                        self._poke(provider, after=waiter)
                     pause = self._refused(queue, provider, grant, now, deadline)
                 if queue.blocked_until > deadline and queue.blocked_by is not None:
                     raise QueueTimeout(queue.blocked_until - time.monotonic(), queue.blocked_by)
@@ -446,7 +452,8 @@ class ProviderQueues:
             raise
         finally:
             if not waiter.gone:
-                queue.abandoned(waiter)
+                queue.fairness.abandoned(waiter)
+                self._poke(provider)  # the turn it held goes on
             self._set_depth(provider, -1)
 
     def _refused(self, queue: _Queue, provider: str, grant: Grant, now: float, deadline: float) -> float:
@@ -552,16 +559,28 @@ class ProviderQueues:
             self._by_provider.setdefault(provider, []).append(queue)
         return queue
 
-    def _poke(self, provider: str) -> None:
-        """A seat was given back: the heads of the provider's queues (one per deployment: the account is shared by
-        all) ask again, the lowest finish time first, so that it reaches the store first."""
+    def _poke(self, provider: str, after: _Waiter | None = None) -> None:
+        """Room may have come at `provider` (a seat given back, a turn served or given up): the head with the lowest
+        finish time among its queues (one per deployment: the account is shared by all) asks the store; with
+        `after`, the lowest after that waiter's turn (it was refused by what only it lacks).
+
+        One head, not all: heads woken together race to the store (separate connections, answered in any order)
+        and the later turn could take the seat; the turn passes on from head to head instead, forward only, so it
+        ends."""
         queues = self._by_provider.get(provider, ())
-        if len(queues) == 1:
+        if len(queues) == 1 and after is None:
             queues[0].poke()
             return
-        heads = [(head.finish, index) for index, queue in enumerate(queues) if (head := queue.head()) is not None]
-        for _, index in sorted(heads):
-            queues[index].poke()
+        bar = (after.finish, after.seq) if after is not None else None
+        best: _Waiter | None = None
+        for queue in queues:
+            head = queue.head()
+            if head is None or (bar is not None and (head.finish, head.seq) <= bar):
+                continue
+            if best is None or (head.finish, head.seq) < (best.finish, best.seq):
+                best = head
+        if best is not None:
+            best.wake.set()
 
     def _set_depth(self, provider: str, change: int) -> None:
         depth = self._depth.get(provider, 0) + change
