@@ -1,7 +1,8 @@
 """Moving batches forward: on every node, a loop takes the lease of the active batches nobody holds and advances them.
 
-Exactly one node holds a batch's lease at a time (a row lock in the database); it renews the lease each round, and
-a node that dies (SIGKILL, a lost host) lets its lease run out, after which another node takes the batch over
+Exactly one node holds a batch's lease at a time (a row lock in the database); it renews the lease each round and,
+while it works on it (one step can outlast a lease: a large upload, a slow provider), every third of a lease; a
+node that dies (SIGKILL, a lost host) lets its lease run out, after which another node takes the batch over
 where the database says it is. One round of one batch: a new batch goes `in_progress`; its pending lines are sent,
 grouped by model, as jobs on their providers' batch APIs, and its interactive lines start on the pipeline (a few
 at a time); each job is polled, and a finished job's results are settled line by line (ledger row at the batch
@@ -88,6 +89,8 @@ class BatchRunner:
         self._loop: asyncio.Task[None] | None = None
         self._running: dict[str, set[int]] = {}  # batch id -> interactive lines running on this node
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._held: set[str] = set()  # batches leased by this node's last round
+        self._renewing: asyncio.Task[None] | None = None
         self._owner = "batches-" + secrets.token_hex(6)
 
     @property
@@ -97,7 +100,9 @@ class BatchRunner:
 
     def start(self) -> None:
         if self._loop is None:
-            self._loop = asyncio.get_running_loop().create_task(self._rounds())
+            loop = asyncio.get_running_loop()
+            self._loop = loop.create_task(self._rounds())
+            self._renewing = loop.create_task(self._renewals())
 
     def wake(self) -> None:
         """Advance the active batches now (a batch was created or cancelled on this node)."""
@@ -105,7 +110,8 @@ class BatchRunner:
 
     async def close(self) -> None:
         loop, self._loop = self._loop, None
-        tasks = [t for t in (loop, *self._tasks) if t is not None]
+        renewing, self._renewing = self._renewing, None
+        tasks = [t for t in (loop, renewing, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -132,13 +138,36 @@ class BatchRunner:
     async def round(self) -> int:
         """Advance every batch this node can lease now; how many it advanced."""
         now = int(time.time())
-        leased = await self.store.lease(self.owner, now, now + int(self.lease_seconds + 0.999), LEASE_BATCHES)
+        leased = await self.store.lease(self.owner, now, self._lease_end(now), LEASE_BATCHES)
+        self._held = {batch.id for batch in leased}
         for batch in leased:
+            if batch.id not in self._held:
+                continue  # its lease was lost while this round worked on others (see `_renewals`)
             try:
                 await self.advance(batch)
             except Exception:
                 log.warning("advancing batch %s failed (retried next round)", batch.id, exc_info=True)
         return len(leased)
+
+    def _lease_end(self, now: float) -> int:
+        return int(now + self.lease_seconds + 0.999)
+
+    async def _renewals(self) -> None:
+        """Every third of a lease, extend the leases of the batches this node is working on: those of the round
+        (a step of one can take longer than a lease) and those with interactive lines running here (they outlast
+        the round). Without it another node could take a batch in the middle of a long step."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)  # (a period, not a wait for another task)
+            ids = self._held | set(self._running)
+            if not ids:
+                continue
+            try:
+                renewed = await self.store.renew_leases(sorted(ids), self.owner, self._lease_end(time.time()))
+            except Exception:  # the database away: the next renewal, or the next round, tries again
+                log.warning("could not renew batch leases (tried again in %.0f s)", self.lease_seconds / 3)
+                continue
+            for batch_id in ids - renewed:  # ended (lease released) or, past an outage, taken by another node
+                self._held.discard(batch_id)
 
     # -- one batch -----------------------------------------------------------------------------------------
 

@@ -353,6 +353,20 @@ class SqlBatchStore(BatchStore):
         leased = await self._transact(run)
         return sorted(leased, key=lambda b: (b.created_at, b.id))  # RETURNING promises no order
 
+    async def renew_leases(self, batch_ids: Sequence[str], owner: str, until: int) -> set[str]:
+        if not batch_ids:
+            return set()
+        ids = list(dict.fromkeys(batch_ids))
+        text = self._sql(
+            f"UPDATE batches SET lease_until = ? WHERE lease_owner = ? AND id IN ({_marks(len(ids))}) RETURNING id"
+        )
+
+        def run(cur: Any) -> set[str]:
+            cur.execute(text, (until, owner, *ids))
+            return {row[0] for row in cur.fetchall()}
+
+        return await self._transact(run)
+
     async def release_lease(self, batch_id: str, owner: str) -> None:
         text = self._sql("UPDATE batches SET lease_owner = NULL, lease_until = 0 WHERE id = ? AND lease_owner = ?")
 

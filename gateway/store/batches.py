@@ -214,6 +214,12 @@ class BatchStore(ABC):
         until `until`: exactly one owner holds a batch at a time, on every database."""
 
     @abstractmethod
+    async def renew_leases(self, batch_ids: Sequence[str], owner: str, until: int) -> set[str]:
+        """Extend `owner`'s leases of these batches to `until` (a node at work on a batch keeps it however long one
+        step takes); the ids it still held and renewed. A lease another node took, or one released (the batch
+        ended), is not renewed."""
+
+    @abstractmethod
     async def release_lease(self, batch_id: str, owner: str) -> None: ...
 
     # -- lines ---------------------------------------------------------------------------------------------

@@ -4,12 +4,14 @@ jobs submitted once per model, results settled once, and a job left `submitting`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway.batches.service import Batches
 from gateway.catalog import ModelConfig
@@ -191,3 +193,46 @@ def test_submit_refused_for_good_fails_the_lines_and_transient_keeps_them(tmp_pa
         assert view["status"] == "completed" and view["request_counts"]["failed"] == 3
 
     run(tmp_path, {}, scenario)
+
+
+@pytest.mark.slow  # (a few seconds of real time: leases are about time)
+def test_a_lease_is_renewed_while_one_step_outlasts_it(tmp_path: Path) -> None:
+    """The upload to the provider takes longer than a lease: the node keeps renewing it meanwhile, so another node
+    does not take the batch over in the middle (it would look the job up, or send the lines a second time)."""
+
+    async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: Any) -> None:
+        fake = FakeBatchApi()
+        inside, finish = asyncio.Event(), asyncio.Event()
+        original = fake.submit
+
+        async def slow(*args: Any) -> Submitted:
+            inside.set()
+            await finish.wait()
+            return await original(*args)
+
+        fake.submit = slow  # type: ignore[method-assign]
+        batches, _, batch_id = await started(gateway, client, fake)
+        runner = batches.runner
+        runner.start()  # its first round leases the batch and stays inside the upload
+        await asyncio.wait_for(inside.wait(), 10)
+        first = await batches.store.get_batch(batch_id)
+        assert first is not None and first.lease_owner == runner.owner
+
+        async def lease_until() -> int:
+            batch = await batches.store.get_batch(batch_id)
+            assert batch is not None and batch.lease_owner == runner.owner
+            return batch.lease_until
+
+        deadline = time.monotonic() + 20
+        while (await lease_until()) <= first.lease_until or time.time() <= first.lease_until + 1:
+            assert time.monotonic() < deadline, "the lease was not renewed during the step"
+            await asyncio.sleep(0.05)  # (polling the database for a state, bounded: not a wait for a task)
+        now = int(time.time())  # past the first lease's end: another node finds nothing to take
+        assert await batches.store.lease("another-node", now, now + 60, 10) == []
+        finish.set()
+        while not fake.submitted:
+            assert time.monotonic() < deadline, "the upload did not end"
+            await asyncio.sleep(0.01)
+        assert len(fake.submitted) == 1
+
+    run(tmp_path, {}, scenario, batch_lease_seconds=1.5, batch_poll_seconds=60)

@@ -661,6 +661,28 @@ def test_lease_takes_free_and_expired_active_batches_oldest_first(database_url: 
     assert out["a_after_release"] == ["b3"]
 
 
+def test_renew_extends_only_the_owners_leases(database_url: str) -> None:
+    async def main(store: Store) -> dict[str, Any]:
+        for index in range(3):
+            await store.batches.create_batch(batch_of(f"b{index}", 100 + index, status="in_progress"), [], None)
+        leases = store.batches
+        await leases.lease("node-a", 1_000, 1_060, 2)  # b0, b1
+        await leases.lease("node-b", 1_000, 1_060, 10)  # b2
+        await leases.release_lease("b1", "node-a")  # b1 ended
+        out: dict[str, Any] = {
+            "renewed": await leases.renew_leases(["b0", "b1", "b2", "b-none", "b0"], "node-a", 1_500)
+        }
+        out["none"] = await leases.renew_leases([], "node-a", 1_500)
+        out["until"] = {b: (await leases.get_batch(b)).lease_until for b in ("b0", "b1", "b2")}  # type: ignore[union-attr]
+        out["c_at_1100"] = [b.id for b in await leases.lease("node-c", 1_100, 1_200, 10)]
+        return out
+
+    out = using(database_url, main)
+    assert out["renewed"] == {"b0"} and out["none"] == set()
+    assert out["until"] == {"b0": 1_500, "b1": 0, "b2": 1_060}
+    assert out["c_at_1100"] == ["b1", "b2"]  # b0 renewed past 1,100: still node-a's
+
+
 def test_two_nodes_leasing_at_once_never_share_a_batch(database_url: str) -> None:
     count, rounds = 8, 25
 
