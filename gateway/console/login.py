@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from starlette.responses import Response
 
 from gateway.console.sessions import LOGIN_COOKIE, LOGIN_SECONDS, SESSION_COOKIE, Sessions, cookie_header
@@ -41,7 +43,15 @@ async def login(view: View) -> Response:
     login_session = sessions.check_login(view.request.cookies.get(LOGIN_COOKIE))
     if login_session is None or not sessions.csrf_ok(login_session, form.get("csrf_token") or None):
         return _form(view, 403, "This login form has expired or was not sent from this console: try again.", target)
+    attempts = view.console.attempts
+    address = view.request.client.host if view.request.client is not None else "unknown"
+    wait = math.ceil(attempts.wait(address))
+    if wait > 0:
+        response = _form(view, 429, f"Too many wrong keys from this address: try again in {wait} s.", target)
+        response.headers["retry-after"] = str(wait)
+        return response
     if not view.gateway.auth.is_master(form.get("master_key") or None):
+        attempts.failed(address)
         return _form(view, 401, "That is not the gateway's master key.", target)
     token, _ = sessions.issue()
     secure = secure_request(view.request)

@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.console import formats
+from gateway.console.attempts import LoginAttempts
 from gateway.console.sessions import SESSION_COOKIE, Session, Sessions, cookie_header
 from gateway.errors import GatewayError
 from gateway.state import Gateway
@@ -120,6 +121,7 @@ class Console:
     sessions: Sessions | None
     env: Environment
     explain: Callable[..., Awaitable[Response]]
+    attempts: LoginAttempts = field(default_factory=LoginAttempts)  # failed logins per client address
 
     @property
     def form_limit(self) -> int:
