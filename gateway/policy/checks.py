@@ -336,6 +336,17 @@ def _alias_problems(policy: Policy, catalog: Catalog) -> list[tuple[tuple[Any, .
 # -- loading -----------------------------------------------------------------------------------
 
 
+def _not_yaml(source: str, exc: yaml.YAMLError, text: str) -> Problem:
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, other controls)
+        line = text.count("\n", 0, exc.position) + 1
+        return Problem(
+            source, "(top level)", f"not valid YAML: unacceptable character #x{exc.character:04x}", line=line
+        )
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or exc
+    return Problem(source, "(top level)", f"not valid YAML: {problem}", line=mark.line + 1 if mark else None)
+
+
 def check_policy_text(text: str, source: str, stem: str, catalog: Catalog) -> tuple[Policy | None, list[Problem]]:
     """Parse and validate one policy; the policy is None when there is any error."""
     problems: list[Problem] = []
@@ -343,20 +354,15 @@ def check_policy_text(text: str, source: str, stem: str, catalog: Catalog) -> tu
     def add(loc: Sequence[Any], message: str, warning: bool = False, node: yaml.Node | None = None) -> None:
         problems.append(Problem(source, field_path(tuple(loc)), message, warning, _line_of(node, loc)))
 
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # (its reader refuses control characters, NUL included, at once)
+    except yaml.YAMLError as exc:
+        return None, [_not_yaml(source, exc, text)]
     try:
         node = loader.get_single_node()
         raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problems.append(
-            Problem(
-                source,
-                "(top level)",
-                f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-                line=mark.line + 1 if mark else None,
-            )
-        )
+        problems.append(_not_yaml(source, exc, text))
         return None, problems
     finally:
         loader.dispose()

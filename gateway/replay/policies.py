@@ -23,7 +23,7 @@ def _stem(name_hint: str, text: str) -> str:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError:
-        raw = None  # check_policy_text says what is wrong with it, under the name below
+        return "pasted"  # (not YAML: check_policy_text says what is wrong with it, under this name)
     named = raw.get("name") if isinstance(raw, dict) else None
     if isinstance(named, str) and named.strip():
         return named.strip()
@@ -58,6 +58,6 @@ def load_replay_policies(path: Path, catalog: Catalog, current: PolicySet) -> Po
         return loaded
     try:
         text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # (ValueError: a NUL in the path)
         raise PolicyError(str(path), [Problem(str(path), "(top level)", f"cannot read file: {exc}")]) from exc
     return policy_set_from_text(policy_name(path), text, catalog, current)

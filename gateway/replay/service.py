@@ -4,11 +4,12 @@
                                                                           replaced ("policy_name" optional: the
                                                                           file's name, else the text's `name:`)
     {"policy_files": {"default.yaml": "...", "eu-only.yaml": "..."}}     a whole set instead (as a directory)
-    {"policy_dir": "/srv/policies-next"}                                 a directory (or one file) on the server
     (none of the three: the current policies, replayed as a baseline)
     "team": "web" | null, "since": "30d" | ISO-8601 | Unix seconds (default 30d), "until": the same | null (now)
 
-Bad input is a 400 naming the field (`param`); a policy that does not validate is a 400 `invalid_policy` whose
+A request names no path on the gateway's machine (`policy_dir` is refused: an admin API that opened any file it
+was given would tell its caller about files the gateway can read); `gateway replay --policy DIR` reads a directory
+on the machine it runs on, and sends the files' text with `--url`. Bad input is a 400 naming the field (`param`); a policy that does not validate is a 400 `invalid_policy` whose
 message has one line per problem, each naming the file and the field.
 """
 
@@ -25,11 +26,11 @@ from gateway.catalog import Catalog
 from gateway.errors import GatewayError
 from gateway.policy import DEFAULT_POLICY, PolicyError, PolicySet, Problem, check_policy_text
 from gateway.replay.engine import replay
-from gateway.replay.policies import load_replay_policies, policy_set_from_text
+from gateway.replay.policies import policy_set_from_text
 from gateway.store.base import Store
 
-FIELDS = ("policy_yaml", "policy_name", "policy_files", "policy_dir", "team", "since", "until")
-POLICY_SOURCES = ("policy_yaml", "policy_files", "policy_dir")
+FIELDS = ("policy_yaml", "policy_name", "policy_files", "team", "since", "until")
+POLICY_SOURCES = ("policy_yaml", "policy_files")
 DEFAULT_SINCE = "30d"
 DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -92,11 +93,7 @@ def replay_policies(body: Mapping[str, Any], catalog: Catalog, current: PolicySe
         files = body["policy_files"]
         if not isinstance(files, dict) or not files or not all(isinstance(v, str) for v in files.values()):
             raise _bad("policy_files", "must be an object of file names and their texts")
-        return policy_set_from_files(files, catalog, "(policy_files)")
-    directory = body["policy_dir"]
-    if not isinstance(directory, str) or not directory.strip():
-        raise _bad("policy_dir", "must be a path on the gateway's machine")
-    return load_replay_policies(Path(directory), catalog, current)
+    return policy_set_from_files(files, catalog, "(policy_files)")
 
 
 def invalid_policy(error: PolicyError) -> GatewayError:
@@ -119,6 +116,12 @@ async def replay_request(
 ) -> dict[str, Any]:
     """Run the replay a JSON body asks for and return its report (`ReplayReport.as_dict()`)."""
     for field in body:
+        if field == "policy_dir":  # (what an earlier release accepted: refused by name, not as unknown)
+            raise _bad(
+                "policy_dir",
+                "is not accepted: a request names no path on the gateway's machine; send the files' text as "
+                "policy_files (gateway replay --policy DIR --url ... does)",
+            )
         if field not in FIELDS:
             raise GatewayError(
                 400,

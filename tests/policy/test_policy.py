@@ -199,6 +199,10 @@ BAD = [
         id="duplicate-key",
     ),
     pytest.param("name: [\n", "(top level): not valid YAML", id="bad-yaml"),
+    pytest.param("name: x\x00\n", "(top level): not valid YAML: unacceptable character #x0000 (line 1)", id="nul"),
+    pytest.param(
+        "name: x\nregions: [eu]\x07\n", "(top level): not valid YAML: unacceptable character #x0007 (line 2)", id="bel"
+    ),
     pytest.param("- a\n", "(top level): a policy is a mapping of fields", id="not-a-mapping"),
 ]
 

@@ -59,10 +59,11 @@ def test_bad_bodies_are_400s_naming_the_field(tmp_path: Path) -> None:
             "next.yaml: models[0]: unknown model 'gpt-5'",
         ),
         ({"policy_yaml": "regions: [eu]\n"}, None, "needs its `name:` field"),
-        ({"policy_yaml": EU_DEFAULT, "policy_dir": "/tmp"}, "policy_dir", "give one of"),
+        ({"policy_yaml": EU_DEFAULT, "policy_files": {"default.yaml": EU_DEFAULT}}, "policy_files", "give one of"),
         ({"policy_yaml": 3}, "policy_yaml", "must be the text of one policy file"),
         ({"policy_files": {"eu.yaml": "regions: [eu]\n"}}, None, "no default.yaml"),
-        ({"policy_dir": "/nonexistent/dir"}, None, "cannot read file"),
+        ({"policy_dir": "/etc"}, "policy_dir", "a request names no path on the gateway's machine"),
+        ({"policy_yaml": "name: x\nregions: [eu]\x00\n"}, None, "not valid YAML"),
         ({"since": "yesterday"}, "since", "duration back from now"),
         ({"since": "2d", "until": "3d"}, "until", "must be later than since"),
         ({"team": 5}, "team", "must be a team's name"),
@@ -100,6 +101,9 @@ def test_hostile_bodies_are_400s_never_500s(tmp_path: Path) -> None:
         {"policy_files": {}},
         {"policy_dir": ""},
         {"policy_dir": ["/"]},
+        {"policy_dir": "/proc/self/environ"},
+        {"policy_yaml": "\x00", "policy_name": "x"},
+        {"policy_files": {"default.yaml": "name: default\x07\n"}},
     ]
 
     async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: dict[str, list[MockCall]]) -> None:
