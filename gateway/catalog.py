@@ -267,7 +267,9 @@ def parse_catalog_file(path: Path | None) -> tuple[str, CatalogFile]:
             raise ConfigError(source, [f"cannot read file: {exc}"]) from exc
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # (PyYAML's constructors raise plain ValueErrors for a scalar their tag cannot hold: `!!int abc`, a date
+        # that does not exist; it recurses once per level of nesting)
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
     if not isinstance(raw, dict):
         raise ConfigError(source, ["(top level): must be a mapping with 'providers' and 'models'"])

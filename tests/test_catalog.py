@@ -58,6 +58,10 @@ def test_demo_needed_only_without_any_key() -> None:
     ("text", "problem"),
     [
         ("providers: [\n", "not valid YAML"),
+        ("providers: 2026-13-45\n", "not valid YAML: month must be in 1..12"),
+        ("providers: !!int abc\n", "not valid YAML: invalid literal for int()"),
+        ("providers: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML: maximum recursion depth"),
+        ("providers: \x00\n", "not valid YAML: unacceptable character #x0000"),
         ("- a\n- b\n", "(top level): must be a mapping"),
         ("providers: []\nmodels: []\n", "providers: List should have at least 1 item"),
         (

@@ -194,7 +194,7 @@ async def _replay(view: View) -> tuple[dict[str, Any], str]:
             400, "Paste a policy file (YAML) to replay.", "invalid_request_error", "invalid_value", "policy"
         )
     now = time.time()
-    since = moment(form.get("since") or DEFAULT_SINCE, now, "since")
+    since = moment(form.get("since").strip() or DEFAULT_SINCE, now, "since")  # (blank: the default window)
     until = moment(form.get("until"), now, "until")
     assert since is not None
     if until is not None and until <= since:

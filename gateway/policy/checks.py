@@ -72,6 +72,17 @@ class _Loader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's own constructors raise plain ValueErrors for a scalar their tag cannot hold (a date that does
+        # not exist, `!!int abc`, `!!float x`): reported as the YAML problem they are, at the scalar's line.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a valid {tag}: {exc}", node.start_mark
+            ) from exc
+
 
 def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
     """The line (1-based) of the YAML node at `loc`, or of its nearest existing parent."""
@@ -363,6 +374,9 @@ def check_policy_text(text: str, source: str, stem: str, catalog: Catalog) -> tu
         raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         problems.append(_not_yaml(source, exc, text))
+        return None, problems
+    except RecursionError:  # (PyYAML recurses once per level of nesting)
+        problems.append(Problem(source, "(top level)", "not valid YAML: nested too deeply"))
         return None, problems
     finally:
         loader.dispose()

@@ -22,7 +22,7 @@ def _stem(name_hint: str, text: str) -> str:
         return stem
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
         return "pasted"  # (not YAML: check_policy_text says what is wrong with it, under this name)
     named = raw.get("name") if isinstance(raw, dict) else None
     if isinstance(named, str) and named.strip():

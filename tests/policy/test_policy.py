@@ -204,6 +204,17 @@ BAD = [
         "name: x\nregions: [eu]\x07\n", "(top level): not valid YAML: unacceptable character #x0007 (line 2)", id="bel"
     ),
     pytest.param("- a\n", "(top level): a policy is a mapping of fields", id="not-a-mapping"),
+    pytest.param(
+        "name: x\nregions: [2026-13-45]\n",
+        "(top level): not valid YAML: '2026-13-45' is not a valid timestamp: month must be in 1..12 (line 2)",
+        id="no-such-date",
+    ),
+    pytest.param(
+        "name: x\nregions: !!int abc\n", "(top level): not valid YAML: 'abc' is not a valid int", id="bad-int"
+    ),
+    pytest.param(
+        "name: x\nregions: " + "[" * 5000 + "]" * 5000, "(top level): not valid YAML: nested too deeply", id="deep"
+    ),
 ]
 
 

@@ -103,6 +103,10 @@ def test_hostile_bodies_are_400s_never_500s(tmp_path: Path) -> None:
         {"policy_dir": ["/"]},
         {"policy_dir": "/proc/self/environ"},
         {"policy_yaml": "\x00", "policy_name": "x"},
+        {"policy_yaml": "2026-13-45"},
+        {"policy_yaml": "name: x\nregions: !!float abc\n"},
+        {"policy_yaml": "[" * 5000 + "]" * 5000, "policy_name": "x"},
+        {"policy_files": {"default.yaml": "name: default\nmodels: [2026-02-30]\n"}},
         {"policy_files": {"default.yaml": "name: default\x07\n"}},
     ]
 
