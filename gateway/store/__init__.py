@@ -68,11 +68,23 @@ def _bound_wal(wal: str, limit: int, db: Any) -> None:
 
 def _postgres(url: str) -> Dialect:
     import psycopg
+    from psycopg.types.string import StrDumperUnknown
+
+    class NulFreeStr(StrDumperUnknown):
+        """psycopg's own default for str (the unknown oid: the server types it from the query), with NUL as U+FFFD.
+
+        PostgreSQL's text cannot hold NUL (psycopg raises DataError), and text from callers reaches the database:
+        an id or name looked up (`GET /v1/files/a%00b`), a batch line's custom_id, a key's name, content in the
+        ledger. Refused there, each was a 500, or a ledger row lost in a background write. Replaced, a lookup finds
+        nothing (404) and a write keeps the rest of the text; SQLite stores NUL as it is."""
+
+        def dump(self, obj: str) -> Any:
+            return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
 
     def connect() -> Any:
         # A bounded connect, and TCP keepalives so that a database that vanished without closing the
         # connection (a dead host, a cut network) is noticed in seconds rather than never.
-        return psycopg.connect(
+        connection = psycopg.connect(
             url,
             autocommit=True,
             connect_timeout=5,
@@ -81,6 +93,8 @@ def _postgres(url: str) -> Dialect:
             keepalives_interval=2,
             keepalives_count=2,
         )
+        connection.adapters.register_dumper(str, NulFreeStr)
+        return connection
 
     def lost(exc: BaseException) -> bool:
         return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))

@@ -81,13 +81,13 @@ def run(
         calls[provider.name] = mock.calls
         return mock
 
-    config = Settings(
-        database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-        data_dir=tmp_path,
-        master_key=MASTER,
-        request_log=False,
-        **settings,
-    )
+    defaults: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'gateway.db'}",
+        "data_dir": tmp_path,
+        "master_key": MASTER,
+        "request_log": False,
+    }
+    config = Settings(**{**defaults, **settings})
     gateway = Gateway(config, load_catalog(None, ENV), adapters=adapter)
 
     async def main() -> None:
