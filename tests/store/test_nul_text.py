@@ -5,7 +5,6 @@ Over the in-process app: ids and names looked up are not found (404), filters ma
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,8 @@ CHAT = "/v1/chat/completions"
 NUL = "a\x00b"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gateway.db'}"
-    else:
-        with fresh_database() as url:
-            yield url
-
-
-def test_text_with_nul_is_looked_up_and_written_without_a_5xx(tmp_path: Path, database_url: str) -> None:
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_text_with_nul_is_looked_up_and_written_without_a_5xx(tmp_path: Path, database: str) -> None:
     async def scenario(gateway: Gateway, client: httpx.AsyncClient, calls: Any) -> None:
         key = await team_key(gateway, budget_usd="5")
         as_team, as_master = bearer(key), bearer(MASTER)
@@ -82,4 +73,8 @@ def test_text_with_nul_is_looked_up_and_written_without_a_5xx(tmp_path: Path, da
         rows = await settled(gateway, 1)  # the chat request's row (refused before routing, the 404 writes none)
         assert [(row.status, row.requested_model) for row in rows] == [(200, "kimi-k2.6")]
 
-    run(tmp_path, {}, scenario, database_url=database_url)
+    if database == "sqlite":
+        run(tmp_path, {}, scenario)
+    else:
+        with fresh_database() as url:
+            run(tmp_path, {}, scenario, database_url=url)
