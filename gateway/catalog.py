@@ -27,6 +27,10 @@ DEFAULT_MAX_N = 8
 # Set by the gateway on every request, or the request's own content: never taken from `extra_fields`.
 RESERVED_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "prompt", "suffix", "input"})
 DEMO_UPSTREAMS_ENV = "GATEWAY_DEMO_UPSTREAMS"
+# What `yaml.safe_load` raises for text that is not YAML it can load: YAMLError, and plain errors from PyYAML's own
+# constructors for a scalar their tag cannot hold (`!!int abc`, a date that does not exist), RecursionError past
+# its nesting (it recurses once per level).
+YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError)
 # Fields that would let a request choose an upstream, credentials or headers (litellm and others read them):
 # refused on every endpoint (400 forbidden_parameter), and never allowed as a provider's `extra_fields`.
 FORBIDDEN_FIELDS = (
@@ -267,9 +271,7 @@ def parse_catalog_file(path: Path | None) -> tuple[str, CatalogFile]:
             raise ConfigError(source, [f"cannot read file: {exc}"]) from exc
     try:
         raw = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        # (PyYAML's constructors raise plain ValueErrors for a scalar their tag cannot hold: `!!int abc`, a date
-        # that does not exist; it recurses once per level of nesting)
+    except YAML_ERRORS as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
     if not isinstance(raw, dict):
         raise ConfigError(source, ["(top level): must be a mapping with 'providers' and 'models'"])

@@ -150,6 +150,11 @@ class _Waiter:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     gone: bool = False  # served, or left the queue
 
+    @property
+    def turn(self) -> tuple[float, int]:
+        """Its place in line across the provider's queues: lowest first."""
+        return self.finish, self.seq
+
 
 class _Fairness:
     """One provider's virtual clock and its teams' last finish times, shared by the queues of all its deployments
@@ -571,16 +576,11 @@ class ProviderQueues:
         if len(queues) == 1 and after is None:
             queues[0].poke()
             return
-        bar = (after.finish, after.seq) if after is not None else None
-        best: _Waiter | None = None
-        for queue in queues:
-            head = queue.head()
-            if head is None or (bar is not None and (head.finish, head.seq) <= bar):
-                continue
-            if best is None or (head.finish, head.seq) < (best.finish, best.seq):
-                best = head
-        if best is not None:
-            best.wake.set()
+        heads = [head for queue in queues if (head := queue.head()) is not None]
+        if after is not None:
+            heads = [head for head in heads if head.turn > after.turn]
+        if heads:
+            min(heads, key=lambda head: head.turn).wake.set()
 
     def _set_depth(self, provider: str, change: int) -> None:
         depth = self._depth.get(provider, 0) + change

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.catalog import Catalog
+from gateway.catalog import YAML_ERRORS, Catalog
 from gateway.policy import PolicyError, PolicySet, Problem, check_policy_text, load_policies
 from gateway.policy.checks import policy_name
 
@@ -22,7 +22,7 @@ def _stem(name_hint: str, text: str) -> str:
         return stem
     try:
         raw = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
+    except YAML_ERRORS:
         return "pasted"  # (not YAML: check_policy_text says what is wrong with it, under this name)
     named = raw.get("name") if isinstance(raw, dict) else None
     if isinstance(named, str) and named.strip():

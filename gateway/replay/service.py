@@ -4,12 +4,14 @@
                                                                           replaced ("policy_name" optional: the
                                                                           file's name, else the text's `name:`)
     {"policy_files": {"default.yaml": "...", "eu-only.yaml": "..."}}     a whole set instead (as a directory)
-    (none of the three: the current policies, replayed as a baseline)
+    (neither: the current policies, replayed as a baseline)
     "team": "web" | null, "since": "30d" | ISO-8601 | Unix seconds (default 30d), "until": the same | null (now)
 
 A request names no path on the gateway's machine (`policy_dir` is refused: an admin API that opened any file it
 was given would tell its caller about files the gateway can read); `gateway replay --policy DIR` reads a directory
-on the machine it runs on, and sends the files' text with `--url`. Bad input is a 400 naming the field (`param`); a policy that does not validate is a 400 `invalid_policy` whose
+on the machine it runs on, and sends the files' text with `--url`.
+
+Bad input is a 400 naming the field (`param`); a policy that does not validate is a 400 `invalid_policy` whose
 message has one line per problem, each naming the file and the field.
 """
 

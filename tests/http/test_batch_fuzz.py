@@ -48,9 +48,9 @@ FUZZ = settings(
 odd_text = st.one_of(st.sampled_from(ODD_STRINGS), st.text(max_size=20))
 
 
-def upload(url: str, content: bytes, purpose: str = "batch", filename: str = "in.jsonl") -> Answer:
-    boundary = uuid.uuid4().hex
-    body = (
+def multipart(purpose: str, filename: str, content: bytes, boundary: str) -> bytes:
+    """A well-formed upload body: the `purpose` field, then the `file` part."""
+    return (
         (
             f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
@@ -59,8 +59,12 @@ def upload(url: str, content: bytes, purpose: str = "batch", filename: str = "in
         + content
         + f"\r\n--{boundary}--\r\n".encode()
     )
+
+
+def upload(url: str, content: bytes, purpose: str = "batch", filename: str = "in.jsonl") -> Answer:
+    boundary = uuid.uuid4().hex
     headers = {**AS_TEAM, "content-type": f"multipart/form-data; boundary={boundary}"}
-    return request(url, "POST", "/v1/files", body, headers)
+    return request(url, "POST", "/v1/files", multipart(purpose, filename, content, boundary), headers)
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +133,7 @@ def multipart_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
         purpose = draw(st.sampled_from(["batch", "batch", "fine-tune", "", "BATCH", "batch\r\nX-Evil: 1"]))
         filename = draw(st.sampled_from(["in.jsonl", "", "../../etc/passwd", "ä.jsonl", "a" * 300, "x\\y"]))
         content = draw(st.one_of(st.binary(max_size=200), st.sampled_from([b"", b"\n", b'{"custom_id": "a"}\n'])))
-        body = (
-            (
-                f'--b0\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
-                f'--b0\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'
-            ).encode()
-            + content
-            + b"\r\n--b0--\r\n"
-        )
-        return body, "multipart/form-data; boundary=b0"
+        return multipart(purpose, filename, content, "b0"), "multipart/form-data; boundary=b0"
     boundary = draw(st.sampled_from(["b0undary", "x", "-" * 70, "a b", "ü"]))
     parts = []
     for _ in range(draw(st.integers(0, 4))):

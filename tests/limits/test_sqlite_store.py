@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from gateway.limits.base import Limit, LimitsUnavailable, Want
+from gateway.limits.base import Limit, LimitStore, LimitsUnavailable, Want
 from gateway.limits.sqlite_store import SqliteLimitStore
 
 RPM = Limit("key:k", "rpm", 10)
@@ -70,35 +71,35 @@ def test_opening_a_file_another_process_holds_locked_is_tried_again(
         return real()
 
     monkeypatch.setattr(store, "_open", locked_twice)
-
-    async def main() -> None:
-        await store.open()
-        await store.close()
-
-    asyncio.run(main())
+    open_and_close(store)
     assert len(calls) == 3
 
     broken = sqlite_store.SqliteLimitStore(tmp_path / "other.db")
-    monkeypatch.setattr(broken, "_open", lambda: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
-
-    async def fails() -> None:
-        try:
-            await broken.open()
-        finally:
-            await broken.close()
-
+    monkeypatch.setattr(broken, "_open", refusing("disk I/O error"))
     with pytest.raises(LimitsUnavailable, match="disk I/O error"):
-        asyncio.run(fails())
+        open_and_close(broken)
 
     stuck = sqlite_store.SqliteLimitStore(tmp_path / "stuck.db", busy_timeout_seconds=0.05)
     monkeypatch.setattr(sqlite_store, "OPEN_RETRY_SECONDS", 0.05)
-    monkeypatch.setattr(stuck, "_open", lambda: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")))
-
-    async def gives_up() -> None:
-        try:
-            await stuck.open()
-        finally:
-            await stuck.close()
-
+    monkeypatch.setattr(stuck, "_open", refusing("database is locked"))
     with pytest.raises(LimitsUnavailable, match="locked"):
-        asyncio.run(gives_up())
+        open_and_close(stuck)
+
+
+def open_and_close(store: LimitStore) -> None:
+    async def main() -> None:
+        try:
+            await store.open()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def refusing(message: str) -> Callable[[], sqlite3.Connection]:
+    """An `_open` that SQLite refuses with `message`."""
+
+    def open_() -> sqlite3.Connection:
+        raise sqlite3.OperationalError(message)
+
+    return open_
